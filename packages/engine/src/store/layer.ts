@@ -1,0 +1,37 @@
+import type { EntryRecord, LayerRecord } from "./catalog.js";
+
+/** One extent of one layer: where its blocks live and which of them this layer holds. */
+export class ExtentEntry implements EntryRecord {
+  readonly layerId: number;
+  readonly logical: number;
+  /** Physical extent holding this layer's data blocks, or -1 when it holds only zero markers. */
+  phys: number;
+  /** Two bits per block (see BlockState). */
+  states: Uint8Array;
+  /** Writes into `phys` that have not completed; the extent is never released while any is running. */
+  pendingWrites = 0;
+
+  constructor(layerId: number, logical: number, phys: number, states: Uint8Array) {
+    this.layerId = layerId;
+    this.logical = logical;
+    this.phys = phys;
+    this.states = states;
+  }
+}
+
+/** A layer at run time: its record and its extent index. */
+export class Layer {
+  readonly record: LayerRecord;
+  /** Extent index: logical extent number to entry. */
+  readonly extents = new Map<number, ExtentEntry>();
+  /** Entries that own a physical extent. */
+  allocatedExtents = 0;
+
+  constructor(record: LayerRecord) {
+    this.record = record;
+  }
+
+  get id(): number {
+    return this.record.id;
+  }
+}

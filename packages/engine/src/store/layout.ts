@@ -1,0 +1,119 @@
+import assert from "node:assert";
+import { randomUUID } from "node:crypto";
+import { crc32 } from "node:zlib";
+import { KeelsonError } from "@keelson/sdk";
+
+/** Smallest unit of volume data tracked by the store; sub-block writes are read-modify-write. */
+export const BLOCK_SIZE_BYTES = 4096;
+/** Allocation unit of thin volumes on the pool. */
+export const EXTENT_SIZE_BYTES = 1024 * 1024;
+export const BLOCKS_PER_EXTENT = EXTENT_SIZE_BYTES / BLOCK_SIZE_BYTES;
+/** Two bits of state per block (absent, data, zero). */
+export const EXTENT_STATE_BYTES = BLOCKS_PER_EXTENT / 4;
+
+const SUPERBLOCK_BYTES = 4096;
+const SUPERBLOCK_MAGIC = "KEELSONP";
+const FORMAT_VERSION = 1;
+const MIB = 1024 * 1024;
+/** Largest catalog (volumes and layers, as JSON) a checkpoint can hold. */
+export const MAX_CATALOG_BYTES = 4 * MIB;
+/** Bytes of one extent-entry record in checkpoints and journal batches. */
+export const ENTRY_RECORD_BYTES = 12 + EXTENT_STATE_BYTES;
+const MIN_JOURNAL_BYTES = 4 * MIB;
+const MAX_JOURNAL_BYTES = 64 * MIB;
+/** A pool must hold at least this many data extents after its metadata. */
+export const MIN_DATA_EXTENTS = 8;
+
+/** Where everything lives on a pool device; fixed at format time. */
+export interface PoolLayout {
+  uid: string;
+  sizeBytes: number;
+  extentSizeBytes: number;
+  blockSizeBytes: number;
+  /** Checkpoint slots A and B, each `slotBytes` long. */
+  slotOffsets: readonly [number, number];
+  slotBytes: number;
+  journalOffset: number;
+  journalBytes: number;
+  dataOffset: number;
+  extentCount: number;
+  /** Most extent entries (data-bearing or zero markers) a checkpoint can hold. */
+  maxEntries: number;
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** Plans the layout of a new pool of `sizeBytes`; NO_SPACE when it is too small to hold any data. */
+export function planLayout(sizeBytes: number, uid: string = randomUUID()): PoolLayout {
+  const roughExtents = Math.floor(sizeBytes / EXTENT_SIZE_BYTES);
+  const maxEntries = 2 * roughExtents + 1024;
+  const slotBytes = roundUp(4096 + MAX_CATALOG_BYTES + maxEntries * ENTRY_RECORD_BYTES, MIB);
+  const journalBytes = Math.min(MAX_JOURNAL_BYTES, Math.max(MIN_JOURNAL_BYTES, roundUp(sizeBytes / 64, MIB)));
+  const slotA = MIB;
+  const slotB = slotA + slotBytes;
+  const journalOffset = slotB + slotBytes;
+  const dataOffset = journalOffset + journalBytes;
+  const extentCount = Math.floor((sizeBytes - dataOffset) / EXTENT_SIZE_BYTES);
+  if (extentCount < MIN_DATA_EXTENTS) {
+    const needed = dataOffset + MIN_DATA_EXTENTS * EXTENT_SIZE_BYTES;
+    throw new KeelsonError({
+      code: "NO_SPACE",
+      message: `pool of ${sizeBytes} bytes is too small: it needs at least ${needed} bytes (metadata plus ${MIN_DATA_EXTENTS} extents)`,
+    });
+  }
+  return {
+    uid,
+    sizeBytes,
+    extentSizeBytes: EXTENT_SIZE_BYTES,
+    blockSizeBytes: BLOCK_SIZE_BYTES,
+    slotOffsets: [slotA, slotB],
+    slotBytes,
+    journalOffset,
+    journalBytes,
+    dataOffset,
+    extentCount,
+    maxEntries,
+  };
+}
+
+/** Encodes the superblock (4 KiB, CRC-protected). */
+export function encodeSuperblock(layout: PoolLayout): Buffer {
+  const buf = Buffer.alloc(SUPERBLOCK_BYTES);
+  buf.write(SUPERBLOCK_MAGIC, 0, "ascii");
+  const json = Buffer.from(JSON.stringify({ version: FORMAT_VERSION, ...layout }), "utf8");
+  assert(json.length < SUPERBLOCK_BYTES - 20, "superblock JSON fits");
+  buf.writeUInt32BE(json.length, 8);
+  json.copy(buf, 12);
+  buf.writeUInt32BE(crc32(buf.subarray(0, SUPERBLOCK_BYTES - 4)), SUPERBLOCK_BYTES - 4);
+  return buf;
+}
+
+/** Result of reading the first 4 KiB of a device. */
+export type SuperblockRead =
+  | { kind: "formatted"; layout: PoolLayout }
+  | { kind: "blank" }
+  | { kind: "foreign" };
+
+/** Decodes a superblock; "blank" for all-zero bytes, "foreign" for anything that is not ours. */
+export function decodeSuperblock(buf: Buffer): SuperblockRead {
+  if (buf.length < SUPERBLOCK_BYTES) return { kind: "foreign" };
+  if (buf.subarray(0, SUPERBLOCK_BYTES).every((b) => b === 0)) return { kind: "blank" };
+  if (buf.toString("ascii", 0, 8) !== SUPERBLOCK_MAGIC) return { kind: "foreign" };
+  if (crc32(buf.subarray(0, SUPERBLOCK_BYTES - 4)) !== buf.readUInt32BE(SUPERBLOCK_BYTES - 4)) {
+    throw new KeelsonError({ code: "METADATA_CORRUPT", message: "pool superblock checksum mismatch" });
+  }
+  const length = buf.readUInt32BE(8);
+  const parsed = JSON.parse(buf.toString("utf8", 12, 12 + length)) as PoolLayout & { version: number };
+  if (parsed.version !== FORMAT_VERSION) {
+    throw new KeelsonError({
+      code: "METADATA_CORRUPT",
+      message: `pool format version ${parsed.version} is not supported (this engine reads version ${FORMAT_VERSION})`,
+    });
+  }
+  const { version: _version, ...layout } = parsed;
+  return { kind: "formatted", layout };
+}
+
+export const SUPERBLOCK_SIZE_BYTES = SUPERBLOCK_BYTES;

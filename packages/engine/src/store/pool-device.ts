@@ -1,0 +1,102 @@
+import fs from "node:fs";
+import { KeelsonError } from "@keelson/sdk";
+
+/** The block device or file a pool lives on, opened for direct use by the store. */
+export interface PoolDevice {
+  path: string;
+  fd: number;
+  sizeBytes: number;
+  isBlockDevice: boolean;
+  /** Releases the device (and the lock file of a file-backed pool). */
+  close(): void;
+}
+
+/** Options of {@link openPoolDevice}. */
+export interface OpenPoolDeviceOptions {
+  path: string;
+  /** Creates a sparse file of this size when `path` does not exist. */
+  createSizeBytes?: number;
+}
+
+function blockDeviceSizeBytes(path: string, stat: fs.Stats): number {
+  const rdev = stat.rdev;
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+  const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, "utf8").trim());
+  if (!Number.isFinite(sectors) || sectors <= 0) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `cannot read the size of block device ${path}` });
+  }
+  return sectors * 512;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes `<path>.lock` for a file-backed pool so two daemons never share one.
+ * A lock left by a dead process (kill -9) is taken over.
+ */
+function lockFile(path: string): () => void {
+  const lockPath = `${path}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lockPath, String(process.pid), { flag: "wx" });
+      return () => fs.rmSync(lockPath, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const owner = Number(fs.readFileSync(lockPath, "utf8"));
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+        throw new KeelsonError({ code: "VOLUME_IN_USE", message: `pool ${path} is in use by process ${owner} (${lockPath})` });
+      }
+      fs.rmSync(lockPath, { force: true });
+    }
+  }
+  throw new KeelsonError({ code: "INTERNAL", message: `cannot lock pool ${path}` });
+}
+
+/**
+ * Opens a pool device. Block devices are opened O_EXCL so the kernel refuses
+ * a second opener (a mounted filesystem or another daemon).
+ */
+export function openPoolDevice(options: OpenPoolDeviceOptions): PoolDevice {
+  const { path } = options;
+  if (!fs.existsSync(path)) {
+    if (options.createSizeBytes === undefined) {
+      throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `pool ${path} does not exist (give a size to create it)` });
+    }
+    const fd = fs.openSync(path, "wx");
+    fs.ftruncateSync(fd, options.createSizeBytes);
+    fs.closeSync(fd);
+  }
+  const stat = fs.statSync(path);
+  if (stat.isBlockDevice()) {
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_EXCL);
+    return { path, fd, sizeBytes: blockDeviceSizeBytes(path, stat), isBlockDevice: true, close: () => fs.closeSync(fd) };
+  }
+  if (!stat.isFile()) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `pool ${path} is neither a block device nor a regular file` });
+  }
+  const unlock = lockFile(path);
+  try {
+    const fd = fs.openSync(path, "r+");
+    return {
+      path,
+      fd,
+      sizeBytes: stat.size,
+      isBlockDevice: false,
+      close: () => {
+        fs.closeSync(fd);
+        unlock();
+      },
+    };
+  } catch (error) {
+    unlock();
+    throw error;
+  }
+}

@@ -1,0 +1,109 @@
+import { KeelsonError } from "@keelson/sdk";
+import { isEmpty } from "./block-states.js";
+import type { CatalogChange, CatalogSnapshot, EntryRecord, LayerRecord, VolumeRecord } from "./catalog.js";
+import { ExtentEntry, Layer } from "./layer.js";
+import type { PoolLayout } from "./layout.js";
+import type { RecoveredMetadata } from "./metadata-log.js";
+
+/** The in-memory state rebuilt from a checkpoint and the journal after it. */
+export interface RecoveredState {
+  nextLayerId: number;
+  volumes: Map<string, VolumeRecord>;
+  layers: Map<number, Layer>;
+  entryCount: number;
+}
+
+function corrupt(message: string): KeelsonError {
+  return new KeelsonError({ code: "METADATA_CORRUPT", message });
+}
+
+class StateBuilder {
+  nextLayerId = 1;
+  readonly volumes = new Map<string, VolumeRecord>();
+  readonly layerRecords = new Map<number, LayerRecord>();
+  readonly entries = new Map<number, Map<number, EntryRecord>>();
+
+  loadSnapshot(catalog: CatalogSnapshot, entries: readonly EntryRecord[]): void {
+    this.nextLayerId = catalog.nextLayerId;
+    for (const v of catalog.volumes) this.volumes.set(v.uid, v);
+    for (const l of catalog.layers) this.putLayer(l);
+    for (const e of entries) this.putEntry(e);
+  }
+
+  apply(change: CatalogChange): void {
+    switch (change.op) {
+      case "putVolume":
+        this.volumes.set(change.volume.uid, change.volume);
+        return;
+      case "deleteVolume":
+        this.volumes.delete(change.uid);
+        return;
+      case "putLayer":
+        this.putLayer(change.layer);
+        return;
+      case "deleteLayer":
+        this.layerRecords.delete(change.id);
+        this.entries.delete(change.id);
+        return;
+    }
+  }
+
+  putLayer(layer: LayerRecord): void {
+    this.layerRecords.set(layer.id, layer);
+    if (!this.entries.has(layer.id)) this.entries.set(layer.id, new Map());
+    this.nextLayerId = Math.max(this.nextLayerId, layer.id + 1);
+  }
+
+  /** Records are whole states: the last one for an extent wins; an empty one removes it. Unknown layers were deleted later in the same batch. */
+  putEntry(entry: EntryRecord): void {
+    const map = this.entries.get(entry.layerId);
+    if (!map) return;
+    if (entry.phys < 0 && isEmpty(entry.states)) map.delete(entry.logical);
+    else map.set(entry.logical, entry);
+  }
+}
+
+function checkVolumes(b: StateBuilder): Map<string, VolumeRecord> {
+  const byName = new Map<string, VolumeRecord>();
+  for (const v of b.volumes.values()) {
+    if (!b.layerRecords.has(v.headLayerId)) throw corrupt(`volume ${v.name} has no head layer ${v.headLayerId}`);
+    if (byName.has(v.name)) throw corrupt(`two volumes are named ${v.name}`);
+    byName.set(v.name, v);
+  }
+  return byName;
+}
+
+function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number, Layer>; entryCount: number } {
+  const layers = new Map<number, Layer>();
+  const physOwner = new Map<number, number>();
+  let entryCount = 0;
+  for (const record of b.layerRecords.values()) {
+    const layer = new Layer(record);
+    for (const e of b.entries.get(record.id)?.values() ?? []) {
+      if (e.phys >= layout.extentCount) throw corrupt(`layer ${record.id} maps extent ${e.phys} beyond the pool`);
+      if (e.phys >= 0) {
+        const other = physOwner.get(e.phys);
+        if (other !== undefined) throw corrupt(`extent ${e.phys} is mapped by layers ${other} and ${record.id}`);
+        physOwner.set(e.phys, record.id);
+        layer.allocatedExtents++;
+      }
+      layer.extents.set(e.logical, new ExtentEntry(record.id, e.logical, e.phys, e.states));
+      entryCount++;
+    }
+    layers.set(record.id, layer);
+  }
+  return { layers, entryCount };
+}
+
+/** Rebuilds the store's state; METADATA_CORRUPT when the records contradict each other. */
+export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): RecoveredState {
+  const b = new StateBuilder();
+  if (recovered.checkpoint) b.loadSnapshot(recovered.checkpoint.catalog, recovered.checkpoint.entries);
+  for (const batch of recovered.batches) {
+    for (const change of batch.changes) b.apply(change);
+    for (const entry of batch.entries) b.putEntry(entry);
+  }
+  const volumes = checkVolumes(b);
+  const { layers, entryCount } = buildLayers(b, layout);
+  return { nextLayerId: b.nextLayerId, volumes, layers, entryCount };
+}

@@ -1,0 +1,364 @@
+import assert from "node:assert";
+import fs from "node:fs";
+import { KeelsonError } from "@keelson/sdk";
+import { BlockState, allStates, getState, hasData, isEmpty, setStates } from "./block-states.js";
+import type { ExtentEntry, Layer } from "./layer.js";
+import { BLOCK_SIZE_BYTES, EXTENT_SIZE_BYTES } from "./layout.js";
+import type { Pool } from "./pool.js";
+import type { Volume } from "./volume.js";
+
+/** Completion of a volume I/O; `error` is null on success. */
+export type IoCallback = (error: KeelsonError | null) => void;
+
+/** How a zeroing request may be carried out. */
+export interface ZeroOptions {
+  /** TRIM: the range need not read back as zero, and partial blocks are left alone. */
+  trim: boolean;
+  /** Allocate and write real zeros instead of zero markers (NBD_CMD_FLAG_NO_HOLE). */
+  noHole: boolean;
+  /** Durable before completion. */
+  fua: boolean;
+}
+
+const ZERO_EXTENT = Buffer.alloc(EXTENT_SIZE_BYTES);
+/** Scratch for the per-extent entries of a chain; only used synchronously. */
+const chainEntries: Array<ExtentEntry | undefined> = [];
+
+function ioError(error: NodeJS.ErrnoException, what: string): KeelsonError {
+  const code = error.code === "ENOSPC" || error.code === "EDQUOT" ? "NO_SPACE" : "INTERNAL";
+  return new KeelsonError({ code, message: `${what} failed: ${error.message}`, cause: error });
+}
+
+function checkRange(volume: Volume, offset: number, length: number): KeelsonError | null {
+  if (volume.deleted) return new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${volume.name} was deleted` });
+  if (offset < 0 || length < 0 || offset + length > volume.sizeBytes) {
+    return new KeelsonError({
+      code: "OUT_OF_RANGE",
+      message: `request [${offset}, ${offset + length}) reaches past the end of volume ${volume.name} (${volume.sizeBytes} bytes)`,
+    });
+  }
+  return null;
+}
+
+/** Counts outstanding parts of one request and completes it once. */
+class Completion {
+  pending = 1;
+  error: KeelsonError | null = null;
+  readonly callback: IoCallback;
+
+  constructor(callback: IoCallback) {
+    this.callback = callback;
+  }
+
+  done(error: KeelsonError | null): void {
+    if (error && !this.error) this.error = error;
+    if (--this.pending === 0) this.callback(this.error);
+  }
+}
+
+class ReadPart {
+  readonly completion: Completion;
+  readonly length: number;
+  readonly onRead: (error: NodeJS.ErrnoException | null, bytesRead: number) => void;
+
+  constructor(completion: Completion, length: number) {
+    this.completion = completion;
+    this.length = length;
+    this.onRead = (error, bytesRead) => {
+      if (error) this.completion.done(ioError(error, "pool read"));
+      else if (bytesRead !== this.length) this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool" }));
+      else this.completion.done(null);
+    };
+  }
+}
+
+/** The physical extent holding block `block` of `logical` for the chain in `chainEntries`, or -1 for zeros. */
+function resolveBlock(depth: number, block: number): number {
+  for (let i = 0; i < depth; i++) {
+    const e = chainEntries[i];
+    if (e === undefined) continue;
+    const s = getState(e.states, block);
+    if (s === BlockState.DATA) return e.phys;
+    if (s === BlockState.ZERO) return -1;
+  }
+  return -1;
+}
+
+function emitRead(pool: Pool, c: Completion, src: number, from: number, to: number, buf: Buffer, at: number): void {
+  if (src < 0) {
+    buf.fill(0, at, at + (to - from));
+    return;
+  }
+  c.pending++;
+  const part = new ReadPart(c, to - from);
+  fs.read(pool.device.fd, buf, at, to - from, pool.layout.dataOffset + src * EXTENT_SIZE_BYTES + from, part.onRead);
+}
+
+/** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
+function readSegment(pool: Pool, volume: Volume, logical: number, from: number, to: number, buf: Buffer, at: number, c: Completion): void {
+  const chain = volume.chain;
+  for (let i = 0; i < chain.length; i++) chainEntries[i] = (chain[i] as Layer).extents.get(logical);
+  const firstBlock = Math.floor(from / BLOCK_SIZE_BYTES);
+  const lastBlock = Math.floor((to - 1) / BLOCK_SIZE_BYTES);
+  const top = chainEntries[0];
+  if (chain.length === 1 && top !== undefined && top.phys >= 0 && allStates(top.states, firstBlock, lastBlock + 1, BlockState.DATA)) {
+    emitRead(pool, c, top.phys, from, to, buf, at);
+    return;
+  }
+  let runFrom = from;
+  let runSrc = resolveBlock(chain.length, firstBlock);
+  for (let b = firstBlock + 1; b <= lastBlock; b++) {
+    const src = resolveBlock(chain.length, b);
+    if (src === runSrc) continue;
+    const boundary = b * BLOCK_SIZE_BYTES;
+    emitRead(pool, c, runSrc, runFrom, boundary, buf, at + (runFrom - from));
+    runFrom = boundary;
+    runSrc = src;
+  }
+  emitRead(pool, c, runSrc, runFrom, to, buf, at + (runFrom - from));
+}
+
+/** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
+export function readVolume(pool: Pool, volume: Volume, offset: number, length: number, buf: Buffer, bufOffset: number, cb: IoCallback): void {
+  const bad = checkRange(volume, offset, length) ?? pool.failure;
+  if (bad) return cb(bad);
+  assert(bufOffset + length <= buf.length, "read buffer too small");
+  const c = new Completion(cb);
+  for (let pos = offset; pos < offset + length; ) {
+    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
+    const base = logical * EXTENT_SIZE_BYTES;
+    const end = Math.min(offset + length, base + EXTENT_SIZE_BYTES);
+    readSegment(pool, volume, logical, pos - base, end - base, buf, bufOffset + (pos - offset), c);
+    pos = end;
+  }
+  c.done(null);
+}
+
+/** Frees what an entry no longer needs: its extent once no block holds data, the entry once it has no state. */
+function releaseUnused(pool: Pool, layer: Layer, entry: ExtentEntry): void {
+  if (entry.pendingWrites > 0) return;
+  if (entry.phys >= 0 && !hasData(entry.states)) {
+    pool.allocator.release(entry.phys);
+    entry.phys = -1;
+    layer.allocatedExtents--;
+    pool.markDirty(entry);
+  }
+  if (entry.phys < 0 && isEmpty(entry.states) && layer.extents.get(entry.logical) === entry) pool.removeEntry(layer, entry);
+}
+
+class WritePart {
+  readonly pool: Pool;
+  readonly layer: Layer;
+  readonly entry: ExtentEntry;
+  readonly completion: Completion;
+  readonly data: Buffer;
+  /** Byte range within the extent. */
+  readonly from: number;
+  readonly to: number;
+  /** Bytes of the range written so far (pwrite may write less than asked). */
+  written = 0;
+  readonly onWrite: (error: NodeJS.ErrnoException | null, bytesWritten: number) => void;
+
+  constructor(pool: Pool, layer: Layer, entry: ExtentEntry, c: Completion, data: Buffer, from: number, to: number) {
+    this.pool = pool;
+    this.layer = layer;
+    this.entry = entry;
+    this.completion = c;
+    this.data = data;
+    this.from = from;
+    this.to = to;
+    this.onWrite = (error, n) => this.#onWrite(error, n);
+  }
+
+  start(): void {
+    const pos = this.pool.layout.dataOffset + this.entry.phys * EXTENT_SIZE_BYTES + this.from + this.written;
+    fs.write(this.pool.device.fd, this.data, this.written, this.to - this.from - this.written, pos, this.onWrite);
+  }
+
+  #onWrite(error: NodeJS.ErrnoException | null, n: number): void {
+    if (!error) {
+      this.written += n;
+      if (this.written < this.to - this.from && n > 0) return this.start();
+    }
+    this.entry.pendingWrites--;
+    if (!error && n > 0) {
+      // Blocks become visible only now, so a read never sees an extent's old contents.
+      setStates(this.entry.states, this.from / BLOCK_SIZE_BYTES, this.to / BLOCK_SIZE_BYTES, BlockState.DATA);
+      this.pool.markDirty(this.entry);
+      return this.completion.done(null);
+    }
+    releaseUnused(this.pool, this.layer, this.entry);
+    this.completion.done(error ? ioError(error, "pool write") : new KeelsonError({ code: "INTERNAL", message: "pool write made no progress" }));
+  }
+}
+
+function noSpace(volume: Volume, needed: number, free: number): KeelsonError {
+  return new KeelsonError({
+    code: "NO_SPACE",
+    message: `pool is full: volume ${volume.name} needs ${needed} more extent(s) of ${EXTENT_SIZE_BYTES} bytes, ${free} free`,
+  });
+}
+
+/** Gives every extent of [offset, end) a physical extent in the head, or fails having allocated nothing. */
+function allocateRange(pool: Pool, volume: Volume, offset: number, end: number): KeelsonError | null {
+  const head = volume.head;
+  const first = Math.floor(offset / EXTENT_SIZE_BYTES);
+  const last = Math.floor((end - 1) / EXTENT_SIZE_BYTES);
+  let needed = 0;
+  let newEntries = 0;
+  for (let l = first; l <= last; l++) {
+    const e = head.extents.get(l);
+    if (e === undefined) newEntries++;
+    if (e === undefined || e.phys < 0) needed++;
+  }
+  if (needed > pool.allocator.freeCount) return noSpace(volume, needed, pool.allocator.freeCount);
+  if (pool.entryCount + newEntries > pool.layout.maxEntries) return noSpace(volume, needed, pool.allocator.freeCount);
+  for (let l = first; l <= last; l++) {
+    const e = head.extents.get(l) ?? pool.addEntry(head, l);
+    if (e.phys >= 0) continue;
+    e.phys = pool.allocator.allocate();
+    head.allocatedExtents++;
+    pool.markDirty(e);
+  }
+  return null;
+}
+
+/** Writes block-aligned `data` at `offset` into the head layer. The caller holds the volume's gate. */
+function writeAligned(pool: Pool, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
+  const end = offset + data.length;
+  const failed = allocateRange(pool, volume, offset, end);
+  if (failed) return cb(failed);
+  const c = new Completion(cb);
+  const head = volume.head;
+  for (let pos = offset; pos < end; ) {
+    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
+    const base = logical * EXTENT_SIZE_BYTES;
+    const segEnd = Math.min(end, base + EXTENT_SIZE_BYTES);
+    const entry = head.extents.get(logical) as ExtentEntry;
+    entry.pendingWrites++;
+    c.pending++;
+    new WritePart(pool, head, entry, c, data.subarray(pos - offset, segEnd - offset), pos - base, segEnd - base).start();
+    pos = segEnd;
+  }
+  c.done(null);
+}
+
+function finishWrite(pool: Pool, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
+  if (error || !fua) return cb(error);
+  pool.flush().then(
+    () => cb(null),
+    (e: unknown) => cb(e instanceof KeelsonError ? e : new KeelsonError({ code: "INTERNAL", message: String(e), cause: e })),
+  );
+}
+
+/** Read-modify-write for a write that does not cover whole blocks; runs with the gate held exclusively. */
+function writeUnaligned(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+  volume.gate.enterExclusive(() => {
+    const start = Math.floor(offset / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
+    const end = Math.ceil((offset + data.length) / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
+    const whole = Buffer.allocUnsafe(end - start);
+    readVolume(pool, volume, start, end - start, whole, 0, (readError) => {
+      if (readError) {
+        volume.gate.leaveExclusive();
+        return cb(readError);
+      }
+      data.copy(whole, offset - start);
+      writeAligned(pool, volume, start, whole, (error) => {
+        volume.gate.leaveExclusive();
+        finishWrite(pool, error, fua, cb);
+      });
+    });
+  });
+}
+
+/** Writes `data` at `offset`. Block-aligned writes run concurrently; others are read-modify-write. */
+export function writeVolume(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+  const bad = checkRange(volume, offset, data.length) ?? pool.failure;
+  if (bad) return cb(bad);
+  if (data.length === 0) return finishWrite(pool, null, fua, cb);
+  if (offset % BLOCK_SIZE_BYTES !== 0 || data.length % BLOCK_SIZE_BYTES !== 0) {
+    return writeUnaligned(pool, volume, offset, data, fua, cb);
+  }
+  const gate = volume.gate;
+  const run = (): void =>
+    writeAligned(pool, volume, offset, data, (error) => {
+      gate.leaveShared();
+      finishWrite(pool, error, fua, cb);
+    });
+  if (gate.sharedFree) {
+    gate.enterShared();
+    run();
+  } else {
+    gate.queueShared(run);
+  }
+}
+
+/** Marks whole blocks [firstBlock, lastBlock) of one extent as zero in the head, freeing space where it can. */
+function zeroBlocks(pool: Pool, volume: Volume, logical: number, firstBlock: number, lastBlock: number): KeelsonError | null {
+  const head = volume.head;
+  // A layer with no parent reads absent blocks as zero, so it needs no markers.
+  const state = head.record.parentId === null ? BlockState.ABSENT : BlockState.ZERO;
+  let entry = head.extents.get(logical);
+  if (entry === undefined) {
+    if (state === BlockState.ABSENT) return null;
+    if (pool.entryCount >= pool.layout.maxEntries) return noSpace(volume, 0, pool.allocator.freeCount);
+    entry = pool.addEntry(head, logical);
+  }
+  setStates(entry.states, firstBlock, lastBlock, state);
+  pool.markDirty(entry);
+  releaseUnused(pool, head, entry);
+  return null;
+}
+
+function zeroWholeBlocks(pool: Pool, volume: Volume, start: number, end: number): KeelsonError | null {
+  for (let pos = start; pos < end; ) {
+    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
+    const base = logical * EXTENT_SIZE_BYTES;
+    const segEnd = Math.min(end, base + EXTENT_SIZE_BYTES);
+    const failed = zeroBlocks(pool, volume, logical, (pos - base) / BLOCK_SIZE_BYTES, (segEnd - base) / BLOCK_SIZE_BYTES);
+    if (failed) return failed;
+    pos = segEnd;
+  }
+  return null;
+}
+
+/** Writes real zeros over [offset, end), one extent at a time (NO_HOLE and partial blocks). */
+function writeZeros(pool: Pool, volume: Volume, offset: number, end: number, cb: IoCallback): void {
+  if (offset >= end) return cb(null);
+  const next = Math.min(end, (Math.floor(offset / EXTENT_SIZE_BYTES) + 1) * EXTENT_SIZE_BYTES);
+  writeVolume(pool, volume, offset, ZERO_EXTENT.subarray(0, next - offset), false, (error) => {
+    if (error) return cb(error);
+    writeZeros(pool, volume, next, end, cb);
+  });
+}
+
+/**
+ * Zeroes (WRITE_ZEROES) or discards (TRIM) a range. Whole blocks become zero
+ * markers and give their space back; partial blocks are written with zeros
+ * (WRITE_ZEROES) or left alone (TRIM).
+ */
+export function zeroVolume(pool: Pool, volume: Volume, offset: number, length: number, options: ZeroOptions, cb: IoCallback): void {
+  const bad = checkRange(volume, offset, length) ?? pool.failure;
+  if (bad) return cb(bad);
+  const end = offset + length;
+  if (options.noHole) return writeZeros(pool, volume, offset, end, (e) => finishWrite(pool, e, options.fua, cb));
+  const start = Math.ceil(offset / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
+  const stop = Math.max(start, Math.floor(end / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES);
+  const gate = volume.gate;
+  const run = (): void => {
+    const failed = start < stop ? zeroWholeBlocks(pool, volume, start, stop) : null;
+    gate.leaveShared();
+    if (failed || options.trim) return finishWrite(pool, failed, options.fua, cb);
+    // Partial blocks at either edge get real zeros.
+    writeZeros(pool, volume, offset, Math.min(end, start), (e1) => {
+      if (e1) return cb(e1);
+      writeZeros(pool, volume, Math.max(stop, offset), end, (e2) => finishWrite(pool, e2, options.fua, cb));
+    });
+  };
+  if (gate.sharedFree) {
+    gate.enterShared();
+    run();
+  } else {
+    gate.queueShared(run);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Orders ordinary writes against read-modify-write cycles on one volume.
+ * Aligned writes share the gate; a sub-block write takes it exclusively, so
+ * its read and its write-back see no other write to the same block between.
+ * Sub-block writes are rare (clients align to the advertised 4 KiB), so the
+ * exclusive path may be slow; the shared path costs two counter updates.
+ */
+export class WriteGate {
+  /** Shared holders running now. */
+  #shared = 0;
+  /** True while an exclusive holder runs. */
+  #exclusive = false;
+  /** Waiters in arrival order; `exclusive` tells which kind each is. */
+  readonly #waiting: Array<{ exclusive: boolean; run: () => void }> = [];
+
+  /** True when a shared holder may enter right now without queueing. */
+  get sharedFree(): boolean {
+    return !this.#exclusive && this.#waiting.length === 0;
+  }
+
+  /** Enters shared when free; the caller must have checked `sharedFree`. */
+  enterShared(): void {
+    this.#shared++;
+  }
+
+  /** Runs `run` once a shared place is free (behind any queued exclusive holder). */
+  queueShared(run: () => void): void {
+    this.#waiting.push({ exclusive: false, run });
+  }
+
+  leaveShared(): void {
+    this.#shared--;
+    this.#drain();
+  }
+
+  /** Runs `run` once no other holder of either kind is inside. */
+  enterExclusive(run: () => void): void {
+    this.#waiting.push({ exclusive: true, run });
+    this.#drain();
+  }
+
+  leaveExclusive(): void {
+    this.#exclusive = false;
+    this.#drain();
+  }
+
+  #drain(): void {
+    while (!this.#exclusive && this.#waiting.length > 0) {
+      const next = this.#waiting[0] as { exclusive: boolean; run: () => void };
+      if (next.exclusive) {
+        if (this.#shared > 0) return;
+        this.#waiting.shift();
+        this.#exclusive = true;
+        next.run();
+        return;
+      }
+      this.#waiting.shift();
+      this.#shared++;
+      next.run();
+    }
+  }
+}

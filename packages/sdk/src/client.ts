@@ -1,0 +1,239 @@
+import {
+  type CallOptions as GrpcCallOptions,
+  type ChannelCredentials,
+  type ClientUnaryCall,
+  credentials as grpcCredentials,
+  Metadata,
+  type ServiceError,
+} from "@grpc/grpc-js";
+import { nodeFromWire, volumeFromWire } from "./convert.js";
+import { KeelsonError, fromServiceError } from "./errors.js";
+import { NodeServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
+import type {
+  CallOptions,
+  CreateVolumeRequest,
+  DeleteVolumeRequest,
+  DeleteVolumeResult,
+  NodeInfo,
+  ResizeVolumeRequest,
+  Volume,
+  VolumeRef,
+} from "./types.js";
+
+/** Deadline of a call when neither the client nor the call sets one. */
+export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
+/** Attempts of an idempotent call (the first one included) on a retryable error. */
+export const DEFAULT_MAX_ATTEMPTS = 4;
+/** First backoff delay; each retry doubles it, with full jitter. */
+export const DEFAULT_RETRY_BASE_DELAY_MS = 100;
+/** Upper bound of one backoff delay. */
+export const MAX_RETRY_DELAY_MS = 2_000;
+
+/** Options of {@link createClient}. */
+export interface ClientOptions {
+  /** `host:port`, or `unix:/path/to/socket`. */
+  address: string;
+  /** TLS credentials from `@grpc/grpc-js`; plaintext when omitted. */
+  credentials?: ChannelCredentials;
+  /** Deadline of every call that sets none. */
+  defaultTimeoutMs?: number;
+  /** Attempts of idempotent calls on retryable errors; 1 disables retries. */
+  maxAttempts?: number;
+  /** First retry delay (doubles per attempt, full jitter). */
+  retryBaseDelayMs?: number;
+}
+
+type Unary<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<GrpcCallOptions>,
+  callback: (error: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+/**
+ * Typed client of one keelson engine's control API. Create it with
+ * {@link createClient}; close it with `close()` or `await using`.
+ */
+export class KeelsonClient implements AsyncDisposable {
+  readonly #volumes: VolumeServiceClient;
+  readonly #node: NodeServiceClient;
+  readonly #timeoutMs: number;
+  readonly #maxAttempts: number;
+  readonly #retryBaseDelayMs: number;
+  #closed = false;
+
+  constructor(options: ClientOptions) {
+    const creds = options.credentials ?? grpcCredentials.createInsecure();
+    this.#volumes = new VolumeServiceClient(options.address, creds);
+    this.#node = new NodeServiceClient(options.address, creds);
+    this.#timeoutMs = options.defaultTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.#maxAttempts = Math.max(1, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+    this.#retryBaseDelayMs = options.retryBaseDelayMs ?? DEFAULT_RETRY_BASE_DELAY_MS;
+  }
+
+  /**
+   * Creates a thin volume. Idempotent: the same name, size and labels again
+   * return the existing volume; a different size or labels fail with
+   * ALREADY_EXISTS. Bad names or sizes fail with INVALID_ARGUMENT.
+   *
+   * @example
+   * const vol = await client.createVolume({ name: "pg-data", sizeBytes: 10 * 2 ** 30 });
+   */
+  async createVolume(request: CreateVolumeRequest, options?: CallOptions): Promise<Volume> {
+    const wire = {
+      name: request.name,
+      sizeBytes: request.sizeBytes,
+      labels: request.labels ?? {},
+      replicas: request.replicas ?? 0,
+    };
+    return volumeFromWire(await this.#call(this.#volumes.createVolume, this.#volumes, wire, options, true));
+  }
+
+  /**
+   * Returns one volume; VOLUME_NOT_FOUND when it does not exist. Idempotent.
+   *
+   * @example
+   * const { sizeBytes, allocatedBytes } = await client.getVolume({ name: "pg-data" });
+   */
+  async getVolume(request: VolumeRef, options?: CallOptions): Promise<Volume> {
+    return volumeFromWire(await this.#call(this.#volumes.getVolume, this.#volumes, request, options, true));
+  }
+
+  /**
+   * Lists all volumes, ordered by name. Idempotent.
+   *
+   * @example
+   * for (const v of await client.listVolumes()) console.log(v.name, v.sizeBytes);
+   */
+  async listVolumes(options?: CallOptions): Promise<Volume[]> {
+    const res = await this.#call(this.#volumes.listVolumes, this.#volumes, {}, options, true);
+    return res.volumes.map(volumeFromWire);
+  }
+
+  /**
+   * Deletes a volume and frees its space. Not retried: a retry after a lost
+   * reply would report VOLUME_NOT_FOUND for a delete that succeeded.
+   * VOLUME_NOT_FOUND when absent; VOLUME_IN_USE while clients are connected
+   * (unless `force`).
+   *
+   * @example
+   * const { freedBytes } = await client.deleteVolume({ name: "scratch" });
+   */
+  async deleteVolume(request: DeleteVolumeRequest, options?: CallOptions): Promise<DeleteVolumeResult> {
+    const wire = { name: request.name, force: request.force ?? false };
+    return await this.#call(this.#volumes.deleteVolume, this.#volumes, wire, options, false);
+  }
+
+  /**
+   * Grows a volume online; clients see the new size when they reconnect.
+   * Idempotent. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   *
+   * @example
+   * await client.resizeVolume({ name: "pg-data", sizeBytes: 20 * 2 ** 30 });
+   */
+  async resizeVolume(request: ResizeVolumeRequest, options?: CallOptions): Promise<Volume> {
+    return volumeFromWire(await this.#call(this.#volumes.resizeVolume, this.#volumes, request, options, true));
+  }
+
+  /**
+   * Returns the engine's identity, pool space and NBD endpoints. Idempotent.
+   *
+   * @example
+   * const { pool } = await client.getNode();
+   * console.log(`${pool.freeBytes} of ${pool.totalBytes} bytes free`);
+   */
+  async getNode(options?: CallOptions): Promise<NodeInfo> {
+    return nodeFromWire(await this.#call(this.#node.getNode, this.#node, {}, options, true));
+  }
+
+  /** Closes the channels. Idempotent; calls after close fail with UNAVAILABLE. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#volumes.close();
+    this.#node.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  async #call<Req, Res>(
+    method: Unary<Req, Res>,
+    target: object,
+    request: Req,
+    options: CallOptions | undefined,
+    idempotent: boolean,
+  ): Promise<Res> {
+    const attempts = idempotent ? this.#maxAttempts : 1;
+    const timeoutMs = options?.timeoutMs ?? this.#timeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(method, target, request, deadline, options?.signal);
+      } catch (error) {
+        const last = attempt >= attempts || !(error instanceof KeelsonError) || !error.retryable;
+        const delayMs = backoffDelayMs(attempt, this.#retryBaseDelayMs);
+        if (last || Date.now() + delayMs >= deadline) throw error;
+        await sleep(delayMs, options?.signal);
+      }
+    }
+  }
+
+  #attempt<Req, Res>(
+    method: Unary<Req, Res>,
+    target: object,
+    request: Req,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Res> {
+    if (this.#closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "client is closed" }));
+    if (signal?.aborted) return Promise.reject(cancelled(signal));
+    return new Promise<Res>((resolve, reject) => {
+      const call = method.call(target, request, new Metadata(), { deadline }, (error, response) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (error) reject(signal?.aborted ? cancelled(signal) : fromServiceError(error));
+        else resolve(response);
+      });
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
+
+/**
+ * Connects to one engine's control API. Connecting is lazy: the first call
+ * opens the channel, and an unreachable engine surfaces as UNAVAILABLE.
+ *
+ * @example
+ * await using client = createClient({ address: "127.0.0.1:7420" });
+ * const vol = await client.createVolume({ name: "pg-data", sizeBytes: 2 ** 30 });
+ */
+export function createClient(options: ClientOptions): KeelsonClient {
+  return new KeelsonClient(options);
+}
+
+/** Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))]. */
+export function backoffDelayMs(attempt: number, baseDelayMs: number, random: () => number = Math.random): number {
+  const cap = Math.min(MAX_RETRY_DELAY_MS, baseDelayMs * 2 ** (attempt - 1));
+  return Math.floor(random() * cap);
+}
+
+function cancelled(signal: AbortSignal): KeelsonError {
+  return new KeelsonError({ code: "CANCELLED", message: "call cancelled by its AbortSignal", cause: signal.reason });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(cancelled(signal));
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(cancelled(signal as AbortSignal));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
