@@ -1,0 +1,155 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { type KeelsonClient, type Volume, createClient, isKeelsonError } from "@keelson/sdk";
+import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
+import { formatBytes, parseSizeBytes } from "../util/size.js";
+
+const USAGE = `usage: keelson [--address ADDR] [--json] <command>
+
+commands:
+  volume create NAME --size SIZE [--label k=v]...   create a thin volume (idempotent)
+  volume list                                        list volumes
+  volume get NAME                                    show one volume
+  volume resize NAME --size SIZE                     grow a volume online
+  volume delete NAME [--force]                       delete a volume (--force disconnects clients)
+  node info                                          pool space and endpoints of the engine
+
+options:
+  --address ADDR   control API of the engine (default $KEELSON_ADDRESS or ${DEFAULT_GRPC_ADDRESS})
+  --json           print JSON instead of a table
+`;
+
+interface Args {
+  positionals: string[];
+  json: boolean;
+  size?: string;
+  labels: string[];
+  force: boolean;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+}
+
+function volumeRows(volumes: Volume[]): string[][] {
+  const header = ["NAME", "SIZE", "ALLOCATED", "STATE", "CONNS", "EXPORT"];
+  return [
+    header,
+    ...volumes.map((v) => [
+      v.name,
+      formatBytes(v.sizeBytes),
+      formatBytes(v.allocatedBytes),
+      v.state,
+      String(v.connections),
+      v.export.nbdTcpUri || v.export.nbdUnixUri,
+    ]),
+  ];
+}
+
+function print(args: Args, value: unknown, human: () => string): void {
+  process.stdout.write(`${args.json ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
+function need(value: string | undefined, what: string): string {
+  if (!value) throw new Error(`missing ${what}\n\n${USAGE}`);
+  return value;
+}
+
+function parseLabels(labels: string[]): Record<string, string> {
+  return Object.fromEntries(
+    labels.map((l) => {
+      const at = l.indexOf("=");
+      if (at <= 0) throw new Error(`invalid label ${JSON.stringify(l)}: use key=value`);
+      return [l.slice(0, at), l.slice(at + 1)];
+    }),
+  );
+}
+
+async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
+  const [, sub, name] = args.positionals;
+  switch (sub) {
+    case "create": {
+      const v = await client.createVolume({
+        name: need(name, "NAME"),
+        sizeBytes: parseSizeBytes(need(args.size, "--size")),
+        labels: parseLabels(args.labels),
+      });
+      return print(args, v, () => table(volumeRows([v])));
+    }
+    case "list": {
+      const vs = await client.listVolumes();
+      return print(args, vs, () => table(volumeRows(vs)));
+    }
+    case "get": {
+      const v = await client.getVolume({ name: need(name, "NAME") });
+      return print(args, v, () => table(volumeRows([v])));
+    }
+    case "resize": {
+      const v = await client.resizeVolume({ name: need(name, "NAME"), sizeBytes: parseSizeBytes(need(args.size, "--size")) });
+      return print(args, v, () => table(volumeRows([v])));
+    }
+    case "delete": {
+      const r = await client.deleteVolume({ name: need(name, "NAME"), force: args.force });
+      return print(args, r, () => `deleted ${name}; ${formatBytes(r.freedBytes)} returned to the pool`);
+    }
+    default:
+      throw new Error(`unknown volume command ${JSON.stringify(sub)}\n\n${USAGE}`);
+  }
+}
+
+async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
+  const n = await client.getNode();
+  print(args, n, () =>
+    table([
+      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "NBD"],
+      [
+        n.nodeId,
+        n.pool.path,
+        formatBytes(n.pool.totalBytes),
+        formatBytes(n.pool.allocatedBytes),
+        formatBytes(n.pool.freeBytes),
+        String(n.pool.volumeCount),
+        n.nbdTcpAddress || n.nbdUnixSocket,
+      ],
+    ]),
+  );
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      address: { type: "string" },
+      json: { type: "boolean" },
+      size: { type: "string" },
+      label: { type: "string", multiple: true },
+      force: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const args: Args = { positionals, json: values.json ?? false, size: values.size, labels: values.label ?? [], force: values.force ?? false };
+  const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
+  const client = createClient({ address, defaultTimeoutMs: 15_000 });
+  try {
+    if (positionals[0] === "volume") await volumeCommand(client, args);
+    else if (positionals[0] === "node") await nodeCommand(client, args);
+    else throw new Error(`unknown command ${JSON.stringify(positionals[0])}\n\n${USAGE}`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (isKeelsonError(error)) process.stderr.write(`keelson: ${error.code}: ${error.message}\n`);
+    else process.stderr.write(`keelson: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

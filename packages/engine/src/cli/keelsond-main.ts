@@ -1,0 +1,70 @@
+import { parseArgs } from "node:util";
+import { isKeelsonError } from "@keelson/sdk";
+import { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
+import { jsonLogger } from "../util/log.js";
+import { parseSizeBytes } from "../util/size.js";
+
+const USAGE = `usage: keelsond --pool PATH [options]
+
+  --pool PATH            block device or file of the disk pool (required)
+  --pool-size SIZE       create the pool file with this size if it does not exist (e.g. 10G)
+  --force-format         format a device that holds foreign data (destroys it)
+  --grpc-listen ADDR     control API, host:port or unix:/path (default ${DEFAULT_GRPC_ADDRESS})
+  --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
+  --nbd-socket PATH      NBD over a unix socket
+  --node-id ID           node identity (default: hostname)
+  --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket} as JSON once serving
+`;
+
+const log = jsonLogger("keelsond");
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      pool: { type: "string" },
+      "pool-size": { type: "string" },
+      "force-format": { type: "boolean" },
+      "grpc-listen": { type: "string" },
+      "nbd-listen": { type: "string" },
+      "nbd-socket": { type: "string" },
+      "node-id": { type: "string" },
+      "ready-file": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help || !values.pool) {
+    process.stderr.write(USAGE);
+    process.exit(values.help ? 0 : 2);
+  }
+  const engine = await startEngine({
+    poolPath: values.pool,
+    poolSizeBytes: values["pool-size"] ? parseSizeBytes(values["pool-size"]) : undefined,
+    forceFormat: values["force-format"],
+    grpcAddress: values["grpc-listen"],
+    nbdAddress: values["nbd-listen"],
+    nbdSocket: values["nbd-socket"],
+    nodeId: values["node-id"],
+    log,
+  });
+  if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
+  const stop = (signal: string): void => {
+    log.log("info", "stopping", { signal });
+    engine.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.log("error", "clean stop failed", { error: String(error) });
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((error: unknown) => {
+  log.log("error", "keelsond failed to start", {
+    code: isKeelsonError(error) ? error.code : undefined,
+    error: error instanceof Error ? error.message : String(error),
+  });
+  process.exit(1);
+});

@@ -1,0 +1,96 @@
+import fs from "node:fs";
+import os from "node:os";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { NodeServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
+import { nodeService, volumeService } from "../control/control-service.js";
+import { VolumeExportCatalog } from "../exports/volume-exports.js";
+import { NbdServer } from "../nbd/server.js";
+import { Pool } from "../store/pool.js";
+import { type Logger, jsonLogger } from "../util/log.js";
+
+/** Version reported by GetNode. */
+export const ENGINE_VERSION = "0.1.0";
+export const DEFAULT_GRPC_ADDRESS = "127.0.0.1:7420";
+export const DEFAULT_NBD_ADDRESS = "127.0.0.1:10809";
+
+/** Options of {@link startEngine}. */
+export interface EngineOptions {
+  /** Block device or file of the disk pool. */
+  poolPath: string;
+  /** Creates the pool file with this size when it does not exist. */
+  poolSizeBytes?: number;
+  /** Formats a device holding foreign data (destroys it). */
+  forceFormat?: boolean;
+  /** Control API: `host:port` or `unix:/path`. */
+  grpcAddress?: string;
+  /** NBD TCP listener `host:port`; "" for none. */
+  nbdAddress?: string;
+  /** NBD unix socket path. */
+  nbdSocket?: string;
+  nodeId?: string;
+  log?: Logger;
+}
+
+/** A running engine; `close()` stops serving and checkpoints the pool. */
+export interface StartedEngine extends AsyncDisposable {
+  readonly grpcAddress: string;
+  readonly nbdAddress: string;
+  readonly nbdSocket: string;
+  readonly pool: Pool;
+  close(): Promise<void>;
+}
+
+function bindGrpc(server: Server, address: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) => {
+      if (error) return reject(error);
+      if (address.startsWith("unix:")) return resolve(address);
+      resolve(`${address.slice(0, address.lastIndexOf(":"))}:${port}`);
+    });
+  });
+}
+
+/** Opens the pool and serves it over NBD and the gRPC control API. */
+export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
+  const log = options.log ?? jsonLogger("keelsond");
+  const pool = await Pool.open({ path: options.poolPath, createSizeBytes: options.poolSizeBytes, forceFormat: options.forceFormat });
+  const nbd = new NbdServer(new VolumeExportCatalog(pool));
+  const grpc = new Server();
+  try {
+    await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+    const ctx = { pool, nbd, nodeId: options.nodeId ?? os.hostname(), version: ENGINE_VERSION, log };
+    grpc.addService(VolumeServiceService, volumeService(ctx));
+    grpc.addService(NodeServiceService, nodeService(ctx));
+    const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
+    log.log("info", "engine started", {
+      pool: pool.device.path,
+      volumes: pool.listVolumes().length,
+      grpcAddress,
+      nbdAddress: nbd.tcpAddress,
+      nbdSocket: nbd.unixSocket,
+    });
+    let closing: Promise<void> | null = null;
+    const close = (): Promise<void> => {
+      closing ??= (async () => {
+        grpc.forceShutdown();
+        await nbd.close();
+        await pool.close();
+        log.log("info", "engine stopped", { pool: pool.device.path });
+      })();
+      return closing;
+    };
+    return { grpcAddress, nbdAddress: nbd.tcpAddress, nbdSocket: nbd.unixSocket, pool, close, [Symbol.asyncDispose]: close };
+  } catch (error) {
+    grpc.forceShutdown();
+    await nbd.close();
+    await pool.close();
+    throw error;
+  }
+}
+
+/** Writes the addresses a started engine serves on, for scripts and tests that started it with port 0. */
+export function writeReadyFile(path: string, engine: StartedEngine): void {
+  const ready = { pid: process.pid, grpcAddress: engine.grpcAddress, nbdAddress: engine.nbdAddress, nbdSocket: engine.nbdSocket };
+  fs.writeFileSync(`${path}.tmp`, JSON.stringify(ready));
+  fs.renameSync(`${path}.tmp`, path);
+}

@@ -1,0 +1,315 @@
+import type { Socket } from "node:net";
+import type { KeelsonError } from "@keelson/sdk";
+import createDebug from "debug";
+import { NBD_ERRNO_BY_CODE } from "./errno.js";
+import type { NbdExport } from "./export.js";
+import {
+  Command,
+  CommandFlag,
+  Errno,
+  MAX_REQUEST_BYTES,
+  REQUEST_HEADER_BYTES,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_HEADER_BYTES,
+  SIMPLE_REPLY_MAGIC,
+} from "./protocol.js";
+
+const debug = createDebug("keelson:nbd");
+
+/** Requests one connection may have in flight; past it the socket stops being read until replies go out. */
+export const MAX_INFLIGHT_PER_CONNECTION = 128;
+const EMPTY = Buffer.alloc(0);
+/** Request objects kept for reuse per connection. */
+const MAX_FREE_REQUESTS = MAX_INFLIGHT_PER_CONNECTION;
+
+const FLAGS_BY_COMMAND: Readonly<Record<number, number>> = {
+  [Command.READ]: CommandFlag.FUA,
+  [Command.WRITE]: CommandFlag.FUA,
+  [Command.FLUSH]: CommandFlag.FUA,
+  [Command.TRIM]: CommandFlag.FUA,
+  [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
+  [Command.DISC]: CommandFlag.FUA,
+};
+
+/** One request in flight; reused across requests so the hot path allocates no closures. */
+class Request {
+  readonly conn: Connection;
+  handleHi = 0;
+  handleLo = 0;
+  /** Reply buffer of a READ: header followed by the data. */
+  reply: Buffer | null = null;
+  readonly done: (error: KeelsonError | null) => void;
+
+  constructor(conn: Connection) {
+    this.conn = conn;
+    this.done = (error) => this.conn.complete(this, error);
+  }
+}
+
+type ParseState = "header" | "payload" | "discard";
+
+/** A WRITE whose payload is being received. */
+interface PendingWrite {
+  req: Request;
+  offset: number;
+  fua: boolean;
+  data: Buffer;
+  filled: number;
+  /** Non-zero when the request is refused once its payload is consumed. */
+  errno: number;
+}
+
+/**
+ * The transmission phase of one NBD connection: parses requests from the
+ * byte stream, runs them against the export concurrently, and replies in
+ * completion order (the handle tells the client which request a reply ends).
+ */
+export class Connection {
+  readonly socket: Socket;
+  readonly export: NbdExport;
+  /** Bytes received but not parsed yet (a partial header). */
+  #carry: Buffer | null = null;
+  #state: ParseState = "header";
+  /** The WRITE whose payload is being received. */
+  #pendingWrite: PendingWrite | null = null;
+  #discardLeft = 0;
+  #inflight = 0;
+  #free: Request[] = [];
+  #paused = false;
+  #draining = false;
+  #closing = false;
+  #closed = false;
+  readonly #onClosed: () => void;
+
+  constructor(socket: Socket, exp: NbdExport, leftover: Buffer, onClosed: () => void) {
+    this.socket = socket;
+    this.export = exp;
+    this.#onClosed = onClosed;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("drain", () => this.#onDrain());
+    socket.on("close", () => this.#shutdown());
+    socket.on("error", (e) => debug("socket error: %s", e.message));
+    if (socket.destroyed) this.#shutdown();
+    else if (leftover.length > 0) this.#onData(leftover);
+  }
+
+  /** Requests running now. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Cuts the connection (server shutdown, forced volume delete). */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.#carry) {
+      buf = Buffer.concat([this.#carry, chunk]);
+      this.#carry = null;
+    }
+    let at = 0;
+    while (at < buf.length && !this.#closing) {
+      if (this.#state === "header") {
+        if (buf.length - at < REQUEST_HEADER_BYTES) {
+          this.#carry = Buffer.from(buf.subarray(at));
+          return;
+        }
+        this.#header(buf, at);
+        at += REQUEST_HEADER_BYTES;
+      } else if (this.#state === "payload") {
+        at = this.#payload(buf, at);
+      } else {
+        const n = Math.min(this.#discardLeft, buf.length - at);
+        this.#discardLeft -= n;
+        at += n;
+        if (this.#discardLeft === 0) this.#state = "header";
+      }
+    }
+  }
+
+  #take(): Request {
+    return this.#free.pop() ?? new Request(this);
+  }
+
+  #header(buf: Buffer, at: number): void {
+    if (buf.readUInt32BE(at) !== REQUEST_MAGIC) {
+      // Without a valid header we cannot find the next one: the protocol says hard disconnect.
+      debug("bad request magic; closing");
+      this.#closing = true;
+      this.socket.destroy();
+      return;
+    }
+    const flags = buf.readUInt16BE(at + 4);
+    const type = buf.readUInt16BE(at + 6);
+    const req = this.#take();
+    req.handleHi = buf.readUInt32BE(at + 8);
+    req.handleLo = buf.readUInt32BE(at + 12);
+    const offset = buf.readUInt32BE(at + 16) * 2 ** 32 + buf.readUInt32BE(at + 20);
+    const length = buf.readUInt32BE(at + 24);
+    this.#inflight++;
+    this.#throttle();
+    const allowed = FLAGS_BY_COMMAND[type];
+    if (type === Command.WRITE) return this.#startWrite(req, flags, offset, length);
+    if (allowed === undefined) return this.#reply(req, Errno.EINVAL);
+    if ((flags & ~allowed) !== 0) return this.#reply(req, Errno.EINVAL);
+    this.#dispatch(req, type, flags, offset, length);
+  }
+
+  #dispatch(req: Request, type: number, flags: number, offset: number, length: number): void {
+    const exp = this.export;
+    switch (type) {
+      case Command.READ:
+        if (length > MAX_REQUEST_BYTES || offset + length > exp.sizeBytes) return this.#reply(req, Errno.EINVAL);
+        req.reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
+        return exp.read(offset, length, req.reply, SIMPLE_REPLY_HEADER_BYTES, req.done);
+      case Command.FLUSH:
+        return exp.flush(req.done);
+      case Command.TRIM:
+      case Command.WRITE_ZEROES:
+        return this.#zero(req, type, flags, offset, length);
+      case Command.DISC:
+        this.#inflight--;
+        this.#recycle(req);
+        return this.#disconnect();
+    }
+  }
+
+  #zero(req: Request, type: number, flags: number, offset: number, length: number): void {
+    const exp = this.export;
+    if (exp.readOnly) return this.#reply(req, Errno.EPERM);
+    if (offset + length > exp.sizeBytes) return this.#reply(req, type === Command.TRIM ? Errno.EINVAL : Errno.ENOSPC);
+    const noHole = (flags & CommandFlag.NO_HOLE) !== 0;
+    // FAST_ZERO asks us to fail rather than write zeros slowly; only NO_HOLE zeroing is slow here.
+    if (noHole && (flags & CommandFlag.FAST_ZERO) !== 0) return this.#reply(req, Errno.ENOTSUP);
+    const options = { trim: type === Command.TRIM, noHole, fua: (flags & CommandFlag.FUA) !== 0 };
+    exp.zero(offset, length, options, req.done);
+  }
+
+  #startWrite(req: Request, flags: number, offset: number, length: number): void {
+    const exp = this.export;
+    let errno = 0;
+    if ((flags & ~CommandFlag.FUA) !== 0) errno = Errno.EINVAL;
+    else if (exp.readOnly) errno = Errno.EPERM;
+    else if (offset + length > exp.sizeBytes) errno = Errno.ENOSPC;
+    if (length > MAX_REQUEST_BYTES) {
+      // Too large to buffer: skip the payload and refuse it.
+      this.#discardLeft = length;
+      this.#state = length > 0 ? "discard" : "header";
+      return this.#reply(req, Errno.EINVAL);
+    }
+    const data = length === 0 ? EMPTY : Buffer.allocUnsafe(length);
+    this.#pendingWrite = { req, offset, fua: (flags & CommandFlag.FUA) !== 0, data, filled: 0, errno };
+    if (length === 0) return this.#finishPayload();
+    this.#state = "payload";
+  }
+
+  #payload(buf: Buffer, at: number): number {
+    const w = this.#pendingWrite as PendingWrite;
+    const need = w.data.length - w.filled;
+    const avail = buf.length - at;
+    if (w.filled === 0 && avail >= need) {
+      // The whole payload is in this chunk: use it in place.
+      w.data = buf.subarray(at, at + need);
+      w.filled = need;
+    } else {
+      const n = Math.min(need, avail);
+      buf.copy(w.data, w.filled, at, at + n);
+      w.filled += n;
+      if (w.filled < w.data.length) return at + n;
+    }
+    this.#state = "header";
+    this.#finishPayload();
+    return at + need;
+  }
+
+  #finishPayload(): void {
+    const w = this.#pendingWrite as PendingWrite;
+    this.#pendingWrite = null;
+    this.#state = "header";
+    if (w.errno !== 0) return this.#reply(w.req, w.errno);
+    this.export.write(w.offset, w.data, w.fua, w.req.done);
+  }
+
+  /** Completion of an export operation for `req`. */
+  complete(req: Request, error: KeelsonError | null): void {
+    if (error) {
+      debug("request failed: %s %s", error.code, error.message);
+      req.reply = null;
+      return this.#reply(req, NBD_ERRNO_BY_CODE[error.code]);
+    }
+    const reply = req.reply;
+    if (reply) {
+      req.reply = null;
+      this.#writeHeader(reply, req, 0);
+      this.#send(req, reply);
+    } else {
+      this.#reply(req, 0);
+    }
+  }
+
+  #writeHeader(buf: Buffer, req: Request, errno: number): void {
+    buf.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    buf.writeUInt32BE(errno, 4);
+    buf.writeUInt32BE(req.handleHi, 8);
+    buf.writeUInt32BE(req.handleLo, 12);
+  }
+
+  #reply(req: Request, errno: number): void {
+    const buf = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+    this.#writeHeader(buf, req, errno);
+    this.#send(req, buf);
+  }
+
+  #send(req: Request, buf: Buffer): void {
+    this.#inflight--;
+    this.#recycle(req);
+    if (!this.socket.destroyed && !this.socket.write(buf)) this.#draining = true;
+    this.#throttle();
+    if (this.#closing && this.#inflight === 0) this.#finishClose();
+  }
+
+  #recycle(req: Request): void {
+    if (this.#free.length < MAX_FREE_REQUESTS) this.#free.push(req);
+  }
+
+  /** Stops reading while too many requests run or replies back up; resumes when both clear. */
+  #throttle(): void {
+    const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining;
+    if (stop && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    } else if (!stop && this.#paused && !this.#closing) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+
+  #onDrain(): void {
+    this.#draining = false;
+    this.#throttle();
+  }
+
+  /** NBD_CMD_DISC: finish what runs, then close. */
+  #disconnect(): void {
+    this.#closing = true;
+    this.socket.pause();
+    if (this.#inflight === 0) this.#finishClose();
+  }
+
+  #finishClose(): void {
+    this.socket.end();
+    this.#shutdown();
+  }
+
+  /** Releases the export once nothing runs any more. */
+  #shutdown(): void {
+    this.#closing = true;
+    if (this.#closed || this.#inflight > 0) return;
+    this.#closed = true;
+    this.export.close();
+    this.#onClosed();
+  }
+}

@@ -1,0 +1,33 @@
+import type { KeelsonError } from "@keelson/sdk";
+
+/** Completion of an export operation. */
+export type ExportCallback = (error: KeelsonError | null) => void;
+
+/**
+ * What the NBD server serves: one open export (a volume, later a snapshot or
+ * a replicated frontend). Methods call back exactly once.
+ */
+export interface NbdExport {
+  readonly name: string;
+  readonly description: string;
+  /** Size now; a client sees a grown size when it reconnects. */
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void;
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void;
+  /** WRITE_ZEROES (trim false) or TRIM (trim true). */
+  zero(offset: number, length: number, options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void;
+  flush(cb: ExportCallback): void;
+  /** Releases the handle; called once, after the connection's last request completed. */
+  close(): void;
+}
+
+/** The exports a server offers. */
+export interface ExportCatalog {
+  /** Exports for NBD_OPT_LIST, in a stable order. */
+  list(): Array<{ name: string; description: string }>;
+  /** Opens an export by name; null when there is none. */
+  open(name: string): NbdExport | null;
+  /** Describes an export without opening it (NBD_OPT_INFO); null when there is none. */
+  describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null;
+}
