@@ -307,6 +307,12 @@ export class Connection {
   /** Releases the export once nothing runs any more. */
   #shutdown(): void {
     this.#closing = true;
+    if (this.#pendingWrite && this.socket.destroyed) {
+      // The client vanished mid-payload: that write never started, so it never completes.
+      this.#recycle(this.#pendingWrite.req);
+      this.#pendingWrite = null;
+      this.#inflight--;
+    }
     if (this.#closed || this.#inflight > 0) return;
     this.#closed = true;
     this.export.close();

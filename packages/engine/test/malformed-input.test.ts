@@ -1,0 +1,185 @@
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestDaemon, startDaemon, tempDir } from "./helpers/daemon.js";
+import { NbdTestClient, RawConnection } from "./helpers/nbd-client.js";
+
+const MIB = 1024 * 1024;
+const EINVAL = 22;
+const ENOSPC = 28;
+const ENOTSUP = 95;
+const ERR_UNSUP = 2 ** 31 + 1;
+const ERR_INVALID = 2 ** 31 + 3;
+const ERR_UNKNOWN = 2 ** 31 + 6;
+const ERR_TOO_BIG = 2 ** 31 + 9;
+
+// One daemon for the whole file, with a bystander client doing real I/O
+// throughout: every case must leave the daemon up and the bystander unharmed.
+let dir: ReturnType<typeof tempDir>;
+let d: TestDaemon;
+let bystander: NbdTestClient;
+let bystanderRounds = 0;
+
+async function bystanderRoundTrip(): Promise<void> {
+  const data = Buffer.alloc(8192, (bystanderRounds++ % 250) + 1);
+  expect((await bystander.write(MIB, data)).error).toBe(0);
+  const back = await bystander.read(MIB, data.length);
+  expect(back.error).toBe(0);
+  expect(back.data.equals(data)).toBe(true);
+}
+
+async function connected(): Promise<NbdTestClient> {
+  return NbdTestClient.open(d.nbdAddress, "target");
+}
+
+beforeAll(async () => {
+  dir = tempDir("keelson-malformed-");
+  d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
+  await d.client().createVolume({ name: "target", sizeBytes: 16 * MIB });
+  bystander = await connected();
+});
+
+afterAll(async () => {
+  await bystanderRoundTrip();
+  bystander.close();
+  await d.stop();
+  expect(d.child.exitCode).toBe(0);
+  dir[Symbol.dispose]();
+});
+
+describe("malformed handshake: the prescribed reply or a clean close of that connection only", () => {
+  it("unknown client flags: the server closes the connection", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    expect(await raw.read(18)).not.toBeNull();
+    raw.write(Buffer.from([0, 0, 0, 0x80]));
+    expect(await raw.waitClosed()).toBe(true);
+    await bystanderRoundTrip();
+  });
+
+  it("bad option magic: the server closes the connection", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    raw.write(Buffer.from("NOTAMAGIC_______", "ascii"));
+    expect(await raw.waitClosed()).toBe(true);
+    await bystanderRoundTrip();
+  });
+
+  it("unknown option: NBD_REP_ERR_UNSUP and the negotiation goes on", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    raw.sendOption(4242, Buffer.from("junk"));
+    expect((await raw.optionReply())?.type).toBe(ERR_UNSUP);
+    expect(await raw.go("target")).toBe(16 * MIB);
+    raw.close();
+  });
+
+  it("NBD_OPT_LIST with data: ERR_INVALID; oversized option: ERR_TOO_BIG; both keep the connection", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    raw.sendOption(3, Buffer.from("x"));
+    expect((await raw.optionReply())?.type).toBe(ERR_INVALID);
+    raw.sendOption(6, Buffer.alloc(100_000));
+    expect((await raw.optionReply())?.type).toBe(ERR_TOO_BIG);
+    raw.sendOption(3);
+    const list = await raw.optionReply();
+    expect(list?.type).toBe(2);
+    raw.close();
+  });
+
+  it("malformed NBD_OPT_GO data (name length past the end): ERR_INVALID", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    const bad = Buffer.alloc(8);
+    bad.writeUInt32BE(1000, 0);
+    raw.sendOption(7, bad);
+    expect((await raw.optionReply())?.type).toBe(ERR_INVALID);
+    raw.close();
+    await bystanderRoundTrip();
+  });
+
+  it("NBD_OPT_GO for an unknown export: ERR_UNKNOWN; NBD_OPT_EXPORT_NAME for one: close", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    await expect(raw.go("no-such-volume")).rejects.toThrow(ERR_UNKNOWN.toString(16));
+    raw.sendOption(1, Buffer.from("no-such-volume"));
+    expect(await raw.waitClosed()).toBe(true);
+  });
+
+  it("a truncated option (header, then the client vanishes): the daemon carries on", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    raw.write(Buffer.from("IHAVEOPT\0\0\0\x07\0\0\x01\0partial", "latin1"));
+    raw.close();
+    await bystanderRoundTrip();
+  });
+});
+
+describe("malformed transmission requests", () => {
+  it("unknown command: EINVAL, and the connection keeps working", async () => {
+    const c = await connected();
+    expect((await c.custom(77, 0, 0, 0)).error).toBe(EINVAL);
+    expect((await c.read(0, 4096)).error).toBe(0);
+    await c.disconnect();
+  });
+
+  it("unknown command flag: EINVAL", async () => {
+    const c = await connected();
+    expect((await c.custom(0, 1 << 9, 0, 4096)).error).toBe(EINVAL);
+    expect((await c.custom(3, 1 << 1, 0, 0)).error).toBe(EINVAL);
+    await c.disconnect();
+  });
+
+  it("read past the end: EINVAL; write past the end: ENOSPC (payload consumed, stream stays in sync)", async () => {
+    const c = await connected();
+    expect((await c.read(16 * MIB - 4096, 8192)).error).toBe(EINVAL);
+    expect((await c.read(2 ** 52, 4096)).error).toBe(EINVAL);
+    expect((await c.write(16 * MIB - 4096, Buffer.alloc(8192, 1))).error).toBe(ENOSPC);
+    expect((await c.writeZeroes(16 * MIB, 4096)).error).toBe(ENOSPC);
+    expect((await c.trim(16 * MIB, 4096)).error).toBe(EINVAL);
+    const ok = Buffer.alloc(4096, 9);
+    expect((await c.write(0, ok)).error).toBe(0);
+    expect((await c.read(0, 4096)).data.equals(ok)).toBe(true);
+    await c.disconnect();
+  });
+
+  it("a write larger than the maximum request: EINVAL, its payload skipped", async () => {
+    const c = await connected();
+    const big = Buffer.alloc(33 * MIB, 5);
+    expect((await c.write(0, big)).error).toBe(EINVAL);
+    expect((await c.read(0, 4096)).error).toBe(0);
+    await c.disconnect();
+  });
+
+  it("WRITE_ZEROES with FAST_ZERO and NO_HOLE: ENOTSUP (it would be slow)", async () => {
+    const c = await connected();
+    expect((await c.writeZeroes(0, 4096, (1 << 4) | (1 << 1))).error).toBe(ENOTSUP);
+    expect((await c.writeZeroes(0, 4096, 1 << 4)).error).toBe(0);
+    await c.disconnect();
+  });
+
+  it("bad request magic: hard disconnect of that connection only", async () => {
+    const c = await connected();
+    c.raw.write(Buffer.alloc(28, 0xab));
+    expect(await c.raw.waitClosed()).toBe(true);
+    await bystanderRoundTrip();
+  });
+
+  it("truncated packet (half a header, half a write payload), then the client vanishes", async () => {
+    const c1 = await connected();
+    c1.raw.write(RawConnection.header(0, 0, 1, 0, 4096).subarray(0, 13));
+    c1.close();
+    const c2 = await connected();
+    c2.raw.write(Buffer.concat([RawConnection.header(1, 0, 1, 0, 65536), Buffer.alloc(1000)]));
+    c2.close();
+    await bystanderRoundTrip();
+  });
+
+  it("client disconnects with requests in flight: the daemon finishes them and carries on", async () => {
+    const c = await connected();
+    for (let i = 0; i < 64; i++) void c.write(i * 65536, Buffer.alloc(65536, i));
+    c.close();
+    await new Promise((r) => setTimeout(r, 200));
+    await bystanderRoundTrip();
+    const v = await d.client().getVolume({ name: "target" });
+    expect(v.connections).toBe(1);
+  });
+});
