@@ -1,0 +1,79 @@
+import path from "node:path";
+import { createClient, isKeelsonError } from "@keelson/sdk";
+import { describe, expect, it } from "vitest";
+import { startDaemon, tempDir } from "./helpers/daemon.js";
+import { NbdTestClient } from "./helpers/nbd-client.js";
+
+const MIB = 1024 * 1024;
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "no error";
+  } catch (e) {
+    if (!isKeelsonError(e)) throw e;
+    return e.code;
+  }
+}
+
+describe("@keelson/sdk against a live engine", () => {
+  it("volume lifecycle with typed results", async () => {
+    using dir = tempDir("keelson-sdk-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "512M", dir: dir.path });
+    await using c = createClient({ address: d.grpcAddress });
+    const v = await c.createVolume({ name: "pg-data", sizeBytes: 64 * MIB, labels: { app: "postgres" } });
+    expect(v).toMatchObject({ name: "pg-data", sizeBytes: 64 * MIB, allocatedBytes: 0, state: "healthy", replicas: 1 });
+    expect(v.export.nbdTcpUri).toBe(`nbd://${d.nbdAddress}/pg-data`);
+    expect(v.export.nbdUnixUri).toBe(`nbd+unix:///pg-data?socket=${d.nbdSocket}`);
+    expect(v.createdAt.getTime()).toBeGreaterThan(Date.now() - 60_000);
+    expect(await c.createVolume({ name: "pg-data", sizeBytes: 64 * MIB, labels: { app: "postgres" } })).toMatchObject({ uid: v.uid });
+    expect((await c.listVolumes()).map((x) => x.name)).toEqual(["pg-data"]);
+    const grown = await c.resizeVolume({ name: "pg-data", sizeBytes: 128 * MIB });
+    expect(grown.sizeBytes).toBe(128 * MIB);
+    // A client that connects after the resize sees the new size.
+    const nbd = await NbdTestClient.open(d.nbdAddress, "pg-data");
+    expect(nbd.sizeBytes).toBe(128 * MIB);
+    expect((await nbd.write(100 * MIB, Buffer.alloc(MIB, 3))).error).toBe(0);
+    expect((await c.getVolume({ name: "pg-data" })).connections).toBe(1);
+    expect(await codeOf(c.deleteVolume({ name: "pg-data" }))).toBe("VOLUME_IN_USE");
+    const node = await c.getNode();
+    expect(node.pool.allocatedBytes).toBe(MIB);
+    expect(node.nbdTcpAddress).toBe(d.nbdAddress);
+    expect((await c.deleteVolume({ name: "pg-data", force: true })).freedBytes).toBe(MIB);
+    expect((await nbd.read(0, 4096)).error).not.toBe(0);
+    nbd.close();
+    expect(await c.listVolumes()).toEqual([]);
+  });
+
+  it("typed errors: ALREADY_EXISTS, VOLUME_NOT_FOUND, INVALID_ARGUMENT, SHRINK_NOT_SUPPORTED", async () => {
+    using dir = tempDir("keelson-sdk-err-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
+    await using c = createClient({ address: d.grpcAddress });
+    await c.createVolume({ name: "a", sizeBytes: 8 * MIB });
+    expect(await codeOf(c.createVolume({ name: "a", sizeBytes: 16 * MIB }))).toBe("ALREADY_EXISTS");
+    expect(await codeOf(c.getVolume({ name: "missing" }))).toBe("VOLUME_NOT_FOUND");
+    expect(await codeOf(c.deleteVolume({ name: "missing" }))).toBe("VOLUME_NOT_FOUND");
+    expect(await codeOf(c.resizeVolume({ name: "missing", sizeBytes: MIB }))).toBe("VOLUME_NOT_FOUND");
+    expect(await codeOf(c.createVolume({ name: "UPPER", sizeBytes: MIB }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.createVolume({ name: "b", sizeBytes: 1000 }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.createVolume({ name: "", sizeBytes: MIB }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.resizeVolume({ name: "a", sizeBytes: 4 * MIB }))).toBe("SHRINK_NOT_SUPPORTED");
+    const err = await c.getVolume({ name: "missing" }).catch((e: unknown) => e);
+    expect(isKeelsonError(err) && err.message).toContain("missing");
+    expect(isKeelsonError(err) && (err.cause as { code: number }).code).toBe(5); // grpc NOT_FOUND kept as the cause
+  });
+
+  it("an engine that is down gives UNAVAILABLE after bounded retries; an aborted call gives CANCELLED", async () => {
+    using dir = tempDir("keelson-sdk-down-");
+    const d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
+    const address = d.grpcAddress;
+    await d.stop();
+    await using c = createClient({ address, defaultTimeoutMs: 3_000, retryBaseDelayMs: 20 });
+    const started = Date.now();
+    expect(await codeOf(c.listVolumes())).toBe("UNAVAILABLE");
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const ac = new AbortController();
+    ac.abort();
+    expect(await codeOf(c.listVolumes({ signal: ac.signal }))).toBe("CANCELLED");
+  });
+});
