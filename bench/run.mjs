@@ -18,7 +18,15 @@ const JOBS = path.join(ROOT, "bench", "jobs");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 10);
 const REGION_MIB = Number(process.env.BENCH_REGION_MIB ?? 512);
 const POOL_MIB = REGION_MIB + 256;
-const PROFILES = (process.env.BENCH_PROFILES ?? fs.readdirSync(JOBS).filter((f) => f.endsWith(".fio")).map((f) => f.slice(0, -4)).sort().join(","))
+const PROFILES = (
+  process.env.BENCH_PROFILES ??
+  fs
+    .readdirSync(JOBS)
+    .filter((f) => f.endsWith(".fio"))
+    .map((f) => f.slice(0, -4))
+    .sort()
+    .join(",")
+)
   .split(",")
   .filter(Boolean);
 const ALL_TARGETS = ["keelson", "nbdkit-file", "qemu-nbd", "raw-loop"];
@@ -76,14 +84,25 @@ function fio(jobText, name) {
 }
 
 function globalSection(target) {
-  const common = [`size=${REGION_MIB}m`, "time_based=1", `runtime=${RUNTIME_S}`, "ramp_time=1", "group_reporting=1", "norandommap=1", "randrepeat=0"];
+  const common = [
+    `size=${REGION_MIB}m`,
+    "time_based=1",
+    `runtime=${RUNTIME_S}`,
+    "ramp_time=1",
+    "group_reporting=1",
+    "norandommap=1",
+    "randrepeat=0",
+  ];
   if (target.kind === "nbd") return ["[global]", "ioengine=nbd", `uri=${target.uri}`, ...common].join("\n");
   return ["[global]", "ioengine=libaio", "direct=1", `filename=${target.device}`, ...common].join("\n");
 }
 
 function prefill(target) {
   // Reads must hit real data on every target (a thin volume would answer unwritten blocks without I/O).
-  const g = globalSection(target).replace(/time_based=1\n/, "").replace(/runtime=\d+\n/, "").replace(/ramp_time=1\n/, "");
+  const g = globalSection(target)
+    .replace(/time_based=1\n/, "")
+    .replace(/runtime=\d+\n/, "")
+    .replace(/ramp_time=1\n/, "");
   fio(`${g}\n[prefill]\nrw=write\nbs=1m\niodepth=8\n`, "prefill");
 }
 
@@ -93,7 +112,9 @@ function runProfiles(target, results) {
     const job = fs.readFileSync(path.join(JOBS, `${profile}.fio`), "utf8");
     const r = fio(`${globalSection(target)}\n${job}`, profile);
     results.push({ target: target.name, profile, ...r });
-    console.error(`  ${target.name.padEnd(12)} ${profile.padEnd(18)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s p99 ${r.p99Us.toFixed(0)} us`);
+    console.error(
+      `  ${target.name.padEnd(12)} ${profile.padEnd(18)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s p99 ${r.p99Us.toFixed(0)} us`,
+    );
   }
 }
 
@@ -101,8 +122,17 @@ async function withKeelson(dir, backing, fn) {
   const ready = path.join(dir, "keelson.ready");
   const d = startChild(process.execPath, [
     path.join(ROOT, "packages/engine/dist/cli/keelsond.js"),
-    "--pool", backing, "--force-format", "--grpc-listen", "127.0.0.1:0", "--nbd-listen", "",
-    "--nbd-socket", path.join(dir, "keelson.sock"), "--ready-file", ready,
+    "--pool",
+    backing,
+    "--force-format",
+    "--grpc-listen",
+    "127.0.0.1:0",
+    "--nbd-listen",
+    "",
+    "--nbd-socket",
+    path.join(dir, "keelson.sock"),
+    "--ready-file",
+    ready,
   ]);
   try {
     await waitFor(ready, d, "keelsond");
@@ -169,7 +199,16 @@ function report(results, skipped) {
       const r = by(t, profile);
       if (!r) continue;
       const ratio = t === "keelson" || !k ? "" : `${(k.iops / r.iops).toFixed(2)}x`;
-      rows.push([profile, t, r.iops.toFixed(0), r.mibps.toFixed(1), r.p50Us.toFixed(0), r.p99Us.toFixed(0), r.p999Us.toFixed(0), ratio]);
+      rows.push([
+        profile,
+        t,
+        r.iops.toFixed(0),
+        r.mibps.toFixed(1),
+        r.p50Us.toFixed(0),
+        r.p99Us.toFixed(0),
+        r.p999Us.toFixed(0),
+        ratio,
+      ]);
     }
   }
   const widths = header.map((_, i) => Math.max(...rows.map((r) => r[i].length)));
@@ -187,7 +226,9 @@ async function main() {
   fs.truncateSync(backing, POOL_MIB * 1048576);
   const results = [];
   const skipped = {};
-  console.error(`bench: ${PROFILES.length} profiles x ${TARGETS.join(", ")}; ${RUNTIME_S}s each on a ${REGION_MIB} MiB region of ${backing}`);
+  console.error(
+    `bench: ${PROFILES.length} profiles x ${TARGETS.join(", ")}; ${RUNTIME_S}s each on a ${REGION_MIB} MiB region of ${backing}`,
+  );
   for (const t of TARGETS) {
     const runner = RUNNERS[t];
     if (!runner) throw new Error(`unknown target ${t}: use ${ALL_TARGETS.join(", ")}`);
@@ -199,7 +240,13 @@ async function main() {
     }
     await runner.fn(dir, backing, (target) => runProfiles(target, results));
   }
-  const meta = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, runtimeS: RUNTIME_S, regionMiB: REGION_MIB };
+  const meta = {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpus: os.cpus().length,
+    runtimeS: RUNTIME_S,
+    regionMiB: REGION_MIB,
+  };
   const outDir = path.join(ROOT, "bench", "results");
   fs.mkdirSync(outDir, { recursive: true });
   const out = path.join(outDir, `bench-${meta.date.replace(/[:.]/g, "-")}.json`);

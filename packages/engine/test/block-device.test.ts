@@ -2,7 +2,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { nbdBlockDevice, attachLoop, mount } from "./helpers/block-device.js";
+import { attachLoop, mount, nbdBlockDevice } from "./helpers/block-device.js";
 import { Cleanup } from "./helpers/cleanup.js";
 import { startDaemon, tempDir } from "./helpers/daemon.js";
 import { canRun } from "./helpers/env.js";
@@ -21,7 +21,8 @@ describe("keelson volumes as real block devices (root)", () => {
     {
       await using cleanup = new Cleanup();
       const disk = await attachLoop(backing, cleanup);
-      const d = cleanup.add("stop daemon", () => d.stop(), await startDaemon({ poolPath: disk, dir: dir.path }));
+      const d = await startDaemon({ poolPath: disk, dir: dir.path });
+      cleanup.add("stop daemon", () => d.stop());
       await d.client().createVolume({ name: "fs", sizeBytes: 256 * MIB });
       {
         await using inner = new Cleanup();
@@ -33,7 +34,8 @@ describe("keelson volumes as real block devices (root)", () => {
       }
       await d.stop();
       // Restart on the same loop device: the pool, the volume and the filesystem are all still there.
-      const d2 = cleanup.add("stop daemon 2", () => d2.stop(), await startDaemon({ poolPath: disk, dir: dir.path }));
+      const d2 = await startDaemon({ poolPath: disk, dir: dir.path });
+      cleanup.add("stop daemon 2", () => d2.stop());
       const vol = await d2.client().getVolume({ name: "fs" });
       expect(vol.allocatedBytes).toBeGreaterThanOrEqual(20 * MIB);
       await using inner = new Cleanup();

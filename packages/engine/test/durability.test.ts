@@ -112,7 +112,8 @@ describe("durability", () => {
     let d = await startDaemon({ poolPath, poolSize: "512M", dir: dir.path });
     const free0 = (await d.client().getNode()).pool.freeBytes;
     const sizes: Record<string, number> = { a: 16 * MIB, b: 40 * MIB, c: 8 * MIB };
-    for (const [name, sizeBytes] of Object.entries(sizes)) await d.client().createVolume({ name, sizeBytes, labels: { t: name } });
+    for (const [name, sizeBytes] of Object.entries(sizes))
+      await d.client().createVolume({ name, sizeBytes, labels: { t: name } });
     const c1 = await NbdTestClient.open(d.nbdAddress, "b");
     for (let i = 0; i < 10; i++) expect((await c1.write(i * 3 * MIB, stamp(1000 + i))).error).toBe(0);
     expect((await c1.flush()).error).toBe(0);

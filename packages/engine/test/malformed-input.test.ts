@@ -1,6 +1,6 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type TestDaemon, startDaemon, tempDir } from "./helpers/daemon.js";
+import { startDaemon, type TestDaemon, tempDir } from "./helpers/daemon.js";
 import { NbdTestClient, RawConnection } from "./helpers/nbd-client.js";
 
 const MIB = 1024 * 1024;

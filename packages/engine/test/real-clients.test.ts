@@ -59,8 +59,11 @@ describe("real NBD clients against keelsond", () => {
       "--group_reporting",
       "--output-format=json",
     ]);
-    const job = (JSON.parse(out.stdout.slice(out.stdout.indexOf("{"))) as { jobs: Array<{ error: number; write: { io_bytes: number }; read: { io_bytes: number } }> })
-      .jobs[0];
+    const job = (
+      JSON.parse(out.stdout.slice(out.stdout.indexOf("{"))) as {
+        jobs: Array<{ error: number; write: { io_bytes: number }; read: { io_bytes: number } }>;
+      }
+    ).jobs[0];
     expect(job?.error).toBe(0);
     expect(job?.write.io_bytes).toBe(2 * 96 * MIB);
     // The verify phase reads back everything that was written.
@@ -76,7 +79,8 @@ describe("real NBD clients against keelsond", () => {
     // A sparse image with data islands, so zero detection and holes are exercised too.
     const fd = fs.openSync(src, "w");
     fs.ftruncateSync(fd, 64 * MIB);
-    for (const at of [0, 5 * MIB + 512, 33 * MIB, 63 * MIB]) fs.writeSync(fd, crypto.randomBytes(Math.min(700 * 1024, 64 * MIB - at)), 0, undefined, at);
+    for (const at of [0, 5 * MIB + 512, 33 * MIB, 63 * MIB])
+      fs.writeSync(fd, crypto.randomBytes(Math.min(700 * 1024, 64 * MIB - at)), 0, undefined, at);
     fs.closeSync(fd);
     await run("qemu-img", ["convert", "-n", "-f", "raw", "-O", "raw", src, d.uri("img")]);
     const back = path.join(dir.path, "back.raw");

@@ -26,7 +26,9 @@ describe("@keelson/sdk against a live engine", () => {
     expect(v.export.nbdTcpUri).toBe(`nbd://${d.nbdAddress}/pg-data`);
     expect(v.export.nbdUnixUri).toBe(`nbd+unix:///pg-data?socket=${d.nbdSocket}`);
     expect(v.createdAt.getTime()).toBeGreaterThan(Date.now() - 60_000);
-    expect(await c.createVolume({ name: "pg-data", sizeBytes: 64 * MIB, labels: { app: "postgres" } })).toMatchObject({ uid: v.uid });
+    expect(await c.createVolume({ name: "pg-data", sizeBytes: 64 * MIB, labels: { app: "postgres" } })).toMatchObject({
+      uid: v.uid,
+    });
     expect((await c.listVolumes()).map((x) => x.name)).toEqual(["pg-data"]);
     const grown = await c.resizeVolume({ name: "pg-data", sizeBytes: 128 * MIB });
     expect(grown.sizeBytes).toBe(128 * MIB);

@@ -1,13 +1,13 @@
 import {
-  type CallOptions as GrpcCallOptions,
   type ChannelCredentials,
   type ClientUnaryCall,
+  type CallOptions as GrpcCallOptions,
   credentials as grpcCredentials,
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
 import { nodeFromWire, volumeFromWire } from "./convert.js";
-import { KeelsonError, fromServiceError } from "./errors.js";
+import { fromServiceError, KeelsonError } from "./errors.js";
 import { NodeServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
   CallOptions,

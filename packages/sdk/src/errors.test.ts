@@ -1,7 +1,7 @@
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { backoffDelayMs, MAX_RETRY_DELAY_MS } from "./client.js";
-import { ERROR_CODES, GRPC_STATUS_BY_CODE, KeelsonError, fromServiceError, isKeelsonError, toServiceError } from "./errors.js";
+import { ERROR_CODES, fromServiceError, GRPC_STATUS_BY_CODE, isKeelsonError, KeelsonError, toServiceError } from "./errors.js";
 
 describe("errors", () => {
   it("every code survives the trip through a gRPC error and keeps the gRPC error as cause", () => {
@@ -22,7 +22,9 @@ describe("errors", () => {
     expect(u.code).toBe("INTERNAL");
     const forged = new Metadata();
     forged.set("keelson-code", "NOT_A_CODE");
-    expect(fromServiceError({ code: status.UNAVAILABLE, details: "", metadata: forged } as ServiceError).code).toBe("UNAVAILABLE");
+    expect(fromServiceError({ code: status.UNAVAILABLE, details: "", metadata: forged } as ServiceError).code).toBe(
+      "UNAVAILABLE",
+    );
   });
 
   it("only UNAVAILABLE is retryable", () => {

@@ -1,24 +1,25 @@
 // @keelson/sdk/experimental: surfaces that may still change between minor
 // versions. Today: the raw generated control-API service definitions, which
 // the engine uses to serve the API and which tools may use for raw access.
-export {
-  VolumeServiceService,
-  NodeServiceService,
-  VolumeState as WireVolumeState,
-} from "./gen/keelson/v1/volume.js";
+
+export { volumeStateToWire } from "./convert.js";
 export type {
-  VolumeServiceServer,
-  NodeServiceServer,
-  Volume as WireVolume,
-  Node as WireNode,
-  Pool as WirePool,
   CreateVolumeRequest as WireCreateVolumeRequest,
+  DeleteVolumeRequest as WireDeleteVolumeRequest,
+  DeleteVolumeResponse as WireDeleteVolumeResponse,
+  GetNodeRequest as WireGetNodeRequest,
   GetVolumeRequest as WireGetVolumeRequest,
   ListVolumesRequest as WireListVolumesRequest,
   ListVolumesResponse as WireListVolumesResponse,
-  DeleteVolumeRequest as WireDeleteVolumeRequest,
-  DeleteVolumeResponse as WireDeleteVolumeResponse,
+  Node as WireNode,
+  NodeServiceServer,
+  Pool as WirePool,
   ResizeVolumeRequest as WireResizeVolumeRequest,
-  GetNodeRequest as WireGetNodeRequest,
+  Volume as WireVolume,
+  VolumeServiceServer,
 } from "./gen/keelson/v1/volume.js";
-export { volumeStateToWire } from "./convert.js";
+export {
+  NodeServiceService,
+  VolumeServiceService,
+  VolumeState as WireVolumeState,
+} from "./gen/keelson/v1/volume.js";

@@ -1,26 +1,27 @@
 // @keelson/sdk: the semver-stable surface. Anything not exported here is internal.
+
+export type { ClientOptions } from "./client.js";
 export {
-  KeelsonClient,
-  createClient,
   backoffDelayMs,
+  createClient,
   DEFAULT_CALL_TIMEOUT_MS,
   DEFAULT_MAX_ATTEMPTS,
   DEFAULT_RETRY_BASE_DELAY_MS,
+  KeelsonClient,
   MAX_RETRY_DELAY_MS,
 } from "./client.js";
-export type { ClientOptions } from "./client.js";
+export type { ErrorCode, KeelsonErrorOptions } from "./errors.js";
 export {
-  KeelsonError,
-  ERROR_CODES,
-  RETRYABLE_CODES,
-  GRPC_STATUS_BY_CODE,
   ERROR_CODE_METADATA_KEY,
-  isKeelsonError,
-  isErrorCode,
+  ERROR_CODES,
   fromServiceError,
+  GRPC_STATUS_BY_CODE,
+  isErrorCode,
+  isKeelsonError,
+  KeelsonError,
+  RETRYABLE_CODES,
   toServiceError,
 } from "./errors.js";
-export type { ErrorCode, KeelsonErrorOptions } from "./errors.js";
 export type {
   CallOptions,
   CreateVolumeRequest,

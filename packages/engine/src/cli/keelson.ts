@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { type KeelsonClient, type Volume, createClient, isKeelsonError } from "@keelson/sdk";
+import { createClient, isKeelsonError, type KeelsonClient, type Volume } from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
@@ -29,7 +29,14 @@ interface Args {
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 function volumeRows(volumes: Volume[]): string[][] {
@@ -132,7 +139,13 @@ async function main(): Promise<number> {
     process.stdout.write(USAGE);
     return values.help ? 0 : 2;
   }
-  const args: Args = { positionals, json: values.json ?? false, size: values.size, labels: values.label ?? [], force: values.force ?? false };
+  const args: Args = {
+    positionals,
+    json: values.json ?? false,
+    size: values.size,
+    labels: values.label ?? [],
+    force: values.force ?? false,
+  };
   const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
   const client = createClient({ address, defaultTimeoutMs: 15_000 });
   try {

@@ -1,4 +1,4 @@
-import { type sendUnaryData, type ServerUnaryCall, type ServiceError, status } from "@grpc/grpc-js";
+import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
 import { KeelsonError, toServiceError } from "@keelson/sdk";
 import {
   type NodeServiceServer,

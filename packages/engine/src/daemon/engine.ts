@@ -6,7 +6,7 @@ import { nodeService, volumeService } from "../control/control-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { NbdServer } from "../nbd/server.js";
 import { Pool } from "../store/pool.js";
-import { type Logger, jsonLogger } from "../util/log.js";
+import { jsonLogger, type Logger } from "../util/log.js";
 
 /** Version reported by GetNode. */
 export const ENGINE_VERSION = "0.1.0";
@@ -53,7 +53,11 @@ function bindGrpc(server: Server, address: string): Promise<string> {
 /** Opens the pool and serves it over NBD and the gRPC control API. */
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
-  const pool = await Pool.open({ path: options.poolPath, createSizeBytes: options.poolSizeBytes, forceFormat: options.forceFormat });
+  const pool = await Pool.open({
+    path: options.poolPath,
+    createSizeBytes: options.poolSizeBytes,
+    forceFormat: options.forceFormat,
+  });
   const nbd = new NbdServer(new VolumeExportCatalog(pool));
   const grpc = new Server();
   try {

@@ -34,7 +34,8 @@ export interface HandshakeResult {
 }
 
 function transmissionFlags(readOnly: boolean): number {
-  const common = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA | TransmissionFlag.CAN_MULTI_CONN;
+  const common =
+    TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA | TransmissionFlag.CAN_MULTI_CONN;
   if (readOnly) return common | TransmissionFlag.READ_ONLY;
   return common | TransmissionFlag.SEND_TRIM | TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO;
 }
@@ -132,7 +133,8 @@ class Negotiation {
     const option = head.readUInt32BE(8);
     const length = head.readUInt32BE(12);
     if (length > MAX_OPTION_BYTES) {
-      if (length > MAX_OPTION_DRAIN_BYTES || option === Option.EXPORT_NAME) throw new HandshakeAborted(`option of ${length} bytes`);
+      if (length > MAX_OPTION_DRAIN_BYTES || option === Option.EXPORT_NAME)
+        throw new HandshakeAborted(`option of ${length} bytes`);
       await this.reader.read(length);
       this.send(errorReply(option, OptionReply.ERR_TOO_BIG, `option data of ${length} bytes exceeds ${MAX_OPTION_BYTES}`));
       return "continue";

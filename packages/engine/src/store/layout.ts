@@ -91,10 +91,7 @@ export function encodeSuperblock(layout: PoolLayout): Buffer {
 }
 
 /** Result of reading the first 4 KiB of a device. */
-export type SuperblockRead =
-  | { kind: "formatted"; layout: PoolLayout }
-  | { kind: "blank" }
-  | { kind: "foreign" };
+export type SuperblockRead = { kind: "formatted"; layout: PoolLayout } | { kind: "blank" } | { kind: "foreign" };
 
 /** Decodes a superblock; "blank" for all-zero bytes, "foreign" for anything that is not ours. */
 export function decodeSuperblock(buf: Buffer): SuperblockRead {

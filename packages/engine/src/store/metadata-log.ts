@@ -122,12 +122,7 @@ function decodeBatchPayload(payload: Buffer): Pick<DecodedBatch, "changes" | "en
 }
 
 /** Encodes a checkpoint (whole catalog and every entry). */
-export function encodeCheckpoint(
-  seq: number,
-  catalog: CatalogSnapshot,
-  entries: readonly EntryRecord[],
-  salt: number,
-): Buffer {
+export function encodeCheckpoint(seq: number, catalog: CatalogSnapshot, entries: readonly EntryRecord[], salt: number): Buffer {
   const json = Buffer.from(JSON.stringify(catalog), "utf8");
   if (json.length > MAX_CATALOG_BYTES) {
     throw new KeelsonError({ code: "NO_SPACE", message: `catalog of ${json.length} bytes exceeds ${MAX_CATALOG_BYTES}` });

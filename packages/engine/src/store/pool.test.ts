@@ -7,7 +7,7 @@ import { seededRandom, testSeed } from "../testing/random.js";
 import { EXTENT_SIZE_BYTES } from "./layout.js";
 import { Pool } from "./pool.js";
 import type { Volume } from "./volume.js";
-import { type ZeroOptions, readVolume, writeVolume, zeroVolume } from "./volume-io.js";
+import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "./volume-io.js";
 
 const MIB = 1024 * 1024;
 let dir: string;

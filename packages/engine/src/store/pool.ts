@@ -1,15 +1,22 @@
-import fs from "node:fs";
 import { randomUUID } from "node:crypto";
+import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { newStates } from "./block-states.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord, VolumeRecord } from "./catalog.js";
 import { ExtentAllocator } from "./extent-allocator.js";
 import { ExtentEntry, Layer } from "./layer.js";
-import { EXTENT_SIZE_BYTES, type PoolLayout, SUPERBLOCK_SIZE_BYTES, decodeSuperblock, encodeSuperblock, planLayout } from "./layout.js";
+import {
+  decodeSuperblock,
+  EXTENT_SIZE_BYTES,
+  encodeSuperblock,
+  type PoolLayout,
+  planLayout,
+  SUPERBLOCK_SIZE_BYTES,
+} from "./layout.js";
 import { recoverMetadata } from "./metadata-log.js";
 import { type MetadataSource, MetadataWriter, type PendingMetadata } from "./metadata-writer.js";
-import { type PoolDevice, openPoolDevice } from "./pool-device.js";
+import { openPoolDevice, type PoolDevice } from "./pool-device.js";
 import { rebuildState } from "./recovery.js";
 import { MAX_VOLUMES, validateLabels, validateReplicas, validateSizeBytes, validateVolumeName } from "./validation.js";
 import { Volume } from "./volume.js";

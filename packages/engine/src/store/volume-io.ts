@@ -1,7 +1,7 @@
 import assert from "node:assert";
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
-import { BlockState, allStates, getState, hasData, isEmpty, setStates } from "./block-states.js";
+import { allStates, BlockState, getState, hasData, isEmpty, setStates } from "./block-states.js";
 import type { ExtentEntry, Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES, EXTENT_SIZE_BYTES } from "./layout.js";
 import type { Pool } from "./pool.js";
@@ -66,7 +66,8 @@ class ReadPart {
     this.length = length;
     this.onRead = (error, bytesRead) => {
       if (error) this.completion.done(ioError(error, "pool read"));
-      else if (bytesRead !== this.length) this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool" }));
+      else if (bytesRead !== this.length)
+        this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool" }));
       else this.completion.done(null);
     };
   }
@@ -95,13 +96,27 @@ function emitRead(pool: Pool, c: Completion, src: number, from: number, to: numb
 }
 
 /** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
-function readSegment(pool: Pool, volume: Volume, logical: number, from: number, to: number, buf: Buffer, at: number, c: Completion): void {
+function readSegment(
+  pool: Pool,
+  volume: Volume,
+  logical: number,
+  from: number,
+  to: number,
+  buf: Buffer,
+  at: number,
+  c: Completion,
+): void {
   const chain = volume.chain;
   for (let i = 0; i < chain.length; i++) chainEntries[i] = (chain[i] as Layer).extents.get(logical);
   const firstBlock = Math.floor(from / BLOCK_SIZE_BYTES);
   const lastBlock = Math.floor((to - 1) / BLOCK_SIZE_BYTES);
   const top = chainEntries[0];
-  if (chain.length === 1 && top !== undefined && top.phys >= 0 && allStates(top.states, firstBlock, lastBlock + 1, BlockState.DATA)) {
+  if (
+    chain.length === 1 &&
+    top !== undefined &&
+    top.phys >= 0 &&
+    allStates(top.states, firstBlock, lastBlock + 1, BlockState.DATA)
+  ) {
     emitRead(pool, c, top.phys, from, to, buf, at);
     return;
   }
@@ -119,7 +134,15 @@ function readSegment(pool: Pool, volume: Volume, logical: number, from: number, 
 }
 
 /** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
-export function readVolume(pool: Pool, volume: Volume, offset: number, length: number, buf: Buffer, bufOffset: number, cb: IoCallback): void {
+export function readVolume(
+  pool: Pool,
+  volume: Volume,
+  offset: number,
+  length: number,
+  buf: Buffer,
+  bufOffset: number,
+  cb: IoCallback,
+): void {
   const bad = checkRange(volume, offset, length) ?? pool.failure;
   if (bad) return cb(bad);
   assert(bufOffset + length <= buf.length, "read buffer too small");
@@ -188,7 +211,9 @@ class WritePart {
       return this.completion.done(null);
     }
     releaseUnused(this.pool, this.layer, this.entry);
-    this.completion.done(error ? ioError(error, "pool write") : new KeelsonError({ code: "INTERNAL", message: "pool write made no progress" }));
+    this.completion.done(
+      error ? ioError(error, "pool write") : new KeelsonError({ code: "INTERNAL", message: "pool write made no progress" }),
+    );
   }
 }
 
@@ -337,7 +362,14 @@ function writeZeros(pool: Pool, volume: Volume, offset: number, end: number, cb:
  * markers and give their space back; partial blocks are written with zeros
  * (WRITE_ZEROES) or left alone (TRIM).
  */
-export function zeroVolume(pool: Pool, volume: Volume, offset: number, length: number, options: ZeroOptions, cb: IoCallback): void {
+export function zeroVolume(
+  pool: Pool,
+  volume: Volume,
+  offset: number,
+  length: number,
+  options: ZeroOptions,
+  cb: IoCallback,
+): void {
   const bad = checkRange(volume, offset, length) ?? pool.failure;
   if (bad) return cb(bad);
   const end = offset + length;

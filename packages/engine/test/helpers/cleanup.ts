@@ -2,10 +2,9 @@
 export class Cleanup implements AsyncDisposable {
   readonly #steps: Array<{ what: string; run: () => Promise<unknown> | unknown }> = [];
 
-  /** Registers a step; returns `value` for chaining. */
-  add<T>(what: string, run: () => Promise<unknown> | unknown, value?: T): T {
+  /** Registers a step. */
+  add(what: string, run: () => Promise<unknown> | unknown): void {
     this.#steps.push({ what, run });
-    return value as T;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { type KeelsonClient, createClient } from "@keelson/sdk";
+import { createClient, type KeelsonClient } from "@keelson/sdk";
 import { waitExit } from "./process.js";
 
 const KEELSOND = fileURLToPath(new URL("../../dist/cli/keelsond.js", import.meta.url));

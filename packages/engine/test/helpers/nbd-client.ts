@@ -73,7 +73,7 @@ export class RawConnection {
   /** Reads the server greeting and sends client flags (fixed newstyle, no zeroes). */
   async greet(): Promise<void> {
     const g = await this.read(18);
-    if (!g || g.toString("ascii", 0, 8) !== "NBDMAGIC") throw new Error("no NBD greeting");
+    if (g?.toString("ascii", 0, 8) !== "NBDMAGIC") throw new Error("no NBD greeting");
     const flags = Buffer.alloc(4);
     flags.writeUInt32BE(3);
     this.write(flags);
