@@ -16,7 +16,8 @@ const MIB = 1024 * 1024;
 const has = (tool: string): boolean => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0;
 const step = (text: string): void => console.log(`\n== ${text}`);
 // The engine runs in this process: tools must run asynchronously or they would wait on a blocked event loop.
-const sh = async (cmd: string, args: string[]): Promise<string> => (await promisify(execFile)(cmd, args, { encoding: "utf8" })).stdout;
+const sh = async (cmd: string, args: string[]): Promise<string> =>
+  (await promisify(execFile)(cmd, args, { encoding: "utf8" })).stdout;
 
 async function filesystemDemo(uri: string, dir: string): Promise<void> {
   const mnt = path.join(dir, "fuse");
