@@ -7,6 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Multi-process tests start daemons and real clients; two cores do not run more than two at once well.
     maxWorkers: 2,
-    reporters: ["default"],
+    reporters: ["default", "json"],
+    outputFile: { json: ".vitest-results.json" },
   },
 });

@@ -14,11 +14,11 @@ export function run(
   options: { timeoutMs?: number; allowFail?: boolean; input?: Buffer | string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on("data", (d: Buffer) => out.push(d));
-    child.stderr.on("data", (d: Buffer) => err.push(d));
+    child.stdout?.on("data", (d: Buffer) => out.push(d));
+    child.stderr?.on("data", (d: Buffer) => err.push(d));
     const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 120_000);
     child.on("error", (e) => {
       clearTimeout(timer);
@@ -31,7 +31,11 @@ export function run(
         reject(new Error(`${cmd} ${args.join(" ")} exited ${code}\n${result.stderr}${result.stdout}`));
       } else resolve(result);
     });
-    child.stdin.end(options.input ?? "");
+    if (child.stdin) {
+      // A command may exit before reading its input; that is its answer, not a test error.
+      child.stdin.on("error", () => undefined);
+      child.stdin.end(options.input);
+    }
   });
 }
 

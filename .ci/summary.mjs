@@ -1,0 +1,20 @@
+// Prints one plain closing line for CI from the packages' vitest JSON results.
+import fs from "node:fs";
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const pkg of ["sdk", "engine"]) {
+  const file = `packages/${pkg}/.vitest-results.json`;
+  if (!fs.existsSync(file)) {
+    console.log(`${file} missing: that package's tests did not run`);
+    failed++;
+    continue;
+  }
+  const r = JSON.parse(fs.readFileSync(file, "utf8"));
+  passed += r.numPassedTests;
+  failed += r.numFailedTests;
+  skipped += r.numPendingTests + (r.numTodoTests ?? 0);
+}
+console.log(`Tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);
