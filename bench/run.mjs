@@ -147,26 +147,26 @@ async function withKeelson(dir, backing, fn) {
   }
 }
 
-async function withNbdkit(dir, backing, fn) {
-  const sock = path.join(dir, "nbdkit.sock");
-  const p = startChild("nbdkit", ["-f", "-U", sock, "file", `file=${backing}`]);
+/** Runs an NBD server that serves `backing` on a unix socket, for the duration of `fn`. */
+async function withNbdPeer(name, sock, cmd, args, fn) {
+  const p = startChild(cmd, args);
   try {
-    await waitFor(sock, p, "nbdkit");
-    await fn({ name: "nbdkit-file", kind: "nbd", uri: `nbd+unix:///?socket=${sock}` });
+    await waitFor(sock, p, cmd);
+    await fn({ name, kind: "nbd", uri: `nbd+unix:///?socket=${sock}` });
   } finally {
     await stopChild(p);
   }
 }
 
-async function withQemuNbd(dir, backing, fn) {
+function withNbdkit(dir, backing, fn) {
+  const sock = path.join(dir, "nbdkit.sock");
+  return withNbdPeer("nbdkit-file", sock, "nbdkit", ["-f", "-U", sock, "file", `file=${backing}`], fn);
+}
+
+function withQemuNbd(dir, backing, fn) {
   const sock = path.join(dir, "qemu.sock");
-  const p = startChild("qemu-nbd", ["-f", "raw", "--cache=none", "--aio=native", "--shared=16", "-t", "-k", sock, backing]);
-  try {
-    await waitFor(sock, p, "qemu-nbd");
-    await fn({ name: "qemu-nbd", kind: "nbd", uri: `nbd+unix:///?socket=${sock}` });
-  } finally {
-    await stopChild(p);
-  }
+  const args = ["-f", "raw", "--cache=none", "--aio=native", "--shared=16", "-t", "-k", sock, backing];
+  return withNbdPeer("qemu-nbd", sock, "qemu-nbd", args, fn);
 }
 
 async function withLoop(_dir, backing, fn) {

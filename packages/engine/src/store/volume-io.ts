@@ -305,17 +305,12 @@ export function writeVolume(pool: Pool, volume: Volume, offset: number, data: Bu
     return writeUnaligned(pool, volume, offset, data, fua, cb);
   }
   const gate = volume.gate;
-  const run = (): void =>
+  gate.runShared(() =>
     writeAligned(pool, volume, offset, data, (error) => {
       gate.leaveShared();
       finishWrite(pool, error, fua, cb);
-    });
-  if (gate.sharedFree) {
-    gate.enterShared();
-    run();
-  } else {
-    gate.queueShared(run);
-  }
+    }),
+  );
 }
 
 /** Marks whole blocks [firstBlock, lastBlock) of one extent as zero in the head, freeing space where it can. */
@@ -377,7 +372,7 @@ export function zeroVolume(
   const start = Math.ceil(offset / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
   const stop = Math.max(start, Math.floor(end / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES);
   const gate = volume.gate;
-  const run = (): void => {
+  gate.runShared(() => {
     const failed = start < stop ? zeroWholeBlocks(pool, volume, start, stop) : null;
     gate.leaveShared();
     if (failed || options.trim) return finishWrite(pool, failed, options.fua, cb);
@@ -386,11 +381,5 @@ export function zeroVolume(
       if (e1) return cb(e1);
       writeZeros(pool, volume, Math.max(stop, offset), end, (e2) => finishWrite(pool, e2, options.fua, cb));
     });
-  };
-  if (gate.sharedFree) {
-    gate.enterShared();
-    run();
-  } else {
-    gate.queueShared(run);
-  }
+  });
 }

@@ -13,19 +13,17 @@ export class WriteGate {
   /** Waiters in arrival order; `exclusive` tells which kind each is. */
   readonly #waiting: Array<{ exclusive: boolean; run: () => void }> = [];
 
-  /** True when a shared holder may enter right now without queueing. */
-  get sharedFree(): boolean {
-    return !this.#exclusive && this.#waiting.length === 0;
-  }
-
-  /** Enters shared when free; the caller must have checked `sharedFree`. */
-  enterShared(): void {
+  /**
+   * Runs `run` as a shared holder: at once when no exclusive holder runs or
+   * waits, else after them, in arrival order. `run` must call `leaveShared`.
+   */
+  runShared(run: () => void): void {
+    if (this.#exclusive || this.#waiting.length > 0) {
+      this.#waiting.push({ exclusive: false, run });
+      return;
+    }
     this.#shared++;
-  }
-
-  /** Runs `run` once a shared place is free (behind any queued exclusive holder). */
-  queueShared(run: () => void): void {
-    this.#waiting.push({ exclusive: false, run });
+    run();
   }
 
   leaveShared(): void {
