@@ -1,7 +1,7 @@
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import type { Pool } from "../store/pool.js";
 import type { Volume } from "../store/volume.js";
-import { readVolume, writeVolume, zeroVolume } from "../store/volume-io.js";
+import { flushVolume, readVolume, writeVolume, zeroVolume } from "../store/volume-io.js";
 
 function describeVolume(v: Volume): string {
   return `keelson volume ${v.name} (${v.record.uid})`;
@@ -43,10 +43,7 @@ class VolumeExport implements NbdExport {
   }
 
   flush(cb: ExportCallback): void {
-    this.#pool.flush().then(
-      () => cb(null),
-      (error: unknown) => cb(error as Parameters<ExportCallback>[0]),
-    );
+    flushVolume(this.#pool, cb);
   }
 
   close(): void {

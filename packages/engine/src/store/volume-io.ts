@@ -268,12 +268,17 @@ function writeAligned(pool: Pool, volume: Volume, offset: number, data: Buffer, 
   c.done(null);
 }
 
-function finishWrite(pool: Pool, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
-  if (error || !fua) return cb(error);
+/** Makes everything completed so far durable (NBD FLUSH), then calls back. */
+export function flushVolume(pool: Pool, cb: IoCallback): void {
   pool.flush().then(
     () => cb(null),
     (e: unknown) => cb(e instanceof KeelsonError ? e : new KeelsonError({ code: "INTERNAL", message: String(e), cause: e })),
   );
+}
+
+function finishWrite(pool: Pool, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
+  if (error || !fua) return cb(error);
+  flushVolume(pool, cb);
 }
 
 /** Read-modify-write for a write that does not cover whole blocks; runs with the gate held exclusively. */
