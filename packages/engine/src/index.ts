@@ -6,7 +6,7 @@ export { NBD_ERRNO_BY_CODE } from "./nbd/errno.js";
 export type { ExportCallback, ExportCatalog, NbdExport } from "./nbd/export.js";
 export type { NbdListenOptions } from "./nbd/server.js";
 export { HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, NbdServer } from "./nbd/server.js";
-export { BLOCK_SIZE_BYTES, EXTENT_SIZE_BYTES } from "./store/layout.js";
+export { BLOCK_SIZE_BYTES, DEFAULT_EXTENT_SIZE_BYTES } from "./store/layout.js";
 export type { CreateVolumeOptions, OpenPoolOptions, PoolSpace } from "./store/pool.js";
 export { Pool } from "./store/pool.js";
 export { formatBytes, parseSizeBytes } from "./util/size.js";

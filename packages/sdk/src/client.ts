@@ -6,16 +6,21 @@ import {
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { nodeFromWire, volumeFromWire } from "./convert.js";
+import { nodeFromWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
 import { fromServiceError, KeelsonError } from "./errors.js";
-import { NodeServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
+import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
   CallOptions,
+  CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
+  ListSnapshotsRequest,
   NodeInfo,
   ResizeVolumeRequest,
+  RevertVolumeRequest,
+  Snapshot,
+  SnapshotRef,
   Volume,
   VolumeRef,
 } from "./types.js";
@@ -56,6 +61,7 @@ type Unary<Req, Res> = (
  */
 export class KeelsonClient implements AsyncDisposable {
   readonly #volumes: VolumeServiceClient;
+  readonly #snapshots: SnapshotServiceClient;
   readonly #node: NodeServiceClient;
   readonly #timeoutMs: number;
   readonly #maxAttempts: number;
@@ -65,6 +71,7 @@ export class KeelsonClient implements AsyncDisposable {
   constructor(options: ClientOptions) {
     const creds = options.credentials ?? grpcCredentials.createInsecure();
     this.#volumes = new VolumeServiceClient(options.address, creds);
+    this.#snapshots = new SnapshotServiceClient(options.address, creds);
     this.#node = new NodeServiceClient(options.address, creds);
     this.#timeoutMs = options.defaultTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     this.#maxAttempts = Math.max(1, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
@@ -72,12 +79,16 @@ export class KeelsonClient implements AsyncDisposable {
   }
 
   /**
-   * Creates a thin volume. Idempotent: the same name, size and labels again
-   * return the existing volume; a different size or labels fail with
-   * ALREADY_EXISTS. Bad names or sizes fail with INVALID_ARGUMENT.
+   * Creates a thin volume, empty or as a clone of a snapshot or of a live
+   * volume (sharing its data; writes to either never show in the other).
+   * Idempotent: the same name, size, labels and source again return the
+   * existing volume; anything different fails with ALREADY_EXISTS. Bad names
+   * or sizes fail with INVALID_ARGUMENT; a missing source with
+   * VOLUME_NOT_FOUND or SNAPSHOT_NOT_FOUND.
    *
    * @example
    * const vol = await client.createVolume({ name: "pg-data", sizeBytes: 10 * 2 ** 30 });
+   * const copy = await client.createVolume({ name: "pg-test", sizeBytes: 0, source: { snapshot: { volume: "pg-data", name: "nightly" } } });
    */
   async createVolume(request: CreateVolumeRequest, options?: CallOptions): Promise<Volume> {
     const wire = {
@@ -85,6 +96,7 @@ export class KeelsonClient implements AsyncDisposable {
       sizeBytes: request.sizeBytes,
       labels: request.labels ?? {},
       replicas: request.replicas ?? 0,
+      source: sourceToWire(request.source),
     };
     return volumeFromWire(await this.#call(this.#volumes.createVolume, this.#volumes, wire, options, true));
   }
@@ -136,6 +148,66 @@ export class KeelsonClient implements AsyncDisposable {
   }
 
   /**
+   * Puts a volume back to one of its snapshots: data and size become the
+   * snapshot's. The volume must have no open connections (VOLUME_IN_USE).
+   * Retried: reverting twice to the same snapshot leaves the same data.
+   *
+   * @example
+   * await client.revertVolume({ name: "pg-data", snapshot: "before-migration" });
+   */
+  async revertVolume(request: RevertVolumeRequest, options?: CallOptions): Promise<Volume> {
+    return volumeFromWire(await this.#call(this.#volumes.revertVolume, this.#volumes, request, options, true));
+  }
+
+  /**
+   * Takes a crash-consistent snapshot in O(1): every write completed before
+   * the call returns is in it, no write is partly in it. Idempotent by
+   * (volume, name): other labels fail with ALREADY_EXISTS.
+   *
+   * @example
+   * const snap = await client.createSnapshot({ volume: "pg-data", name: "nightly" });
+   * console.log(snap.export.nbdTcpUri); // read-only nbd://host:port/pg-data@nightly
+   */
+  async createSnapshot(request: CreateSnapshotRequest, options?: CallOptions): Promise<Snapshot> {
+    const wire = { volume: request.volume, name: request.name, labels: request.labels ?? {} };
+    return snapshotFromWire(await this.#call(this.#snapshots.createSnapshot, this.#snapshots, wire, options, true));
+  }
+
+  /**
+   * Returns one snapshot; SNAPSHOT_NOT_FOUND when it does not exist. Idempotent.
+   *
+   * @example
+   * const { allocatedBytes } = await client.getSnapshot({ volume: "pg-data", name: "nightly" });
+   */
+  async getSnapshot(request: SnapshotRef, options?: CallOptions): Promise<Snapshot> {
+    return snapshotFromWire(await this.#call(this.#snapshots.getSnapshot, this.#snapshots, request, options, true));
+  }
+
+  /**
+   * Lists snapshots (of one volume, or all), ordered by export name. Idempotent.
+   *
+   * @example
+   * for (const s of await client.listSnapshots({ volume: "pg-data" })) console.log(s.name, s.createdAt);
+   */
+  async listSnapshots(request: ListSnapshotsRequest = {}, options?: CallOptions): Promise<Snapshot[]> {
+    const wire = { volume: request.volume ?? "" };
+    const res = await this.#call(this.#snapshots.listSnapshots, this.#snapshots, wire, options, true);
+    return res.snapshots.map(snapshotFromWire);
+  }
+
+  /**
+   * Deletes a snapshot; its data is folded into the next layer while I/O
+   * continues. Not retried (a retry after a lost reply would report
+   * SNAPSHOT_NOT_FOUND). VOLUME_IN_USE while its export has connections.
+   *
+   * @example
+   * const { freedBytes } = await client.deleteSnapshot({ volume: "pg-data", name: "nightly" });
+   */
+  async deleteSnapshot(request: SnapshotRef, options?: CallOptions): Promise<DeleteVolumeResult> {
+    return await this.#call(this.#snapshots.deleteSnapshot, this.#snapshots, request, options, false);
+  }
+
+  /**
    * Returns the engine's identity, pool space and NBD endpoints. Idempotent.
    *
    * @example
@@ -151,6 +223,7 @@ export class KeelsonClient implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     this.#volumes.close();
+    this.#snapshots.close();
     this.#node.close();
   }
 

@@ -1,6 +1,6 @@
 import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
-import type { NodeInfo, Pool, Volume, VolumeState } from "./types.js";
+import type { NodeInfo, Pool, Snapshot, Volume, VolumeExport, VolumeSource, VolumeState } from "./types.js";
 
 const STATE_NAMES: Readonly<Record<PbVolumeState, VolumeState>> = {
   [PbVolumeState.VOLUME_STATE_UNSPECIFIED]: "unknown",
@@ -10,8 +10,45 @@ const STATE_NAMES: Readonly<Record<PbVolumeState, VolumeState>> = {
   [PbVolumeState.VOLUME_STATE_FAULTED]: "faulted",
 };
 
+function exportFromWire(e: pb.VolumeExport | undefined, name: string): VolumeExport {
+  return { exportName: e?.exportName ?? name, nbdTcpUri: e?.nbdTcpUri ?? "", nbdUnixUri: e?.nbdUnixUri ?? "" };
+}
+
+/** Maps a wire VolumeSource to the SDK's form; undefined when unset. */
+export function sourceFromWire(s: pb.VolumeSource | undefined): VolumeSource | undefined {
+  const kind = s?.kind;
+  if (!kind) return undefined;
+  if (kind.$case === "snapshot") return { snapshot: { volume: kind.value.volume, name: kind.value.name } };
+  return { volume: kind.value };
+}
+
+/** Maps the SDK's VolumeSource to the wire form. */
+export function sourceToWire(s: VolumeSource | undefined): pb.VolumeSource | undefined {
+  if (!s) return undefined;
+  if ("snapshot" in s) return { kind: { $case: "snapshot", value: { volume: s.snapshot.volume, name: s.snapshot.name } } };
+  return { kind: { $case: "volume", value: s.volume } };
+}
+
+/** Maps a wire Snapshot to the SDK's Snapshot. */
+export function snapshotFromWire(s: pb.Snapshot): Snapshot {
+  return {
+    name: s.name,
+    uid: s.uid,
+    volume: s.volume,
+    volumeUid: s.volumeUid,
+    sizeBytes: s.sizeBytes,
+    allocatedBytes: s.allocatedBytes,
+    createdAt: s.createdAt ?? new Date(0),
+    labels: { ...s.labels },
+    parentSnapshot: s.parentSnapshot,
+    export: exportFromWire(s.export, `${s.volume}@${s.name}`),
+    connections: s.connections,
+  };
+}
+
 /** Maps a wire Volume to the SDK's Volume. */
 export function volumeFromWire(v: pb.Volume): Volume {
+  const source = sourceFromWire(v.source);
   return {
     name: v.name,
     uid: v.uid,
@@ -21,12 +58,9 @@ export function volumeFromWire(v: pb.Volume): Volume {
     labels: { ...v.labels },
     createdAt: v.createdAt ?? new Date(0),
     replicas: v.replicas,
-    export: {
-      exportName: v.export?.exportName ?? v.name,
-      nbdTcpUri: v.export?.nbdTcpUri ?? "",
-      nbdUnixUri: v.export?.nbdUnixUri ?? "",
-    },
+    export: exportFromWire(v.export, v.name),
     connections: v.connections,
+    ...(source ? { source } : {}),
   };
 }
 
@@ -39,6 +73,7 @@ function poolFromWire(p: pb.Pool | undefined): Pool {
     freeBytes: p?.freeBytes ?? 0,
     extentSizeBytes: p?.extentSizeBytes ?? 0,
     volumeCount: p?.volumeCount ?? 0,
+    snapshotCount: p?.snapshotCount ?? 0,
   };
 }
 

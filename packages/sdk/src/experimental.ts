@@ -4,22 +4,29 @@
 
 export { volumeStateToWire } from "./convert.js";
 export type {
+  CreateSnapshotRequest as WireCreateSnapshotRequest,
   CreateVolumeRequest as WireCreateVolumeRequest,
+  DeleteSnapshotResponse as WireDeleteSnapshotResponse,
   DeleteVolumeRequest as WireDeleteVolumeRequest,
   DeleteVolumeResponse as WireDeleteVolumeResponse,
   GetNodeRequest as WireGetNodeRequest,
   GetVolumeRequest as WireGetVolumeRequest,
+  ListSnapshotsResponse as WireListSnapshotsResponse,
   ListVolumesRequest as WireListVolumesRequest,
   ListVolumesResponse as WireListVolumesResponse,
   Node as WireNode,
   NodeServiceServer,
   Pool as WirePool,
   ResizeVolumeRequest as WireResizeVolumeRequest,
+  Snapshot as WireSnapshot,
+  SnapshotServiceServer,
   Volume as WireVolume,
   VolumeServiceServer,
+  VolumeSource as WireVolumeSource,
 } from "./gen/keelson/v1/volume.js";
 export {
   NodeServiceService,
+  SnapshotServiceService,
   VolumeServiceService,
   VolumeState as WireVolumeState,
 } from "./gen/keelson/v1/volume.js";

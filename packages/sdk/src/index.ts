@@ -24,14 +24,20 @@ export {
 } from "./errors.js";
 export type {
   CallOptions,
+  CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
+  ListSnapshotsRequest,
   NodeInfo,
   Pool,
   ResizeVolumeRequest,
+  RevertVolumeRequest,
+  Snapshot,
+  SnapshotRef,
   Volume,
   VolumeExport,
   VolumeRef,
+  VolumeSource,
   VolumeState,
 } from "./types.js";

@@ -26,6 +26,60 @@ export interface Volume {
   export: VolumeExport;
   /** NBD connections open to the volume now. */
   connections: number;
+  /** What the volume was cloned from; undefined for an empty volume. */
+  source?: VolumeSource;
+}
+
+/** Names one snapshot: the volume it was taken of and its name. */
+export interface SnapshotRef {
+  volume: string;
+  name: string;
+}
+
+/** What a clone shares its data with: a snapshot, or a live volume (through an implicit snapshot). */
+export type VolumeSource = { snapshot: SnapshotRef } | { volume: string };
+
+/** A point-in-time, read-only image of a volume. */
+export interface Snapshot {
+  name: string;
+  uid: string;
+  /** The volume it was taken of; the snapshot outlives it. */
+  volume: string;
+  volumeUid: string;
+  /** The volume's size when the snapshot was taken. */
+  sizeBytes: number;
+  /** Pool bytes only this snapshot holds. */
+  allocatedBytes: number;
+  createdAt: Date;
+  labels: Readonly<Record<string, string>>;
+  /** The next older snapshot in the same chain, or "". */
+  parentSnapshot: string;
+  /** Read-only NBD export, named `VOLUME@SNAPSHOT`. */
+  export: VolumeExport;
+  connections: number;
+}
+
+/** Request of {@link KeelsonClient.createSnapshot}. */
+export interface CreateSnapshotRequest {
+  /** The volume to snapshot. */
+  volume: string;
+  /** Same rules as volume names; unique per volume. */
+  name: string;
+  labels?: Record<string, string>;
+}
+
+/** Request of {@link KeelsonClient.listSnapshots}. */
+export interface ListSnapshotsRequest {
+  /** Only the snapshots of this volume; all when omitted. */
+  volume?: string;
+}
+
+/** Request of {@link KeelsonClient.revertVolume}. */
+export interface RevertVolumeRequest {
+  /** The volume to revert; it must have no open connections. */
+  name: string;
+  /** A snapshot of that volume. */
+  snapshot: string;
 }
 
 /** Space of the engine's disk pool. */
@@ -37,6 +91,7 @@ export interface Pool {
   freeBytes: number;
   extentSizeBytes: number;
   volumeCount: number;
+  snapshotCount: number;
 }
 
 /** One engine: identity, pool and endpoints. */
@@ -59,6 +114,8 @@ export interface CreateVolumeRequest {
   labels?: Record<string, string>;
   /** Replicas wanted; default 1. */
   replicas?: number;
+  /** Makes a clone; `sizeBytes` 0 then means the source's size. */
+  source?: VolumeSource;
 }
 
 /** Request naming one volume. */
@@ -73,7 +130,7 @@ export interface DeleteVolumeRequest {
   force?: boolean;
 }
 
-/** Result of {@link KeelsonClient.deleteVolume}. */
+/** Result of {@link KeelsonClient.deleteVolume} and {@link KeelsonClient.deleteSnapshot}. */
 export interface DeleteVolumeResult {
   /** Bytes returned to the pool. */
   freedBytes: number;

@@ -9,6 +9,7 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --pool PATH            block device or file of the disk pool (required)
   --pool-size SIZE       create the pool file with this size if it does not exist (e.g. 10G)
   --force-format         format a device that holds foreign data (destroys it)
+  --extent-size SIZE     allocation unit of a pool formatted now (default 1M; power of two, 16K-64M)
   --grpc-listen ADDR     control API, host:port or unix:/path (default ${DEFAULT_GRPC_ADDRESS})
   --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
   --nbd-socket PATH      NBD over a unix socket
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
       pool: { type: "string" },
       "pool-size": { type: "string" },
       "force-format": { type: "boolean" },
+      "extent-size": { type: "string" },
       "grpc-listen": { type: "string" },
       "nbd-listen": { type: "string" },
       "nbd-socket": { type: "string" },
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
     poolPath: values.pool,
     poolSizeBytes: values["pool-size"] ? parseSizeBytes(values["pool-size"]) : undefined,
     forceFormat: values["force-format"],
+    extentSizeBytes: values["extent-size"] ? parseSizeBytes(values["extent-size"]) : undefined,
     grpcAddress: values["grpc-listen"],
     nbdAddress: values["nbd-listen"],
     nbdSocket: values["nbd-socket"],

@@ -2,17 +2,22 @@ import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } f
 import { KeelsonError, toServiceError } from "@keelson/sdk";
 import {
   type NodeServiceServer,
+  type SnapshotServiceServer,
   type VolumeServiceServer,
+  type WireDeleteSnapshotResponse,
   type WireDeleteVolumeResponse,
+  type WireListSnapshotsResponse,
   type WireListVolumesResponse,
   type WireNode,
+  type WireSnapshot,
   type WireVolume,
+  type WireVolumeSource,
   WireVolumeState,
 } from "@keelson/sdk/experimental";
 import type { NbdServer } from "../nbd/server.js";
-import { EXTENT_SIZE_BYTES } from "../store/layout.js";
-import type { Pool } from "../store/pool.js";
-import type { Volume } from "../store/volume.js";
+import type { VolumeSource } from "../store/catalog.js";
+import type { CloneSource, Pool } from "../store/pool.js";
+import type { Snapshot, Volume } from "../store/volume.js";
 import type { Logger } from "../util/log.js";
 
 /** What the control API serves from. */
@@ -51,25 +56,67 @@ function requireString(value: unknown, field: string): string {
   return value;
 }
 
-/** The wire form of a volume. */
-export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
+function exportToWire(ctx: ControlContext, exportName: string): WireVolume["export"] {
   const tcp = ctx.nbd.tcpAddress;
   const unix = ctx.nbd.unixSocket;
+  return {
+    exportName,
+    nbdTcpUri: tcp ? `nbd://${tcp}/${encodeURIComponent(exportName)}` : "",
+    nbdUnixUri: unix ? `nbd+unix:///${encodeURIComponent(exportName)}?socket=${unix}` : "",
+  };
+}
+
+function sourceToWire(source: VolumeSource | undefined): WireVolumeSource | undefined {
+  if (!source) return undefined;
+  if (source.kind === "snapshot") {
+    return { kind: { $case: "snapshot", value: { volume: source.volumeName, name: source.snapshotName } } };
+  }
+  return { kind: { $case: "volume", value: source.volumeName } };
+}
+
+function sourceFromWire(source: WireVolumeSource | undefined): CloneSource | undefined {
+  const kind = source?.kind;
+  if (!kind) return undefined;
+  if (kind.$case === "volume") return { volumeName: requireString(kind.value, "source.volume") };
+  return {
+    snapshot: {
+      volumeName: requireString(kind.value.volume, "source.snapshot.volume"),
+      name: requireString(kind.value.name, "source.snapshot.name"),
+    },
+  };
+}
+
+/** The wire form of a volume. */
+export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
   return {
     name: v.name,
     uid: v.record.uid,
     sizeBytes: v.sizeBytes,
-    allocatedBytes: v.allocatedExtents() * EXTENT_SIZE_BYTES,
+    allocatedBytes: ctx.pool.layerBytes(v.head),
     state: WireVolumeState.VOLUME_STATE_HEALTHY,
     labels: { ...v.record.labels },
     createdAt: new Date(v.record.createdAtMs),
     replicas: v.record.replicas,
-    export: {
-      exportName: v.name,
-      nbdTcpUri: tcp ? `nbd://${tcp}/${encodeURIComponent(v.name)}` : "",
-      nbdUnixUri: unix ? `nbd+unix:///${encodeURIComponent(v.name)}?socket=${unix}` : "",
-    },
+    export: exportToWire(ctx, v.name),
     connections: v.openHandles,
+    source: sourceToWire(v.record.source),
+  };
+}
+
+/** The wire form of a snapshot. */
+export function snapshotToWire(ctx: ControlContext, s: Snapshot): WireSnapshot {
+  return {
+    name: s.record.name,
+    uid: s.record.uid,
+    volume: s.record.volumeName,
+    volumeUid: s.record.volumeUid,
+    sizeBytes: s.sizeBytes,
+    allocatedBytes: ctx.pool.layerBytes(s.layer),
+    createdAt: new Date(s.record.createdAtMs),
+    labels: { ...s.record.labels },
+    parentSnapshot: ctx.pool.parentSnapshotOf(s)?.record.name ?? "",
+    export: exportToWire(ctx, s.name),
+    connections: s.openHandles,
   };
 }
 
@@ -83,6 +130,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
         sizeBytes: req.sizeBytes,
         labels: req.labels,
         replicas: req.replicas,
+        source: sourceFromWire(req.source),
       });
       return volumeToWire(ctx, v);
     }),
@@ -103,6 +151,44 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     resizeVolume: unary(ctx, "ResizeVolume", async (req) =>
       volumeToWire(ctx, await pool.resizeVolume(requireString(req.name, "name"), req.sizeBytes)),
     ),
+    revertVolume: unary(ctx, "RevertVolume", async (req) => {
+      const v = await pool.revertVolume(requireString(req.name, "name"), requireString(req.snapshot, "snapshot"));
+      ctx.log.log("info", "volume reverted", { volume: v.name, snapshot: req.snapshot });
+      return volumeToWire(ctx, v);
+    }),
+  };
+}
+
+/** keelson.v1.SnapshotService on one engine's pool. */
+export function snapshotService(ctx: ControlContext): SnapshotServiceServer {
+  const { pool } = ctx;
+  return {
+    createSnapshot: unary(ctx, "CreateSnapshot", async (req) => {
+      const snap = await pool.createSnapshot({
+        volumeName: requireString(req.volume, "volume"),
+        name: requireString(req.name, "name"),
+        labels: req.labels,
+      });
+      return snapshotToWire(ctx, snap);
+    }),
+    getSnapshot: unary(ctx, "GetSnapshot", async (req) =>
+      snapshotToWire(ctx, pool.getSnapshot(requireString(req.volume, "volume"), requireString(req.name, "name"))),
+    ),
+    listSnapshots: unary(
+      ctx,
+      "ListSnapshots",
+      async (req): Promise<WireListSnapshotsResponse> => ({
+        snapshots: pool.listSnapshots(req.volume === "" ? undefined : req.volume).map((s) => snapshotToWire(ctx, s)),
+      }),
+    ),
+    deleteSnapshot: unary(ctx, "DeleteSnapshot", async (req): Promise<WireDeleteSnapshotResponse> => {
+      const volume = requireString(req.volume, "volume");
+      const name = requireString(req.name, "name");
+      const startedMs = Date.now();
+      const freedBytes = await pool.deleteSnapshot(volume, name);
+      ctx.log.log("info", "snapshot deleted", { volume, snapshot: name, freedBytes, foldMs: Date.now() - startedMs });
+      return { freedBytes };
+    }),
   };
 }
 
@@ -120,8 +206,9 @@ export function nodeService(ctx: ControlContext): NodeServiceServer {
           totalBytes: space.totalBytes,
           allocatedBytes: space.allocatedBytes,
           freeBytes: space.freeBytes,
-          extentSizeBytes: EXTENT_SIZE_BYTES,
+          extentSizeBytes: ctx.pool.layout.extentSizeBytes,
           volumeCount: ctx.pool.listVolumes().length,
+          snapshotCount: ctx.pool.listSnapshots().length,
         },
         nbdTcpAddress: ctx.nbd.tcpAddress,
         nbdUnixSocket: ctx.nbd.unixSocket,

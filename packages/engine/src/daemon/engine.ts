@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { NodeServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
-import { nodeService, volumeService } from "../control/control-service.js";
+import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
+import { nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { NbdServer } from "../nbd/server.js";
 import { Pool } from "../store/pool.js";
@@ -21,6 +21,8 @@ export interface EngineOptions {
   poolSizeBytes?: number;
   /** Formats a device holding foreign data (destroys it). */
   forceFormat?: boolean;
+  /** Extent size of a pool formatted now (default 1 MiB). */
+  extentSizeBytes?: number;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -57,6 +59,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     path: options.poolPath,
     createSizeBytes: options.poolSizeBytes,
     forceFormat: options.forceFormat,
+    extentSizeBytes: options.extentSizeBytes,
   });
   const nbd = new NbdServer(new VolumeExportCatalog(pool));
   const grpc = new Server();
@@ -64,6 +67,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
     const ctx = { pool, nbd, nodeId: options.nodeId ?? os.hostname(), version: ENGINE_VERSION, log };
     grpc.addService(VolumeServiceService, volumeService(ctx));
+    grpc.addService(SnapshotServiceService, snapshotService(ctx));
     grpc.addService(NodeServiceService, nodeService(ctx));
     const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
     log.log("info", "engine started", {

@@ -5,10 +5,12 @@ import { Errno } from "./protocol.js";
 export const NBD_ERRNO_BY_CODE: Readonly<Record<ErrorCode, Errno>> = {
   INVALID_ARGUMENT: Errno.EINVAL,
   VOLUME_NOT_FOUND: Errno.EIO,
+  SNAPSHOT_NOT_FOUND: Errno.EIO,
   ALREADY_EXISTS: Errno.EINVAL,
   VOLUME_IN_USE: Errno.EIO,
   SHRINK_NOT_SUPPORTED: Errno.EINVAL,
   NO_SPACE: Errno.ENOSPC,
+  LIMIT_EXCEEDED: Errno.ENOSPC,
   OUT_OF_RANGE: Errno.EINVAL,
   READ_ONLY: Errno.EPERM,
   EPOCH_STALE: Errno.EIO,

@@ -1,5 +1,3 @@
-import { BLOCKS_PER_EXTENT, EXTENT_STATE_BYTES } from "./layout.js";
-
 /**
  * Per-block state inside one layer's extent, two bits per block. ABSENT means
  * "not in this layer, look further down the chain"; ZERO hides lower layers.
@@ -7,8 +5,9 @@ import { BLOCKS_PER_EXTENT, EXTENT_STATE_BYTES } from "./layout.js";
 export const BlockState = { ABSENT: 0, DATA: 1, ZERO: 2 } as const;
 export type BlockState = (typeof BlockState)[keyof typeof BlockState];
 
-export function newStates(): Uint8Array {
-  return new Uint8Array(EXTENT_STATE_BYTES);
+/** Empty states for an extent whose states take `stateBytes` bytes. */
+export function newStates(stateBytes: number): Uint8Array {
+  return new Uint8Array(stateBytes);
 }
 
 export function getState(states: Uint8Array, block: number): BlockState {
@@ -32,7 +31,8 @@ export function allStates(states: Uint8Array, from: number, to: number, state: B
 
 /** True when any block holds data (so the extent's physical space is in use). */
 export function hasData(states: Uint8Array): boolean {
-  for (let b = 0; b < BLOCKS_PER_EXTENT; b++) if (getState(states, b) === BlockState.DATA) return true;
+  const blocks = states.length * 4;
+  for (let b = 0; b < blocks; b++) if (getState(states, b) === BlockState.DATA) return true;
   return false;
 }
 

@@ -1,3 +1,8 @@
+/** Where a volume's data came from when it was created as a clone. */
+export type VolumeSource =
+  | { kind: "snapshot"; volumeName: string; snapshotName: string; snapshotUid: string }
+  | { kind: "volume"; volumeName: string; volumeUid: string };
+
 /** Persistent description of a volume (catalog record). */
 export interface VolumeRecord {
   uid: string;
@@ -6,8 +11,28 @@ export interface VolumeRecord {
   createdAtMs: number;
   labels: Record<string, string>;
   replicas: number;
-  /** The writable layer at the top of the volume's chain. */
+  /** The writable layer at the top of the volume's chain; always a leaf of the layer tree. */
   headLayerId: number;
+  /** Set for clones; absent for empty volumes. */
+  source?: VolumeSource;
+}
+
+/**
+ * Persistent description of a snapshot: a name for one sealed layer. The
+ * snapshot outlives its volume (the layer tree keeps its data), so it keeps
+ * the volume's name for its export name `VOLUME@SNAPSHOT`.
+ */
+export interface SnapshotRecord {
+  uid: string;
+  name: string;
+  volumeName: string;
+  volumeUid: string;
+  /** The sealed layer the snapshot names; its chain is the snapshot's content. */
+  layerId: number;
+  /** The volume's size when the snapshot was taken. */
+  sizeBytes: number;
+  createdAtMs: number;
+  labels: Record<string, string>;
 }
 
 /** Persistent description of a layer: a set of extents, read through to its parent. */
@@ -15,7 +40,7 @@ export interface LayerRecord {
   id: number;
   /** The layer read when a block is absent here; null at the bottom of a chain. */
   parentId: number | null;
-  /** The volume that owns the layer's space. */
+  /** The volume the layer was created for (for diagnostics; sharing is tracked by the layer tree). */
   volumeUid: string;
 }
 
@@ -24,13 +49,17 @@ export type CatalogChange =
   | { op: "putVolume"; volume: VolumeRecord }
   | { op: "deleteVolume"; uid: string }
   | { op: "putLayer"; layer: LayerRecord }
-  | { op: "deleteLayer"; id: number };
+  | { op: "deleteLayer"; id: number }
+  | { op: "putSnapshot"; snapshot: SnapshotRecord }
+  | { op: "deleteSnapshot"; uid: string };
 
 /** The whole catalog, as written to a checkpoint. */
 export interface CatalogSnapshot {
   nextLayerId: number;
   volumes: VolumeRecord[];
   layers: LayerRecord[];
+  /** Absent in checkpoints written before snapshots existed. */
+  snapshots?: SnapshotRecord[];
 }
 
 /** One extent of one layer, as written to checkpoints and the journal. */

@@ -19,13 +19,19 @@ export class ExtentEntry implements EntryRecord {
   }
 }
 
-/** A layer at run time: its record and its extent index. */
+/**
+ * A layer at run time: its record, its extent index and how many layers read
+ * through it. A layer lives while a volume head, a snapshot or a child needs it.
+ */
 export class Layer {
-  readonly record: LayerRecord;
+  /** Replaced (not mutated) when the layer is re-parented by a fold. */
+  record: LayerRecord;
   /** Extent index: logical extent number to entry. */
   readonly extents = new Map<number, ExtentEntry>();
   /** Entries that own a physical extent. */
   allocatedExtents = 0;
+  /** Layers whose parent this is. */
+  children = 0;
 
   constructor(record: LayerRecord) {
     this.record = record;
@@ -33,5 +39,9 @@ export class Layer {
 
   get id(): number {
     return this.record.id;
+  }
+
+  get parentId(): number | null {
+    return this.record.parentId;
   }
 }

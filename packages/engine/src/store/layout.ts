@@ -5,11 +5,11 @@ import { KeelsonError } from "@keelson/sdk";
 
 /** Smallest unit of volume data tracked by the store; sub-block writes are read-modify-write. */
 export const BLOCK_SIZE_BYTES = 4096;
-/** Allocation unit of thin volumes on the pool. */
-export const EXTENT_SIZE_BYTES = 1024 * 1024;
-export const BLOCKS_PER_EXTENT = EXTENT_SIZE_BYTES / BLOCK_SIZE_BYTES;
-/** Two bits of state per block (absent, data, zero). */
-export const EXTENT_STATE_BYTES = BLOCKS_PER_EXTENT / 4;
+/** Default allocation unit of thin volumes on a pool (chosen at format time). */
+export const DEFAULT_EXTENT_SIZE_BYTES = 1024 * 1024;
+/** Smallest extent: four blocks, so one byte of block states. Small extents suit tests, not production. */
+export const MIN_EXTENT_SIZE_BYTES = 4 * BLOCK_SIZE_BYTES;
+export const MAX_EXTENT_SIZE_BYTES = 64 * 1024 * 1024;
 
 const SUPERBLOCK_BYTES = 4096;
 const SUPERBLOCK_MAGIC = "KEELSONP";
@@ -17,8 +17,15 @@ const FORMAT_VERSION = 1;
 const MIB = 1024 * 1024;
 /** Largest catalog (volumes and layers, as JSON) a checkpoint can hold. */
 export const MAX_CATALOG_BYTES = 4 * MIB;
+/** Bytes of block states per extent entry: two bits per block (absent, data, zero). */
+export function stateBytesOf(extentSizeBytes: number): number {
+  return extentSizeBytes / BLOCK_SIZE_BYTES / 4;
+}
+
 /** Bytes of one extent-entry record in checkpoints and journal batches. */
-export const ENTRY_RECORD_BYTES = 12 + EXTENT_STATE_BYTES;
+export function entryRecordBytes(stateBytes: number): number {
+  return 12 + stateBytes;
+}
 const MIN_JOURNAL_BYTES = 4 * MIB;
 const MAX_JOURNAL_BYTES = 64 * MIB;
 /** A pool must hold at least this many data extents after its metadata. */
@@ -45,19 +52,38 @@ function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
+/** INVALID_ARGUMENT unless `extentSizeBytes` is a power of two in the supported range. */
+export function validateExtentSize(extentSizeBytes: number): number {
+  const ok =
+    Number.isSafeInteger(extentSizeBytes) &&
+    extentSizeBytes >= MIN_EXTENT_SIZE_BYTES &&
+    extentSizeBytes <= MAX_EXTENT_SIZE_BYTES &&
+    (extentSizeBytes & (extentSizeBytes - 1)) === 0;
+  if (ok) return extentSizeBytes;
+  throw new KeelsonError({
+    code: "INVALID_ARGUMENT",
+    message: `invalid extent size ${extentSizeBytes}: use a power of two from ${MIN_EXTENT_SIZE_BYTES} to ${MAX_EXTENT_SIZE_BYTES} bytes`,
+  });
+}
+
 /** Plans the layout of a new pool of `sizeBytes`; NO_SPACE when it is too small to hold any data. */
-export function planLayout(sizeBytes: number, uid: string = randomUUID()): PoolLayout {
-  const roughExtents = Math.floor(sizeBytes / EXTENT_SIZE_BYTES);
+export function planLayout(
+  sizeBytes: number,
+  uid: string = randomUUID(),
+  extentSizeBytes: number = DEFAULT_EXTENT_SIZE_BYTES,
+): PoolLayout {
+  validateExtentSize(extentSizeBytes);
+  const roughExtents = Math.floor(sizeBytes / extentSizeBytes);
   const maxEntries = 2 * roughExtents + 1024;
-  const slotBytes = roundUp(4096 + MAX_CATALOG_BYTES + maxEntries * ENTRY_RECORD_BYTES, MIB);
+  const slotBytes = roundUp(4096 + MAX_CATALOG_BYTES + maxEntries * entryRecordBytes(stateBytesOf(extentSizeBytes)), MIB);
   const journalBytes = Math.min(MAX_JOURNAL_BYTES, Math.max(MIN_JOURNAL_BYTES, roundUp(sizeBytes / 64, MIB)));
   const slotA = MIB;
   const slotB = slotA + slotBytes;
   const journalOffset = slotB + slotBytes;
   const dataOffset = journalOffset + journalBytes;
-  const extentCount = Math.floor((sizeBytes - dataOffset) / EXTENT_SIZE_BYTES);
+  const extentCount = Math.floor((sizeBytes - dataOffset) / extentSizeBytes);
   if (extentCount < MIN_DATA_EXTENTS) {
-    const needed = dataOffset + MIN_DATA_EXTENTS * EXTENT_SIZE_BYTES;
+    const needed = dataOffset + MIN_DATA_EXTENTS * extentSizeBytes;
     throw new KeelsonError({
       code: "NO_SPACE",
       message: `pool of ${sizeBytes} bytes is too small: it needs at least ${needed} bytes (metadata plus ${MIN_DATA_EXTENTS} extents)`,
@@ -66,7 +92,7 @@ export function planLayout(sizeBytes: number, uid: string = randomUUID()): PoolL
   return {
     uid,
     sizeBytes,
-    extentSizeBytes: EXTENT_SIZE_BYTES,
+    extentSizeBytes,
     blockSizeBytes: BLOCK_SIZE_BYTES,
     slotOffsets: [slotA, slotB],
     slotBytes,
@@ -110,6 +136,13 @@ export function decodeSuperblock(buf: Buffer): SuperblockRead {
     });
   }
   const { version: _version, ...layout } = parsed;
+  if (layout.blockSizeBytes !== BLOCK_SIZE_BYTES) {
+    throw new KeelsonError({
+      code: "METADATA_CORRUPT",
+      message: `pool block size ${layout.blockSizeBytes} is not ${BLOCK_SIZE_BYTES}`,
+    });
+  }
+  validateExtentSize(layout.extentSizeBytes);
   return { kind: "formatted", layout };
 }
 

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import { crc32 } from "node:zlib";
 import { KeelsonError } from "@keelson/sdk";
 import type { CatalogChange, CatalogSnapshot, EntryRecord } from "./catalog.js";
-import { ENTRY_RECORD_BYTES, EXTENT_STATE_BYTES, MAX_CATALOG_BYTES, type PoolLayout } from "./layout.js";
+import { entryRecordBytes, MAX_CATALOG_BYTES, type PoolLayout, stateBytesOf } from "./layout.js";
 
 // On-disk metadata is two checkpoint slots (the newer valid one wins) and a
 // journal of batches after it. Every commit gets the next sequence number;
@@ -53,15 +53,15 @@ function writeEntry(entry: EntryRecord, out: Buffer, at: number): number {
   out.writeUInt32BE(entry.logical, at + 4);
   out.writeInt32BE(entry.phys, at + 8);
   out.set(entry.states, at + 12);
-  return at + ENTRY_RECORD_BYTES;
+  return at + entryRecordBytes(entry.states.length);
 }
 
-function readEntry(buf: Buffer, at: number): EntryRecord {
+function readEntry(buf: Buffer, at: number, stateBytes: number): EntryRecord {
   return {
     layerId: buf.readUInt32BE(at),
     logical: buf.readUInt32BE(at + 4),
     phys: buf.readInt32BE(at + 8),
-    states: new Uint8Array(buf.subarray(at + 12, at + 12 + EXTENT_STATE_BYTES)),
+    states: new Uint8Array(buf.subarray(at + 12, at + 12 + stateBytes)),
   };
 }
 
@@ -73,7 +73,8 @@ export function encodeBatch(
   salt: number,
 ): Buffer {
   const jsons = changes.map((c) => Buffer.from(JSON.stringify(c), "utf8"));
-  const size = jsons.reduce((n, j) => n + 5 + j.length, 0) + entries.length * (1 + ENTRY_RECORD_BYTES);
+  const size =
+    jsons.reduce((n, j) => n + 5 + j.length, 0) + entries.reduce((n, e) => n + 1 + entryRecordBytes(e.states.length), 0);
   const payload = Buffer.alloc(size);
   let at = 0;
   for (const j of jsons) {
@@ -101,7 +102,7 @@ export interface DecodedBatch {
   bytes: number;
 }
 
-function decodeBatchPayload(payload: Buffer): Pick<DecodedBatch, "changes" | "entries"> {
+function decodeBatchPayload(payload: Buffer, stateBytes: number): Pick<DecodedBatch, "changes" | "entries"> {
   const changes: CatalogChange[] = [];
   const entries: EntryRecord[] = [];
   let at = 0;
@@ -112,8 +113,8 @@ function decodeBatchPayload(payload: Buffer): Pick<DecodedBatch, "changes" | "en
       changes.push(JSON.parse(payload.toString("utf8", at + 5, at + 5 + len)) as CatalogChange);
       at += 5 + len;
     } else if (type === RECORD_ENTRY) {
-      entries.push(readEntry(payload, at + 1));
-      at += 1 + ENTRY_RECORD_BYTES;
+      entries.push(readEntry(payload, at + 1, stateBytes));
+      at += 1 + entryRecordBytes(stateBytes);
     } else {
       throw new KeelsonError({ code: "METADATA_CORRUPT", message: `unknown journal record type ${type}` });
     }
@@ -127,7 +128,7 @@ export function encodeCheckpoint(seq: number, catalog: CatalogSnapshot, entries:
   if (json.length > MAX_CATALOG_BYTES) {
     throw new KeelsonError({ code: "NO_SPACE", message: `catalog of ${json.length} bytes exceeds ${MAX_CATALOG_BYTES}` });
   }
-  const payload = Buffer.alloc(8 + json.length + entries.length * ENTRY_RECORD_BYTES);
+  const payload = Buffer.alloc(8 + json.length + entries.reduce((n, e) => n + entryRecordBytes(e.states.length), 0));
   payload.writeUInt32BE(json.length, 0);
   json.copy(payload, 4);
   payload.writeUInt32BE(entries.length, 4 + json.length);
@@ -171,7 +172,9 @@ function readCheckpoint(fd: number, layout: PoolLayout, slot: 0 | 1): RecoveredM
   const catalog = JSON.parse(payload.toString("utf8", 4, 4 + jsonLen)) as CatalogSnapshot;
   const count = payload.readUInt32BE(4 + jsonLen);
   const entries: EntryRecord[] = [];
-  for (let i = 0, at = 8 + jsonLen; i < count; i++, at += ENTRY_RECORD_BYTES) entries.push(readEntry(payload, at));
+  const stateBytes = stateBytesOf(layout.extentSizeBytes);
+  const recordBytes = entryRecordBytes(stateBytes);
+  for (let i = 0, at = 8 + jsonLen; i < count; i++, at += recordBytes) entries.push(readEntry(payload, at, stateBytes));
   return { seq: header.seq, slot, catalog, entries };
 }
 
@@ -191,7 +194,7 @@ export function recoverMetadata(fd: number, layout: PoolLayout): RecoveredMetada
     if (tail + bytes > layout.journalBytes) break;
     const payload = readAt(fd, layout.journalOffset + tail + HEADER_BYTES, header.payloadBytes);
     if (crc32(payload, salt) !== header.payloadCrc) break;
-    batches.push({ seq: header.seq, bytes, ...decodeBatchPayload(payload) });
+    batches.push({ seq: header.seq, bytes, ...decodeBatchPayload(payload, stateBytesOf(layout.extentSizeBytes)) });
     tail += bytes;
     expected++;
   }

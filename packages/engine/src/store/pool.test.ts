@@ -4,7 +4,7 @@ import path from "node:path";
 import { isKeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
-import { EXTENT_SIZE_BYTES } from "./layout.js";
+import { DEFAULT_EXTENT_SIZE_BYTES as EXTENT_SIZE_BYTES } from "./layout.js";
 import { Pool } from "./pool.js";
 import type { Volume } from "./volume.js";
 import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "./volume-io.js";

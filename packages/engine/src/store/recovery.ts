@@ -1,6 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import { isEmpty } from "./block-states.js";
-import type { CatalogChange, CatalogSnapshot, EntryRecord, LayerRecord, VolumeRecord } from "./catalog.js";
+import type { CatalogChange, CatalogSnapshot, EntryRecord, LayerRecord, SnapshotRecord, VolumeRecord } from "./catalog.js";
 import { ExtentEntry, Layer } from "./layer.js";
 import type { PoolLayout } from "./layout.js";
 import type { RecoveredMetadata } from "./metadata-log.js";
@@ -9,6 +9,7 @@ import type { RecoveredMetadata } from "./metadata-log.js";
 export interface RecoveredState {
   nextLayerId: number;
   volumes: Map<string, VolumeRecord>;
+  snapshots: SnapshotRecord[];
   layers: Map<number, Layer>;
   entryCount: number;
 }
@@ -20,6 +21,7 @@ function corrupt(message: string): KeelsonError {
 class StateBuilder {
   nextLayerId = 1;
   readonly volumes = new Map<string, VolumeRecord>();
+  readonly snapshots = new Map<string, SnapshotRecord>();
   readonly layerRecords = new Map<number, LayerRecord>();
   readonly entries = new Map<number, Map<number, EntryRecord>>();
 
@@ -27,6 +29,7 @@ class StateBuilder {
     this.nextLayerId = catalog.nextLayerId;
     for (const v of catalog.volumes) this.volumes.set(v.uid, v);
     for (const l of catalog.layers) this.putLayer(l);
+    for (const s of catalog.snapshots ?? []) this.snapshots.set(s.uid, s);
     for (const e of entries) this.putEntry(e);
   }
 
@@ -44,6 +47,12 @@ class StateBuilder {
       case "deleteLayer":
         this.layerRecords.delete(change.id);
         this.entries.delete(change.id);
+        return;
+      case "putSnapshot":
+        this.snapshots.set(change.snapshot.uid, change.snapshot);
+        return;
+      case "deleteSnapshot":
+        this.snapshots.delete(change.uid);
         return;
     }
   }
@@ -92,6 +101,12 @@ function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number,
     }
     layers.set(record.id, layer);
   }
+  for (const layer of layers.values()) {
+    if (layer.parentId === null) continue;
+    const parent = layers.get(layer.parentId);
+    if (!parent) throw corrupt(`layer ${layer.id} has no parent layer ${layer.parentId}`);
+    parent.children++;
+  }
   return { layers, entryCount };
 }
 
@@ -105,5 +120,12 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
   }
   const volumes = checkVolumes(b);
   const { layers, entryCount } = buildLayers(b, layout);
-  return { nextLayerId: b.nextLayerId, volumes, layers, entryCount };
+  const snapshots = [...b.snapshots.values()];
+  for (const s of snapshots) {
+    if (!layers.has(s.layerId)) throw corrupt(`snapshot ${s.volumeName}@${s.name} has no layer ${s.layerId}`);
+  }
+  for (const v of volumes.values()) {
+    if ((layers.get(v.headLayerId) as Layer).children > 0) throw corrupt(`volume ${v.name}'s head layer has children`);
+  }
+  return { nextLayerId: b.nextLayerId, volumes, snapshots, layers, entryCount };
 }

@@ -6,6 +6,10 @@ export const MAX_VOLUME_SIZE_BYTES = 2 ** 50;
 /** Most volumes one pool holds. */
 export const MAX_VOLUMES = 1024;
 export const MAX_LABELS = 64;
+/** Most snapshots one pool holds (the catalog of a checkpoint is bounded). */
+export const MAX_SNAPSHOTS = 4096;
+/** Most layers a volume reads through; bounds the per-block lookup of every read. */
+export const MAX_CHAIN_LAYERS = 256;
 const MAX_LABEL_KEY_CHARS = 63;
 const MAX_LABEL_VALUE_CHARS = 256;
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -14,13 +18,21 @@ function invalid(message: string): KeelsonError {
   return new KeelsonError({ code: "INVALID_ARGUMENT", message });
 }
 
-export function validateVolumeName(name: unknown): string {
+function validateName(name: unknown, what: string): string {
   if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
     throw invalid(
-      `invalid volume name ${JSON.stringify(name)}: use 1-63 characters from a-z, 0-9, '-', '_' and '.', starting with a letter or digit`,
+      `invalid ${what} name ${JSON.stringify(name)}: use 1-63 characters from a-z, 0-9, '-', '_' and '.', starting with a letter or digit`,
     );
   }
   return name;
+}
+
+export function validateVolumeName(name: unknown): string {
+  return validateName(name, "volume");
+}
+
+export function validateSnapshotName(name: unknown): string {
+  return validateName(name, "snapshot");
 }
 
 export function validateSizeBytes(sizeBytes: unknown): number {

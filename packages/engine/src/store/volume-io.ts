@@ -3,9 +3,9 @@ import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import { allStates, BlockState, getState, hasData, isEmpty, setStates } from "./block-states.js";
 import type { ExtentEntry, Layer } from "./layer.js";
-import { BLOCK_SIZE_BYTES, EXTENT_SIZE_BYTES } from "./layout.js";
+import { BLOCK_SIZE_BYTES } from "./layout.js";
 import type { Pool } from "./pool.js";
-import type { Volume } from "./volume.js";
+import type { ChainView, Volume } from "./volume.js";
 
 /** Completion of a volume I/O; `error` is null on success. */
 export type IoCallback = (error: KeelsonError | null) => void;
@@ -20,7 +20,8 @@ export interface ZeroOptions {
   fua: boolean;
 }
 
-const ZERO_EXTENT = Buffer.alloc(EXTENT_SIZE_BYTES);
+/** Zeros written for NO_HOLE and partial blocks come from here, at most this much per write. */
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 /** Scratch for the per-extent entries of a chain; only used synchronously. */
 const chainEntries: Array<ExtentEntry | undefined> = [];
 
@@ -29,7 +30,7 @@ function ioError(error: NodeJS.ErrnoException, what: string): KeelsonError {
   return new KeelsonError({ code, message: `${what} failed: ${error.message}`, cause: error });
 }
 
-function checkRange(volume: Volume, offset: number, length: number): KeelsonError | null {
+function checkRange(volume: ChainView, offset: number, length: number): KeelsonError | null {
   if (volume.deleted) return new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${volume.name} was deleted` });
   if (offset < 0 || length < 0 || offset + length > volume.sizeBytes) {
     return new KeelsonError({
@@ -45,6 +46,9 @@ class Completion {
   pending = 1;
   error: KeelsonError | null = null;
   readonly callback: IoCallback;
+  /** For reads: the pool whose read tracker counts this read, and the tracker's era. */
+  tracked: Pool | null = null;
+  era = 0;
 
   constructor(callback: IoCallback) {
     this.callback = callback;
@@ -52,7 +56,9 @@ class Completion {
 
   done(error: KeelsonError | null): void {
     if (error && !this.error) this.error = error;
-    if (--this.pending === 0) this.callback(this.error);
+    if (--this.pending !== 0) return;
+    if (this.tracked) this.tracked.reads.end(this.era);
+    this.callback(this.error);
   }
 }
 
@@ -92,13 +98,14 @@ function emitRead(pool: Pool, c: Completion, src: number, from: number, to: numb
   }
   c.pending++;
   const part = new ReadPart(c, to - from);
-  fs.read(pool.device.fd, buf, at, to - from, pool.layout.dataOffset + src * EXTENT_SIZE_BYTES + from, part.onRead);
+  const position = pool.layout.dataOffset + src * pool.layout.extentSizeBytes + from;
+  fs.read(pool.device.fd, buf, at, to - from, position, part.onRead);
 }
 
 /** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
 function readSegment(
   pool: Pool,
-  volume: Volume,
+  volume: ChainView,
   logical: number,
   from: number,
   to: number,
@@ -136,7 +143,7 @@ function readSegment(
 /** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
 export function readVolume(
   pool: Pool,
-  volume: Volume,
+  volume: ChainView,
   offset: number,
   length: number,
   buf: Buffer,
@@ -147,10 +154,13 @@ export function readVolume(
   if (bad) return cb(bad);
   assert(bufOffset + length <= buf.length, "read buffer too small");
   const c = new Completion(cb);
+  c.tracked = pool;
+  c.era = pool.reads.begin();
+  const extentBytes = pool.layout.extentSizeBytes;
   for (let pos = offset; pos < offset + length; ) {
-    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
-    const base = logical * EXTENT_SIZE_BYTES;
-    const end = Math.min(offset + length, base + EXTENT_SIZE_BYTES);
+    const logical = Math.floor(pos / extentBytes);
+    const base = logical * extentBytes;
+    const end = Math.min(offset + length, base + extentBytes);
     readSegment(pool, volume, logical, pos - base, end - base, buf, bufOffset + (pos - offset), c);
     pos = end;
   }
@@ -161,7 +171,7 @@ export function readVolume(
 function releaseUnused(pool: Pool, layer: Layer, entry: ExtentEntry): void {
   if (entry.pendingWrites > 0) return;
   if (entry.phys >= 0 && !hasData(entry.states)) {
-    pool.allocator.release(entry.phys);
+    pool.releaseExtent(entry.phys);
     entry.phys = -1;
     layer.allocatedExtents--;
     pool.markDirty(entry);
@@ -194,7 +204,7 @@ class WritePart {
   }
 
   start(): void {
-    const pos = this.pool.layout.dataOffset + this.entry.phys * EXTENT_SIZE_BYTES + this.from + this.written;
+    const pos = this.pool.layout.dataOffset + this.entry.phys * this.pool.layout.extentSizeBytes + this.from + this.written;
     fs.write(this.pool.device.fd, this.data, this.written, this.to - this.from - this.written, pos, this.onWrite);
   }
 
@@ -217,18 +227,18 @@ class WritePart {
   }
 }
 
-function noSpace(volume: Volume, needed: number, free: number): KeelsonError {
+function noSpace(pool: Pool, volume: Volume, needed: number): KeelsonError {
   return new KeelsonError({
     code: "NO_SPACE",
-    message: `pool is full: volume ${volume.name} needs ${needed} more extent(s) of ${EXTENT_SIZE_BYTES} bytes, ${free} free`,
+    message: `pool is full: volume ${volume.name} needs ${needed} more extent(s) of ${pool.layout.extentSizeBytes} bytes, ${pool.allocator.freeCount} free`,
   });
 }
 
 /** Gives every extent of [offset, end) a physical extent in the head, or fails having allocated nothing. */
 function allocateRange(pool: Pool, volume: Volume, offset: number, end: number): KeelsonError | null {
   const head = volume.head;
-  const first = Math.floor(offset / EXTENT_SIZE_BYTES);
-  const last = Math.floor((end - 1) / EXTENT_SIZE_BYTES);
+  const first = Math.floor(offset / pool.layout.extentSizeBytes);
+  const last = Math.floor((end - 1) / pool.layout.extentSizeBytes);
   let needed = 0;
   let newEntries = 0;
   for (let l = first; l <= last; l++) {
@@ -236,8 +246,8 @@ function allocateRange(pool: Pool, volume: Volume, offset: number, end: number):
     if (e === undefined) newEntries++;
     if (e === undefined || e.phys < 0) needed++;
   }
-  if (needed > pool.allocator.freeCount) return noSpace(volume, needed, pool.allocator.freeCount);
-  if (pool.entryCount + newEntries > pool.layout.maxEntries) return noSpace(volume, needed, pool.allocator.freeCount);
+  if (needed > pool.allocator.freeCount) return noSpace(pool, volume, needed);
+  if (pool.entryCount + newEntries > pool.layout.maxEntries) return noSpace(pool, volume, needed);
   for (let l = first; l <= last; l++) {
     const e = head.extents.get(l) ?? pool.addEntry(head, l);
     if (e.phys >= 0) continue;
@@ -255,10 +265,11 @@ function writeAligned(pool: Pool, volume: Volume, offset: number, data: Buffer, 
   if (failed) return cb(failed);
   const c = new Completion(cb);
   const head = volume.head;
+  const extentBytes = pool.layout.extentSizeBytes;
   for (let pos = offset; pos < end; ) {
-    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
-    const base = logical * EXTENT_SIZE_BYTES;
-    const segEnd = Math.min(end, base + EXTENT_SIZE_BYTES);
+    const logical = Math.floor(pos / extentBytes);
+    const base = logical * extentBytes;
+    const segEnd = Math.min(end, base + extentBytes);
     const entry = head.extents.get(logical) as ExtentEntry;
     entry.pendingWrites++;
     c.pending++;
@@ -326,7 +337,7 @@ function zeroBlocks(pool: Pool, volume: Volume, logical: number, firstBlock: num
   let entry = head.extents.get(logical);
   if (entry === undefined) {
     if (state === BlockState.ABSENT) return null;
-    if (pool.entryCount >= pool.layout.maxEntries) return noSpace(volume, 0, pool.allocator.freeCount);
+    if (pool.entryCount >= pool.layout.maxEntries) return noSpace(pool, volume, 0);
     entry = pool.addEntry(head, logical);
   }
   setStates(entry.states, firstBlock, lastBlock, state);
@@ -336,10 +347,11 @@ function zeroBlocks(pool: Pool, volume: Volume, logical: number, firstBlock: num
 }
 
 function zeroWholeBlocks(pool: Pool, volume: Volume, start: number, end: number): KeelsonError | null {
+  const extentBytes = pool.layout.extentSizeBytes;
   for (let pos = start; pos < end; ) {
-    const logical = Math.floor(pos / EXTENT_SIZE_BYTES);
-    const base = logical * EXTENT_SIZE_BYTES;
-    const segEnd = Math.min(end, base + EXTENT_SIZE_BYTES);
+    const logical = Math.floor(pos / extentBytes);
+    const base = logical * extentBytes;
+    const segEnd = Math.min(end, base + extentBytes);
     const failed = zeroBlocks(pool, volume, logical, (pos - base) / BLOCK_SIZE_BYTES, (segEnd - base) / BLOCK_SIZE_BYTES);
     if (failed) return failed;
     pos = segEnd;
@@ -350,8 +362,9 @@ function zeroWholeBlocks(pool: Pool, volume: Volume, start: number, end: number)
 /** Writes real zeros over [offset, end), one extent at a time (NO_HOLE and partial blocks). */
 function writeZeros(pool: Pool, volume: Volume, offset: number, end: number, cb: IoCallback): void {
   if (offset >= end) return cb(null);
-  const next = Math.min(end, (Math.floor(offset / EXTENT_SIZE_BYTES) + 1) * EXTENT_SIZE_BYTES);
-  writeVolume(pool, volume, offset, ZERO_EXTENT.subarray(0, next - offset), false, (error) => {
+  const extentBytes = pool.layout.extentSizeBytes;
+  const next = Math.min(end, offset + ZERO_CHUNK.length, (Math.floor(offset / extentBytes) + 1) * extentBytes);
+  writeVolume(pool, volume, offset, ZERO_CHUNK.subarray(0, next - offset), false, (error) => {
     if (error) return cb(error);
     writeZeros(pool, volume, next, end, cb);
   });

@@ -1,9 +1,19 @@
-import type { VolumeRecord } from "./catalog.js";
+import type { SnapshotRecord, VolumeRecord } from "./catalog.js";
 import type { Layer } from "./layer.js";
 import { WriteGate } from "./write-gate.js";
 
+/** Anything readable through a chain of layers: a volume or a snapshot. */
+export interface ChainView {
+  readonly name: string;
+  readonly sizeBytes: number;
+  /** The layers read for a block, newest first. */
+  readonly chain: Layer[];
+  /** Set once the object is deleted; I/O through stale handles fails. */
+  readonly deleted: boolean;
+}
+
 /** A volume at run time. */
-export class Volume {
+export class Volume implements ChainView {
   record: VolumeRecord;
   /** The layers read for a block, writable head first. */
   chain: Layer[];
@@ -29,11 +39,37 @@ export class Volume {
   get head(): Layer {
     return this.chain[0] as Layer;
   }
+}
 
-  /** Pool bytes this volume's layers occupy. */
-  allocatedExtents(): number {
-    let n = 0;
-    for (const layer of this.chain) if (layer.record.volumeUid === this.record.uid) n += layer.allocatedExtents;
-    return n;
+/** A snapshot at run time: a read-only view of its sealed layer's chain. */
+export class Snapshot implements ChainView {
+  readonly record: SnapshotRecord;
+  /** Its layer first, then that layer's ancestors. */
+  chain: Layer[];
+  /** Open read-only export handles; delete refuses while any is open. */
+  openHandles = 0;
+  deleted = false;
+
+  constructor(record: SnapshotRecord, chain: Layer[]) {
+    this.record = record;
+    this.chain = chain;
   }
+
+  /** Export name: `VOLUME@SNAPSHOT`. */
+  get name(): string {
+    return snapshotExportName(this.record.volumeName, this.record.name);
+  }
+
+  get sizeBytes(): number {
+    return this.record.sizeBytes;
+  }
+
+  get layer(): Layer {
+    return this.chain[0] as Layer;
+  }
+}
+
+/** The NBD export name of a snapshot. */
+export function snapshotExportName(volumeName: string, snapshotName: string): string {
+  return `${volumeName}@${snapshotName}`;
 }

@@ -57,11 +57,94 @@ export interface Volume {
     | undefined;
   /** Number of NBD connections open to this volume now. */
   connections: number;
+  /** What the volume was cloned from; unset for an empty volume. */
+  source: VolumeSource | undefined;
 }
 
 export interface Volume_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** VolumeSource names what a clone shares its data with. */
+export interface VolumeSource {
+  kind: { $case: "snapshot"; value: SnapshotRef } | //
+  /** A live volume: an implicit snapshot is taken and shared. */
+  { $case: "volume"; value: string } | undefined;
+}
+
+export interface SnapshotRef {
+  volume: string;
+  name: string;
+}
+
+export interface Snapshot {
+  /** Unique among the snapshots of one volume. */
+  name: string;
+  uid: string;
+  /** The volume it was taken of (it outlives that volume). */
+  volume: string;
+  volumeUid: string;
+  /** The volume's size when the snapshot was taken. */
+  sizeBytes: number;
+  /**
+   * Pool bytes only this snapshot holds (freed when it is deleted, unless
+   * clones still share them).
+   */
+  allocatedBytes: number;
+  createdAt: Date | undefined;
+  labels: { [key: string]: string };
+  /** The next older snapshot in the same chain; empty when none. */
+  parentSnapshot: string;
+  /** Read-only NBD export, named VOLUME@SNAPSHOT. */
+  export: VolumeExport | undefined;
+  connections: number;
+}
+
+export interface Snapshot_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface CreateSnapshotRequest {
+  volume: string;
+  /** Same rules as volume names. */
+  name: string;
+  labels: { [key: string]: string };
+}
+
+export interface CreateSnapshotRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface GetSnapshotRequest {
+  volume: string;
+  name: string;
+}
+
+export interface ListSnapshotsRequest {
+  /** Empty lists the snapshots of every volume. */
+  volume: string;
+}
+
+export interface ListSnapshotsResponse {
+  snapshots: Snapshot[];
+}
+
+export interface DeleteSnapshotRequest {
+  volume: string;
+  name: string;
+}
+
+export interface DeleteSnapshotResponse {
+  /** Bytes returned to the pool. */
+  freedBytes: number;
+}
+
+export interface RevertVolumeRequest {
+  name: string;
+  snapshot: string;
 }
 
 export interface VolumeExport {
@@ -84,6 +167,11 @@ export interface CreateVolumeRequest {
   labels: { [key: string]: string };
   /** 0 means the default (1). */
   replicas: number;
+  /**
+   * Creates a clone sharing the source's data. size_bytes 0 means the
+   * source's size; a smaller size fails with INVALID_ARGUMENT.
+   */
+  source: VolumeSource | undefined;
 }
 
 export interface CreateVolumeRequest_LabelsEntry {
@@ -144,6 +232,7 @@ export interface Pool {
   /** Allocation unit of thin volumes. */
   extentSizeBytes: number;
   volumeCount: number;
+  snapshotCount: number;
 }
 
 function createBaseVolume(): Volume {
@@ -158,6 +247,7 @@ function createBaseVolume(): Volume {
     replicas: 0,
     export: undefined,
     connections: 0,
+    source: undefined,
   };
 }
 
@@ -192,6 +282,9 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.connections !== 0) {
       writer.uint32(80).uint32(message.connections);
+    }
+    if (message.source !== undefined) {
+      VolumeSource.encode(message.source, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -292,6 +385,14 @@ export const Volume: MessageFns<Volume> = {
             message.connections = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.source = VolumeSource.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -329,6 +430,9 @@ export const Volume: MessageFns<Volume> = {
       ? VolumeExport.fromPartial(object.export)
       : undefined;
     message.connections = object.connections ?? 0;
+    message.source = (object.source !== undefined && object.source !== null)
+      ? VolumeSource.fromPartial(object.source)
+      : undefined;
     return message;
   },
 };
@@ -396,6 +500,944 @@ export const Volume_LabelsEntry: MessageFns<Volume_LabelsEntry> = {
     const message = createBaseVolume_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseVolumeSource(): VolumeSource {
+  return { kind: undefined };
+}
+
+export const VolumeSource: MessageFns<VolumeSource> = {
+  encode(message: VolumeSource, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "snapshot":
+        SnapshotRef.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "volume":
+        writer.uint32(18).string(message.kind.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeSource {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeSource();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "snapshot", value: SnapshotRef.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "volume", value: reader.string() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<VolumeSource>): VolumeSource {
+    return VolumeSource.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VolumeSource>): VolumeSource {
+    const message = createBaseVolumeSource();
+    switch (object.kind?.$case) {
+      case "snapshot": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "snapshot", value: SnapshotRef.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "volume": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "volume", value: object.kind.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseSnapshotRef(): SnapshotRef {
+  return { volume: "", name: "" };
+}
+
+export const SnapshotRef: MessageFns<SnapshotRef> = {
+  encode(message: SnapshotRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SnapshotRef>): SnapshotRef {
+    return SnapshotRef.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotRef>): SnapshotRef {
+    const message = createBaseSnapshotRef();
+    message.volume = object.volume ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseSnapshot(): Snapshot {
+  return {
+    name: "",
+    uid: "",
+    volume: "",
+    volumeUid: "",
+    sizeBytes: 0,
+    allocatedBytes: 0,
+    createdAt: undefined,
+    labels: {},
+    parentSnapshot: "",
+    export: undefined,
+    connections: 0,
+  };
+}
+
+export const Snapshot: MessageFns<Snapshot> = {
+  encode(message: Snapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.uid !== "") {
+      writer.uint32(18).string(message.uid);
+    }
+    if (message.volume !== "") {
+      writer.uint32(26).string(message.volume);
+    }
+    if (message.volumeUid !== "") {
+      writer.uint32(34).string(message.volumeUid);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(40).uint64(message.sizeBytes);
+    }
+    if (message.allocatedBytes !== 0) {
+      writer.uint32(48).uint64(message.allocatedBytes);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(58).fork()).join();
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      Snapshot_LabelsEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
+    });
+    if (message.parentSnapshot !== "") {
+      writer.uint32(74).string(message.parentSnapshot);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(82).fork()).join();
+    }
+    if (message.connections !== 0) {
+      writer.uint32(88).uint32(message.connections);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Snapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.uid = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.volumeUid = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.allocatedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            const entry8 = Snapshot_LabelsEntry.decode(reader, reader.uint32());
+            if (entry8.value !== undefined) {
+              message.labels[entry8.key] = entry8.value;
+            }
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.parentSnapshot = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.connections = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Snapshot>): Snapshot {
+    return Snapshot.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Snapshot>): Snapshot {
+    const message = createBaseSnapshot();
+    message.name = object.name ?? "";
+    message.uid = object.uid ?? "";
+    message.volume = object.volume ?? "";
+    message.volumeUid = object.volumeUid ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.allocatedBytes = object.allocatedBytes ?? 0;
+    message.createdAt = object.createdAt ?? undefined;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.parentSnapshot = object.parentSnapshot ?? "";
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
+      : undefined;
+    message.connections = object.connections ?? 0;
+    return message;
+  },
+};
+
+function createBaseSnapshot_LabelsEntry(): Snapshot_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Snapshot_LabelsEntry: MessageFns<Snapshot_LabelsEntry> = {
+  encode(message: Snapshot_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Snapshot_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshot_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Snapshot_LabelsEntry>): Snapshot_LabelsEntry {
+    return Snapshot_LabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Snapshot_LabelsEntry>): Snapshot_LabelsEntry {
+    const message = createBaseSnapshot_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateSnapshotRequest(): CreateSnapshotRequest {
+  return { volume: "", name: "", labels: {} };
+}
+
+export const CreateSnapshotRequest: MessageFns<CreateSnapshotRequest> = {
+  encode(message: CreateSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      CreateSnapshotRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = CreateSnapshotRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.labels[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CreateSnapshotRequest>): CreateSnapshotRequest {
+    return CreateSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateSnapshotRequest>): CreateSnapshotRequest {
+    const message = createBaseCreateSnapshotRequest();
+    message.volume = object.volume ?? "";
+    message.name = object.name ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseCreateSnapshotRequest_LabelsEntry(): CreateSnapshotRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const CreateSnapshotRequest_LabelsEntry: MessageFns<CreateSnapshotRequest_LabelsEntry> = {
+  encode(message: CreateSnapshotRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateSnapshotRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateSnapshotRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CreateSnapshotRequest_LabelsEntry>): CreateSnapshotRequest_LabelsEntry {
+    return CreateSnapshotRequest_LabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateSnapshotRequest_LabelsEntry>): CreateSnapshotRequest_LabelsEntry {
+    const message = createBaseCreateSnapshotRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseGetSnapshotRequest(): GetSnapshotRequest {
+  return { volume: "", name: "" };
+}
+
+export const GetSnapshotRequest: MessageFns<GetSnapshotRequest> = {
+  encode(message: GetSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetSnapshotRequest>): GetSnapshotRequest {
+    return GetSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetSnapshotRequest>): GetSnapshotRequest {
+    const message = createBaseGetSnapshotRequest();
+    message.volume = object.volume ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseListSnapshotsRequest(): ListSnapshotsRequest {
+  return { volume: "" };
+}
+
+export const ListSnapshotsRequest: MessageFns<ListSnapshotsRequest> = {
+  encode(message: ListSnapshotsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSnapshotsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSnapshotsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListSnapshotsRequest>): ListSnapshotsRequest {
+    return ListSnapshotsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListSnapshotsRequest>): ListSnapshotsRequest {
+    const message = createBaseListSnapshotsRequest();
+    message.volume = object.volume ?? "";
+    return message;
+  },
+};
+
+function createBaseListSnapshotsResponse(): ListSnapshotsResponse {
+  return { snapshots: [] };
+}
+
+export const ListSnapshotsResponse: MessageFns<ListSnapshotsResponse> = {
+  encode(message: ListSnapshotsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      Snapshot.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSnapshotsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSnapshotsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(Snapshot.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListSnapshotsResponse>): ListSnapshotsResponse {
+    return ListSnapshotsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListSnapshotsResponse>): ListSnapshotsResponse {
+    const message = createBaseListSnapshotsResponse();
+    message.snapshots = object.snapshots?.map((e) => Snapshot.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteSnapshotRequest(): DeleteSnapshotRequest {
+  return { volume: "", name: "" };
+}
+
+export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
+  encode(message: DeleteSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    return DeleteSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    const message = createBaseDeleteSnapshotRequest();
+    message.volume = object.volume ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteSnapshotResponse(): DeleteSnapshotResponse {
+  return { freedBytes: 0 };
+}
+
+export const DeleteSnapshotResponse: MessageFns<DeleteSnapshotResponse> = {
+  encode(message: DeleteSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.freedBytes !== 0) {
+      writer.uint32(8).uint64(message.freedBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.freedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    return DeleteSnapshotResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    const message = createBaseDeleteSnapshotResponse();
+    message.freedBytes = object.freedBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseRevertVolumeRequest(): RevertVolumeRequest {
+  return { name: "", snapshot: "" };
+}
+
+export const RevertVolumeRequest: MessageFns<RevertVolumeRequest> = {
+  encode(message: RevertVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.snapshot !== "") {
+      writer.uint32(18).string(message.snapshot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevertVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevertVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshot = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RevertVolumeRequest>): RevertVolumeRequest {
+    return RevertVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevertVolumeRequest>): RevertVolumeRequest {
+    const message = createBaseRevertVolumeRequest();
+    message.name = object.name ?? "";
+    message.snapshot = object.snapshot ?? "";
     return message;
   },
 };
@@ -480,7 +1522,7 @@ export const VolumeExport: MessageFns<VolumeExport> = {
 };
 
 function createBaseCreateVolumeRequest(): CreateVolumeRequest {
-  return { name: "", sizeBytes: 0, labels: {}, replicas: 0 };
+  return { name: "", sizeBytes: 0, labels: {}, replicas: 0, source: undefined };
 }
 
 export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
@@ -496,6 +1538,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     });
     if (message.replicas !== 0) {
       writer.uint32(32).uint32(message.replicas);
+    }
+    if (message.source !== undefined) {
+      VolumeSource.encode(message.source, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -548,6 +1593,14 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
             message.replicas = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.source = VolumeSource.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -577,6 +1630,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
       {},
     );
     message.replicas = object.replicas ?? 0;
+    message.source = (object.source !== undefined && object.source !== null)
+      ? VolumeSource.fromPartial(object.source)
+      : undefined;
     return message;
   },
 };
@@ -1137,7 +2193,16 @@ export const Node: MessageFns<Node> = {
 };
 
 function createBasePool(): Pool {
-  return { uid: "", path: "", totalBytes: 0, allocatedBytes: 0, freeBytes: 0, extentSizeBytes: 0, volumeCount: 0 };
+  return {
+    uid: "",
+    path: "",
+    totalBytes: 0,
+    allocatedBytes: 0,
+    freeBytes: 0,
+    extentSizeBytes: 0,
+    volumeCount: 0,
+    snapshotCount: 0,
+  };
 }
 
 export const Pool: MessageFns<Pool> = {
@@ -1162,6 +2227,9 @@ export const Pool: MessageFns<Pool> = {
     }
     if (message.volumeCount !== 0) {
       writer.uint32(56).uint32(message.volumeCount);
+    }
+    if (message.snapshotCount !== 0) {
+      writer.uint32(64).uint32(message.snapshotCount);
     }
     return writer;
   },
@@ -1235,6 +2303,14 @@ export const Pool: MessageFns<Pool> = {
             message.volumeCount = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.snapshotCount = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1259,6 +2335,7 @@ export const Pool: MessageFns<Pool> = {
     message.freeBytes = object.freeBytes ?? 0;
     message.extentSizeBytes = object.extentSizeBytes ?? 0;
     message.volumeCount = object.volumeCount ?? 0;
+    message.snapshotCount = object.snapshotCount ?? 0;
     return message;
   },
 };
@@ -1328,6 +2405,21 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
+  /**
+   * RevertVolume puts a volume back to one of its snapshots (data and size).
+   * The volume must have no open connections (VOLUME_IN_USE otherwise): a
+   * connected client would keep cached blocks of the discarded data.
+   * Idempotent in effect: reverting twice leaves the same data.
+   */
+  revertVolume: {
+    path: "/keelson.v1.VolumeService/RevertVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevertVolumeRequest): Buffer => Buffer.from(RevertVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevertVolumeRequest => RevertVolumeRequest.decode(value),
+    responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
+  },
 } as const;
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
@@ -1352,6 +2444,13 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
    */
   resizeVolume: handleUnaryCall<ResizeVolumeRequest, Volume>;
+  /**
+   * RevertVolume puts a volume back to one of its snapshots (data and size).
+   * The volume must have no open connections (VOLUME_IN_USE otherwise): a
+   * connected client would keep cached blocks of the discarded data.
+   * Idempotent in effect: reverting twice leaves the same data.
+   */
+  revertVolume: handleUnaryCall<RevertVolumeRequest, Volume>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -1446,6 +2545,27 @@ export interface VolumeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
+  /**
+   * RevertVolume puts a volume back to one of its snapshots (data and size).
+   * The volume must have no open connections (VOLUME_IN_USE otherwise): a
+   * connected client would keep cached blocks of the discarded data.
+   * Idempotent in effect: reverting twice leaves the same data.
+   */
+  revertVolume(
+    request: RevertVolumeRequest,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  revertVolume(
+    request: RevertVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  revertVolume(
+    request: RevertVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
 }
 
 export const VolumeServiceClient = makeGenericClientConstructor(
@@ -1454,6 +2574,166 @@ export const VolumeServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): VolumeServiceClient;
   service: typeof VolumeServiceService;
+  serviceName: string;
+};
+
+/** SnapshotService manages point-in-time, read-only snapshots of volumes. */
+export type SnapshotServiceService = typeof SnapshotServiceService;
+export const SnapshotServiceService = {
+  /**
+   * CreateSnapshot takes a crash-consistent snapshot in O(1) (no data is
+   * copied). Idempotent: the same volume, name and labels return the existing
+   * snapshot; other labels fail with ALREADY_EXISTS.
+   */
+  createSnapshot: {
+    path: "/keelson.v1.SnapshotService/CreateSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateSnapshotRequest): Buffer =>
+      Buffer.from(CreateSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateSnapshotRequest => CreateSnapshotRequest.decode(value),
+    responseSerialize: (value: Snapshot): Buffer => Buffer.from(Snapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Snapshot => Snapshot.decode(value),
+  },
+  /** GetSnapshot returns one snapshot or SNAPSHOT_NOT_FOUND. */
+  getSnapshot: {
+    path: "/keelson.v1.SnapshotService/GetSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSnapshotRequest): Buffer => Buffer.from(GetSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSnapshotRequest => GetSnapshotRequest.decode(value),
+    responseSerialize: (value: Snapshot): Buffer => Buffer.from(Snapshot.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Snapshot => Snapshot.decode(value),
+  },
+  /** ListSnapshots returns the snapshots of one volume (or all), by export name. */
+  listSnapshots: {
+    path: "/keelson.v1.SnapshotService/ListSnapshots" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSnapshotsRequest): Buffer => Buffer.from(ListSnapshotsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSnapshotsRequest => ListSnapshotsRequest.decode(value),
+    responseSerialize: (value: ListSnapshotsResponse): Buffer =>
+      Buffer.from(ListSnapshotsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSnapshotsResponse => ListSnapshotsResponse.decode(value),
+  },
+  /**
+   * DeleteSnapshot deletes a snapshot; its data is folded into the layer above
+   * it while I/O continues. SNAPSHOT_NOT_FOUND when absent; VOLUME_IN_USE while
+   * its read-only export has connections.
+   */
+  deleteSnapshot: {
+    path: "/keelson.v1.SnapshotService/DeleteSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteSnapshotRequest): Buffer =>
+      Buffer.from(DeleteSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteSnapshotRequest => DeleteSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteSnapshotResponse): Buffer =>
+      Buffer.from(DeleteSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteSnapshotResponse => DeleteSnapshotResponse.decode(value),
+  },
+} as const;
+
+export interface SnapshotServiceServer extends UntypedServiceImplementation {
+  /**
+   * CreateSnapshot takes a crash-consistent snapshot in O(1) (no data is
+   * copied). Idempotent: the same volume, name and labels return the existing
+   * snapshot; other labels fail with ALREADY_EXISTS.
+   */
+  createSnapshot: handleUnaryCall<CreateSnapshotRequest, Snapshot>;
+  /** GetSnapshot returns one snapshot or SNAPSHOT_NOT_FOUND. */
+  getSnapshot: handleUnaryCall<GetSnapshotRequest, Snapshot>;
+  /** ListSnapshots returns the snapshots of one volume (or all), by export name. */
+  listSnapshots: handleUnaryCall<ListSnapshotsRequest, ListSnapshotsResponse>;
+  /**
+   * DeleteSnapshot deletes a snapshot; its data is folded into the layer above
+   * it while I/O continues. SNAPSHOT_NOT_FOUND when absent; VOLUME_IN_USE while
+   * its read-only export has connections.
+   */
+  deleteSnapshot: handleUnaryCall<DeleteSnapshotRequest, DeleteSnapshotResponse>;
+}
+
+export interface SnapshotServiceClient extends Client {
+  /**
+   * CreateSnapshot takes a crash-consistent snapshot in O(1) (no data is
+   * copied). Idempotent: the same volume, name and labels return the existing
+   * snapshot; other labels fail with ALREADY_EXISTS.
+   */
+  createSnapshot(
+    request: CreateSnapshotRequest,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  createSnapshot(
+    request: CreateSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  createSnapshot(
+    request: CreateSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  /** GetSnapshot returns one snapshot or SNAPSHOT_NOT_FOUND. */
+  getSnapshot(
+    request: GetSnapshotRequest,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  getSnapshot(
+    request: GetSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  getSnapshot(
+    request: GetSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Snapshot) => void,
+  ): ClientUnaryCall;
+  /** ListSnapshots returns the snapshots of one volume (or all), by export name. */
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * DeleteSnapshot deletes a snapshot; its data is folded into the layer above
+   * it while I/O continues. SNAPSHOT_NOT_FOUND when absent; VOLUME_IN_USE while
+   * its read-only export has connections.
+   */
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const SnapshotServiceClient = makeGenericClientConstructor(
+  SnapshotServiceService,
+  "keelson.v1.SnapshotService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SnapshotServiceClient;
+  service: typeof SnapshotServiceService;
   serviceName: string;
 };
 

@@ -1,0 +1,148 @@
+import fs from "node:fs";
+import { promisify } from "node:util";
+import { KeelsonError } from "@keelson/sdk";
+import { BlockState, getState, setStates } from "./block-states.js";
+import { ExtentEntry, type Layer } from "./layer.js";
+import { BLOCK_SIZE_BYTES } from "./layout.js";
+import type { WriteGate } from "./write-gate.js";
+
+const read = promisify(fs.read);
+const write = promisify(fs.write);
+
+/** Largest single copy while folding; bounds the buffer and how long one step holds a volume's gate. */
+const MAX_FOLD_COPY_BYTES = 1024 * 1024;
+
+/** What a fold needs from the pool. */
+export interface FoldStore {
+  readonly fd: number;
+  readonly dataOffset: number;
+  readonly extentSizeBytes: number;
+  readonly stateBytes: number;
+  /** Records an entry (or its removal, when it is empty with phys -1) in the next commit. */
+  markDirty(entry: ExtentEntry): void;
+  /** Frees a physical extent after the next durable commit and the reads that may still use it. */
+  releaseExtent(phys: number): void;
+  /** One entry fewer in the pool (its record was dropped, not moved). */
+  entryGone(): void;
+}
+
+/** Blocks [from, to) of one extent that must be copied. */
+interface BlockRun {
+  from: number;
+  to: number;
+}
+
+/** Runs of blocks absent in `child` that hold data in `parent`. */
+function blocksToCopy(parent: ExtentEntry, child: ExtentEntry, blocks: number): BlockRun[] {
+  const runs: BlockRun[] = [];
+  for (let b = 0; b < blocks; b++) {
+    if (getState(child.states, b) !== BlockState.ABSENT || getState(parent.states, b) !== BlockState.DATA) continue;
+    const last = runs[runs.length - 1];
+    if (last && last.to === b) last.to = b + 1;
+    else runs.push({ from: b, to: b + 1 });
+  }
+  return runs;
+}
+
+/** Gives every block absent in `child` the state it has in `parent`. */
+function mergeStates(parent: ExtentEntry, child: ExtentEntry, blocks: number): void {
+  for (let b = 0; b < blocks; b++) {
+    if (getState(child.states, b) !== BlockState.ABSENT) continue;
+    const s = getState(parent.states, b);
+    if (s !== BlockState.ABSENT) setStates(child.states, b, b + 1, s);
+  }
+}
+
+/** Forgets `entry` in `layer`, recording its removal; its extent is released unless `keepPhys`. */
+function dropEntry(store: FoldStore, layer: Layer, entry: ExtentEntry, keepPhys: boolean): void {
+  layer.extents.delete(entry.logical);
+  if (entry.phys >= 0) {
+    layer.allocatedExtents--;
+    if (!keepPhys) store.releaseExtent(entry.phys);
+  }
+  entry.phys = -1;
+  entry.states = new Uint8Array(store.stateBytes);
+  store.markDirty(entry);
+}
+
+async function copyRun(store: FoldStore, fromPhys: number, toPhys: number, run: BlockRun): Promise<void> {
+  const base = (phys: number): number => store.dataOffset + phys * store.extentSizeBytes;
+  for (let at = run.from * BLOCK_SIZE_BYTES; at < run.to * BLOCK_SIZE_BYTES; ) {
+    const length = Math.min(MAX_FOLD_COPY_BYTES, run.to * BLOCK_SIZE_BYTES - at);
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await read(store.fd, buf, 0, length, base(fromPhys) + at);
+    if (bytesRead !== length) throw new KeelsonError({ code: "INTERNAL", message: "short read while folding a layer" });
+    let done = 0;
+    while (done < length) {
+      const { bytesWritten } = await write(store.fd, buf, done, length - done, base(toPhys) + at + done);
+      done += bytesWritten;
+    }
+    at += length;
+  }
+}
+
+/**
+ * Folds one extent of `parent` into `child`, keeping what `child` (and every
+ * layer above it) reads unchanged at every moment: data is copied into blocks
+ * the child does not use, and only then do the child's states point at it.
+ * Without a copy when it can: a missing child entry takes the parent's whole,
+ * and a child entry holding only zero markers adopts the parent's extent.
+ */
+async function foldExtent(store: FoldStore, parent: Layer, child: Layer, logical: number): Promise<void> {
+  const p = parent.extents.get(logical);
+  if (p === undefined) return;
+  const blocks = store.stateBytes * 4;
+  const c = child.extents.get(logical);
+  if (c === undefined) {
+    const moved = new ExtentEntry(child.id, logical, p.phys, p.states.slice());
+    child.extents.set(logical, moved);
+    if (moved.phys >= 0) child.allocatedExtents++;
+    store.markDirty(moved);
+    return dropEntry(store, parent, p, true);
+  }
+  const runs = blocksToCopy(p, c, blocks);
+  if (runs.length > 0 && c.phys < 0) {
+    c.phys = p.phys;
+    child.allocatedExtents++;
+    mergeStates(p, c, blocks);
+    store.markDirty(c);
+    store.entryGone();
+    return dropEntry(store, parent, p, true);
+  }
+  for (const run of runs) await copyRun(store, p.phys, c.phys, run);
+  mergeStates(p, c, blocks);
+  store.markDirty(c);
+  store.entryGone();
+  dropEntry(store, parent, p, false);
+}
+
+function underGate<T>(gate: WriteGate | null, fn: () => Promise<T>): Promise<T> {
+  if (gate === null) return fn();
+  return new Promise<T>((resolve, reject) => {
+    gate.enterExclusive(() => {
+      fn().then(
+        (value) => {
+          gate.leaveExclusive();
+          resolve(value);
+        },
+        (error: unknown) => {
+          gate.leaveExclusive();
+          reject(error);
+        },
+      );
+    });
+  });
+}
+
+/**
+ * Moves every extent of `parent` into its only child. `gate` is the gate of
+ * the volume whose writable head `child` is (null for a sealed child); each
+ * extent's step holds it exclusively, so I/O continues between steps and a
+ * write never races a copy into the same extent. The caller re-parents the
+ * child and deletes the emptied parent afterwards.
+ */
+export async function foldIntoChild(store: FoldStore, parent: Layer, child: Layer, gate: WriteGate | null): Promise<void> {
+  for (const logical of [...parent.extents.keys()]) {
+    await underGate(gate, () => foldExtent(store, parent, child, logical));
+  }
+}
