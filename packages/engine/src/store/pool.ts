@@ -658,6 +658,16 @@ export class Pool implements MetadataSource {
     }
   }
 
+  /**
+   * Closes the device without a commit or checkpoint, leaving the pool as a
+   * killed process would (tests of crash recovery in one process).
+   */
+  abandon(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.device.close();
+  }
+
   // ---- used by volume I/O ----
 
   /** Marks an entry changed so the next commit records it. */
