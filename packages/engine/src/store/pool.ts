@@ -330,15 +330,17 @@ export class Pool implements MetadataSource {
       throw new KeelsonError({ code: "LIMIT_EXCEEDED", message: `pool holds its maximum of ${MAX_VOLUMES} volumes` });
     }
     const uid = randomUUID();
-    const parent = source ? await source.base() : null;
-    const head = this.#newLayer(parent, uid);
-    const record: VolumeRecord = { uid, name, sizeBytes, createdAtMs: Date.now(), labels, replicas, headLayerId: head.id };
-    if (source) record.source = source.record;
-    const volume = new Volume(record, this.#chainOf(head.id));
-    this.#volumes.set(name, volume);
-    this.#changes.push({ op: "putVolume", volume: record });
-    await this.flush();
-    return volume;
+    const create = async (parent: Layer | null): Promise<Volume> => {
+      const head = this.#newLayer(parent, uid);
+      const record: VolumeRecord = { uid, name, sizeBytes, createdAtMs: Date.now(), labels, replicas, headLayerId: head.id };
+      if (source) record.source = source.record;
+      const volume = new Volume(record, this.#chainOf(head.id));
+      this.#volumes.set(name, volume);
+      this.#changes.push({ op: "putVolume", volume: record });
+      await this.flush();
+      return volume;
+    };
+    return source ? source.withBase(create) : create(null);
   }
 
   #cloneSize(requested: number | undefined, sourceSize: number | undefined): number {
@@ -356,7 +358,12 @@ export class Pool implements MetadataSource {
   }
 
   /** Names the clone source and, when the clone is created, gives the layer the clone reads through. */
-  #resolveSource(source: CloneSource): { record: VolumeSource; sizeBytes: number; base: () => Promise<Layer> } {
+  #resolveSource(source: CloneSource): {
+    record: VolumeSource;
+    sizeBytes: number;
+    /** Runs `use` with the layer the clone reads through (for a live volume, while its head is sealed). */
+    withBase: <T>(use: (base: Layer) => Promise<T>) => Promise<T>;
+  } {
     if ("snapshot" in source) {
       const snap = this.getSnapshot(source.snapshot.volumeName, source.snapshot.name);
       const r = snap.record;
@@ -364,7 +371,7 @@ export class Pool implements MetadataSource {
       return {
         record: { kind: "snapshot", volumeName: r.volumeName, snapshotName: r.name, snapshotUid: r.uid },
         sizeBytes: r.sizeBytes,
-        base: async () => snap.layer,
+        withBase: (use) => use(snap.layer),
       };
     }
     const vol = this.getVolume(source.volumeName);
@@ -373,7 +380,7 @@ export class Pool implements MetadataSource {
       record: { kind: "volume", volumeName: vol.name, volumeUid: vol.record.uid },
       sizeBytes: vol.sizeBytes,
       // An implicit snapshot: the volume's head is sealed as a hidden layer that both read through.
-      base: () => this.#sealHead(vol),
+      withBase: (use) => this.#sealHead(vol, use),
     };
   }
 
@@ -405,21 +412,24 @@ export class Pool implements MetadataSource {
   }
 
   /**
-   * Seals the volume's head and gives it a new, empty one; returns the sealed
-   * layer. Writes in flight finish first (the gate is taken exclusively), so
-   * the sealed layer holds every write completed before the switch and no
-   * part of any write after it.
+   * Seals the volume's head, gives it a new, empty one, and runs `whileSealed`
+   * with the sealed layer before any write reaches the new head. Writes in
+   * flight finish first (the gate is taken exclusively), so the sealed layer
+   * holds every write completed before the switch and no part of any later
+   * one; writes wait until `whileSealed` (which commits) is done, so every
+   * write acknowledged before the caller returns is in the sealed layer.
    */
-  #sealHead(volume: Volume): Promise<Layer> {
-    return new Promise((resolve) => {
+  #sealHead<T>(volume: Volume, whileSealed: (sealed: Layer) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       volume.gate.enterExclusive(() => {
         const sealed = volume.head;
         const head = this.#newLayer(sealed, volume.record.uid);
         volume.record = { ...volume.record, headLayerId: head.id };
         volume.chain = [head, ...volume.chain];
         this.#changes.push({ op: "putVolume", volume: volume.record });
-        volume.gate.leaveExclusive();
-        resolve(sealed);
+        whileSealed(sealed)
+          .finally(() => volume.gate.leaveExclusive())
+          .then(resolve, reject);
       });
     });
   }
@@ -450,22 +460,23 @@ export class Pool implements MetadataSource {
       throw new KeelsonError({ code: "LIMIT_EXCEEDED", message: `pool holds its maximum of ${MAX_SNAPSHOTS} snapshots` });
     }
     this.#checkDepth(volume.chain.length + 1, `snapshot of volume ${volume.name}`);
-    const layer = await this.#sealHead(volume);
-    const record: SnapshotRecord = {
-      uid: randomUUID(),
-      name,
-      volumeName: volume.name,
-      volumeUid: volume.record.uid,
-      layerId: layer.id,
-      sizeBytes: volume.sizeBytes,
-      createdAtMs: Date.now(),
-      labels,
-    };
-    const snap = new Snapshot(record, this.#chainOf(layer.id));
-    this.#snapshots.set(snap.name, snap);
-    this.#changes.push({ op: "putSnapshot", snapshot: record });
-    await this.flush();
-    return snap;
+    return this.#sealHead(volume, async (layer) => {
+      const record: SnapshotRecord = {
+        uid: randomUUID(),
+        name,
+        volumeName: volume.name,
+        volumeUid: volume.record.uid,
+        layerId: layer.id,
+        sizeBytes: volume.sizeBytes,
+        createdAtMs: Date.now(),
+        labels,
+      };
+      const snap = new Snapshot(record, this.#chainOf(layer.id));
+      this.#snapshots.set(snap.name, snap);
+      this.#changes.push({ op: "putSnapshot", snapshot: record });
+      await this.flush();
+      return snap;
+    });
   }
 
   /**
