@@ -416,8 +416,8 @@ export class Pool implements MetadataSource {
    * with the sealed layer before any write reaches the new head. Writes in
    * flight finish first (the gate is taken exclusively), so the sealed layer
    * holds every write completed before the switch and no part of any later
-   * one; writes wait until `whileSealed` (which commits) is done, so every
-   * write acknowledged before the caller returns is in the sealed layer.
+   * one; later writes wait until `whileSealed` (which commits) is done, so no
+   * write is acknowledged between the switch and the durable snapshot.
    */
   #sealHead<T>(volume: Volume, whileSealed: (sealed: Layer) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -427,9 +427,22 @@ export class Pool implements MetadataSource {
         volume.record = { ...volume.record, headLayerId: head.id };
         volume.chain = [head, ...volume.chain];
         this.#changes.push({ op: "putVolume", volume: volume.record });
-        whileSealed(sealed)
-          .finally(() => volume.gate.leaveExclusive())
-          .then(resolve, reject);
+        // The gate opens a turn after the caller has the result: a reply the caller
+        // sends at once (the gRPC answer) then usually leaves before the first later
+        // write is acknowledged. Across two connections that order cannot be promised.
+        const reopen = (): void => {
+          setImmediate(() => volume.gate.leaveExclusive());
+        };
+        whileSealed(sealed).then(
+          (value) => {
+            resolve(value);
+            reopen();
+          },
+          (error: unknown) => {
+            reject(error);
+            reopen();
+          },
+        );
       });
     });
   }
