@@ -78,4 +78,61 @@ describe("@keelson/sdk against a live engine", () => {
     ac.abort();
     expect(await codeOf(c.listVolumes({ signal: ac.signal }))).toBe("CANCELLED");
   });
+
+  it("snapshot lifecycle: create, list, get, export read-only, clone, revert, delete, with typed errors", async () => {
+    using dir = tempDir("keelson-sdk-snap-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "512M", dir: dir.path });
+    await using c = createClient({ address: d.grpcAddress });
+    await c.createVolume({ name: "app", sizeBytes: 16 * MIB });
+    const nbd = await NbdTestClient.open(d.nbdAddress, "app");
+    expect((await nbd.write(0, Buffer.alloc(2 * MIB, 1))).error).toBe(0);
+    const s1 = await c.createSnapshot({ volume: "app", name: "one", labels: { why: "test" } });
+    expect(s1).toMatchObject({ name: "one", volume: "app", sizeBytes: 16 * MIB, allocatedBytes: 2 * MIB, parentSnapshot: "" });
+    expect(s1.export.nbdTcpUri).toBe(`nbd://${d.nbdAddress}/app%40one`);
+    expect((await c.createSnapshot({ volume: "app", name: "one", labels: { why: "test" } })).uid).toBe(s1.uid);
+    expect(await codeOf(c.createSnapshot({ volume: "app", name: "one", labels: { why: "other" } }))).toBe("ALREADY_EXISTS");
+    expect(await codeOf(c.createSnapshot({ volume: "missing", name: "x" }))).toBe("VOLUME_NOT_FOUND");
+    expect(await codeOf(c.createSnapshot({ volume: "app", name: "Bad Name" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.getSnapshot({ volume: "app", name: "nope" }))).toBe("SNAPSHOT_NOT_FOUND");
+    expect(await codeOf(c.deleteSnapshot({ volume: "app", name: "nope" }))).toBe("SNAPSHOT_NOT_FOUND");
+    expect((await nbd.write(0, Buffer.alloc(MIB, 2))).error).toBe(0);
+    const s2 = await c.createSnapshot({ volume: "app", name: "two" });
+    expect(s2.parentSnapshot).toBe("one");
+    expect((await c.listSnapshots({ volume: "app" })).map((s) => s.name)).toEqual(["one", "two"]);
+    expect((await c.listSnapshots()).length).toBe(2);
+    // The snapshot export is read-only (EPERM) and holds the data of its time.
+    const ro = await NbdTestClient.open(d.nbdAddress, "app@one");
+    expect((await ro.write(0, Buffer.alloc(4096))).error).toBe(1);
+    expect((await ro.read(0, MIB)).data.equals(Buffer.alloc(MIB, 1))).toBe(true);
+    expect(await codeOf(c.deleteSnapshot({ volume: "app", name: "one" }))).toBe("VOLUME_IN_USE");
+    await ro.disconnect();
+    // Clones: from a snapshot, from the live volume; smaller than the source is refused.
+    expect(
+      await codeOf(c.createVolume({ name: "small", sizeBytes: MIB, source: { snapshot: { volume: "app", name: "one" } } })),
+    ).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.createVolume({ name: "x", sizeBytes: 0, source: { snapshot: { volume: "app", name: "zz" } } }))).toBe(
+      "SNAPSHOT_NOT_FOUND",
+    );
+    const c1 = await c.createVolume({ name: "from-one", sizeBytes: 0, source: { snapshot: { volume: "app", name: "one" } } });
+    expect(c1.source).toEqual({ snapshot: { volume: "app", name: "one" } });
+    const c2 = await c.createVolume({ name: "from-live", sizeBytes: 32 * MIB, source: { volume: "app" } });
+    expect(c2).toMatchObject({ sizeBytes: 32 * MIB, source: { volume: "app" } });
+    const live = await NbdTestClient.open(d.nbdAddress, "from-live");
+    expect((await live.read(0, MIB)).data.equals(Buffer.alloc(MIB, 2))).toBe(true);
+    await live.disconnect();
+    // Revert needs the volume disconnected; then its data is the snapshot's.
+    expect(await codeOf(c.revertVolume({ name: "app", snapshot: "one" }))).toBe("VOLUME_IN_USE");
+    await nbd.disconnect();
+    expect(await codeOf(c.revertVolume({ name: "app", snapshot: "nope" }))).toBe("SNAPSHOT_NOT_FOUND");
+    await c.revertVolume({ name: "app", snapshot: "one" });
+    const after = await NbdTestClient.open(d.nbdAddress, "app");
+    expect((await after.read(0, MIB)).data.equals(Buffer.alloc(MIB, 1))).toBe(true);
+    await after.disconnect();
+    // Snapshots outlive their volume.
+    await c.deleteVolume({ name: "app" });
+    expect((await c.getSnapshot({ volume: "app", name: "two" })).name).toBe("two");
+    await c.deleteSnapshot({ volume: "app", name: "two" });
+    await c.deleteSnapshot({ volume: "app", name: "one" });
+    expect((await c.getNode()).pool.snapshotCount).toBe(0);
+  });
 });

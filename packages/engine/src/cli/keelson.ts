@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { createClient, isKeelsonError, type KeelsonClient, type Volume } from "@keelson/sdk";
+import { createClient, isKeelsonError, type KeelsonClient, type Snapshot, type Volume, type VolumeSource } from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
@@ -8,10 +8,17 @@ const USAGE = `usage: keelson [--address ADDR] [--json] <command>
 
 commands:
   volume create NAME --size SIZE [--label k=v]...   create a thin volume (idempotent)
+  volume clone NAME --from VOLUME[@SNAPSHOT] [--size SIZE]
+                                                     clone a snapshot, or a live volume (implicit snapshot)
+  volume revert NAME --to SNAPSHOT                   put a disconnected volume back to its snapshot
   volume list                                        list volumes
   volume get NAME                                    show one volume
   volume resize NAME --size SIZE                     grow a volume online
   volume delete NAME [--force]                       delete a volume (--force disconnects clients)
+  snapshot create VOLUME@NAME [--label k=v]...       take a crash-consistent snapshot (O(1))
+  snapshot list [VOLUME]                             list snapshots
+  snapshot get VOLUME@NAME                           show one snapshot
+  snapshot delete VOLUME@NAME                        delete a snapshot (its data folds into the next layer)
   node info                                          pool space and endpoints of the engine
 
 options:
@@ -25,6 +32,64 @@ interface Args {
   size?: string;
   labels: string[];
   force: boolean;
+  from?: string;
+  to?: string;
+}
+
+/** Splits `VOLUME@SNAPSHOT`; the snapshot part is undefined without an '@'. */
+function splitRef(ref: string): { volume: string; snapshot: string | undefined } {
+  const at = ref.indexOf("@");
+  return at < 0 ? { volume: ref, snapshot: undefined } : { volume: ref.slice(0, at), snapshot: ref.slice(at + 1) };
+}
+
+function snapshotRef(ref: string | undefined): { volume: string; name: string } {
+  const { volume, snapshot } = splitRef(need(ref, "VOLUME@NAME"));
+  if (!snapshot) throw new Error(`expected VOLUME@NAME, got ${JSON.stringify(ref)}`);
+  return { volume, name: snapshot };
+}
+
+function snapshotRows(snaps: Snapshot[]): string[][] {
+  const header = ["SNAPSHOT", "SIZE", "ALLOCATED", "CREATED", "PARENT", "EXPORT"];
+  return [
+    header,
+    ...snaps.map((s) => [
+      `${s.volume}@${s.name}`,
+      formatBytes(s.sizeBytes),
+      formatBytes(s.allocatedBytes),
+      s.createdAt.toISOString(),
+      s.parentSnapshot || "-",
+      s.export.nbdTcpUri || s.export.nbdUnixUri,
+    ]),
+  ];
+}
+
+async function snapshotCommand(client: KeelsonClient, args: Args): Promise<void> {
+  const [, sub, ref] = args.positionals;
+  switch (sub) {
+    case "create": {
+      const s = await client.createSnapshot({ ...snapshotRef(ref), labels: parseLabels(args.labels) });
+      return print(args, s, () => table(snapshotRows([s])));
+    }
+    case "list": {
+      const ss = await client.listSnapshots(ref ? { volume: ref } : {});
+      return print(args, ss, () => table(snapshotRows(ss)));
+    }
+    case "get": {
+      const s = await client.getSnapshot(snapshotRef(ref));
+      return print(args, s, () => table(snapshotRows([s])));
+    }
+    case "delete": {
+      const r = await client.deleteSnapshot(snapshotRef(ref));
+      return print(args, r, () => `deleted ${ref}; ${formatBytes(r.freedBytes)} returned to the pool`);
+    }
+    default:
+      throw new Error(`unknown snapshot command ${JSON.stringify(sub)}\n\n${USAGE}`);
+  }
+}
+
+function cloneSource(from: string): VolumeSource {
+  const { volume, snapshot } = splitRef(from);
+  return snapshot ? { snapshot: { volume, name: snapshot } } : { volume };
 }
 
 function table(rows: string[][]): string {
@@ -84,6 +149,19 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
       });
       return print(args, v, () => table(volumeRows([v])));
     }
+    case "clone": {
+      const v = await client.createVolume({
+        name: need(name, "NAME"),
+        sizeBytes: args.size ? parseSizeBytes(args.size) : 0,
+        labels: parseLabels(args.labels),
+        source: cloneSource(need(args.from, "--from")),
+      });
+      return print(args, v, () => table(volumeRows([v])));
+    }
+    case "revert": {
+      const v = await client.revertVolume({ name: need(name, "NAME"), snapshot: need(args.to, "--to") });
+      return print(args, v, () => table(volumeRows([v])));
+    }
     case "list": {
       const vs = await client.listVolumes();
       return print(args, vs, () => table(volumeRows(vs)));
@@ -132,6 +210,8 @@ async function main(): Promise<number> {
       size: { type: "string" },
       label: { type: "string", multiple: true },
       force: { type: "boolean" },
+      from: { type: "string" },
+      to: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -145,11 +225,14 @@ async function main(): Promise<number> {
     size: values.size,
     labels: values.label ?? [],
     force: values.force ?? false,
+    from: values.from,
+    to: values.to,
   };
   const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
   const client = createClient({ address, defaultTimeoutMs: 15_000 });
   try {
     if (positionals[0] === "volume") await volumeCommand(client, args);
+    else if (positionals[0] === "snapshot") await snapshotCommand(client, args);
     else if (positionals[0] === "node") await nodeCommand(client, args);
     else throw new Error(`unknown command ${JSON.stringify(positionals[0])}\n\n${USAGE}`);
     return 0;
