@@ -39,8 +39,12 @@ async function main() {
   const ready = path.join(dir, "ready.json");
   const child = spawn(
     process.execPath,
-    [KEELSOND, "--pool", path.join(dir, "pool.img"), "--pool-size", "7G", "--grpc-listen", "127.0.0.1:0"]
-      .concat(["--nbd-listen", "127.0.0.1:0", "--ready-file", ready]),
+    [KEELSOND, "--pool", path.join(dir, "pool.img"), "--pool-size", "7G", "--grpc-listen", "127.0.0.1:0"].concat([
+      "--nbd-listen",
+      "127.0.0.1:0",
+      "--ready-file",
+      ready,
+    ]),
     { stdio: ["ignore", "ignore", "ignore"] },
   );
   try {
@@ -88,7 +92,8 @@ async function main() {
       Object.entries(results.randreadIops).map(([k, v]) => [k, Number((v / results.randreadIops[0]).toFixed(3))]),
     );
     await client.deleteVolume({ name: "chain" });
-    for (const s of await client.listSnapshots({ volume: "chain" })) await client.deleteSnapshot({ volume: "chain", name: s.name });
+    for (const s of await client.listSnapshots({ volume: "chain" }))
+      await client.deleteSnapshot({ volume: "chain", name: s.name });
 
     // Delete a snapshot holding 1 GiB.
     results.deleteSnapshot1GiBMs = {};
@@ -98,7 +103,16 @@ async function main() {
       fio(uri(name), ["--rw=write", "--bs=1M", "--iodepth=8", "--size=1G"]);
       await client.createSnapshot({ volume: name, name: "full" });
       // One 4 KiB write per 1 MiB extent: the head then has an entry everywhere, so the fold must copy.
-      if (touched) fio(uri(name), ["--rw=write", "--bs=4k", "--zonemode=strided", "--zonesize=4k", "--zonerange=1M", "--size=1G", "--iodepth=8"]);
+      if (touched)
+        fio(uri(name), [
+          "--rw=write",
+          "--bs=4k",
+          "--zonemode=strided",
+          "--zonesize=4k",
+          "--zonerange=1M",
+          "--size=1G",
+          "--iodepth=8",
+        ]);
       const t = process.hrtime.bigint();
       const { freedBytes } = await client.deleteSnapshot({ volume: name, name: "full" });
       results.deleteSnapshot1GiBMs[touched ? "headTouchedEveryExtent" : "headEmpty"] = {
@@ -111,7 +125,10 @@ async function main() {
     console.log(JSON.stringify(results, null, 2));
     const out = path.join(ROOT, "bench", "results");
     fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, `snapshots-${new Date().toISOString().replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
+    fs.writeFileSync(
+      path.join(out, `snapshots-${new Date().toISOString().replace(/[:.]/g, "-")}.json`),
+      JSON.stringify(results, null, 2),
+    );
   } finally {
     child.kill("SIGTERM");
     await new Promise((r) => child.once("close", r));
