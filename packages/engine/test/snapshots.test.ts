@@ -202,6 +202,75 @@ describe("snapshots", () => {
     expect(isKeelsonError(shrink, "SHRINK_NOT_SUPPORTED")).toBe(true);
   }, 300_000);
 
+  it("snapshots deleted while fio verifies on the volume: I/O continues and stays correct, other snapshots read unchanged", async (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
+    using dir = tempDir("keelson-snap-fold-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "1G", dir: dir.path });
+    const client = d.client();
+    const SIZE = 64 * MIB;
+    await client.createVolume({ name: "live", sizeBytes: SIZE });
+    /** Blocks tagged "P1"/"P2" + block number, so fio's own blocks (magic 0xacca) are told apart. */
+    const pattern = (tag: string, from: number, to: number): Buffer => {
+      const b = Buffer.alloc(to - from);
+      for (let at = 0; at < b.length; at += BLOCK) {
+        b.write(tag, at, "ascii");
+        b.writeUInt32BE((from + at) / BLOCK, at + 4);
+        b.fill(tag.charCodeAt(1), at + 8, at + BLOCK);
+      }
+      return b;
+    };
+    const c = await NbdTestClient.open(d.nbdAddress, "live");
+    const fill = async (tag: string, to: number): Promise<void> => {
+      for (let at = 0; at < to; at += 16 * MIB) expect((await c.write(at, pattern(tag, at, at + 16 * MIB))).error).toBe(0);
+    };
+    await fill("P1", SIZE);
+    await client.createSnapshot({ volume: "live", name: "s1" });
+    await fill("P2", SIZE / 2);
+    await client.createSnapshot({ volume: "live", name: "s2" });
+    // One block in each extent above fio's 16 MiB: the head then holds part of every extent,
+    // so folding s2 into it must copy the rest of each.
+    const s2Expected = Buffer.concat([pattern("P2", 0, SIZE / 2), pattern("P1", SIZE / 2, SIZE)]);
+    const headExpected = Buffer.from(s2Expected);
+    for (let at = 16 * MIB; at < SIZE; at += MIB) {
+      const block = pattern("P3", at, at + BLOCK);
+      expect((await c.write(at, block)).error).toBe(0);
+      block.copy(headExpected, at);
+    }
+    await c.disconnect();
+    const readSnapshot = async (name: string): Promise<Buffer> => {
+      const r = await NbdTestClient.open(d.nbdAddress, name);
+      const parts: Buffer[] = [];
+      for (let at = 0; at < SIZE; at += 16 * MIB) parts.push((await r.read(at, 16 * MIB)).data);
+      await r.disconnect();
+      return Buffer.concat(parts);
+    };
+    const fio = run(
+      "fio",
+      ["--name=live", "--ioengine=nbd", `--uri=${d.uri("live")}`, "--rw=randwrite", "--bs=4k", "--iodepth=16"].concat([
+        "--size=16M",
+        "--verify=crc32c",
+        "--verify_backlog=512",
+        "--verify_fatal=1",
+        "--time_based",
+        "--runtime=6",
+      ]),
+      { timeoutMs: 120_000 },
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await readSnapshot("live@s2")).equals(s2Expected)).toBe(true);
+    const t1 = Date.now();
+    await client.deleteSnapshot({ volume: "live", name: "s1" }); // folds into s2's sealed layer
+    expect((await readSnapshot("live@s2")).equals(s2Expected)).toBe(true);
+    const t2 = Date.now();
+    const { freedBytes } = await client.deleteSnapshot({ volume: "live", name: "s2" }); // folds into the live head, copying
+    const t3 = Date.now();
+    console.log(`fold while fio runs: s1 into s2 ${t2 - t1} ms, s2 into the live head ${t3 - t2} ms, ${freedBytes} bytes freed`);
+    await fio; // exit 0: every verify during and after the folds passed
+    const final = await readSnapshot("live");
+    expect(final.subarray(16 * MIB).equals(headExpected.subarray(16 * MIB))).toBe(true);
+    expect(await client.listSnapshots({ volume: "live" })).toEqual([]);
+  }, 180_000);
+
   it("full pool: a write fails with ENOSPC, the daemon stays up, acknowledged data survives kill -9, and space comes back after a delete", async () => {
     using dir = tempDir("keelson-full-");
     const poolPath = path.join(dir.path, "pool.img");
