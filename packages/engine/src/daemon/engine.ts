@@ -73,6 +73,8 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     log.log("info", "engine started", {
       pool: pool.device.path,
       volumes: pool.listVolumes().length,
+      snapshots: pool.listSnapshots().length,
+      foldsFinishedAtOpen: pool.foldsFinishedAtOpen,
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,

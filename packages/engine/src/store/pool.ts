@@ -156,6 +156,8 @@ export class Pool implements MetadataSource {
   entryCount: number;
   /** Control operations run one at a time, in arrival order (they await folds and commits). */
   #control: Promise<unknown> = Promise.resolve();
+  /** Layer folds a crash had interrupted, finished by {@link Pool.open}. */
+  foldsFinishedAtOpen = 0;
   /** Extents released since open; deletes report what they freed from its growth. */
   #releasedExtents = 0;
   #closed = false;
@@ -617,7 +619,9 @@ export class Pool implements MetadataSource {
   /** Collects every hidden layer (at open: finishes folds a crash interrupted). */
   async #collectAll(): Promise<void> {
     for (const layer of [...this.#layers.values()]) {
-      if (this.#layers.has(layer.id) && layer.children <= 1) await this.#collect(layer);
+      if (!this.#layers.has(layer.id) || layer.children > 1 || !this.#isHidden(layer)) continue;
+      if (layer.children === 1) this.foldsFinishedAtOpen++;
+      await this.#collect(layer);
     }
     await this.flush();
   }
