@@ -131,6 +131,13 @@ describe("@keelson/sdk against a live engine", () => {
     // Snapshots outlive their volume.
     await c.deleteVolume({ name: "app" });
     expect((await c.getSnapshot({ volume: "app", name: "two" })).name).toBe("two");
+    // A new volume under the old name cannot take over the old volume's snapshot names or revert to them.
+    await c.createVolume({ name: "app", sizeBytes: 16 * MIB });
+    expect(await codeOf(c.createSnapshot({ volume: "app", name: "two" }))).toBe("ALREADY_EXISTS");
+    expect(await codeOf(c.revertVolume({ name: "app", snapshot: "two" }))).toBe("INVALID_ARGUMENT");
+    const old = await NbdTestClient.open(d.nbdAddress, "app@two");
+    expect((await old.read(0, MIB)).data.equals(Buffer.alloc(MIB, 2))).toBe(true);
+    await old.disconnect();
     await c.deleteSnapshot({ volume: "app", name: "two" });
     await c.deleteSnapshot({ volume: "app", name: "one" });
     expect((await c.getNode()).pool.snapshotCount).toBe(0);

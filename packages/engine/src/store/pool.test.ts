@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
 import { DEFAULT_EXTENT_SIZE_BYTES as EXTENT_SIZE_BYTES } from "./layout.js";
 import { Pool } from "./pool.js";
+import { MAX_CHAIN_LAYERS } from "./validation.js";
 import type { Volume } from "./volume.js";
 import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "./volume-io.js";
 
@@ -136,5 +137,42 @@ describe("pool", () => {
     }
     expect((await read(pool, v, 0, size)).equals(model), `seed ${seed}`).toBe(true);
     await pool.close();
+  });
+
+  it("bounds: a chain deeper than MAX_CHAIN_LAYERS is refused with LIMIT_EXCEEDED; deleting a snapshot makes room", async () => {
+    const pool = await Pool.open({ path: path.join(dir, "pool.img"), createSizeBytes: 64 * MIB, extentSizeBytes: 16 * 1024 });
+    try {
+      await pool.createVolume({ name: "deep", sizeBytes: MIB });
+      for (let i = 1; i < MAX_CHAIN_LAYERS; i++) await pool.createSnapshot({ volumeName: "deep", name: `s${i}` });
+      expect(pool.getVolume("deep").chain.length).toBe(MAX_CHAIN_LAYERS);
+      const refused = await pool.createSnapshot({ volumeName: "deep", name: "one-more" }).catch((e: unknown) => e);
+      expect(isKeelsonError(refused, "LIMIT_EXCEEDED")).toBe(true);
+      const clone = await pool.createVolume({ name: "c", source: { volumeName: "deep" } }).catch((e: unknown) => e);
+      expect(isKeelsonError(clone, "LIMIT_EXCEEDED")).toBe(true);
+      await pool.deleteSnapshot("deep", "s7");
+      await pool.createSnapshot({ volumeName: "deep", name: "one-more" });
+      expect(pool.getVolume("deep").chain.length).toBe(MAX_CHAIN_LAYERS);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("extent size: any power of two from 16 KiB to 64 MiB is accepted at format time, others fail with INVALID_ARGUMENT", async () => {
+    for (const bad of [8192, 3 * 16384, 128 * MIB]) {
+      const e = await Pool.open({
+        path: path.join(dir, `bad-${bad}.img`),
+        createSizeBytes: 64 * MIB,
+        extentSizeBytes: bad,
+      }).catch((error: unknown) => error);
+      expect(isKeelsonError(e, "INVALID_ARGUMENT"), `extent size ${bad}`).toBe(true);
+    }
+    const file = path.join(dir, "ok.img");
+    const pool = await Pool.open({ path: file, createSizeBytes: 64 * MIB, extentSizeBytes: 64 * 1024 });
+    expect(pool.layout.extentSizeBytes).toBe(64 * 1024);
+    await pool.close();
+    // An existing pool keeps the extent size it was formatted with.
+    const again = await Pool.open({ path: file, extentSizeBytes: MIB });
+    expect(again.layout.extentSizeBytes).toBe(64 * 1024);
+    await again.close();
   });
 });

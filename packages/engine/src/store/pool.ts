@@ -465,6 +465,12 @@ export class Pool implements MetadataSource {
     const labels = validateLabels(options.labels ?? {});
     const existing = this.#snapshots.get(snapshotExportName(volume.name, name));
     if (existing) {
+      if (existing.record.volumeUid !== volume.record.uid) {
+        throw new KeelsonError({
+          code: "ALREADY_EXISTS",
+          message: `snapshot ${existing.name} exists from an earlier volume named ${volume.name}; delete it or pick another name`,
+        });
+      }
       if (sameLabels(existing.record.labels, labels)) return existing;
       throw new KeelsonError({
         code: "ALREADY_EXISTS",
