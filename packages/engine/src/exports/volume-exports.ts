@@ -8,49 +8,67 @@ function describeVolume(v: Volume): string {
   return `keelson volume ${v.name} (${v.record.uid})`;
 }
 
-/** One NBD connection's handle on a volume; counts as an open handle until closed. */
-class VolumeExport implements NbdExport {
-  readonly #pool: Pool;
-  readonly #volume: Volume;
+/**
+ * One NBD connection's handle on a volume or a snapshot: it counts as an
+ * open handle of its target (delete refuses while any is open) until closed.
+ */
+abstract class ChainExport<T extends Volume | Snapshot> implements NbdExport {
+  protected readonly pool: Pool;
+  protected readonly target: T;
   readonly description: string;
-  readonly readOnly = false;
+  abstract readonly readOnly: boolean;
   #closed = false;
 
-  constructor(pool: Pool, volume: Volume) {
-    this.#pool = pool;
-    this.#volume = volume;
-    this.description = describeVolume(volume);
-    volume.openHandles++;
+  constructor(pool: Pool, target: T, description: string) {
+    this.pool = pool;
+    this.target = target;
+    this.description = description;
+    target.openHandles++;
   }
 
   get name(): string {
-    return this.#volume.name;
+    return this.target.name;
   }
 
   get sizeBytes(): number {
-    return this.#volume.sizeBytes;
+    return this.target.sizeBytes;
   }
 
   read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
-    readVolume(this.#pool, this.#volume, offset, length, buf, bufOffset, cb);
+    readVolume(this.pool, this.target, offset, length, buf, bufOffset, cb);
   }
 
-  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
-    writeVolume(this.#pool, this.#volume, offset, data, fua, cb);
-  }
-
-  zero(offset: number, length: number, options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void {
-    zeroVolume(this.#pool, this.#volume, offset, length, options, cb);
-  }
-
-  flush(cb: ExportCallback): void {
-    flushVolume(this.#pool, cb);
-  }
+  abstract write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void;
+  abstract zero(offset: number, length: number, options: ZeroRequest, cb: ExportCallback): void;
+  abstract flush(cb: ExportCallback): void;
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#volume.openHandles--;
+    this.target.openHandles--;
+  }
+}
+
+type ZeroRequest = { trim: boolean; noHole: boolean; fua: boolean };
+
+/** A writable handle on a volume. */
+class VolumeExport extends ChainExport<Volume> {
+  readonly readOnly = false;
+
+  constructor(pool: Pool, volume: Volume) {
+    super(pool, volume, describeVolume(volume));
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    writeVolume(this.pool, this.target, offset, data, fua, cb);
+  }
+
+  zero(offset: number, length: number, options: ZeroRequest, cb: ExportCallback): void {
+    zeroVolume(this.pool, this.target, offset, length, options, cb);
+  }
+
+  flush(cb: ExportCallback): void {
+    flushVolume(this.pool, cb);
   }
 }
 
@@ -58,49 +76,24 @@ function describeSnapshot(s: Snapshot): string {
   return `keelson snapshot ${s.name} (${s.record.uid}), read-only`;
 }
 
-/** A read-only handle on a snapshot (export name `VOLUME@SNAPSHOT`). */
-class SnapshotExport implements NbdExport {
-  readonly #pool: Pool;
-  readonly #snapshot: Snapshot;
-  readonly description: string;
+/** A read-only handle on a snapshot (export name `VOLUME@SNAPSHOT`); writes fail with READ_ONLY (EPERM). */
+class SnapshotExport extends ChainExport<Snapshot> {
   readonly readOnly = true;
-  #closed = false;
 
   constructor(pool: Pool, snapshot: Snapshot) {
-    this.#pool = pool;
-    this.#snapshot = snapshot;
-    this.description = describeSnapshot(snapshot);
-    snapshot.openHandles++;
-  }
-
-  get name(): string {
-    return this.#snapshot.name;
-  }
-
-  get sizeBytes(): number {
-    return this.#snapshot.sizeBytes;
-  }
-
-  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
-    readVolume(this.#pool, this.#snapshot, offset, length, buf, bufOffset, cb);
+    super(pool, snapshot, describeSnapshot(snapshot));
   }
 
   write(_offset: number, _data: Buffer, _fua: boolean, cb: ExportCallback): void {
-    cb(readOnly(this.#snapshot));
+    cb(readOnly(this.target));
   }
 
-  zero(_offset: number, _length: number, _options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void {
-    cb(readOnly(this.#snapshot));
+  zero(_offset: number, _length: number, _options: ZeroRequest, cb: ExportCallback): void {
+    cb(readOnly(this.target));
   }
 
   flush(cb: ExportCallback): void {
     cb(null);
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#snapshot.openHandles--;
   }
 }
 
