@@ -6,7 +6,7 @@ import {
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { nodeFromWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
+import { nodeFromWire, policyToWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
 import { fromServiceError, KeelsonError } from "./errors.js";
 import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
@@ -19,6 +19,8 @@ import type {
   NodeInfo,
   ResizeVolumeRequest,
   RevertVolumeRequest,
+  SetDiskCapabilityRequest,
+  SetVolumeQosRequest,
   Snapshot,
   SnapshotRef,
   Volume,
@@ -97,6 +99,8 @@ export class KeelsonClient implements AsyncDisposable {
       labels: request.labels ?? {},
       replicas: request.replicas ?? 0,
       source: sourceToWire(request.source),
+      qosClass: request.qosClass ?? "",
+      qos: policyToWire(request.qos),
     };
     return volumeFromWire(await this.#call(this.#volumes.createVolume, this.#volumes, wire, options, true));
   }
@@ -157,6 +161,36 @@ export class KeelsonClient implements AsyncDisposable {
    */
   async revertVolume(request: RevertVolumeRequest, options?: CallOptions): Promise<Volume> {
     return volumeFromWire(await this.#call(this.#volumes.revertVolume, this.#volumes, request, options, true));
+  }
+
+  /**
+   * Replaces a volume's QoS policy, live (in force within a second). A larger
+   * reservation is admitted against the disk first (QOS_ADMISSION_DENIED).
+   * Idempotent.
+   *
+   * @example
+   * await client.setVolumeQos({ name: "pg-data", qos: { limits: { totalIops: { rate: 2000 } }, reservationIops: 500 } });
+   */
+  async setVolumeQos(request: SetVolumeQosRequest, options?: CallOptions): Promise<Volume> {
+    const wire = { name: request.name, qosClass: request.qosClass ?? "", qos: policyToWire(request.qos) };
+    return volumeFromWire(await this.#call(this.#volumes.setVolumeQos, this.#volumes, wire, options, true));
+  }
+
+  /**
+   * Sets the disk's capability by hand, or measures it again (`recalibrate`).
+   * Reservations already admitted stay. Idempotent.
+   *
+   * @example
+   * await client.setDiskCapability({ iops: 20000, bytesPerSec: 500 * 2 ** 20 });
+   */
+  async setDiskCapability(request: SetDiskCapabilityRequest, options?: CallOptions): Promise<NodeInfo> {
+    const wire = {
+      recalibrate: request.recalibrate ?? false,
+      iops: request.iops ?? 0,
+      bytesPerSec: request.bytesPerSec ?? 0,
+      headroom: request.headroom ?? 0,
+    };
+    return nodeFromWire(await this.#call(this.#node.setDiskCapability, this.#node, wire, options, true));
   }
 
   /**

@@ -1,6 +1,79 @@
 import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
-import type { NodeInfo, Pool, Snapshot, Volume, VolumeExport, VolumeSource, VolumeState } from "./types.js";
+import type {
+  DiskCapability,
+  NodeInfo,
+  Pool,
+  QosLimits,
+  QosPolicy,
+  QosStatus,
+  RateLimit,
+  Snapshot,
+  Volume,
+  VolumeExport,
+  VolumeSource,
+  VolumeState,
+} from "./types.js";
+
+const LIMIT_KEYS = ["readIops", "writeIops", "totalIops", "readBytesPerSec", "writeBytesPerSec"] as const;
+
+function rateFromWire(r: pb.RateLimit | undefined): RateLimit | undefined {
+  if (!r || r.rate === 0) return undefined;
+  return r.burst > 0 ? { rate: r.rate, burst: r.burst } : { rate: r.rate };
+}
+
+/** Maps a wire QoS policy to the SDK's form (absent limits left out). */
+export function policyFromWire(p: pb.QosPolicy | undefined): QosPolicy {
+  const limits: QosLimits = {};
+  for (const key of LIMIT_KEYS) {
+    const r = rateFromWire(p?.limits?.[key]);
+    if (r) limits[key] = r;
+  }
+  return {
+    limits,
+    reservationIops: p?.reservationIops ?? 0,
+    reservationBytesPerSec: p?.reservationBytesPerSec ?? 0,
+    weight: p?.weight || 1,
+  };
+}
+
+/** Maps the SDK's QoS policy to the wire form; undefined stays unset. */
+export function policyToWire(p: QosPolicy | undefined): pb.QosPolicy | undefined {
+  if (!p) return undefined;
+  const limits: pb.QosLimits = {
+    readIops: undefined,
+    writeIops: undefined,
+    totalIops: undefined,
+    readBytesPerSec: undefined,
+    writeBytesPerSec: undefined,
+  };
+  for (const key of LIMIT_KEYS) {
+    const r = p.limits?.[key];
+    if (r) limits[key] = { rate: r.rate, burst: r.burst ?? 0 };
+  }
+  return {
+    limits,
+    reservationIops: p.reservationIops ?? 0,
+    reservationBytesPerSec: p.reservationBytesPerSec ?? 0,
+    weight: p.weight ?? 0,
+  };
+}
+
+function qosStatusFromWire(s: pb.QosStatus | undefined): QosStatus {
+  return {
+    throttledMs: s?.throttledMs ?? 0,
+    delayedIos: s?.delayedIos ?? 0,
+    queuedIos: s?.queuedIos ?? 0,
+    servedByReservation: s?.servedByReservation ?? 0,
+    servedByWeight: s?.servedByWeight ?? 0,
+  };
+}
+
+function capabilityFromWire(c: pb.DiskCapability | undefined): DiskCapability | undefined {
+  if (!c) return undefined;
+  const source = c.source === "calibrated" || c.source === "operator" ? c.source : "";
+  return { iops: c.iops, bytesPerSec: c.bytesPerSec, source, measuredAt: c.measuredAt ?? new Date(0), headroom: c.headroom };
+}
 
 const STATE_NAMES: Readonly<Record<PbVolumeState, VolumeState>> = {
   [PbVolumeState.VOLUME_STATE_UNSPECIFIED]: "unknown",
@@ -61,6 +134,9 @@ export function volumeFromWire(v: pb.Volume): Volume {
     export: exportFromWire(v.export, v.name),
     connections: v.connections,
     ...(source ? { source } : {}),
+    qosClass: v.qosClass,
+    qos: policyFromWire(v.qos),
+    qosStatus: qosStatusFromWire(v.qosStatus),
   };
 }
 
@@ -74,6 +150,9 @@ function poolFromWire(p: pb.Pool | undefined): Pool {
     extentSizeBytes: p?.extentSizeBytes ?? 0,
     volumeCount: p?.volumeCount ?? 0,
     snapshotCount: p?.snapshotCount ?? 0,
+    ...(p?.capability ? { capability: capabilityFromWire(p.capability) } : {}),
+    reservedIops: p?.reservedIops ?? 0,
+    reservedBytesPerSec: p?.reservedBytesPerSec ?? 0,
   };
 }
 
@@ -85,6 +164,7 @@ export function nodeFromWire(n: pb.Node): NodeInfo {
     pool: poolFromWire(n.pool),
     nbdTcpAddress: n.nbdTcpAddress,
     nbdUnixSocket: n.nbdUnixSocket,
+    qosClasses: Object.fromEntries(Object.entries(n.qosClasses).map(([k, v]) => [k, policyFromWire(v)])),
   };
 }
 

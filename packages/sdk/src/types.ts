@@ -28,6 +28,81 @@ export interface Volume {
   connections: number;
   /** What the volume was cloned from; undefined for an empty volume. */
   source?: VolumeSource;
+  /** The QoS class the policy came from, or "". */
+  qosClass: string;
+  /** Limits, reservation and weight in force. */
+  qos: QosPolicy;
+  /** What QoS did to this volume's I/O so far. */
+  qosStatus: QosStatus;
+}
+
+/** A rate with a burst allowance (token bucket). */
+export interface RateLimit {
+  /** Per second: IOs or bytes. */
+  rate: number;
+  /** Most saved up; default a tenth of a second's worth. */
+  burst?: number;
+}
+
+/** Per-volume limits; an absent one does not limit. */
+export interface QosLimits {
+  readIops?: RateLimit;
+  writeIops?: RateLimit;
+  totalIops?: RateLimit;
+  readBytesPerSec?: RateLimit;
+  writeBytesPerSec?: RateLimit;
+}
+
+/** A volume's QoS policy. */
+export interface QosPolicy {
+  limits?: QosLimits;
+  /** Guaranteed IOPS while the disk is saturated; admitted against the disk's capability. */
+  reservationIops?: number;
+  /** Guaranteed bytes/s, admitted against the disk's bandwidth. */
+  reservationBytesPerSec?: number;
+  /** Share of the capacity beyond reservations (default 1). */
+  weight?: number;
+}
+
+/** What QoS did to a volume's I/O so far. */
+export interface QosStatus {
+  /** Milliseconds during which I/O waited on the volume's limits. */
+  throttledMs: number;
+  /** I/Os that waited on a limit. */
+  delayedIos: number;
+  /** I/Os waiting now. */
+  queuedIos: number;
+  /** I/Os the disk scheduler started to meet the reservation, and by weight. */
+  servedByReservation: number;
+  servedByWeight: number;
+}
+
+/** What a disk can do, measured by calibration or set by the operator. */
+export interface DiskCapability {
+  iops: number;
+  bytesPerSec: number;
+  source: "calibrated" | "operator" | "";
+  measuredAt: Date;
+  /** Fraction never promised to reservations. */
+  headroom: number;
+}
+
+/** Request of {@link KeelsonClient.setVolumeQos}. */
+export interface SetVolumeQosRequest {
+  name: string;
+  /** A class from the engine's QoS classes; fields in `qos` override it. */
+  qosClass?: string;
+  qos?: QosPolicy;
+}
+
+/** Request of {@link KeelsonClient.setDiskCapability}. */
+export interface SetDiskCapabilityRequest {
+  /** Measure again (about a second) instead of taking the numbers given. */
+  recalibrate?: boolean;
+  iops?: number;
+  bytesPerSec?: number;
+  /** Fraction never promised to reservations; default: keep. */
+  headroom?: number;
 }
 
 /** Names one snapshot: the volume it was taken of and its name. */
@@ -92,6 +167,11 @@ export interface Pool {
   extentSizeBytes: number;
   volumeCount: number;
   snapshotCount: number;
+  /** What the disk can do; undefined until calibrated. */
+  capability?: DiskCapability;
+  /** Reservations admitted on this disk. */
+  reservedIops: number;
+  reservedBytesPerSec: number;
 }
 
 /** One engine: identity, pool and endpoints. */
@@ -103,6 +183,8 @@ export interface NodeInfo {
   nbdTcpAddress: string;
   /** Path of the NBD unix socket, or "". */
   nbdUnixSocket: string;
+  /** QoS classes the engine knows, by name. */
+  qosClasses: Readonly<Record<string, QosPolicy>>;
 }
 
 /** Request of {@link KeelsonClient.createVolume}. */
@@ -116,6 +198,9 @@ export interface CreateVolumeRequest {
   replicas?: number;
   /** Makes a clone; `sizeBytes` 0 then means the source's size. */
   source?: VolumeSource;
+  /** A QoS class from the engine's configuration; fields in `qos` override it. */
+  qosClass?: string;
+  qos?: QosPolicy;
 }
 
 /** Request naming one volume. */

@@ -1,6 +1,8 @@
+import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { isKeelsonError } from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
+import { parseQosClasses } from "../qos/policy.js";
 import { jsonLogger } from "../util/log.js";
 import { parseSizeBytes } from "../util/size.js";
 
@@ -14,6 +16,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
   --nbd-socket PATH      NBD over a unix socket
   --node-id ID           node identity (default: hostname)
+  --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
+  --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket} as JSON once serving
 `;
 
@@ -30,6 +34,8 @@ async function main(): Promise<void> {
       "nbd-listen": { type: "string" },
       "nbd-socket": { type: "string" },
       "node-id": { type: "string" },
+      "qos-classes": { type: "string" },
+      "disk-queue-depth": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -47,6 +53,10 @@ async function main(): Promise<void> {
     nbdAddress: values["nbd-listen"],
     nbdSocket: values["nbd-socket"],
     nodeId: values["node-id"],
+    qosClasses: values["qos-classes"]
+      ? parseQosClasses(fs.readFileSync(values["qos-classes"], "utf8"), values["qos-classes"])
+      : undefined,
+    diskQueueDepth: values["disk-queue-depth"] ? Number(values["disk-queue-depth"]) : undefined,
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);

@@ -15,15 +15,24 @@ import {
   WireVolumeState,
 } from "@keelson/sdk/experimental";
 import type { NbdServer } from "../nbd/server.js";
+import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import type { QosManager } from "../qos/qos-manager.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import type { Logger } from "../util/log.js";
+import { capabilityToWire, policyToWire, resolvePolicy } from "./qos-wire.js";
 
 /** What the control API serves from. */
 export interface ControlContext {
   pool: Pool;
   nbd: NbdServer;
+  qos: QosManager;
+  /** Named QoS policies from the engine's configuration. */
+  qosClasses: ReadonlyMap<string, QosPolicy>;
+  /** Measures the disk's capability again (about a second). */
+  calibrate(): Promise<DiskCapability>;
   nodeId: string;
   version: string;
   log: Logger;
@@ -100,6 +109,9 @@ export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
     export: exportToWire(ctx, v.name),
     connections: v.openHandles,
     source: sourceToWire(v.record.source),
+    qosClass: v.record.qosClass ?? "",
+    qos: policyToWire(v.record.qos ?? defaultPolicy()),
+    qosStatus: ctx.qos.status(v.record.uid),
   };
 }
 
@@ -125,13 +137,17 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   const { pool } = ctx;
   return {
     createVolume: unary(ctx, "CreateVolume", async (req) => {
+      const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
       const v = await pool.createVolume({
         name: requireString(req.name, "name"),
         sizeBytes: req.sizeBytes,
         labels: req.labels,
         replicas: req.replicas,
         source: sourceFromWire(req.source),
+        qos: policy,
+        qosClass,
       });
+      ctx.qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
       return volumeToWire(ctx, v);
     }),
     getVolume: unary(ctx, "GetVolume", async (req) => volumeToWire(ctx, pool.getVolume(requireString(req.name, "name")))),
@@ -144,13 +160,23 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const name = requireString(req.name, "name");
       pool.getVolume(name);
       if (req.force) await ctx.nbd.disconnectExport(name);
+      const uid = pool.getVolume(name).record.uid;
       const freedBytes = await pool.deleteVolume(name);
+      ctx.qos.remove(uid);
       ctx.log.log("info", "volume deleted", { volume: name, freedBytes });
       return { freedBytes };
     }),
     resizeVolume: unary(ctx, "ResizeVolume", async (req) =>
       volumeToWire(ctx, await pool.resizeVolume(requireString(req.name, "name"), req.sizeBytes)),
     ),
+    setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
+      const name = requireString(req.name, "name");
+      const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
+      const v = await pool.setVolumeQos(name, policy, qosClass);
+      ctx.qos.apply(v.record.uid, policy);
+      ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
+      return volumeToWire(ctx, v);
+    }),
     revertVolume: unary(ctx, "RevertVolume", async (req) => {
       const v = await pool.revertVolume(requireString(req.name, "name"), requireString(req.snapshot, "snapshot"));
       ctx.log.log("info", "volume reverted", { volume: v.name, snapshot: req.snapshot });
@@ -192,27 +218,59 @@ export function snapshotService(ctx: ControlContext): SnapshotServiceServer {
   };
 }
 
+function nodeToWire(ctx: ControlContext): WireNode {
+  const space = ctx.pool.space();
+  const reserved = ctx.pool.reserved();
+  return {
+    nodeId: ctx.nodeId,
+    version: ctx.version,
+    pool: {
+      uid: ctx.pool.layout.uid,
+      path: ctx.pool.device.path,
+      totalBytes: space.totalBytes,
+      allocatedBytes: space.allocatedBytes,
+      freeBytes: space.freeBytes,
+      extentSizeBytes: ctx.pool.layout.extentSizeBytes,
+      volumeCount: ctx.pool.listVolumes().length,
+      snapshotCount: ctx.pool.listSnapshots().length,
+      capability: capabilityToWire(ctx.pool.disk),
+      reservedIops: reserved.iops,
+      reservedBytesPerSec: reserved.bytesPerSec,
+    },
+    nbdTcpAddress: ctx.nbd.tcpAddress,
+    nbdUnixSocket: ctx.nbd.unixSocket,
+    qosClasses: Object.fromEntries([...ctx.qosClasses].map(([k, v]) => [k, policyToWire(v)])),
+  };
+}
+
+function positive(value: number, field: string): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${field} must be a positive number, got ${value}` });
+  }
+  return value;
+}
+
 /** keelson.v1.NodeService of one engine. */
 export function nodeService(ctx: ControlContext): NodeServiceServer {
   return {
-    getNode: unary(ctx, "GetNode", async (): Promise<WireNode> => {
-      const space = ctx.pool.space();
-      return {
-        nodeId: ctx.nodeId,
-        version: ctx.version,
-        pool: {
-          uid: ctx.pool.layout.uid,
-          path: ctx.pool.device.path,
-          totalBytes: space.totalBytes,
-          allocatedBytes: space.allocatedBytes,
-          freeBytes: space.freeBytes,
-          extentSizeBytes: ctx.pool.layout.extentSizeBytes,
-          volumeCount: ctx.pool.listVolumes().length,
-          snapshotCount: ctx.pool.listSnapshots().length,
-        },
-        nbdTcpAddress: ctx.nbd.tcpAddress,
-        nbdUnixSocket: ctx.nbd.unixSocket,
-      };
+    getNode: unary(ctx, "GetNode", async (): Promise<WireNode> => nodeToWire(ctx)),
+    setDiskCapability: unary(ctx, "SetDiskCapability", async (req): Promise<WireNode> => {
+      if (req.headroom < 0 || req.headroom >= 1) {
+        throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `headroom must be in [0, 1), got ${req.headroom}` });
+      }
+      const headroom = req.headroom || (ctx.pool.disk?.headroom ?? DEFAULT_HEADROOM);
+      const cap: DiskCapability = req.recalibrate
+        ? { ...(await ctx.calibrate()), headroom }
+        : {
+            iops: positive(req.iops, "iops"),
+            bytesPerSec: positive(req.bytesPerSec, "bytesPerSec"),
+            source: "operator",
+            measuredAtMs: Date.now(),
+            headroom,
+          };
+      await ctx.pool.setDiskCapability(cap);
+      ctx.log.log("info", "disk capability set", { ...cap });
+      return nodeToWire(ctx);
     }),
   };
 }

@@ -5,6 +5,10 @@ import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from
 import { nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { NbdServer } from "../nbd/server.js";
+import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
+import { calibrate } from "../qos/calibrate.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import { QosManager } from "../qos/qos-manager.js";
 import { Pool } from "../store/pool.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
@@ -23,6 +27,10 @@ export interface EngineOptions {
   forceFormat?: boolean;
   /** Extent size of a pool formatted now (default 1 MiB). */
   extentSizeBytes?: number;
+  /** Named QoS policies volumes may be created with. */
+  qosClasses?: ReadonlyMap<string, QosPolicy>;
+  /** I/Os the disk scheduler lets run at once (default: twice the libuv thread pool). */
+  diskQueueDepth?: number;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -52,6 +60,19 @@ function bindGrpc(server: Server, address: string): Promise<string> {
   });
 }
 
+/** Bytes of free pool space a calibration writes over. */
+const CALIBRATION_REGION_BYTES = 64 * 1024 * 1024;
+
+/** Measures the pool's disk through the engine's own I/O path, on free extents. */
+async function calibratePool(pool: Pool): Promise<DiskCapability> {
+  const measured = await pool.withScratch(CALIBRATION_REGION_BYTES, calibrate);
+  return { ...measured, source: "calibrated", measuredAtMs: Date.now(), headroom: pool.disk?.headroom ?? DEFAULT_HEADROOM };
+}
+
+function defaultQueueDepth(): number {
+  return 2 * Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4);
+}
+
 /** Opens the pool and serves it over NBD and the gRPC control API. */
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
@@ -61,11 +82,28 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     forceFormat: options.forceFormat,
     extentSizeBytes: options.extentSizeBytes,
   });
-  const nbd = new NbdServer(new VolumeExportCatalog(pool));
+  const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
+  for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
+  const nbd = new NbdServer(new VolumeExportCatalog(pool, qos));
   const grpc = new Server();
   try {
+    if (!pool.disk) {
+      // A disk joining the pool is measured once; the result is stored with the pool.
+      const cap = await calibratePool(pool);
+      await pool.setDiskCapability(cap);
+      log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
+    }
     await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
-    const ctx = { pool, nbd, nodeId: options.nodeId ?? os.hostname(), version: ENGINE_VERSION, log };
+    const ctx = {
+      pool,
+      nbd,
+      qos,
+      qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
+      calibrate: () => calibratePool(pool),
+      nodeId: options.nodeId ?? os.hostname(),
+      version: ENGINE_VERSION,
+      log,
+    };
     grpc.addService(VolumeServiceService, volumeService(ctx));
     grpc.addService(SnapshotServiceService, snapshotService(ctx));
     grpc.addService(NodeServiceService, nodeService(ctx));

@@ -1,8 +1,10 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
+import type { QosManager, VolumeQos } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import { flushVolume, readVolume, writeVolume, zeroVolume } from "../store/volume-io.js";
+import { ReadIo, throttleQueueFull, WriteIo, ZeroIo } from "./qos-io.js";
 
 function describeVolume(v: Volume): string {
   return `keelson volume ${v.name} (${v.record.uid})`;
@@ -51,20 +53,42 @@ abstract class ChainExport<T extends Volume | Snapshot> implements NbdExport {
 
 type ZeroRequest = { trim: boolean; noHole: boolean; fua: boolean };
 
-/** A writable handle on a volume. */
+/** A writable handle on a volume; its I/O goes through the volume's QoS unless QoS has nothing to do. */
 class VolumeExport extends ChainExport<Volume> {
   readonly readOnly = false;
+  readonly #qos: QosManager | null;
 
-  constructor(pool: Pool, volume: Volume) {
+  constructor(pool: Pool, volume: Volume, qos: QosManager | null) {
     super(pool, volume, describeVolume(volume));
+    this.#qos = qos;
+  }
+
+  /** The volume's QoS state, or null when its I/O may go straight to the store. */
+  #limited(): VolumeQos | null {
+    if (this.#qos === null) return null;
+    const q = this.#qos.get(this.target.record.uid);
+    return q === undefined || this.#qos.passThrough(q) ? null : q;
+  }
+
+  override read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    const q = this.#limited();
+    if (q === null) return readVolume(this.pool, this.target, offset, length, buf, bufOffset, cb);
+    const io = new ReadIo(this.pool, this.target, offset, length, buf, bufOffset, cb);
+    if (!this.#qos?.submit(q, io)) cb(throttleQueueFull(this.target));
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
-    writeVolume(this.pool, this.target, offset, data, fua, cb);
+    const q = this.#limited();
+    if (q === null) return writeVolume(this.pool, this.target, offset, data, fua, cb);
+    if (!this.#qos?.submit(q, new WriteIo(this.pool, this.target, offset, data, fua, cb))) cb(throttleQueueFull(this.target));
   }
 
   zero(offset: number, length: number, options: ZeroRequest, cb: ExportCallback): void {
-    zeroVolume(this.pool, this.target, offset, length, options, cb);
+    const q = this.#limited();
+    if (q === null) return zeroVolume(this.pool, this.target, offset, length, options, cb);
+    if (!this.#qos?.submit(q, new ZeroIo(this.pool, this.target, offset, length, options, cb))) {
+      cb(throttleQueueFull(this.target));
+    }
   }
 
   flush(cb: ExportCallback): void {
@@ -107,9 +131,11 @@ function readOnly(s: Snapshot): KeelsonError {
  */
 export class VolumeExportCatalog implements ExportCatalog {
   readonly #pool: Pool;
+  readonly #qos: QosManager | null;
 
-  constructor(pool: Pool) {
+  constructor(pool: Pool, qos: QosManager | null = null) {
     this.#pool = pool;
+    this.#qos = qos;
   }
 
   list(): Array<{ name: string; description: string }> {
@@ -127,7 +153,7 @@ export class VolumeExportCatalog implements ExportCatalog {
 
   open(name: string): NbdExport | null {
     const v = this.#pool.findVolume(name);
-    if (v) return new VolumeExport(this.#pool, v);
+    if (v) return new VolumeExport(this.#pool, v, this.#qos);
     const s = this.#pool.findSnapshot(name);
     return s ? new SnapshotExport(this.#pool, s) : null;
   }

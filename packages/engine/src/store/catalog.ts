@@ -1,3 +1,6 @@
+import type { DiskCapability } from "../qos/admission.js";
+import type { QosPolicy } from "../qos/policy.js";
+
 /** Where a volume's data came from when it was created as a clone. */
 export type VolumeSource =
   | { kind: "snapshot"; volumeName: string; snapshotName: string; snapshotUid: string }
@@ -15,6 +18,10 @@ export interface VolumeRecord {
   headLayerId: number;
   /** Set for clones; absent for empty volumes. */
   source?: VolumeSource;
+  /** Limits, reservation and weight; absent means none. */
+  qos?: QosPolicy;
+  /** The QoS class the policy came from, if any. */
+  qosClass?: string;
 }
 
 /**
@@ -51,7 +58,8 @@ export type CatalogChange =
   | { op: "putLayer"; layer: LayerRecord }
   | { op: "deleteLayer"; id: number }
   | { op: "putSnapshot"; snapshot: SnapshotRecord }
-  | { op: "deleteSnapshot"; uid: string };
+  | { op: "deleteSnapshot"; uid: string }
+  | { op: "putDisk"; disk: DiskCapability };
 
 /** The whole catalog, as written to a checkpoint. */
 export interface CatalogSnapshot {
@@ -60,6 +68,8 @@ export interface CatalogSnapshot {
   layers: LayerRecord[];
   /** Absent in checkpoints written before snapshots existed. */
   snapshots?: SnapshotRecord[];
+  /** The disk's measured (or operator-set) capability; absent until calibrated. */
+  disk?: DiskCapability;
 }
 
 /** One extent of one layer, as written to checkpoints and the journal. */

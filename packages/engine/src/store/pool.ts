@@ -2,6 +2,9 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { admit, type DiskCapability, type Reserved } from "../qos/admission.js";
+import type { ScratchRegion } from "../qos/calibrate.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { newStates } from "./block-states.js";
 import type {
   CatalogChange,
@@ -74,6 +77,10 @@ export interface CreateVolumeOptions {
   replicas?: number;
   /** Makes the volume a clone sharing the source's data. */
   source?: CloneSource;
+  /** Limits, reservation and weight (validated by the caller); the reservation is admitted against the disk. */
+  qos?: QosPolicy;
+  /** The QoS class `qos` came from. */
+  qosClass?: string;
 }
 
 /** Request of {@link Pool.createSnapshot}. */
@@ -158,6 +165,8 @@ export class Pool implements MetadataSource {
   #control: Promise<unknown> = Promise.resolve();
   /** Layer folds a crash had interrupted, finished by {@link Pool.open}. */
   foldsFinishedAtOpen = 0;
+  /** What the disk can do (calibrated or operator-set); reservations are admitted against it. */
+  disk: DiskCapability | undefined;
   /** Extents released since open; deletes report what they freed from its growth. */
   #releasedExtents = 0;
   #closed = false;
@@ -170,6 +179,7 @@ export class Pool implements MetadataSource {
     const state = rebuildState(recovered, layout);
     this.#nextLayerId = state.nextLayerId;
     this.entryCount = state.entryCount;
+    this.disk = state.disk;
     for (const [id, layer] of state.layers) this.#layers.set(id, layer);
     for (const record of state.volumes.values())
       this.#volumes.set(record.name, new Volume(record, this.#chainOf(record.headLayerId)));
@@ -327,15 +337,19 @@ export class Pool implements MetadataSource {
     const source = options.source ? this.#resolveSource(options.source) : null;
     const sizeBytes = this.#cloneSize(options.sizeBytes, source?.sizeBytes);
     const existing = this.#volumes.get(name);
-    if (existing) return this.#sameVolume(existing, sizeBytes, labels, replicas, source?.record);
+    if (existing) return this.#sameVolume(existing, sizeBytes, labels, replicas, source?.record, options);
     if (this.#volumes.size >= MAX_VOLUMES) {
       throw new KeelsonError({ code: "LIMIT_EXCEEDED", message: `pool holds its maximum of ${MAX_VOLUMES} volumes` });
     }
     const uid = randomUUID();
+    const qos = options.qos ?? defaultPolicy();
+    admit(this.device.path, this.disk, this.reserved(), { iops: qos.reservationIops, bytesPerSec: qos.reservationBytesPerSec });
     const create = async (parent: Layer | null): Promise<Volume> => {
       const head = this.#newLayer(parent, uid);
       const record: VolumeRecord = { uid, name, sizeBytes, createdAtMs: Date.now(), labels, replicas, headLayerId: head.id };
       if (source) record.source = source.record;
+      if (options.qos) record.qos = options.qos;
+      if (options.qosClass) record.qosClass = options.qosClass;
       const volume = new Volume(record, this.#chainOf(head.id));
       this.#volumes.set(name, volume);
       this.#changes.push({ op: "putVolume", volume: record });
@@ -400,12 +414,15 @@ export class Pool implements MetadataSource {
     labels: Record<string, string>,
     replicas: number,
     source: VolumeSource | undefined,
+    options: CreateVolumeOptions,
   ): Volume {
     const same =
       v.sizeBytes === sizeBytes &&
       v.record.replicas === replicas &&
       sameLabels(v.record.labels, labels) &&
-      JSON.stringify(v.record.source ?? null) === JSON.stringify(source ?? null);
+      JSON.stringify(v.record.source ?? null) === JSON.stringify(source ?? null) &&
+      (v.record.qosClass ?? "") === (options.qosClass ?? "") &&
+      JSON.stringify(v.record.qos ?? defaultPolicy()) === JSON.stringify(options.qos ?? defaultPolicy());
     if (same) return v;
     throw new KeelsonError({
       code: "ALREADY_EXISTS",
@@ -654,6 +671,72 @@ export class Pool implements MetadataSource {
     this.#relink();
   }
 
+  /** Reservations admitted on this disk, leaving out the volume `exceptUid`. */
+  reserved(exceptUid?: string): Reserved {
+    const sum: Reserved = { iops: 0, bytesPerSec: 0 };
+    for (const v of this.#volumes.values()) {
+      if (v.record.uid === exceptUid || !v.record.qos) continue;
+      sum.iops += v.record.qos.reservationIops;
+      sum.bytesPerSec += v.record.qos.reservationBytesPerSec;
+    }
+    return sum;
+  }
+
+  /**
+   * Replaces a volume's QoS policy (durable before it returns). A larger
+   * reservation is admitted against the disk first (QOS_ADMISSION_DENIED).
+   * Idempotent.
+   */
+  setVolumeQos(name: string, qos: QosPolicy, qosClass: string | undefined): Promise<Volume> {
+    return this.#serial(async () => {
+      const volume = this.getVolume(name);
+      const reserved = this.reserved(volume.record.uid);
+      admit(this.device.path, this.disk, reserved, { iops: qos.reservationIops, bytesPerSec: qos.reservationBytesPerSec });
+      const { qos: _q, qosClass: _c, ...rest } = volume.record;
+      volume.record = { ...rest, qos, ...(qosClass ? { qosClass } : {}) };
+      this.#changes.push({ op: "putVolume", volume: volume.record });
+      await this.flush();
+      return volume;
+    });
+  }
+
+  /** Records the disk's capability (calibration or operator); durable before it returns. */
+  setDiskCapability(disk: DiskCapability): Promise<void> {
+    return this.#serial(async () => {
+      this.disk = disk;
+      this.#changes.push({ op: "putDisk", disk });
+      await this.flush();
+    });
+  }
+
+  /**
+   * Lends free extents as a scratch region for `use` (calibration writes
+   * there), then frees them. Runs with control operations held off.
+   */
+  withScratch<T>(maxBytes: number, use: (region: ScratchRegion) => Promise<T>): Promise<T> {
+    return this.#serial(async () => {
+      // The longest run of consecutive free extents from the top of the free stack.
+      const taken: number[] = [];
+      const wanted = Math.max(1, Math.floor(maxBytes / this.layout.extentSizeBytes));
+      for (let i = 0; i < wanted; i++) {
+        const phys = this.allocator.allocate();
+        if (phys < 0 || (taken.length > 0 && phys !== (taken[taken.length - 1] as number) + 1)) {
+          if (phys >= 0) this.allocator.release(phys);
+          break;
+        }
+        taken.push(phys);
+      }
+      if (taken.length === 0) throw new KeelsonError({ code: "NO_SPACE", message: "no free extent to calibrate the disk on" });
+      try {
+        const offset = this.layout.dataOffset + (taken[0] as number) * this.layout.extentSizeBytes;
+        return await use({ fd: this.device.fd, offset, bytes: taken.length * this.layout.extentSizeBytes });
+      } finally {
+        for (const phys of taken) this.allocator.release(phys);
+        await this.flush();
+      }
+    });
+  }
+
   /** Grows a volume, online (durable before it returns). Idempotent; SHRINK_NOT_SUPPORTED for a smaller size. */
   resizeVolume(name: string, sizeBytesIn: number): Promise<Volume> {
     return this.#serial(async () => {
@@ -753,6 +836,7 @@ export class Pool implements MetadataSource {
       volumes: [...this.#volumes.values()].map((v) => v.record),
       layers: [...this.#layers.values()].map((l): LayerRecord => l.record),
       snapshots: [...this.#snapshots.values()].map((s) => s.record),
+      ...(this.disk ? { disk: this.disk } : {}),
     };
     const entries: EntryRecord[] = [];
     for (const layer of this.#layers.values()) for (const e of layer.extents.values()) entries.push(e);

@@ -1,4 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
+import type { DiskCapability } from "../qos/admission.js";
 import { isEmpty } from "./block-states.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord, LayerRecord, SnapshotRecord, VolumeRecord } from "./catalog.js";
 import { ExtentEntry, Layer } from "./layer.js";
@@ -10,6 +11,7 @@ export interface RecoveredState {
   nextLayerId: number;
   volumes: Map<string, VolumeRecord>;
   snapshots: SnapshotRecord[];
+  disk: DiskCapability | undefined;
   layers: Map<number, Layer>;
   entryCount: number;
 }
@@ -22,6 +24,7 @@ class StateBuilder {
   nextLayerId = 1;
   readonly volumes = new Map<string, VolumeRecord>();
   readonly snapshots = new Map<string, SnapshotRecord>();
+  disk: DiskCapability | undefined;
   readonly layerRecords = new Map<number, LayerRecord>();
   readonly entries = new Map<number, Map<number, EntryRecord>>();
 
@@ -30,6 +33,7 @@ class StateBuilder {
     for (const v of catalog.volumes) this.volumes.set(v.uid, v);
     for (const l of catalog.layers) this.putLayer(l);
     for (const s of catalog.snapshots ?? []) this.snapshots.set(s.uid, s);
+    this.disk = catalog.disk;
     for (const e of entries) this.putEntry(e);
   }
 
@@ -53,6 +57,9 @@ class StateBuilder {
         return;
       case "deleteSnapshot":
         this.snapshots.delete(change.uid);
+        return;
+      case "putDisk":
+        this.disk = change.disk;
         return;
     }
   }
@@ -127,5 +134,5 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
   for (const v of volumes.values()) {
     if ((layers.get(v.headLayerId) as Layer).children > 0) throw corrupt(`volume ${v.name}'s head layer has children`);
   }
-  return { nextLayerId: b.nextLayerId, volumes, snapshots, layers, entryCount };
+  return { nextLayerId: b.nextLayerId, volumes, snapshots, disk: b.disk, layers, entryCount };
 }

@@ -58,12 +58,90 @@ export interface Volume {
   /** Number of NBD connections open to this volume now. */
   connections: number;
   /** What the volume was cloned from; unset for an empty volume. */
-  source: VolumeSource | undefined;
+  source:
+    | VolumeSource
+    | undefined;
+  /** The QoS class the policy came from; empty when none. */
+  qosClass: string;
+  /** Limits, reservation and weight in force. */
+  qos:
+    | QosPolicy
+    | undefined;
+  /** What QoS did to this volume's I/O so far. */
+  qosStatus: QosStatus | undefined;
 }
 
 export interface Volume_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** A rate with a burst allowance (token bucket). rate 0 means no limit. */
+export interface RateLimit {
+  /** Per second: IOs or bytes. */
+  rate: number;
+  /** Most saved up; 0 means a tenth of a second's worth. */
+  burst: number;
+}
+
+export interface QosLimits {
+  readIops: RateLimit | undefined;
+  writeIops: RateLimit | undefined;
+  totalIops: RateLimit | undefined;
+  readBytesPerSec: RateLimit | undefined;
+  writeBytesPerSec: RateLimit | undefined;
+}
+
+export interface QosPolicy {
+  limits:
+    | QosLimits
+    | undefined;
+  /** Guaranteed IOPS while the disk is saturated; admitted against its capability. */
+  reservationIops: number;
+  /** Guaranteed bytes/s, admitted against the disk's bandwidth. */
+  reservationBytesPerSec: number;
+  /** Share of what is left beyond reservations; 0 means the default (1). */
+  weight: number;
+}
+
+export interface QosStatus {
+  /** Milliseconds during which I/O waited on this volume's limits. */
+  throttledMs: number;
+  /** I/Os that waited on a limit. */
+  delayedIos: number;
+  /** I/Os waiting now. */
+  queuedIos: number;
+  /** I/Os the disk scheduler started to meet the reservation, and by weight. */
+  servedByReservation: number;
+  servedByWeight: number;
+}
+
+export interface DiskCapability {
+  iops: number;
+  bytesPerSec: number;
+  /** "calibrated" or "operator". */
+  source: string;
+  measuredAt:
+    | Date
+    | undefined;
+  /** Fraction never promised to reservations (0.1 = 10%). */
+  headroom: number;
+}
+
+export interface SetVolumeQosRequest {
+  name: string;
+  /** A class defined in the engine's QoS classes; fields set in qos override it. */
+  qosClass: string;
+  qos: QosPolicy | undefined;
+}
+
+export interface SetDiskCapabilityRequest {
+  /** Measure again instead of taking the numbers below. */
+  recalibrate: boolean;
+  iops: number;
+  bytesPerSec: number;
+  /** 0 keeps the current headroom. */
+  headroom: number;
 }
 
 /** VolumeSource names what a clone shares its data with. */
@@ -171,7 +249,12 @@ export interface CreateVolumeRequest {
    * Creates a clone sharing the source's data. size_bytes 0 means the
    * source's size; a smaller size fails with INVALID_ARGUMENT.
    */
-  source: VolumeSource | undefined;
+  source:
+    | VolumeSource
+    | undefined;
+  /** A QoS class defined in the engine's configuration; fields set in qos override it. */
+  qosClass: string;
+  qos: QosPolicy | undefined;
 }
 
 export interface CreateVolumeRequest_LabelsEntry {
@@ -220,6 +303,13 @@ export interface Node {
   nbdTcpAddress: string;
   /** Path of the NBD unix socket, empty when none. */
   nbdUnixSocket: string;
+  /** QoS classes this engine knows, by name. */
+  qosClasses: { [key: string]: QosPolicy };
+}
+
+export interface Node_QosClassesEntry {
+  key: string;
+  value: QosPolicy | undefined;
 }
 
 export interface Pool {
@@ -233,6 +323,13 @@ export interface Pool {
   extentSizeBytes: number;
   volumeCount: number;
   snapshotCount: number;
+  /** What the disk can do; unset until calibrated. */
+  capability:
+    | DiskCapability
+    | undefined;
+  /** Reservations admitted on this disk. */
+  reservedIops: number;
+  reservedBytesPerSec: number;
 }
 
 function createBaseVolume(): Volume {
@@ -248,6 +345,9 @@ function createBaseVolume(): Volume {
     export: undefined,
     connections: 0,
     source: undefined,
+    qosClass: "",
+    qos: undefined,
+    qosStatus: undefined,
   };
 }
 
@@ -285,6 +385,15 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.source !== undefined) {
       VolumeSource.encode(message.source, writer.uint32(90).fork()).join();
+    }
+    if (message.qosClass !== "") {
+      writer.uint32(98).string(message.qosClass);
+    }
+    if (message.qos !== undefined) {
+      QosPolicy.encode(message.qos, writer.uint32(106).fork()).join();
+    }
+    if (message.qosStatus !== undefined) {
+      QosStatus.encode(message.qosStatus, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -393,6 +502,30 @@ export const Volume: MessageFns<Volume> = {
             message.source = VolumeSource.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.qosClass = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.qos = QosPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.qosStatus = QosStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -432,6 +565,11 @@ export const Volume: MessageFns<Volume> = {
     message.connections = object.connections ?? 0;
     message.source = (object.source !== undefined && object.source !== null)
       ? VolumeSource.fromPartial(object.source)
+      : undefined;
+    message.qosClass = object.qosClass ?? "";
+    message.qos = (object.qos !== undefined && object.qos !== null) ? QosPolicy.fromPartial(object.qos) : undefined;
+    message.qosStatus = (object.qosStatus !== undefined && object.qosStatus !== null)
+      ? QosStatus.fromPartial(object.qosStatus)
       : undefined;
     return message;
   },
@@ -500,6 +638,661 @@ export const Volume_LabelsEntry: MessageFns<Volume_LabelsEntry> = {
     const message = createBaseVolume_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRateLimit(): RateLimit {
+  return { rate: 0, burst: 0 };
+}
+
+export const RateLimit: MessageFns<RateLimit> = {
+  encode(message: RateLimit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rate !== 0) {
+      writer.uint32(9).double(message.rate);
+    }
+    if (message.burst !== 0) {
+      writer.uint32(17).double(message.burst);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.rate = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.burst = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RateLimit>): RateLimit {
+    return RateLimit.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RateLimit>): RateLimit {
+    const message = createBaseRateLimit();
+    message.rate = object.rate ?? 0;
+    message.burst = object.burst ?? 0;
+    return message;
+  },
+};
+
+function createBaseQosLimits(): QosLimits {
+  return {
+    readIops: undefined,
+    writeIops: undefined,
+    totalIops: undefined,
+    readBytesPerSec: undefined,
+    writeBytesPerSec: undefined,
+  };
+}
+
+export const QosLimits: MessageFns<QosLimits> = {
+  encode(message: QosLimits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.readIops !== undefined) {
+      RateLimit.encode(message.readIops, writer.uint32(10).fork()).join();
+    }
+    if (message.writeIops !== undefined) {
+      RateLimit.encode(message.writeIops, writer.uint32(18).fork()).join();
+    }
+    if (message.totalIops !== undefined) {
+      RateLimit.encode(message.totalIops, writer.uint32(26).fork()).join();
+    }
+    if (message.readBytesPerSec !== undefined) {
+      RateLimit.encode(message.readBytesPerSec, writer.uint32(34).fork()).join();
+    }
+    if (message.writeBytesPerSec !== undefined) {
+      RateLimit.encode(message.writeBytesPerSec, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QosLimits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQosLimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.readIops = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.writeIops = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.totalIops = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.readBytesPerSec = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.writeBytesPerSec = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<QosLimits>): QosLimits {
+    return QosLimits.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<QosLimits>): QosLimits {
+    const message = createBaseQosLimits();
+    message.readIops = (object.readIops !== undefined && object.readIops !== null)
+      ? RateLimit.fromPartial(object.readIops)
+      : undefined;
+    message.writeIops = (object.writeIops !== undefined && object.writeIops !== null)
+      ? RateLimit.fromPartial(object.writeIops)
+      : undefined;
+    message.totalIops = (object.totalIops !== undefined && object.totalIops !== null)
+      ? RateLimit.fromPartial(object.totalIops)
+      : undefined;
+    message.readBytesPerSec = (object.readBytesPerSec !== undefined && object.readBytesPerSec !== null)
+      ? RateLimit.fromPartial(object.readBytesPerSec)
+      : undefined;
+    message.writeBytesPerSec = (object.writeBytesPerSec !== undefined && object.writeBytesPerSec !== null)
+      ? RateLimit.fromPartial(object.writeBytesPerSec)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseQosPolicy(): QosPolicy {
+  return { limits: undefined, reservationIops: 0, reservationBytesPerSec: 0, weight: 0 };
+}
+
+export const QosPolicy: MessageFns<QosPolicy> = {
+  encode(message: QosPolicy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limits !== undefined) {
+      QosLimits.encode(message.limits, writer.uint32(10).fork()).join();
+    }
+    if (message.reservationIops !== 0) {
+      writer.uint32(17).double(message.reservationIops);
+    }
+    if (message.reservationBytesPerSec !== 0) {
+      writer.uint32(25).double(message.reservationBytesPerSec);
+    }
+    if (message.weight !== 0) {
+      writer.uint32(33).double(message.weight);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QosPolicy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQosPolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.limits = QosLimits.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.reservationIops = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.reservationBytesPerSec = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.weight = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<QosPolicy>): QosPolicy {
+    return QosPolicy.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<QosPolicy>): QosPolicy {
+    const message = createBaseQosPolicy();
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? QosLimits.fromPartial(object.limits)
+      : undefined;
+    message.reservationIops = object.reservationIops ?? 0;
+    message.reservationBytesPerSec = object.reservationBytesPerSec ?? 0;
+    message.weight = object.weight ?? 0;
+    return message;
+  },
+};
+
+function createBaseQosStatus(): QosStatus {
+  return { throttledMs: 0, delayedIos: 0, queuedIos: 0, servedByReservation: 0, servedByWeight: 0 };
+}
+
+export const QosStatus: MessageFns<QosStatus> = {
+  encode(message: QosStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.throttledMs !== 0) {
+      writer.uint32(8).uint64(message.throttledMs);
+    }
+    if (message.delayedIos !== 0) {
+      writer.uint32(16).uint64(message.delayedIos);
+    }
+    if (message.queuedIos !== 0) {
+      writer.uint32(24).uint32(message.queuedIos);
+    }
+    if (message.servedByReservation !== 0) {
+      writer.uint32(32).uint64(message.servedByReservation);
+    }
+    if (message.servedByWeight !== 0) {
+      writer.uint32(40).uint64(message.servedByWeight);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QosStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQosStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.throttledMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.delayedIos = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.queuedIos = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.servedByReservation = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.servedByWeight = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<QosStatus>): QosStatus {
+    return QosStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<QosStatus>): QosStatus {
+    const message = createBaseQosStatus();
+    message.throttledMs = object.throttledMs ?? 0;
+    message.delayedIos = object.delayedIos ?? 0;
+    message.queuedIos = object.queuedIos ?? 0;
+    message.servedByReservation = object.servedByReservation ?? 0;
+    message.servedByWeight = object.servedByWeight ?? 0;
+    return message;
+  },
+};
+
+function createBaseDiskCapability(): DiskCapability {
+  return { iops: 0, bytesPerSec: 0, source: "", measuredAt: undefined, headroom: 0 };
+}
+
+export const DiskCapability: MessageFns<DiskCapability> = {
+  encode(message: DiskCapability, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.iops !== 0) {
+      writer.uint32(9).double(message.iops);
+    }
+    if (message.bytesPerSec !== 0) {
+      writer.uint32(17).double(message.bytesPerSec);
+    }
+    if (message.source !== "") {
+      writer.uint32(26).string(message.source);
+    }
+    if (message.measuredAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.measuredAt), writer.uint32(34).fork()).join();
+    }
+    if (message.headroom !== 0) {
+      writer.uint32(41).double(message.headroom);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DiskCapability {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDiskCapability();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.iops = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.bytesPerSec = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.measuredAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.headroom = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DiskCapability>): DiskCapability {
+    return DiskCapability.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DiskCapability>): DiskCapability {
+    const message = createBaseDiskCapability();
+    message.iops = object.iops ?? 0;
+    message.bytesPerSec = object.bytesPerSec ?? 0;
+    message.source = object.source ?? "";
+    message.measuredAt = object.measuredAt ?? undefined;
+    message.headroom = object.headroom ?? 0;
+    return message;
+  },
+};
+
+function createBaseSetVolumeQosRequest(): SetVolumeQosRequest {
+  return { name: "", qosClass: "", qos: undefined };
+}
+
+export const SetVolumeQosRequest: MessageFns<SetVolumeQosRequest> = {
+  encode(message: SetVolumeQosRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.qosClass !== "") {
+      writer.uint32(18).string(message.qosClass);
+    }
+    if (message.qos !== undefined) {
+      QosPolicy.encode(message.qos, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetVolumeQosRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetVolumeQosRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.qosClass = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.qos = QosPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetVolumeQosRequest>): SetVolumeQosRequest {
+    return SetVolumeQosRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetVolumeQosRequest>): SetVolumeQosRequest {
+    const message = createBaseSetVolumeQosRequest();
+    message.name = object.name ?? "";
+    message.qosClass = object.qosClass ?? "";
+    message.qos = (object.qos !== undefined && object.qos !== null) ? QosPolicy.fromPartial(object.qos) : undefined;
+    return message;
+  },
+};
+
+function createBaseSetDiskCapabilityRequest(): SetDiskCapabilityRequest {
+  return { recalibrate: false, iops: 0, bytesPerSec: 0, headroom: 0 };
+}
+
+export const SetDiskCapabilityRequest: MessageFns<SetDiskCapabilityRequest> = {
+  encode(message: SetDiskCapabilityRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recalibrate !== false) {
+      writer.uint32(8).bool(message.recalibrate);
+    }
+    if (message.iops !== 0) {
+      writer.uint32(17).double(message.iops);
+    }
+    if (message.bytesPerSec !== 0) {
+      writer.uint32(25).double(message.bytesPerSec);
+    }
+    if (message.headroom !== 0) {
+      writer.uint32(33).double(message.headroom);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetDiskCapabilityRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetDiskCapabilityRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.recalibrate = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.iops = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.bytesPerSec = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.headroom = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetDiskCapabilityRequest>): SetDiskCapabilityRequest {
+    return SetDiskCapabilityRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetDiskCapabilityRequest>): SetDiskCapabilityRequest {
+    const message = createBaseSetDiskCapabilityRequest();
+    message.recalibrate = object.recalibrate ?? false;
+    message.iops = object.iops ?? 0;
+    message.bytesPerSec = object.bytesPerSec ?? 0;
+    message.headroom = object.headroom ?? 0;
     return message;
   },
 };
@@ -1522,7 +2315,7 @@ export const VolumeExport: MessageFns<VolumeExport> = {
 };
 
 function createBaseCreateVolumeRequest(): CreateVolumeRequest {
-  return { name: "", sizeBytes: 0, labels: {}, replicas: 0, source: undefined };
+  return { name: "", sizeBytes: 0, labels: {}, replicas: 0, source: undefined, qosClass: "", qos: undefined };
 }
 
 export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
@@ -1541,6 +2334,12 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     }
     if (message.source !== undefined) {
       VolumeSource.encode(message.source, writer.uint32(42).fork()).join();
+    }
+    if (message.qosClass !== "") {
+      writer.uint32(50).string(message.qosClass);
+    }
+    if (message.qos !== undefined) {
+      QosPolicy.encode(message.qos, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1601,6 +2400,22 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
             message.source = VolumeSource.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.qosClass = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.qos = QosPolicy.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1633,6 +2448,8 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     message.source = (object.source !== undefined && object.source !== null)
       ? VolumeSource.fromPartial(object.source)
       : undefined;
+    message.qosClass = object.qosClass ?? "";
+    message.qos = (object.qos !== undefined && object.qos !== null) ? QosPolicy.fromPartial(object.qos) : undefined;
     return message;
   },
 };
@@ -2090,7 +2907,7 @@ export const GetNodeRequest: MessageFns<GetNodeRequest> = {
 };
 
 function createBaseNode(): Node {
-  return { nodeId: "", version: "", pool: undefined, nbdTcpAddress: "", nbdUnixSocket: "" };
+  return { nodeId: "", version: "", pool: undefined, nbdTcpAddress: "", nbdUnixSocket: "", qosClasses: {} };
 }
 
 export const Node: MessageFns<Node> = {
@@ -2110,6 +2927,9 @@ export const Node: MessageFns<Node> = {
     if (message.nbdUnixSocket !== "") {
       writer.uint32(42).string(message.nbdUnixSocket);
     }
+    globalThis.Object.entries(message.qosClasses).forEach(([key, value]: [string, QosPolicy]) => {
+      Node_QosClassesEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
     return writer;
   },
 
@@ -2166,6 +2986,17 @@ export const Node: MessageFns<Node> = {
             message.nbdUnixSocket = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = Node_QosClassesEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.qosClasses[entry6.key] = entry6.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2188,6 +3019,84 @@ export const Node: MessageFns<Node> = {
     message.pool = (object.pool !== undefined && object.pool !== null) ? Pool.fromPartial(object.pool) : undefined;
     message.nbdTcpAddress = object.nbdTcpAddress ?? "";
     message.nbdUnixSocket = object.nbdUnixSocket ?? "";
+    message.qosClasses = (globalThis.Object.entries(object.qosClasses ?? {}) as [string, QosPolicy][]).reduce(
+      (acc: { [key: string]: QosPolicy }, [key, value]: [string, QosPolicy]) => {
+        if (value !== undefined) {
+          acc[key] = QosPolicy.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseNode_QosClassesEntry(): Node_QosClassesEntry {
+  return { key: "", value: undefined };
+}
+
+export const Node_QosClassesEntry: MessageFns<Node_QosClassesEntry> = {
+  encode(message: Node_QosClassesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      QosPolicy.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Node_QosClassesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNode_QosClassesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = QosPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Node_QosClassesEntry>): Node_QosClassesEntry {
+    return Node_QosClassesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Node_QosClassesEntry>): Node_QosClassesEntry {
+    const message = createBaseNode_QosClassesEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? QosPolicy.fromPartial(object.value)
+      : undefined;
     return message;
   },
 };
@@ -2202,6 +3111,9 @@ function createBasePool(): Pool {
     extentSizeBytes: 0,
     volumeCount: 0,
     snapshotCount: 0,
+    capability: undefined,
+    reservedIops: 0,
+    reservedBytesPerSec: 0,
   };
 }
 
@@ -2230,6 +3142,15 @@ export const Pool: MessageFns<Pool> = {
     }
     if (message.snapshotCount !== 0) {
       writer.uint32(64).uint32(message.snapshotCount);
+    }
+    if (message.capability !== undefined) {
+      DiskCapability.encode(message.capability, writer.uint32(74).fork()).join();
+    }
+    if (message.reservedIops !== 0) {
+      writer.uint32(81).double(message.reservedIops);
+    }
+    if (message.reservedBytesPerSec !== 0) {
+      writer.uint32(89).double(message.reservedBytesPerSec);
     }
     return writer;
   },
@@ -2311,6 +3232,30 @@ export const Pool: MessageFns<Pool> = {
             message.snapshotCount = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.capability = DiskCapability.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.reservedIops = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.reservedBytesPerSec = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2336,6 +3281,11 @@ export const Pool: MessageFns<Pool> = {
     message.extentSizeBytes = object.extentSizeBytes ?? 0;
     message.volumeCount = object.volumeCount ?? 0;
     message.snapshotCount = object.snapshotCount ?? 0;
+    message.capability = (object.capability !== undefined && object.capability !== null)
+      ? DiskCapability.fromPartial(object.capability)
+      : undefined;
+    message.reservedIops = object.reservedIops ?? 0;
+    message.reservedBytesPerSec = object.reservedBytesPerSec ?? 0;
     return message;
   },
 };
@@ -2420,6 +3370,20 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
+  /**
+   * SetVolumeQos replaces a volume's QoS policy, live (it takes effect within
+   * a second). A larger reservation is admitted against the disk first
+   * (QOS_ADMISSION_DENIED). Idempotent.
+   */
+  setVolumeQos: {
+    path: "/keelson.v1.VolumeService/SetVolumeQos" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetVolumeQosRequest): Buffer => Buffer.from(SetVolumeQosRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetVolumeQosRequest => SetVolumeQosRequest.decode(value),
+    responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
+  },
 } as const;
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
@@ -2451,6 +3415,12 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * Idempotent in effect: reverting twice leaves the same data.
    */
   revertVolume: handleUnaryCall<RevertVolumeRequest, Volume>;
+  /**
+   * SetVolumeQos replaces a volume's QoS policy, live (it takes effect within
+   * a second). A larger reservation is admitted against the disk first
+   * (QOS_ADMISSION_DENIED). Idempotent.
+   */
+  setVolumeQos: handleUnaryCall<SetVolumeQosRequest, Volume>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -2562,6 +3532,26 @@ export interface VolumeServiceClient extends Client {
   ): ClientUnaryCall;
   revertVolume(
     request: RevertVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  /**
+   * SetVolumeQos replaces a volume's QoS policy, live (it takes effect within
+   * a second). A larger reservation is admitted against the disk first
+   * (QOS_ADMISSION_DENIED). Idempotent.
+   */
+  setVolumeQos(
+    request: SetVolumeQosRequest,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  setVolumeQos(
+    request: SetVolumeQosRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  setVolumeQos(
+    request: SetVolumeQosRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
@@ -2750,11 +3740,30 @@ export const NodeServiceService = {
     responseSerialize: (value: Node): Buffer => Buffer.from(Node.encode(value).finish()),
     responseDeserialize: (value: Buffer): Node => Node.decode(value),
   },
+  /**
+   * SetDiskCapability overrides the disk's calibrated capability (or, with
+   * recalibrate, measures it again). Reservations already admitted stay.
+   */
+  setDiskCapability: {
+    path: "/keelson.v1.NodeService/SetDiskCapability" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetDiskCapabilityRequest): Buffer =>
+      Buffer.from(SetDiskCapabilityRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetDiskCapabilityRequest => SetDiskCapabilityRequest.decode(value),
+    responseSerialize: (value: Node): Buffer => Buffer.from(Node.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Node => Node.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
   /** GetNode returns this engine's identity, pool space and export endpoints. */
   getNode: handleUnaryCall<GetNodeRequest, Node>;
+  /**
+   * SetDiskCapability overrides the disk's calibrated capability (or, with
+   * recalibrate, measures it again). Reservations already admitted stay.
+   */
+  setDiskCapability: handleUnaryCall<SetDiskCapabilityRequest, Node>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -2767,6 +3776,25 @@ export interface NodeServiceClient extends Client {
   ): ClientUnaryCall;
   getNode(
     request: GetNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Node) => void,
+  ): ClientUnaryCall;
+  /**
+   * SetDiskCapability overrides the disk's calibrated capability (or, with
+   * recalibrate, measures it again). Reservations already admitted stay.
+   */
+  setDiskCapability(
+    request: SetDiskCapabilityRequest,
+    callback: (error: ServiceError | null, response: Node) => void,
+  ): ClientUnaryCall;
+  setDiskCapability(
+    request: SetDiskCapabilityRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Node) => void,
+  ): ClientUnaryCall;
+  setDiskCapability(
+    request: SetDiskCapabilityRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Node) => void,

@@ -1,0 +1,146 @@
+import { DiskScheduler, type SchedulerClient } from "./disk-scheduler.js";
+import { DEFAULT_WEIGHT, isUnlimited, type QosPolicy } from "./policy.js";
+import { type Clock, type QueuedIo, realClock, VolumeThrottle } from "./volume-throttle.js";
+
+/** One I/O on its way through a volume's throttle and the disk scheduler. */
+export interface QosIo {
+  readonly write: boolean;
+  readonly bytes: number;
+  /** Runs the I/O in the store; must call `finish` exactly once when it completes. */
+  execute(finish: () => void): void;
+}
+
+/** QoS state of one volume: its throttle (limits) and its place in the disk scheduler. */
+export class VolumeQos {
+  readonly throttle: VolumeThrottle;
+  readonly client: SchedulerClient;
+  policy: QosPolicy;
+
+  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient) {
+    this.policy = policy;
+    this.throttle = throttle;
+    this.client = client;
+  }
+}
+
+/** What a volume's QoS reports (per-volume metrics). */
+export interface VolumeQosStatus {
+  throttledMs: number;
+  delayedIos: number;
+  queuedIos: number;
+  servedByReservation: number;
+  servedByWeight: number;
+}
+
+class Pending implements QueuedIo {
+  readonly write: boolean;
+  readonly bytes: number;
+  readonly #io: QosIo;
+  readonly #manager: QosManager;
+  readonly #qos: VolumeQos;
+  readonly #finish = (): void => this.#manager.scheduler.done();
+
+  constructor(manager: QosManager, qos: VolumeQos, io: QosIo) {
+    this.#manager = manager;
+    this.#qos = qos;
+    this.#io = io;
+    this.write = io.write;
+    this.bytes = io.bytes;
+  }
+
+  /** Past the throttle: on to the disk scheduler. */
+  start(): void {
+    this.#manager.scheduler.submit(this.#qos.client, this);
+  }
+
+  /** Given a slot by the scheduler: into the store. */
+  run(): void {
+    this.#io.execute(this.#finish);
+  }
+}
+
+/**
+ * QoS of one disk pool: every volume's limits and the disk's scheduler. The
+ * scheduler only engages once some volume reserves IOPS or has a non-default
+ * weight; until then, and for a volume without limits, I/O goes straight to
+ * the store with no extra work.
+ */
+export class QosManager {
+  readonly scheduler: DiskScheduler;
+  readonly #clock: Clock;
+  readonly #volumes = new Map<string, VolumeQos>();
+  /** Volumes with a reservation or a non-default weight. */
+  #scheduled = 0;
+
+  constructor(maxInFlight: number, clock: Clock = realClock) {
+    this.#clock = clock;
+    this.scheduler = new DiskScheduler(maxInFlight, clock);
+  }
+
+  /** Sets (or replaces, live) the policy of the volume `uid`. */
+  apply(uid: string, policy: QosPolicy): VolumeQos {
+    const existing = this.#volumes.get(uid);
+    if (existing) {
+      this.#scheduled -= needsScheduling(existing.policy) ? 1 : 0;
+      existing.policy = policy;
+      existing.throttle.reconfigure(policy.limits);
+      existing.client.reservationIops = policy.reservationIops;
+      existing.client.weight = policy.weight;
+      this.#scheduled += needsScheduling(policy) ? 1 : 0;
+      return existing;
+    }
+    const qos = new VolumeQos(
+      policy,
+      new VolumeThrottle(policy.limits, this.#clock),
+      this.scheduler.addClient(policy.reservationIops, policy.weight),
+    );
+    this.#volumes.set(uid, qos);
+    this.#scheduled += needsScheduling(policy) ? 1 : 0;
+    return qos;
+  }
+
+  /** Forgets a deleted volume; anything it had waiting still runs. */
+  remove(uid: string): void {
+    const qos = this.#volumes.get(uid);
+    if (!qos) return;
+    this.#volumes.delete(uid);
+    this.#scheduled -= needsScheduling(qos.policy) ? 1 : 0;
+    qos.throttle.drain();
+    this.scheduler.removeClient(qos.client);
+  }
+
+  get(uid: string): VolumeQos | undefined {
+    return this.#volumes.get(uid);
+  }
+
+  /** True when I/O of this volume may skip QoS entirely. */
+  passThrough(qos: VolumeQos | undefined): boolean {
+    return this.#scheduled === 0 && (qos === undefined || isUnlimited(qos.policy));
+  }
+
+  /** Sends an I/O through the volume's throttle and the disk scheduler. False when its throttle queue is full. */
+  submit(qos: VolumeQos, io: QosIo): boolean {
+    const pending = new Pending(this, qos, io);
+    if (qos.throttle.unlimited) {
+      pending.start();
+      return true;
+    }
+    return qos.throttle.submit(pending);
+  }
+
+  status(uid: string): VolumeQosStatus {
+    const qos = this.#volumes.get(uid);
+    if (!qos) return { throttledMs: 0, delayedIos: 0, queuedIos: 0, servedByReservation: 0, servedByWeight: 0 };
+    return {
+      throttledMs: Math.round(qos.throttle.throttledMs),
+      delayedIos: qos.throttle.delayedIos,
+      queuedIos: qos.throttle.queuedIos,
+      servedByReservation: qos.client.servedByReservation,
+      servedByWeight: qos.client.servedByWeight,
+    };
+  }
+}
+
+function needsScheduling(policy: QosPolicy): boolean {
+  return policy.reservationIops > 0 || policy.weight !== DEFAULT_WEIGHT;
+}
