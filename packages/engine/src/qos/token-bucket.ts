@@ -1,3 +1,6 @@
+/** Debts smaller than this count as paid. */
+const DEBT_EPSILON = 1e-6;
+
 /**
  * A token bucket: `rate` tokens a second, at most `burst` saved up. A request
  * passes when the bucket is not in debt and takes all it needs, going into
@@ -38,7 +41,8 @@ export class TokenBucket {
   /** Milliseconds until a request may pass (0: now). */
   waitMs(nowMs: number): number {
     this.#refill(nowMs);
-    return this.#tokens >= 0 ? 0 : (-this.#tokens * 1000) / this.#rate;
+    // A debt left by floating-point rounding would ask for a wait too short for the clock to move.
+    return this.#tokens >= -DEBT_EPSILON ? 0 : (-this.#tokens * 1000) / this.#rate;
   }
 
   /** Takes `n` tokens; call only when `waitMs` said 0. */
