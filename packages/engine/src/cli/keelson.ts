@@ -1,13 +1,23 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { createClient, isKeelsonError, type KeelsonClient, type Snapshot, type Volume, type VolumeSource } from "@keelson/sdk";
+import {
+  createClient,
+  isKeelsonError,
+  type KeelsonClient,
+  type QosLimits,
+  type QosPolicy,
+  type Snapshot,
+  type Volume,
+  type VolumeSource,
+} from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>
 
 commands:
-  volume create NAME --size SIZE [--label k=v]...   create a thin volume (idempotent)
+  volume create NAME --size SIZE [--label k=v]... [QOS]   create a thin volume (idempotent)
+  volume qos NAME [QOS]                              replace a volume's QoS policy, live
   volume clone NAME --from VOLUME[@SNAPSHOT] [--size SIZE]
                                                      clone a snapshot, or a live volume (implicit snapshot)
   volume revert NAME --to SNAPSHOT                   put a disconnected volume back to its snapshot
@@ -19,7 +29,17 @@ commands:
   snapshot list [VOLUME]                             list snapshots
   snapshot get VOLUME@NAME                           show one snapshot
   snapshot delete VOLUME@NAME                        delete a snapshot (its data folds into the next layer)
-  node info                                          pool space and endpoints of the engine
+  node info                                          pool space, disk capability and endpoints of the engine
+  node capability --iops N --bandwidth SIZE [--headroom F] | --recalibrate
+                                                     set (or measure again) what the disk can do
+
+QOS (any of):
+  --qos-class NAME                 a class from keelsond --qos-classes; the flags below override it
+  --limit KEY=RATE[/BURST]         KEY: total-iops, read-iops, write-iops, read-bw, write-bw
+                                   (bw rates take sizes per second: --limit write-bw=50M)
+  --reserve-iops N                 guaranteed IOPS (admitted against the disk's capability)
+  --reserve-bw SIZE                guaranteed bytes per second
+  --weight N                       share of what is left beyond reservations (default 1)
 
 options:
   --address ADDR   control API of the engine (default $KEELSON_ADDRESS or ${DEFAULT_GRPC_ADDRESS})
@@ -34,6 +54,50 @@ interface Args {
   force: boolean;
   from?: string;
   to?: string;
+  qosClass?: string;
+  limits: string[];
+  reserveIops?: string;
+  reserveBw?: string;
+  weight?: string;
+  iops?: string;
+  bandwidth?: string;
+  headroom?: string;
+  recalibrate: boolean;
+}
+
+const LIMIT_FLAGS: Record<string, { key: keyof QosLimits; bytes: boolean }> = {
+  "total-iops": { key: "totalIops", bytes: false },
+  "read-iops": { key: "readIops", bytes: false },
+  "write-iops": { key: "writeIops", bytes: false },
+  "read-bw": { key: "readBytesPerSec", bytes: true },
+  "write-bw": { key: "writeBytesPerSec", bytes: true },
+};
+
+function number(value: string, what: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new Error(`invalid ${what} ${JSON.stringify(value)}: a number`);
+  return n;
+}
+
+/** The QoS flags as a policy; undefined when none was given. */
+function qosFromArgs(args: Args): QosPolicy | undefined {
+  const limits: QosLimits = {};
+  for (const l of args.limits) {
+    const [key, value = ""] = l.split("=", 2);
+    const flag = LIMIT_FLAGS[key ?? ""];
+    if (!flag) throw new Error(`invalid --limit ${JSON.stringify(l)}: keys are ${Object.keys(LIMIT_FLAGS).join(", ")}`);
+    const [rate = "", burst] = value.split("/", 2);
+    const parse = (v: string): number => (flag.bytes ? parseSizeBytes(v) : number(v, `--limit ${key}`));
+    limits[flag.key] = burst === undefined ? { rate: parse(rate) } : { rate: parse(rate), burst: parse(burst) };
+  }
+  const policy: QosPolicy = {
+    limits,
+    ...(args.reserveIops ? { reservationIops: number(args.reserveIops, "--reserve-iops") } : {}),
+    ...(args.reserveBw ? { reservationBytesPerSec: parseSizeBytes(args.reserveBw) } : {}),
+    ...(args.weight ? { weight: number(args.weight, "--weight") } : {}),
+  };
+  const empty = args.limits.length === 0 && !args.reserveIops && !args.reserveBw && !args.weight;
+  return empty ? undefined : policy;
 }
 
 /** Splits `VOLUME@SNAPSHOT`; the snapshot part is undefined without an '@'. */
@@ -142,10 +206,13 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
   const [, sub, name] = args.positionals;
   switch (sub) {
     case "create": {
+      const qos = qosFromArgs(args);
       const v = await client.createVolume({
         name: need(name, "NAME"),
         sizeBytes: parseSizeBytes(need(args.size, "--size")),
         labels: parseLabels(args.labels),
+        ...(args.qosClass ? { qosClass: args.qosClass } : {}),
+        ...(qos ? { qos } : {}),
       });
       return print(args, v, () => table(volumeRows([v])));
     }
@@ -157,6 +224,15 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
         source: cloneSource(need(args.from, "--from")),
       });
       return print(args, v, () => table(volumeRows([v])));
+    }
+    case "qos": {
+      const qos = qosFromArgs(args);
+      const v = await client.setVolumeQos({
+        name: need(name, "NAME"),
+        ...(args.qosClass ? { qosClass: args.qosClass } : {}),
+        ...(qos ? { qos } : {}),
+      });
+      return print(args, v, () => `${v.name}: ${JSON.stringify({ qosClass: v.qosClass, ...v.qos })}`);
     }
     case "revert": {
       const v = await client.revertVolume({ name: need(name, "NAME"), snapshot: need(args.to, "--to") });
@@ -184,10 +260,21 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
 }
 
 async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
+  const sub = args.positionals[1];
+  if (sub === "capability") {
+    const n = await client.setDiskCapability({
+      recalibrate: args.recalibrate,
+      ...(args.iops ? { iops: number(args.iops, "--iops") } : {}),
+      ...(args.bandwidth ? { bytesPerSec: parseSizeBytes(args.bandwidth) } : {}),
+      ...(args.headroom ? { headroom: number(args.headroom, "--headroom") } : {}),
+    });
+    return print(args, n.pool.capability, () => JSON.stringify(n.pool.capability));
+  }
+  if (sub !== undefined && sub !== "info") throw new Error(`unknown node command ${JSON.stringify(sub)}\n\n${USAGE}`);
   const n = await client.getNode();
   print(args, n, () =>
     table([
-      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "NBD"],
+      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "CAPABILITY", "RESERVED", "NBD"],
       [
         n.nodeId,
         n.pool.path,
@@ -195,6 +282,8 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
         formatBytes(n.pool.allocatedBytes),
         formatBytes(n.pool.freeBytes),
         String(n.pool.volumeCount),
+        n.pool.capability ? `${n.pool.capability.iops} IOPS ${formatBytes(n.pool.capability.bytesPerSec)}/s` : "-",
+        `${n.pool.reservedIops} IOPS`,
         n.nbdTcpAddress || n.nbdUnixSocket,
       ],
     ]),
@@ -212,6 +301,15 @@ async function main(): Promise<number> {
       force: { type: "boolean" },
       from: { type: "string" },
       to: { type: "string" },
+      "qos-class": { type: "string" },
+      limit: { type: "string", multiple: true },
+      "reserve-iops": { type: "string" },
+      "reserve-bw": { type: "string" },
+      weight: { type: "string" },
+      iops: { type: "string" },
+      bandwidth: { type: "string" },
+      headroom: { type: "string" },
+      recalibrate: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -227,6 +325,15 @@ async function main(): Promise<number> {
     force: values.force ?? false,
     from: values.from,
     to: values.to,
+    qosClass: values["qos-class"],
+    limits: values.limit ?? [],
+    reserveIops: values["reserve-iops"],
+    reserveBw: values["reserve-bw"],
+    weight: values.weight,
+    iops: values.iops,
+    bandwidth: values.bandwidth,
+    headroom: values.headroom,
+    recalibrate: values.recalibrate ?? false,
   };
   const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
   const client = createClient({ address, defaultTimeoutMs: 15_000 });
