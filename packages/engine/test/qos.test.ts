@@ -67,8 +67,21 @@ async function code(p: Promise<unknown>): Promise<string> {
 }
 
 async function daemon(dir: string, extraArgs: string[] = []): Promise<{ d: TestDaemon; client: KeelsonClient }> {
-  const d = await startDaemon({ poolPath: path.join(dir, "pool.img"), poolSize: "1G", dir, extraArgs });
+  const args = ["--metrics-listen", "127.0.0.1:0", ...extraArgs];
+  const d = await startDaemon({ poolPath: path.join(dir, "pool.img"), poolSize: "1G", dir, extraArgs: args });
   return { d, client: d.client() };
+}
+
+/** One sample of a Prometheus scrape of the daemon: `name{labels}` to value. */
+async function scrape(d: TestDaemon): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://${d.metricsAddress}/metrics`)).text();
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#") || line.trim() === "") continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
 }
 
 describe("QoS", () => {
@@ -103,6 +116,9 @@ describe("QoS", () => {
       const status = (await client.getVolume({ name: "iops" })).qosStatus;
       expect(status.delayedIos).toBeGreaterThan(0);
       expect(status.throttledMs).toBeGreaterThan(5000);
+      const metrics = await scrape(d);
+      expect(metrics.get('keelson_volume_qos_delayed_ios_total{volume="iops"}')).toBe(status.delayedIos);
+      expect(metrics.get('keelson_volume_qos_throttled_seconds_total{volume="iops"}')).toBeGreaterThan(5);
     } finally {
       await d.stop();
     }
@@ -195,6 +211,10 @@ describe("QoS", () => {
       expect(gold).toMatchObject({ qosClass: "gold", qos: { reservationIops: 3000, weight: 4 } });
       await client.createVolume({ name: "big", sizeBytes: 16 * MIB, qos: { reservationIops: 6000 } });
       expect((await client.getNode()).pool.reservedIops).toBe(9000);
+      const metrics = await scrape(d);
+      const disk = `pool="${path.join(dir.path, "pool.img")}"`;
+      expect(metrics.get(`keelson_disk_reserved_iops{${disk}}`)).toBe(9000);
+      expect(metrics.get(`keelson_disk_capability_iops{${disk}}`)).toBe(10_000);
       const denied = await client
         .createVolume({ name: "c", sizeBytes: 16 * MIB, qos: { reservationIops: 100 } })
         .catch((e: unknown) => e);

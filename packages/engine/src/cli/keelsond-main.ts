@@ -18,7 +18,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --node-id ID           node identity (default: hostname)
   --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
   --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
-  --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket} as JSON once serving
+  --metrics-listen ADDR  Prometheus /metrics over HTTP, host:port (default: not served)
+  --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
 const log = jsonLogger("keelsond");
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
       "node-id": { type: "string" },
       "qos-classes": { type: "string" },
       "disk-queue-depth": { type: "string" },
+      "metrics-listen": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -57,6 +59,7 @@ async function main(): Promise<void> {
       ? parseQosClasses(fs.readFileSync(values["qos-classes"], "utf8"), values["qos-classes"])
       : undefined,
     diskQueueDepth: values["disk-queue-depth"] ? Number(values["disk-queue-depth"]) : undefined,
+    metricsAddress: values["metrics-listen"],
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);

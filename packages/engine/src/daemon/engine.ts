@@ -4,6 +4,7 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
+import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
 import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
@@ -31,6 +32,8 @@ export interface EngineOptions {
   qosClasses?: ReadonlyMap<string, QosPolicy>;
   /** I/Os the disk scheduler lets run at once (default: twice the libuv thread pool). */
   diskQueueDepth?: number;
+  /** Prometheus `/metrics` over HTTP, `host:port`; none when absent. */
+  metricsAddress?: string;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -46,6 +49,8 @@ export interface StartedEngine extends AsyncDisposable {
   readonly grpcAddress: string;
   readonly nbdAddress: string;
   readonly nbdSocket: string;
+  /** `host:port` of `/metrics`, or "" when not served. */
+  readonly metricsAddress: string;
   readonly pool: Pool;
   close(): Promise<void>;
 }
@@ -108,6 +113,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     grpc.addService(SnapshotServiceService, snapshotService(ctx));
     grpc.addService(NodeServiceService, nodeService(ctx));
     const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
+    const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
     log.log("info", "engine started", {
       pool: pool.device.path,
       volumes: pool.listVolumes().length,
@@ -116,18 +122,28 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
+      metricsAddress: metrics?.address ?? "",
     });
     let closing: Promise<void> | null = null;
     const close = (): Promise<void> => {
       closing ??= (async () => {
         grpc.forceShutdown();
+        await metrics?.close();
         await nbd.close();
         await pool.close();
         log.log("info", "engine stopped", { pool: pool.device.path });
       })();
       return closing;
     };
-    return { grpcAddress, nbdAddress: nbd.tcpAddress, nbdSocket: nbd.unixSocket, pool, close, [Symbol.asyncDispose]: close };
+    return {
+      grpcAddress,
+      nbdAddress: nbd.tcpAddress,
+      nbdSocket: nbd.unixSocket,
+      metricsAddress: metrics?.address ?? "",
+      pool,
+      close,
+      [Symbol.asyncDispose]: close,
+    };
   } catch (error) {
     grpc.forceShutdown();
     await nbd.close();
@@ -138,7 +154,13 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
 
 /** Writes the addresses a started engine serves on, for scripts and tests that started it with port 0. */
 export function writeReadyFile(path: string, engine: StartedEngine): void {
-  const ready = { pid: process.pid, grpcAddress: engine.grpcAddress, nbdAddress: engine.nbdAddress, nbdSocket: engine.nbdSocket };
+  const ready = {
+    pid: process.pid,
+    grpcAddress: engine.grpcAddress,
+    nbdAddress: engine.nbdAddress,
+    nbdSocket: engine.nbdSocket,
+    metricsAddress: engine.metricsAddress,
+  };
   fs.writeFileSync(`${path}.tmp`, JSON.stringify(ready));
   fs.renameSync(`${path}.tmp`, path);
 }

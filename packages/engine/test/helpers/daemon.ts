@@ -16,6 +16,8 @@ export interface TestDaemon extends AsyncDisposable {
   readonly grpcAddress: string;
   readonly nbdAddress: string;
   readonly nbdSocket: string;
+  /** `host:port` of Prometheus `/metrics`, "" unless started with `--metrics-listen`. */
+  readonly metricsAddress: string;
   /** Log lines written so far (JSON, stderr). */
   log(): string;
   client(): KeelsonClient;
@@ -57,7 +59,12 @@ export async function startDaemon(options: StartDaemonOptions): Promise<TestDaem
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  const info = JSON.parse(fs.readFileSync(ready, "utf8")) as { grpcAddress: string; nbdAddress: string; nbdSocket: string };
+  const info = JSON.parse(fs.readFileSync(ready, "utf8")) as {
+    grpcAddress: string;
+    nbdAddress: string;
+    nbdSocket: string;
+    metricsAddress: string;
+  };
   fs.rmSync(ready, { force: true });
   const clients: KeelsonClient[] = [];
   const stop = async (): Promise<void> => {

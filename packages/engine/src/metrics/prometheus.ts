@@ -1,0 +1,146 @@
+import http from "node:http";
+import type { QosManager } from "../qos/qos-manager.js";
+import type { Pool } from "../store/pool.js";
+
+// Prometheus text exposition (format 0.0.4) of what the engine knows: pool
+// space, the disk's capability against its reservations, and per volume its
+// allocation and what QoS did to its I/O. Rendered on each scrape from live
+// state; nothing is kept per request.
+
+type Labels = Record<string, string>;
+
+interface Family {
+  name: string;
+  help: string;
+  type: "gauge" | "counter";
+  samples: Array<[Labels, number]>;
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+function render(families: Family[]): string {
+  const lines: string[] = [];
+  for (const f of families) {
+    lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const [labels, value] of f.samples) {
+      const l = Object.entries(labels)
+        .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+        .join(",");
+      lines.push(`${f.name}${l ? `{${l}}` : ""} ${Number.isFinite(value) ? value : 0}`);
+    }
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** The metric families of one engine, now. */
+export function collectMetrics(pool: Pool, qos: QosManager): string {
+  const disk = { pool: pool.device.path };
+  const space = pool.space();
+  const reserved = pool.reserved();
+  const volumes = pool.listVolumes();
+  const perVolume = (fn: (uid: string) => number): Array<[Labels, number]> =>
+    volumes.map((v) => [{ volume: v.name }, fn(v.record.uid)]);
+  return render([
+    {
+      name: "keelson_pool_bytes",
+      help: "Pool space by state.",
+      type: "gauge",
+      samples: [
+        [{ ...disk, state: "total" }, space.totalBytes],
+        [{ ...disk, state: "allocated" }, space.allocatedBytes],
+        [{ ...disk, state: "free" }, space.freeBytes],
+      ],
+    },
+    {
+      name: "keelson_disk_capability_iops",
+      help: "IOPS the disk can serve (calibrated or set).",
+      type: "gauge",
+      samples: [[disk, pool.disk?.iops ?? 0]],
+    },
+    {
+      name: "keelson_disk_capability_bytes_per_second",
+      help: "Bytes per second the disk can serve (calibrated or set).",
+      type: "gauge",
+      samples: [[disk, pool.disk?.bytesPerSec ?? 0]],
+    },
+    {
+      name: "keelson_disk_reserved_iops",
+      help: "IOPS reserved by volumes on the disk.",
+      type: "gauge",
+      samples: [[disk, reserved.iops]],
+    },
+    {
+      name: "keelson_disk_reserved_bytes_per_second",
+      help: "Bytes per second reserved by volumes on the disk.",
+      type: "gauge",
+      samples: [[disk, reserved.bytesPerSec]],
+    },
+    {
+      name: "keelson_disk_queued_ios",
+      help: "I/Os waiting in the disk scheduler.",
+      type: "gauge",
+      samples: [[disk, qos.scheduler.queued]],
+    },
+    {
+      name: "keelson_volume_size_bytes",
+      help: "Volume size.",
+      type: "gauge",
+      samples: volumes.map((v) => [{ volume: v.name }, v.sizeBytes]),
+    },
+    {
+      name: "keelson_volume_allocated_bytes",
+      help: "Pool bytes held by the volume's writable layer.",
+      type: "gauge",
+      samples: volumes.map((v) => [{ volume: v.name }, pool.layerBytes(v.head)]),
+    },
+    {
+      name: "keelson_volume_qos_throttled_seconds_total",
+      help: "Time during which I/O of the volume waited on its limits.",
+      type: "counter",
+      samples: perVolume((uid) => qos.status(uid).throttledMs / 1000),
+    },
+    {
+      name: "keelson_volume_qos_delayed_ios_total",
+      help: "I/Os of the volume that waited on a limit.",
+      type: "counter",
+      samples: perVolume((uid) => qos.status(uid).delayedIos),
+    },
+    {
+      name: "keelson_volume_qos_reserved_ios_total",
+      help: "I/Os the disk scheduler started to meet the volume's reservation.",
+      type: "counter",
+      samples: perVolume((uid) => qos.status(uid).servedByReservation),
+    },
+    {
+      name: "keelson_volume_qos_reservation_iops",
+      help: "The volume's reserved IOPS.",
+      type: "gauge",
+      samples: volumes.map((v) => [{ volume: v.name }, v.record.qos?.reservationIops ?? 0]),
+    },
+  ]);
+}
+
+/** Serves GET /metrics on `address` (`host:port`); resolves with the bound address. */
+export function serveMetrics(address: string, render: () => string): Promise<{ address: string; close(): Promise<void> }> {
+  const at = address.lastIndexOf(":");
+  const server = http.createServer((req, res) => {
+    if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("only GET /metrics is served\n");
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(render());
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(address.slice(at + 1)), address.slice(0, at), () => {
+      const bound = server.address();
+      const port = typeof bound === "object" && bound ? bound.port : 0;
+      resolve({
+        address: `${address.slice(0, at)}:${port}`,
+        close: () => new Promise<void>((r) => server.close(() => r())),
+      });
+    });
+  });
+}
