@@ -57,17 +57,19 @@ type ZeroRequest = { trim: boolean; noHole: boolean; fua: boolean };
 class VolumeExport extends ChainExport<Volume> {
   readonly readOnly = false;
   readonly #qos: QosManager | null;
+  /** The volume's QoS state, looked up once; a policy change updates this same object. */
+  readonly #volumeQos: VolumeQos | undefined;
 
   constructor(pool: Pool, volume: Volume, qos: QosManager | null) {
     super(pool, volume, describeVolume(volume));
     this.#qos = qos;
+    this.#volumeQos = qos?.get(volume.record.uid);
   }
 
   /** The volume's QoS state, or null when its I/O may go straight to the store. */
   #limited(): VolumeQos | null {
-    if (this.#qos === null) return null;
-    const q = this.#qos.get(this.target.record.uid);
-    return q === undefined || this.#qos.passThrough(q) ? null : q;
+    const q = this.#volumeQos;
+    return q === undefined || this.#qos === null || this.#qos.passThrough(q) ? null : q;
   }
 
   override read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {

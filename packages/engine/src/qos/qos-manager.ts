@@ -14,12 +14,24 @@ export interface QosIo {
 export class VolumeQos {
   readonly throttle: VolumeThrottle;
   readonly client: SchedulerClient;
-  policy: QosPolicy;
+  #policy: QosPolicy;
+  /** The policy limits and reserves nothing (cached: the I/O path reads it per request). */
+  unlimited: boolean;
 
   constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient) {
-    this.policy = policy;
+    this.#policy = policy;
+    this.unlimited = isUnlimited(policy);
     this.throttle = throttle;
     this.client = client;
+  }
+
+  get policy(): QosPolicy {
+    return this.#policy;
+  }
+
+  set policy(policy: QosPolicy) {
+    this.#policy = policy;
+    this.unlimited = isUnlimited(policy);
   }
 }
 
@@ -113,9 +125,9 @@ export class QosManager {
     return this.#volumes.get(uid);
   }
 
-  /** True when I/O of this volume may skip QoS entirely. */
-  passThrough(qos: VolumeQos | undefined): boolean {
-    return this.#scheduled === 0 && (qos === undefined || isUnlimited(qos.policy));
+  /** True when I/O of this volume may skip QoS entirely (two field reads: it runs per request). */
+  passThrough(qos: VolumeQos): boolean {
+    return this.#scheduled === 0 && qos.unlimited;
   }
 
   /** Sends an I/O through the volume's throttle and the disk scheduler. False when its throttle queue is full. */
