@@ -6,11 +6,12 @@ import {
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { nodeFromWire, policyToWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
+import { clusterNodeFromWire, nodeFromWire, policyToWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
 import { fromServiceError, KeelsonError } from "./errors.js";
 import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
   CallOptions,
+  ClusterNode,
   CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteVolumeRequest,
@@ -250,6 +251,18 @@ export class KeelsonClient implements AsyncDisposable {
    */
   async getNode(options?: CallOptions): Promise<NodeInfo> {
     return nodeFromWire(await this.#call(this.#node.getNode, this.#node, {}, options, true));
+  }
+
+  /**
+   * Lists the cluster's nodes with liveness and leadership (from etcd); a
+   * single engine without etcd lists itself. Idempotent.
+   *
+   * @example
+   * const leader = (await client.listNodes()).find((n) => n.leader);
+   */
+  async listNodes(options?: CallOptions): Promise<ClusterNode[]> {
+    const res = await this.#call(this.#node.listNodes, this.#node, {}, options, true);
+    return res.nodes.map(clusterNodeFromWire);
   }
 
   /** Closes the channels. Idempotent; calls after close fail with UNAVAILABLE. */

@@ -1,6 +1,7 @@
 import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
 import type {
+  ClusterNode,
   DiskCapability,
   NodeInfo,
   Pool,
@@ -165,6 +166,24 @@ export function nodeFromWire(n: pb.Node): NodeInfo {
     nbdTcpAddress: n.nbdTcpAddress,
     nbdUnixSocket: n.nbdUnixSocket,
     qosClasses: Object.fromEntries(Object.entries(n.qosClasses).map(([k, v]) => [k, policyFromWire(v)])),
+    zone: n.zone,
+    leader: n.leader,
+    etcdEndpoints: n.etcdEndpoints,
+  };
+}
+
+/** Maps a wire ClusterNode to the SDK's form. */
+export function clusterNodeFromWire(n: pb.ClusterNode): ClusterNode {
+  return {
+    nodeId: n.nodeId,
+    controlAddress: n.controlAddress,
+    nbdAddress: n.nbdAddress,
+    storageAddress: n.storageAddress,
+    zone: n.zone,
+    state: n.state === "up" || n.state === "down" ? n.state : "unknown",
+    stateSince: n.stateSince ?? new Date(0),
+    alive: n.alive,
+    leader: n.leader,
   };
 }
 

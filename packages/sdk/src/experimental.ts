@@ -4,6 +4,7 @@
 
 export { volumeStateToWire } from "./convert.js";
 export type {
+  ClusterNode as WireClusterNode,
   CreateSnapshotRequest as WireCreateSnapshotRequest,
   CreateVolumeRequest as WireCreateVolumeRequest,
   DeleteSnapshotResponse as WireDeleteSnapshotResponse,
@@ -12,6 +13,7 @@ export type {
   DiskCapability as WireDiskCapability,
   GetNodeRequest as WireGetNodeRequest,
   GetVolumeRequest as WireGetVolumeRequest,
+  ListNodesResponse as WireListNodesResponse,
   ListSnapshotsResponse as WireListSnapshotsResponse,
   ListVolumesRequest as WireListVolumesRequest,
   ListVolumesResponse as WireListVolumesResponse,

@@ -24,6 +24,7 @@ export {
 } from "./errors.js";
 export type {
   CallOptions,
+  ClusterNode,
   CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteVolumeRequest,

@@ -185,6 +185,27 @@ export interface NodeInfo {
   nbdUnixSocket: string;
   /** QoS classes the engine knows, by name. */
   qosClasses: Readonly<Record<string, QosPolicy>>;
+  /** Topology label of this node. */
+  zone: string;
+  /** This engine holds the cluster's leader election (always true without etcd). */
+  leader: boolean;
+  /** etcd client URLs of the cluster, or "" for a single engine. */
+  etcdEndpoints: string;
+}
+
+/** A node of the cluster as etcd knows it. */
+export interface ClusterNode {
+  nodeId: string;
+  controlAddress: string;
+  nbdAddress: string;
+  storageAddress: string;
+  zone: string;
+  /** As the leader last recorded it. */
+  state: "up" | "down" | "unknown";
+  stateSince: Date;
+  /** Its liveness lease is held now. */
+  alive: boolean;
+  leader: boolean;
 }
 
 /** Request of {@link KeelsonClient.createVolume}. */

@@ -19,6 +19,10 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
   --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
   --metrics-listen ADDR  Prometheus /metrics over HTTP, host:port (default: not served)
+  --etcd URLS            join the cluster whose metadata is in this etcd (comma-separated client URLs)
+  --storage-address HOST address for replica traffic (default: the control address's host)
+  --zone ZONE            topology label used to spread replicas
+  --lease-ttl SECONDS    liveness lease of this node in etcd (default 5)
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
@@ -38,6 +42,10 @@ async function main(): Promise<void> {
       "qos-classes": { type: "string" },
       "disk-queue-depth": { type: "string" },
       "metrics-listen": { type: "string" },
+      etcd: { type: "string" },
+      "storage-address": { type: "string" },
+      zone: { type: "string" },
+      "lease-ttl": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -60,6 +68,10 @@ async function main(): Promise<void> {
       : undefined,
     diskQueueDepth: values["disk-queue-depth"] ? Number(values["disk-queue-depth"]) : undefined,
     metricsAddress: values["metrics-listen"],
+    etcdEndpoints: values.etcd,
+    storageAddress: values["storage-address"],
+    zone: values.zone,
+    leaseTtlS: values["lease-ttl"] ? Number(values["lease-ttl"]) : undefined,
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);

@@ -6,6 +6,7 @@ import {
   type VolumeServiceServer,
   type WireDeleteSnapshotResponse,
   type WireDeleteVolumeResponse,
+  type WireListNodesResponse,
   type WireListSnapshotsResponse,
   type WireListVolumesResponse,
   type WireNode,
@@ -14,6 +15,7 @@ import {
   type WireVolumeSource,
   WireVolumeState,
 } from "@keelson/sdk/experimental";
+import type { ClusterMembership } from "../cluster/membership.js";
 import type { NbdServer } from "../nbd/server.js";
 import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
@@ -33,6 +35,9 @@ export interface ControlContext {
   qosClasses: ReadonlyMap<string, QosPolicy>;
   /** Measures the disk's capability again (about a second). */
   calibrate(): Promise<DiskCapability>;
+  /** This engine's cluster membership; null for a single engine (set once the cluster is joined). */
+  membership: ClusterMembership | null;
+  zone: string;
   nodeId: string;
   version: string;
   log: Logger;
@@ -240,6 +245,31 @@ function nodeToWire(ctx: ControlContext): WireNode {
     nbdTcpAddress: ctx.nbd.tcpAddress,
     nbdUnixSocket: ctx.nbd.unixSocket,
     qosClasses: Object.fromEntries([...ctx.qosClasses].map(([k, v]) => [k, policyToWire(v)])),
+    zone: ctx.zone,
+    leader: ctx.membership ? ctx.membership.isLeader : true,
+    etcdEndpoints: ctx.membership ? ctx.membership.endpoints : "",
+  };
+}
+
+async function listClusterNodes(ctx: ControlContext): Promise<WireListNodesResponse> {
+  if (!ctx.membership) {
+    const host = ctx.nbd.tcpAddress.slice(0, ctx.nbd.tcpAddress.lastIndexOf(":"));
+    const self = { nodeId: ctx.nodeId, controlAddress: "", nbdAddress: ctx.nbd.tcpAddress, storageAddress: host, zone: ctx.zone };
+    return { nodes: [{ ...self, state: "up", stateSince: undefined, alive: true, leader: true }] };
+  }
+  const nodes = await ctx.membership.nodes();
+  return {
+    nodes: nodes.map((n) => ({
+      nodeId: n.nodeId,
+      controlAddress: n.controlAddress,
+      nbdAddress: n.nbdAddress,
+      storageAddress: n.storageAddress,
+      zone: n.zone,
+      state: n.state,
+      stateSince: new Date(n.stateSinceMs),
+      alive: n.alive,
+      leader: n.leader,
+    })),
   };
 }
 
@@ -254,6 +284,7 @@ function positive(value: number, field: string): number {
 export function nodeService(ctx: ControlContext): NodeServiceServer {
   return {
     getNode: unary(ctx, "GetNode", async (): Promise<WireNode> => nodeToWire(ctx)),
+    listNodes: unary(ctx, "ListNodes", () => listClusterNodes(ctx)),
     setDiskCapability: unary(ctx, "SetDiskCapability", async (req): Promise<WireNode> => {
       if (req.headroom < 0 || req.headroom >= 1) {
         throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `headroom must be in [0, 1), got ${req.headroom}` });

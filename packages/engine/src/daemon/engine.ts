@@ -2,7 +2,9 @@ import fs from "node:fs";
 import os from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
-import { nodeService, snapshotService, volumeService } from "../control/control-service.js";
+import { ClusterMembership } from "../cluster/membership.js";
+import { Reconciler } from "../cluster/reconciler.js";
+import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
@@ -34,6 +36,14 @@ export interface EngineOptions {
   diskQueueDepth?: number;
   /** Prometheus `/metrics` over HTTP, `host:port`; none when absent. */
   metricsAddress?: string;
+  /** etcd client URLs (comma-separated): join that cluster; a single engine without. */
+  etcdEndpoints?: string;
+  /** Address for replica (storage) traffic; default the control address's host. */
+  storageAddress?: string;
+  /** Topology label (zone) of this node. */
+  zone?: string;
+  /** Seconds the node's liveness lease lives without a keepalive. */
+  leaseTtlS?: number;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -51,6 +61,8 @@ export interface StartedEngine extends AsyncDisposable {
   readonly nbdSocket: string;
   /** `host:port` of `/metrics`, or "" when not served. */
   readonly metricsAddress: string;
+  /** This engine's membership of a cluster; null for a single engine. */
+  readonly membership: ClusterMembership | null;
   readonly pool: Pool;
   close(): Promise<void>;
 }
@@ -99,10 +111,12 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
     }
     await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
-    const ctx = {
+    const ctx: ControlContext = {
       pool,
       nbd,
       qos,
+      membership: null,
+      zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),
       nodeId: options.nodeId ?? os.hostname(),
@@ -114,6 +128,32 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     grpc.addService(NodeServiceService, nodeService(ctx));
     const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
     const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
+    const reconcilerLog = log;
+    let reconciler: Reconciler | null = null;
+    const membership = options.etcdEndpoints
+      ? await ClusterMembership.join({
+          endpoints: options.etcdEndpoints,
+          leaseTtlS: options.leaseTtlS,
+          node: {
+            nodeId: ctx.nodeId,
+            controlAddress: grpcAddress,
+            nbdAddress: nbd.tcpAddress,
+            storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
+            zone: options.zone ?? "",
+            version: ENGINE_VERSION,
+          },
+          onLeadership: (leader) => {
+            log.log("info", leader ? "became leader" : "lost leadership", { node: ctx.nodeId });
+            if (leader) reconciler?.start();
+            else reconciler?.stop();
+          },
+        })
+      : null;
+    if (membership) {
+      reconciler = new Reconciler(membership.client, reconcilerLog);
+      if (membership.isLeader) reconciler.start();
+    }
+    ctx.membership = membership;
     log.log("info", "engine started", {
       pool: pool.device.path,
       volumes: pool.listVolumes().length,
@@ -123,10 +163,13 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
       metricsAddress: metrics?.address ?? "",
+      etcd: options.etcdEndpoints ?? "",
     });
     let closing: Promise<void> | null = null;
     const close = (): Promise<void> => {
       closing ??= (async () => {
+        reconciler?.stop();
+        await membership?.close();
         grpc.forceShutdown();
         await metrics?.close();
         await nbd.close();
@@ -140,6 +183,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
       metricsAddress: metrics?.address ?? "",
+      membership,
       pool,
       close,
       [Symbol.asyncDispose]: close,

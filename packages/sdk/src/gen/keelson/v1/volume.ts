@@ -305,11 +305,43 @@ export interface Node {
   nbdUnixSocket: string;
   /** QoS classes this engine knows, by name. */
   qosClasses: { [key: string]: QosPolicy };
+  /** Topology label of this node. */
+  zone: string;
+  /** This engine holds the cluster's leader election (always true without etcd). */
+  leader: boolean;
+  /** etcd client URLs of the cluster; empty for a single engine. */
+  etcdEndpoints: string;
 }
 
 export interface Node_QosClassesEntry {
   key: string;
   value: QosPolicy | undefined;
+}
+
+export interface ListNodesRequest {
+}
+
+export interface ListNodesResponse {
+  nodes: ClusterNode[];
+}
+
+export interface ClusterNode {
+  nodeId: string;
+  /** Control API, host:port. */
+  controlAddress: string;
+  /** NBD, host:port. */
+  nbdAddress: string;
+  /** Replica (storage) traffic address. */
+  storageAddress: string;
+  zone: string;
+  /** "up" or "down", as the leader last recorded it. */
+  state: string;
+  stateSince:
+    | Date
+    | undefined;
+  /** The node's liveness lease is held now. */
+  alive: boolean;
+  leader: boolean;
 }
 
 export interface Pool {
@@ -2907,7 +2939,17 @@ export const GetNodeRequest: MessageFns<GetNodeRequest> = {
 };
 
 function createBaseNode(): Node {
-  return { nodeId: "", version: "", pool: undefined, nbdTcpAddress: "", nbdUnixSocket: "", qosClasses: {} };
+  return {
+    nodeId: "",
+    version: "",
+    pool: undefined,
+    nbdTcpAddress: "",
+    nbdUnixSocket: "",
+    qosClasses: {},
+    zone: "",
+    leader: false,
+    etcdEndpoints: "",
+  };
 }
 
 export const Node: MessageFns<Node> = {
@@ -2930,6 +2972,15 @@ export const Node: MessageFns<Node> = {
     globalThis.Object.entries(message.qosClasses).forEach(([key, value]: [string, QosPolicy]) => {
       Node_QosClassesEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
     });
+    if (message.zone !== "") {
+      writer.uint32(58).string(message.zone);
+    }
+    if (message.leader !== false) {
+      writer.uint32(64).bool(message.leader);
+    }
+    if (message.etcdEndpoints !== "") {
+      writer.uint32(74).string(message.etcdEndpoints);
+    }
     return writer;
   },
 
@@ -2997,6 +3048,30 @@ export const Node: MessageFns<Node> = {
             }
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.zone = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.leader = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.etcdEndpoints = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3028,6 +3103,9 @@ export const Node: MessageFns<Node> = {
       },
       {},
     );
+    message.zone = object.zone ?? "";
+    message.leader = object.leader ?? false;
+    message.etcdEndpoints = object.etcdEndpoints ?? "";
     return message;
   },
 };
@@ -3097,6 +3175,265 @@ export const Node_QosClassesEntry: MessageFns<Node_QosClassesEntry> = {
     message.value = (object.value !== undefined && object.value !== null)
       ? QosPolicy.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseListNodesRequest(): ListNodesRequest {
+  return {};
+}
+
+export const ListNodesRequest: MessageFns<ListNodesRequest> = {
+  encode(_: ListNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListNodesRequest>): ListNodesRequest {
+    return ListNodesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListNodesRequest>): ListNodesRequest {
+    const message = createBaseListNodesRequest();
+    return message;
+  },
+};
+
+function createBaseListNodesResponse(): ListNodesResponse {
+  return { nodes: [] };
+}
+
+export const ListNodesResponse: MessageFns<ListNodesResponse> = {
+  encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      ClusterNode.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(ClusterNode.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListNodesResponse>): ListNodesResponse {
+    return ListNodesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListNodesResponse>): ListNodesResponse {
+    const message = createBaseListNodesResponse();
+    message.nodes = object.nodes?.map((e) => ClusterNode.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseClusterNode(): ClusterNode {
+  return {
+    nodeId: "",
+    controlAddress: "",
+    nbdAddress: "",
+    storageAddress: "",
+    zone: "",
+    state: "",
+    stateSince: undefined,
+    alive: false,
+    leader: false,
+  };
+}
+
+export const ClusterNode: MessageFns<ClusterNode> = {
+  encode(message: ClusterNode, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.controlAddress !== "") {
+      writer.uint32(18).string(message.controlAddress);
+    }
+    if (message.nbdAddress !== "") {
+      writer.uint32(26).string(message.nbdAddress);
+    }
+    if (message.storageAddress !== "") {
+      writer.uint32(34).string(message.storageAddress);
+    }
+    if (message.zone !== "") {
+      writer.uint32(42).string(message.zone);
+    }
+    if (message.state !== "") {
+      writer.uint32(50).string(message.state);
+    }
+    if (message.stateSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.stateSince), writer.uint32(58).fork()).join();
+    }
+    if (message.alive !== false) {
+      writer.uint32(64).bool(message.alive);
+    }
+    if (message.leader !== false) {
+      writer.uint32(72).bool(message.leader);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClusterNode {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClusterNode();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.controlAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nbdAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.storageAddress = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.zone = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.stateSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.alive = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.leader = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ClusterNode>): ClusterNode {
+    return ClusterNode.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ClusterNode>): ClusterNode {
+    const message = createBaseClusterNode();
+    message.nodeId = object.nodeId ?? "";
+    message.controlAddress = object.controlAddress ?? "";
+    message.nbdAddress = object.nbdAddress ?? "";
+    message.storageAddress = object.storageAddress ?? "";
+    message.zone = object.zone ?? "";
+    message.state = object.state ?? "";
+    message.stateSince = object.stateSince ?? undefined;
+    message.alive = object.alive ?? false;
+    message.leader = object.leader ?? false;
     return message;
   },
 };
@@ -3754,6 +4091,19 @@ export const NodeServiceService = {
     responseSerialize: (value: Node): Buffer => Buffer.from(Node.encode(value).finish()),
     responseDeserialize: (value: Buffer): Node => Node.decode(value),
   },
+  /**
+   * ListNodes returns every node registered in the cluster (from etcd), with
+   * liveness and leadership; a single engine without etcd lists itself.
+   */
+  listNodes: {
+    path: "/keelson.v1.NodeService/ListNodes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListNodesRequest): Buffer => Buffer.from(ListNodesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListNodesRequest => ListNodesRequest.decode(value),
+    responseSerialize: (value: ListNodesResponse): Buffer => Buffer.from(ListNodesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListNodesResponse => ListNodesResponse.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
@@ -3764,6 +4114,11 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
    * recalibrate, measures it again). Reservations already admitted stay.
    */
   setDiskCapability: handleUnaryCall<SetDiskCapabilityRequest, Node>;
+  /**
+   * ListNodes returns every node registered in the cluster (from etcd), with
+   * liveness and leadership; a single engine without etcd lists itself.
+   */
+  listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -3798,6 +4153,25 @@ export interface NodeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Node) => void,
+  ): ClientUnaryCall;
+  /**
+   * ListNodes returns every node registered in the cluster (from etcd), with
+   * liveness and leadership; a single engine without etcd lists itself.
+   */
+  listNodes(
+    request: ListNodesRequest,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
   ): ClientUnaryCall;
 }
 

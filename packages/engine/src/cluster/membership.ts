@@ -1,0 +1,160 @@
+import { KeelsonError } from "@keelson/sdk";
+import createDebug from "debug";
+import { type Campaign, Etcd3, type Lease } from "etcd3";
+
+const debug = createDebug("keelson:cluster");
+
+/** Where cluster metadata lives in etcd. */
+export const KEY_PREFIX = "/keelson/v1";
+const NODES = `${KEY_PREFIX}/nodes/`;
+const ALIVE = `${KEY_PREFIX}/alive/`;
+const LEADER = `${KEY_PREFIX}/leader`;
+/** Seconds a node stays alive in etcd without a keepalive (its lease's TTL). */
+export const DEFAULT_LEASE_TTL_S = 5;
+
+/** A node as registered in etcd (kept after it dies, so the cluster knows it is down). */
+export interface NodeRecord {
+  nodeId: string;
+  /** Control API, `host:port`. */
+  controlAddress: string;
+  /** NBD endpoint, `host:port`. */
+  nbdAddress: string;
+  /** Address for replica (storage) traffic; the control address's host when not set apart. */
+  storageAddress: string;
+  /** Topology label used to spread replicas. */
+  zone: string;
+  version: string;
+  registeredAtMs: number;
+  /** Set by the leader's reconciler from the node's liveness lease. */
+  state: "up" | "down";
+  stateSinceMs: number;
+}
+
+/** A node as the cluster sees it now. */
+export interface ClusterNode extends NodeRecord {
+  /** Its liveness lease is held (the node process is up and reaches etcd). */
+  alive: boolean;
+  leader: boolean;
+}
+
+/** Options of {@link joinCluster}. */
+export interface JoinOptions {
+  /** etcd client URLs, comma-separated. */
+  endpoints: string;
+  node: Omit<NodeRecord, "registeredAtMs" | "state" | "stateSinceMs">;
+  leaseTtlS?: number;
+  /** Called when this node becomes leader (and with false when it stops being it). */
+  onLeadership?: (leader: boolean) => void;
+}
+
+function unavailable(message: string, cause: unknown): KeelsonError {
+  return new KeelsonError({ code: "UNAVAILABLE", message: `${message}: ${(cause as Error).message ?? String(cause)}`, cause });
+}
+
+/**
+ * This node's place in the cluster: its record and liveness lease in etcd,
+ * and its candidacy for leader. Close it to leave (the lease is revoked, so
+ * others see the node go at once rather than after the TTL).
+ */
+export class ClusterMembership implements AsyncDisposable {
+  readonly client: Etcd3;
+  readonly nodeId: string;
+  /** etcd client URLs joined. */
+  readonly endpoints: string;
+  readonly #lease: Lease;
+  readonly #campaign: Campaign;
+  #leader = false;
+  #closed = false;
+
+  private constructor(client: Etcd3, endpoints: string, nodeId: string, lease: Lease, campaign: Campaign) {
+    this.client = client;
+    this.endpoints = endpoints;
+    this.nodeId = nodeId;
+    this.#lease = lease;
+    this.#campaign = campaign;
+  }
+
+  /** True while this node holds the leader election. */
+  get isLeader(): boolean {
+    return this.#leader;
+  }
+
+  /** Registers the node, takes its liveness lease and stands for leader. */
+  static async join(options: JoinOptions): Promise<ClusterMembership> {
+    const client = new Etcd3({ hosts: options.endpoints.split(","), dialTimeout: 3000 });
+    const { node } = options;
+    try {
+      const now = Date.now();
+      const record: NodeRecord = { ...node, registeredAtMs: now, state: "up", stateSinceMs: now };
+      await client.put(`${NODES}${node.nodeId}`).value(JSON.stringify(record));
+      const lease = client.lease(options.leaseTtlS ?? DEFAULT_LEASE_TTL_S, { autoKeepAlive: true });
+      await lease.put(`${ALIVE}${node.nodeId}`).value(String(now));
+      const election = client.election(LEADER, options.leaseTtlS ?? DEFAULT_LEASE_TTL_S);
+      const campaign = election.campaign(node.nodeId);
+      const m = new ClusterMembership(client, options.endpoints, node.nodeId, lease, campaign);
+      lease.on("lost", (error) => debug("node %s lost its lease: %s", node.nodeId, String(error)));
+      campaign.on("elected", () => {
+        m.#leader = true;
+        debug("node %s is leader", node.nodeId);
+        options.onLeadership?.(true);
+      });
+      campaign.on("error", (error) => {
+        debug("node %s campaign failed: %s", node.nodeId, String(error));
+        if (m.#leader) options.onLeadership?.(false);
+        m.#leader = false;
+      });
+      return m;
+    } catch (error) {
+      client.close();
+      throw unavailable(`cannot join the cluster at ${options.endpoints}`, error);
+    }
+  }
+
+  /** Every registered node, with liveness and leadership now. */
+  async nodes(): Promise<ClusterNode[]> {
+    return listNodes(this.client);
+  }
+
+  /** Leaves the cluster: resigns, revokes the lease (the node shows down at once) and closes the client. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#leader = false;
+    await this.#campaign.resign().catch(() => undefined);
+    await this.#lease.revoke().catch(() => undefined);
+    this.client.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Every registered node with its liveness and whether it leads, from one etcd. */
+export async function listNodes(client: Etcd3): Promise<ClusterNode[]> {
+  const [records, alive, leader] = await Promise.all([
+    client.getAll().prefix(NODES).strings(),
+    client.getAll().prefix(ALIVE).keys(),
+    client
+      .election(LEADER)
+      .leader()
+      .catch(() => undefined),
+  ]);
+  const aliveIds = new Set(alive.map((k) => k.slice(ALIVE.length)));
+  return Object.values(records)
+    .map((json) => JSON.parse(json) as NodeRecord)
+    .map((r) => ({ ...r, alive: aliveIds.has(r.nodeId), leader: r.nodeId === leader }))
+    .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+}
+
+/** Records a node's state as observed by the leader (the reconciler's first duty). */
+export async function recordNodeState(client: Etcd3, nodeId: string, state: "up" | "down"): Promise<void> {
+  const key = `${NODES}${nodeId}`;
+  const json = await client.get(key).string();
+  if (!json) return;
+  const record = JSON.parse(json) as NodeRecord;
+  if (record.state === state) return;
+  await client.put(key).value(JSON.stringify({ ...record, state, stateSinceMs: Date.now() }));
+}
+
+export const CLUSTER_KEYS = { NODES, ALIVE, LEADER } as const;

@@ -1,0 +1,58 @@
+import createDebug from "debug";
+import type { Etcd3 } from "etcd3";
+import type { Logger } from "../util/log.js";
+import { listNodes, recordNodeState } from "./membership.js";
+
+const debug = createDebug("keelson:cluster");
+
+/** How often the leader looks at the cluster (observe -> analyse -> act). */
+export const RECONCILE_INTERVAL_MS = 500;
+
+/**
+ * The leader's control loop. Today it keeps each node's recorded state in
+ * step with its liveness lease (a node whose lease expired is marked down,
+ * one that came back is marked up), so every engine and client reads the same
+ * answer from etcd. Replica repair and rebuild scheduling join this loop.
+ */
+export class Reconciler {
+  readonly #client: Etcd3;
+  readonly #log: Logger;
+  #timer: NodeJS.Timeout | null = null;
+  #running = false;
+  /** Passes completed (tests and logs watch it move). */
+  passes = 0;
+
+  constructor(client: Etcd3, log: Logger) {
+    this.#client = client;
+    this.#log = log;
+  }
+
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => void this.#pass(), RECONCILE_INTERVAL_MS);
+    void this.#pass();
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  async #pass(): Promise<void> {
+    if (this.#running) return; // a slow etcd must not stack passes up
+    this.#running = true;
+    try {
+      for (const node of await listNodes(this.#client)) {
+        const observed = node.alive ? "up" : "down";
+        if (node.state === observed) continue;
+        await recordNodeState(this.#client, node.nodeId, observed);
+        this.#log.log("info", "node state changed", { node: node.nodeId, state: observed });
+      }
+      this.passes++;
+    } catch (error) {
+      debug("reconcile pass failed: %s", String(error));
+    } finally {
+      this.#running = false;
+    }
+  }
+}
