@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import fs from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import {
   createClient,
@@ -10,6 +12,7 @@ import {
   type Volume,
   type VolumeSource,
 } from "@keelson/sdk";
+import { LocalCluster } from "../cluster/local-cluster.js";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
@@ -29,6 +32,10 @@ commands:
   snapshot list [VOLUME]                             list snapshots
   snapshot get VOLUME@NAME                           show one snapshot
   snapshot delete VOLUME@NAME                        delete a snapshot (its data folds into the next layer)
+  up [--nodes N] [--dir DIR] [--loopback]            start a local cluster: etcd + N keelsond (as root: a network
+                                                     namespace, address and loop-device disk per node)
+  down [--dir DIR]                                   stop it and remove everything it made
+  cluster nodes                                      nodes of the cluster with liveness and the leader
   node info                                          pool space, disk capability and endpoints of the engine
   node capability --iops N --bandwidth SIZE [--headroom F] | --recalibrate
                                                      set (or measure again) what the disk can do
@@ -63,6 +70,57 @@ interface Args {
   bandwidth?: string;
   headroom?: string;
   recalibrate: boolean;
+  nodes?: string;
+  dir?: string;
+  loopback: boolean;
+}
+
+const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
+
+async function upCommand(args: Args): Promise<void> {
+  const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
+  if (fs.existsSync(path.join(dir, "cluster.json"))) throw new Error(`a cluster is already up in ${dir}; run keelson down first`);
+  const nodes = args.nodes ? number(args.nodes, "--nodes") : 3;
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`invalid --nodes ${nodes}: 1 to 16`);
+  const isolation = args.loopback || process.getuid?.() !== 0 ? "loopback" : "netns";
+  if (isolation === "loopback")
+    process.stderr.write("keelson up: not root (or --loopback): nodes get 127.0.0.x addresses and plain files, no namespaces\n");
+  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true });
+  print(
+    args,
+    cluster.state,
+    () =>
+      table([
+        ["NODE", "ZONE", "CONTROL", "NBD", "NETNS", "DISK", "PID"],
+        ...cluster.nodes.map((n) => [
+          n.nodeId,
+          n.zone,
+          n.grpcAddress,
+          n.nbdAddress,
+          n.netns ?? "-",
+          n.loopDevice ?? n.diskFile,
+          String(n.pid),
+        ]),
+      ]) +
+      `\netcd ${cluster.etcdEndpoint}; state in ${dir}/cluster.json; keelson --address ${cluster.nodes[0]?.grpcAddress} cluster nodes`,
+  );
+}
+
+async function downCommand(args: Args): Promise<void> {
+  const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
+  if (!fs.existsSync(path.join(dir, "cluster.json"))) throw new Error(`no cluster is up in ${dir}`);
+  await LocalCluster.fromDir(dir).stop();
+  process.stdout.write(`stopped the local cluster in ${dir}\n`);
+}
+
+async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> {
+  const nodes = await client.listNodes();
+  print(args, nodes, () =>
+    table([
+      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE"],
+      ...nodes.map((n) => [n.nodeId, n.state, String(n.alive), n.leader ? "*" : "", n.zone, n.controlAddress, n.storageAddress]),
+    ]),
+  );
 }
 
 const LIMIT_FLAGS: Record<string, { key: keyof QosLimits; bytes: boolean }> = {
@@ -310,6 +368,9 @@ async function main(): Promise<number> {
       bandwidth: { type: "string" },
       headroom: { type: "string" },
       recalibrate: { type: "boolean" },
+      nodes: { type: "string" },
+      dir: { type: "string" },
+      loopback: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -334,12 +395,24 @@ async function main(): Promise<number> {
     bandwidth: values.bandwidth,
     headroom: values.headroom,
     recalibrate: values.recalibrate ?? false,
+    nodes: values.nodes,
+    dir: values.dir,
+    loopback: values.loopback ?? false,
   };
+  if (positionals[0] === "up") {
+    await upCommand(args);
+    return 0;
+  }
+  if (positionals[0] === "down") {
+    await downCommand(args);
+    return 0;
+  }
   const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
   const client = createClient({ address, defaultTimeoutMs: 15_000 });
   try {
     if (positionals[0] === "volume") await volumeCommand(client, args);
     else if (positionals[0] === "snapshot") await snapshotCommand(client, args);
+    else if (positionals[0] === "cluster") await clusterCommand(client, args);
     else if (positionals[0] === "node") await nodeCommand(client, args);
     else throw new Error(`unknown command ${JSON.stringify(positionals[0])}\n\n${USAGE}`);
     return 0;

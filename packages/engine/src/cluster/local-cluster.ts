@@ -1,0 +1,233 @@
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient, type KeelsonClient } from "@keelson/sdk";
+import {
+  addNodeNamespace,
+  createNetwork,
+  type HostNetwork,
+  nodeNetNames,
+  removeNetwork,
+  setNodeLink,
+  sh,
+} from "./host-network.js";
+import { freePort, startProcess, stopProcess, waitForFile, waitForPort } from "./local-process.js";
+
+const KEELSOND = fileURLToPath(new URL("../cli/keelsond.js", import.meta.url));
+const NODE_START_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 10_000;
+const GRPC_PORT = 7420;
+const NBD_PORT = 10809;
+
+/** Options of {@link LocalCluster.start}. */
+export interface LocalClusterOptions {
+  nodes: number;
+  /** Where pools, logs, etcd data and the state file go (created). */
+  dir: string;
+  /** "netns": a namespace, address and loop-device disk per node (root); "loopback": 127.0.0.x and plain files. Default: netns when root. */
+  isolation?: "netns" | "loopback";
+  /** Size of each node's disk (sparse). Default 1 GiB. */
+  diskSizeBytes?: number;
+  /** Zones to spread the nodes over (node i is in zone i mod zones). Default: one per node. */
+  zones?: number;
+  /** Seconds of each node's liveness lease. */
+  leaseTtlS?: number;
+  /** Children outlive this process (`keelson up`); stop them later from the state file. */
+  detached?: boolean;
+  /** Extra keelsond flags for every node. */
+  keelsondArgs?: string[];
+}
+
+/** One node of a local cluster, as recorded in the state file. */
+export interface LocalNodeState {
+  index: number;
+  nodeId: string;
+  zone: string;
+  /** The node's own address (namespace address, or 127.0.0.x). */
+  address: string;
+  grpcAddress: string;
+  nbdAddress: string;
+  netns: string | null;
+  /** The file behind the node's disk, and the loop device on it (netns mode). */
+  diskFile: string;
+  loopDevice: string | null;
+  pid: number;
+  logFile: string;
+}
+
+/** Everything a local cluster made, so `keelson down` (another process) can undo it. */
+export interface LocalClusterState {
+  isolation: "netns" | "loopback";
+  dir: string;
+  network: HostNetwork | null;
+  etcd: { pid: number; endpoint: string; dataDir: string; logFile: string };
+  nodes: LocalNodeState[];
+  leaseTtlS: number;
+  detached: boolean;
+  keelsondArgs: string[];
+}
+
+function stateFile(dir: string): string {
+  return path.join(dir, "cluster.json");
+}
+
+/** Brings up a local cluster: etcd and one keelsond per node, each with its own address and disk. */
+export const LocalCluster = {
+  async start(options: LocalClusterOptions): Promise<StartedLocalCluster> {
+    const isolation = options.isolation ?? (process.getuid?.() === 0 ? "netns" : "loopback");
+    fs.mkdirSync(options.dir, { recursive: true });
+    const network = isolation === "netns" ? await createNetwork() : null;
+    const state: LocalClusterState = {
+      isolation,
+      dir: options.dir,
+      network,
+      etcd: { pid: 0, endpoint: "", dataDir: path.join(options.dir, "etcd"), logFile: path.join(options.dir, "etcd.log") },
+      nodes: [],
+      leaseTtlS: options.leaseTtlS ?? 3,
+      detached: options.detached ?? false,
+      keelsondArgs: options.keelsondArgs ?? [],
+    };
+    const cluster = new StartedLocalCluster(state);
+    try {
+      await cluster.startEtcd();
+      for (let i = 0; i < options.nodes; i++) await cluster.addNode(i, options);
+      return cluster;
+    } catch (error) {
+      await cluster.stop().catch(() => undefined);
+      throw error;
+    }
+  },
+
+  /** Reattaches to a cluster a `keelson up` left running. */
+  fromDir(dir: string): StartedLocalCluster {
+    return new StartedLocalCluster(JSON.parse(fs.readFileSync(stateFile(dir), "utf8")) as LocalClusterState);
+  },
+};
+
+/** A running local cluster; `stop()` (or `await using`) removes every process, namespace, loop device and file it made. */
+export class StartedLocalCluster implements AsyncDisposable {
+  readonly state: LocalClusterState;
+  readonly #clients: KeelsonClient[] = [];
+
+  constructor(state: LocalClusterState) {
+    this.state = state;
+  }
+
+  get nodes(): readonly LocalNodeState[] {
+    return this.state.nodes;
+  }
+
+  get etcdEndpoint(): string {
+    return this.state.etcd.endpoint;
+  }
+
+  #save(): void {
+    fs.writeFileSync(`${stateFile(this.state.dir)}.tmp`, JSON.stringify(this.state, null, 2));
+    fs.renameSync(`${stateFile(this.state.dir)}.tmp`, stateFile(this.state.dir));
+  }
+
+  /** @internal Starts etcd on the host side of the cluster network. */
+  async startEtcd(): Promise<void> {
+    const host = this.state.network?.hostAddress ?? "127.0.0.1";
+    const clientPort = this.state.network ? 2379 : await freePort(host);
+    const peerPort = this.state.network ? 2380 : await freePort(host);
+    const e = this.state.etcd;
+    e.endpoint = `http://${host}:${clientPort}`;
+    const args = ["--name", "keelson", "--data-dir", e.dataDir, "--listen-client-urls", e.endpoint];
+    args.push("--advertise-client-urls", e.endpoint, "--listen-peer-urls", `http://${host}:${peerPort}`);
+    args.push("--initial-advertise-peer-urls", `http://${host}:${peerPort}`);
+    args.push("--initial-cluster", `keelson=http://${host}:${peerPort}`);
+    e.pid = startProcess("etcd", args, e.logFile, this.state.detached);
+    this.#save();
+    await waitForPort(host, clientPort, 20_000);
+  }
+
+  /** @internal Creates node `index`'s address and disk and starts its keelsond. */
+  async addNode(index: number, options: LocalClusterOptions): Promise<void> {
+    const net = this.state.network;
+    const address = net ? await addNodeNamespace(net, index) : `127.0.0.${11 + index}`;
+    const diskFile = path.join(this.state.dir, `node${index + 1}.img`);
+    const fd = fs.openSync(diskFile, "w");
+    fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
+    fs.closeSync(fd);
+    const loopDevice = net ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
+    const zones = options.zones ?? options.nodes;
+    const node: LocalNodeState = {
+      index,
+      nodeId: `node${index + 1}`,
+      zone: `zone-${(index % zones) + 1}`,
+      address,
+      grpcAddress: `${address}:${GRPC_PORT}`,
+      nbdAddress: `${address}:${NBD_PORT}`,
+      netns: net ? nodeNetNames(net, index).netns : null,
+      diskFile,
+      loopDevice,
+      pid: 0,
+      logFile: path.join(this.state.dir, `node${index + 1}.log`),
+    };
+    this.state.nodes[index] = node;
+    await this.startNode(index);
+  }
+
+  /** (Re)starts node `index`'s keelsond on its disk; resolves once it serves. */
+  async startNode(index: number): Promise<void> {
+    const node = this.state.nodes[index] as LocalNodeState;
+    const ready = path.join(this.state.dir, `node${index + 1}.ready`);
+    fs.rmSync(ready, { force: true });
+    const args = [KEELSOND, "--pool", node.loopDevice ?? node.diskFile, "--node-id", node.nodeId, "--zone", node.zone];
+    args.push("--grpc-listen", node.grpcAddress, "--nbd-listen", node.nbdAddress, "--etcd", this.state.etcd.endpoint);
+    args.push("--lease-ttl", String(this.state.leaseTtlS), "--ready-file", ready, ...this.state.keelsondArgs);
+    const [cmd, cmdArgs] = node.netns
+      ? ["ip", ["netns", "exec", node.netns, process.execPath, ...args]]
+      : [process.execPath, args];
+    node.pid = startProcess(cmd, cmdArgs as string[], node.logFile, this.state.detached);
+    this.#save();
+    await waitForFile(ready, node.pid, node.logFile, NODE_START_TIMEOUT_MS);
+  }
+
+  /** A control-API client of node `index` (closed with the cluster). */
+  client(index: number): KeelsonClient {
+    const c = createClient({ address: (this.state.nodes[index] as LocalNodeState).grpcAddress, defaultTimeoutMs: 5_000 });
+    this.#clients.push(c);
+    return c;
+  }
+
+  /** SIGKILL node `index`'s keelsond, as a crash would; resolves once it is gone. */
+  async kill9(index: number): Promise<void> {
+    await stopProcess((this.state.nodes[index] as LocalNodeState).pid, "keelsond", 0);
+  }
+
+  /** Stops node `index` cleanly (SIGTERM). */
+  async stopNode(index: number): Promise<void> {
+    await stopProcess((this.state.nodes[index] as LocalNodeState).pid, "keelsond", STOP_GRACE_MS);
+  }
+
+  /** Takes node `index`'s link down (netns only): it keeps running but reaches no one. */
+  async partition(index: number): Promise<void> {
+    if (!this.state.network) throw new Error("partitions need netns isolation (root)");
+    await setNodeLink(this.state.network, index, false);
+  }
+
+  async heal(index: number): Promise<void> {
+    if (!this.state.network) throw new Error("partitions need netns isolation (root)");
+    await setNodeLink(this.state.network, index, true);
+  }
+
+  /** Stops every process and removes namespaces, the bridge, loop devices and the directory. Idempotent. */
+  async stop(): Promise<void> {
+    for (const c of this.#clients.splice(0)) c.close();
+    for (const n of this.state.nodes) if (n?.pid) await stopProcess(n.pid, "keelsond", STOP_GRACE_MS);
+    if (this.state.etcd.pid) await stopProcess(this.state.etcd.pid, "etcd", STOP_GRACE_MS);
+    const problems: string[] = [];
+    for (const n of this.state.nodes) {
+      if (n?.loopDevice) await sh("losetup", ["-d", n.loopDevice]).catch((e: Error) => problems.push(e.message));
+    }
+    if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
+    fs.rmSync(this.state.dir, { recursive: true, force: true });
+    if (problems.length > 0) throw new Error(`local cluster teardown left: ${problems.join("; ")}`);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
