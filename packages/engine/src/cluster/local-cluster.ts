@@ -13,7 +13,10 @@ import {
 } from "./host-network.js";
 import { freePort, startProcess, stopProcess, waitForFile, waitForPort } from "./local-process.js";
 
-const KEELSOND = fileURLToPath(new URL("../cli/keelsond.js", import.meta.url));
+/** The built daemon; from the sources (tests run them directly) that is the package's dist/. */
+const KEELSOND = fileURLToPath(
+  new URL(import.meta.url.endsWith(".ts") ? "../../dist/cli/keelsond.js" : "../cli/keelsond.js", import.meta.url),
+);
 const NODE_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
 const GRPC_PORT = 7420;

@@ -51,27 +51,33 @@ function unavailable(message: string, cause: unknown): KeelsonError {
   return new KeelsonError({ code: "UNAVAILABLE", message: `${message}: ${(cause as Error).message ?? String(cause)}`, cause });
 }
 
+/** Delay before trying to take a lost lease again (a partition, an etcd restart). */
+const REJOIN_DELAY_MS = 1000;
+
 /**
  * This node's place in the cluster: its record and liveness lease in etcd,
- * and its candidacy for leader. Close it to leave (the lease is revoked, so
- * others see the node go at once rather than after the TTL).
+ * and its candidacy for leader. When the lease is lost (partition, etcd
+ * restart) the node keeps trying to take a new one and stands again. Close it
+ * to leave (the lease is revoked, so others see the node go at once rather
+ * than after the TTL).
  */
 export class ClusterMembership implements AsyncDisposable {
   readonly client: Etcd3;
   readonly nodeId: string;
   /** etcd client URLs joined. */
   readonly endpoints: string;
-  readonly #lease: Lease;
-  readonly #campaign: Campaign;
+  readonly #options: JoinOptions;
+  #lease: Lease | null = null;
+  #campaign: Campaign | null = null;
   #leader = false;
   #closed = false;
+  #rejoinTimer: NodeJS.Timeout | null = null;
 
-  private constructor(client: Etcd3, endpoints: string, nodeId: string, lease: Lease, campaign: Campaign) {
+  private constructor(client: Etcd3, options: JoinOptions) {
     this.client = client;
-    this.endpoints = endpoints;
-    this.nodeId = nodeId;
-    this.#lease = lease;
-    this.#campaign = campaign;
+    this.endpoints = options.endpoints;
+    this.nodeId = options.node.nodeId;
+    this.#options = options;
   }
 
   /** True while this node holds the leader election. */
@@ -82,32 +88,59 @@ export class ClusterMembership implements AsyncDisposable {
   /** Registers the node, takes its liveness lease and stands for leader. */
   static async join(options: JoinOptions): Promise<ClusterMembership> {
     const client = new Etcd3({ hosts: options.endpoints.split(","), dialTimeout: 3000 });
-    const { node } = options;
+    const m = new ClusterMembership(client, options);
     try {
       const now = Date.now();
-      const record: NodeRecord = { ...node, registeredAtMs: now, state: "up", stateSinceMs: now };
-      await client.put(`${NODES}${node.nodeId}`).value(JSON.stringify(record));
-      const lease = client.lease(options.leaseTtlS ?? DEFAULT_LEASE_TTL_S, { autoKeepAlive: true });
-      await lease.put(`${ALIVE}${node.nodeId}`).value(String(now));
-      const election = client.election(LEADER, options.leaseTtlS ?? DEFAULT_LEASE_TTL_S);
-      const campaign = election.campaign(node.nodeId);
-      const m = new ClusterMembership(client, options.endpoints, node.nodeId, lease, campaign);
-      lease.on("lost", (error) => debug("node %s lost its lease: %s", node.nodeId, String(error)));
-      campaign.on("elected", () => {
-        m.#leader = true;
-        debug("node %s is leader", node.nodeId);
-        options.onLeadership?.(true);
-      });
-      campaign.on("error", (error) => {
-        debug("node %s campaign failed: %s", node.nodeId, String(error));
-        if (m.#leader) options.onLeadership?.(false);
-        m.#leader = false;
-      });
+      const record: NodeRecord = { ...options.node, registeredAtMs: now, state: "up", stateSinceMs: now };
+      await client.put(`${NODES}${options.node.nodeId}`).value(JSON.stringify(record));
+      await m.#register();
       return m;
     } catch (error) {
       client.close();
       throw unavailable(`cannot join the cluster at ${options.endpoints}`, error);
     }
+  }
+
+  /** Takes a liveness lease, puts the alive key and stands for leader. */
+  async #register(): Promise<void> {
+    const ttl = this.#options.leaseTtlS ?? DEFAULT_LEASE_TTL_S;
+    const lease = this.client.lease(ttl, { autoKeepAlive: true });
+    this.#lease = lease;
+    await lease.put(`${ALIVE}${this.nodeId}`).value(String(Date.now()));
+    lease.on("lost", (error) => {
+      debug("node %s lost its lease: %s", this.nodeId, String(error));
+      this.#setLeader(false);
+      this.#rejoinLater();
+    });
+    const campaign = this.client.election(LEADER, ttl).campaign(this.nodeId);
+    this.#campaign = campaign;
+    campaign.on("elected", () => this.#setLeader(true));
+    campaign.on("error", (error) => {
+      debug("node %s campaign failed: %s", this.nodeId, String(error));
+      this.#setLeader(false);
+      this.#rejoinLater();
+    });
+  }
+
+  #setLeader(leader: boolean): void {
+    if (this.#leader === leader) return;
+    this.#leader = leader;
+    debug("node %s leader=%s", this.nodeId, leader);
+    this.#options.onLeadership?.(leader);
+  }
+
+  #rejoinLater(): void {
+    if (this.#closed || this.#rejoinTimer) return;
+    this.#rejoinTimer = setTimeout(() => {
+      this.#rejoinTimer = null;
+      if (this.#closed) return;
+      void this.#campaign?.resign().catch(() => undefined);
+      void this.#lease?.revoke().catch(() => undefined);
+      this.#register().catch((error: unknown) => {
+        debug("node %s rejoin failed: %s", this.nodeId, String(error));
+        this.#rejoinLater();
+      });
+    }, REJOIN_DELAY_MS);
   }
 
   /** Every registered node, with liveness and leadership now. */
@@ -119,9 +152,10 @@ export class ClusterMembership implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#leader = false;
-    await this.#campaign.resign().catch(() => undefined);
-    await this.#lease.revoke().catch(() => undefined);
+    if (this.#rejoinTimer) clearTimeout(this.#rejoinTimer);
+    this.#setLeader(false);
+    await this.#campaign?.resign().catch(() => undefined);
+    await this.#lease?.revoke().catch(() => undefined);
     this.client.close();
   }
 
