@@ -2,10 +2,10 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { ClusterNode, KeelsonClient } from "@keelson/sdk";
+import { type ClusterNode, isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
-import { alive } from "../src/cluster/local-process.js";
+import { alive, stopProcess } from "../src/cluster/local-process.js";
 import { canRun } from "./helpers/env.js";
 
 const WAIT_MS = 20_000;
@@ -115,6 +115,42 @@ describe("local cluster", () => {
       await cluster.stop();
     }
     expect(leftovers(cluster)).toEqual([]);
+  }, 120_000);
+
+  it("etcd killed -9 and restarted: calls that need it fail with a typed error meanwhile, then all nodes are alive again under one leader", async (t) => {
+    if (!canRun({ tools: ["etcd"] }, t.task.name)) return t.skip();
+    const cluster = await LocalCluster.start({
+      nodes: 3,
+      dir: tempClusterDir(),
+      isolation: "loopback",
+      diskSizeBytes: 256 * 2 ** 20,
+      leaseTtlS: 2,
+    });
+    try {
+      await waitForNodes(cluster.client(0), (ns) => ns.length === 3 && ns.filter((x) => x.leader).length === 1);
+      await stopProcess(cluster.state.etcd.pid, "etcd", 0);
+      const during = await cluster
+        .client(1)
+        .listNodes({ timeoutMs: 2000 })
+        .then(
+          () => "no error",
+          (e: unknown) => (isKeelsonError(e) ? e.code : String(e)),
+        );
+      expect(["UNAVAILABLE", "DEADLINE_EXCEEDED"]).toContain(during);
+      // Volumes keep working without etcd: a single-node volume does not need it for I/O.
+      expect((await cluster.client(2).getNode()).nodeId).toBe("node3");
+      const started = Date.now();
+      await cluster.restartEtcd();
+      const { nodes, ms } = await waitForNodes(
+        cluster.client(0),
+        (ns) => ns.length === 3 && ns.every((x) => x.alive && x.state === "up") && ns.filter((x) => x.leader).length === 1,
+      );
+      console.log(
+        `etcd restarted: all ${nodes.length} nodes alive under one leader ${ms} ms after it was back (${Date.now() - started} ms total)`,
+      );
+    } finally {
+      await cluster.stop();
+    }
   }, 120_000);
 
   it("without namespaces (127.0.0.x and plain files): 2 nodes join the same etcd and elect one leader", async (t) => {

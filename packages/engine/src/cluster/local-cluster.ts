@@ -63,7 +63,7 @@ export interface LocalClusterState {
   isolation: "netns" | "loopback";
   dir: string;
   network: HostNetwork | null;
-  etcd: { pid: number; endpoint: string; dataDir: string; logFile: string };
+  etcd: { pid: number; endpoint: string; peerPort: number; dataDir: string; logFile: string };
   nodes: LocalNodeState[];
   leaseTtlS: number;
   detached: boolean;
@@ -84,7 +84,13 @@ export const LocalCluster = {
       isolation,
       dir: options.dir,
       network,
-      etcd: { pid: 0, endpoint: "", dataDir: path.join(options.dir, "etcd"), logFile: path.join(options.dir, "etcd.log") },
+      etcd: {
+        pid: 0,
+        endpoint: "",
+        peerPort: 0,
+        dataDir: path.join(options.dir, "etcd"),
+        logFile: path.join(options.dir, "etcd.log"),
+      },
       nodes: [],
       leaseTtlS: options.leaseTtlS ?? 3,
       detached: options.detached ?? false,
@@ -132,10 +138,13 @@ export class StartedLocalCluster implements AsyncDisposable {
   /** @internal Starts etcd on the host side of the cluster network. */
   async startEtcd(): Promise<void> {
     const host = this.state.network?.hostAddress ?? "127.0.0.1";
-    const clientPort = this.state.network ? 2379 : await freePort(host);
-    const peerPort = this.state.network ? 2380 : await freePort(host);
     const e = this.state.etcd;
+    // A restart keeps the endpoint the nodes were given.
+    const known = e.endpoint ? Number(e.endpoint.slice(e.endpoint.lastIndexOf(":") + 1)) : 0;
+    const clientPort = known || (this.state.network ? 2379 : await freePort(host));
+    const peerPort = this.state.network ? 2380 : clientPort === known ? e.peerPort : await freePort(host);
     e.endpoint = `http://${host}:${clientPort}`;
+    e.peerPort = peerPort;
     const args = ["--name", "keelson", "--data-dir", e.dataDir, "--listen-client-urls", e.endpoint];
     args.push("--advertise-client-urls", e.endpoint, "--listen-peer-urls", `http://${host}:${peerPort}`);
     args.push("--initial-advertise-peer-urls", `http://${host}:${peerPort}`);
@@ -186,6 +195,12 @@ export class StartedLocalCluster implements AsyncDisposable {
     node.pid = startProcess(cmd, cmdArgs as string[], node.logFile, this.state.detached);
     this.#save();
     await waitForFile(ready, node.pid, node.logFile, NODE_START_TIMEOUT_MS);
+  }
+
+  /** Kills etcd (-9) and starts it again on the same data and endpoint, as an etcd restart would. */
+  async restartEtcd(): Promise<void> {
+    await stopProcess(this.state.etcd.pid, "etcd", 0);
+    await this.startEtcd();
   }
 
   /** A control-API client of node `index` (closed with the cluster). */

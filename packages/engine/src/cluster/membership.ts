@@ -143,9 +143,13 @@ export class ClusterMembership implements AsyncDisposable {
     }, REJOIN_DELAY_MS);
   }
 
-  /** Every registered node, with liveness and leadership now. */
+  /** Every registered node, with liveness and leadership now; UNAVAILABLE while etcd cannot be reached. */
   async nodes(): Promise<ClusterNode[]> {
-    return listNodes(this.client);
+    try {
+      return await listNodes(this.client);
+    } catch (error) {
+      throw unavailable(`cluster metadata (etcd at ${this.endpoints}) cannot be read`, error);
+    }
   }
 
   /** Leaves the cluster: resigns, revokes the lease (the node shows down at once) and closes the client. Idempotent. */
