@@ -16,6 +16,7 @@ import type {
   CreateVolumeRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
+  FenceVolumeRequest,
   ListSnapshotsRequest,
   NodeInfo,
   ResizeVolumeRequest,
@@ -175,6 +176,18 @@ export class KeelsonClient implements AsyncDisposable {
   async setVolumeQos(request: SetVolumeQosRequest, options?: CallOptions): Promise<Volume> {
     const wire = { name: request.name, qosClass: request.qosClass ?? "", qos: policyToWire(request.qos) };
     return volumeFromWire(await this.#call(this.#volumes.setVolumeQos, this.#volumes, wire, options, true));
+  }
+
+  /**
+   * Fences a replica at an attachment epoch: NBD I/O opened under an older
+   * epoch (export `VOLUME#EPOCH`) is refused with EPOCH_STALE from now on.
+   * Idempotent for the current epoch; an older epoch fails with EPOCH_STALE.
+   *
+   * @example
+   * await client.fenceVolume({ name: "pg-data", epoch: 7 });
+   */
+  async fenceVolume(request: FenceVolumeRequest, options?: CallOptions): Promise<Volume> {
+    return volumeFromWire(await this.#call(this.#volumes.fenceVolume, this.#volumes, request, options, true));
   }
 
   /**

@@ -138,6 +138,7 @@ export function volumeFromWire(v: pb.Volume): Volume {
     qosClass: v.qosClass,
     qos: policyFromWire(v.qos),
     qosStatus: qosStatusFromWire(v.qosStatus),
+    epoch: v.epoch,
   };
 }
 

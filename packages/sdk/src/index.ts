@@ -30,6 +30,7 @@ export type {
   DeleteVolumeRequest,
   DeleteVolumeResult,
   DiskCapability,
+  FenceVolumeRequest,
   ListSnapshotsRequest,
   NodeInfo,
   Pool,

@@ -34,6 +34,15 @@ export interface Volume {
   qos: QosPolicy;
   /** What QoS did to this volume's I/O so far. */
   qosStatus: QosStatus;
+  /** Highest attachment epoch fenced on this replica (0: never fenced). */
+  epoch: number;
+}
+
+/** Request of {@link KeelsonClient.fenceVolume}. */
+export interface FenceVolumeRequest {
+  name: string;
+  /** The new attachment epoch; NBD I/O under an older one is refused from now on. */
+  epoch: number;
 }
 
 /** A rate with a burst allowance (token bucket). */

@@ -117,6 +117,7 @@ export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
     qosClass: v.record.qosClass ?? "",
     qos: policyToWire(v.record.qos ?? defaultPolicy()),
     qosStatus: ctx.qos.status(v.record.uid),
+    epoch: v.record.epoch ?? 0,
   };
 }
 
@@ -180,6 +181,11 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const v = await pool.setVolumeQos(name, policy, qosClass);
       ctx.qos.apply(v.record.uid, policy);
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
+      return volumeToWire(ctx, v);
+    }),
+    fenceVolume: unary(ctx, "FenceVolume", async (req) => {
+      const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
+      ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
       return volumeToWire(ctx, v);
     }),
     revertVolume: unary(ctx, "RevertVolume", async (req) => {

@@ -53,17 +53,39 @@ abstract class ChainExport<T extends Volume | Snapshot> implements NbdExport {
 
 type ZeroRequest = { trim: boolean; noHole: boolean; fua: boolean };
 
-/** A writable handle on a volume; its I/O goes through the volume's QoS unless QoS has nothing to do. */
+/** The error of I/O under an attachment epoch older than the volume's fence. */
+function staleEpoch(volume: Volume, epoch: number): KeelsonError {
+  return new KeelsonError({
+    code: "EPOCH_STALE",
+    message: `volume ${volume.name} is fenced at epoch ${volume.record.epoch ?? 0}; this connection holds epoch ${epoch}`,
+  });
+}
+
+/**
+ * A writable handle on a volume; its I/O goes through the volume's QoS unless
+ * QoS has nothing to do. It carries the attachment epoch it was opened under
+ * (export name `VOLUME#EPOCH`, 0 without one) and serves nothing once the
+ * volume is fenced at a newer epoch.
+ */
 class VolumeExport extends ChainExport<Volume> {
   readonly readOnly = false;
   readonly #qos: QosManager | null;
   /** The volume's QoS state, looked up once; a policy change updates this same object. */
   readonly #volumeQos: VolumeQos | undefined;
+  readonly #epoch: number;
 
-  constructor(pool: Pool, volume: Volume, qos: QosManager | null) {
+  constructor(pool: Pool, volume: Volume, qos: QosManager | null, epoch: number) {
     super(pool, volume, describeVolume(volume));
     this.#qos = qos;
     this.#volumeQos = qos?.get(volume.record.uid);
+    this.#epoch = epoch;
+  }
+
+  /** False (and the callback gets EPOCH_STALE) when the volume was fenced past this handle's epoch. */
+  #current(cb: ExportCallback): boolean {
+    if (this.#epoch >= (this.target.record.epoch ?? 0)) return true;
+    cb(staleEpoch(this.target, this.#epoch));
+    return false;
   }
 
   /** The volume's QoS state, or null when its I/O may go straight to the store. */
@@ -73,6 +95,7 @@ class VolumeExport extends ChainExport<Volume> {
   }
 
   override read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    if (!this.#current(cb)) return;
     const q = this.#limited();
     if (q === null) return readVolume(this.pool, this.target, offset, length, buf, bufOffset, cb);
     const io = new ReadIo(this.pool, this.target, offset, length, buf, bufOffset, cb);
@@ -80,12 +103,14 @@ class VolumeExport extends ChainExport<Volume> {
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    if (!this.#current(cb)) return;
     const q = this.#limited();
     if (q === null) return writeVolume(this.pool, this.target, offset, data, fua, cb);
     if (!this.#qos?.submit(q, new WriteIo(this.pool, this.target, offset, data, fua, cb))) cb(throttleQueueFull(this.target));
   }
 
   zero(offset: number, length: number, options: ZeroRequest, cb: ExportCallback): void {
+    if (!this.#current(cb)) return;
     const q = this.#limited();
     if (q === null) return zeroVolume(this.pool, this.target, offset, length, options, cb);
     if (!this.#qos?.submit(q, new ZeroIo(this.pool, this.target, offset, length, options, cb))) {
@@ -94,8 +119,17 @@ class VolumeExport extends ChainExport<Volume> {
   }
 
   flush(cb: ExportCallback): void {
+    if (!this.#current(cb)) return;
     flushVolume(this.pool, cb);
   }
+}
+
+/** `VOLUME#EPOCH` -> its parts; a name without `#` has epoch 0. Null for a malformed epoch. */
+function parseEpochName(name: string): { volume: string; epoch: number } | null {
+  const at = name.lastIndexOf("#");
+  if (at < 0) return { volume: name, epoch: 0 };
+  const epoch = Number(name.slice(at + 1));
+  return /^[0-9]{1,15}$/.test(name.slice(at + 1)) && Number.isSafeInteger(epoch) ? { volume: name.slice(0, at), epoch } : null;
 }
 
 function describeSnapshot(s: Snapshot): string {
@@ -147,15 +181,21 @@ export class VolumeExportCatalog implements ExportCatalog {
   }
 
   describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null {
-    const v = this.#pool.findVolume(name);
+    const parsed = parseEpochName(name);
+    const v = parsed && parsed.epoch >= 0 ? this.#pool.findVolume(parsed.volume) : undefined;
     if (v) return { sizeBytes: v.sizeBytes, readOnly: false, description: describeVolume(v) };
     const s = this.#pool.findSnapshot(name);
     return s ? { sizeBytes: s.sizeBytes, readOnly: true, description: describeSnapshot(s) } : null;
   }
 
+  /** Opens `VOLUME`, `VOLUME#EPOCH` (refused once the volume is fenced past EPOCH) or `VOLUME@SNAPSHOT`. */
   open(name: string): NbdExport | null {
-    const v = this.#pool.findVolume(name);
-    if (v) return new VolumeExport(this.#pool, v, this.#qos);
+    const parsed = parseEpochName(name);
+    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
+    if (v && parsed) {
+      if (parsed.epoch < (v.record.epoch ?? 0)) return null;
+      return new VolumeExport(this.#pool, v, this.#qos, parsed.epoch);
+    }
     const s = this.#pool.findSnapshot(name);
     return s ? new SnapshotExport(this.#pool, s) : null;
   }

@@ -22,6 +22,8 @@ export interface VolumeRecord {
   qos?: QosPolicy;
   /** The QoS class the policy came from, if any. */
   qosClass?: string;
+  /** Highest attachment epoch fenced on this replica; I/O under an older epoch is refused. Absent means 0. */
+  epoch?: number;
 }
 
 /**

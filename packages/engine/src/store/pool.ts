@@ -671,6 +671,33 @@ export class Pool implements MetadataSource {
     this.#relink();
   }
 
+  /**
+   * Fences the volume at `epoch`: from now on only I/O under this epoch or a
+   * newer one is served, so a frontend holding an older attachment can get
+   * nothing more acknowledged. Durable before it returns. Idempotent for the
+   * current epoch; EPOCH_STALE for an older one.
+   */
+  fenceVolume(name: string, epoch: number): Promise<Volume> {
+    return this.#serial(async () => {
+      const volume = this.getVolume(name);
+      if (!Number.isSafeInteger(epoch) || epoch < 1) {
+        throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `invalid epoch ${epoch}: a positive integer` });
+      }
+      const current = volume.record.epoch ?? 0;
+      if (epoch < current) {
+        throw new KeelsonError({
+          code: "EPOCH_STALE",
+          message: `volume ${name} is fenced at epoch ${current}; epoch ${epoch} is stale`,
+        });
+      }
+      if (epoch === current) return volume;
+      volume.record = { ...volume.record, epoch };
+      this.#changes.push({ op: "putVolume", volume: volume.record });
+      await this.flush();
+      return volume;
+    });
+  }
+
   /** Reservations admitted on this disk, leaving out the volume `exceptUid`. */
   reserved(exceptUid?: string): Reserved {
     const sum: Reserved = { iops: 0, bytesPerSec: 0 };

@@ -37,6 +37,11 @@ export enum VolumeState {
   VOLUME_STATE_FAULTED = 4,
 }
 
+export interface FenceVolumeRequest {
+  name: string;
+  epoch: number;
+}
+
 export interface Volume {
   name: string;
   /** Stable unique id, assigned at creation; a re-created volume gets a new one. */
@@ -68,7 +73,11 @@ export interface Volume {
     | QosPolicy
     | undefined;
   /** What QoS did to this volume's I/O so far. */
-  qosStatus: QosStatus | undefined;
+  qosStatus:
+    | QosStatus
+    | undefined;
+  /** Highest attachment epoch fenced on this replica (0: never fenced). */
+  epoch: number;
 }
 
 export interface Volume_LabelsEntry {
@@ -364,6 +373,73 @@ export interface Pool {
   reservedBytesPerSec: number;
 }
 
+function createBaseFenceVolumeRequest(): FenceVolumeRequest {
+  return { name: "", epoch: 0 };
+}
+
+export const FenceVolumeRequest: MessageFns<FenceVolumeRequest> = {
+  encode(message: FenceVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FenceVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFenceVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FenceVolumeRequest>): FenceVolumeRequest {
+    return FenceVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FenceVolumeRequest>): FenceVolumeRequest {
+    const message = createBaseFenceVolumeRequest();
+    message.name = object.name ?? "";
+    message.epoch = object.epoch ?? 0;
+    return message;
+  },
+};
+
 function createBaseVolume(): Volume {
   return {
     name: "",
@@ -380,6 +456,7 @@ function createBaseVolume(): Volume {
     qosClass: "",
     qos: undefined,
     qosStatus: undefined,
+    epoch: 0,
   };
 }
 
@@ -426,6 +503,9 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.qosStatus !== undefined) {
       QosStatus.encode(message.qosStatus, writer.uint32(114).fork()).join();
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(120).uint64(message.epoch);
     }
     return writer;
   },
@@ -558,6 +638,14 @@ export const Volume: MessageFns<Volume> = {
             message.qosStatus = QosStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -603,6 +691,7 @@ export const Volume: MessageFns<Volume> = {
     message.qosStatus = (object.qosStatus !== undefined && object.qosStatus !== null)
       ? QosStatus.fromPartial(object.qosStatus)
       : undefined;
+    message.epoch = object.epoch ?? 0;
     return message;
   },
 };
@@ -3721,6 +3810,21 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
+  /**
+   * FenceVolume raises the attachment epoch this replica serves: afterwards
+   * NBD I/O opened under an older epoch (export name VOLUME#EPOCH) is refused
+   * with EPOCH_STALE. Idempotent for the current epoch; an older one fails
+   * with EPOCH_STALE. Durable before it returns.
+   */
+  fenceVolume: {
+    path: "/keelson.v1.VolumeService/FenceVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FenceVolumeRequest): Buffer => Buffer.from(FenceVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FenceVolumeRequest => FenceVolumeRequest.decode(value),
+    responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
+  },
 } as const;
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
@@ -3758,6 +3862,13 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * (QOS_ADMISSION_DENIED). Idempotent.
    */
   setVolumeQos: handleUnaryCall<SetVolumeQosRequest, Volume>;
+  /**
+   * FenceVolume raises the attachment epoch this replica serves: afterwards
+   * NBD I/O opened under an older epoch (export name VOLUME#EPOCH) is refused
+   * with EPOCH_STALE. Idempotent for the current epoch; an older one fails
+   * with EPOCH_STALE. Durable before it returns.
+   */
+  fenceVolume: handleUnaryCall<FenceVolumeRequest, Volume>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -3889,6 +4000,27 @@ export interface VolumeServiceClient extends Client {
   ): ClientUnaryCall;
   setVolumeQos(
     request: SetVolumeQosRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  /**
+   * FenceVolume raises the attachment epoch this replica serves: afterwards
+   * NBD I/O opened under an older epoch (export name VOLUME#EPOCH) is refused
+   * with EPOCH_STALE. Idempotent for the current epoch; an older one fails
+   * with EPOCH_STALE. Durable before it returns.
+   */
+  fenceVolume(
+    request: FenceVolumeRequest,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  fenceVolume(
+    request: FenceVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  fenceVolume(
+    request: FenceVolumeRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,

@@ -1,0 +1,41 @@
+import { KeelsonError } from "@keelson/sdk";
+
+/** A node as placement sees it. */
+export interface PlacementCandidate {
+  nodeId: string;
+  zone: string;
+  alive: boolean;
+  /** Free bytes on the node's pool. */
+  freeBytes: number;
+}
+
+/**
+ * Chooses `replicas` distinct live nodes for a volume: the preferred node
+ * first when it can hold a replica (data locality: reads stay local), then
+ * one node per zone not yet used before doubling up in a zone, most free
+ * space first. Volumes are thin, so a node qualifies while it has any free
+ * space. NO_SPACE when fewer live nodes qualify than replicas are wanted.
+ */
+export function placeReplicas(
+  candidates: readonly PlacementCandidate[],
+  replicas: number,
+  preferredNodeId?: string,
+): PlacementCandidate[] {
+  const usable = candidates.filter((c) => c.alive && c.freeBytes > 0);
+  if (usable.length < replicas) {
+    throw new KeelsonError({
+      code: "NO_SPACE",
+      message: `${replicas} replicas need ${replicas} distinct live nodes with free space; ${usable.length} qualify (${usable.map((c) => c.nodeId).join(", ") || "none"})`,
+    });
+  }
+  const byFree = [...usable].sort((a, b) => b.freeBytes - a.freeBytes || (a.nodeId < b.nodeId ? -1 : 1));
+  const chosen: PlacementCandidate[] = [];
+  const preferred = byFree.find((c) => c.nodeId === preferredNodeId);
+  if (preferred) chosen.push(preferred);
+  while (chosen.length < replicas) {
+    const zones = new Set(chosen.map((c) => c.zone));
+    const next = byFree.find((c) => !chosen.includes(c) && !zones.has(c.zone)) ?? byFree.find((c) => !chosen.includes(c));
+    chosen.push(next as PlacementCandidate);
+  }
+  return chosen;
+}
