@@ -5,7 +5,7 @@ import path from "node:path";
 import { type ClusterNode, isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
-import { alive, stopProcess } from "../src/cluster/local-process.js";
+import { exited, stopProcess } from "../src/cluster/local-process.js";
 import { canRun } from "./helpers/env.js";
 
 const WAIT_MS = 20_000;
@@ -34,9 +34,7 @@ function leftovers(c: StartedLocalCluster): string[] {
   for (const n of c.nodes) {
     if (n.netns && netns.includes(n.netns)) out.push(`netns ${n.netns}`);
     if (loops.includes(n.diskFile)) out.push(`loop device on ${n.diskFile}`);
-    if (alive(n.pid) && fs.existsSync(`/proc/${n.pid}/cmdline`) && fs.readFileSync(`/proc/${n.pid}/cmdline`, "utf8") !== "") {
-      out.push(`keelsond pid ${n.pid}`);
-    }
+    if (!exited(n.pid)) out.push(`keelsond pid ${n.pid}`);
   }
   if (c.state.network && links.includes(`${c.state.network.bridge}:`)) out.push(`bridge ${c.state.network.bridge}`);
   if (fs.existsSync(c.state.dir)) out.push(`dir ${c.state.dir}`);

@@ -10,7 +10,7 @@ import { canRun } from "./helpers/env.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 
 const MIB = 1024 * 1024;
-const EIO = 5;
+const EPERM = 1;
 
 async function code(p: Promise<unknown>): Promise<string> {
   return p.then(
@@ -32,10 +32,10 @@ describe("epoch fencing", () => {
       expect((await old.write(0, Buffer.alloc(MIB, 1))).error).toBe(0);
       // A new attachment elsewhere takes epoch 2 and fences the replica first.
       await client.fenceVolume({ name: "r", epoch: 2 });
-      expect((await old.write(0, Buffer.alloc(MIB, 0xee))).error).toBe(EIO);
-      expect((await old.writeZeroes(0, MIB)).error).toBe(EIO);
-      expect((await old.flush()).error).toBe(EIO);
-      expect((await old.read(0, 4096)).error).toBe(EIO);
+      expect((await old.write(0, Buffer.alloc(MIB, 0xee))).error).toBe(EPERM);
+      expect((await old.writeZeroes(0, MIB)).error).toBe(EPERM);
+      expect((await old.flush()).error).toBe(EPERM);
+      expect((await old.read(0, 4096)).error).toBe(EPERM);
       old.close();
       // The old epoch (and the bare name) cannot open the volume any more.
       await expect(NbdTestClient.open(d.nbdAddress, "r#1")).rejects.toThrow();

@@ -6,10 +6,20 @@ import {
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { clusterNodeFromWire, nodeFromWire, policyToWire, snapshotFromWire, sourceToWire, volumeFromWire } from "./convert.js";
+import {
+  attachmentFromWire,
+  clusterNodeFromWire,
+  nodeFromWire,
+  policyToWire,
+  snapshotFromWire,
+  sourceToWire,
+  volumeFromWire,
+} from "./convert.js";
 import { fromServiceError, KeelsonError } from "./errors.js";
 import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
+  Attachment,
+  AttachVolumeRequest,
   CallOptions,
   ClusterNode,
   CreateSnapshotRequest,
@@ -176,6 +186,31 @@ export class KeelsonClient implements AsyncDisposable {
   async setVolumeQos(request: SetVolumeQosRequest, options?: CallOptions): Promise<Volume> {
     const wire = { name: request.name, qosClass: request.qosClass ?? "", qos: policyToWire(request.qos) };
     return volumeFromWire(await this.#call(this.#volumes.setVolumeQos, this.#volumes, wire, options, true));
+  }
+
+  /**
+   * Attaches a replicated volume on the node this client talks to: a new
+   * epoch fences every older frontend, and the node's NBD export of the
+   * volume then writes to all in-sync replicas. Not retried (each call takes
+   * a new epoch). VOLUME_NOT_FOUND, UNAVAILABLE when no replica answers.
+   *
+   * @example
+   * const att = await client.attachVolume({ name: "pg-data" });
+   * console.log(att.epoch, att.export.nbdTcpUri);
+   */
+  async attachVolume(request: AttachVolumeRequest, options?: CallOptions): Promise<Attachment> {
+    const wire = { name: request.name, replicaTimeoutMs: request.replicaTimeoutMs ?? 0 };
+    return attachmentFromWire(await this.#call(this.#volumes.attachVolume, this.#volumes, wire, options, false));
+  }
+
+  /**
+   * This node's attachment of a volume, with each replica's state. Idempotent.
+   *
+   * @example
+   * const { state, replicas } = await client.getAttachment({ name: "pg-data" });
+   */
+  async getAttachment(request: VolumeRef, options?: CallOptions): Promise<Attachment> {
+    return attachmentFromWire(await this.#call(this.#volumes.getAttachment, this.#volumes, request, options, true));
   }
 
   /**

@@ -1,6 +1,7 @@
 import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
 import type {
+  Attachment,
   ClusterNode,
   DiskCapability,
   NodeInfo,
@@ -194,4 +195,23 @@ export function volumeStateToWire(state: VolumeState): PbVolumeState {
     if (name === state) return Number(wire) as PbVolumeState;
   }
   return PbVolumeState.VOLUME_STATE_UNSPECIFIED;
+}
+
+/** Maps a wire Attachment to the SDK's form. */
+export function attachmentFromWire(a: pb.Attachment): Attachment {
+  const state = a.state === "degraded" || a.state === "faulted" ? a.state : "healthy";
+  return {
+    volume: a.volume,
+    nodeId: a.nodeId,
+    epoch: a.epoch,
+    export: exportFromWire(a.export, a.volume),
+    replicas: a.replicas.map((r) => ({
+      nodeId: r.nodeId,
+      state: r.state === "faulted" ? "faulted" : "healthy",
+      reason: r.reason,
+      ...(r.faultedAt ? { faultedAt: r.faultedAt } : {}),
+    })),
+    state,
+    maxStallMs: a.maxStallMs,
+  };
 }

@@ -4,6 +4,7 @@
 
 export { volumeStateToWire } from "./convert.js";
 export type {
+  Attachment as WireAttachment,
   ClusterNode as WireClusterNode,
   CreateSnapshotRequest as WireCreateSnapshotRequest,
   CreateVolumeRequest as WireCreateVolumeRequest,

@@ -23,6 +23,8 @@ export {
   toServiceError,
 } from "./errors.js";
 export type {
+  Attachment,
+  AttachVolumeRequest,
   CallOptions,
   ClusterNode,
   CreateSnapshotRequest,

@@ -38,6 +38,25 @@ export interface Volume {
   epoch: number;
 }
 
+/** A replicated volume attached on one node. */
+export interface Attachment {
+  volume: string;
+  nodeId: string;
+  epoch: number;
+  export: VolumeExport;
+  replicas: Array<{ nodeId: string; state: "healthy" | "faulted"; reason: string; faultedAt?: Date }>;
+  state: "healthy" | "degraded" | "faulted";
+  /** Longest time a write waited on a replica that then faulted (ms). */
+  maxStallMs: number;
+}
+
+/** Request of {@link KeelsonClient.attachVolume}. */
+export interface AttachVolumeRequest {
+  name: string;
+  /** Per-request deadline of each replica (default 2000 ms). */
+  replicaTimeoutMs?: number;
+}
+
 /** Request of {@link KeelsonClient.fenceVolume}. */
 export interface FenceVolumeRequest {
   name: string;

@@ -17,6 +17,17 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** True once the process has exited: no such pid, or a zombie waiting to be reaped. */
+export function exited(pid: number): boolean {
+  if (!alive(pid)) return true;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return true;
+  }
+}
+
 /** The command line of a process (empty when it is gone), to check a recorded pid is still ours. */
 function cmdline(pid: number): string {
   try {
@@ -49,8 +60,7 @@ export function startProcess(command: string, args: string[], logFile: string, d
  * SIGKILL after `graceMs`. `graceMs` 0 is kill -9 at once.
  */
 export async function stopProcess(pid: number, expect: string, graceMs: number): Promise<void> {
-  // A zombie (exited, not yet reaped by its parent) has an empty command line.
-  const gone = (): boolean => !alive(pid) || cmdline(pid) === "";
+  const gone = (): boolean => exited(pid);
   if (gone() || !cmdline(pid).includes(expect)) return;
   process.kill(pid, graceMs === 0 ? "SIGKILL" : "SIGTERM");
   const deadline = Date.now() + graceMs;
@@ -63,9 +73,9 @@ export async function stopProcess(pid: number, expect: string, graceMs: number):
 export async function waitForFile(file: string, pid: number, logFile: string, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (!fs.existsSync(file)) {
-    if (!alive(pid) || cmdline(pid) === "" || Date.now() > deadline) {
+    if (exited(pid) || Date.now() > deadline) {
       const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-4000) : "";
-      throw new Error(`process ${pid} did not write ${file} (${alive(pid) ? "timed out" : "exited"}):\n${log}`);
+      throw new Error(`process ${pid} did not write ${file} (${exited(pid) ? "exited" : "timed out"}):\n${log}`);
     }
     await sleep(POLL_MS);
   }

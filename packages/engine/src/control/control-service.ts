@@ -4,6 +4,8 @@ import {
   type NodeServiceServer,
   type SnapshotServiceServer,
   type VolumeServiceServer,
+  type WireAttachment,
+  type WireCreateVolumeRequest,
   type WireDeleteSnapshotResponse,
   type WireDeleteVolumeResponse,
   type WireListNodesResponse,
@@ -20,6 +22,8 @@ import type { NbdServer } from "../nbd/server.js";
 import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import type { QosManager } from "../qos/qos-manager.js";
+import { attachReplicatedVolume, createReplicatedVolume } from "../replication/cluster-volumes.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
@@ -37,6 +41,8 @@ export interface ControlContext {
   calibrate(): Promise<DiskCapability>;
   /** This engine's cluster membership; null for a single engine (set once the cluster is joined). */
   membership: ClusterMembership | null;
+  /** Replicated volumes attached on this node, by name (the NBD catalog serves them). */
+  frontends: Map<string, ReplicatedVolume>;
   zone: string;
   nodeId: string;
   version: string;
@@ -143,6 +149,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   const { pool } = ctx;
   return {
     createVolume: unary(ctx, "CreateVolume", async (req) => {
+      if (req.replicas > 1) return createReplicated(ctx, req);
       const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
       const v = await pool.createVolume({
         name: requireString(req.name, "name"),
@@ -183,6 +190,21 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
       return volumeToWire(ctx, v);
     }),
+    attachVolume: unary(ctx, "AttachVolume", async (req): Promise<WireAttachment> => {
+      const name = requireString(req.name, "name");
+      const m = requireCluster(ctx, "AttachVolume");
+      const rv = await attachReplicatedVolume(m, name, req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS);
+      ctx.frontends.get(name)?.close();
+      ctx.frontends.set(name, rv);
+      ctx.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, replicas: rv.status() });
+      return attachmentToWire(ctx, rv);
+    }),
+    getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
+      const name = requireString(req.name, "name");
+      const rv = ctx.frontends.get(name);
+      if (!rv) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${name} is not attached on ${ctx.nodeId}` });
+      return attachmentToWire(ctx, rv);
+    }),
     fenceVolume: unary(ctx, "FenceVolume", async (req) => {
       const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
       ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
@@ -193,6 +215,60 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       ctx.log.log("info", "volume reverted", { volume: v.name, snapshot: req.snapshot });
       return volumeToWire(ctx, v);
     }),
+  };
+}
+
+function requireCluster(ctx: ControlContext, what: string): ClusterMembership {
+  if (ctx.membership) return ctx.membership;
+  throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} needs a cluster: start keelsond with --etcd` });
+}
+
+/** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
+async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
+  const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
+  if (req.source || req.qosClass || req.qos) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source or QoS yet" });
+  }
+  const name = requireString(req.name, "name");
+  const record = await createReplicatedVolume(m, { name, sizeBytes: req.sizeBytes, replicas: req.replicas, labels: req.labels });
+  ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
+  const local = ctx.pool.findVolume(name);
+  if (local) return { ...volumeToWire(ctx, local), replicas: record.replicas.length };
+  return {
+    name,
+    uid: "",
+    sizeBytes: record.sizeBytes,
+    allocatedBytes: 0,
+    state: WireVolumeState.VOLUME_STATE_HEALTHY,
+    labels: { ...req.labels },
+    createdAt: new Date(record.createdAtMs),
+    replicas: record.replicas.length,
+    export: exportToWire(ctx, name),
+    connections: 0,
+    source: undefined,
+    qosClass: "",
+    qos: policyToWire(defaultPolicy()),
+    qosStatus: ctx.qos.status(""),
+    epoch: 0,
+  };
+}
+
+function attachmentToWire(ctx: ControlContext, rv: ReplicatedVolume): WireAttachment {
+  const replicas = rv.status();
+  const healthy = replicas.filter((r) => r.state === "healthy").length;
+  return {
+    volume: rv.name,
+    nodeId: ctx.nodeId,
+    epoch: rv.epoch,
+    export: exportToWire(ctx, rv.name),
+    replicas: replicas.map((r) => ({
+      nodeId: r.nodeId,
+      state: r.state,
+      reason: r.reason,
+      faultedAt: r.faultedAtMs ? new Date(r.faultedAtMs) : undefined,
+    })),
+    state: healthy === replicas.length ? "healthy" : healthy > 0 ? "degraded" : "faulted",
+    maxStallMs: rv.maxStallMs,
   };
 }
 

@@ -101,7 +101,8 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   });
   const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
-  const nbd = new NbdServer(new VolumeExportCatalog(pool, qos));
+  const catalog = new VolumeExportCatalog(pool, qos);
+  const nbd = new NbdServer(catalog);
   const grpc = new Server();
   try {
     if (!pool.disk) {
@@ -116,6 +117,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       nbd,
       qos,
       membership: null,
+      frontends: catalog.frontends,
       zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),
@@ -169,6 +171,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const close = (): Promise<void> => {
       closing ??= (async () => {
         reconciler?.stop();
+        for (const rv of catalog.frontends.values()) rv.close();
         await membership?.close();
         grpc.forceShutdown();
         await metrics?.close();

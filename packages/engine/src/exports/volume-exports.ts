@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import type { QosManager, VolumeQos } from "../qos/qos-manager.js";
+import { FrontendExport, type ReplicatedVolume } from "../replication/frontend.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import { flushVolume, readVolume, writeVolume, zeroVolume } from "../store/volume-io.js";
@@ -168,6 +169,8 @@ function readOnly(s: Snapshot): KeelsonError {
 export class VolumeExportCatalog implements ExportCatalog {
   readonly #pool: Pool;
   readonly #qos: QosManager | null;
+  /** Replicated volumes attached on this node: their export name serves the frontend, not the local replica. */
+  readonly frontends = new Map<string, ReplicatedVolume>();
 
   constructor(pool: Pool, qos: QosManager | null = null) {
     this.#pool = pool;
@@ -181,8 +184,10 @@ export class VolumeExportCatalog implements ExportCatalog {
   }
 
   describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null {
+    const frontend = this.frontends.get(name);
+    if (frontend) return { sizeBytes: frontend.sizeBytes, readOnly: false, description: `keelson replicated volume ${name}` };
     const parsed = parseEpochName(name);
-    const v = parsed && parsed.epoch >= 0 ? this.#pool.findVolume(parsed.volume) : undefined;
+    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
     if (v) return { sizeBytes: v.sizeBytes, readOnly: false, description: describeVolume(v) };
     const s = this.#pool.findSnapshot(name);
     return s ? { sizeBytes: s.sizeBytes, readOnly: true, description: describeSnapshot(s) } : null;
@@ -190,6 +195,8 @@ export class VolumeExportCatalog implements ExportCatalog {
 
   /** Opens `VOLUME`, `VOLUME#EPOCH` (refused once the volume is fenced past EPOCH) or `VOLUME@SNAPSHOT`. */
   open(name: string): NbdExport | null {
+    const frontend = this.frontends.get(name);
+    if (frontend) return new FrontendExport(frontend);
     const parsed = parseEpochName(name);
     const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
     if (v && parsed) {

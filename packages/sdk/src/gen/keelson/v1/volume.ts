@@ -37,6 +37,36 @@ export enum VolumeState {
   VOLUME_STATE_FAULTED = 4,
 }
 
+export interface AttachVolumeRequest {
+  name: string;
+  /** Per-request deadline of each replica; 0 means the default (2000). */
+  replicaTimeoutMs: number;
+}
+
+export interface GetAttachmentRequest {
+  name: string;
+}
+
+export interface Attachment {
+  volume: string;
+  nodeId: string;
+  epoch: number;
+  export: VolumeExport | undefined;
+  replicas: ReplicaStatus[];
+  /** "healthy", "degraded" (a replica faulted) or "faulted" (none left). */
+  state: string;
+  /** Longest time a write waited on a replica that then faulted. */
+  maxStallMs: number;
+}
+
+export interface ReplicaStatus {
+  nodeId: string;
+  /** "healthy" or "faulted". */
+  state: string;
+  reason: string;
+  faultedAt: Date | undefined;
+}
+
 export interface FenceVolumeRequest {
   name: string;
   epoch: number;
@@ -372,6 +402,348 @@ export interface Pool {
   reservedIops: number;
   reservedBytesPerSec: number;
 }
+
+function createBaseAttachVolumeRequest(): AttachVolumeRequest {
+  return { name: "", replicaTimeoutMs: 0 };
+}
+
+export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
+  encode(message: AttachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.replicaTimeoutMs !== 0) {
+      writer.uint32(16).uint32(message.replicaTimeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replicaTimeoutMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AttachVolumeRequest>): AttachVolumeRequest {
+    return AttachVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachVolumeRequest>): AttachVolumeRequest {
+    const message = createBaseAttachVolumeRequest();
+    message.name = object.name ?? "";
+    message.replicaTimeoutMs = object.replicaTimeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetAttachmentRequest(): GetAttachmentRequest {
+  return { name: "" };
+}
+
+export const GetAttachmentRequest: MessageFns<GetAttachmentRequest> = {
+  encode(message: GetAttachmentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAttachmentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAttachmentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetAttachmentRequest>): GetAttachmentRequest {
+    return GetAttachmentRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetAttachmentRequest>): GetAttachmentRequest {
+    const message = createBaseGetAttachmentRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachment(): Attachment {
+  return { volume: "", nodeId: "", epoch: 0, export: undefined, replicas: [], state: "", maxStallMs: 0 };
+}
+
+export const Attachment: MessageFns<Attachment> = {
+  encode(message: Attachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(18).string(message.nodeId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint64(message.epoch);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.replicas) {
+      ReplicaStatus.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.state !== "") {
+      writer.uint32(50).string(message.state);
+    }
+    if (message.maxStallMs !== 0) {
+      writer.uint32(56).uint64(message.maxStallMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Attachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.replicas.push(ReplicaStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxStallMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Attachment>): Attachment {
+    return Attachment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Attachment>): Attachment {
+    const message = createBaseAttachment();
+    message.volume = object.volume ?? "";
+    message.nodeId = object.nodeId ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
+      : undefined;
+    message.replicas = object.replicas?.map((e) => ReplicaStatus.fromPartial(e)) || [];
+    message.state = object.state ?? "";
+    message.maxStallMs = object.maxStallMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplicaStatus(): ReplicaStatus {
+  return { nodeId: "", state: "", reason: "", faultedAt: undefined };
+}
+
+export const ReplicaStatus: MessageFns<ReplicaStatus> = {
+  encode(message: ReplicaStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.faultedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.faultedAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.faultedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplicaStatus>): ReplicaStatus {
+    return ReplicaStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplicaStatus>): ReplicaStatus {
+    const message = createBaseReplicaStatus();
+    message.nodeId = object.nodeId ?? "";
+    message.state = object.state ?? "";
+    message.reason = object.reason ?? "";
+    message.faultedAt = object.faultedAt ?? undefined;
+    return message;
+  },
+};
 
 function createBaseFenceVolumeRequest(): FenceVolumeRequest {
   return { name: "", epoch: 0 };
@@ -3825,6 +4197,31 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
+  /**
+   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * is taken from etcd, every in-sync replica is fenced at it (an older
+   * frontend gets nothing more acknowledged) and the volume's NBD export on
+   * this node writes to all of them. Needs a cluster (etcd).
+   */
+  attachVolume: {
+    path: "/keelson.v1.VolumeService/AttachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachVolumeRequest): Buffer => Buffer.from(AttachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachVolumeRequest => AttachVolumeRequest.decode(value),
+    responseSerialize: (value: Attachment): Buffer => Buffer.from(Attachment.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Attachment => Attachment.decode(value),
+  },
+  /** GetAttachment returns this node's attachment of a volume and its replicas' state. */
+  getAttachment: {
+    path: "/keelson.v1.VolumeService/GetAttachment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetAttachmentRequest): Buffer => Buffer.from(GetAttachmentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetAttachmentRequest => GetAttachmentRequest.decode(value),
+    responseSerialize: (value: Attachment): Buffer => Buffer.from(Attachment.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Attachment => Attachment.decode(value),
+  },
 } as const;
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
@@ -3869,6 +4266,15 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * with EPOCH_STALE. Durable before it returns.
    */
   fenceVolume: handleUnaryCall<FenceVolumeRequest, Volume>;
+  /**
+   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * is taken from etcd, every in-sync replica is fenced at it (an older
+   * frontend gets nothing more acknowledged) and the volume's NBD export on
+   * this node writes to all of them. Needs a cluster (etcd).
+   */
+  attachVolume: handleUnaryCall<AttachVolumeRequest, Attachment>;
+  /** GetAttachment returns this node's attachment of a volume and its replicas' state. */
+  getAttachment: handleUnaryCall<GetAttachmentRequest, Attachment>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -4024,6 +4430,43 @@ export interface VolumeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  /**
+   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * is taken from etcd, every in-sync replica is fenced at it (an older
+   * frontend gets nothing more acknowledged) and the volume's NBD export on
+   * this node writes to all of them. Needs a cluster (etcd).
+   */
+  attachVolume(
+    request: AttachVolumeRequest,
+    callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  /** GetAttachment returns this node's attachment of a volume and its replicas' state. */
+  getAttachment(
+    request: GetAttachmentRequest,
+    callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  getAttachment(
+    request: GetAttachmentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  getAttachment(
+    request: GetAttachmentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Attachment) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,168 @@
+import { createClient, type KeelsonClient, KeelsonError } from "@keelson/sdk";
+import { nextEpoch } from "../cluster/epochs.js";
+import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
+import { placeReplicas } from "../cluster/placement.js";
+import { ReplicatedVolume } from "./frontend.js";
+
+const VOLUMES = `${KEY_PREFIX}/volumes/`;
+/** Deadline of the calls a node makes to its peers while placing, fencing and attaching. */
+const PEER_CALL_TIMEOUT_MS = 5_000;
+
+/** A replicated volume as the cluster records it in etcd. */
+export interface ClusterVolumeRecord {
+  name: string;
+  sizeBytes: number;
+  /** Nodes holding a replica. */
+  replicas: string[];
+  /**
+   * Replicas known to hold every acknowledged write. A frontend takes a
+   * replica out of this set (in etcd, under its epoch) before it acknowledges
+   * a write that replica missed, so a later attach never serves from it.
+   */
+  inSync: string[];
+  createdAtMs: number;
+}
+
+/** Request of {@link createReplicatedVolume}. */
+export interface CreateReplicatedOptions {
+  name: string;
+  sizeBytes: number;
+  replicas: number;
+  labels: Record<string, string>;
+}
+
+async function withPeer<T>(node: ClusterNode, use: (c: KeelsonClient) => Promise<T>): Promise<T> {
+  const client = createClient({ address: node.controlAddress, defaultTimeoutMs: PEER_CALL_TIMEOUT_MS, maxAttempts: 1 });
+  try {
+    return await use(client);
+  } finally {
+    client.close();
+  }
+}
+
+/** The volume's record, or VOLUME_NOT_FOUND. */
+export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
+  const json = await m.client.get(`${VOLUMES}${name}`).string();
+  if (json === null)
+    throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${JSON.stringify(name)} does not exist` });
+  return JSON.parse(json) as ClusterVolumeRecord;
+}
+
+/**
+ * Places `replicas` replicas on distinct live nodes (zones first, this node
+ * preferred) and creates each as a local volume there, then records the
+ * volume in etcd. Idempotent: the same name and size return the record.
+ */
+export async function createReplicatedVolume(m: ClusterMembership, o: CreateReplicatedOptions): Promise<ClusterVolumeRecord> {
+  const existing = await m.client.get(`${VOLUMES}${o.name}`).string();
+  if (existing !== null) {
+    const r = JSON.parse(existing) as ClusterVolumeRecord;
+    if (r.sizeBytes === o.sizeBytes && r.replicas.length === o.replicas) return r;
+    throw new KeelsonError({
+      code: "ALREADY_EXISTS",
+      message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
+    });
+  }
+  const nodes = (await m.nodes()).filter((n) => n.alive);
+  const candidates = await Promise.all(
+    nodes.map(async (n) => ({
+      nodeId: n.nodeId,
+      zone: n.zone,
+      alive: true,
+      freeBytes: await withPeer(n, async (c) => (await c.getNode()).pool.freeBytes).catch(() => 0),
+    })),
+  );
+  const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
+  for (const c of chosen) {
+    const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
+    await withPeer(node, (client) =>
+      client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
+    );
+  }
+  const record: ClusterVolumeRecord = {
+    name: o.name,
+    sizeBytes: o.sizeBytes,
+    replicas: chosen.map((c) => c.nodeId),
+    inSync: chosen.map((c) => c.nodeId),
+    createdAtMs: Date.now(),
+  };
+  const key = `${VOLUMES}${o.name}`;
+  const result = await m.client
+    .if(key, "Create", "==", 0)
+    .then(m.client.put(key).value(JSON.stringify(record)))
+    .commit();
+  if (!result.succeeded) return getClusterVolume(m, o.name);
+  return record;
+}
+
+/**
+ * Attaches a replicated volume on this node: takes a new epoch from etcd,
+ * fences every reachable replica at it (so any older frontend gets nothing
+ * more acknowledged), then connects to the replicas under that epoch.
+ * UNAVAILABLE when no replica can be fenced.
+ */
+export async function attachReplicatedVolume(
+  m: ClusterMembership,
+  name: string,
+  replicaTimeoutMs: number,
+): Promise<ReplicatedVolume> {
+  const record = await getClusterVolume(m, name);
+  const nodes = await m.nodes();
+  const epoch = await nextEpoch(m.client, name);
+  const holders = record.replicas
+    .map((id) => nodes.find((n) => n.nodeId === id))
+    .filter((n): n is ClusterNode => n !== undefined);
+  const fenced = await Promise.all(
+    holders.map((n) =>
+      withPeer(n, (c) => c.fenceVolume({ name, epoch })).then(
+        () => n,
+        () => null,
+      ),
+    ),
+  );
+  const reachable = fenced.filter((n): n is ClusterNode => n !== null);
+  if (reachable.length === 0) {
+    throw new KeelsonError({ code: "UNAVAILABLE", message: `no replica of ${name} could be fenced at epoch ${epoch}` });
+  }
+  const unreachable = holders.filter((n) => !reachable.includes(n)).map((n) => n.nodeId);
+  for (const nodeId of unreachable) await markOutOfSync(m, name, nodeId, epoch);
+  return ReplicatedVolume.open(
+    name,
+    epoch,
+    reachable.map((n) => ({ nodeId: n.nodeId, nbdAddress: n.nbdAddress })),
+    m.nodeId,
+    replicaTimeoutMs,
+    (nodeId) => markOutOfSync(m, name, nodeId, epoch),
+  );
+}
+
+/** Attempts of the compare-and-swap that takes a replica out of sync. */
+const MAX_SYNC_UPDATE_ATTEMPTS = 16;
+
+/**
+ * Takes a replica out of the volume's in-sync set, only while `epoch` is
+ * still the volume's current epoch (EPOCH_STALE otherwise: a fenced frontend
+ * must not change the record).
+ */
+export async function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  const key = `${VOLUMES}${name}`;
+  const epochKey = `${KEY_PREFIX}/epochs/${name}`;
+  for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
+    const json = await m.client.get(key).string();
+    if (json === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${name} vanished` });
+    const record = JSON.parse(json) as ClusterVolumeRecord;
+    if (!record.inSync.includes(nodeId)) return;
+    const updated = { ...record, inSync: record.inSync.filter((id) => id !== nodeId) };
+    const result = await m.client
+      .if(epochKey, "Value", "==", String(epoch))
+      .and(key, "Value", "==", json)
+      .then(m.client.put(key).value(JSON.stringify(updated)))
+      .commit();
+    if (result.succeeded) return;
+    const current = await m.client.get(epochKey).string();
+    if (current !== String(epoch)) {
+      throw new KeelsonError({ code: "EPOCH_STALE", message: `volume ${name}: epoch ${epoch} was superseded by ${current}` });
+    }
+  }
+  throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: could not record replica ${nodeId} out of sync` });
+}
