@@ -50,6 +50,8 @@ export interface LocalNodeState {
   address: string;
   grpcAddress: string;
   nbdAddress: string;
+  /** NBD on a unix socket: how clients on the node itself reach it (a partition does not cut them off). */
+  nbdSocket: string;
   netns: string | null;
   /** The file behind the node's disk, and the loop device on it (netns mode). */
   diskFile: string;
@@ -171,6 +173,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       address,
       grpcAddress: `${address}:${GRPC_PORT}`,
       nbdAddress: `${address}:${NBD_PORT}`,
+      nbdSocket: path.join(this.state.dir, `node${index + 1}.nbd.sock`),
       netns: net ? nodeNetNames(net, index).netns : null,
       diskFile,
       loopDevice,
@@ -187,7 +190,8 @@ export class StartedLocalCluster implements AsyncDisposable {
     const ready = path.join(this.state.dir, `node${index + 1}.ready`);
     fs.rmSync(ready, { force: true });
     const args = [KEELSOND, "--pool", node.loopDevice ?? node.diskFile, "--node-id", node.nodeId, "--zone", node.zone];
-    args.push("--grpc-listen", node.grpcAddress, "--nbd-listen", node.nbdAddress, "--etcd", this.state.etcd.endpoint);
+    args.push("--grpc-listen", node.grpcAddress, "--nbd-listen", node.nbdAddress, "--nbd-socket", node.nbdSocket);
+    args.push("--etcd", this.state.etcd.endpoint);
     args.push("--lease-ttl", String(this.state.leaseTtlS), "--ready-file", ready, ...this.state.keelsondArgs);
     const [cmd, cmdArgs] = node.netns
       ? ["ip", ["netns", "exec", node.netns, process.execPath, ...args]]

@@ -5,8 +5,10 @@ import { placeReplicas } from "../cluster/placement.js";
 import { ReplicatedVolume } from "./frontend.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
-/** Deadline of the calls a node makes to its peers while placing, fencing and attaching. */
+/** Deadline of the calls a node makes to its peers while placing and attaching. */
 const PEER_CALL_TIMEOUT_MS = 5_000;
+/** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
+const FENCE_TIMEOUT_MS = 2_000;
 
 /** A replicated volume as the cluster records it in etcd. */
 export interface ClusterVolumeRecord {
@@ -31,8 +33,12 @@ export interface CreateReplicatedOptions {
   labels: Record<string, string>;
 }
 
-async function withPeer<T>(node: ClusterNode, use: (c: KeelsonClient) => Promise<T>): Promise<T> {
-  const client = createClient({ address: node.controlAddress, defaultTimeoutMs: PEER_CALL_TIMEOUT_MS, maxAttempts: 1 });
+async function withPeer<T>(
+  node: ClusterNode,
+  use: (c: KeelsonClient) => Promise<T>,
+  timeoutMs = PEER_CALL_TIMEOUT_MS,
+): Promise<T> {
+  const client = createClient({ address: node.controlAddress, defaultTimeoutMs: timeoutMs, maxAttempts: 1 });
   try {
     return await use(client);
   } finally {
@@ -114,7 +120,7 @@ export async function attachReplicatedVolume(
     .filter((n): n is ClusterNode => n !== undefined);
   const fenced = await Promise.all(
     holders.map((n) =>
-      withPeer(n, (c) => c.fenceVolume({ name, epoch })).then(
+      withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS).then(
         () => n,
         () => null,
       ),
@@ -144,7 +150,30 @@ const MAX_SYNC_UPDATE_ATTEMPTS = 16;
  * still the volume's current epoch (EPOCH_STALE otherwise: a fenced frontend
  * must not change the record).
  */
-export async function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+export function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  // Bounded: a frontend cut off from etcd must fail the write soon, not hang it.
+  return withDeadline(
+    casOutOfSync(m, name, nodeId, epoch),
+    SYNC_UPDATE_DEADLINE_MS,
+    `recording replica ${nodeId} of ${name} out of sync`,
+  );
+}
+
+/** Longest a frontend waits on etcd to record a replica out of sync. */
+const SYNC_UPDATE_DEADLINE_MS = 3_000;
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new KeelsonError({ code: "UNAVAILABLE", message: `${what}: etcd did not answer in ${ms} ms` })),
+      ms,
+    );
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+async function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
   const key = `${VOLUMES}${name}`;
   const epochKey = `${KEY_PREFIX}/epochs/${name}`;
   for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {

@@ -48,6 +48,10 @@ export class ReplicatedVolume {
   /** Longest time a write waited on a replica that then faulted (ms): the stall a replica loss causes. */
   maxStallMs = 0;
   #closed = false;
+  /** Faulted replicas not yet recorded out of sync in etcd; nothing is acknowledged while any is. */
+  readonly #unrecorded = new Set<string>();
+  /** Set once etcd said a newer attachment exists: this frontend serves nothing more. */
+  #fenced = false;
 
   private constructor(
     name: string,
@@ -111,31 +115,57 @@ export class ReplicatedVolume {
     r.reason = (error as Error).message ?? String(error);
     r.faultedAtMs = Date.now();
     r.client?.close();
+    this.#unrecorded.add(r.nodeId);
     this.maxStallMs = Math.max(this.maxStallMs, waitedMs);
     debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
   }
 
+  /**
+   * Records every faulted replica out of sync (in etcd, under this epoch).
+   * Throws when that cannot be done, so the caller acknowledges nothing: a
+   * frontend cut off from etcd must not keep acknowledging writes that only
+   * its reachable replicas hold, because a newer attachment may exist.
+   */
+  async #recordFaults(): Promise<void> {
+    for (const nodeId of [...this.#unrecorded]) {
+      try {
+        await this.#recordFault(nodeId);
+        this.#unrecorded.delete(nodeId);
+      } catch (error) {
+        if (isStale(error)) this.#fenced = true;
+        if (this.#fenced) throw fencedOut(this.name, this.epoch);
+        throw new KeelsonError({
+          code: "UNAVAILABLE",
+          message: `volume ${this.name}: replica ${nodeId} faulted and cannot be recorded out of sync (${(error as Error).message}); not acknowledging`,
+          cause: error,
+        });
+      }
+    }
+  }
+
   /** Runs `op` on every healthy replica; succeeds when at least one did and faults the rest. */
   async #everywhere(op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
+    if (this.#fenced) throw fencedOut(this.name, this.epoch);
     const targets = this.#healthy();
     if (this.#closed || targets.length === 0) throw this.#unavailable();
     const started = Date.now();
     const results = await Promise.allSettled(targets.map((r) => op(r.client as ReplicaClient)));
     let ok = 0;
     let stale = false;
-    const faulted: Replica[] = [];
     results.forEach((res, i) => {
       if (res.status === "fulfilled") ok++;
       else {
         stale ||= isStale(res.reason);
-        faulted.push(targets[i] as Replica);
         this.#fault(targets[i] as Replica, res.reason, Date.now() - started);
       }
     });
-    if (stale) throw fencedOut(this.name, this.epoch);
+    if (stale) {
+      this.#fenced = true;
+      throw fencedOut(this.name, this.epoch);
+    }
     if (ok === 0) throw this.#unavailable();
     // The replicas that missed this write leave the in-sync set before it is acknowledged.
-    for (const r of faulted) await this.#recordFault(r.nodeId);
+    await this.#recordFaults();
   }
 
   #unavailable(): KeelsonError {
@@ -159,6 +189,7 @@ export class ReplicatedVolume {
 
   /** Reads from the local replica while healthy, else from the others in turn. */
   async read(offset: number, length: number): Promise<Buffer> {
+    if (this.#fenced) throw fencedOut(this.name, this.epoch);
     const order = [...this.#healthy()].sort(
       (a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId),
     );
@@ -167,7 +198,10 @@ export class ReplicatedVolume {
       try {
         return await (r.client as ReplicaClient).read(offset, length);
       } catch (error) {
-        if (isStale(error)) throw fencedOut(this.name, this.epoch);
+        if (isStale(error)) {
+          this.#fenced = true;
+          throw fencedOut(this.name, this.epoch);
+        }
         this.#fault(r, error, Date.now() - started);
       }
     }

@@ -19,11 +19,15 @@ export const MAX_REPLICA_INFLIGHT = 128;
 /** Time to connect and negotiate. */
 const CONNECT_TIMEOUT_MS = 5_000;
 
-/** Why a replica request failed: the replica answered an error, or it could not be reached in time. */
+/**
+ * Why a replica request failed: the replica answered an error, or it could not
+ * be reached in time. Replicas are writable exports, so EPERM from one means
+ * its fence moved past this connection's epoch.
+ */
 function replicaError(kind: "errno" | "timeout" | "closed", detail: string, errno = 0): KeelsonError {
   const code =
     kind === "errno" && errno === Errno.EPERM
-      ? "READ_ONLY"
+      ? "EPOCH_STALE"
       : kind === "errno" && errno === Errno.ENOSPC
         ? "NO_SPACE"
         : "UNAVAILABLE";
@@ -73,16 +77,25 @@ export class ReplicaClient {
     return this.#pending.size;
   }
 
-  /** Connects to `host:port` and opens export `exportName` (e.g. `VOLUME#EPOCH`). */
+  /** Connects to `host:port` (or a unix socket path) and opens export `exportName` (e.g. `VOLUME#EPOCH`). */
   static async connect(address: string, exportName: string, timeoutMs: number): Promise<ReplicaClient> {
     const at = address.lastIndexOf(":");
-    const socket = net.connect(Number(address.slice(at + 1)), address.slice(0, at));
-    socket.setNoDelay(true);
+    const socket = address.startsWith("/")
+      ? net.connect(address)
+      : net.connect(Number(address.slice(at + 1)), address.slice(0, at));
+    if (!address.startsWith("/")) socket.setNoDelay(true);
     const reader = new HandshakeReader(socket);
     try {
       await new Promise<void>((resolve, reject) => {
-        socket.once("connect", resolve);
-        socket.once("error", reject);
+        const timer = setTimeout(() => reject(new Error(`no connection in ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+        socket.once("connect", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.once("error", (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
       });
       const sizeBytes = await negotiate(socket, reader, exportName);
       reader.detach();
