@@ -1,8 +1,5 @@
-import { execFile } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { isKeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
