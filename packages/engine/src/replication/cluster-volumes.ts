@@ -46,6 +46,21 @@ async function withPeer<T>(
   }
 }
 
+/** Attempts to learn a peer's free space before placement leaves it out. */
+const FREE_SPACE_ATTEMPTS = 3;
+
+/** A live peer's free pool bytes; 0 (not a candidate) when it does not answer in a few attempts. */
+async function peerFreeBytes(node: ClusterNode): Promise<number> {
+  for (let attempt = 1; attempt <= FREE_SPACE_ATTEMPTS; attempt++) {
+    try {
+      return await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes);
+    } catch {
+      // A busy or just-started peer: ask again.
+    }
+  }
+  return 0;
+}
+
 /** The volume's record, or VOLUME_NOT_FOUND. */
 export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
   const json = await m.client.get(`${VOLUMES}${name}`).string();
@@ -71,12 +86,7 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
   }
   const nodes = (await m.nodes()).filter((n) => n.alive);
   const candidates = await Promise.all(
-    nodes.map(async (n) => ({
-      nodeId: n.nodeId,
-      zone: n.zone,
-      alive: true,
-      freeBytes: await withPeer(n, async (c) => (await c.getNode()).pool.freeBytes).catch(() => 0),
-    })),
+    nodes.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, freeBytes: await peerFreeBytes(n) })),
   );
   const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
   for (const c of chosen) {
