@@ -1,21 +1,7 @@
-import { KeelsonError } from "@keelson/sdk";
+import { KeelsonError, type QosLimits, type RateLimit } from "@keelson/sdk";
 
-/** A rate with a burst allowance (token bucket). */
-export interface RateLimit {
-  /** Per second (IOs or bytes). */
-  rate: number;
-  /** Most saved up; default a tenth of a second's worth (at least one request). */
-  burst?: number;
-}
-
-/** Per-volume limits; an absent one does not limit. */
-export interface QosLimits {
-  readIops?: RateLimit;
-  writeIops?: RateLimit;
-  totalIops?: RateLimit;
-  readBytesPerSec?: RateLimit;
-  writeBytesPerSec?: RateLimit;
-}
+// Limits have one shape on the wire, in the SDK and here: the SDK's types.
+export type { QosLimits, RateLimit };
 
 /** A volume's QoS: limits, a guaranteed floor and a share of what is left. */
 export interface QosPolicy {
