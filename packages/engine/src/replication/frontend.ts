@@ -256,8 +256,9 @@ export class FrontendExport implements NbdExport {
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
-    // The payload buffer is the connection's; copy it so replicas that answer late still send the right bytes.
-    this.#volume.write(offset, Buffer.from(data), fua).then(
+    // No copy: each replica client copies the payload into its request before
+    // this returns, and the connection's buffer stays ours until the callback.
+    this.#volume.write(offset, data, fua).then(
       () => cb(null),
       (e: KeelsonError) => cb(e),
     );
