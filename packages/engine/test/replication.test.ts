@@ -1,9 +1,10 @@
 import os from "node:os";
 import path from "node:path";
 import { isKeelsonError } from "@keelson/sdk";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
 import { ReplicaClient } from "../src/replication/replica-client.js";
+import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 
@@ -87,17 +88,12 @@ async function verifyAcked(
   }
 }
 
-/** Clusters of the running test; stopped after it even when it timed out (a timeout skips `await using`). */
-const live = new Set<StartedLocalCluster>();
-afterEach(async () => {
-  for (const c of live) await c.stop().catch((e: unknown) => console.error(`cluster teardown: ${String(e)}`));
-  live.clear();
-});
+const track = trackClusters();
 
 async function threeNodeCluster(): Promise<StartedLocalCluster> {
   const dir = path.join(os.tmpdir(), `keelson-repl-${process.pid}-${Date.now()}`);
   const cluster = await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: 512 * MIB, leaseTtlS: 2 });
-  live.add(cluster);
+  track(cluster);
   return cluster;
 }
 

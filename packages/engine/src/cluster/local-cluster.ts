@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient, type KeelsonClient } from "@keelson/sdk";
+import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
 import {
   addNodeNamespace,
   createNetwork,
@@ -18,6 +18,8 @@ const KEELSOND = fileURLToPath(
   new URL(import.meta.url.endsWith(".ts") ? "../../dist/cli/keelsond.js" : "../cli/keelsond.js", import.meta.url),
 );
 const NODE_START_TIMEOUT_MS = 30_000;
+/** How long a new cluster may take until every node is seen alive. */
+const FORM_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 10_000;
 const GRPC_PORT = 7420;
 const NBD_PORT = 10809;
@@ -102,10 +104,17 @@ export const LocalCluster = {
     try {
       await cluster.startEtcd();
       for (let i = 0; i < options.nodes; i++) await cluster.addNode(i, options);
+      await cluster.waitUntilAllAlive(FORM_TIMEOUT_MS);
       return cluster;
     } catch (error) {
+      // The logs go with the directory: keep their tails in the error so a failed start explains itself.
+      const tails = cluster.logTails(20);
       await cluster.stop().catch(() => undefined);
-      throw error;
+      throw new KeelsonError({
+        code: isKeelsonError(error) ? error.code : "INTERNAL",
+        message: `local cluster did not start: ${(error as Error).message}\n${tails}`,
+        cause: error,
+      });
     }
   },
 
@@ -199,6 +208,48 @@ export class StartedLocalCluster implements AsyncDisposable {
     node.pid = startProcess(cmd, cmdArgs as string[], node.logFile, this.state.detached);
     this.#save();
     await waitForFile(ready, node.pid, node.logFile, NODE_START_TIMEOUT_MS);
+  }
+
+  /**
+   * Resolves once every node is seen alive through node 1's control API (its
+   * lease is in etcd and the view reaches it); DEADLINE_EXCEEDED naming the nodes that are not.
+   */
+  async waitUntilAllAlive(timeoutMs: number): Promise<void> {
+    if (this.nodes.length === 0) return;
+    const client = this.client(0);
+    const deadline = Date.now() + timeoutMs;
+    let missing: string[] = this.nodes.map((n) => n.nodeId);
+    let lastError = "";
+    while (Date.now() < deadline) {
+      try {
+        const seen = await client.listNodes({ timeoutMs: 2_000 });
+        missing = this.nodes.map((n) => n.nodeId).filter((id) => !seen.some((s) => s.nodeId === id && s.alive));
+        if (missing.length === 0) return;
+      } catch (error) {
+        lastError = `; last error: ${(error as Error).message}`;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new KeelsonError({
+      code: "DEADLINE_EXCEEDED",
+      message: `local cluster: ${missing.join(", ")} not alive after ${timeoutMs} ms${lastError}`,
+    });
+  }
+
+  /** The last `lines` lines of etcd's and every node's log, for a failed test's report. */
+  logTails(lines = 40): string {
+    const files = [this.state.etcd.logFile, ...this.nodes.map((n) => n.logFile)];
+    return files
+      .map((f) => {
+        let text = "";
+        try {
+          text = fs.readFileSync(f, "utf8");
+        } catch {
+          return `== ${path.basename(f)}: (missing)`;
+        }
+        return `== ${path.basename(f)}\n${text.trimEnd().split("\n").slice(-lines).join("\n")}`;
+      })
+      .join("\n");
   }
 
   /** Kills etcd (-9) and starts it again on the same data and endpoint, as an etcd restart would. */

@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { type Campaign, Etcd3, type Lease } from "etcd3";
+import type { Logger } from "../util/log.js";
 
 const debug = createDebug("keelson:cluster");
 
@@ -45,6 +46,8 @@ export interface JoinOptions {
   leaseTtlS?: number;
   /** Called when this node becomes leader (and with false when it stops being it). */
   onLeadership?: (leader: boolean) => void;
+  /** Where lease losses and failed rejoins are reported (an operator needs to see a node flap). */
+  log?: Logger;
 }
 
 function unavailable(message: string, cause: unknown): KeelsonError {
@@ -108,7 +111,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.#lease = lease;
     await lease.put(`${ALIVE}${this.nodeId}`).value(String(Date.now()));
     lease.on("lost", (error) => {
-      debug("node %s lost its lease: %s", this.nodeId, String(error));
+      this.#options.log?.log("warn", "liveness lease lost; taking a new one", { node: this.nodeId, error: String(error) });
       this.#setLeader(false);
       this.#rejoinLater();
     });
@@ -137,7 +140,7 @@ export class ClusterMembership implements AsyncDisposable {
       void this.#campaign?.resign().catch(() => undefined);
       void this.#lease?.revoke().catch(() => undefined);
       this.#register().catch((error: unknown) => {
-        debug("node %s rejoin failed: %s", this.nodeId, String(error));
+        this.#options.log?.log("warn", "rejoin failed; trying again", { node: this.nodeId, error: String(error) });
         this.#rejoinLater();
       });
     }, REJOIN_DELAY_MS);

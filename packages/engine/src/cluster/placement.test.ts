@@ -32,5 +32,6 @@ describe("placeReplicas", () => {
       }
     })();
     expect(isKeelsonError(e, "NO_SPACE") && e.message).toContain("1 qualify (a)");
+    expect(isKeelsonError(e) && e.message).toContain("left out: b: pool full; c: no liveness lease");
   });
 });

@@ -7,6 +7,13 @@ export interface PlacementCandidate {
   alive: boolean;
   /** Free bytes on the node's pool. */
   freeBytes: number;
+  /** Why the node cannot take a replica now when that is known (it did not answer, …); shown in NO_SPACE. */
+  problem?: string;
+}
+
+function whyLeftOut(c: PlacementCandidate): string {
+  if (!c.alive) return "no liveness lease";
+  return c.problem ?? "pool full";
 }
 
 /**
@@ -23,9 +30,10 @@ export function placeReplicas(
 ): PlacementCandidate[] {
   const usable = candidates.filter((c) => c.alive && c.freeBytes > 0);
   if (usable.length < replicas) {
+    const leftOut = candidates.filter((c) => !usable.includes(c)).map((c) => `${c.nodeId}: ${whyLeftOut(c)}`);
     throw new KeelsonError({
       code: "NO_SPACE",
-      message: `${replicas} replicas need ${replicas} distinct live nodes with free space; ${usable.length} qualify (${usable.map((c) => c.nodeId).join(", ") || "none"})`,
+      message: `${replicas} replicas need ${replicas} distinct live nodes with free space; ${usable.length} qualify (${usable.map((c) => c.nodeId).join(", ") || "none"})${leftOut.length ? `; left out: ${leftOut.join("; ")}` : ""}`,
     });
   }
   const byFree = [...usable].sort((a, b) => b.freeBytes - a.freeBytes || (a.nodeId < b.nodeId ? -1 : 1));

@@ -136,6 +136,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       ? await ClusterMembership.join({
           endpoints: options.etcdEndpoints,
           leaseTtlS: options.leaseTtlS,
+          log,
           node: {
             nodeId: ctx.nodeId,
             controlAddress: grpcAddress,

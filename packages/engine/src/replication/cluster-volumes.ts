@@ -46,19 +46,21 @@ async function withPeer<T>(
   }
 }
 
-/** Attempts to learn a peer's free space before placement leaves it out. */
-const FREE_SPACE_ATTEMPTS = 3;
+/** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
+const FREE_SPACE_RETRY_DELAYS_MS = [200, 600, 1200];
 
-/** A live peer's free pool bytes; 0 (not a candidate) when it does not answer in a few attempts. */
-async function peerFreeBytes(node: ClusterNode): Promise<number> {
-  for (let attempt = 1; attempt <= FREE_SPACE_ATTEMPTS; attempt++) {
+/** A live peer's free pool bytes, or why it could not be learned after a few attempts. */
+async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
+  let last: unknown;
+  for (let attempt = 0; attempt <= FREE_SPACE_RETRY_DELAYS_MS.length; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, FREE_SPACE_RETRY_DELAYS_MS[attempt - 1]));
     try {
-      return await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes);
-    } catch {
-      // A busy or just-started peer: ask again.
+      return { freeBytes: await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
+    } catch (error) {
+      last = error;
     }
   }
-  return 0;
+  return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${(last as Error).message ?? String(last)}` };
 }
 
 /** The volume's record, or VOLUME_NOT_FOUND. */
@@ -84,9 +86,14 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
     });
   }
-  const nodes = (await m.nodes()).filter((n) => n.alive);
+  const nodes = await m.nodes();
   const candidates = await Promise.all(
-    nodes.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, freeBytes: await peerFreeBytes(n) })),
+    nodes.map(async (n) => ({
+      nodeId: n.nodeId,
+      zone: n.zone,
+      alive: n.alive,
+      ...(n.alive ? await peerFreeBytes(n) : { freeBytes: 0 }),
+    })),
   );
   const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
   for (const c of chosen) {
