@@ -1,16 +1,19 @@
 import os from "node:os";
 import path from "node:path";
-import { isKeelsonError } from "@keelson/sdk";
+import { type Attachment, isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
 import { ReplicaClient } from "../src/replication/replica-client.js";
 import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
+import { run } from "./helpers/process.js";
 
 const MIB = 1024 * 1024;
 const CHUNK = 64 * 1024;
-const SIZE = 32 * MIB;
+const SIZE = 64 * MIB;
+/** fio's part of the volume in the replica-loss test; the chunk writers use the rest. */
+const FIO_BYTES = 40 * MIB;
 const WRITERS = 4;
 
 function stamp(id: number): Buffer {
@@ -23,18 +26,22 @@ function stamp(id: number): Buffer {
  * Writers that own disjoint chunks and write them one at a time, so each
  * chunk's last acknowledged write is known exactly. Runs until `stop()`.
  */
-function workload(address: string, name: string) {
+function workload(
+  address: string,
+  name: string,
+  window: { firstChunk: number; chunks: number } = { firstChunk: 0, chunks: SIZE / CHUNK },
+) {
   const lastAcked = new Map<number, number>();
   /** The last write sent to each chunk: it may be in flight when a node dies (neither acknowledged nor refused). */
   const lastSent = new Map<number, number>();
   const errors: number[] = [];
   let nextId = 1;
   let running = true;
-  const chunks = SIZE / CHUNK;
+  const { firstChunk, chunks } = window;
   const writer = async (w: number): Promise<void> => {
     const c = await NbdTestClient.open(address, name);
     for (let i = 0; running; i++) {
-      const chunk = w + WRITERS * (i % (chunks / WRITERS));
+      const chunk = firstChunk + w + WRITERS * (i % (chunks / WRITERS));
       const id = nextId++;
       lastSent.set(chunk, id);
       const r = await c.write(chunk * CHUNK, stamp(id));
@@ -94,6 +101,59 @@ async function verifyAcked(
   }
 }
 
+/** fio through NBD on the first FIO_BYTES of `name`: 4k random writes (each block once) with crc32c headers. */
+function fioArgs(address: string, name: string, extra: string[]): string[] {
+  return [
+    "--name=db",
+    "--ioengine=nbd",
+    `--uri=nbd://${address}/${name}`,
+    "--rw=randwrite",
+    "--bs=4k",
+    "--iodepth=16",
+    `--size=${FIO_BYTES}`,
+    "--verify=crc32c",
+    "--verify_fatal=1",
+    "--output-format=json",
+    ...extra,
+  ];
+}
+
+function fioJob(stdout: string): { error: number; write: { io_bytes: number }; read: { io_bytes: number } } {
+  return (JSON.parse(stdout.slice(stdout.indexOf("{"))) as { jobs: Array<ReturnType<typeof fioJob>> }).jobs[0] as ReturnType<
+    typeof fioJob
+  >;
+}
+
+/** Polls the attachment until `ok` holds (30 s at most); returns it and what was seen on the way. */
+async function waitForAttachment(
+  client: KeelsonClient,
+  ok: (a: Attachment) => boolean,
+  timeoutMs = 30_000,
+): Promise<{ attachment: Attachment; seen: Attachment[] }> {
+  const deadline = Date.now() + timeoutMs;
+  const seen: Attachment[] = [];
+  while (Date.now() < deadline) {
+    const a = await client.getAttachment({ name: "db" });
+    seen.push(a);
+    if (ok(a)) return { attachment: a, seen };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`attachment did not reach the expected state in ${timeoutMs} ms: ${JSON.stringify(seen.at(-1))}`);
+}
+
+/** Every replica's bytes, read on its own node under the current epoch, must be the same. */
+async function expectReplicasIdentical(cluster: StartedLocalCluster, nodeIndexes: number[], epoch: number): Promise<void> {
+  const images: Buffer[] = [];
+  for (const i of nodeIndexes) images.push(await readAll(cluster.nodes[i]?.nbdAddress as string, `db#${epoch}`));
+  for (let k = 1; k < images.length; k++) {
+    expect((images[k] as Buffer).equals(images[0] as Buffer), `replica on node${(nodeIndexes[k] as number) + 1} differs`).toBe(
+      true,
+    );
+  }
+}
+
+const allHealthy = (a: Attachment): boolean => a.state === "healthy" && a.replicas.every((r) => r.state === "healthy");
+
 const track = trackClusters();
 
 async function threeNodeCluster(): Promise<StartedLocalCluster> {
@@ -123,32 +183,51 @@ async function writeOnNode(socket: string, offset: number, id: number): Promise<
 }
 
 describe("synchronous replication", () => {
-  it("replica node killed -9 mid-write: no write fails, the volume runs degraded, every acknowledged write reads back and survivors are identical", async (t) => {
-    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+  it("replica node killed -9 under fio with verify: fio sees no error and every block verifies; the node returns and its replica is rebuilt (incrementally, under load) until all three are identical", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup", "fio"] }, t.task.name)) return t.skip();
     const cluster = await threeNodeCluster();
     const n1 = cluster.client(0);
     await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
     const att = await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
     expect(att).toMatchObject({ state: "healthy", epoch: 1 });
     expect(att.replicas.map((r) => r.nodeId).sort()).toEqual(["node1", "node2", "node3"]);
-    const load = workload(cluster.nodes[0]?.nbdAddress as string, "db");
-    await new Promise((r) => setTimeout(r, 800));
+    const address = cluster.nodes[0]?.nbdAddress as string;
+    // Paced so the kill lands in the write phase; the verify phase then reads every block back.
+    const fio = run("fio", fioArgs(address, "db", ["--do_verify=1", "--rate_iops=2500"]), { timeoutMs: 90_000 });
+    await new Promise((r) => setTimeout(r, 1000));
     await cluster.kill9(2);
-    await new Promise((r) => setTimeout(r, 1500));
+    const job = fioJob((await fio).stdout);
+    expect(job.error).toBe(0);
+    expect(job.write.io_bytes).toBe(FIO_BYTES);
+    expect(job.read.io_bytes).toBe(FIO_BYTES);
+    const degraded = await n1.getAttachment({ name: "db" });
+    console.log(
+      `replica node3 killed under fio: fio 0 errors, ${FIO_BYTES / MIB} MiB verified; volume ${degraded.state}, replica stall ${degraded.maxStallMs} ms`,
+    );
+    expect(degraded.state).toBe("degraded");
+    expect(degraded.replicas.find((r) => r.nodeId === "node3")?.state).toBe("faulted");
+
+    // node3 comes back while writers keep going: it is rebuilt under load.
+    const load = workload(address, "db", { firstChunk: FIO_BYTES / CHUNK, chunks: (SIZE - FIO_BYTES) / CHUNK });
+    await new Promise((r) => setTimeout(r, 300));
+    await cluster.startNode(2);
+    const { attachment: healed, seen } = await waitForAttachment(n1, allHealthy);
     await load.stop();
     expect(load.errors).toEqual([]);
-    const after = await n1.getAttachment({ name: "db" });
+    const node3 = healed.replicas.find((r) => r.nodeId === "node3");
+    expect(node3?.lastRebuild?.full).toBe(false);
+    expect(healed.rebuildsCompleted).toBe(1);
+    const rebuilding = seen.filter((a) => a.replicas.some((r) => r.state === "rebuilding")).length;
+    const { bytes = 0, durationMs = 0 } = node3?.lastRebuild ?? {};
     console.log(
-      `replica node3 killed: ${load.writes()} writes, 0 failed; volume ${after.state}, replica stall ${after.maxStallMs} ms`,
+      `node3 back: rebuilt incrementally, ${(bytes / MIB).toFixed(0)} MiB of ${SIZE / MIB} MiB in ${durationMs} ms (${(bytes / MIB / Math.max(durationMs / 1000, 0.001)).toFixed(0)} MiB/s) while ${load.writes()} writes went on; seen rebuilding in ${rebuilding} polls`,
     );
-    expect(after.state).toBe("degraded");
-    expect(after.replicas.find((r) => r.nodeId === "node3")?.state).toBe("faulted");
-    await verifyAcked(cluster.nodes[0]?.nbdAddress as string, "db", load);
-    // The surviving replicas hold the same bytes (read directly, under the current epoch).
-    const images: Buffer[] = [];
-    for (const i of [0, 1]) images.push(await readAll(cluster.nodes[i]?.nbdAddress as string, `db#${after.epoch}`));
-    expect((images[0] as Buffer).equals(images[1] as Buffer)).toBe(true);
-  }, 120_000);
+    await verifyAcked(address, "db", load);
+    const reverify = fioJob((await run("fio", fioArgs(address, "db", ["--verify_only"]), { timeoutMs: 60_000 })).stdout);
+    expect(reverify.error).toBe(0);
+    await n1.getAttachment({ name: "db" });
+    await expectReplicasIdentical(cluster, [0, 1, 2], healed.epoch);
+  }, 150_000);
 
   it("frontend node killed -9 mid-workload, volume attached on another node: every write the old frontend acknowledged reads back (RTO reported)", async (t) => {
     if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
@@ -171,8 +250,25 @@ describe("synchronous replication", () => {
     );
     expect(att.epoch).toBe(2);
     // node1's replica could not be fenced, so it is out of sync and not served from.
-    expect(att.replicas.map((r) => r.nodeId).sort()).toEqual(["node2", "node3"]);
+    expect(att.state).toBe("degraded");
+    expect(
+      att.replicas
+        .filter((r) => r.state === "healthy")
+        .map((r) => r.nodeId)
+        .sort(),
+    ).toEqual(["node2", "node3"]);
+    expect(att.replicas.find((r) => r.nodeId === "node1")?.state).toBe("faulted");
     await verifyAcked(cluster.nodes[1]?.nbdAddress as string, "db", load);
+    // node1 returns: the new frontend knows nothing of what its replica missed, so it is rebuilt whole.
+    await cluster.startNode(0);
+    const { attachment: healed } = await waitForAttachment(cluster.client(1), allHealthy);
+    const node1 = healed.replicas.find((r) => r.nodeId === "node1");
+    expect(node1?.lastRebuild?.full).toBe(true);
+    const { bytes = 0, durationMs = 0 } = node1?.lastRebuild ?? {};
+    console.log(
+      `node1 back: full rebuild ${(bytes / MIB).toFixed(0)} MiB in ${durationMs} ms (${(bytes / MIB / Math.max(durationMs / 1000, 0.001)).toFixed(0)} MiB/s)`,
+    );
+    await expectReplicasIdentical(cluster, [0, 1, 2], healed.epoch);
   }, 120_000);
 
   it("partitioned frontend, volume attached elsewhere, partition healed: the old frontend gets no write acknowledged after the new epoch, and the data is what the new frontend acknowledged", async (t) => {

@@ -199,7 +199,8 @@ export function volumeStateToWire(state: VolumeState): PbVolumeState {
 
 /** Maps a wire Attachment to the SDK's form. */
 export function attachmentFromWire(a: pb.Attachment): Attachment {
-  const state = a.state === "degraded" || a.state === "faulted" ? a.state : "healthy";
+  const states = ["healthy", "degraded", "rebuilding", "faulted"] as const;
+  const state = states.find((s) => s === a.state) ?? "faulted";
   return {
     volume: a.volume,
     nodeId: a.nodeId,
@@ -207,11 +208,18 @@ export function attachmentFromWire(a: pb.Attachment): Attachment {
     export: exportFromWire(a.export, a.volume),
     replicas: a.replicas.map((r) => ({
       nodeId: r.nodeId,
-      state: r.state === "faulted" ? "faulted" : "healthy",
+      state: r.state === "healthy" || r.state === "rebuilding" ? r.state : "faulted",
       reason: r.reason,
       ...(r.faultedAt ? { faultedAt: r.faultedAt } : {}),
+      rebuiltBytes: r.rebuiltBytes,
+      rebuildTotalBytes: r.rebuildTotalBytes,
+      fullRebuild: r.fullRebuild,
+      ...(r.lastRebuild
+        ? { lastRebuild: { bytes: r.lastRebuild.bytes, durationMs: r.lastRebuild.durationMs, full: r.lastRebuild.full } }
+        : {}),
     })),
     state,
     maxStallMs: a.maxStallMs,
+    rebuildsCompleted: a.rebuildsCompleted,
   };
 }

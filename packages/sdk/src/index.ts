@@ -40,6 +40,7 @@ export type {
   QosPolicy,
   QosStatus,
   RateLimit,
+  ReplicaStatus,
   ResizeVolumeRequest,
   RevertVolumeRequest,
   SetDiskCapabilityRequest,

@@ -44,10 +44,29 @@ export interface Attachment {
   nodeId: string;
   epoch: number;
   export: VolumeExport;
-  replicas: Array<{ nodeId: string; state: "healthy" | "faulted"; reason: string; faultedAt?: Date }>;
-  state: "healthy" | "degraded" | "faulted";
+  replicas: ReplicaStatus[];
+  /** `degraded`: a replica is faulted; `rebuilding`: none is, one is being rebuilt. */
+  state: "healthy" | "degraded" | "rebuilding" | "faulted";
   /** Longest time a write waited on a replica that then faulted (ms). */
   maxStallMs: number;
+  /** Rebuilds finished since the volume was attached on this node. */
+  rebuildsCompleted: number;
+}
+
+/** One replica of an attached volume. */
+export interface ReplicaStatus {
+  nodeId: string;
+  /** `rebuilding`: it takes every write while what it lacks is copied to it. */
+  state: "healthy" | "faulted" | "rebuilding";
+  reason: string;
+  faultedAt?: Date;
+  /** While rebuilding: bytes copied so far and in all. */
+  rebuiltBytes: number;
+  rebuildTotalBytes: number;
+  /** The rebuild copies the whole volume (nothing was known of what the replica lacks). */
+  fullRebuild: boolean;
+  /** Its last finished rebuild. */
+  lastRebuild?: { bytes: number; durationMs: number; full: boolean };
 }
 
 /** Request of {@link KeelsonClient.attachVolume}. */

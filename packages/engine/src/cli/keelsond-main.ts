@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
-import { isKeelsonError } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { jsonLogger } from "../util/log.js";
@@ -23,6 +23,9 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --storage-address HOST address for replica traffic (default: the control address's host)
   --zone ZONE            topology label used to spread replicas
   --lease-ttl SECONDS    liveness lease of this node in etcd (default 5)
+  --replace-replica-after SECONDS
+                         the leader places a replica on another node once its node
+                         has been down this long (default 60)
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
@@ -46,6 +49,7 @@ async function main(): Promise<void> {
       "storage-address": { type: "string" },
       zone: { type: "string" },
       "lease-ttl": { type: "string" },
+      "replace-replica-after": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -71,7 +75,8 @@ async function main(): Promise<void> {
     etcdEndpoints: values.etcd,
     storageAddress: values["storage-address"],
     zone: values.zone,
-    leaseTtlS: values["lease-ttl"] ? Number(values["lease-ttl"]) : undefined,
+    leaseTtlS: seconds("--lease-ttl", values["lease-ttl"]),
+    replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -87,6 +92,23 @@ async function main(): Promise<void> {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+}
+
+/** A positive number of seconds from a flag; INVALID_ARGUMENT otherwise. */
+function seconds(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `${flag} takes a positive number of seconds, not ${JSON.stringify(value)}`,
+    });
+  }
+  return n;
+}
+
+function mul1000(s: number | undefined): number | undefined {
+  return s === undefined ? undefined : s * 1000;
 }
 
 main().catch((error: unknown) => {

@@ -9,10 +9,11 @@ const debug = createDebug("keelson:cluster");
 export const RECONCILE_INTERVAL_MS = 500;
 
 /**
- * The leader's control loop. Today it keeps each node's recorded state in
- * step with its liveness lease (a node whose lease expired is marked down,
- * one that came back is marked up), so every engine and client reads the same
- * answer from etcd. Replica repair and rebuild scheduling join this loop.
+ * The leader's control loop. It keeps each node's recorded state in step
+ * with its liveness lease (a node whose lease expired is marked down, one
+ * that came back is marked up), so every engine and client reads the same
+ * answer from etcd; then it repairs degraded volumes (a replica lost for
+ * good is placed on another node, and its frontend rebuilds it there).
  */
 export class Reconciler {
   readonly #client: Etcd3;
@@ -22,9 +23,15 @@ export class Reconciler {
   /** Passes completed (tests and logs watch it move). */
   passes = 0;
 
-  constructor(client: Etcd3, log: Logger) {
+  readonly #repair: (() => Promise<{ replaced: string[]; stuck: string[] }>) | null;
+  /** Stuck repairs already logged (each is logged once, not every pass). */
+  readonly #reported = new Set<string>();
+
+  /** `repair` is the degraded-volume repair each pass runs after node states (replication provides it). */
+  constructor(client: Etcd3, log: Logger, repair?: () => Promise<{ replaced: string[]; stuck: string[] }>) {
     this.#client = client;
     this.#log = log;
+    this.#repair = repair ?? null;
   }
 
   start(): void {
@@ -47,6 +54,13 @@ export class Reconciler {
         if (node.state === observed) continue;
         await recordNodeState(this.#client, node.nodeId, observed);
         this.#log.log("info", "node state changed", { node: node.nodeId, state: observed });
+      }
+      if (this.#repair) {
+        const { replaced, stuck } = await this.#repair();
+        for (const r of replaced) this.#log.log("info", "replica replaced", { change: r });
+        for (const s of stuck) if (!this.#reported.has(s)) this.#log.log("warn", "volume not repaired", { why: s });
+        this.#reported.clear();
+        for (const s of stuck) this.#reported.add(s);
       }
       this.passes++;
     } catch (error) {

@@ -255,7 +255,9 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
 
 function attachmentToWire(ctx: ControlContext, rv: ReplicatedVolume): WireAttachment {
   const replicas = rv.status();
-  const healthy = replicas.filter((r) => r.state === "healthy").length;
+  const count = (state: string) => replicas.filter((r) => r.state === state).length;
+  const state =
+    count("healthy") === 0 ? "faulted" : count("faulted") > 0 ? "degraded" : count("rebuilding") > 0 ? "rebuilding" : "healthy";
   return {
     volume: rv.name,
     nodeId: ctx.nodeId,
@@ -266,9 +268,16 @@ function attachmentToWire(ctx: ControlContext, rv: ReplicatedVolume): WireAttach
       state: r.state,
       reason: r.reason,
       faultedAt: r.faultedAtMs ? new Date(r.faultedAtMs) : undefined,
+      rebuiltBytes: r.rebuiltBytes,
+      rebuildTotalBytes: r.rebuildTotalBytes,
+      fullRebuild: r.fullRebuild,
+      lastRebuild: r.lastRebuild
+        ? { bytes: r.lastRebuild.bytes, durationMs: r.lastRebuild.ms, full: r.lastRebuild.full }
+        : undefined,
     })),
-    state: healthy === replicas.length ? "healthy" : healthy > 0 ? "degraded" : "faulted",
+    state,
     maxStallMs: rv.maxStallMs,
+    rebuildsCompleted: rv.rebuildsCompleted,
   };
 }
 

@@ -12,6 +12,7 @@ import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
+import { DEFAULT_REPLACE_AFTER_MS, repairDegradedVolumes } from "../replication/cluster-volumes.js";
 import { Pool } from "../store/pool.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
@@ -44,6 +45,8 @@ export interface EngineOptions {
   zone?: string;
   /** Seconds the node's liveness lease lives without a keepalive. */
   leaseTtlS?: number;
+  /** How long a replica's node may be down before the leader places the replica on another node (ms). */
+  replaceReplicaAfterMs?: number;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -153,7 +156,9 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
         })
       : null;
     if (membership) {
-      reconciler = new Reconciler(membership.client, reconcilerLog);
+      const m = membership;
+      const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
+      reconciler = new Reconciler(membership.client, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs));
       if (membership.isLeader) reconciler.start();
     }
     ctx.membership = membership;

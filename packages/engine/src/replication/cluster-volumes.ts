@@ -2,7 +2,7 @@ import { createClient, type KeelsonClient, KeelsonError } from "@keelson/sdk";
 import { nextEpoch } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
 import { placeReplicas } from "../cluster/placement.js";
-import { ReplicatedVolume } from "./frontend.js";
+import { type FrontendHooks, ReplicatedVolume } from "./frontend.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
 /** Deadline of the calls a node makes to its peers while placing and attaching. */
@@ -152,11 +152,29 @@ export async function attachReplicatedVolume(
   return ReplicatedVolume.open(
     name,
     epoch,
-    reachable.map((n) => ({ nodeId: n.nodeId, nbdAddress: n.nbdAddress })),
+    record.replicas.map((nodeId) => {
+      const node = reachable.find((n) => n.nodeId === nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
+    }),
     m.nodeId,
     replicaTimeoutMs,
-    (nodeId) => markOutOfSync(m, name, nodeId, epoch),
+    frontendHooks(m, name, epoch),
   );
+}
+
+/** What a frontend at `epoch` needs from etcd and the peers. */
+function frontendHooks(m: ClusterMembership, name: string, epoch: number): FrontendHooks {
+  return {
+    recordFault: (nodeId) => markOutOfSync(m, name, nodeId, epoch),
+    recordInSync: (nodeId) => markInSync(m, name, nodeId, epoch),
+    prepareReplica: async (nodeId) => {
+      const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
+      if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
+      await withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
+      return { nodeId, nbdAddress: node.nbdAddress };
+    },
+    replicaSet: async () => (await getClusterVolume(m, name)).replicas,
+  };
 }
 
 /** Attempts of the compare-and-swap that takes a replica out of sync. */
@@ -190,15 +208,44 @@ function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
-async function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  return updateUnderEpoch(m, name, epoch, (r) =>
+    r.inSync.includes(nodeId) ? { ...r, inSync: r.inSync.filter((id) => id !== nodeId) } : null,
+  );
+}
+
+/** Puts a rebuilt replica back in the in-sync set, only while `epoch` is the volume's current epoch. */
+export function markInSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  return withDeadline(
+    updateUnderEpoch(m, name, epoch, (r) => {
+      if (r.inSync.includes(nodeId)) return null;
+      if (!r.replicas.includes(nodeId)) {
+        throw new KeelsonError({ code: "UNAVAILABLE", message: `${nodeId} no longer holds a replica of ${name}` });
+      }
+      return { ...r, inSync: [...r.inSync, nodeId] };
+    }),
+    SYNC_UPDATE_DEADLINE_MS,
+    `recording replica ${nodeId} of ${name} in sync`,
+  );
+}
+
+/**
+ * Changes the volume's record (`change` returns null for no change) with a
+ * compare-and-swap that holds only while `epoch` is the current epoch.
+ */
+async function updateUnderEpoch(
+  m: ClusterMembership,
+  name: string,
+  epoch: number,
+  change: (r: ClusterVolumeRecord) => ClusterVolumeRecord | null,
+): Promise<void> {
   const key = `${VOLUMES}${name}`;
   const epochKey = `${KEY_PREFIX}/epochs/${name}`;
   for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
     const json = await m.client.get(key).string();
     if (json === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${name} vanished` });
-    const record = JSON.parse(json) as ClusterVolumeRecord;
-    if (!record.inSync.includes(nodeId)) return;
-    const updated = { ...record, inSync: record.inSync.filter((id) => id !== nodeId) };
+    const updated = change(JSON.parse(json) as ClusterVolumeRecord);
+    if (updated === null) return;
     const result = await m.client
       .if(epochKey, "Value", "==", String(epoch))
       .and(key, "Value", "==", json)
@@ -210,5 +257,92 @@ async function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, 
       throw new KeelsonError({ code: "EPOCH_STALE", message: `volume ${name}: epoch ${epoch} was superseded by ${current}` });
     }
   }
-  throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: could not record replica ${nodeId} out of sync` });
+  throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its record changed under every attempt to update it` });
+}
+
+/** How long a replica's node may stay down before the leader places the replica elsewhere, unless configured. */
+export const DEFAULT_REPLACE_AFTER_MS = 60_000;
+
+/** What one repair pass did. */
+export interface RepairReport {
+  /** `volume: from -> to` for each replica placed on a new node. */
+  replaced: string[];
+  /** Volumes left degraded, and why (no spare node, a peer did not answer, ...). */
+  stuck: string[];
+}
+
+/**
+ * The leader's repair of degraded volumes: a replica out of sync whose node
+ * has been down for `replaceAfterMs` (or is gone from the cluster) is placed
+ * on a live node that holds none of the volume's replicas (another zone
+ * first, most free space first); the record then names the new node and the
+ * volume's frontend rebuilds it. A replica whose node is up is left to the
+ * frontend, which rebuilds it where it is.
+ */
+export async function repairDegradedVolumes(m: ClusterMembership, replaceAfterMs: number): Promise<RepairReport> {
+  const report: RepairReport = { replaced: [], stuck: [] };
+  const nodes = await m.nodes();
+  const records = Object.values(await m.client.getAll().prefix(VOLUMES).strings()).map(
+    (json) => JSON.parse(json) as ClusterVolumeRecord,
+  );
+  const now = Date.now();
+  for (const record of records) {
+    for (const nodeId of record.replicas) {
+      if (record.inSync.includes(nodeId)) continue;
+      const node = nodes.find((n) => n.nodeId === nodeId);
+      const lost = !node || (!node.alive && node.state === "down" && now - node.stateSinceMs >= replaceAfterMs);
+      if (!lost) continue;
+      try {
+        const to = await replaceReplica(m, record, nodeId, nodes);
+        report.replaced.push(`${record.name}: ${nodeId} -> ${to}`);
+      } catch (error) {
+        report.stuck.push(`${record.name}: replica on ${nodeId} not replaced: ${(error as Error).message}`);
+      }
+      break; // one replacement per volume per pass; the record changed
+    }
+  }
+  return report;
+}
+
+async function replaceReplica(
+  m: ClusterMembership,
+  record: ClusterVolumeRecord,
+  lostNodeId: string,
+  nodes: readonly ClusterNode[],
+): Promise<string> {
+  const spares = nodes.filter((n) => n.alive && !record.replicas.includes(n.nodeId));
+  const candidates = await Promise.all(
+    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(n)) })),
+  );
+  const usedZones = new Set(
+    record.replicas.filter((id) => id !== lostNodeId).map((id) => nodes.find((n) => n.nodeId === id)?.zone),
+  );
+  const usable = candidates.filter((c) => c.freeBytes > 0).sort((a, b) => b.freeBytes - a.freeBytes);
+  const pick = usable.find((c) => !usedZones.has(c.zone)) ?? usable[0];
+  if (!pick) {
+    const why = candidates.map((c) => `${c.nodeId}: ${c.problem ?? "pool full"}`).join("; ");
+    throw new KeelsonError({ code: "NO_SPACE", message: `no live node without a replica can take one${why ? ` (${why})` : ""}` });
+  }
+  const node = nodes.find((n) => n.nodeId === pick.nodeId) as ClusterNode;
+  await withPeer(node, (c) =>
+    c.createVolume({ name: record.name, sizeBytes: record.sizeBytes, labels: { "keelson.io/replica-of": record.name } }),
+  );
+  const key = `${VOLUMES}${record.name}`;
+  const current = await m.client.get(key).string();
+  if (current === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${record.name} was deleted` });
+  const latest = JSON.parse(current) as ClusterVolumeRecord;
+  if (!latest.replicas.includes(lostNodeId) || latest.inSync.includes(lostNodeId)) {
+    throw new KeelsonError({ code: "UNAVAILABLE", message: `the record of ${record.name} changed; next pass` });
+  }
+  const updated: ClusterVolumeRecord = {
+    ...latest,
+    replicas: latest.replicas.map((id) => (id === lostNodeId ? pick.nodeId : id)),
+  };
+  const result = await m.client
+    .if(key, "Value", "==", current)
+    .then(m.client.put(key).value(JSON.stringify(updated)))
+    .commit();
+  if (!result.succeeded)
+    throw new KeelsonError({ code: "UNAVAILABLE", message: `the record of ${record.name} changed; next pass` });
+  return pick.nodeId;
 }

@@ -1,6 +1,8 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
+import { RangeGate } from "./range-gate.js";
+import { REGION_BYTES, RegionMap, regionsOf } from "./region-map.js";
 import { ReplicaClient } from "./replica-client.js";
 
 const debug = createDebug("keelson:replication");
@@ -15,18 +17,92 @@ export interface ReplicaTarget {
   nbdAddress: string;
 }
 
+/** A replica's state as the frontend sees it. */
+export type ReplicaState = "healthy" | "faulted" | "rebuilding";
+
 /** One replica as the frontend sees it. */
 export interface ReplicaStatus {
   nodeId: string;
-  state: "healthy" | "faulted";
+  state: ReplicaState;
   /** Why it was faulted, and when. */
   reason: string;
   faultedAtMs: number;
+  /** While rebuilding: bytes copied so far and in all (a full rebuild copies the whole volume). */
+  rebuiltBytes: number;
+  rebuildTotalBytes: number;
+  /** The rebuild copies every region (nothing is known of what the replica missed). */
+  fullRebuild: boolean;
+  /** The last finished rebuild: bytes copied and how long it took. */
+  lastRebuild: { bytes: number; ms: number; full: boolean } | null;
 }
 
-interface Replica extends ReplicaStatus {
-  target: ReplicaTarget;
+/** What the frontend needs from the cluster (etcd and the peers); the cluster module provides it. */
+export interface FrontendHooks {
+  /** Records a replica out of sync before any write it missed is acknowledged (EPOCH_STALE once superseded). */
+  recordFault(nodeId: string): Promise<void>;
+  /** Records a rebuilt replica in sync again. */
+  recordInSync(nodeId: string): Promise<void>;
+  /** Fences a returning replica at this epoch (so no older frontend writes to it) and says where it is. */
+  prepareReplica(nodeId: string): Promise<ReplicaTarget>;
+  /** The nodes that should hold replicas now (the leader replaces a lost one). */
+  replicaSet(): Promise<readonly string[]>;
+}
+
+const NO_HOOKS: FrontendHooks = {
+  recordFault: async () => undefined,
+  recordInSync: async () => undefined,
+  prepareReplica: async (nodeId) => {
+    throw new KeelsonError({ code: "UNAVAILABLE", message: `no way to reach replica ${nodeId}` });
+  },
+  replicaSet: async () => [],
+};
+
+/** One replica to open: where it is, and whether it holds every acknowledged write. */
+export interface OpenTarget extends ReplicaTarget {
+  inSync: boolean;
+}
+
+/** How often a degraded volume tries its faulted replicas again and looks for new ones. */
+export const REPAIR_INTERVAL_MS = 1_000;
+/** Regions a rebuild copies at once. */
+const REBUILD_PARALLEL = 4;
+
+interface Replica {
+  nodeId: string;
+  state: ReplicaState;
+  reason: string;
+  faultedAtMs: number;
   client: ReplicaClient | null;
+  /** Regions it may lack; null when unknown (a full rebuild). Kept while it is not healthy. */
+  missing: RegionMap | null;
+  /** Regions written to it since the last flush was sent: a kill -9 of its engine may lose them. */
+  unflushed: Set<number>;
+  /** Those of flushes still in flight. */
+  flushing: Set<Set<number>>;
+  rebuiltBytes: number;
+  rebuildTotalBytes: number;
+  fullRebuild: boolean;
+  lastRebuild: { bytes: number; ms: number; full: boolean } | null;
+  /** A reconnect or rebuild is under way. */
+  busy: boolean;
+}
+
+function newReplica(nodeId: string): Replica {
+  return {
+    nodeId,
+    state: "faulted",
+    reason: "",
+    faultedAtMs: 0,
+    client: null,
+    missing: null,
+    unflushed: new Set(),
+    flushing: new Set(),
+    rebuiltBytes: 0,
+    rebuildTotalBytes: 0,
+    fullRebuild: false,
+    lastRebuild: null,
+    busy: false,
+  };
 }
 
 /**
@@ -36,6 +112,12 @@ interface Replica extends ReplicaStatus {
  * runs degraded on the rest. Reads go to the local replica while it is
  * healthy. All replica connections carry this attachment's epoch, so once a
  * newer attachment fences the replicas nothing more is acknowledged here.
+ *
+ * A faulted replica is tried again every second; once it answers it is
+ * rebuilt while I/O goes on: it takes every new write, and the regions it
+ * may lack are copied to it from a healthy replica (only those written since
+ * it failed, or not yet flushed on it then, when this frontend saw it fail;
+ * every region otherwise). Then it is recorded in sync and serves again.
  */
 export class ReplicatedVolume {
   readonly name: string;
@@ -43,15 +125,20 @@ export class ReplicatedVolume {
   readonly sizeBytes: number;
   readonly #localNodeId: string;
   readonly #replicas: Replica[];
-  /** Records a replica out of sync (in etcd) before any write it missed is acknowledged. */
-  readonly #recordFault: (nodeId: string) => Promise<void>;
+  readonly #hooks: FrontendHooks;
+  readonly #timeoutMs: number;
+  readonly #gate = new RangeGate();
   /** Longest time a write waited on a replica that then faulted (ms): the stall a replica loss causes. */
   maxStallMs = 0;
+  /** Rebuilds finished since attach. */
+  rebuildsCompleted = 0;
   #closed = false;
   /** Faulted replicas not yet recorded out of sync in etcd; nothing is acknowledged while any is. */
   readonly #unrecorded = new Set<string>();
   /** Set once etcd said a newer attachment exists: this frontend serves nothing more. */
   #fenced = false;
+  #repairTimer: NodeJS.Timeout | null = null;
+  #repairing = false;
 
   private constructor(
     name: string,
@@ -59,65 +146,113 @@ export class ReplicatedVolume {
     sizeBytes: number,
     localNodeId: string,
     replicas: Replica[],
-    recordFault: (nodeId: string) => Promise<void>,
+    hooks: FrontendHooks,
+    timeoutMs: number,
   ) {
-    this.#recordFault = recordFault;
     this.name = name;
     this.epoch = epoch;
     this.sizeBytes = sizeBytes;
     this.#localNodeId = localNodeId;
     this.#replicas = replicas;
+    this.#hooks = hooks;
+    this.#timeoutMs = timeoutMs;
   }
 
-  /** Connects to every replica under `epoch`; unreachable ones start faulted. UNAVAILABLE when none answers. */
+  /**
+   * Connects to every in-sync replica under `epoch`; unreachable ones start
+   * faulted, and replicas out of sync start faulted with nothing known of
+   * what they lack (a full rebuild). UNAVAILABLE when no in-sync replica answers.
+   */
   static async open(
     name: string,
     epoch: number,
-    targets: readonly ReplicaTarget[],
+    targets: readonly (ReplicaTarget & { inSync?: boolean })[],
     localNodeId: string,
     timeoutMs: number = DEFAULT_REPLICA_TIMEOUT_MS,
-    recordFault: (nodeId: string) => Promise<void> = async () => undefined,
+    hooks: Partial<FrontendHooks> = {},
   ): Promise<ReplicatedVolume> {
     const replicas = await Promise.all(
       targets.map(async (target): Promise<Replica> => {
-        try {
-          const client = await ReplicaClient.connect(target.nbdAddress, `${name}#${epoch}`, timeoutMs);
-          return { target, client, nodeId: target.nodeId, state: "healthy", reason: "", faultedAtMs: 0 };
-        } catch (error) {
-          const reason = `unreachable at attach: ${(error as Error).message}`;
-          return { target, client: null, nodeId: target.nodeId, state: "faulted", reason, faultedAtMs: Date.now() };
+        const r = newReplica(target.nodeId);
+        if (target.inSync === false) {
+          r.reason = "out of sync at attach";
+          r.faultedAtMs = Date.now();
+          return r;
         }
+        try {
+          r.client = await ReplicaClient.connect(target.nbdAddress, `${name}#${epoch}`, timeoutMs);
+          r.state = "healthy";
+        } catch (error) {
+          r.reason = `unreachable at attach: ${(error as Error).message}`;
+          r.faultedAtMs = Date.now();
+        }
+        return r;
       }),
     );
     const healthy = replicas.filter((r) => r.client);
     if (healthy.length === 0) {
       throw new KeelsonError({
         code: "UNAVAILABLE",
-        message: `no replica of ${name} answers: ${replicas.map((r) => r.reason).join("; ")}`,
+        message: `no in-sync replica of ${name} answers: ${replicas.map((r) => `${r.nodeId}: ${r.reason}`).join("; ")}`,
       });
     }
     const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaClient).sizeBytes));
-    return new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, recordFault);
+    const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs);
+    v.#repairTimer = setInterval(() => void v.#repair(), REPAIR_INTERVAL_MS);
+    v.#repairTimer.unref();
+    return v;
   }
 
   /** The replicas and their state now. */
   status(): ReplicaStatus[] {
-    return this.#replicas.map(({ nodeId, state, reason, faultedAtMs }) => ({ nodeId, state, reason, faultedAtMs }));
+    return this.#replicas.map((r) => ({
+      nodeId: r.nodeId,
+      state: r.state,
+      reason: r.reason,
+      faultedAtMs: r.faultedAtMs,
+      rebuiltBytes: r.rebuiltBytes,
+      rebuildTotalBytes: r.rebuildTotalBytes,
+      fullRebuild: r.fullRebuild,
+      lastRebuild: r.lastRebuild,
+    }));
   }
 
   #healthy(): Replica[] {
     return this.#replicas.filter((r) => r.state === "healthy");
   }
 
-  #fault(r: Replica, error: unknown, waitedMs: number): void {
-    if (r.state === "faulted") return;
+  /** Replicas that take writes: the healthy ones and those being rebuilt. */
+  #writable(): Replica[] {
+    return this.#replicas.filter((r) => r.state !== "faulted");
+  }
+
+  #fault(r: Replica, error: unknown, waitedMs: number, range: { offset: number; length: number } | null): void {
+    if (r.state === "faulted") {
+      if (range) r.missing?.addRange(range.offset, range.length);
+      return;
+    }
+    const wasHealthy = r.state === "healthy";
     r.state = "faulted";
     r.reason = (error as Error).message ?? String(error);
     r.faultedAtMs = Date.now();
     r.client?.close();
+    r.client = null;
+    debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
+    if (!wasHealthy) {
+      // A rebuild cut short: what it had copied is not known to be whole any more.
+      r.missing = null;
+      return;
+    }
+    // What it may lack: the write that failed and every region not yet flushed on it.
+    const missing = new RegionMap(this.sizeBytes);
+    if (range) missing.addRange(range.offset, range.length);
+    for (const region of r.unflushed) missing.add(region);
+    for (const gen of r.flushing) for (const region of gen) missing.add(region);
+    r.missing = missing;
+    r.unflushed = new Set();
+    r.flushing = new Set();
     this.#unrecorded.add(r.nodeId);
     this.maxStallMs = Math.max(this.maxStallMs, waitedMs);
-    debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
   }
 
   /**
@@ -129,7 +264,7 @@ export class ReplicatedVolume {
   async #recordFaults(): Promise<void> {
     for (const nodeId of [...this.#unrecorded]) {
       try {
-        await this.#recordFault(nodeId);
+        await this.#hooks.recordFault(nodeId);
         this.#unrecorded.delete(nodeId);
       } catch (error) {
         if (isStale(error)) this.#fenced = true;
@@ -143,29 +278,57 @@ export class ReplicatedVolume {
     }
   }
 
-  /** Runs `op` on every healthy replica; succeeds when at least one did and faults the rest. */
-  async #everywhere(op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
+  /**
+   * Runs `op` on every healthy replica and every one being rebuilt; succeeds
+   * when at least one healthy replica did, and faults the rest. `range` is
+   * what a write touches (null for a flush).
+   */
+  async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
-    const targets = this.#healthy();
-    if (this.#closed || targets.length === 0) throw this.#unavailable();
-    const started = Date.now();
-    const results = await Promise.allSettled(targets.map((r) => op(r.client as ReplicaClient)));
-    let ok = 0;
-    let stale = false;
-    results.forEach((res, i) => {
-      if (res.status === "fulfilled") ok++;
-      else {
-        stale ||= isStale(res.reason);
-        this.#fault(targets[i] as Replica, res.reason, Date.now() - started);
+    const entered = range ? this.#gate.enter(range.offset, range.length) : null;
+    const leave = entered instanceof Promise ? await entered : entered;
+    try {
+      const targets = this.#writable();
+      if (this.#closed || !targets.some((r) => r.state === "healthy")) throw this.#unavailable();
+      // Marked before sending: a rebuild that starts now must see every region its replica misses.
+      const flushed = new Map<Replica, Set<number>>();
+      for (const r of this.#replicas) {
+        if (r.state === "faulted") {
+          if (range) r.missing?.addRange(range.offset, range.length);
+        } else if (range) {
+          const { first, last } = regionsOf(range.offset, range.length);
+          for (let region = first; region <= last; region++) r.unflushed.add(region);
+        } else {
+          flushed.set(r, r.unflushed);
+          r.flushing.add(r.unflushed);
+          r.unflushed = new Set();
+        }
       }
-    });
-    if (stale) {
-      this.#fenced = true;
-      throw fencedOut(this.name, this.epoch);
+      const started = Date.now();
+      const results = await Promise.allSettled(targets.map((r) => op(r.client as ReplicaClient)));
+      let ok = 0;
+      let stale = false;
+      results.forEach((res, i) => {
+        const r = targets[i] as Replica;
+        if (res.status === "fulfilled") {
+          if (r.state === "healthy") ok++;
+        } else {
+          stale ||= isStale(res.reason);
+          this.#fault(r, res.reason, Date.now() - started, range);
+        }
+        const gen = flushed.get(r);
+        if (gen) r.flushing.delete(gen);
+      });
+      if (stale) {
+        this.#fenced = true;
+        throw fencedOut(this.name, this.epoch);
+      }
+      if (ok === 0) throw this.#unavailable();
+      // The replicas that missed this write leave the in-sync set before it is acknowledged.
+      await this.#recordFaults();
+    } finally {
+      leave?.();
     }
-    if (ok === 0) throw this.#unavailable();
-    // The replicas that missed this write leave the in-sync set before it is acknowledged.
-    await this.#recordFaults();
   }
 
   #unavailable(): KeelsonError {
@@ -176,15 +339,15 @@ export class ReplicatedVolume {
   }
 
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.#everywhere((c) => c.write(offset, data, fua));
+    return this.#everywhere({ offset, length: data.length }, (c) => c.write(offset, data, fua));
   }
 
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void> {
-    return this.#everywhere((c) => c.zero(offset, length, trim, noHole, fua));
+    return this.#everywhere({ offset, length }, (c) => c.zero(offset, length, trim, noHole, fua));
   }
 
   flush(): Promise<void> {
-    return this.#everywhere((c) => c.flush());
+    return this.#everywhere(null, (c) => c.flush());
   }
 
   /** Reads from the local replica while healthy, else from the others in turn. */
@@ -202,17 +365,162 @@ export class ReplicatedVolume {
           this.#fenced = true;
           throw fencedOut(this.name, this.epoch);
         }
-        this.#fault(r, error, Date.now() - started);
+        if (r.state === "healthy") this.#fault(r, error, Date.now() - started, null);
       }
     }
     throw this.#unavailable();
   }
 
-  /** Closes every replica connection. Idempotent. */
+  /** One repair pass: follow the replica set, reconnect faulted replicas and rebuild them. */
+  async #repair(): Promise<void> {
+    if (this.#repairing || this.#closed || this.#fenced) return;
+    this.#repairing = true;
+    try {
+      await this.#followReplicaSet();
+      for (const r of this.#replicas) {
+        if (r.state === "faulted" && !r.busy) void this.#reconnectAndRebuild(r);
+      }
+    } finally {
+      this.#repairing = false;
+    }
+  }
+
+  /** Adds replicas the leader placed (a lost one replaced) and drops those it removed. */
+  async #followReplicaSet(): Promise<void> {
+    if (!this.#replicas.some((r) => r.state !== "healthy")) return; // nothing to replace while all are healthy
+    let wanted: readonly string[];
+    try {
+      wanted = await this.#hooks.replicaSet();
+    } catch {
+      return; // etcd away: try on the next pass
+    }
+    if (wanted.length === 0) return;
+    for (const nodeId of wanted) {
+      if (!this.#replicas.some((r) => r.nodeId === nodeId)) {
+        const r = newReplica(nodeId);
+        r.reason = "placed by the leader to replace a lost replica";
+        r.faultedAtMs = Date.now();
+        this.#replicas.push(r);
+        debug("volume %s: new replica on %s", this.name, nodeId);
+      }
+    }
+    for (let i = this.#replicas.length - 1; i >= 0; i--) {
+      const r = this.#replicas[i] as Replica;
+      if (r.state === "faulted" && !r.busy && !wanted.includes(r.nodeId)) {
+        this.#replicas.splice(i, 1);
+        this.#unrecorded.delete(r.nodeId);
+      }
+    }
+  }
+
+  async #reconnectAndRebuild(r: Replica): Promise<void> {
+    r.busy = true;
+    try {
+      // Its fault must be in etcd before it may count again (no write may have recorded it yet).
+      if (this.#unrecorded.has(r.nodeId)) {
+        try {
+          await this.#recordFaults();
+        } catch {
+          return;
+        }
+      }
+      let client: ReplicaClient;
+      try {
+        const target = await this.#hooks.prepareReplica(r.nodeId);
+        client = await ReplicaClient.connect(target.nbdAddress, `${this.name}#${this.epoch}`, this.#timeoutMs);
+      } catch (error) {
+        if (isStale(error)) this.#fenced = true;
+        return; // still away: the next pass tries again
+      }
+      if (this.#closed || this.#fenced || r.state !== "faulted") {
+        client.close();
+        return;
+      }
+      if (client.sizeBytes < this.sizeBytes) {
+        client.close();
+        r.reason = `replica is ${client.sizeBytes} bytes, the volume ${this.sizeBytes}`;
+        return;
+      }
+      await this.#rebuild(r, client);
+    } finally {
+      r.busy = false;
+    }
+  }
+
+  /**
+   * Copies what `r` lacks while it takes every new write, then records it in
+   * sync. Each region is copied under the range gate, so no write to it is
+   * in flight between the read from a healthy replica and the copy's write.
+   */
+  async #rebuild(r: Replica, client: ReplicaClient): Promise<void> {
+    const started = Date.now();
+    const full = r.missing === null;
+    // From here on it takes every write (and marks nothing more missing).
+    r.client = client;
+    r.state = "rebuilding";
+    r.fullRebuild = full;
+    r.unflushed = new Set();
+    r.flushing = new Set();
+    const regions = full ? null : [...(r.missing as RegionMap)];
+    const total = regions ? regions.length : Math.ceil(this.sizeBytes / REGION_BYTES);
+    r.rebuildTotalBytes = Math.min(total * REGION_BYTES, this.sizeBytes);
+    r.rebuiltBytes = 0;
+    debug("volume %s: rebuilding %s (%s, %d regions)", this.name, r.nodeId, full ? "full" : "incremental", total);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < total && r.state === "rebuilding" && !this.#closed) {
+        const region = regions ? (regions[next++] as number) : next++;
+        await this.#copyRegion(r, client, region);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: REBUILD_PARALLEL }, worker));
+      if (r.state !== "rebuilding" || this.#closed) return;
+      await client.flush();
+      await this.#hooks.recordInSync(r.nodeId);
+    } catch (error) {
+      if (isStale(error)) this.#fenced = true;
+      if (r.state === "rebuilding") this.#fault(r, error, 0, null);
+      return;
+    }
+    if (r.state !== "rebuilding") return;
+    r.state = "healthy";
+    r.missing = null;
+    r.reason = "";
+    r.lastRebuild = { bytes: r.rebuiltBytes, ms: Date.now() - started, full };
+    this.rebuildsCompleted++;
+    debug("volume %s: replica %s rebuilt (%d bytes in %d ms)", this.name, r.nodeId, r.rebuiltBytes, Date.now() - started);
+  }
+
+  async #copyRegion(r: Replica, client: ReplicaClient, region: number): Promise<void> {
+    const offset = region * REGION_BYTES;
+    const length = Math.min(REGION_BYTES, this.sizeBytes - offset);
+    if (length <= 0) return;
+    const unlock = await this.#gate.lock(offset, length);
+    try {
+      const data = await this.read(offset, length);
+      // Holes stay holes on the new replica (it is thin too).
+      if (isZero(data)) await client.zero(offset, length, true, false, false);
+      else await client.write(offset, data, false);
+      r.rebuiltBytes += length;
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Closes every replica connection and stops repairs. Idempotent. */
   close(): void {
     this.#closed = true;
+    if (this.#repairTimer) clearInterval(this.#repairTimer);
+    this.#repairTimer = null;
     for (const r of this.#replicas) r.client?.close();
   }
+}
+
+const ZERO_REGION = Buffer.alloc(REGION_BYTES);
+
+function isZero(data: Buffer): boolean {
+  return data.length <= ZERO_REGION.length && data.equals(ZERO_REGION.subarray(0, data.length));
 }
 
 function isStale(error: unknown): boolean {

@@ -53,18 +53,41 @@ export interface Attachment {
   epoch: number;
   export: VolumeExport | undefined;
   replicas: ReplicaStatus[];
-  /** "healthy", "degraded" (a replica faulted) or "faulted" (none left). */
+  /**
+   * "healthy"; "degraded" (a replica faulted); "rebuilding" (none faulted,
+   * one being rebuilt); or "faulted" (no healthy replica left).
+   */
   state: string;
   /** Longest time a write waited on a replica that then faulted. */
   maxStallMs: number;
+  /** Rebuilds finished since the volume was attached here. */
+  rebuildsCompleted: number;
 }
 
 export interface ReplicaStatus {
   nodeId: string;
-  /** "healthy" or "faulted". */
+  /**
+   * "healthy", "faulted" or "rebuilding" (it takes every write while the
+   * regions it lacks are copied to it; then it serves again).
+   */
   state: string;
   reason: string;
-  faultedAt: Date | undefined;
+  faultedAt:
+    | Date
+    | undefined;
+  /** While rebuilding: bytes copied so far, and in all. */
+  rebuiltBytes: number;
+  rebuildTotalBytes: number;
+  /** The rebuild copies the whole volume (what the replica lacks is not known). */
+  fullRebuild: boolean;
+  /** The last finished rebuild of this replica, if any. */
+  lastRebuild: RebuildResult | undefined;
+}
+
+export interface RebuildResult {
+  bytes: number;
+  durationMs: number;
+  full: boolean;
 }
 
 export interface FenceVolumeRequest {
@@ -526,7 +549,16 @@ export const GetAttachmentRequest: MessageFns<GetAttachmentRequest> = {
 };
 
 function createBaseAttachment(): Attachment {
-  return { volume: "", nodeId: "", epoch: 0, export: undefined, replicas: [], state: "", maxStallMs: 0 };
+  return {
+    volume: "",
+    nodeId: "",
+    epoch: 0,
+    export: undefined,
+    replicas: [],
+    state: "",
+    maxStallMs: 0,
+    rebuildsCompleted: 0,
+  };
 }
 
 export const Attachment: MessageFns<Attachment> = {
@@ -551,6 +583,9 @@ export const Attachment: MessageFns<Attachment> = {
     }
     if (message.maxStallMs !== 0) {
       writer.uint32(56).uint64(message.maxStallMs);
+    }
+    if (message.rebuildsCompleted !== 0) {
+      writer.uint32(64).uint32(message.rebuildsCompleted);
     }
     return writer;
   },
@@ -624,6 +659,14 @@ export const Attachment: MessageFns<Attachment> = {
             message.maxStallMs = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.rebuildsCompleted = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -650,12 +693,22 @@ export const Attachment: MessageFns<Attachment> = {
     message.replicas = object.replicas?.map((e) => ReplicaStatus.fromPartial(e)) || [];
     message.state = object.state ?? "";
     message.maxStallMs = object.maxStallMs ?? 0;
+    message.rebuildsCompleted = object.rebuildsCompleted ?? 0;
     return message;
   },
 };
 
 function createBaseReplicaStatus(): ReplicaStatus {
-  return { nodeId: "", state: "", reason: "", faultedAt: undefined };
+  return {
+    nodeId: "",
+    state: "",
+    reason: "",
+    faultedAt: undefined,
+    rebuiltBytes: 0,
+    rebuildTotalBytes: 0,
+    fullRebuild: false,
+    lastRebuild: undefined,
+  };
 }
 
 export const ReplicaStatus: MessageFns<ReplicaStatus> = {
@@ -671,6 +724,18 @@ export const ReplicaStatus: MessageFns<ReplicaStatus> = {
     }
     if (message.faultedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.faultedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.rebuiltBytes !== 0) {
+      writer.uint32(40).uint64(message.rebuiltBytes);
+    }
+    if (message.rebuildTotalBytes !== 0) {
+      writer.uint32(48).uint64(message.rebuildTotalBytes);
+    }
+    if (message.fullRebuild !== false) {
+      writer.uint32(56).bool(message.fullRebuild);
+    }
+    if (message.lastRebuild !== undefined) {
+      RebuildResult.encode(message.lastRebuild, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -720,6 +785,38 @@ export const ReplicaStatus: MessageFns<ReplicaStatus> = {
             message.faultedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rebuiltBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.rebuildTotalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.fullRebuild = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.lastRebuild = RebuildResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -741,6 +838,91 @@ export const ReplicaStatus: MessageFns<ReplicaStatus> = {
     message.state = object.state ?? "";
     message.reason = object.reason ?? "";
     message.faultedAt = object.faultedAt ?? undefined;
+    message.rebuiltBytes = object.rebuiltBytes ?? 0;
+    message.rebuildTotalBytes = object.rebuildTotalBytes ?? 0;
+    message.fullRebuild = object.fullRebuild ?? false;
+    message.lastRebuild = (object.lastRebuild !== undefined && object.lastRebuild !== null)
+      ? RebuildResult.fromPartial(object.lastRebuild)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRebuildResult(): RebuildResult {
+  return { bytes: 0, durationMs: 0, full: false };
+}
+
+export const RebuildResult: MessageFns<RebuildResult> = {
+  encode(message: RebuildResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint64(message.bytes);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(16).uint64(message.durationMs);
+    }
+    if (message.full !== false) {
+      writer.uint32(24).bool(message.full);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RebuildResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRebuildResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RebuildResult>): RebuildResult {
+    return RebuildResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RebuildResult>): RebuildResult {
+    const message = createBaseRebuildResult();
+    message.bytes = object.bytes ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    message.full = object.full ?? false;
     return message;
   },
 };
