@@ -300,4 +300,49 @@ describe("synchronous replication", () => {
     expect(image.readBigUInt64BE(CHUNK)).toBe(0n); // the write made while cut off was not acknowledged and is not there
     expect(image.readBigUInt64BE(3 * CHUNK)).toBe(0n); // none of the old frontend's late writes landed
   }, 120_000);
+  it("leader killed -9 together with a replica: another engine leads, places the lost replica on a spare node, and the frontend rebuilds it there under load", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const dir = path.join(os.tmpdir(), `keelson-repl-${process.pid}-${Date.now()}`);
+    const cluster = track(
+      await LocalCluster.start({
+        nodes: 4,
+        dir,
+        diskSizeBytes: 512 * MIB,
+        leaseTtlS: 2,
+        keelsondArgs: ["--replace-replica-after", "2"],
+      }),
+    );
+    const leaderId = (await cluster.client(0).listNodes()).find((n) => n.leader)?.nodeId;
+    expect(leaderId).toBeTruthy();
+    const front = cluster.nodes.findIndex((n) => n.nodeId !== leaderId);
+    const frontId = cluster.nodes[front]?.nodeId as string;
+    const fc = cluster.client(front);
+    await fc.createVolume({ name: "db", sizeBytes: SIZE, replicas: 2 });
+    const att = await fc.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    const otherHolder = att.replicas.map((r) => r.nodeId).find((id) => id !== frontId) as string;
+    const victims = [...new Set([leaderId as string, otherHolder])];
+    const load = workload(cluster.nodes[front]?.nbdAddress as string, "db");
+    await new Promise((r) => setTimeout(r, 500));
+    const killedAt = Date.now();
+    for (const id of victims) await cluster.kill9(cluster.nodes.findIndex((n) => n.nodeId === id));
+    const { attachment } = await waitForAttachment(
+      fc,
+      (a) => allHealthy(a) && a.replicas.length === 2 && !a.replicas.some((r) => victims.includes(r.nodeId)),
+      60_000,
+    );
+    const repairedMs = Date.now() - killedAt;
+    await load.stop();
+    expect(load.errors).toEqual([]);
+    const newLeader = (await fc.listNodes()).find((n) => n.leader)?.nodeId;
+    expect(newLeader).toBeTruthy();
+    expect(newLeader).not.toBe(leaderId);
+    const placed = attachment.replicas.find((r) => r.nodeId !== frontId);
+    expect(placed?.lastRebuild?.full).toBe(true);
+    console.log(
+      `${victims.join(" and ")} killed (leader ${leaderId}, replica ${otherHolder}): ${newLeader} leads, replica placed on ${placed?.nodeId} and rebuilt (${((placed?.lastRebuild?.bytes ?? 0) / MIB).toFixed(0)} MiB in ${placed?.lastRebuild?.durationMs} ms); healthy ${repairedMs} ms after the kill (node down after the lease TTL 2 s, replaced after 2 s more) while ${load.writes()} writes went on`,
+    );
+    await verifyAcked(cluster.nodes[front]?.nbdAddress as string, "db", load);
+    const holders = attachment.replicas.map((r) => cluster.nodes.findIndex((n) => n.nodeId === r.nodeId));
+    await expectReplicasIdentical(cluster, holders, attachment.epoch);
+  }, 150_000);
 });
