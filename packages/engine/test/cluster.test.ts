@@ -38,6 +38,7 @@ function leftovers(c: StartedLocalCluster): string[] {
   }
   if (c.state.network && links.includes(`${c.state.network.bridge}:`)) out.push(`bridge ${c.state.network.bridge}`);
   if (fs.existsSync(c.state.dir)) out.push(`dir ${c.state.dir}`);
+  if (fs.existsSync(c.state.etcd.dataDir)) out.push(`etcd data ${c.state.etcd.dataDir}`);
   return out;
 }
 

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
+  type Attachment,
   createClient,
   isKeelsonError,
   type KeelsonClient,
@@ -19,7 +20,12 @@ import { formatBytes, parseSizeBytes } from "../util/size.js";
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>
 
 commands:
-  volume create NAME --size SIZE [--label k=v]... [QOS]   create a thin volume (idempotent)
+  volume create NAME --size SIZE [--replicas N] [--label k=v]... [QOS]
+                                                     create a thin volume (idempotent); N > 1 needs a cluster:
+                                                     one replica on each of N nodes
+  volume attach NAME [--replica-timeout MS]          serve a replicated volume from this node (new epoch; the
+                                                     old frontend is fenced)
+  volume attachment NAME                             replicas of an attached volume: state, rebuild progress
   volume qos NAME [QOS]                              replace a volume's QoS policy, live
   volume clone NAME --from VOLUME[@SNAPSHOT] [--size SIZE]
                                                      clone a snapshot, or a live volume (implicit snapshot)
@@ -73,6 +79,8 @@ interface Args {
   nodes?: string;
   dir?: string;
   loopback: boolean;
+  replicas?: string;
+  replicaTimeout?: string;
 }
 
 const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
@@ -241,6 +249,23 @@ function volumeRows(volumes: Volume[]): string[][] {
   ];
 }
 
+function attachmentText(a: Attachment): string {
+  const head = `${a.volume} on ${a.nodeId}, epoch ${a.epoch}: ${a.state}; ${a.export.nbdTcpUri || a.export.nbdUnixUri}`;
+  const rows = [
+    ["REPLICA", "STATE", "REBUILD", "LAST REBUILD", "REASON"],
+    ...a.replicas.map((r) => [
+      r.nodeId,
+      r.state,
+      r.state === "rebuilding"
+        ? `${formatBytes(r.rebuiltBytes)}/${formatBytes(r.rebuildTotalBytes)}${r.fullRebuild ? " (full)" : ""}`
+        : "-",
+      r.lastRebuild ? `${formatBytes(r.lastRebuild.bytes)} in ${r.lastRebuild.durationMs} ms` : "-",
+      r.reason || "-",
+    ]),
+  ];
+  return `${head}\n${table(rows)}`;
+}
+
 function print(args: Args, value: unknown, human: () => string): void {
   process.stdout.write(`${args.json ? JSON.stringify(value, null, 2) : human()}\n`);
 }
@@ -269,10 +294,22 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
         name: need(name, "NAME"),
         sizeBytes: parseSizeBytes(need(args.size, "--size")),
         labels: parseLabels(args.labels),
+        ...(args.replicas ? { replicas: number(args.replicas, "--replicas") } : {}),
         ...(args.qosClass ? { qosClass: args.qosClass } : {}),
         ...(qos ? { qos } : {}),
       });
       return print(args, v, () => table(volumeRows([v])));
+    }
+    case "attach": {
+      const a = await client.attachVolume({
+        name: need(name, "NAME"),
+        ...(args.replicaTimeout ? { replicaTimeoutMs: number(args.replicaTimeout, "--replica-timeout") } : {}),
+      });
+      return print(args, a, () => attachmentText(a));
+    }
+    case "attachment": {
+      const a = await client.getAttachment({ name: need(name, "NAME") });
+      return print(args, a, () => attachmentText(a));
     }
     case "clone": {
       const v = await client.createVolume({
@@ -371,6 +408,8 @@ async function main(): Promise<number> {
       nodes: { type: "string" },
       dir: { type: "string" },
       loopback: { type: "boolean" },
+      replicas: { type: "string" },
+      "replica-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -398,6 +437,8 @@ async function main(): Promise<number> {
     nodes: values.nodes,
     dir: values.dir,
     loopback: values.loopback ?? false,
+    replicas: values.replicas,
+    replicaTimeout: values["replica-timeout"],
   };
   if (positionals[0] === "up") {
     await upCommand(args);

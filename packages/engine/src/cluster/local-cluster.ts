@@ -41,6 +41,19 @@ export interface LocalClusterOptions {
   detached?: boolean;
   /** Extra keelsond flags for every node. */
   keelsondArgs?: string[];
+  /**
+   * etcd's data directory. Default: under /dev/shm where it exists, else in
+   * `dir`. etcd renews leases only as fast as it syncs its log, so on the
+   * disk the node pools load, leases lapse under heavy I/O (production etcd
+   * gets a disk of its own for the same reason).
+   */
+  etcdDataDir?: string;
+}
+
+/** etcd's data directory for a cluster in `dir`: on tmpfs when there is one (see {@link LocalClusterOptions.etcdDataDir}). */
+function defaultEtcdDataDir(dir: string): string {
+  if (!fs.existsSync("/dev/shm")) return path.join(dir, "etcd");
+  return path.join("/dev/shm", `keelson-etcd-${path.basename(dir)}-${process.pid}-${Date.now().toString(36)}`);
 }
 
 /** One node of a local cluster, as recorded in the state file. */
@@ -92,7 +105,7 @@ export const LocalCluster = {
         pid: 0,
         endpoint: "",
         peerPort: 0,
-        dataDir: path.join(options.dir, "etcd"),
+        dataDir: options.etcdDataDir ?? defaultEtcdDataDir(options.dir),
         logFile: path.join(options.dir, "etcd.log"),
       },
       nodes: [],
@@ -296,6 +309,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       if (n?.loopDevice) await sh("losetup", ["-d", n.loopDevice]).catch((e: Error) => problems.push(e.message));
     }
     if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
+    fs.rmSync(this.state.etcd.dataDir, { recursive: true, force: true });
     fs.rmSync(this.state.dir, { recursive: true, force: true });
     if (problems.length > 0) throw new Error(`local cluster teardown left: ${problems.join("; ")}`);
   }

@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+// Replication figures on this machine, on a local 3-node cluster (as root: one
+// network namespace and loop-device disk per node; otherwise 127.0.0.x and files):
+//   - 4k randwrite qd32 IOPS through the attached node's NBD export with 1, 2
+//     and 3 replicas, each relative to 1 (rounds interleaved, median of 3);
+//   - rebuild rate of a returning replica (MiB/s), against the sequential
+//     write rate of a file in the same directory the node disks live in.
+//
+//   npm run bench:replication              (build first: npm run build)
+//   BENCH_RUNTIME_S=5 BENCH_REBUILD_MIB=512 npm run bench:replication
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@keelson/sdk";
+
+const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const ENGINE = path.join(ROOT, "packages", "engine", "dist");
+const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
+const REBUILD_MIB = Number(process.env.BENCH_REBUILD_MIB ?? 512);
+const VOLUME_MIB = 256;
+const ROUNDS = 3;
+const MIB = 1024 * 1024;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function fio(args) {
+  const r = spawnSync("fio", ["--name=b", "--output-format=json", ...args], { encoding: "utf8", maxBuffer: 64 * MIB });
+  if (r.status !== 0) throw new Error(`fio failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
+}
+
+async function waitHealthy(client, name, timeoutMs = 300_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const a = await client.getAttachment({ name });
+    if (a.state === "healthy") return a;
+    await sleep(100);
+  }
+  throw new Error(`${name} not healthy after ${timeoutMs} ms`);
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(ENGINE, "cluster", "local-cluster.js"))) throw new Error("run npm run build first");
+  const { LocalCluster } = await import(path.join(ENGINE, "cluster", "local-cluster.js"));
+  const dir = path.join(os.tmpdir(), `keelson-bench-repl-${process.pid}`);
+  const cluster = await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: (REBUILD_MIB + 4 * VOLUME_MIB) * MIB, leaseTtlS: 3 });
+  const results = {
+    machine: `${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? "?"}`,
+    isolation: cluster.state.isolation,
+    runtimeS: RUNTIME_S,
+  };
+  try {
+    // Long deadlines: on a small disk, metadata syncs wait behind the writeback of the fills.
+    const c = createClient({ address: cluster.nodes[0].grpcAddress, defaultTimeoutMs: 120_000 });
+    const address = cluster.nodes[0].nbdAddress;
+    // IOPS with 1, 2 and 3 replicas, all attached on node1 (which holds one replica of each).
+    const iops = { 1: [], 2: [], 3: [] };
+    for (const n of [1, 2, 3]) {
+      await c.createVolume({ name: `r${n}`, sizeBytes: VOLUME_MIB * MIB, replicas: n });
+      // One replica is a plain local volume (served by its node's own export, no frontend).
+      if (n > 1) await c.attachVolume({ name: `r${n}` });
+      // Fill first so every round overwrites allocated blocks (allocation is not what is measured).
+      fio(["--ioengine=nbd", `--uri=nbd://${address}/r${n}`, "--rw=write", "--bs=1M", "--iodepth=8", `--size=${VOLUME_MIB}M`]);
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const n of [1, 2, 3]) {
+        const job = fio([
+          "--ioengine=nbd",
+          `--uri=nbd://${address}/r${n}`,
+          "--rw=randwrite",
+          "--bs=4k",
+          "--iodepth=32",
+          "--time_based",
+          `--runtime=${RUNTIME_S}`,
+          `--size=${VOLUME_MIB}M`,
+        ]);
+        iops[n].push(Math.round(job.write.iops));
+      }
+    }
+    const base = median(iops[1]);
+    results.randwrite4kQd32 = Object.fromEntries(
+      [1, 2, 3].map((n) => [
+        `${n} replica${n > 1 ? "s" : ""}`,
+        { iops: median(iops[n]), relative: +(median(iops[n]) / base).toFixed(2), runs: iops[n] },
+      ]),
+    );
+
+    // Rebuild rate: node3 goes away, REBUILD_MIB is written while it is out, it returns.
+    await c.createVolume({ name: "rb", sizeBytes: REBUILD_MIB * MIB, replicas: 3 });
+    await c.attachVolume({ name: "rb" });
+    await cluster.kill9(2);
+    const uri = `nbd://${address}/rb`;
+    fio(["--ioengine=nbd", `--uri=${uri}`, "--rw=write", "--bs=1M", "--iodepth=8", `--size=${REBUILD_MIB}M`]);
+    await cluster.startNode(2);
+    const healed = await waitHealthy(c, "rb");
+    const r3 = healed.replicas.find((r) => r.nodeId === "node3")?.lastRebuild;
+    const rebuildMiBs = r3 ? r3.bytes / MIB / (r3.durationMs / 1000) : 0;
+    // The disk's sequential write rate: a file beside the node disks, written and synced.
+    const scratch = path.join(dir, "seqwrite.img");
+    const seq = fio([
+      "--ioengine=psync",
+      `--filename=${scratch}`,
+      "--rw=write",
+      "--bs=1M",
+      `--size=${REBUILD_MIB}M`,
+      "--end_fsync=1",
+    ]);
+    fs.rmSync(scratch, { force: true });
+    const seqMiBs = seq.write.bw_bytes / MIB;
+    results.rebuild = {
+      copiedMiB: r3 ? +(r3.bytes / MIB).toFixed(1) : 0,
+      ms: r3?.durationMs ?? 0,
+      full: r3?.full ?? null,
+      MiBps: +rebuildMiBs.toFixed(1),
+      diskSequentialWriteMiBps: +seqMiBs.toFixed(1),
+      relativeToDisk: +(rebuildMiBs / seqMiBs).toFixed(2),
+    };
+    c.close();
+  } finally {
+    await cluster.stop();
+  }
+  const out = path.join(ROOT, "bench", "results", `replication-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(JSON.stringify(results, null, 2));
+  console.log(`written to ${path.relative(ROOT, out)}`);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
