@@ -300,7 +300,7 @@ describe("synchronous replication", () => {
     expect(image.readBigUInt64BE(CHUNK)).toBe(0n); // the write made while cut off was not acknowledged and is not there
     expect(image.readBigUInt64BE(3 * CHUNK)).toBe(0n); // none of the old frontend's late writes landed
   }, 120_000);
-  it("leader killed -9 together with a replica: another engine leads, places the lost replica on a spare node, and the frontend rebuilds it there under load", async (t) => {
+  it("leader killed -9 together with a replica: another engine leads, places the lost replica on a spare node, and the frontend rebuilds it there under load; the stale copy is deleted when its node returns", async (t) => {
     if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
     const dir = path.join(os.tmpdir(), `keelson-repl-${process.pid}-${Date.now()}`);
     const cluster = track(
@@ -344,5 +344,19 @@ describe("synchronous replication", () => {
     await verifyAcked(cluster.nodes[front]?.nbdAddress as string, "db", load);
     const holders = attachment.replicas.map((r) => cluster.nodes.findIndex((n) => n.nodeId === r.nodeId));
     await expectReplicasIdentical(cluster, holders, attachment.epoch);
+    // The replaced replica's node returns: the leader deletes the stale copy left there.
+    const stale = cluster.nodes.findIndex((n) => n.nodeId === otherHolder);
+    await cluster.startNode(stale);
+    const sc = cluster.client(stale);
+    const deadline = Date.now() + 20_000;
+    let gone = false;
+    while (!gone && Date.now() < deadline) {
+      gone = await sc.getVolume({ name: "db" }).then(
+        () => false,
+        (e: unknown) => isKeelsonError(e, "VOLUME_NOT_FOUND"),
+      );
+      if (!gone) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(gone, `stale copy of db on ${otherHolder} removed`).toBe(true);
   }, 150_000);
 });

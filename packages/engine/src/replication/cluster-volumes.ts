@@ -1,4 +1,4 @@
-import { createClient, type KeelsonClient, KeelsonError } from "@keelson/sdk";
+import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
 import { nextEpoch } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
 import { placeReplicas } from "../cluster/placement.js";
@@ -22,6 +22,8 @@ export interface ClusterVolumeRecord {
    * a write that replica missed, so a later attach never serves from it.
    */
   inSync: string[];
+  /** Nodes whose replica was replaced: the stale copy left there is deleted once the node is back. */
+  retired?: string[];
   createdAtMs: number;
 }
 
@@ -267,6 +269,8 @@ export const DEFAULT_REPLACE_AFTER_MS = 60_000;
 export interface RepairReport {
   /** `volume: from -> to` for each replica placed on a new node. */
   replaced: string[];
+  /** Stale copies of replaced replicas deleted from nodes that came back. */
+  removed: string[];
   /** Volumes left degraded, and why (no spare node, a peer did not answer, ...). */
   stuck: string[];
 }
@@ -280,13 +284,23 @@ export interface RepairReport {
  * frontend, which rebuilds it where it is.
  */
 export async function repairDegradedVolumes(m: ClusterMembership, replaceAfterMs: number): Promise<RepairReport> {
-  const report: RepairReport = { replaced: [], stuck: [] };
+  const report: RepairReport = { replaced: [], removed: [], stuck: [] };
   const nodes = await m.nodes();
   const records = Object.values(await m.client.getAll().prefix(VOLUMES).strings()).map(
     (json) => JSON.parse(json) as ClusterVolumeRecord,
   );
   const now = Date.now();
   for (const record of records) {
+    for (const nodeId of record.retired ?? []) {
+      const node = nodes.find((n) => n.nodeId === nodeId);
+      if (!node?.alive) continue;
+      try {
+        await removeRetiredCopy(m, record.name, node);
+        report.removed.push(`${record.name}: stale copy on ${nodeId}`);
+      } catch (error) {
+        report.stuck.push(`${record.name}: stale copy on ${nodeId} not removed: ${(error as Error).message}`);
+      }
+    }
     for (const nodeId of record.replicas) {
       if (record.inSync.includes(nodeId)) continue;
       const node = nodes.find((n) => n.nodeId === nodeId);
@@ -310,7 +324,10 @@ async function replaceReplica(
   lostNodeId: string,
   nodes: readonly ClusterNode[],
 ): Promise<string> {
-  const spares = nodes.filter((n) => n.alive && !record.replicas.includes(n.nodeId));
+  // A node with a stale copy not yet removed is no spare (its copy would clash with a new one).
+  const spares = nodes.filter(
+    (n) => n.alive && !record.replicas.includes(n.nodeId) && !(record.retired ?? []).includes(n.nodeId),
+  );
   const candidates = await Promise.all(
     spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(n)) })),
   );
@@ -337,6 +354,7 @@ async function replaceReplica(
   const updated: ClusterVolumeRecord = {
     ...latest,
     replicas: latest.replicas.map((id) => (id === lostNodeId ? pick.nodeId : id)),
+    retired: [...(latest.retired ?? []).filter((id) => id !== pick.nodeId), lostNodeId],
   };
   const result = await m.client
     .if(key, "Value", "==", current)
@@ -345,4 +363,30 @@ async function replaceReplica(
   if (!result.succeeded)
     throw new KeelsonError({ code: "UNAVAILABLE", message: `the record of ${record.name} changed; next pass` });
   return pick.nodeId;
+}
+
+/**
+ * Deletes the stale local copy a replaced replica left on `node` (only a
+ * volume marked as a replica of `name`), then drops the node from the
+ * record's retired list. A node the volume was placed on again keeps its copy.
+ */
+async function removeRetiredCopy(m: ClusterMembership, name: string, node: ClusterNode): Promise<void> {
+  const key = `${VOLUMES}${name}`;
+  const json = await m.client.get(key).string();
+  if (json === null) return;
+  const record = JSON.parse(json) as ClusterVolumeRecord;
+  if (!record.replicas.includes(node.nodeId)) {
+    await withPeer(node, async (c) => {
+      const local = await c.getVolume({ name }).catch((e: unknown) => {
+        if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
+        throw e;
+      });
+      if (local && local.labels["keelson.io/replica-of"] === name) await c.deleteVolume({ name, force: true });
+    });
+  }
+  const updated = { ...record, retired: (record.retired ?? []).filter((id) => id !== node.nodeId) };
+  await m.client
+    .if(key, "Value", "==", json)
+    .then(m.client.put(key).value(JSON.stringify(updated)))
+    .commit();
 }
