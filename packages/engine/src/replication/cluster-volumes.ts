@@ -2,9 +2,12 @@ import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "
 import { nextEpoch } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
 import { placeReplicas } from "../cluster/placement.js";
-import { type FrontendHooks, ReplicatedVolume } from "./frontend.js";
+import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
+import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
+import { RegionMap } from "./region-map.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
+const ACTIVITY = `${KEY_PREFIX}/activity/`;
 /** Deadline of the calls a node makes to its peers while placing and attaching. */
 const PEER_CALL_TIMEOUT_MS = 5_000;
 /** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
@@ -151,6 +154,8 @@ export async function attachReplicatedVolume(
   }
   const unreachable = holders.filter((n) => !reachable.includes(n)).map((n) => n.nodeId);
   for (const nodeId of unreachable) await markOutOfSync(m, name, nodeId, epoch);
+  // Read after the new epoch is taken: no older frontend can change the log any more.
+  const resync = epoch === 1 ? null : await loadActivityLog(m, name);
   return ReplicatedVolume.open(
     name,
     epoch,
@@ -160,13 +165,75 @@ export async function attachReplicatedVolume(
     }),
     m.nodeId,
     replicaTimeoutMs,
-    frontendHooks(m, name, epoch),
+    frontendHooks(m, name, epoch, record.sizeBytes),
+    resync,
   );
 }
 
+/** The activity log as etcd keeps it: one bit per extent, or every extent. */
+interface ActivityRecord {
+  epoch: number;
+  extentBytes: number;
+  all?: boolean;
+  /** Base64 bitmap of the extents in the log. */
+  bitmap?: string;
+}
+
+/**
+ * What the last frontend's activity log says may differ between in-sync
+ * replicas: its extents as byte ranges, or "all" when there is no log (an
+ * attachment that never wrote one) or it says so.
+ */
+export async function loadActivityLog(m: ClusterMembership, name: string): Promise<ResyncPlan> {
+  const json = await m.client.get(`${ACTIVITY}${name}`).string();
+  if (json === null) return "all";
+  const record = JSON.parse(json) as ActivityRecord;
+  if (record.all || record.bitmap === undefined) return "all";
+  const bits = Buffer.from(record.bitmap, "base64");
+  const ranges: { offset: number; length: number }[] = [];
+  for (let e = 0; e < bits.length * 8; e++) {
+    if (((bits[e >> 3] as number) & (1 << (e & 7))) !== 0) {
+      ranges.push({ offset: e * record.extentBytes, length: record.extentBytes });
+    }
+  }
+  return ranges;
+}
+
+/** Saves the activity log of the frontend at `epoch`, only while that is the volume's current epoch. */
+async function saveActivityLog(
+  m: ClusterMembership,
+  name: string,
+  epoch: number,
+  sizeBytes: number,
+  extents: ActivityExtents,
+): Promise<void> {
+  const record: ActivityRecord = { epoch, extentBytes: ACTIVITY_EXTENT_BYTES };
+  if (extents === "all") record.all = true;
+  else {
+    const map = new RegionMap(sizeBytes, ACTIVITY_EXTENT_BYTES);
+    for (const e of extents) map.add(e);
+    record.bitmap = Buffer.from(map.toBytes()).toString("base64");
+  }
+  const epochKey = `${KEY_PREFIX}/epochs/${name}`;
+  const result = await m.client
+    .if(epochKey, "Value", "==", String(epoch))
+    .then(m.client.put(`${ACTIVITY}${name}`).value(JSON.stringify(record)))
+    .commit();
+  if (!result.succeeded) {
+    const current = await m.client.get(epochKey).string();
+    throw new KeelsonError({ code: "EPOCH_STALE", message: `volume ${name}: epoch ${epoch} was superseded by ${current}` });
+  }
+}
+
 /** What a frontend at `epoch` needs from etcd and the peers. */
-function frontendHooks(m: ClusterMembership, name: string, epoch: number): FrontendHooks {
+function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBytes: number): FrontendHooks {
   return {
+    saveActivity: (extents) =>
+      withDeadline(
+        saveActivityLog(m, name, epoch, sizeBytes, extents),
+        SYNC_UPDATE_DEADLINE_MS,
+        `saving the activity log of ${name}`,
+      ),
     recordFault: (nodeId) => markOutOfSync(m, name, nodeId, epoch),
     recordInSync: (nodeId) => markInSync(m, name, nodeId, epoch),
     prepareReplica: async (nodeId) => {

@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
+import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type SaveActivity } from "./activity-log.js";
 import { RangeGate } from "./range-gate.js";
 import { REGION_BYTES, RegionMap, regionsOf } from "./region-map.js";
 import { ReplicaClient } from "./replica-client.js";
@@ -46,7 +47,17 @@ export interface FrontendHooks {
   prepareReplica(nodeId: string): Promise<ReplicaTarget>;
   /** The nodes that should hold replicas now (the leader replaces a lost one). */
   replicaSet(): Promise<readonly string[]>;
+  /** Saves the activity log under this epoch (EPOCH_STALE once superseded). */
+  saveActivity: SaveActivity;
 }
+
+/**
+ * What a new attachment must make equal across the in-sync replicas before
+ * it reads from more than one: the ranges the previous frontend's activity
+ * log held (writes it may have left on some replicas only), or "all" when
+ * that is not known.
+ */
+export type ResyncPlan = readonly { offset: number; length: number }[] | "all";
 
 const NO_HOOKS: FrontendHooks = {
   recordFault: async () => undefined,
@@ -55,6 +66,7 @@ const NO_HOOKS: FrontendHooks = {
     throw new KeelsonError({ code: "UNAVAILABLE", message: `no way to reach replica ${nodeId}` });
   },
   replicaSet: async () => [],
+  saveActivity: async () => undefined,
 };
 
 /** One replica to open: where it is, and whether it holds every acknowledged write. */
@@ -85,6 +97,10 @@ interface Replica {
   lastRebuild: { bytes: number; ms: number; full: boolean } | null;
   /** A reconnect or rebuild is under way. */
   busy: boolean;
+  /** etcd lists it in sync: it must be recorded out of sync before a write it missed is acknowledged. */
+  inRecord: boolean;
+  /** In sync but may differ from the source in what the previous frontend left half-written; being made equal. */
+  resyncing: boolean;
 }
 
 function newReplica(nodeId: string): Replica {
@@ -102,6 +118,8 @@ function newReplica(nodeId: string): Replica {
     fullRebuild: false,
     lastRebuild: null,
     busy: false,
+    inRecord: false,
+    resyncing: false,
   };
 }
 
@@ -128,6 +146,7 @@ export class ReplicatedVolume {
   readonly #hooks: FrontendHooks;
   readonly #timeoutMs: number;
   readonly #gate = new RangeGate();
+  readonly #activity: ActivityLog;
   /** Longest time a write waited on a replica that then faulted (ms): the stall a replica loss causes. */
   maxStallMs = 0;
   /** Rebuilds finished since attach. */
@@ -156,12 +175,16 @@ export class ReplicatedVolume {
     this.#replicas = replicas;
     this.#hooks = hooks;
     this.#timeoutMs = timeoutMs;
+    this.#activity = new ActivityLog(hooks.saveActivity);
   }
 
   /**
    * Connects to every in-sync replica under `epoch`; unreachable ones start
    * faulted, and replicas out of sync start faulted with nothing known of
-   * what they lack (a full rebuild). UNAVAILABLE when no in-sync replica answers.
+   * what they lack (a full rebuild). With a `resync` plan (the volume was
+   * attached before), one in-sync replica (the local one when it can) is the
+   * source and the others are made equal to it in the planned ranges before
+   * they serve reads. UNAVAILABLE when no in-sync replica answers.
    */
   static async open(
     name: string,
@@ -170,10 +193,12 @@ export class ReplicatedVolume {
     localNodeId: string,
     timeoutMs: number = DEFAULT_REPLICA_TIMEOUT_MS,
     hooks: Partial<FrontendHooks> = {},
+    resync: ResyncPlan | null = null,
   ): Promise<ReplicatedVolume> {
     const replicas = await Promise.all(
       targets.map(async (target): Promise<Replica> => {
         const r = newReplica(target.nodeId);
+        r.inRecord = target.inSync !== false;
         if (target.inSync === false) {
           r.reason = "out of sync at attach";
           r.faultedAtMs = Date.now();
@@ -198,9 +223,70 @@ export class ReplicatedVolume {
     }
     const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaClient).sizeBytes));
     const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs);
+    // In sync in etcd but not reached: recorded out of sync before anything is acknowledged.
+    for (const r of replicas) if (r.inRecord && !r.client) v.#unrecorded.add(r.nodeId);
+    const pinned = resync === null ? null : v.#planResync(resync);
+    try {
+      await v.#activity.start(pinned);
+    } catch (error) {
+      v.close();
+      throw error;
+    }
+    for (const r of replicas) if (r.resyncing && r.client) void v.#resync(r);
     v.#repairTimer = setInterval(() => void v.#repair(), REPAIR_INTERVAL_MS);
     v.#repairTimer.unref();
     return v;
+  }
+
+  /**
+   * Picks the source and marks every other in-sync replica for a resync of
+   * the planned ranges; returns the extents the activity log must keep until
+   * that is done (null when there is a single in-sync replica).
+   */
+  #planResync(plan: ResyncPlan): ActivityExtents | null {
+    const inSync = this.#replicas.filter((r) => r.inRecord);
+    const up = inSync.filter((r) => r.state === "healthy");
+    if (inSync.length < 2 || up.length === 0) return null;
+    const source = up.find((r) => r.nodeId === this.#localNodeId) ?? (up[0] as Replica);
+    let missing: RegionMap | null = null;
+    const extents = new Set<number>();
+    if (plan !== "all") {
+      missing = new RegionMap(this.sizeBytes);
+      for (const { offset, length } of plan) {
+        missing.addRange(offset, length);
+        const { first, last } = regionsOf(offset, length, ACTIVITY_EXTENT_BYTES);
+        for (let e = first; e <= last; e++) extents.add(e);
+      }
+      if (missing.count === 0) return null;
+    }
+    for (const r of inSync) {
+      if (r === source) continue;
+      r.resyncing = true;
+      if (r.state === "healthy") {
+        r.state = "rebuilding";
+        r.reason = `resync from ${source.nodeId}: the previous frontend may have left writes on some replicas only`;
+        r.faultedAtMs = Date.now();
+      }
+      r.missing = missing === null ? null : RegionMap.copy(missing);
+    }
+    return plan === "all" ? "all" : [...extents].sort((a, b) => a - b);
+  }
+
+  /** Makes an in-sync replica equal to the source in the planned ranges, while it takes every write. */
+  async #resync(r: Replica): Promise<void> {
+    r.busy = true;
+    try {
+      await this.#rebuild(r, r.client as ReplicaClient);
+    } finally {
+      r.busy = false;
+    }
+  }
+
+  /** A replica no longer needs its resync (made equal, or recorded out of sync): the log may let the plan go. */
+  #resyncEnded(r: Replica): void {
+    if (!r.resyncing) return;
+    r.resyncing = false;
+    if (!this.#replicas.some((x) => x.resyncing)) this.#activity.unpin();
   }
 
   /** The replicas and their state now. */
@@ -238,6 +324,7 @@ export class ReplicatedVolume {
     r.client?.close();
     r.client = null;
     debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
+    if (r.inRecord) this.#unrecorded.add(r.nodeId);
     if (!wasHealthy) {
       // A rebuild cut short: what it had copied is not known to be whole any more.
       r.missing = null;
@@ -251,7 +338,6 @@ export class ReplicatedVolume {
     r.missing = missing;
     r.unflushed = new Set();
     r.flushing = new Set();
-    this.#unrecorded.add(r.nodeId);
     this.maxStallMs = Math.max(this.maxStallMs, waitedMs);
   }
 
@@ -266,6 +352,11 @@ export class ReplicatedVolume {
       try {
         await this.#hooks.recordFault(nodeId);
         this.#unrecorded.delete(nodeId);
+        const r = this.#replicas.find((x) => x.nodeId === nodeId);
+        if (r) {
+          r.inRecord = false;
+          this.#resyncEnded(r);
+        }
       } catch (error) {
         if (isStale(error)) this.#fenced = true;
         if (this.#fenced) throw fencedOut(this.name, this.epoch);
@@ -285,6 +376,22 @@ export class ReplicatedVolume {
    */
   async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
+    let logged: (() => void) | null = null;
+    if (range) {
+      // In the activity log before any replica sees it, so a failover resyncs it if it lands on some only.
+      const entered = this.#activity.enter(range.offset, range.length);
+      try {
+        logged = entered instanceof Promise ? await entered : entered;
+      } catch (error) {
+        if (isStale(error)) this.#fenced = true;
+        if (this.#fenced) throw fencedOut(this.name, this.epoch);
+        throw new KeelsonError({
+          code: "UNAVAILABLE",
+          message: `volume ${this.name}: the activity log cannot be saved (${(error as Error).message}); not writing`,
+          cause: error,
+        });
+      }
+    }
     const entered = range ? this.#gate.enter(range.offset, range.length) : null;
     const leave = entered instanceof Promise ? await entered : entered;
     try {
@@ -328,6 +435,7 @@ export class ReplicatedVolume {
       await this.#recordFaults();
     } finally {
       leave?.();
+      logged?.();
     }
   }
 
@@ -478,6 +586,7 @@ export class ReplicatedVolume {
       if (r.state !== "rebuilding" || this.#closed) return;
       await client.flush();
       await this.#hooks.recordInSync(r.nodeId);
+      r.inRecord = true;
     } catch (error) {
       if (isStale(error)) this.#fenced = true;
       if (r.state === "rebuilding") this.#fault(r, error, 0, null);
@@ -489,6 +598,7 @@ export class ReplicatedVolume {
     r.reason = "";
     r.lastRebuild = { bytes: r.rebuiltBytes, ms: Date.now() - started, full };
     this.rebuildsCompleted++;
+    this.#resyncEnded(r);
     debug("volume %s: replica %s rebuilt (%d bytes in %d ms)", this.name, r.nodeId, r.rebuiltBytes, Date.now() - started);
   }
 
@@ -511,6 +621,7 @@ export class ReplicatedVolume {
   /** Closes every replica connection and stops repairs. Idempotent. */
   close(): void {
     this.#closed = true;
+    this.#activity.close();
     if (this.#repairTimer) clearInterval(this.#repairTimer);
     this.#repairTimer = null;
     for (const r of this.#replicas) r.client?.close();

@@ -26,6 +26,19 @@ export class RegionMap {
     this.#bits = new Uint8Array(Math.ceil(this.regions / 8));
   }
 
+  /** A map marking the same regions as `other`. */
+  static copy(other: RegionMap): RegionMap {
+    const m = new RegionMap(other.regions * other.regionBytes, other.regionBytes);
+    m.#bits.set(other.#bits);
+    m.#count = other.#count;
+    return m;
+  }
+
+  /** The bitmap itself (bit `r & 7` of byte `r >> 3` is region r). */
+  toBytes(): Uint8Array {
+    return this.#bits.slice();
+  }
+
   /** Regions marked. */
   get count(): number {
     return this.#count;
