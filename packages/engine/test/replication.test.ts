@@ -239,7 +239,9 @@ describe("synchronous replication", () => {
     const killedAt = Date.now();
     await cluster.kill9(0);
     await load.stop();
-    const att = await cluster.client(1).attachVolume({ name: "db", replicaTimeoutMs: 1000 }, { timeoutMs: 15_000 });
+    const att = await cluster
+      .client(1)
+      .attachVolume({ name: "db", replicaTimeoutMs: 1000, takeover: true }, { timeoutMs: 15_000 });
     const c = await NbdTestClient.open(cluster.nodes[1]?.nbdAddress as string, "db");
     const first = await c.read(0, 4096);
     const rtoMs = Date.now() - killedAt;
@@ -284,7 +286,9 @@ describe("synchronous replication", () => {
     await onNode3.write(torn + CHUNK, stamp(99), false);
     onNode3.close();
     await cluster.kill9(0);
-    const att = await cluster.client(1).attachVolume({ name: "db", replicaTimeoutMs: 1000 }, { timeoutMs: 15_000 });
+    const att = await cluster
+      .client(1)
+      .attachVolume({ name: "db", replicaTimeoutMs: 1000, takeover: true }, { timeoutMs: 15_000 });
     expect(att.epoch).toBe(2);
     const { attachment } = await waitForAttachment(cluster.client(1), (a) =>
       a.replicas.every((r) => r.nodeId === "node1" || r.state === "healthy"),
@@ -315,7 +319,9 @@ describe("synchronous replication", () => {
     // Cut off from the other replicas and from etcd, the old frontend acknowledges nothing.
     const cutOff = await writeOnNode(n0.nbdSocket, CHUNK, 2);
     expect(cutOff).not.toBe("ok");
-    const att = await cluster.client(1).attachVolume({ name: "db", replicaTimeoutMs: 1000 }, { timeoutMs: 15_000 });
+    const att = await cluster
+      .client(1)
+      .attachVolume({ name: "db", replicaTimeoutMs: 1000, takeover: true }, { timeoutMs: 15_000 });
     expect(att.epoch).toBe(2);
     const fresh = await NbdTestClient.open(cluster.nodes[1]?.nbdAddress as string, "db");
     expect((await fresh.write(2 * CHUNK, stamp(3))).error).toBe(0);

@@ -8,6 +8,7 @@ import {
 } from "@grpc/grpc-js";
 import {
   attachmentFromWire,
+  attachmentRecordFromWire,
   clusterNodeFromWire,
   nodeFromWire,
   policyToWire,
@@ -19,6 +20,7 @@ import { fromServiceError, KeelsonError } from "./errors.js";
 import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
   Attachment,
+  AttachmentRecord,
   AttachVolumeRequest,
   CallOptions,
   ClusterNode,
@@ -26,6 +28,7 @@ import type {
   CreateVolumeRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
+  DetachVolumeRequest,
   FenceVolumeRequest,
   ListSnapshotsRequest,
   NodeInfo,
@@ -199,8 +202,40 @@ export class KeelsonClient implements AsyncDisposable {
    * console.log(att.epoch, att.export.nbdTcpUri);
    */
   async attachVolume(request: AttachVolumeRequest, options?: CallOptions): Promise<Attachment> {
-    const wire = { name: request.name, replicaTimeoutMs: request.replicaTimeoutMs ?? 0 };
-    return attachmentFromWire(await this.#call(this.#volumes.attachVolume, this.#volumes, wire, options, false));
+    const wire = {
+      name: request.name,
+      replicaTimeoutMs: request.replicaTimeoutMs ?? 0,
+      nodeId: request.nodeId ?? "",
+      readOnly: request.readOnly ?? false,
+      takeover: request.takeover ?? false,
+    };
+    // Retried only in the idempotent modes: a takeover fences, and a retry would fence again.
+    const idempotent = !request.takeover;
+    return attachmentFromWire(await this.#call(this.#volumes.attachVolume, this.#volumes, wire, options, idempotent));
+  }
+
+  /**
+   * Stops serving a volume on a node (default: the node called). A writable
+   * attachment flushes its replicas first. VOLUME_IN_USE while NBD clients
+   * are connected, unless `force`. Idempotent.
+   *
+   * @example
+   * await client.detachVolume({ name: "pg-data", nodeId: "node1" });
+   */
+  async detachVolume(request: DetachVolumeRequest, options?: CallOptions): Promise<void> {
+    const wire = { name: request.name, nodeId: request.nodeId ?? "", force: request.force ?? false };
+    await this.#call(this.#volumes.detachVolume, this.#volumes, wire, options, true);
+  }
+
+  /**
+   * Where a volume is attached (writable on at most one node, or read-only on many), as etcd records it.
+   *
+   * @example
+   * const where = await client.listAttachments({ name: "pg-data" });
+   */
+  async listAttachments(request: VolumeRef, options?: CallOptions): Promise<AttachmentRecord[]> {
+    const res = await this.#call(this.#volumes.listAttachments, this.#volumes, request, options, true);
+    return res.attachments.map(attachmentRecordFromWire);
   }
 
   /**

@@ -2,6 +2,7 @@ import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
 import type {
   Attachment,
+  AttachmentRecord,
   ClusterNode,
   DiskCapability,
   NodeInfo,
@@ -221,5 +222,15 @@ export function attachmentFromWire(a: pb.Attachment): Attachment {
     state,
     maxStallMs: a.maxStallMs,
     rebuildsCompleted: a.rebuildsCompleted,
+    readOnly: a.readOnly,
+  };
+}
+
+export function attachmentRecordFromWire(a: pb.AttachmentRecord): AttachmentRecord {
+  return {
+    nodeId: a.nodeId,
+    readOnly: a.readOnly,
+    epoch: a.epoch,
+    ...(a.attachedAt ? { attachedAt: a.attachedAt } : {}),
   };
 }

@@ -15,6 +15,9 @@ export const ERROR_CODES = {
   LIMIT_EXCEEDED: "A bounded resource is at its maximum (volumes or snapshots per pool, layers per chain).",
   OUT_OF_RANGE: "An I/O request reaches past the end of the volume.",
   READ_ONLY: "The target is read-only.",
+  ATTACHED_ELSEWHERE:
+    "The volume is attached in a way that excludes this attachment (writable on another node, or read-only where a writer was asked); detach it first.",
+  NODE_NOT_FOUND: "No cluster node with that id.",
   EPOCH_STALE: "The request carries an attachment epoch older than the current one.",
   QOS_ADMISSION_DENIED: "No disk can admit the requested QoS reservation.",
   METADATA_CORRUPT: "The pool's metadata failed its checksum or consistency checks.",
@@ -42,6 +45,8 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, status>> = {
   LIMIT_EXCEEDED: status.RESOURCE_EXHAUSTED,
   OUT_OF_RANGE: status.OUT_OF_RANGE,
   READ_ONLY: status.FAILED_PRECONDITION,
+  ATTACHED_ELSEWHERE: status.FAILED_PRECONDITION,
+  NODE_NOT_FOUND: status.NOT_FOUND,
   EPOCH_STALE: status.ABORTED,
   QOS_ADMISSION_DENIED: status.RESOURCE_EXHAUSTED,
   METADATA_CORRUPT: status.DATA_LOSS,

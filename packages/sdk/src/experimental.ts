@@ -5,15 +5,18 @@
 export { volumeStateToWire } from "./convert.js";
 export type {
   Attachment as WireAttachment,
+  AttachVolumeRequest as WireAttachVolumeRequest,
   ClusterNode as WireClusterNode,
   CreateSnapshotRequest as WireCreateSnapshotRequest,
   CreateVolumeRequest as WireCreateVolumeRequest,
   DeleteSnapshotResponse as WireDeleteSnapshotResponse,
   DeleteVolumeRequest as WireDeleteVolumeRequest,
   DeleteVolumeResponse as WireDeleteVolumeResponse,
+  DetachVolumeRequest as WireDetachVolumeRequest,
   DiskCapability as WireDiskCapability,
   GetNodeRequest as WireGetNodeRequest,
   GetVolumeRequest as WireGetVolumeRequest,
+  ListAttachmentsResponse as WireListAttachmentsResponse,
   ListNodesResponse as WireListNodesResponse,
   ListSnapshotsResponse as WireListSnapshotsResponse,
   ListVolumesRequest as WireListVolumesRequest,

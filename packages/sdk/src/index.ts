@@ -24,6 +24,7 @@ export {
 } from "./errors.js";
 export type {
   Attachment,
+  AttachmentRecord,
   AttachVolumeRequest,
   CallOptions,
   ClusterNode,
@@ -31,6 +32,7 @@ export type {
   CreateVolumeRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
+  DetachVolumeRequest,
   DiskCapability,
   FenceVolumeRequest,
   ListSnapshotsRequest,

@@ -51,6 +51,25 @@ export interface Attachment {
   maxStallMs: number;
   /** Rebuilds finished since the volume was attached on this node. */
   rebuildsCompleted: number;
+  /** A read-only attachment: its export refuses writes (READ_ONLY). */
+  readOnly: boolean;
+}
+
+/** Where a volume is attached, as the cluster records it. */
+export interface AttachmentRecord {
+  nodeId: string;
+  readOnly: boolean;
+  epoch: number;
+  attachedAt?: Date;
+}
+
+/** Request of {@link KeelsonClient.detachVolume}. */
+export interface DetachVolumeRequest {
+  name: string;
+  /** The node to detach from (default: the node called). */
+  nodeId?: string;
+  /** Detach even while NBD clients are connected. */
+  force?: boolean;
 }
 
 /** One replica of an attached volume. */
@@ -74,6 +93,12 @@ export interface AttachVolumeRequest {
   name: string;
   /** Per-request deadline of each replica (default 2000 ms). */
   replicaTimeoutMs?: number;
+  /** The node to serve the volume from (default: the node called). */
+  nodeId?: string;
+  /** A read-only attachment: many may coexist, none with a writable one. */
+  readOnly?: boolean;
+  /** Take a writable attachment over from another node (one that was lost); its frontend is fenced. */
+  takeover?: boolean;
 }
 
 /** Request of {@link KeelsonClient.fenceVolume}. */

@@ -23,8 +23,13 @@ commands:
   volume create NAME --size SIZE [--replicas N] [--label k=v]... [QOS]
                                                      create a thin volume (idempotent); N > 1 needs a cluster:
                                                      one replica on each of N nodes
-  volume attach NAME [--replica-timeout MS]          serve a replicated volume from this node (new epoch; the
-                                                     old frontend is fenced)
+  volume attach NAME [--node ID] [--read-only] [--takeover] [--replica-timeout MS]
+                                                     serve a replicated volume from a node (default: this one);
+                                                     writable: a new epoch, one node at a time (--takeover
+                                                     fences a lost node's); --read-only: many nodes, no writer
+  volume detach NAME [--node ID] [--force]           stop serving it there (a writer flushes first; --force
+                                                     even with NBD clients connected)
+  volume attachments NAME                            where a volume is attached (etcd's record)
   volume attachment NAME                             replicas of an attached volume: state, rebuild progress
   volume qos NAME [QOS]                              replace a volume's QoS policy, live
   volume clone NAME --from VOLUME[@SNAPSHOT] [--size SIZE]
@@ -81,6 +86,9 @@ interface Args {
   loopback: boolean;
   replicas?: string;
   replicaTimeout?: string;
+  node?: string;
+  readOnly: boolean;
+  takeover: boolean;
 }
 
 const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
@@ -250,7 +258,7 @@ function volumeRows(volumes: Volume[]): string[][] {
 }
 
 function attachmentText(a: Attachment): string {
-  const head = `${a.volume} on ${a.nodeId}, epoch ${a.epoch}: ${a.state}; ${a.export.nbdTcpUri || a.export.nbdUnixUri}`;
+  const head = `${a.volume} on ${a.nodeId}${a.readOnly ? " (read-only)" : ""}, epoch ${a.epoch}: ${a.state}; ${a.export.nbdTcpUri || a.export.nbdUnixUri}`;
   const rows = [
     ["REPLICA", "STATE", "REBUILD", "LAST REBUILD", "REASON"],
     ...a.replicas.map((r) => [
@@ -301,11 +309,36 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
       return print(args, v, () => table(volumeRows([v])));
     }
     case "attach": {
-      const a = await client.attachVolume({
-        name: need(name, "NAME"),
-        ...(args.replicaTimeout ? { replicaTimeoutMs: number(args.replicaTimeout, "--replica-timeout") } : {}),
-      });
+      const a = await client.attachVolume(
+        {
+          name: need(name, "NAME"),
+          ...(args.replicaTimeout ? { replicaTimeoutMs: number(args.replicaTimeout, "--replica-timeout") } : {}),
+          ...(args.node ? { nodeId: args.node } : {}),
+          readOnly: args.readOnly,
+          takeover: args.takeover,
+        },
+        // A read-only attach after an unclean detach resyncs first: give it time.
+        { timeoutMs: 600_000 },
+      );
       return print(args, a, () => attachmentText(a));
+    }
+    case "detach": {
+      await client.detachVolume({ name: need(name, "NAME"), ...(args.node ? { nodeId: args.node } : {}), force: args.force });
+      return print(args, { detached: name }, () => `detached ${name}${args.node ? ` from ${args.node}` : ""}`);
+    }
+    case "attachments": {
+      const list = await client.listAttachments({ name: need(name, "NAME") });
+      return print(args, list, () =>
+        table([
+          ["NODE", "MODE", "EPOCH", "SINCE"],
+          ...list.map((e) => [
+            e.nodeId,
+            e.readOnly ? "read-only" : "writable",
+            String(e.epoch),
+            e.attachedAt?.toISOString() ?? "-",
+          ]),
+        ]),
+      );
     }
     case "attachment": {
       const a = await client.getAttachment({ name: need(name, "NAME") });
@@ -410,6 +443,9 @@ async function main(): Promise<number> {
       loopback: { type: "boolean" },
       replicas: { type: "string" },
       "replica-timeout": { type: "string" },
+      node: { type: "string" },
+      "read-only": { type: "boolean" },
+      takeover: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -439,6 +475,9 @@ async function main(): Promise<number> {
     loopback: values.loopback ?? false,
     replicas: values.replicas,
     replicaTimeout: values["replica-timeout"],
+    node: values.node,
+    readOnly: values["read-only"] ?? false,
+    takeover: values.takeover ?? false,
   };
   if (positionals[0] === "up") {
     await upCommand(args);

@@ -1,13 +1,16 @@
 import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
-import { KeelsonError, toServiceError } from "@keelson/sdk";
+import { type Attachment, isKeelsonError, KeelsonError, toServiceError } from "@keelson/sdk";
 import {
   type NodeServiceServer,
   type SnapshotServiceServer,
   type VolumeServiceServer,
   type WireAttachment,
+  type WireAttachVolumeRequest,
   type WireCreateVolumeRequest,
   type WireDeleteSnapshotResponse,
   type WireDeleteVolumeResponse,
+  type WireDetachVolumeRequest,
+  type WireListAttachmentsResponse,
   type WireListNodesResponse,
   type WireListSnapshotsResponse,
   type WireListVolumesResponse,
@@ -18,11 +21,18 @@ import {
   WireVolumeState,
 } from "@keelson/sdk/experimental";
 import type { ClusterMembership } from "../cluster/membership.js";
+import { findNode, withPeer } from "../cluster/peers.js";
 import type { NbdServer } from "../nbd/server.js";
 import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import type { QosManager } from "../qos/qos-manager.js";
-import { attachReplicatedVolume, createReplicatedVolume } from "../replication/cluster-volumes.js";
+import { readAttachments, removeAttachment } from "../replication/attachments.js";
+import {
+  attachReplicatedVolume,
+  createReplicatedVolume,
+  forgetAttachment,
+  getClusterVolume,
+} from "../replication/cluster-volumes.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
@@ -190,14 +200,24 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
       return volumeToWire(ctx, v);
     }),
-    attachVolume: unary(ctx, "AttachVolume", async (req): Promise<WireAttachment> => {
+    attachVolume: unary(ctx, "AttachVolume", (req) => attachVolume(ctx, req)),
+    detachVolume: unary(ctx, "DetachVolume", async (req) => {
+      await detachVolume(ctx, req);
+      return {};
+    }),
+    listAttachments: unary(ctx, "ListAttachments", async (req): Promise<WireListAttachmentsResponse> => {
       const name = requireString(req.name, "name");
-      const m = requireCluster(ctx, "AttachVolume");
-      const rv = await attachReplicatedVolume(m, name, req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS);
-      ctx.frontends.get(name)?.close();
-      ctx.frontends.set(name, rv);
-      ctx.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, replicas: rv.status() });
-      return attachmentToWire(ctx, rv);
+      const m = requireCluster(ctx, "ListAttachments");
+      await getClusterVolume(m, name);
+      const { entries } = await readAttachments(m, name);
+      return {
+        attachments: entries.map((e) => ({
+          nodeId: e.nodeId,
+          readOnly: e.readOnly,
+          epoch: e.epoch,
+          attachedAt: new Date(e.attachedAtMs),
+        })),
+      };
     }),
     getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
       const name = requireString(req.name, "name");
@@ -216,6 +236,79 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       return volumeToWire(ctx, v);
     }),
   };
+}
+
+/** Attaches on the node asked for (forwarded when it is another), idempotently. */
+async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): Promise<WireAttachment> {
+  const name = requireString(req.name, "name");
+  const m = requireCluster(ctx, "AttachVolume");
+  if (req.nodeId && req.nodeId !== ctx.nodeId) {
+    const node = await findNode(m, req.nodeId);
+    if (!node.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${req.nodeId} is down` });
+    const forwarded = { name, replicaTimeoutMs: req.replicaTimeoutMs, readOnly: req.readOnly, takeover: req.takeover };
+    // The peer does the whole attach (a resync may be part of it): the caller's deadline bounds it.
+    const a = await withPeer(node, (c) => c.attachVolume(forwarded), 600_000);
+    return attachmentFromSdk(a);
+  }
+  const existing = ctx.frontends.get(name);
+  if (existing?.serving) {
+    if (existing.readOnly === req.readOnly) return attachmentToWire(ctx, existing);
+    throw new KeelsonError({
+      code: "ATTACHED_ELSEWHERE",
+      message: `volume ${name} is attached ${existing.readOnly ? "read-only" : "writable"} on ${ctx.nodeId}; detach it first`,
+    });
+  }
+  const rv = await attachReplicatedVolume(m, name, {
+    replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
+    readOnly: req.readOnly,
+    takeover: req.takeover,
+  });
+  existing?.close();
+  ctx.frontends.set(name, rv);
+  ctx.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, replicas: rv.status() });
+  return attachmentToWire(ctx, rv);
+}
+
+/** An attachment a peer returned (through the SDK), back in wire form for this call's caller. */
+function attachmentFromSdk(a: Attachment): WireAttachment {
+  return {
+    ...a,
+    replicas: a.replicas.map((r) => ({ ...r, faultedAt: r.faultedAt, lastRebuild: r.lastRebuild })),
+  };
+}
+
+/** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */
+async function detachVolume(ctx: ControlContext, req: WireDetachVolumeRequest): Promise<void> {
+  const name = requireString(req.name, "name");
+  const m = requireCluster(ctx, "DetachVolume");
+  if (req.nodeId && req.nodeId !== ctx.nodeId) {
+    const node = await findNode(m, req.nodeId);
+    if (node.alive) {
+      try {
+        await withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
+        return;
+      } catch (error) {
+        // Not answering (just killed, or cut off): handled like a node that is down.
+        if (!isKeelsonError(error, "UNAVAILABLE") && !isKeelsonError(error, "DEADLINE_EXCEEDED")) throw error;
+      }
+    }
+    await forgetAttachment(m, name, req.nodeId);
+    ctx.log.log("warn", "attachment of an unreachable node removed (a writer there is fenced)", {
+      volume: name,
+      node: req.nodeId,
+    });
+    return;
+  }
+  const rv = ctx.frontends.get(name);
+  if (rv) {
+    const { clean } = await rv.detach(req.force);
+    ctx.frontends.delete(name);
+    await removeAttachment(m, name, ctx.nodeId, rv.epoch);
+    ctx.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
+    return;
+  }
+  // Not served here (say the engine restarted): the record must not keep claiming it.
+  await removeAttachment(m, name, ctx.nodeId);
 }
 
 function requireCluster(ctx: ControlContext, what: string): ClusterMembership {
@@ -278,6 +371,7 @@ function attachmentToWire(ctx: ControlContext, rv: ReplicatedVolume): WireAttach
     state,
     maxStallMs: rv.maxStallMs,
     rebuildsCompleted: rv.rebuildsCompleted,
+    readOnly: rv.readOnly,
   };
 }
 

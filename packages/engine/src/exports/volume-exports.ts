@@ -185,7 +185,9 @@ export class VolumeExportCatalog implements ExportCatalog {
 
   describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null {
     const frontend = this.frontends.get(name);
-    if (frontend) return { sizeBytes: frontend.sizeBytes, readOnly: false, description: `keelson replicated volume ${name}` };
+    if (frontend) {
+      return { sizeBytes: frontend.sizeBytes, readOnly: frontend.readOnly, description: `keelson replicated volume ${name}` };
+    }
     const parsed = parseEpochName(name);
     const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
     if (v) return { sizeBytes: v.sizeBytes, readOnly: false, description: describeVolume(v) };

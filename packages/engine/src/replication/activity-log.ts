@@ -159,6 +159,18 @@ export class ActivityLog {
     return [...all].sort((a, b) => a - b);
   }
 
+  /**
+   * Empties the log (the frontend is detaching with every in-sync replica
+   * equal and no write in flight); rejects when it cannot be saved.
+   */
+  async clear(): Promise<void> {
+    this.#wanted.clear();
+    this.#durable.clear();
+    this.#lastUse.clear();
+    this.#pinned = null;
+    await this.#saveSoon();
+  }
+
   /** Stops dropping extents; the log stays as last saved (a later attachment reads it). */
   close(): void {
     if (this.#sweeper) clearInterval(this.#sweeper);

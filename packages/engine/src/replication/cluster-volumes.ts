@@ -1,15 +1,15 @@
-import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
-import { nextEpoch } from "../cluster/epochs.js";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { currentEpoch, nextEpoch } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
+import { withPeer } from "../cluster/peers.js";
 import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
+import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
 import { RegionMap } from "./region-map.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
 const ACTIVITY = `${KEY_PREFIX}/activity/`;
-/** Deadline of the calls a node makes to its peers while placing and attaching. */
-const PEER_CALL_TIMEOUT_MS = 5_000;
 /** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
 const FENCE_TIMEOUT_MS = 2_000;
 
@@ -36,19 +36,6 @@ export interface CreateReplicatedOptions {
   sizeBytes: number;
   replicas: number;
   labels: Record<string, string>;
-}
-
-async function withPeer<T>(
-  node: ClusterNode,
-  use: (c: KeelsonClient) => Promise<T>,
-  timeoutMs = PEER_CALL_TIMEOUT_MS,
-): Promise<T> {
-  const client = createClient({ address: node.controlAddress, defaultTimeoutMs: timeoutMs, maxAttempts: 1 });
-  try {
-    return await use(client);
-  } finally {
-    client.close();
-  }
 }
 
 /** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
@@ -115,26 +102,121 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     createdAtMs: Date.now(),
   };
   const key = `${VOLUMES}${o.name}`;
+  // An empty activity log: the first attachment has nothing to resync.
+  const emptyLog: ActivityRecord = { epoch: 0, extentBytes: ACTIVITY_EXTENT_BYTES, bitmap: "" };
   const result = await m.client
     .if(key, "Create", "==", 0)
-    .then(m.client.put(key).value(JSON.stringify(record)))
+    .then(m.client.put(key).value(JSON.stringify(record)), m.client.put(`${ACTIVITY}${o.name}`).value(JSON.stringify(emptyLog)))
     .commit();
   if (!result.succeeded) return getClusterVolume(m, o.name);
   return record;
 }
 
+/** How a volume is attached. */
+export interface AttachOptions {
+  replicaTimeoutMs: number;
+  readOnly: boolean;
+  /** Take a writable attachment over from another node. */
+  takeover: boolean;
+}
+
+/** Longest a read-only attach waits for the replicas to be made equal after an unclean detach. */
+const RECOVERY_DEADLINE_MS = 10 * 60_000;
+
 /**
- * Attaches a replicated volume on this node: takes a new epoch from etcd,
- * fences every reachable replica at it (so any older frontend gets nothing
- * more acknowledged), then connects to the replicas under that epoch.
- * UNAVAILABLE when no replica can be fenced.
+ * Attaches a replicated volume on this node, writable or read-only, and
+ * records the attachment in etcd; ATTACHED_ELSEWHERE when another
+ * attachment excludes it (see {@link attachConflict}).
  */
-export async function attachReplicatedVolume(
-  m: ClusterMembership,
-  name: string,
-  replicaTimeoutMs: number,
-): Promise<ReplicatedVolume> {
+export async function attachReplicatedVolume(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  await getClusterVolume(m, name);
+  const conflict = attachConflict((await readAttachments(m, name)).entries, m.nodeId, o.readOnly, o.takeover);
+  if (conflict) throw conflict;
+  const rv = o.readOnly ? await openReader(m, name, o.replicaTimeoutMs) : await openWriter(m, name, o.replicaTimeoutMs);
+  try {
+    await recordAttachment(
+      m,
+      name,
+      { nodeId: m.nodeId, readOnly: o.readOnly, epoch: rv.epoch, attachedAtMs: Date.now() },
+      o.takeover,
+    );
+  } catch (error) {
+    rv.close();
+    throw error;
+  }
+  return rv;
+}
+
+/**
+ * A read-only frontend at the current epoch (no new one: nothing is fenced).
+ * Readers need the in-sync replicas equal: when the last writer did not
+ * detach cleanly (its activity log is not empty), a writer is opened here
+ * first to resync them, then detached cleanly.
+ */
+async function openReader(m: ClusterMembership, name: string, replicaTimeoutMs: number): Promise<ReplicatedVolume> {
+  const plan = await loadActivityLog(m, name);
+  if (plan === "all" || plan.length > 0) {
+    const writer = await openWriter(m, name, replicaTimeoutMs);
+    const deadline = Date.now() + RECOVERY_DEADLINE_MS;
+    while (writer.resyncing && writer.serving && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const { clean } = await writer.detach(false);
+    if (!clean) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${name}: its last writer did not detach cleanly and its replicas could not be made equal; retry`,
+      });
+    }
+  }
+  let epoch = await currentEpoch(m.client, name);
+  if (epoch === 0) epoch = await nextEpoch(m.client, name); // never attached: an epoch to open replicas under
   const record = await getClusterVolume(m, name);
+  const nodes = await m.nodes();
+  return ReplicatedVolume.open(
+    name,
+    epoch,
+    record.replicas.map((nodeId) => {
+      const node = nodes.find((n) => n.nodeId === nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
+    }),
+    m.nodeId,
+    { timeoutMs: replicaTimeoutMs, readOnly: true },
+  );
+}
+
+/**
+ * A writable frontend on this node: takes a new epoch from etcd, fences
+ * every reachable replica at it (so any older frontend gets nothing more
+ * acknowledged), then connects to the replicas under that epoch and resyncs
+ * what the previous frontend's activity log names. UNAVAILABLE when no
+ * replica can be fenced.
+ */
+async function openWriter(m: ClusterMembership, name: string, replicaTimeoutMs: number): Promise<ReplicatedVolume> {
+  const record = await getClusterVolume(m, name);
+  const { epoch, reachable } = await fenceAtNewEpoch(m, record);
+  // Read after the new epoch is taken: no older frontend can change the log any more.
+  const resync = await loadActivityLog(m, name);
+  return ReplicatedVolume.open(
+    name,
+    epoch,
+    record.replicas.map((nodeId) => {
+      const node = reachable.find((n) => n.nodeId === nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
+    }),
+    m.nodeId,
+    { timeoutMs: replicaTimeoutMs, hooks: frontendHooks(m, name, epoch, record.sizeBytes), resync },
+  );
+}
+
+/**
+ * Takes the volume's next epoch and fences every replica it can reach at it
+ * (any frontend at an older epoch gets nothing more acknowledged); those it
+ * cannot reach are recorded out of sync. UNAVAILABLE when none is reached.
+ */
+async function fenceAtNewEpoch(
+  m: ClusterMembership,
+  record: ClusterVolumeRecord,
+): Promise<{ epoch: number; reachable: ClusterNode[] }> {
+  const { name } = record;
   const nodes = await m.nodes();
   const epoch = await nextEpoch(m.client, name);
   const holders = record.replicas
@@ -154,20 +236,20 @@ export async function attachReplicatedVolume(
   }
   const unreachable = holders.filter((n) => !reachable.includes(n)).map((n) => n.nodeId);
   for (const nodeId of unreachable) await markOutOfSync(m, name, nodeId, epoch);
-  // Read after the new epoch is taken: no older frontend can change the log any more.
-  const resync = epoch === 1 ? null : await loadActivityLog(m, name);
-  return ReplicatedVolume.open(
-    name,
-    epoch,
-    record.replicas.map((nodeId) => {
-      const node = reachable.find((n) => n.nodeId === nodeId);
-      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
-    }),
-    m.nodeId,
-    replicaTimeoutMs,
-    frontendHooks(m, name, epoch, record.sizeBytes),
-    resync,
-  );
+  return { epoch, reachable };
+}
+
+/**
+ * Removes the attachment of a node that cannot be asked to detach (down or
+ * not answering). A writer there may still be running: it is fenced first,
+ * at a new epoch, so a reader attached next cannot read beside it. Its
+ * activity log stays, so the next attachment resyncs what it left.
+ */
+export async function forgetAttachment(m: ClusterMembership, name: string, nodeId: string): Promise<void> {
+  const entry = (await readAttachments(m, name)).entries.find((e) => e.nodeId === nodeId);
+  if (!entry) return;
+  if (!entry.readOnly) await fenceAtNewEpoch(m, await getClusterVolume(m, name));
+  await removeAttachment(m, name, nodeId, entry.epoch);
 }
 
 /** The activity log as etcd keeps it: one bit per extent, or every extent. */
@@ -189,6 +271,7 @@ export async function loadActivityLog(m: ClusterMembership, name: string): Promi
   if (json === null) return "all";
   const record = JSON.parse(json) as ActivityRecord;
   if (record.all || record.bitmap === undefined) return "all";
+  if (record.bitmap === "") return [];
   const bits = Buffer.from(record.bitmap, "base64");
   const ranges: { offset: number; length: number }[] = [];
   for (let e = 0; e < bits.length * 8; e++) {

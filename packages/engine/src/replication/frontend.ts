@@ -59,6 +59,17 @@ export interface FrontendHooks {
  */
 export type ResyncPlan = readonly { offset: number; length: number }[] | "all";
 
+/** How a frontend is opened. */
+export interface OpenOptions {
+  /** Per-request deadline of each replica (ms). */
+  timeoutMs?: number;
+  hooks?: Partial<FrontendHooks>;
+  /** What to make equal across in-sync replicas first (the volume was attached before and not detached cleanly). */
+  resync?: ResyncPlan | null;
+  /** Serve reads only: no epoch of its own, no activity log, no repair; writes fail with READ_ONLY. */
+  readOnly?: boolean;
+}
+
 const NO_HOOKS: FrontendHooks = {
   recordFault: async () => undefined,
   recordInSync: async () => undefined,
@@ -141,6 +152,9 @@ export class ReplicatedVolume {
   readonly name: string;
   readonly epoch: number;
   readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** NBD connections open on it now. */
+  openHandles = 0;
   readonly #localNodeId: string;
   readonly #replicas: Replica[];
   readonly #hooks: FrontendHooks;
@@ -167,7 +181,9 @@ export class ReplicatedVolume {
     replicas: Replica[],
     hooks: FrontendHooks,
     timeoutMs: number,
+    readOnly: boolean,
   ) {
+    this.readOnly = readOnly;
     this.name = name;
     this.epoch = epoch;
     this.sizeBytes = sizeBytes;
@@ -191,10 +207,9 @@ export class ReplicatedVolume {
     epoch: number,
     targets: readonly (ReplicaTarget & { inSync?: boolean })[],
     localNodeId: string,
-    timeoutMs: number = DEFAULT_REPLICA_TIMEOUT_MS,
-    hooks: Partial<FrontendHooks> = {},
-    resync: ResyncPlan | null = null,
+    options: OpenOptions = {},
   ): Promise<ReplicatedVolume> {
+    const { timeoutMs = DEFAULT_REPLICA_TIMEOUT_MS, hooks = {}, resync = null, readOnly = false } = options;
     const replicas = await Promise.all(
       targets.map(async (target): Promise<Replica> => {
         const r = newReplica(target.nodeId);
@@ -222,7 +237,9 @@ export class ReplicatedVolume {
       });
     }
     const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaClient).sizeBytes));
-    const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs);
+    const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs, readOnly);
+    // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
+    if (readOnly) return v;
     // In sync in etcd but not reached: recorded out of sync before anything is acknowledged.
     for (const r of replicas) if (r.inRecord && !r.client) v.#unrecorded.add(r.nodeId);
     const pinned = resync === null ? null : v.#planResync(resync);
@@ -289,6 +306,48 @@ export class ReplicatedVolume {
     if (!this.#replicas.some((x) => x.resyncing)) this.#activity.unpin();
   }
 
+  /** Still serving: not closed, and not fenced by a newer attachment. */
+  get serving(): boolean {
+    return !this.#closed && !this.#fenced;
+  }
+
+  /** A replica is still being made equal to the source after a failover. */
+  get resyncing(): boolean {
+    return this.#replicas.some((r) => r.resyncing);
+  }
+
+  /**
+   * Stops serving, cleanly: VOLUME_IN_USE while NBD clients are connected
+   * (unless `force`); a writer flushes every replica and, when the in-sync
+   * ones are known equal, clears its activity log so the next attachment has
+   * nothing to resync. A frontend that cannot flush still closes; its log
+   * stays and the next attachment resyncs.
+   */
+  async detach(force: boolean): Promise<{ clean: boolean }> {
+    if (this.openHandles > 0 && !force) {
+      throw new KeelsonError({
+        code: "VOLUME_IN_USE",
+        message: `volume ${this.name} has ${this.openHandles} NBD connection(s) on this node; disconnect them or detach with force`,
+      });
+    }
+    let clean = false;
+    if (!this.readOnly && this.serving) {
+      try {
+        await this.flush();
+        await this.#recordFaults();
+        // With clients still connected (force) a write may yet go out: the log must stay.
+        if (!this.resyncing && this.openHandles === 0) {
+          await this.#activity.clear();
+          clean = true;
+        }
+      } catch (error) {
+        debug("volume %s: detach not clean: %s", this.name, (error as Error).message);
+      }
+    }
+    this.close();
+    return { clean };
+  }
+
   /** The replicas and their state now. */
   status(): ReplicaStatus[] {
     return this.#replicas.map((r) => ({
@@ -324,7 +383,7 @@ export class ReplicatedVolume {
     r.client?.close();
     r.client = null;
     debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
-    if (r.inRecord) this.#unrecorded.add(r.nodeId);
+    if (r.inRecord && !this.readOnly) this.#unrecorded.add(r.nodeId);
     if (!wasHealthy) {
       // A rebuild cut short: what it had copied is not known to be whole any more.
       r.missing = null;
@@ -376,6 +435,10 @@ export class ReplicatedVolume {
    */
   async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
+    if (this.readOnly) {
+      if (!range) return; // nothing written, nothing to flush
+      throw new KeelsonError({ code: "READ_ONLY", message: `volume ${this.name} is attached read-only on this node` });
+    }
     let logged: (() => void) | null = null;
     if (range) {
       // In the activity log before any replica sees it, so a failover resyncs it if it lands on some only.
@@ -648,11 +711,14 @@ function fencedOut(name: string, epoch: number): KeelsonError {
 /** One NBD connection's handle on an attached replicated volume. */
 export class FrontendExport implements NbdExport {
   readonly #volume: ReplicatedVolume;
-  readonly readOnly = false;
+  readonly readOnly: boolean;
   readonly description: string;
+  #open = true;
 
   constructor(volume: ReplicatedVolume) {
     this.#volume = volume;
+    this.readOnly = volume.readOnly;
+    volume.openHandles++;
     this.description = `keelson replicated volume ${volume.name} (epoch ${volume.epoch})`;
   }
 
@@ -697,5 +763,9 @@ export class FrontendExport implements NbdExport {
     );
   }
 
-  close(): void {}
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#volume.openHandles--;
+  }
 }

@@ -41,6 +41,42 @@ export interface AttachVolumeRequest {
   name: string;
   /** Per-request deadline of each replica; 0 means the default (2000). */
   replicaTimeoutMs: number;
+  /** Node to serve the volume from; empty means the node called. */
+  nodeId: string;
+  /** A read-only attachment (many may coexist; none with a writable one). */
+  readOnly: boolean;
+  /**
+   * Take a writable attachment over from another node (one that was lost):
+   * its frontend is fenced and gets nothing more acknowledged.
+   */
+  takeover: boolean;
+}
+
+export interface DetachVolumeRequest {
+  name: string;
+  /** Node to detach from; empty means the node called. */
+  nodeId: string;
+  /** Detach even while NBD clients are connected (they get errors from then on). */
+  force: boolean;
+}
+
+export interface DetachVolumeResponse {
+}
+
+export interface ListAttachmentsRequest {
+  name: string;
+}
+
+/** One node's attachment as etcd records it. */
+export interface AttachmentRecord {
+  nodeId: string;
+  readOnly: boolean;
+  epoch: number;
+  attachedAt: Date | undefined;
+}
+
+export interface ListAttachmentsResponse {
+  attachments: AttachmentRecord[];
 }
 
 export interface GetAttachmentRequest {
@@ -62,6 +98,8 @@ export interface Attachment {
   maxStallMs: number;
   /** Rebuilds finished since the volume was attached here. */
   rebuildsCompleted: number;
+  /** A read-only attachment. */
+  readOnly: boolean;
 }
 
 export interface ReplicaStatus {
@@ -427,7 +465,7 @@ export interface Pool {
 }
 
 function createBaseAttachVolumeRequest(): AttachVolumeRequest {
-  return { name: "", replicaTimeoutMs: 0 };
+  return { name: "", replicaTimeoutMs: 0, nodeId: "", readOnly: false, takeover: false };
 }
 
 export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
@@ -437,6 +475,15 @@ export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
     }
     if (message.replicaTimeoutMs !== 0) {
       writer.uint32(16).uint32(message.replicaTimeoutMs);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(26).string(message.nodeId);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(32).bool(message.readOnly);
+    }
+    if (message.takeover !== false) {
+      writer.uint32(40).bool(message.takeover);
     }
     return writer;
   },
@@ -470,6 +517,30 @@ export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
             message.replicaTimeoutMs = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.takeover = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -489,6 +560,332 @@ export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
     const message = createBaseAttachVolumeRequest();
     message.name = object.name ?? "";
     message.replicaTimeoutMs = object.replicaTimeoutMs ?? 0;
+    message.nodeId = object.nodeId ?? "";
+    message.readOnly = object.readOnly ?? false;
+    message.takeover = object.takeover ?? false;
+    return message;
+  },
+};
+
+function createBaseDetachVolumeRequest(): DetachVolumeRequest {
+  return { name: "", nodeId: "", force: false };
+}
+
+export const DetachVolumeRequest: MessageFns<DetachVolumeRequest> = {
+  encode(message: DetachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(18).string(message.nodeId);
+    }
+    if (message.force !== false) {
+      writer.uint32(24).bool(message.force);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DetachVolumeRequest>): DetachVolumeRequest {
+    return DetachVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DetachVolumeRequest>): DetachVolumeRequest {
+    const message = createBaseDetachVolumeRequest();
+    message.name = object.name ?? "";
+    message.nodeId = object.nodeId ?? "";
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseDetachVolumeResponse(): DetachVolumeResponse {
+  return {};
+}
+
+export const DetachVolumeResponse: MessageFns<DetachVolumeResponse> = {
+  encode(_: DetachVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DetachVolumeResponse>): DetachVolumeResponse {
+    return DetachVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DetachVolumeResponse>): DetachVolumeResponse {
+    const message = createBaseDetachVolumeResponse();
+    return message;
+  },
+};
+
+function createBaseListAttachmentsRequest(): ListAttachmentsRequest {
+  return { name: "" };
+}
+
+export const ListAttachmentsRequest: MessageFns<ListAttachmentsRequest> = {
+  encode(message: ListAttachmentsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAttachmentsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAttachmentsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListAttachmentsRequest>): ListAttachmentsRequest {
+    return ListAttachmentsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAttachmentsRequest>): ListAttachmentsRequest {
+    const message = createBaseListAttachmentsRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachmentRecord(): AttachmentRecord {
+  return { nodeId: "", readOnly: false, epoch: 0, attachedAt: undefined };
+}
+
+export const AttachmentRecord: MessageFns<AttachmentRecord> = {
+  encode(message: AttachmentRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(16).bool(message.readOnly);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint64(message.epoch);
+    }
+    if (message.attachedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.attachedAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachmentRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachmentRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.attachedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<AttachmentRecord>): AttachmentRecord {
+    return AttachmentRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachmentRecord>): AttachmentRecord {
+    const message = createBaseAttachmentRecord();
+    message.nodeId = object.nodeId ?? "";
+    message.readOnly = object.readOnly ?? false;
+    message.epoch = object.epoch ?? 0;
+    message.attachedAt = object.attachedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListAttachmentsResponse(): ListAttachmentsResponse {
+  return { attachments: [] };
+}
+
+export const ListAttachmentsResponse: MessageFns<ListAttachmentsResponse> = {
+  encode(message: ListAttachmentsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.attachments) {
+      AttachmentRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAttachmentsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAttachmentsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachments.push(AttachmentRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ListAttachmentsResponse>): ListAttachmentsResponse {
+    return ListAttachmentsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAttachmentsResponse>): ListAttachmentsResponse {
+    const message = createBaseListAttachmentsResponse();
+    message.attachments = object.attachments?.map((e) => AttachmentRecord.fromPartial(e)) || [];
     return message;
   },
 };
@@ -558,6 +955,7 @@ function createBaseAttachment(): Attachment {
     state: "",
     maxStallMs: 0,
     rebuildsCompleted: 0,
+    readOnly: false,
   };
 }
 
@@ -586,6 +984,9 @@ export const Attachment: MessageFns<Attachment> = {
     }
     if (message.rebuildsCompleted !== 0) {
       writer.uint32(64).uint32(message.rebuildsCompleted);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(72).bool(message.readOnly);
     }
     return writer;
   },
@@ -667,6 +1068,14 @@ export const Attachment: MessageFns<Attachment> = {
             message.rebuildsCompleted = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -694,6 +1103,7 @@ export const Attachment: MessageFns<Attachment> = {
     message.state = object.state ?? "";
     message.maxStallMs = object.maxStallMs ?? 0;
     message.rebuildsCompleted = object.rebuildsCompleted ?? 0;
+    message.readOnly = object.readOnly ?? false;
     return message;
   },
 };
@@ -4380,10 +4790,16 @@ export const VolumeServiceService = {
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
   /**
-   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * AttachVolume serves a replicated volume from a node (node_id, or the node
+   * called; another node's attach is forwarded to it). Writable: a new epoch
    * is taken from etcd, every in-sync replica is fenced at it (an older
    * frontend gets nothing more acknowledged) and the volume's NBD export on
-   * this node writes to all of them. Needs a cluster (etcd).
+   * that node writes to all of them. One writable attachment at a time:
+   * ATTACHED_ELSEWHERE while another node holds one (unless takeover, for a
+   * node that is lost) or while read-only attachments exist. Read-only: many
+   * nodes at once, none while a writable attachment exists; no new epoch.
+   * Idempotent: attaching again in the same mode on the same node returns the
+   * attachment. Needs a cluster (etcd).
    */
   attachVolume: {
     path: "/keelson.v1.VolumeService/AttachVolume" as const,
@@ -4403,6 +4819,36 @@ export const VolumeServiceService = {
     requestDeserialize: (value: Buffer): GetAttachmentRequest => GetAttachmentRequest.decode(value),
     responseSerialize: (value: Attachment): Buffer => Buffer.from(Attachment.encode(value).finish()),
     responseDeserialize: (value: Buffer): Attachment => Attachment.decode(value),
+  },
+  /**
+   * DetachVolume stops serving a volume on a node (node_id, or the node
+   * called). A writable attachment flushes every replica and, when they are
+   * all equal, clears its activity log first. VOLUME_IN_USE while NBD clients
+   * are connected to it, unless force. The attachment of a node that is down
+   * is removed from the record only (a later writable attach fences it).
+   * Idempotent: detaching a volume not attached there succeeds.
+   */
+  detachVolume: {
+    path: "/keelson.v1.VolumeService/DetachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DetachVolumeRequest): Buffer => Buffer.from(DetachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DetachVolumeRequest => DetachVolumeRequest.decode(value),
+    responseSerialize: (value: DetachVolumeResponse): Buffer =>
+      Buffer.from(DetachVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DetachVolumeResponse => DetachVolumeResponse.decode(value),
+  },
+  /** ListAttachments says where a volume is attached, as etcd records it. */
+  listAttachments: {
+    path: "/keelson.v1.VolumeService/ListAttachments" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAttachmentsRequest): Buffer =>
+      Buffer.from(ListAttachmentsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAttachmentsRequest => ListAttachmentsRequest.decode(value),
+    responseSerialize: (value: ListAttachmentsResponse): Buffer =>
+      Buffer.from(ListAttachmentsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAttachmentsResponse => ListAttachmentsResponse.decode(value),
   },
 } as const;
 
@@ -4449,14 +4895,31 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    */
   fenceVolume: handleUnaryCall<FenceVolumeRequest, Volume>;
   /**
-   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * AttachVolume serves a replicated volume from a node (node_id, or the node
+   * called; another node's attach is forwarded to it). Writable: a new epoch
    * is taken from etcd, every in-sync replica is fenced at it (an older
    * frontend gets nothing more acknowledged) and the volume's NBD export on
-   * this node writes to all of them. Needs a cluster (etcd).
+   * that node writes to all of them. One writable attachment at a time:
+   * ATTACHED_ELSEWHERE while another node holds one (unless takeover, for a
+   * node that is lost) or while read-only attachments exist. Read-only: many
+   * nodes at once, none while a writable attachment exists; no new epoch.
+   * Idempotent: attaching again in the same mode on the same node returns the
+   * attachment. Needs a cluster (etcd).
    */
   attachVolume: handleUnaryCall<AttachVolumeRequest, Attachment>;
   /** GetAttachment returns this node's attachment of a volume and its replicas' state. */
   getAttachment: handleUnaryCall<GetAttachmentRequest, Attachment>;
+  /**
+   * DetachVolume stops serving a volume on a node (node_id, or the node
+   * called). A writable attachment flushes every replica and, when they are
+   * all equal, clears its activity log first. VOLUME_IN_USE while NBD clients
+   * are connected to it, unless force. The attachment of a node that is down
+   * is removed from the record only (a later writable attach fences it).
+   * Idempotent: detaching a volume not attached there succeeds.
+   */
+  detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
+  /** ListAttachments says where a volume is attached, as etcd records it. */
+  listAttachments: handleUnaryCall<ListAttachmentsRequest, ListAttachmentsResponse>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -4614,10 +5077,16 @@ export interface VolumeServiceClient extends Client {
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
   /**
-   * AttachVolume serves a replicated volume from the node called: a new epoch
+   * AttachVolume serves a replicated volume from a node (node_id, or the node
+   * called; another node's attach is forwarded to it). Writable: a new epoch
    * is taken from etcd, every in-sync replica is fenced at it (an older
    * frontend gets nothing more acknowledged) and the volume's NBD export on
-   * this node writes to all of them. Needs a cluster (etcd).
+   * that node writes to all of them. One writable attachment at a time:
+   * ATTACHED_ELSEWHERE while another node holds one (unless takeover, for a
+   * node that is lost) or while read-only attachments exist. Read-only: many
+   * nodes at once, none while a writable attachment exists; no new epoch.
+   * Idempotent: attaching again in the same mode on the same node returns the
+   * attachment. Needs a cluster (etcd).
    */
   attachVolume(
     request: AttachVolumeRequest,
@@ -4649,6 +5118,45 @@ export interface VolumeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Attachment) => void,
+  ): ClientUnaryCall;
+  /**
+   * DetachVolume stops serving a volume on a node (node_id, or the node
+   * called). A writable attachment flushes every replica and, when they are
+   * all equal, clears its activity log first. VOLUME_IN_USE while NBD clients
+   * are connected to it, unless force. The attachment of a node that is down
+   * is removed from the record only (a later writable attach fences it).
+   * Idempotent: detaching a volume not attached there succeeds.
+   */
+  detachVolume(
+    request: DetachVolumeRequest,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /** ListAttachments says where a volume is attached, as etcd records it. */
+  listAttachments(
+    request: ListAttachmentsRequest,
+    callback: (error: ServiceError | null, response: ListAttachmentsResponse) => void,
+  ): ClientUnaryCall;
+  listAttachments(
+    request: ListAttachmentsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAttachmentsResponse) => void,
+  ): ClientUnaryCall;
+  listAttachments(
+    request: ListAttachmentsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAttachmentsResponse) => void,
   ): ClientUnaryCall;
 }
 
