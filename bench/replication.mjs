@@ -8,6 +8,7 @@
 //
 //   npm run bench:replication              (build first: npm run build)
 //   BENCH_RUNTIME_S=5 BENCH_REBUILD_MIB=512 npm run bench:replication
+//   BENCH_REBUILD_RATE=32M npm run bench:replication   (nodes run with --rebuild-rate 32M)
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -19,6 +20,7 @@ const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const ENGINE = path.join(ROOT, "packages", "engine", "dist");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const REBUILD_MIB = Number(process.env.BENCH_REBUILD_MIB ?? 512);
+const REBUILD_RATE = process.env.BENCH_REBUILD_RATE ?? "";
 const VOLUME_MIB = 256;
 const ROUNDS = 3;
 const MIB = 1024 * 1024;
@@ -45,7 +47,13 @@ async function main() {
   if (!fs.existsSync(path.join(ENGINE, "cluster", "local-cluster.js"))) throw new Error("run npm run build first");
   const { LocalCluster } = await import(path.join(ENGINE, "cluster", "local-cluster.js"));
   const dir = path.join(os.tmpdir(), `keelson-bench-repl-${process.pid}`);
-  const cluster = await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: (REBUILD_MIB + 4 * VOLUME_MIB) * MIB, leaseTtlS: 3 });
+  const cluster = await LocalCluster.start({
+    nodes: 3,
+    dir,
+    diskSizeBytes: (REBUILD_MIB + 4 * VOLUME_MIB) * MIB,
+    leaseTtlS: 3,
+    ...(REBUILD_RATE ? { keelsondArgs: ["--rebuild-rate", REBUILD_RATE] } : {}),
+  });
   const results = {
     machine: `${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? "?"}`,
     isolation: cluster.state.isolation,
@@ -113,6 +121,7 @@ async function main() {
       copiedMiB: r3 ? +(r3.bytes / MIB).toFixed(1) : 0,
       ms: r3?.durationMs ?? 0,
       full: r3?.full ?? null,
+      limit: REBUILD_RATE || "none",
       MiBps: +rebuildMiBs.toFixed(1),
       diskSequentialWriteMiBps: +seqMiBs.toFixed(1),
       relativeToDisk: +(rebuildMiBs / seqMiBs).toFixed(2),

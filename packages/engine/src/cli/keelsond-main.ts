@@ -26,6 +26,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --replace-replica-after SECONDS
                          the leader places a replica on another node once its node
                          has been down this long (default 60)
+  --rebuild-rate SIZE    bytes a second this node's rebuilds may copy, all volumes together,
+                         e.g. 100M (default 0: no limit)
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
@@ -50,6 +52,7 @@ async function main(): Promise<void> {
       zone: { type: "string" },
       "lease-ttl": { type: "string" },
       "replace-replica-after": { type: "string" },
+      "rebuild-rate": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -77,6 +80,7 @@ async function main(): Promise<void> {
     zone: values.zone,
     leaseTtlS: seconds("--lease-ttl", values["lease-ttl"]),
     replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),
+    rebuildBytesPerSec: values["rebuild-rate"] === undefined ? undefined : parseSizeBytes(values["rebuild-rate"]),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);

@@ -34,6 +34,7 @@ import {
   getClusterVolume,
 } from "../replication/cluster-volumes.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
+import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
@@ -53,6 +54,8 @@ export interface ControlContext {
   membership: ClusterMembership | null;
   /** Replicated volumes attached on this node, by name (the NBD catalog serves them). */
   frontends: Map<string, ReplicatedVolume>;
+  /** Paces the rebuilds of every frontend on this node. */
+  rebuildThrottle: RebuildThrottle;
   zone: string;
   nodeId: string;
   version: string;
@@ -260,6 +263,7 @@ async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): 
   }
   const rv = await attachReplicatedVolume(m, name, {
     replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
+    rebuildThrottle: ctx.rebuildThrottle,
     readOnly: req.readOnly,
     takeover: req.takeover,
   });

@@ -13,6 +13,7 @@ import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
 import { DEFAULT_REPLACE_AFTER_MS, repairDegradedVolumes } from "../replication/cluster-volumes.js";
+import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { Pool } from "../store/pool.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
@@ -47,6 +48,8 @@ export interface EngineOptions {
   leaseTtlS?: number;
   /** How long a replica's node may be down before the leader places the replica on another node (ms). */
   replaceReplicaAfterMs?: number;
+  /** Bytes a second this node's rebuilds may copy, all together; 0 or unset: no limit. */
+  rebuildBytesPerSec?: number;
   /** Control API: `host:port` or `unix:/path`. */
   grpcAddress?: string;
   /** NBD TCP listener `host:port`; "" for none. */
@@ -121,6 +124,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       qos,
       membership: null,
       frontends: catalog.frontends,
+      rebuildThrottle: new RebuildThrottle(options.rebuildBytesPerSec ?? 0),
       zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),

@@ -6,6 +6,7 @@ import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
+import type { RebuildThrottle } from "./rebuild-throttle.js";
 import { RegionMap } from "./region-map.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
@@ -115,6 +116,8 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
 /** How a volume is attached. */
 export interface AttachOptions {
   replicaTimeoutMs: number;
+  /** Paces this node's rebuild copies. */
+  rebuildThrottle: RebuildThrottle;
   readOnly: boolean;
   /** Take a writable attachment over from another node. */
   takeover: boolean;
@@ -132,7 +135,7 @@ export async function attachReplicatedVolume(m: ClusterMembership, name: string,
   await getClusterVolume(m, name);
   const conflict = attachConflict((await readAttachments(m, name)).entries, m.nodeId, o.readOnly, o.takeover);
   if (conflict) throw conflict;
-  const rv = o.readOnly ? await openReader(m, name, o.replicaTimeoutMs) : await openWriter(m, name, o.replicaTimeoutMs);
+  const rv = o.readOnly ? await openReader(m, name, o) : await openWriter(m, name, o);
   try {
     await recordAttachment(
       m,
@@ -153,10 +156,10 @@ export async function attachReplicatedVolume(m: ClusterMembership, name: string,
  * detach cleanly (its activity log is not empty), a writer is opened here
  * first to resync them, then detached cleanly.
  */
-async function openReader(m: ClusterMembership, name: string, replicaTimeoutMs: number): Promise<ReplicatedVolume> {
+async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
   const plan = await loadActivityLog(m, name);
   if (plan === "all" || plan.length > 0) {
-    const writer = await openWriter(m, name, replicaTimeoutMs);
+    const writer = await openWriter(m, name, o);
     const deadline = Date.now() + RECOVERY_DEADLINE_MS;
     while (writer.resyncing && writer.serving && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const { clean } = await writer.detach(false);
@@ -179,7 +182,7 @@ async function openReader(m: ClusterMembership, name: string, replicaTimeoutMs: 
       return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
     }),
     m.nodeId,
-    { timeoutMs: replicaTimeoutMs, readOnly: true },
+    { timeoutMs: o.replicaTimeoutMs, readOnly: true },
   );
 }
 
@@ -190,7 +193,7 @@ async function openReader(m: ClusterMembership, name: string, replicaTimeoutMs: 
  * what the previous frontend's activity log names. UNAVAILABLE when no
  * replica can be fenced.
  */
-async function openWriter(m: ClusterMembership, name: string, replicaTimeoutMs: number): Promise<ReplicatedVolume> {
+async function openWriter(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
   const record = await getClusterVolume(m, name);
   const { epoch, reachable } = await fenceAtNewEpoch(m, record);
   // Read after the new epoch is taken: no older frontend can change the log any more.
@@ -203,7 +206,12 @@ async function openWriter(m: ClusterMembership, name: string, replicaTimeoutMs: 
       return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
     }),
     m.nodeId,
-    { timeoutMs: replicaTimeoutMs, hooks: frontendHooks(m, name, epoch, record.sizeBytes), resync },
+    {
+      timeoutMs: o.replicaTimeoutMs,
+      hooks: frontendHooks(m, name, epoch, record.sizeBytes),
+      resync,
+      rebuildThrottle: o.rebuildThrottle,
+    },
   );
 }
 

@@ -3,6 +3,7 @@ import createDebug from "debug";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type SaveActivity } from "./activity-log.js";
 import { RangeGate } from "./range-gate.js";
+import { type RebuildThrottle, UNTHROTTLED } from "./rebuild-throttle.js";
 import { REGION_BYTES, RegionMap, regionsOf } from "./region-map.js";
 import { ReplicaClient } from "./replica-client.js";
 
@@ -68,6 +69,8 @@ export interface OpenOptions {
   resync?: ResyncPlan | null;
   /** Serve reads only: no epoch of its own, no activity log, no repair; writes fail with READ_ONLY. */
   readOnly?: boolean;
+  /** Paces rebuild copies (shared by every frontend of the node). */
+  rebuildThrottle?: RebuildThrottle;
 }
 
 const NO_HOOKS: FrontendHooks = {
@@ -161,6 +164,7 @@ export class ReplicatedVolume {
   readonly #timeoutMs: number;
   readonly #gate = new RangeGate();
   readonly #activity: ActivityLog;
+  #throttle: RebuildThrottle = UNTHROTTLED;
   /** Longest time a write waited on a replica that then faulted (ms): the stall a replica loss causes. */
   maxStallMs = 0;
   /** Rebuilds finished since attach. */
@@ -210,6 +214,7 @@ export class ReplicatedVolume {
     options: OpenOptions = {},
   ): Promise<ReplicatedVolume> {
     const { timeoutMs = DEFAULT_REPLICA_TIMEOUT_MS, hooks = {}, resync = null, readOnly = false } = options;
+    const throttle = options.rebuildThrottle ?? UNTHROTTLED;
     const replicas = await Promise.all(
       targets.map(async (target): Promise<Replica> => {
         const r = newReplica(target.nodeId);
@@ -238,6 +243,7 @@ export class ReplicatedVolume {
     }
     const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaClient).sizeBytes));
     const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs, readOnly);
+    v.#throttle = throttle;
     // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
     if (readOnly) return v;
     // In sync in etcd but not reached: recorded out of sync before anything is acknowledged.
@@ -669,6 +675,8 @@ export class ReplicatedVolume {
     const offset = region * REGION_BYTES;
     const length = Math.min(REGION_BYTES, this.sizeBytes - offset);
     if (length <= 0) return;
+    // Paced before the gate is taken: waiting here holds no application write back.
+    await this.#throttle.take(length);
     const unlock = await this.#gate.lock(offset, length);
     try {
       const data = await this.read(offset, length);
