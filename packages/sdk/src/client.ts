@@ -26,6 +26,7 @@ import type {
   ClusterNode,
   CreateSnapshotRequest,
   CreateVolumeRequest,
+  DeleteSnapshotRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
   DetachVolumeRequest,
@@ -287,7 +288,12 @@ export class KeelsonClient implements AsyncDisposable {
    * console.log(snap.export.nbdTcpUri); // read-only nbd://host:port/pg-data@nightly
    */
   async createSnapshot(request: CreateSnapshotRequest, options?: CallOptions): Promise<Snapshot> {
-    const wire = { volume: request.volume, name: request.name, labels: request.labels ?? {} };
+    const wire = {
+      volume: request.volume,
+      name: request.name,
+      labels: request.labels ?? {},
+      replicaOnly: request.replicaOnly ?? false,
+    };
     return snapshotFromWire(await this.#call(this.#snapshots.createSnapshot, this.#snapshots, wire, options, true));
   }
 
@@ -321,8 +327,9 @@ export class KeelsonClient implements AsyncDisposable {
    * @example
    * const { freedBytes } = await client.deleteSnapshot({ volume: "pg-data", name: "nightly" });
    */
-  async deleteSnapshot(request: SnapshotRef, options?: CallOptions): Promise<DeleteVolumeResult> {
-    return await this.#call(this.#snapshots.deleteSnapshot, this.#snapshots, request, options, false);
+  async deleteSnapshot(request: DeleteSnapshotRequest, options?: CallOptions): Promise<DeleteVolumeResult> {
+    const wire = { volume: request.volume, name: request.name, replicaOnly: request.replicaOnly ?? false };
+    return await this.#call(this.#snapshots.deleteSnapshot, this.#snapshots, wire, options, false);
   }
 
   /**

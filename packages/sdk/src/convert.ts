@@ -119,6 +119,7 @@ export function snapshotFromWire(s: pb.Snapshot): Snapshot {
     parentSnapshot: s.parentSnapshot,
     export: exportFromWire(s.export, `${s.volume}@${s.name}`),
     connections: s.connections,
+    holders: [...s.holders],
   };
 }
 

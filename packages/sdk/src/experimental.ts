@@ -9,6 +9,7 @@ export type {
   ClusterNode as WireClusterNode,
   CreateSnapshotRequest as WireCreateSnapshotRequest,
   CreateVolumeRequest as WireCreateVolumeRequest,
+  DeleteSnapshotRequest as WireDeleteSnapshotRequest,
   DeleteSnapshotResponse as WireDeleteSnapshotResponse,
   DeleteVolumeRequest as WireDeleteVolumeRequest,
   DeleteVolumeResponse as WireDeleteVolumeResponse,

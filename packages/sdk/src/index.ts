@@ -30,6 +30,7 @@ export type {
   ClusterNode,
   CreateSnapshotRequest,
   CreateVolumeRequest,
+  DeleteSnapshotRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
   DetachVolumeRequest,

@@ -204,6 +204,8 @@ export interface Snapshot {
   /** Read-only NBD export, named `VOLUME@SNAPSHOT`. */
   export: VolumeExport;
   connections: number;
+  /** Of a replicated volume: the nodes whose replica holds it (each serves its export); empty otherwise. */
+  holders: string[];
 }
 
 /** Request of {@link KeelsonClient.createSnapshot}. */
@@ -213,6 +215,14 @@ export interface CreateSnapshotRequest {
   /** Same rules as volume names; unique per volume. */
   name: string;
   labels?: Record<string, string>;
+  /** Between engines (a frontend snapshotting each replica); applications leave it unset. */
+  replicaOnly?: boolean;
+}
+
+/** Request of {@link KeelsonClient.deleteSnapshot}. */
+export interface DeleteSnapshotRequest extends SnapshotRef {
+  /** Between engines: this node's replica only; applications leave it unset. */
+  replicaOnly?: boolean;
 }
 
 /** Request of {@link KeelsonClient.listSnapshots}. */

@@ -1,5 +1,5 @@
 import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
-import { type Attachment, isKeelsonError, KeelsonError, toServiceError } from "@keelson/sdk";
+import { type Attachment, isKeelsonError, KeelsonError, type Snapshot as SdkSnapshot, toServiceError } from "@keelson/sdk";
 import {
   type NodeServiceServer,
   type SnapshotServiceServer,
@@ -28,8 +28,16 @@ import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import { readAttachments, removeAttachment } from "../replication/attachments.js";
 import {
+  createReplicatedSnapshot,
+  deleteReplicatedSnapshot,
+  findSnapshotRecord,
+  listSnapshotRecords,
+  snapshotFromHolders,
+} from "../replication/cluster-snapshots.js";
+import {
   attachReplicatedVolume,
   createReplicatedVolume,
+  findClusterVolume,
   forgetAttachment,
   getClusterVolume,
 } from "../replication/cluster-volumes.js";
@@ -141,7 +149,7 @@ export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
 }
 
 /** The wire form of a snapshot. */
-export function snapshotToWire(ctx: ControlContext, s: Snapshot): WireSnapshot {
+export function snapshotToWire(ctx: ControlContext, s: Snapshot, holders: string[] = []): WireSnapshot {
   return {
     name: s.record.name,
     uid: s.record.uid,
@@ -154,7 +162,13 @@ export function snapshotToWire(ctx: ControlContext, s: Snapshot): WireSnapshot {
     parentSnapshot: ctx.pool.parentSnapshotOf(s)?.record.name ?? "",
     export: exportToWire(ctx, s.name),
     connections: s.openHandles,
+    holders,
   };
+}
+
+/** A snapshot a peer returned (through the SDK), in wire form for this call's caller. */
+function snapshotFromSdk(s: SdkSnapshot): WireSnapshot {
+  return { ...s, labels: { ...s.labels } };
 }
 
 /** keelson.v1.VolumeService on one engine's pool. */
@@ -192,9 +206,11 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       ctx.log.log("info", "volume deleted", { volume: name, freedBytes });
       return { freedBytes };
     }),
-    resizeVolume: unary(ctx, "ResizeVolume", async (req) =>
-      volumeToWire(ctx, await pool.resizeVolume(requireString(req.name, "name"), req.sizeBytes)),
-    ),
+    resizeVolume: unary(ctx, "ResizeVolume", async (req) => {
+      const name = requireString(req.name, "name");
+      await refuseReplicated(ctx, name, "resizing");
+      return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
+    }),
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
       const name = requireString(req.name, "name");
       const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
@@ -234,6 +250,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       return volumeToWire(ctx, v);
     }),
     revertVolume: unary(ctx, "RevertVolume", async (req) => {
+      await refuseReplicated(ctx, requireString(req.name, "name"), "reverting");
       const v = await pool.revertVolume(requireString(req.name, "name"), requireString(req.snapshot, "snapshot"));
       ctx.log.log("info", "volume reverted", { volume: v.name, snapshot: req.snapshot });
       return volumeToWire(ctx, v);
@@ -315,6 +332,16 @@ async function detachVolume(ctx: ControlContext, req: WireDetachVolumeRequest): 
   await removeAttachment(m, name, ctx.nodeId);
 }
 
+/** Calls that would change one node's replica of a replicated volume only (and so make it differ) are refused. */
+async function refuseReplicated(ctx: ControlContext, name: string, what: string): Promise<void> {
+  if (ctx.membership && (await findClusterVolume(ctx.membership, name))) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `${what} a replicated volume (${name}) is not supported yet: it would change this node's replica only`,
+    });
+  }
+}
+
 function requireCluster(ctx: ControlContext, what: string): ClusterMembership {
   if (ctx.membership) return ctx.membership;
   throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} needs a cluster: start keelsond with --etcd` });
@@ -384,27 +411,43 @@ export function snapshotService(ctx: ControlContext): SnapshotServiceServer {
   const { pool } = ctx;
   return {
     createSnapshot: unary(ctx, "CreateSnapshot", async (req) => {
-      const snap = await pool.createSnapshot({
-        volumeName: requireString(req.volume, "volume"),
-        name: requireString(req.name, "name"),
-        labels: req.labels,
-      });
+      const volume = requireString(req.volume, "volume");
+      const name = requireString(req.name, "name");
+      const m = ctx.membership;
+      // A replicated volume's snapshot is taken on each replica at one point, not on this node's copy alone.
+      if (!req.replicaOnly && m && (await findClusterVolume(m, volume))) {
+        const s = await createReplicatedSnapshot(m, { volume, name, labels: req.labels }, ctx.frontends.get(volume));
+        ctx.log.log("info", "replicated snapshot created", { volume, snapshot: name, holders: s.holders });
+        return snapshotFromSdk(s);
+      }
+      const snap = await pool.createSnapshot({ volumeName: volume, name, labels: req.labels });
       return snapshotToWire(ctx, snap);
     }),
-    getSnapshot: unary(ctx, "GetSnapshot", async (req) =>
-      snapshotToWire(ctx, pool.getSnapshot(requireString(req.volume, "volume"), requireString(req.name, "name"))),
-    ),
-    listSnapshots: unary(
-      ctx,
-      "ListSnapshots",
-      async (req): Promise<WireListSnapshotsResponse> => ({
-        snapshots: pool.listSnapshots(req.volume === "" ? undefined : req.volume).map((s) => snapshotToWire(ctx, s)),
-      }),
-    ),
+    getSnapshot: unary(ctx, "GetSnapshot", async (req) => {
+      const volume = requireString(req.volume, "volume");
+      const name = requireString(req.name, "name");
+      const record = ctx.membership ? await findSnapshotRecord(ctx.membership, volume, name) : null;
+      const local = pool.findSnapshot(`${volume}@${name}`);
+      if (local || !record || !ctx.membership) return snapshotToWire(ctx, pool.getSnapshot(volume, name), record?.holders);
+      return snapshotFromSdk(await snapshotFromHolders(ctx.membership, record));
+    }),
+    listSnapshots: unary(ctx, "ListSnapshots", async (req): Promise<WireListSnapshotsResponse> => {
+      const volume = req.volume === "" ? undefined : req.volume;
+      const records = ctx.membership ? await listSnapshotRecords(ctx.membership, volume) : [];
+      const holders = new Map(records.map((r) => [`${r.volume}@${r.name}`, r.holders]));
+      return { snapshots: pool.listSnapshots(volume).map((s) => snapshotToWire(ctx, s, holders.get(s.name))) };
+    }),
     deleteSnapshot: unary(ctx, "DeleteSnapshot", async (req): Promise<WireDeleteSnapshotResponse> => {
       const volume = requireString(req.volume, "volume");
       const name = requireString(req.name, "name");
       const startedMs = Date.now();
+      if (!req.replicaOnly && ctx.membership) {
+        const freed = await deleteReplicatedSnapshot(ctx.membership, volume, name);
+        if (freed !== null) {
+          ctx.log.log("info", "replicated snapshot deleted", { volume, snapshot: name, freedBytes: freed });
+          return { freedBytes: freed };
+        }
+      }
       const freedBytes = await pool.deleteSnapshot(volume, name);
       ctx.log.log("info", "snapshot deleted", { volume, snapshot: name, freedBytes, foldMs: Date.now() - startedMs });
       return { freedBytes };

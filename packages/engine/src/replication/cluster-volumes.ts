@@ -56,6 +56,12 @@ async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; pr
   return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${(last as Error).message ?? String(last)}` };
 }
 
+/** The volume's record, or null when it is no replicated volume. */
+export async function findClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord | null> {
+  const json = await m.client.get(`${VOLUMES}${name}`).string();
+  return json === null ? null : (JSON.parse(json) as ClusterVolumeRecord);
+}
+
 /** The volume's record, or VOLUME_NOT_FOUND. */
 export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
   const json = await m.client.get(`${VOLUMES}${name}`).string();

@@ -354,6 +354,22 @@ export class ReplicatedVolume {
     return { clean };
   }
 
+  /**
+   * Runs `fn` with every write held: the writes in flight finish first, new
+   * ones wait until it is done. `fn` gets the nodes of the healthy replicas
+   * (those holding every acknowledged write), e.g. to snapshot each of them
+   * at the same point.
+   */
+  async quiesce<T>(fn: (healthyNodeIds: string[]) => Promise<T>): Promise<T> {
+    if (!this.serving) throw this.#unavailable();
+    const unlock = await this.#gate.lock(0, this.sizeBytes);
+    try {
+      return await fn(this.#healthy().map((r) => r.nodeId));
+    } finally {
+      unlock();
+    }
+  }
+
   /** The replicas and their state now. */
   status(): ReplicaStatus[] {
     return this.#replicas.map((r) => ({

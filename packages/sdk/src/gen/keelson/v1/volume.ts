@@ -277,6 +277,11 @@ export interface Snapshot {
   /** Read-only NBD export, named VOLUME@SNAPSHOT. */
   export: VolumeExport | undefined;
   connections: number;
+  /**
+   * Of a replicated volume: the nodes whose replica holds this snapshot
+   * (each serves it as VOLUME@SNAPSHOT); empty for a single engine's volume.
+   */
+  holders: string[];
 }
 
 export interface Snapshot_LabelsEntry {
@@ -289,6 +294,11 @@ export interface CreateSnapshotRequest {
   /** Same rules as volume names. */
   name: string;
   labels: { [key: string]: string };
+  /**
+   * Between engines: snapshot this node's replica only (the frontend of a
+   * replicated volume takes one on each replica while writes are held).
+   */
+  replicaOnly: boolean;
 }
 
 export interface CreateSnapshotRequest_LabelsEntry {
@@ -313,6 +323,8 @@ export interface ListSnapshotsResponse {
 export interface DeleteSnapshotRequest {
   volume: string;
   name: string;
+  /** Between engines: delete this node's replica's snapshot only. */
+  replicaOnly: boolean;
 }
 
 export interface DeleteSnapshotResponse {
@@ -2543,6 +2555,7 @@ function createBaseSnapshot(): Snapshot {
     parentSnapshot: "",
     export: undefined,
     connections: 0,
+    holders: [],
   };
 }
 
@@ -2580,6 +2593,9 @@ export const Snapshot: MessageFns<Snapshot> = {
     }
     if (message.connections !== 0) {
       writer.uint32(88).uint32(message.connections);
+    }
+    for (const v of message.holders) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -2688,6 +2704,14 @@ export const Snapshot: MessageFns<Snapshot> = {
             message.connections = reader.uint32();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.holders.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2726,6 +2750,7 @@ export const Snapshot: MessageFns<Snapshot> = {
       ? VolumeExport.fromPartial(object.export)
       : undefined;
     message.connections = object.connections ?? 0;
+    message.holders = object.holders?.map((e) => e) || [];
     return message;
   },
 };
@@ -2798,7 +2823,7 @@ export const Snapshot_LabelsEntry: MessageFns<Snapshot_LabelsEntry> = {
 };
 
 function createBaseCreateSnapshotRequest(): CreateSnapshotRequest {
-  return { volume: "", name: "", labels: {} };
+  return { volume: "", name: "", labels: {}, replicaOnly: false };
 }
 
 export const CreateSnapshotRequest: MessageFns<CreateSnapshotRequest> = {
@@ -2812,6 +2837,9 @@ export const CreateSnapshotRequest: MessageFns<CreateSnapshotRequest> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       CreateSnapshotRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
     });
+    if (message.replicaOnly !== false) {
+      writer.uint32(32).bool(message.replicaOnly);
+    }
     return writer;
   },
 
@@ -2855,6 +2883,14 @@ export const CreateSnapshotRequest: MessageFns<CreateSnapshotRequest> = {
             }
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2883,6 +2919,7 @@ export const CreateSnapshotRequest: MessageFns<CreateSnapshotRequest> = {
       },
       {},
     );
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
@@ -3132,7 +3169,7 @@ export const ListSnapshotsResponse: MessageFns<ListSnapshotsResponse> = {
 };
 
 function createBaseDeleteSnapshotRequest(): DeleteSnapshotRequest {
-  return { volume: "", name: "" };
+  return { volume: "", name: "", replicaOnly: false };
 }
 
 export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
@@ -3142,6 +3179,9 @@ export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
     }
     if (message.name !== "") {
       writer.uint32(18).string(message.name);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(24).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -3175,6 +3215,14 @@ export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
             message.name = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3194,6 +3242,7 @@ export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
     const message = createBaseDeleteSnapshotRequest();
     message.volume = object.volume ?? "";
     message.name = object.name ?? "";
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };

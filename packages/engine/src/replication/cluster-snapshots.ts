@@ -1,0 +1,179 @@
+import { isKeelsonError, KeelsonError, type Snapshot } from "@keelson/sdk";
+import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
+import { findNode, withPeer } from "../cluster/peers.js";
+import { readAttachments } from "./attachments.js";
+import { getClusterVolume, loadActivityLog } from "./cluster-volumes.js";
+import type { ReplicatedVolume } from "./frontend.js";
+
+const SNAPSHOTS = `${KEY_PREFIX}/snapshots/`;
+/** Deadline of one replica's snapshot call (it is O(1) on the replica; writes are held meanwhile). */
+const REPLICA_SNAPSHOT_TIMEOUT_MS = 10_000;
+
+/** A snapshot of a replicated volume, as etcd records it. */
+export interface SnapshotRecord {
+  volume: string;
+  name: string;
+  /** Nodes whose replica holds it. */
+  holders: string[];
+  labels: Record<string, string>;
+  createdAtMs: number;
+}
+
+const keyOf = (volume: string, name: string): string => `${SNAPSHOTS}${volume}/${name}`;
+
+export async function findSnapshotRecord(m: ClusterMembership, volume: string, name: string): Promise<SnapshotRecord | null> {
+  const json = await m.client.get(keyOf(volume, name)).string();
+  return json === null ? null : (JSON.parse(json) as SnapshotRecord);
+}
+
+/** Every replicated snapshot record (of one volume when given). */
+export async function listSnapshotRecords(m: ClusterMembership, volume?: string): Promise<SnapshotRecord[]> {
+  const prefix = volume === undefined ? SNAPSHOTS : `${SNAPSHOTS}${volume}/`;
+  return Object.values(await m.client.getAll().prefix(prefix).strings()).map((j) => JSON.parse(j) as SnapshotRecord);
+}
+
+/** The snapshot as a live holder serves it (the first that answers). */
+export async function snapshotFromHolders(m: ClusterMembership, record: SnapshotRecord): Promise<Snapshot> {
+  const nodes = await m.nodes();
+  let last: unknown = new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `no node holding snapshot ${record.volume}@${record.name} is up (${record.holders.join(", ")})`,
+  });
+  for (const id of record.holders) {
+    const node = nodes.find((n) => n.nodeId === id);
+    if (!node?.alive) continue;
+    try {
+      const s = await withPeer(node, (c) => c.getSnapshot({ volume: record.volume, name: record.name }));
+      return { ...s, holders: record.holders };
+    } catch (error) {
+      last = error;
+    }
+  }
+  throw last;
+}
+
+/**
+ * Snapshots a replicated volume at one point on every replica that holds all
+ * acknowledged writes. Attached writable elsewhere: the call goes to that
+ * node. Attached here: writes are held while each healthy replica takes its
+ * snapshot, so all hold the same data. Not attached: the in-sync replicas are
+ * idle and equal (a clean detach), and each is snapshotted. The snapshot is
+ * recorded in etcd with the nodes that hold it. Idempotent by name.
+ */
+export async function createReplicatedSnapshot(
+  m: ClusterMembership,
+  req: { volume: string; name: string; labels: Record<string, string> },
+  local: ReplicatedVolume | undefined,
+): Promise<Snapshot> {
+  const existing = await findSnapshotRecord(m, req.volume, req.name);
+  if (existing) return snapshotFromHolders(m, existing);
+  const writer = (await readAttachments(m, req.volume)).entries.find((e) => !e.readOnly);
+  if (writer && writer.nodeId !== m.nodeId) {
+    const node = await findNode(m, writer.nodeId);
+    if (!node.alive) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${req.volume} is attached writable on ${node.nodeId}, which is down: take it over or detach it first`,
+      });
+    }
+    return withPeer(node, (c) => c.createSnapshot(req), 60_000);
+  }
+  const nodes = await m.nodes();
+  const onReplicas = (ids: string[]) =>
+    Promise.allSettled(
+      ids.map((id) =>
+        withPeer(
+          nodes.find((n) => n.nodeId === id) as ClusterNode,
+          (c) => c.createSnapshot({ ...req, replicaOnly: true }),
+          REPLICA_SNAPSHOT_TIMEOUT_MS,
+        ).then((s) => ({ id, s })),
+      ),
+    );
+  let results: Awaited<ReturnType<typeof onReplicas>>;
+  if (writer) {
+    if (!local?.serving) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${req.volume} is recorded attached on ${m.nodeId} but not served here (the engine restarted?): attach it again`,
+      });
+    }
+    results = await local.quiesce((ids) => onReplicas(ids.filter((id) => nodes.some((n) => n.nodeId === id))));
+  } else {
+    const log = await loadActivityLog(m, req.volume);
+    if (log === "all" || log.length > 0) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${req.volume}: its last writer did not detach cleanly, so its replicas may differ; attach it (that resyncs them) and snapshot again`,
+      });
+    }
+    const record = await getClusterVolume(m, req.volume);
+    const up = record.inSync.filter((id) => nodes.find((n) => n.nodeId === id)?.alive);
+    results = await onReplicas(up);
+  }
+  const taken = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const first = taken[0];
+  if (!first) {
+    const why = results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "")).filter(Boolean);
+    throw new KeelsonError({
+      code: "UNAVAILABLE",
+      message: `no replica of ${req.volume} took snapshot ${req.name}${why.length ? `: ${why.join("; ")}` : ""}`,
+    });
+  }
+  const record: SnapshotRecord = {
+    volume: req.volume,
+    name: req.name,
+    holders: taken.map((t) => t.id),
+    labels: req.labels,
+    createdAtMs: Date.now(),
+  };
+  const key = keyOf(req.volume, req.name);
+  const put = await m.client
+    .if(key, "Create", "==", 0)
+    .then(m.client.put(key).value(JSON.stringify(record)))
+    .commit();
+  if (!put.succeeded) {
+    const raced = await findSnapshotRecord(m, req.volume, req.name);
+    if (raced) return snapshotFromHolders(m, raced);
+  }
+  return { ...first.s, holders: record.holders };
+}
+
+/**
+ * Deletes a replicated snapshot on every holder (a holder's own snapshot
+ * already gone counts as deleted); returns the bytes freed, or null when it
+ * is no replicated snapshot. Holders that are down keep it: the record keeps
+ * them and the call fails with UNAVAILABLE, so a retry finishes the job.
+ */
+export async function deleteReplicatedSnapshot(m: ClusterMembership, volume: string, name: string): Promise<number | null> {
+  const record = await findSnapshotRecord(m, volume, name);
+  if (!record) return null;
+  const nodes = await m.nodes();
+  let freed = 0;
+  const left: string[] = [];
+  const why: string[] = [];
+  for (const id of record.holders) {
+    const node = nodes.find((n) => n.nodeId === id);
+    if (!node?.alive) {
+      left.push(id);
+      why.push(`${id}: down`);
+      continue;
+    }
+    try {
+      freed += (await withPeer(node, (c) => c.deleteSnapshot({ volume, name, replicaOnly: true }), 60_000)).freedBytes;
+    } catch (error) {
+      if (isKeelsonError(error, "SNAPSHOT_NOT_FOUND")) continue;
+      left.push(id);
+      why.push(`${id}: ${(error as Error).message}`);
+    }
+  }
+  const key = keyOf(volume, name);
+  if (left.length === 0) {
+    await m.client.delete().key(key);
+    return freed;
+  }
+  await m.client.put(key).value(JSON.stringify({ ...record, holders: left }));
+  throw new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `snapshot ${volume}@${name} is still on ${why.join("; ")}; delete it again once they are up`,
+  });
+}
