@@ -63,6 +63,12 @@ describe("local cluster", () => {
       }
       const { nodes } = await waitForNodes(cluster.client(0), (ns) => ns.length === 3 && ns.filter((x) => x.leader).length === 1);
       expect(nodes.map((n) => n.controlAddress).sort()).toEqual(cluster.nodes.map((n) => n.grpcAddress).sort());
+      // Each node's disk is in etcd: its loop device and pool space, as that node reports them.
+      for (const n of nodes) {
+        const own = await cluster.client(cluster.nodes.findIndex((x) => x.nodeId === n.nodeId)).getNode();
+        expect(n.disk).toMatchObject({ poolUid: own.pool.uid, path: own.pool.path, totalBytes: own.pool.totalBytes });
+        expect(n.disk?.freeBytes).toBeGreaterThan(0);
+      }
       const leader = nodes.find((n) => n.leader) as ClusterNode;
       const li = cluster.nodes.findIndex((n) => n.nodeId === leader.nodeId);
       const other = (li + 1) % 3;
@@ -74,6 +80,8 @@ describe("local cluster", () => {
         return newLeader !== undefined && newLeader.nodeId !== leader.nodeId && dead?.state === "down" && !dead.alive;
       });
       console.log(`leader ${leader.nodeId} killed: new leader elected and ${leader.nodeId} marked down after ${failover.ms} ms`);
+      // The dead node's disk stays known.
+      expect(failover.nodes.find((x) => x.nodeId === leader.nodeId)?.disk?.totalBytes).toBeGreaterThan(0);
 
       // The reconciler of the new leader carries on: the node returns and is marked up again.
       await cluster.startNode(li);

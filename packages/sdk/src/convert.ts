@@ -188,6 +188,7 @@ export function clusterNodeFromWire(n: pb.ClusterNode): ClusterNode {
     stateSince: n.stateSince ?? new Date(0),
     alive: n.alive,
     leader: n.leader,
+    ...(n.disk ? { disk: { ...n.disk, updatedAt: n.disk.updatedAt ?? new Date(0) } } : {}),
   };
 }
 

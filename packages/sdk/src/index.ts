@@ -35,6 +35,7 @@ export type {
   DeleteVolumeResult,
   DetachVolumeRequest,
   DiskCapability,
+  DiskReport,
   FenceVolumeRequest,
   ListSnapshotsRequest,
   NodeInfo,

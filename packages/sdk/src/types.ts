@@ -288,6 +288,19 @@ export interface ClusterNode {
   /** Its liveness lease is held now. */
   alive: boolean;
   leader: boolean;
+  /** Its disk pool as it last reported it to etcd (kept while the node is down). */
+  disk?: DiskReport;
+}
+
+/** A node's disk pool as recorded in etcd. */
+export interface DiskReport {
+  poolUid: string;
+  path: string;
+  totalBytes: number;
+  freeBytes: number;
+  volumeCount: number;
+  snapshotCount: number;
+  updatedAt: Date;
 }
 
 /** Request of {@link KeelsonClient.createVolume}. */

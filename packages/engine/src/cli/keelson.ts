@@ -133,8 +133,17 @@ async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> 
   const nodes = await client.listNodes();
   print(args, nodes, () =>
     table([
-      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE"],
-      ...nodes.map((n) => [n.nodeId, n.state, String(n.alive), n.leader ? "*" : "", n.zone, n.controlAddress, n.storageAddress]),
+      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE", "DISK FREE"],
+      ...nodes.map((n) => [
+        n.nodeId,
+        n.state,
+        String(n.alive),
+        n.leader ? "*" : "",
+        n.zone,
+        n.controlAddress,
+        n.storageAddress,
+        n.disk ? `${formatBytes(n.disk.freeBytes)} of ${formatBytes(n.disk.totalBytes)}` : "-",
+      ]),
     ]),
   );
 }

@@ -6,6 +6,7 @@ import {
   type VolumeServiceServer,
   type WireAttachment,
   type WireAttachVolumeRequest,
+  type WireClusterNode,
   type WireCreateVolumeRequest,
   type WireDeleteSnapshotResponse,
   type WireDeleteVolumeResponse,
@@ -20,6 +21,8 @@ import {
   type WireVolumeSource,
   WireVolumeState,
 } from "@keelson/sdk/experimental";
+import { ClientRuntimeError, GRPCGenericError } from "etcd3";
+import { type DiskRecord, listDiskReports } from "../cluster/disk-reports.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { findNode, withPeer } from "../cluster/peers.js";
 import type { NbdServer } from "../nbd/server.js";
@@ -72,6 +75,10 @@ export interface ControlContext {
 
 function toWireError(error: unknown): Partial<ServiceError> {
   if (error instanceof KeelsonError) return toServiceError(error);
+  // etcd away (restarting, cut off): the call may succeed later, so it is UNAVAILABLE, not INTERNAL.
+  if (error instanceof GRPCGenericError || error instanceof ClientRuntimeError) {
+    return toServiceError(new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${error.message}`, cause: error }));
+  }
   return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
 
@@ -483,15 +490,29 @@ function nodeToWire(ctx: ControlContext): WireNode {
   };
 }
 
+function diskToWire(d: DiskRecord | undefined): WireClusterNode["disk"] {
+  if (!d) return undefined;
+  return {
+    poolUid: d.poolUid,
+    path: d.path,
+    totalBytes: d.totalBytes,
+    freeBytes: d.freeBytes,
+    volumeCount: d.volumeCount,
+    snapshotCount: d.snapshotCount,
+    updatedAt: new Date(d.updatedAtMs),
+  };
+}
+
 async function listClusterNodes(ctx: ControlContext): Promise<WireListNodesResponse> {
   if (!ctx.membership) {
     const host = ctx.nbd.tcpAddress.slice(0, ctx.nbd.tcpAddress.lastIndexOf(":"));
     const self = { nodeId: ctx.nodeId, controlAddress: "", nbdAddress: ctx.nbd.tcpAddress, storageAddress: host, zone: ctx.zone };
-    return { nodes: [{ ...self, state: "up", stateSince: undefined, alive: true, leader: true }] };
+    return { nodes: [{ ...self, state: "up", stateSince: undefined, alive: true, leader: true, disk: undefined }] };
   }
-  const nodes = await ctx.membership.nodes();
+  const [nodes, disks] = await Promise.all([ctx.membership.nodes(), listDiskReports(ctx.membership)]);
   return {
     nodes: nodes.map((n) => ({
+      disk: diskToWire(disks.get(n.nodeId)),
       nodeId: n.nodeId,
       controlAddress: n.controlAddress,
       nbdAddress: n.nbdAddress,

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
+import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
@@ -139,6 +140,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
     const reconcilerLog = log;
     let reconciler: Reconciler | null = null;
+    let disks: DiskReporter | null = null;
     const membership = options.etcdEndpoints
       ? await ClusterMembership.join({
           endpoints: options.etcdEndpoints,
@@ -164,6 +166,22 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
       reconciler = new Reconciler(membership.client, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs));
       if (membership.isLeader) reconciler.start();
+      disks = new DiskReporter(
+        membership,
+        () => {
+          const space = pool.space();
+          return {
+            poolUid: pool.layout.uid,
+            path: pool.device.path,
+            totalBytes: space.totalBytes,
+            freeBytes: space.freeBytes,
+            volumeCount: pool.listVolumes().length,
+            snapshotCount: pool.listSnapshots().length,
+          };
+        },
+        log,
+      );
+      await disks.start();
     }
     ctx.membership = membership;
     log.log("info", "engine started", {
@@ -181,6 +199,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const close = (): Promise<void> => {
       closing ??= (async () => {
         reconciler?.stop();
+        disks?.stop();
         for (const rv of catalog.frontends.values()) rv.close();
         await membership?.close();
         grpc.forceShutdown();

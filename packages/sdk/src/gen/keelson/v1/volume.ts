@@ -454,6 +454,19 @@ export interface ClusterNode {
   /** The node's liveness lease is held now. */
   alive: boolean;
   leader: boolean;
+  /** The node's disk pool as it last reported it to etcd (kept while the node is down). */
+  disk: DiskReport | undefined;
+}
+
+/** A node's disk pool as recorded in etcd. */
+export interface DiskReport {
+  poolUid: string;
+  path: string;
+  totalBytes: number;
+  freeBytes: number;
+  volumeCount: number;
+  snapshotCount: number;
+  updatedAt: Date | undefined;
 }
 
 export interface Pool {
@@ -4390,6 +4403,7 @@ function createBaseClusterNode(): ClusterNode {
     stateSince: undefined,
     alive: false,
     leader: false,
+    disk: undefined,
   };
 }
 
@@ -4421,6 +4435,9 @@ export const ClusterNode: MessageFns<ClusterNode> = {
     }
     if (message.leader !== false) {
       writer.uint32(72).bool(message.leader);
+    }
+    if (message.disk !== undefined) {
+      DiskReport.encode(message.disk, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -4510,6 +4527,14 @@ export const ClusterNode: MessageFns<ClusterNode> = {
             message.leader = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.disk = DiskReport.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4536,6 +4561,136 @@ export const ClusterNode: MessageFns<ClusterNode> = {
     message.stateSince = object.stateSince ?? undefined;
     message.alive = object.alive ?? false;
     message.leader = object.leader ?? false;
+    message.disk = (object.disk !== undefined && object.disk !== null)
+      ? DiskReport.fromPartial(object.disk)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDiskReport(): DiskReport {
+  return { poolUid: "", path: "", totalBytes: 0, freeBytes: 0, volumeCount: 0, snapshotCount: 0, updatedAt: undefined };
+}
+
+export const DiskReport: MessageFns<DiskReport> = {
+  encode(message: DiskReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.poolUid !== "") {
+      writer.uint32(10).string(message.poolUid);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(24).uint64(message.totalBytes);
+    }
+    if (message.freeBytes !== 0) {
+      writer.uint32(32).uint64(message.freeBytes);
+    }
+    if (message.volumeCount !== 0) {
+      writer.uint32(40).uint32(message.volumeCount);
+    }
+    if (message.snapshotCount !== 0) {
+      writer.uint32(48).uint32(message.snapshotCount);
+    }
+    if (message.updatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DiskReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDiskReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.poolUid = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.freeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.volumeCount = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.snapshotCount = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DiskReport>): DiskReport {
+    return DiskReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DiskReport>): DiskReport {
+    const message = createBaseDiskReport();
+    message.poolUid = object.poolUid ?? "";
+    message.path = object.path ?? "";
+    message.totalBytes = object.totalBytes ?? 0;
+    message.freeBytes = object.freeBytes ?? 0;
+    message.volumeCount = object.volumeCount ?? 0;
+    message.snapshotCount = object.snapshotCount ?? 0;
+    message.updatedAt = object.updatedAt ?? undefined;
     return message;
   },
 };
