@@ -10,6 +10,7 @@ import {
   attachmentFromWire,
   attachmentRecordFromWire,
   clusterNodeFromWire,
+  eventFromWire,
   nodeFromWire,
   policyToWire,
   snapshotFromWire,
@@ -17,6 +18,7 @@ import {
   volumeFromWire,
 } from "./convert.js";
 import { fromServiceError, KeelsonError } from "./errors.js";
+import { EventServiceClient } from "./gen/keelson/v1/events.js";
 import { NodeServiceClient, SnapshotServiceClient, VolumeServiceClient } from "./gen/keelson/v1/volume.js";
 import type {
   Attachment,
@@ -30,7 +32,9 @@ import type {
   DeleteVolumeRequest,
   DeleteVolumeResult,
   DetachVolumeRequest,
+  EventCursor,
   FenceVolumeRequest,
+  KeelsonEvent,
   ListSnapshotsRequest,
   NodeInfo,
   ResizeVolumeRequest,
@@ -41,6 +45,7 @@ import type {
   SnapshotRef,
   Volume,
   VolumeRef,
+  WatchOptions,
 } from "./types.js";
 
 /** Deadline of a call when neither the client nor the call sets one. */
@@ -81,6 +86,7 @@ export class KeelsonClient implements AsyncDisposable {
   readonly #volumes: VolumeServiceClient;
   readonly #snapshots: SnapshotServiceClient;
   readonly #node: NodeServiceClient;
+  readonly #events: EventServiceClient;
   readonly #timeoutMs: number;
   readonly #maxAttempts: number;
   readonly #retryBaseDelayMs: number;
@@ -91,6 +97,7 @@ export class KeelsonClient implements AsyncDisposable {
     this.#volumes = new VolumeServiceClient(options.address, creds);
     this.#snapshots = new SnapshotServiceClient(options.address, creds);
     this.#node = new NodeServiceClient(options.address, creds);
+    this.#events = new EventServiceClient(options.address, creds);
     this.#timeoutMs = options.defaultTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     this.#maxAttempts = Math.max(1, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
     this.#retryBaseDelayMs = options.retryBaseDelayMs ?? DEFAULT_RETRY_BASE_DELAY_MS;
@@ -356,12 +363,61 @@ export class KeelsonClient implements AsyncDisposable {
   }
 
   /** Closes the channels. Idempotent; calls after close fail with UNAVAILABLE. */
+  /**
+   * Watches the cluster's changes (volumes, attachments, snapshots, nodes,
+   * volume state and rebuild progress) as an async iterable, in the order
+   * etcd recorded them. When the engine's endpoint goes away the watch
+   * reconnects (backoff with jitter, until `signal` aborts) and resumes after
+   * the last event it yielded: no event is lost or repeated. Pass an event's
+   * `cursor` as `after` to resume a watch later. Ends with WATCH_COMPACTED
+   * when etcd no longer keeps the history after the cursor.
+   *
+   * @example
+   * const ac = new AbortController();
+   * for await (const e of client.watch({ volume: "pg-data", signal: ac.signal })) {
+   *   if (e.kind === "status") console.log(e.state, e.replicas.map((r) => `${r.nodeId}:${r.state}`));
+   * }
+   */
+  async *watch(options: WatchOptions = {}): AsyncGenerator<KeelsonEvent, void, undefined> {
+    const { signal } = options;
+    let cursor: EventCursor | undefined = options.after;
+    let failures = 0;
+    while (!signal?.aborted) {
+      if (this.#closed) throw new KeelsonError({ code: "UNAVAILABLE", message: "client is closed" });
+      const call = this.#events.watch({
+        afterRevision: cursor?.revision ?? 0,
+        afterIndex: cursor?.index ?? 0,
+        volume: options.volume ?? "",
+      });
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const wire of call) {
+          failures = 0;
+          const event = eventFromWire(wire);
+          cursor = { revision: wire.revision, index: wire.index };
+          if (event) yield event;
+        }
+      } catch (error) {
+        if (signal?.aborted) return;
+        const e = fromServiceError(error as ServiceError);
+        if (!e.retryable) throw e;
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        call.cancel();
+      }
+      failures++;
+      await sleep(Math.max(50, backoffDelayMs(failures, this.#retryBaseDelayMs)), signal).catch(() => undefined);
+    }
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#volumes.close();
     this.#snapshots.close();
     this.#node.close();
+    this.#events.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

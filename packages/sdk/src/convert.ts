@@ -1,3 +1,4 @@
+import type * as ev from "./gen/keelson/v1/events.js";
 import type * as pb from "./gen/keelson/v1/volume.js";
 import { VolumeState as PbVolumeState } from "./gen/keelson/v1/volume.js";
 import type {
@@ -5,6 +6,7 @@ import type {
   AttachmentRecord,
   ClusterNode,
   DiskCapability,
+  KeelsonEvent,
   NodeInfo,
   Pool,
   QosLimits,
@@ -235,4 +237,49 @@ export function attachmentRecordFromWire(a: pb.AttachmentRecord): AttachmentReco
     epoch: a.epoch,
     ...(a.attachedAt ? { attachedAt: a.attachedAt } : {}),
   };
+}
+
+const VOLUME_STATES = ["healthy", "degraded", "rebuilding", "faulted", "detached"] as const;
+
+/** Maps a wire event to the SDK's; null for the stream's opening Watching marker. */
+export function eventFromWire(e: ev.Event): KeelsonEvent | null {
+  const base = { cursor: { revision: e.revision, index: e.index }, at: e.at ?? new Date(0) };
+  const k = e.kind;
+  switch (k?.$case) {
+    case "volume":
+      return { ...base, kind: "volume", ...k.value, replicas: [...k.value.replicas], inSync: [...k.value.inSync] };
+    case "attachments":
+      return { ...base, kind: "attachments", volume: k.value.volume, attachments: k.value.attachments.map((a) => ({ ...a })) };
+    case "snapshot":
+      return { ...base, kind: "snapshot", ...k.value, holders: [...k.value.holders] };
+    case "node": {
+      const n = k.value;
+      return {
+        ...base,
+        kind: "node",
+        nodeId: n.nodeId,
+        ...(n.state === "up" || n.state === "down" ? { state: n.state } : {}),
+        ...(n.aliveChanged ? { alive: n.alive } : {}),
+      };
+    }
+    case "status": {
+      const s = k.value;
+      return {
+        ...base,
+        kind: "status",
+        volume: s.volume,
+        nodeId: s.nodeId,
+        epoch: s.epoch,
+        state: VOLUME_STATES.find((x) => x === s.state) ?? "faulted",
+        replicas: s.replicas.map((r) => ({
+          nodeId: r.nodeId,
+          state: r.state === "healthy" || r.state === "rebuilding" ? r.state : "faulted",
+          rebuiltBytes: r.rebuiltBytes,
+          rebuildTotalBytes: r.rebuildTotalBytes,
+        })),
+      };
+    }
+    default:
+      return null;
+  }
 }

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   ATTACHED_ELSEWHERE:
     "The volume is attached in a way that excludes this attachment (writable on another node, or read-only where a writer was asked); detach it first.",
   NODE_NOT_FOUND: "No cluster node with that id.",
+  WATCH_COMPACTED:
+    "The events after that cursor are no longer kept (etcd compacted them); read the current state and watch from now.",
   EPOCH_STALE: "The request carries an attachment epoch older than the current one.",
   QOS_ADMISSION_DENIED: "No disk can admit the requested QoS reservation.",
   METADATA_CORRUPT: "The pool's metadata failed its checksum or consistency checks.",
@@ -47,6 +49,7 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, status>> = {
   READ_ONLY: status.FAILED_PRECONDITION,
   ATTACHED_ELSEWHERE: status.FAILED_PRECONDITION,
   NODE_NOT_FOUND: status.NOT_FOUND,
+  WATCH_COMPACTED: status.OUT_OF_RANGE,
   EPOCH_STALE: status.ABORTED,
   QOS_ADMISSION_DENIED: status.RESOURCE_EXHAUSTED,
   METADATA_CORRUPT: status.DATA_LOSS,

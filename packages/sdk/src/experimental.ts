@@ -4,6 +4,12 @@
 
 export { volumeStateToWire } from "./convert.js";
 export type {
+  Event as WireEvent,
+  EventServiceServer,
+  WatchRequest as WireWatchRequest,
+} from "./gen/keelson/v1/events.js";
+export { EventServiceService } from "./gen/keelson/v1/events.js";
+export type {
   Attachment as WireAttachment,
   AttachVolumeRequest as WireAttachVolumeRequest,
   ClusterNode as WireClusterNode,

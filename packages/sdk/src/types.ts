@@ -351,3 +351,82 @@ export interface CallOptions {
   /** Cancels the call (and its retries); the call rejects with CANCELLED. */
   signal?: AbortSignal;
 }
+
+/** Where an event is in the cluster's history; a watch resumes after it. */
+export interface EventCursor {
+  /** etcd revision of the change. */
+  revision: number;
+  /** Its place among the changes of that revision. */
+  index: number;
+}
+
+interface EventBase {
+  cursor: EventCursor;
+  /** When the engine sent it. */
+  at: Date;
+}
+
+/** A replicated volume was created, changed (replica set, in-sync set) or deleted. */
+export interface VolumeChangedEvent extends EventBase {
+  kind: "volume";
+  volume: string;
+  deleted: boolean;
+  replicas: string[];
+  inSync: string[];
+  sizeBytes: number;
+}
+
+/** Where a volume is attached now. */
+export interface AttachmentsChangedEvent extends EventBase {
+  kind: "attachments";
+  volume: string;
+  attachments: { nodeId: string; readOnly: boolean; epoch: number }[];
+}
+
+/** A snapshot of a replicated volume was taken or deleted. */
+export interface SnapshotChangedEvent extends EventBase {
+  kind: "snapshot";
+  volume: string;
+  name: string;
+  deleted: boolean;
+  holders: string[];
+}
+
+/** A node was marked up or down by the leader, or its liveness lease was taken or lost. */
+export interface NodeChangedEvent extends EventBase {
+  kind: "node";
+  nodeId: string;
+  /** Set when the leader recorded a new state. */
+  state?: "up" | "down";
+  /** Set when its liveness changed. */
+  alive?: boolean;
+}
+
+/** The attached frontend's view changed: volume state, a replica's state, or rebuild progress (at most once a second). */
+export interface VolumeStatusEvent extends EventBase {
+  kind: "status";
+  volume: string;
+  /** Where it is attached writable. */
+  nodeId: string;
+  epoch: number;
+  state: "healthy" | "degraded" | "rebuilding" | "faulted" | "detached";
+  replicas: { nodeId: string; state: "healthy" | "faulted" | "rebuilding"; rebuiltBytes: number; rebuildTotalBytes: number }[];
+}
+
+/** What {@link KeelsonClient.watch} yields. */
+export type KeelsonEvent =
+  | VolumeChangedEvent
+  | AttachmentsChangedEvent
+  | SnapshotChangedEvent
+  | NodeChangedEvent
+  | VolumeStatusEvent;
+
+/** Options of {@link KeelsonClient.watch}. */
+export interface WatchOptions {
+  /** Only this volume's events (and the nodes'). */
+  volume?: string;
+  /** Resume after this event (from its `cursor`); from now when omitted. */
+  after?: EventCursor;
+  /** Ends the watch (the iterator returns). */
+  signal?: AbortSignal;
+}

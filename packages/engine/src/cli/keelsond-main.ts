@@ -26,6 +26,9 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --replace-replica-after SECONDS
                          the leader places a replica on another node once its node
                          has been down this long (default 60)
+  --disk-capability IOPS:SIZE
+                         what the disk can do (e.g. 50000:1G): a new pool takes it instead
+                         of measuring the disk (the measurement loads the machine for ~1 s)
   --rebuild-rate SIZE    bytes a second this node's rebuilds may copy, all volumes together,
                          e.g. 100M (default 0: no limit)
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
@@ -53,6 +56,7 @@ async function main(): Promise<void> {
       "lease-ttl": { type: "string" },
       "replace-replica-after": { type: "string" },
       "rebuild-rate": { type: "string" },
+      "disk-capability": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -81,6 +85,7 @@ async function main(): Promise<void> {
     leaseTtlS: seconds("--lease-ttl", values["lease-ttl"]),
     replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),
     rebuildBytesPerSec: values["rebuild-rate"] === undefined ? undefined : parseSizeBytes(values["rebuild-rate"]),
+    diskCapability: values["disk-capability"] === undefined ? undefined : parseCapability(values["disk-capability"]),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -96,6 +101,22 @@ async function main(): Promise<void> {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+}
+
+/** `IOPS:SIZE` (per second) from --disk-capability; INVALID_ARGUMENT otherwise. */
+function parseCapability(value: string): { iops: number; bytesPerSec: number } {
+  const [iops, bw, extra] = value.split(":");
+  const n = Number(iops);
+  if (extra !== undefined || bw === undefined || !Number.isInteger(n) || n <= 0) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `--disk-capability ${JSON.stringify(value)}: use IOPS:BANDWIDTH, e.g. 50000:1G`,
+    });
+  }
+  const bytesPerSec = parseSizeBytes(bw);
+  if (bytesPerSec <= 0)
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--disk-capability bandwidth must be positive" });
+  return { iops: n, bytesPerSec };
 }
 
 /** A positive number of seconds from a flag; INVALID_ARGUMENT otherwise. */

@@ -25,6 +25,9 @@ const GRPC_PORT = 7420;
 const NBD_PORT = 10809;
 
 /** Options of {@link LocalCluster.start}. */
+/** Disk capability of local cluster nodes unless they calibrate (IOPS:bandwidth). */
+export const LOCAL_DISK_CAPABILITY = "100000:2G";
+
 export interface LocalClusterOptions {
   nodes: number;
   /** Where pools, logs, etcd data and the state file go (created). */
@@ -41,6 +44,14 @@ export interface LocalClusterOptions {
   detached?: boolean;
   /** Extra keelsond flags for every node. */
   keelsondArgs?: string[];
+  /**
+   * Measure each node's disk at its first start. Default false: the nodes get
+   * a fixed capability (LOCAL_DISK_CAPABILITY), because their disks are files
+   * over the same page cache (the figure would mean nothing) and the
+   * measurement saturates the machine for a second, long enough on 2 cores to
+   * let the other nodes' short leases lapse.
+   */
+  calibrate?: boolean;
   /**
    * etcd's data directory. Default: under /dev/shm where it exists, else in
    * `dir`. etcd renews leases only as fast as it syncs its log, so on the
@@ -111,7 +122,7 @@ export const LocalCluster = {
       nodes: [],
       leaseTtlS: options.leaseTtlS ?? 3,
       detached: options.detached ?? false,
-      keelsondArgs: options.keelsondArgs ?? [],
+      keelsondArgs: [...(options.calibrate ? [] : ["--disk-capability", LOCAL_DISK_CAPABILITY]), ...(options.keelsondArgs ?? [])],
     };
     const cluster = new StartedLocalCluster(state);
     try {

@@ -44,8 +44,9 @@ import {
   forgetAttachment,
   getClusterVolume,
 } from "../replication/cluster-volumes.js";
-import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume, volumeState } from "../replication/frontend.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { StatusPublisher } from "../replication/status-publisher.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
@@ -265,6 +266,9 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   };
 }
 
+/** Each writable attachment's status publisher. */
+const publishers = new WeakMap<ReplicatedVolume, StatusPublisher>();
+
 /** Attaches on the node asked for (forwarded when it is another), idempotently. */
 async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): Promise<WireAttachment> {
   const name = requireString(req.name, "name");
@@ -293,6 +297,11 @@ async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): 
   });
   existing?.close();
   ctx.frontends.set(name, rv);
+  if (!rv.readOnly) {
+    const publisher = new StatusPublisher(m, rv);
+    publishers.set(rv, publisher);
+    publisher.start();
+  }
   ctx.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, replicas: rv.status() });
   return attachmentToWire(ctx, rv);
 }
@@ -330,6 +339,7 @@ async function detachVolume(ctx: ControlContext, req: WireDetachVolumeRequest): 
   const rv = ctx.frontends.get(name);
   if (rv) {
     const { clean } = await rv.detach(req.force);
+    await publishers.get(rv)?.stop("detached");
     ctx.frontends.delete(name);
     await removeAttachment(m, name, ctx.nodeId, rv.epoch);
     ctx.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
@@ -386,9 +396,7 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
 
 function attachmentToWire(ctx: ControlContext, rv: ReplicatedVolume): WireAttachment {
   const replicas = rv.status();
-  const count = (state: string) => replicas.filter((r) => r.state === state).length;
-  const state =
-    count("healthy") === 0 ? "faulted" : count("faulted") > 0 ? "degraded" : count("rebuilding") > 0 ? "rebuilding" : "healthy";
+  const state = volumeState(replicas);
   return {
     volume: rv.name,
     nodeId: ctx.nodeId,

@@ -1,11 +1,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
+import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
+import { eventService } from "../events/event-feed.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
@@ -49,6 +50,8 @@ export interface EngineOptions {
   leaseTtlS?: number;
   /** How long a replica's node may be down before the leader places the replica on another node (ms). */
   replaceReplicaAfterMs?: number;
+  /** What the disk can do, as the operator says: a new pool takes it instead of being calibrated. */
+  diskCapability?: { iops: number; bytesPerSec: number };
   /** Bytes a second this node's rebuilds may copy, all together; 0 or unset: no limit. */
   rebuildBytesPerSec?: number;
   /** Control API: `host:port` or `unix:/path`. */
@@ -112,7 +115,17 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   const nbd = new NbdServer(catalog);
   const grpc = new Server();
   try {
-    if (!pool.disk) {
+    if (!pool.disk && options.diskCapability) {
+      const { iops, bytesPerSec } = options.diskCapability;
+      await pool.setDiskCapability({
+        iops,
+        bytesPerSec,
+        source: "operator",
+        measuredAtMs: Date.now(),
+        headroom: DEFAULT_HEADROOM,
+      });
+      log.log("info", "disk capability set by the operator", { pool: pool.device.path, iops, bytesPerSec });
+    } else if (!pool.disk) {
       // A disk joining the pool is measured once; the result is stored with the pool.
       const cap = await calibratePool(pool);
       await pool.setDiskCapability(cap);
@@ -136,6 +149,10 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     grpc.addService(VolumeServiceService, volumeService(ctx));
     grpc.addService(SnapshotServiceService, snapshotService(ctx));
     grpc.addService(NodeServiceService, nodeService(ctx));
+    grpc.addService(
+      EventServiceService,
+      eventService(() => ctx.membership, log),
+    );
     const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
     const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
     const reconcilerLog = log;

@@ -15,6 +15,7 @@ export const NBD_ERRNO_BY_CODE: Readonly<Record<ErrorCode, Errno>> = {
   READ_ONLY: Errno.EPERM,
   ATTACHED_ELSEWHERE: Errno.EPERM,
   NODE_NOT_FOUND: Errno.EIO,
+  WATCH_COMPACTED: Errno.EIO,
   EPOCH_STALE: Errno.EPERM,
   QOS_ADMISSION_DENIED: Errno.ENOSPC,
   METADATA_CORRUPT: Errno.EIO,

@@ -56,6 +56,26 @@ async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; pr
   return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${(last as Error).message ?? String(last)}` };
 }
 
+/** Longest a placement waits for nodes the leader still counts up to take their lease again. */
+const LEASE_FLAP_WAIT_MS = 5_000;
+
+/**
+ * The cluster's nodes for placing `replicas` replicas. A node whose lease
+ * lapsed a moment ago (a busy machine, a slow etcd) but which the leader has
+ * not marked down usually takes a new lease within a second: when only such
+ * nodes are missing, wait for them a little rather than fail the create.
+ */
+async function nodesForPlacement(m: ClusterMembership, replicas: number): Promise<ClusterNode[]> {
+  const deadline = Date.now() + LEASE_FLAP_WAIT_MS;
+  for (;;) {
+    const nodes = await m.nodes();
+    const alive = nodes.filter((n) => n.alive).length;
+    const flapping = nodes.filter((n) => !n.alive && n.state === "up").length;
+    if (alive >= replicas || alive + flapping < replicas || Date.now() > deadline) return nodes;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** The volume's record, or null when it is no replicated volume. */
 export async function findClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord | null> {
   const json = await m.client.get(`${VOLUMES}${name}`).string();
@@ -85,7 +105,7 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
     });
   }
-  const nodes = await m.nodes();
+  const nodes = await nodesForPlacement(m, o.replicas);
   const candidates = await Promise.all(
     nodes.map(async (n) => ({
       nodeId: n.nodeId,

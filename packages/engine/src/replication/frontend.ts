@@ -38,6 +38,14 @@ export interface ReplicaStatus {
   lastRebuild: { bytes: number; ms: number; full: boolean } | null;
 }
 
+/** A volume's state from its replicas': `degraded` while one is faulted, `rebuilding` while none is and one is being rebuilt. */
+export function volumeState(replicas: readonly { state: ReplicaState }[]): "healthy" | "degraded" | "rebuilding" | "faulted" {
+  const count = (state: ReplicaState) => replicas.filter((r) => r.state === state).length;
+  if (count("healthy") === 0) return "faulted";
+  if (count("faulted") > 0) return "degraded";
+  return count("rebuilding") > 0 ? "rebuilding" : "healthy";
+}
+
 /** What the frontend needs from the cluster (etcd and the peers); the cluster module provides it. */
 export interface FrontendHooks {
   /** Records a replica out of sync before any write it missed is acknowledged (EPOCH_STALE once superseded). */
