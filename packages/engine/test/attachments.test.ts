@@ -127,6 +127,13 @@ describe("attachments", () => {
     expect(await codeOf(c3.detachVolume({ name: "db" }))).toBe("ok");
     expect(await codeOf(c1.listAttachments({ name: "nope" }))).toBe("VOLUME_NOT_FOUND");
     expect(await c2.listAttachments({ name: "db" })).toMatchObject([{ nodeId: "node1", readOnly: false, epoch: 2 }]);
+
+    // SDK helpers: create-and-attach through one node for another, then wait for a state.
+    const { volume, attachment } = await c1.createAndAttach({ name: "db2", sizeBytes: 16 * MIB, replicas: 2, nodeId: "node2" });
+    expect(volume.replicas).toBe(2);
+    expect(attachment).toMatchObject({ volume: "db2", nodeId: "node2", epoch: 1 });
+    expect((await c2.waitFor("db2", "healthy", { timeoutMs: 10_000 })).replicas).toHaveLength(2);
+    expect(await codeOf(c2.waitFor("db2", "degraded", { timeoutMs: 300, intervalMs: 100 }))).toBe("DEADLINE_EXCEEDED");
   }, 120_000);
 
   it("writer killed -9 with a write on one replica only: detaching the dead node fences it; a read-only attach then makes the replicas equal before serving, so every reader reads the same", async (t) => {

@@ -142,4 +142,37 @@ describe("@keelson/sdk against a live engine", () => {
     await c.deleteSnapshot({ volume: "app", name: "one" });
     expect((await c.getNode()).pool.snapshotCount).toBe(0);
   });
+
+  it("helpers: snapshotThenClone gives a writable copy of that moment (idempotent); cluster-only calls on a single engine are refused with INVALID_ARGUMENT", async () => {
+    using dir = tempDir("keelson-sdk-help-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
+    await using c = createClient({ address: d.grpcAddress });
+    await c.createVolume({ name: "prod", sizeBytes: 8 * MIB });
+    const nbd = await NbdTestClient.open(d.nbdAddress, "prod");
+    expect((await nbd.write(0, Buffer.alloc(MIB, 7))).error).toBe(0);
+    const { snapshot, clone } = await c.snapshotThenClone({ volume: "prod", snapshot: "for-ci", clone: "ci-copy" });
+    expect(snapshot).toMatchObject({ volume: "prod", name: "for-ci", holders: [] });
+    expect(clone).toMatchObject({
+      name: "ci-copy",
+      sizeBytes: 8 * MIB,
+      source: { snapshot: { volume: "prod", name: "for-ci" } },
+    });
+    expect((await nbd.write(0, Buffer.alloc(MIB, 8))).error).toBe(0); // later writes stay out of the copy
+    await nbd.disconnect();
+    const again = await c.snapshotThenClone({ volume: "prod", snapshot: "for-ci", clone: "ci-copy" });
+    expect(again.clone.uid).toBe(clone.uid);
+    const copy = await NbdTestClient.open(d.nbdAddress, "ci-copy");
+    expect((await copy.read(0, MIB)).data.equals(Buffer.alloc(MIB, 7))).toBe(true);
+    expect((await copy.write(0, Buffer.alloc(4096, 9))).error).toBe(0);
+    await copy.disconnect();
+    expect(await codeOf(c.snapshotThenClone({ volume: "nope", snapshot: "s", clone: "c" }))).toBe("VOLUME_NOT_FOUND");
+    // Attachments, replication and events need a cluster.
+    expect(await codeOf(c.createAndAttach({ name: "r", sizeBytes: 8 * MIB, replicas: 2 }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.attachVolume({ name: "prod" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.detachVolume({ name: "prod" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.listAttachments({ name: "prod" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c.waitFor("prod", "healthy", { timeoutMs: 500 }))).toBe("VOLUME_NOT_FOUND");
+    const watch = c.watch()[Symbol.asyncIterator]();
+    expect(await codeOf(watch.next())).toBe("INVALID_ARGUMENT");
+  });
 });

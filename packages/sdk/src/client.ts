@@ -26,6 +26,7 @@ import type {
   AttachVolumeRequest,
   CallOptions,
   ClusterNode,
+  CreateAndAttachRequest,
   CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteSnapshotRequest,
@@ -43,8 +44,10 @@ import type {
   SetVolumeQosRequest,
   Snapshot,
   SnapshotRef,
+  SnapshotThenCloneRequest,
   Volume,
   VolumeRef,
+  WaitForOptions,
   WatchOptions,
 } from "./types.js";
 
@@ -244,6 +247,86 @@ export class KeelsonClient implements AsyncDisposable {
   async listAttachments(request: VolumeRef, options?: CallOptions): Promise<AttachmentRecord[]> {
     const res = await this.#call(this.#volumes.listAttachments, this.#volumes, request, options, true);
     return res.attachments.map(attachmentRecordFromWire);
+  }
+
+  /**
+   * Waits until the volume's attachment on the node called is in `state`
+   * (polling GetAttachment); resolves with it. DEADLINE_EXCEEDED after
+   * `timeoutMs`; other errors (VOLUME_NOT_FOUND: not attached there) at once.
+   *
+   * @example
+   * await client.attachVolume({ name: "pg-data" });
+   * const att = await client.waitFor("pg-data", "healthy", { timeoutMs: 120_000 });
+   */
+  async waitFor(volume: string, state: Attachment["state"], options: WaitForOptions = {}): Promise<Attachment> {
+    const { timeoutMs = 60_000, intervalMs = 200, signal } = options;
+    const deadline = Date.now() + timeoutMs;
+    let last: Attachment | null = null;
+    for (;;) {
+      last = await this.getAttachment({ name: volume }, { signal });
+      if (last.state === state) return last;
+      if (Date.now() + intervalMs > deadline) {
+        throw new KeelsonError({
+          code: "DEADLINE_EXCEEDED",
+          message: `volume ${volume} did not become ${state} in ${timeoutMs} ms (it is ${last.state})`,
+        });
+      }
+      await sleep(intervalMs, signal);
+    }
+  }
+
+  /**
+   * Creates a volume and attaches it (idempotent, like both calls); resolves
+   * with both. A replicated volume (`replicas` > 1) needs a cluster.
+   *
+   * @example
+   * const { volume, attachment } = await client.createAndAttach({ name: "pg-data", sizeBytes: 2 ** 30, replicas: 3 });
+   * console.log(attachment.export.nbdTcpUri);
+   */
+  async createAndAttach(
+    request: CreateAndAttachRequest,
+    options?: CallOptions,
+  ): Promise<{ volume: Volume; attachment: Attachment }> {
+    const { nodeId, readOnly, replicaTimeoutMs, ...create } = request;
+    const volume = await this.createVolume(create, options);
+    const attachment = await this.attachVolume(
+      {
+        name: request.name,
+        ...(nodeId === undefined ? {} : { nodeId }),
+        ...(readOnly === undefined ? {} : { readOnly }),
+        ...(replicaTimeoutMs === undefined ? {} : { replicaTimeoutMs }),
+      },
+      options,
+    );
+    return { volume, attachment };
+  }
+
+  /**
+   * Takes a snapshot and makes a writable clone of it (sharing its data):
+   * the usual way to hand a copy of production data to a test. Idempotent,
+   * like both calls.
+   *
+   * @example
+   * const { clone } = await client.snapshotThenClone({ volume: "pg-data", snapshot: "for-ci", clone: "pg-ci" });
+   */
+  async snapshotThenClone(
+    request: SnapshotThenCloneRequest,
+    options?: CallOptions,
+  ): Promise<{ snapshot: Snapshot; clone: Volume }> {
+    const snapshot = await this.createSnapshot(
+      { volume: request.volume, name: request.snapshot, ...(request.labels ? { labels: request.labels } : {}) },
+      options,
+    );
+    const clone = await this.createVolume(
+      {
+        name: request.clone,
+        sizeBytes: 0,
+        source: { snapshot: { volume: request.volume, name: request.snapshot } },
+        ...(request.labels ? { labels: request.labels } : {}),
+      },
+      options,
+    );
+    return { snapshot, clone };
   }
 
   /**

@@ -29,6 +29,7 @@ export type {
   AttachVolumeRequest,
   CallOptions,
   ClusterNode,
+  CreateAndAttachRequest,
   CreateSnapshotRequest,
   CreateVolumeRequest,
   DeleteSnapshotRequest,
@@ -56,6 +57,7 @@ export type {
   Snapshot,
   SnapshotChangedEvent,
   SnapshotRef,
+  SnapshotThenCloneRequest,
   Volume,
   VolumeChangedEvent,
   VolumeExport,
@@ -63,5 +65,6 @@ export type {
   VolumeSource,
   VolumeState,
   VolumeStatusEvent,
+  WaitForOptions,
   WatchOptions,
 } from "./types.js";

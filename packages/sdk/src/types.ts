@@ -55,6 +55,35 @@ export interface Attachment {
   readOnly: boolean;
 }
 
+/** Options of {@link KeelsonClient.waitFor}. */
+export interface WaitForOptions {
+  /** Give up after this long with DEADLINE_EXCEEDED (default 60000). */
+  timeoutMs?: number;
+  /** Between polls (default 200). */
+  intervalMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Request of {@link KeelsonClient.createAndAttach}. */
+export interface CreateAndAttachRequest extends CreateVolumeRequest {
+  /** The node to serve it from (default: the node called). */
+  nodeId?: string;
+  readOnly?: boolean;
+  /** Per-request deadline of each replica (default 2000 ms). */
+  replicaTimeoutMs?: number;
+}
+
+/** Request of {@link KeelsonClient.snapshotThenClone}. */
+export interface SnapshotThenCloneRequest {
+  /** The volume to snapshot. */
+  volume: string;
+  /** Name of the snapshot taken. */
+  snapshot: string;
+  /** Name of the clone made from it. */
+  clone: string;
+  labels?: Record<string, string>;
+}
+
 /** Where a volume is attached, as the cluster records it. */
 export interface AttachmentRecord {
   nodeId: string;
