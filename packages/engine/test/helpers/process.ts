@@ -11,10 +11,13 @@ export interface RunResult {
 export function run(
   cmd: string,
   args: string[],
-  options: { timeoutMs?: number; allowFail?: boolean; input?: Buffer | string } = {},
+  options: { timeoutMs?: number; allowFail?: boolean; input?: Buffer | string; cwd?: string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, args, {
+      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on("data", (d: Buffer) => out.push(d));
