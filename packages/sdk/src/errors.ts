@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   ATTACHED_ELSEWHERE:
     "The volume is attached in a way that excludes this attachment (writable on another node, or read-only where a writer was asked); detach it first.",
   NODE_NOT_FOUND: "No cluster node with that id.",
+  PERMISSION_DENIED: "The caller may not do that (a Kubernetes API or RBAC refusal).",
   WATCH_COMPACTED:
     "The events after that cursor are no longer kept (etcd compacted them); read the current state and watch from now.",
   EPOCH_STALE: "The request carries an attachment epoch older than the current one.",
@@ -49,6 +50,7 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, status>> = {
   READ_ONLY: status.FAILED_PRECONDITION,
   ATTACHED_ELSEWHERE: status.FAILED_PRECONDITION,
   NODE_NOT_FOUND: status.NOT_FOUND,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
   WATCH_COMPACTED: status.OUT_OF_RANGE,
   EPOCH_STALE: status.ABORTED,
   QOS_ADMISSION_DENIED: status.RESOURCE_EXHAUSTED,

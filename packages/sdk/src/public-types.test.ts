@@ -1,6 +1,7 @@
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { describe, expectTypeOf, it } from "vitest";
 import type * as sdk from "./index.js";
+import type * as k8s from "./kubernetes.js";
 
 /*
  * The public surface must not degrade to `any`: a property, parameter or
@@ -48,6 +49,10 @@ describe("public types", () => {
     expectTypeOf<HasAny<sdk.NodeInfo | sdk.ClusterNode | sdk.QosPolicy | sdk.QosStatus>>().toEqualTypeOf<false>();
     expectTypeOf<HasAny<typeof sdk.createClient>>().toEqualTypeOf<false>();
     expectTypeOf<HasAny<typeof sdk.isKeelsonError>>().toEqualTypeOf<false>();
+    expectTypeOf<
+      HasAny<k8s.CreatePvcRequest | k8s.SnapshotPvcRequest | k8s.ExpandPvcRequest | k8s.VolumeSnapshot>
+    >().toEqualTypeOf<false>();
+    expectTypeOf<ReturnType<typeof k8s.snapshotPvc>>().toEqualTypeOf<Promise<k8s.VolumeSnapshot>>();
     // Results are what the docs say, not widened.
     expectTypeOf<ReturnType<sdk.KeelsonClient["getVolume"]>>().toEqualTypeOf<Promise<sdk.Volume>>();
     expectTypeOf<sdk.ErrorCode>().toEqualTypeOf<keyof typeof sdk.ERROR_CODES>();
