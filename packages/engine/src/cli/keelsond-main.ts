@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
-import { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
+import { type ControlTls, DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { jsonLogger } from "../util/log.js";
 import { parseSizeBytes } from "../util/size.js";
@@ -26,6 +26,9 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --replace-replica-after SECONDS
                          the leader places a replica on another node once its node
                          has been down this long (default 60)
+  --tls-cert FILE --tls-key FILE
+                         serve the control API over TLS with this PEM certificate and key
+  --tls-client-ca FILE   and require client certificates signed by this CA (mutual TLS)
   --disk-capability IOPS:SIZE
                          what the disk can do (e.g. 50000:1G): a new pool takes it instead
                          of measuring the disk (the measurement loads the machine for ~1 s)
@@ -57,6 +60,9 @@ async function main(): Promise<void> {
       "replace-replica-after": { type: "string" },
       "rebuild-rate": { type: "string" },
       "disk-capability": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-client-ca": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -86,6 +92,7 @@ async function main(): Promise<void> {
     replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),
     rebuildBytesPerSec: values["rebuild-rate"] === undefined ? undefined : parseSizeBytes(values["rebuild-rate"]),
     diskCapability: values["disk-capability"] === undefined ? undefined : parseCapability(values["disk-capability"]),
+    tls: tlsOptions(values["tls-cert"], values["tls-key"], values["tls-client-ca"]),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -101,6 +108,15 @@ async function main(): Promise<void> {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+}
+
+/** --tls-cert and --tls-key go together; --tls-client-ca needs them. */
+function tlsOptions(cert?: string, key?: string, clientCa?: string): ControlTls | undefined {
+  if (!cert && !key && !clientCa) return undefined;
+  if (!cert || !key) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--tls-cert and --tls-key must be given together" });
+  }
+  return { certFile: cert, keyFile: key, ...(clientCa ? { clientCaFile: clientCa } : {}) };
 }
 
 /** `IOPS:SIZE` (per second) from --disk-capability; INVALID_ARGUMENT otherwise. */

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
@@ -50,6 +51,8 @@ export interface EngineOptions {
   leaseTtlS?: number;
   /** How long a replica's node may be down before the leader places the replica on another node (ms). */
   replaceReplicaAfterMs?: number;
+  /** Serve the control API over TLS (mutual with a client CA). Not with etcdEndpoints yet: peers call each other in plaintext. */
+  tls?: ControlTls;
   /** What the disk can do, as the operator says: a new pool takes it instead of being calibrated. */
   diskCapability?: { iops: number; bytesPerSec: number };
   /** Bytes a second this node's rebuilds may copy, all together; 0 or unset: no limit. */
@@ -77,9 +80,31 @@ export interface StartedEngine extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-function bindGrpc(server: Server, address: string): Promise<string> {
+/** PEM files of the control API's TLS: its certificate and key, and (for mutual TLS) the CA its clients' certificates must chain to. */
+export interface ControlTls {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string;
+}
+
+function serverCredentials(tls: ControlTls | undefined): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  const read = (file: string, what: string): Buffer => {
+    try {
+      return fs.readFileSync(file);
+    } catch (error) {
+      throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${(error as Error).message}` });
+    }
+  };
+  const keyCert = { cert_chain: read(tls.certFile, "--tls-cert"), private_key: read(tls.keyFile, "--tls-key") };
+  const clientCa = tls.clientCaFile ? read(tls.clientCaFile, "--tls-client-ca") : null;
+  // With a client CA every caller must present a certificate it signed (mutual TLS).
+  return ServerCredentials.createSsl(clientCa, [keyCert], clientCa !== null);
+}
+
+function bindGrpc(server: Server, address: string, tls?: ControlTls): Promise<string> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(address, serverCredentials(tls), (error, port) => {
       if (error) return reject(error);
       if (address.startsWith("unix:")) return resolve(address);
       resolve(`${address.slice(0, address.lastIndexOf(":"))}:${port}`);
@@ -103,6 +128,13 @@ function defaultQueueDepth(): number {
 /** Opens the pool and serves it over NBD and the gRPC control API. */
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
+  if (options.tls && options.etcdEndpoints) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message:
+        "TLS on the control API is not supported in a cluster yet (engines call each other in plaintext): drop --tls-* or --etcd",
+    });
+  }
   const pool = await Pool.open({
     path: options.poolPath,
     createSizeBytes: options.poolSizeBytes,
@@ -153,7 +185,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       EventServiceService,
       eventService(() => ctx.membership, log),
     );
-    const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS);
+    const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
     const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
     const reconcilerLog = log;
     let reconciler: Reconciler | null = null;
