@@ -494,6 +494,13 @@ export class KeelsonClient implements AsyncDisposable {
     }
   }
 
+  /**
+   * Closes the client's channels; later calls fail with UNAVAILABLE. Idempotent.
+   *
+   * @example
+   * const client = createClient({ address: "127.0.0.1:7420" });
+   * try { await client.getNode(); } finally { client.close(); }
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -562,7 +569,12 @@ export function createClient(options: ClientOptions): KeelsonClient {
   return new KeelsonClient(options);
 }
 
-/** Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))]. */
+/**
+ * Exponential backoff with full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
+ *
+ * @example
+ * await new Promise((r) => setTimeout(r, backoffDelayMs(attempt, 100)));
+ */
 export function backoffDelayMs(attempt: number, baseDelayMs: number, random: () => number = Math.random): number {
   const cap = Math.min(MAX_RETRY_DELAY_MS, baseDelayMs * 2 ** (attempt - 1));
   return Math.floor(random() * cap);

@@ -95,12 +95,22 @@ export class KeelsonError extends Error {
   }
 }
 
-/** True when `value` is a KeelsonError, and (when given) has that code. */
+/**
+ * True when `value` is a KeelsonError, and (when given) has that code.
+ *
+ * @example
+ * try { await client.getVolume({ name: "x" }); } catch (e) { if (isKeelsonError(e, "VOLUME_NOT_FOUND")) create(); }
+ */
 export function isKeelsonError(value: unknown, code?: ErrorCode): value is KeelsonError {
   return value instanceof KeelsonError && (code === undefined || value.code === code);
 }
 
-/** True when `value` is one of the stable codes. */
+/**
+ * True when `value` is one of the stable codes.
+ *
+ * @example
+ * if (isErrorCode(header)) console.log(ERROR_CODES[header]);
+ */
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === "string" && Object.hasOwn(ERROR_CODES, value);
 }
@@ -122,6 +132,9 @@ const CODE_BY_GRPC_STATUS: Partial<Record<status, ErrorCode>> = {
  * Turns a gRPC ServiceError into a KeelsonError, keeping the gRPC error as
  * `cause`. The keelson code comes from trailing metadata; a server that sent
  * none (a proxy, an old engine) gets the closest code for its status.
+ *
+ * @example
+ * rawClient.getVolume(req, (err, res) => { if (err) throw fromServiceError(err); });
  */
 export function fromServiceError(error: ServiceError): KeelsonError {
   const sent = error.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
@@ -129,7 +142,12 @@ export function fromServiceError(error: ServiceError): KeelsonError {
   return new KeelsonError({ code, message: error.details || error.message, cause: error });
 }
 
-/** The gRPC error object a server sends for `error` (the server side of {@link fromServiceError}). */
+/**
+ * The gRPC error object a server sends for `error` (the server side of {@link fromServiceError}).
+ *
+ * @example
+ * callback(toServiceError(new KeelsonError({ code: "VOLUME_NOT_FOUND", message: "no volume x" })), null);
+ */
 export function toServiceError(error: KeelsonError): Partial<ServiceError> {
   const metadata = new Metadata();
   metadata.set(ERROR_CODE_METADATA_KEY, error.code);

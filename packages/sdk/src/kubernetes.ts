@@ -135,7 +135,12 @@ function statusMessage(body: unknown): string | null {
   return null;
 }
 
-/** A Kubernetes API failure as a KeelsonError: the status decides the code, the API's message is kept. */
+/**
+ * A Kubernetes API failure as a KeelsonError: the status decides the code, the API's message is kept.
+ *
+ * @example
+ * try { await k.core.deleteNamespacedPersistentVolumeClaim({ namespace, name }); } catch (e) { throw kubeError(e, "deleting"); }
+ */
 export function kubeError(error: unknown, what: string): KeelsonError {
   if (error instanceof KeelsonError) return error;
   if (error instanceof ApiException) {
@@ -190,7 +195,12 @@ async function readPvc(k: KubeClients, namespace: string, name: string): Promise
   }
 }
 
-/** The claim object {@link createPvc} sends (exported so its shape can be checked). */
+/**
+ * The claim object {@link createPvc} sends (exported so its shape can be checked).
+ *
+ * @example
+ * console.log(JSON.stringify(pvcObject({ namespace: "db", name: "pg", storageClassName: "keelson", sizeBytes: 2 ** 30 })));
+ */
 export function pvcObject(r: CreatePvcRequest): V1PersistentVolumeClaim {
   if (!Number.isSafeInteger(r.sizeBytes) || r.sizeBytes <= 0) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `sizeBytes must be a positive integer, got ${r.sizeBytes}` });
