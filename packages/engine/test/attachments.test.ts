@@ -6,6 +6,7 @@ import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-clu
 import { ReplicaClient } from "../src/replication/replica-client.js";
 import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
+import { codeOf } from "./helpers/errors.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 
 const MIB = 1024 * 1024;
@@ -25,16 +26,6 @@ const track = trackClusters();
 async function threeNodes(): Promise<StartedLocalCluster> {
   const dir = path.join(os.tmpdir(), `keelson-attach-${process.pid}-${Date.now()}`);
   return track(await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: 256 * MIB, leaseTtlS: 2 }));
-}
-
-/** The code a call failed with ("ok" when it succeeded). */
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
 }
 
 /** The first id stamped at `offset`, read through the export `name` on `address`. */

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { LocalCluster } from "../src/cluster/local-cluster.js";
 import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
+import { codeOf } from "./helpers/errors.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 
 const MIB = 1024 * 1024;
@@ -30,15 +31,6 @@ async function readAll(address: string, name: string): Promise<Buffer> {
   }
   await c.disconnect();
   return Buffer.concat(parts);
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
 }
 
 const track = trackClusters();

@@ -5,6 +5,7 @@ import { createClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { startDaemon, tempDir } from "./helpers/daemon.js";
 import { canRun } from "./helpers/env.js";
+import { codeOf } from "./helpers/errors.js";
 import { run } from "./helpers/process.js";
 
 /** A CA, and a certificate it signs (for 127.0.0.1 when it is a server's). */
@@ -71,15 +72,6 @@ async function makePki(
       ]);
     },
   };
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
 }
 
 describe("control API over TLS", () => {

@@ -29,6 +29,22 @@ export async function nextEpoch(client: Etcd3, volume: string): Promise<number> 
   });
 }
 
+/** etcd key of the volume's epoch: writes made "only while epoch E is current" compare its value. */
+export function epochKey(volume: string): string {
+  return `${EPOCHS}${volume}`;
+}
+
+/**
+ * After a write guarded by `epoch` failed: EPOCH_STALE when a newer epoch
+ * exists (the writer was fenced), null when the epoch still holds (another
+ * compare in the same transaction failed; the caller may try again).
+ */
+export async function supersededError(client: Etcd3, volume: string, epoch: number): Promise<KeelsonError | null> {
+  const current = await client.get(epochKey(volume)).string();
+  if (current === String(epoch)) return null;
+  return new KeelsonError({ code: "EPOCH_STALE", message: `volume ${volume}: epoch ${epoch} was superseded by ${current}` });
+}
+
 /** The volume's current attachment epoch (0 when never attached). */
 export async function currentEpoch(client: Etcd3, volume: string): Promise<number> {
   const v = await client.get(`${EPOCHS}${volume}`).string();

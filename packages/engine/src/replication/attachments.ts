@@ -1,8 +1,8 @@
 import { KeelsonError } from "@keelson/sdk";
+import { epochKey, supersededError } from "../cluster/epochs.js";
 import { type ClusterMembership, KEY_PREFIX } from "../cluster/membership.js";
 
 const ATTACHMENTS = `${KEY_PREFIX}/attachments/`;
-const EPOCHS = `${KEY_PREFIX}/epochs/`;
 /** Compare-and-swap attempts on the attachment record before giving up under contention. */
 const MAX_ATTEMPTS = 16;
 
@@ -80,17 +80,12 @@ export async function recordAttachment(
     if (conflict) throw conflict;
     const kept = entries.filter((e) => e.nodeId !== entry.nodeId && e.readOnly);
     const updated = JSON.stringify([...kept, entry]);
-    const guard = m.client.if(`${EPOCHS}${name}`, "Value", "==", String(entry.epoch));
+    const guard = m.client.if(epochKey(name), "Value", "==", String(entry.epoch));
     const txn = json === null ? guard.and(key, "Create", "==", 0) : guard.and(key, "Value", "==", json);
     const result = await txn.then(m.client.put(key).value(updated)).commit();
     if (result.succeeded) return;
-    const current = await m.client.get(`${EPOCHS}${name}`).string();
-    if (current !== String(entry.epoch)) {
-      throw new KeelsonError({
-        code: "EPOCH_STALE",
-        message: `volume ${name}: epoch ${entry.epoch} was superseded by ${current} while attaching on ${entry.nodeId}`,
-      });
-    }
+    const stale = await supersededError(m.client, name, entry.epoch);
+    if (stale) throw stale;
   }
   throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its attachment record changed under every attempt` });
 }

@@ -1,5 +1,5 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
-import { currentEpoch, nextEpoch } from "../cluster/epochs.js";
+import { currentEpoch, epochKey, nextEpoch, supersededError } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
 import { withPeer } from "../cluster/peers.js";
 import { placeReplicas } from "../cluster/placement.js";
@@ -331,14 +331,16 @@ async function saveActivityLog(
     for (const e of extents) map.add(e);
     record.bitmap = Buffer.from(map.toBytes()).toString("base64");
   }
-  const epochKey = `${KEY_PREFIX}/epochs/${name}`;
   const result = await m.client
-    .if(epochKey, "Value", "==", String(epoch))
+    .if(epochKey(name), "Value", "==", String(epoch))
     .then(m.client.put(`${ACTIVITY}${name}`).value(JSON.stringify(record)))
     .commit();
   if (!result.succeeded) {
-    const current = await m.client.get(epochKey).string();
-    throw new KeelsonError({ code: "EPOCH_STALE", message: `volume ${name}: epoch ${epoch} was superseded by ${current}` });
+    // The epoch is the only compare, so a failure means a newer epoch exists.
+    throw (
+      (await supersededError(m.client, name, epoch)) ??
+      new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: the activity log's guard failed; retry` })
+    );
   }
 }
 
@@ -426,22 +428,19 @@ async function updateUnderEpoch(
   change: (r: ClusterVolumeRecord) => ClusterVolumeRecord | null,
 ): Promise<void> {
   const key = `${VOLUMES}${name}`;
-  const epochKey = `${KEY_PREFIX}/epochs/${name}`;
   for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
     const json = await m.client.get(key).string();
     if (json === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${name} vanished` });
     const updated = change(JSON.parse(json) as ClusterVolumeRecord);
     if (updated === null) return;
     const result = await m.client
-      .if(epochKey, "Value", "==", String(epoch))
+      .if(epochKey(name), "Value", "==", String(epoch))
       .and(key, "Value", "==", json)
       .then(m.client.put(key).value(JSON.stringify(updated)))
       .commit();
     if (result.succeeded) return;
-    const current = await m.client.get(epochKey).string();
-    if (current !== String(epoch)) {
-      throw new KeelsonError({ code: "EPOCH_STALE", message: `volume ${name}: epoch ${epoch} was superseded by ${current}` });
-    }
+    const stale = await supersededError(m.client, name, epoch);
+    if (stale) throw stale;
   }
   throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its record changed under every attempt to update it` });
 }
