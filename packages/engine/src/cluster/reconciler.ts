@@ -5,6 +5,14 @@ import { listNodes, recordNodeState } from "./membership.js";
 
 const debug = createDebug("keelson:cluster");
 
+/** What one repair pass did (see the replication module's RepairReport). */
+export interface RepairOutcome {
+  replaced: string[];
+  removed: string[];
+  stuck: string[];
+  rebuilding?: string[];
+}
+
 /** How often the leader looks at the cluster (observe -> analyse -> act). */
 export const RECONCILE_INTERVAL_MS = 500;
 
@@ -23,12 +31,12 @@ export class Reconciler {
   /** Passes completed (tests and logs watch it move). */
   passes = 0;
 
-  readonly #repair: (() => Promise<{ replaced: string[]; removed: string[]; stuck: string[] }>) | null;
+  readonly #repair: (() => Promise<RepairOutcome>) | null;
   /** Stuck repairs already logged (each is logged once, not every pass). */
   readonly #reported = new Set<string>();
 
   /** `repair` is the degraded-volume repair each pass runs after node states (replication provides it). */
-  constructor(client: Etcd3, log: Logger, repair?: () => Promise<{ replaced: string[]; removed: string[]; stuck: string[] }>) {
+  constructor(client: Etcd3, log: Logger, repair?: () => Promise<RepairOutcome>) {
     this.#client = client;
     this.#log = log;
     this.#repair = repair ?? null;
@@ -56,8 +64,9 @@ export class Reconciler {
         this.#log.log("info", "node state changed", { node: node.nodeId, state: observed });
       }
       if (this.#repair) {
-        const { replaced, removed, stuck } = await this.#repair();
+        const { replaced, removed, stuck, rebuilding = [] } = await this.#repair();
         for (const r of replaced) this.#log.log("info", "replica replaced", { change: r });
+        for (const r of rebuilding) this.#log.log("info", "rebuilding a volume attached nowhere", { lagging: r });
         for (const r of removed) this.#log.log("info", "stale replica copy removed", { what: r });
         for (const s of stuck) if (!this.#reported.has(s)) this.#log.log("warn", "volume not repaired", { why: s });
         this.#reported.clear();

@@ -15,7 +15,9 @@ import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
-import { DEFAULT_REPLACE_AFTER_MS, repairDegradedVolumes } from "../replication/cluster-volumes.js";
+import { DEFAULT_REPLACE_AFTER_MS, openRepairFrontend, repairDegradedVolumes } from "../replication/cluster-volumes.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS } from "../replication/frontend.js";
+import { IdleVolumeRepairer } from "../replication/idle-repair.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { Pool } from "../store/pool.js";
 import { jsonLogger, type Logger } from "../util/log.js";
@@ -190,6 +192,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const reconcilerLog = log;
     let reconciler: Reconciler | null = null;
     let disks: DiskReporter | null = null;
+    let repairer: IdleVolumeRepairer | null = null;
     const membership = options.etcdEndpoints
       ? await ClusterMembership.join({
           endpoints: options.etcdEndpoints,
@@ -206,14 +209,29 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
           onLeadership: (leader) => {
             log.log("info", leader ? "became leader" : "lost leadership", { node: ctx.nodeId });
             if (leader) reconciler?.start();
-            else reconciler?.stop();
+            else {
+              reconciler?.stop();
+              repairer?.stop();
+            }
           },
         })
       : null;
     if (membership) {
       const m = membership;
       const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
-      reconciler = new Reconciler(membership.client, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs));
+      const idle = new IdleVolumeRepairer(
+        m,
+        (name) =>
+          openRepairFrontend(m, name, {
+            replicaTimeoutMs: DEFAULT_REPLICA_TIMEOUT_MS,
+            rebuildThrottle: ctx.rebuildThrottle,
+            readOnly: false,
+            takeover: false,
+          }),
+        log,
+      );
+      repairer = idle;
+      reconciler = new Reconciler(membership.client, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs, idle));
       if (membership.isLeader) reconciler.start();
       disks = new DiskReporter(
         membership,
@@ -248,6 +266,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const close = (): Promise<void> => {
       closing ??= (async () => {
         reconciler?.stop();
+        repairer?.stop();
         disks?.stop();
         for (const rv of catalog.frontends.values()) rv.close();
         await membership?.close();

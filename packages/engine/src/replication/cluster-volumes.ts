@@ -6,6 +6,7 @@ import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
+import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
 import { RegionMap } from "./region-map.js";
 
@@ -210,6 +211,11 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
     m.nodeId,
     { timeoutMs: o.replicaTimeoutMs, readOnly: true },
   );
+}
+
+/** A writable frontend for the leader's repair of a volume attached nowhere (see {@link IdleVolumeRepairer}). */
+export function openRepairFrontend(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  return openWriter(m, name, o);
 }
 
 /**
@@ -456,6 +462,8 @@ export interface RepairReport {
   removed: string[];
   /** Volumes left degraded, and why (no spare node, a peer did not answer, ...). */
   stuck: string[];
+  /** Volumes attached nowhere whose lagging replicas the leader started rebuilding. */
+  rebuilding: string[];
 }
 
 /**
@@ -466,8 +474,12 @@ export interface RepairReport {
  * volume's frontend rebuilds it. A replica whose node is up is left to the
  * frontend, which rebuilds it where it is.
  */
-export async function repairDegradedVolumes(m: ClusterMembership, replaceAfterMs: number): Promise<RepairReport> {
-  const report: RepairReport = { replaced: [], removed: [], stuck: [] };
+export async function repairDegradedVolumes(
+  m: ClusterMembership,
+  replaceAfterMs: number,
+  idle?: IdleVolumeRepairer,
+): Promise<RepairReport> {
+  const report: RepairReport = { replaced: [], removed: [], stuck: [], rebuilding: [] };
   const nodes = await m.nodes();
   const records = Object.values(await m.client.getAll().prefix(VOLUMES).strings()).map(
     (json) => JSON.parse(json) as ClusterVolumeRecord,
@@ -498,6 +510,7 @@ export async function repairDegradedVolumes(m: ClusterMembership, replaceAfterMs
       break; // one replacement per volume per pass; the record changed
     }
   }
+  if (idle) report.rebuilding = await idle.pass(records, nodes);
   return report;
 }
 
