@@ -45,6 +45,7 @@ import {
   getClusterVolume,
 } from "../replication/cluster-volumes.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { StatusPublisher } from "../replication/status-publisher.js";
 import type { VolumeSource } from "../store/catalog.js";
@@ -68,6 +69,8 @@ export interface ControlContext {
   frontends: Map<string, ReplicatedVolume>;
   /** Paces the rebuilds of every frontend on this node. */
   rebuildThrottle: RebuildThrottle;
+  /** Opens one of this node's exports in-process (a frontend's own replica). */
+  openLocal: OpenLocalExport;
   zone: string;
   nodeId: string;
   version: string;
@@ -292,6 +295,7 @@ async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): 
   const rv = await attachReplicatedVolume(m, name, {
     replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
     rebuildThrottle: ctx.rebuildThrottle,
+    openLocal: ctx.openLocal,
     readOnly: req.readOnly,
     takeover: req.takeover,
   });

@@ -173,6 +173,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       membership: null,
       frontends: catalog.frontends,
       rebuildThrottle: new RebuildThrottle(options.rebuildBytesPerSec ?? 0),
+      openLocal: (name) => catalog.open(name),
       zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),
@@ -225,6 +226,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
           openRepairFrontend(m, name, {
             replicaTimeoutMs: DEFAULT_REPLICA_TIMEOUT_MS,
             rebuildThrottle: ctx.rebuildThrottle,
+            openLocal: ctx.openLocal,
             readOnly: false,
             takeover: false,
           }),

@@ -7,6 +7,7 @@ import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
+import type { OpenLocalExport } from "./local-replica.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
 import { RegionMap } from "./region-map.js";
 
@@ -145,6 +146,8 @@ export interface AttachOptions {
   replicaTimeoutMs: number;
   /** Paces this node's rebuild copies. */
   rebuildThrottle: RebuildThrottle;
+  /** This node's exports in-process (its own replica without NBD). */
+  openLocal?: OpenLocalExport;
   readOnly: boolean;
   /** Take a writable attachment over from another node. */
   takeover: boolean;
@@ -209,7 +212,7 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
       return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
     }),
     m.nodeId,
-    { timeoutMs: o.replicaTimeoutMs, readOnly: true },
+    { timeoutMs: o.replicaTimeoutMs, readOnly: true, ...(o.openLocal ? { openLocal: o.openLocal } : {}) },
   );
 }
 
@@ -243,6 +246,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
       hooks: frontendHooks(m, name, epoch, record.sizeBytes),
       resync,
       rebuildThrottle: o.rebuildThrottle,
+      ...(o.openLocal ? { openLocal: o.openLocal } : {}),
     },
   );
 }

@@ -2,6 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type SaveActivity } from "./activity-log.js";
+import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
 import { type RebuildThrottle, UNTHROTTLED } from "./rebuild-throttle.js";
 import { REGION_BYTES, RegionMap, regionsOf } from "./region-map.js";
@@ -79,6 +80,8 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** Paces rebuild copies (shared by every frontend of the node). */
   rebuildThrottle?: RebuildThrottle;
+  /** Reaches this node's own replica in-process instead of over NBD. */
+  openLocal?: OpenLocalExport;
 }
 
 const NO_HOOKS: FrontendHooks = {
@@ -106,7 +109,7 @@ interface Replica {
   state: ReplicaState;
   reason: string;
   faultedAtMs: number;
-  client: ReplicaClient | null;
+  client: ReplicaIo | null;
   /** Regions it may lack; null when unknown (a full rebuild). Kept while it is not healthy. */
   missing: RegionMap | null;
   /** Regions written to it since the last flush was sent: a kill -9 of its engine may lose them. */
@@ -173,6 +176,7 @@ export class ReplicatedVolume {
   readonly #gate = new RangeGate();
   readonly #activity: ActivityLog;
   #throttle: RebuildThrottle = UNTHROTTLED;
+  #openLocal: OpenLocalExport | undefined;
   /** Longest time a write waited on a replica that then faulted (ms): the stall a replica loss causes. */
   maxStallMs = 0;
   /** Rebuilds finished since attach. */
@@ -233,7 +237,7 @@ export class ReplicatedVolume {
           return r;
         }
         try {
-          r.client = await ReplicaClient.connect(target.nbdAddress, `${name}#${epoch}`, timeoutMs);
+          r.client = await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal);
           r.state = "healthy";
         } catch (error) {
           r.reason = `unreachable at attach: ${(error as Error).message}`;
@@ -249,9 +253,10 @@ export class ReplicatedVolume {
         message: `no in-sync replica of ${name} answers: ${replicas.map((r) => `${r.nodeId}: ${r.reason}`).join("; ")}`,
       });
     }
-    const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaClient).sizeBytes));
+    const sizeBytes = Math.min(...healthy.map((r) => (r.client as ReplicaIo).sizeBytes));
     const v = new ReplicatedVolume(name, epoch, sizeBytes, localNodeId, replicas, { ...NO_HOOKS, ...hooks }, timeoutMs, readOnly);
     v.#throttle = throttle;
+    v.#openLocal = options.openLocal;
     // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
     if (readOnly) return v;
     // In sync in etcd but not reached: recorded out of sync before anything is acknowledged.
@@ -307,7 +312,7 @@ export class ReplicatedVolume {
   async #resync(r: Replica): Promise<void> {
     r.busy = true;
     try {
-      await this.#rebuild(r, r.client as ReplicaClient);
+      await this.#rebuild(r, r.client as ReplicaIo);
     } finally {
       r.busy = false;
     }
@@ -414,20 +419,21 @@ export class ReplicatedVolume {
     r.client = null;
     debug("volume %s epoch %d: replica on %s faulted: %s", this.name, this.epoch, r.nodeId, r.reason);
     if (r.inRecord && !this.readOnly) this.#unrecorded.add(r.nodeId);
-    if (!wasHealthy) {
-      // A rebuild cut short: what it had copied is not known to be whole any more.
-      r.missing = null;
+    // What it may lack: the write that failed and every region not yet flushed on it; for a rebuild
+    // cut short, also everything the rebuild set out to copy (unknown when it copied all: a full one).
+    if (!wasHealthy && r.missing === null) {
+      r.unflushed = new Set();
+      r.flushing = new Set();
       return;
     }
-    // What it may lack: the write that failed and every region not yet flushed on it.
-    const missing = new RegionMap(this.sizeBytes);
+    const missing = wasHealthy ? new RegionMap(this.sizeBytes) : RegionMap.copy(r.missing as RegionMap);
     if (range) missing.addRange(range.offset, range.length);
     for (const region of r.unflushed) missing.add(region);
     for (const gen of r.flushing) for (const region of gen) missing.add(region);
     r.missing = missing;
     r.unflushed = new Set();
     r.flushing = new Set();
-    this.maxStallMs = Math.max(this.maxStallMs, waitedMs);
+    if (wasHealthy) this.maxStallMs = Math.max(this.maxStallMs, waitedMs);
   }
 
   /**
@@ -463,7 +469,7 @@ export class ReplicatedVolume {
    * when at least one healthy replica did, and faults the rest. `range` is
    * what a write touches (null for a flush).
    */
-  async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaClient) => Promise<unknown>): Promise<void> {
+  async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaIo) => Promise<unknown>): Promise<void> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
     if (this.readOnly) {
       if (!range) return; // nothing written, nothing to flush
@@ -505,7 +511,7 @@ export class ReplicatedVolume {
         }
       }
       const started = Date.now();
-      const results = await Promise.allSettled(targets.map((r) => op(r.client as ReplicaClient)));
+      const results = await Promise.allSettled(targets.map((r) => op(r.client as ReplicaIo)));
       let ok = 0;
       let stale = false;
       results.forEach((res, i) => {
@@ -560,7 +566,7 @@ export class ReplicatedVolume {
     for (const r of order) {
       const started = Date.now();
       try {
-        return await (r.client as ReplicaClient).read(offset, length);
+        return await (r.client as ReplicaIo).read(offset, length);
       } catch (error) {
         if (isStale(error)) {
           this.#fenced = true;
@@ -625,10 +631,10 @@ export class ReplicatedVolume {
           return;
         }
       }
-      let client: ReplicaClient;
+      let client: ReplicaIo;
       try {
         const target = await this.#hooks.prepareReplica(r.nodeId);
-        client = await ReplicaClient.connect(target.nbdAddress, `${this.name}#${this.epoch}`, this.#timeoutMs);
+        client = await connectReplica(target, `${this.name}#${this.epoch}`, this.#localNodeId, this.#timeoutMs, this.#openLocal);
       } catch (error) {
         if (isStale(error)) this.#fenced = true;
         return; // still away: the next pass tries again
@@ -653,7 +659,7 @@ export class ReplicatedVolume {
    * sync. Each region is copied under the range gate, so no write to it is
    * in flight between the read from a healthy replica and the copy's write.
    */
-  async #rebuild(r: Replica, client: ReplicaClient): Promise<void> {
+  async #rebuild(r: Replica, client: ReplicaIo): Promise<void> {
     const started = Date.now();
     const full = r.missing === null;
     // From here on it takes every write (and marks nothing more missing).
@@ -695,7 +701,7 @@ export class ReplicatedVolume {
     debug("volume %s: replica %s rebuilt (%d bytes in %d ms)", this.name, r.nodeId, r.rebuiltBytes, Date.now() - started);
   }
 
-  async #copyRegion(r: Replica, client: ReplicaClient, region: number): Promise<void> {
+  async #copyRegion(r: Replica, client: ReplicaIo, region: number): Promise<void> {
     const offset = region * REGION_BYTES;
     const length = Math.min(REGION_BYTES, this.sizeBytes - offset);
     if (length <= 0) return;
@@ -724,6 +730,18 @@ export class ReplicatedVolume {
 }
 
 const ZERO_REGION = Buffer.alloc(REGION_BYTES);
+
+/** This node's replica in-process when it can be opened so, any other over NBD. */
+async function connectReplica(
+  target: ReplicaTarget,
+  exportName: string,
+  localNodeId: string,
+  timeoutMs: number,
+  openLocal: OpenLocalExport | undefined,
+): Promise<ReplicaIo> {
+  if (openLocal && target.nodeId === localNodeId) return LocalReplica.open(openLocal, exportName);
+  return ReplicaClient.connect(target.nbdAddress, exportName, timeoutMs);
+}
 
 function isZero(data: Buffer): boolean {
   return data.length <= ZERO_REGION.length && data.equals(ZERO_REGION.subarray(0, data.length));

@@ -1,0 +1,73 @@
+import { KeelsonError } from "@keelson/sdk";
+import type { NbdExport } from "../nbd/export.js";
+
+/** What a frontend does with one replica: the NBD ReplicaClient for a peer's, a LocalReplica for its own node's. */
+export interface ReplicaIo {
+  readonly sizeBytes: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+  close(): void;
+}
+
+/** Opens this node's export `VOLUME#EPOCH` in-process; null when it does not exist or was fenced past that epoch. */
+export type OpenLocalExport = (exportName: string) => NbdExport | null;
+
+/**
+ * The replica on the frontend's own node, reached through the same export
+ * (and so the same epoch fence, QoS and store) an NBD connection would get,
+ * but in-process: no socket, no framing, no copies through the kernel. A
+ * local disk that stalls stalls this node's frontend anyway, so there is no
+ * per-request deadline here.
+ */
+export class LocalReplica implements ReplicaIo {
+  readonly #export: NbdExport;
+  #closed = false;
+
+  private constructor(exp: NbdExport) {
+    this.#export = exp;
+  }
+
+  static open(open: OpenLocalExport, exportName: string): LocalReplica {
+    const exp = open(exportName);
+    if (!exp) {
+      throw new KeelsonError({ code: "UNAVAILABLE", message: `local replica ${exportName}: no such export (or fenced past it)` });
+    }
+    return new LocalReplica(exp);
+  }
+
+  get sizeBytes(): number {
+    return this.#export.sizeBytes;
+  }
+
+  #run(start: (cb: (error: KeelsonError | null) => void) => void): Promise<void> {
+    if (this.#closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "local replica closed" }));
+    return new Promise((resolve, reject) => start((error) => (error ? reject(error) : resolve())));
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    await this.#run((cb) => this.#export.read(offset, length, buf, 0, cb));
+    return buf;
+  }
+
+  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    return this.#run((cb) => this.#export.write(offset, data, fua, cb));
+  }
+
+  zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void> {
+    return this.#run((cb) => this.#export.zero(offset, length, { trim, noHole, fua }, cb));
+  }
+
+  flush(): Promise<void> {
+    return this.#run((cb) => this.#export.flush(cb));
+  }
+
+  /** Releases the export handle. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#export.close();
+  }
+}
