@@ -170,7 +170,11 @@ describe("local cluster", () => {
     });
     try {
       expect(cluster.nodes.map((n) => n.address)).toEqual(["127.0.0.11", "127.0.0.12"]);
-      const { nodes } = await waitForNodes(cluster.client(1), (ns) => ns.length === 2 && ns.filter((x) => x.leader).length === 1);
+      // Both alive and up under one leader (waited for: a lease may lapse for a moment on a busy machine).
+      const { nodes } = await waitForNodes(
+        cluster.client(1),
+        (ns) => ns.length === 2 && ns.filter((x) => x.leader).length === 1 && ns.every((n) => n.alive && n.state === "up"),
+      );
       expect(nodes.every((n) => n.alive && n.state === "up")).toBe(true);
     } finally {
       await cluster.stop();

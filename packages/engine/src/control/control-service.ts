@@ -271,6 +271,17 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
 
 /** Each writable attachment's status publisher. */
 const publishers = new WeakMap<ReplicatedVolume, StatusPublisher>();
+/** Attaches under way on an engine (keyed by its frontends map), by volume. */
+const attachesUnderWay = new WeakMap<Map<string, ReplicatedVolume>, Map<string, Promise<ReplicatedVolume>>>();
+
+function inProgress(ctx: ControlContext): Map<string, Promise<ReplicatedVolume>> {
+  let m = attachesUnderWay.get(ctx.frontends);
+  if (!m) {
+    m = new Map();
+    attachesUnderWay.set(ctx.frontends, m);
+  }
+  return m;
+}
 
 /** Attaches on the node asked for (forwarded when it is another), idempotently. */
 async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): Promise<WireAttachment> {
@@ -284,6 +295,10 @@ async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): 
     const a = await withPeer(node, (c) => c.attachVolume(forwarded), 600_000);
     return attachmentFromSdk(a);
   }
+  // A retry (the client's deadline passed while a resync ran) joins the attach under way rather
+  // than starting one that would fence it, again and again.
+  const underWay = inProgress(ctx).get(name);
+  if (underWay) await underWay.catch(() => undefined);
   const existing = ctx.frontends.get(name);
   if (existing?.serving) {
     if (existing.readOnly === req.readOnly) return attachmentToWire(ctx, existing);
@@ -292,13 +307,20 @@ async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): 
       message: `volume ${name} is attached ${existing.readOnly ? "read-only" : "writable"} on ${ctx.nodeId}; detach it first`,
     });
   }
-  const rv = await attachReplicatedVolume(m, name, {
+  const attaching = attachReplicatedVolume(m, name, {
     replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
     rebuildThrottle: ctx.rebuildThrottle,
     openLocal: ctx.openLocal,
     readOnly: req.readOnly,
     takeover: req.takeover,
   });
+  inProgress(ctx).set(name, attaching);
+  let rv: ReplicatedVolume;
+  try {
+    rv = await attaching;
+  } finally {
+    if (inProgress(ctx).get(name) === attaching) inProgress(ctx).delete(name);
+  }
   existing?.close();
   ctx.frontends.set(name, rv);
   if (!rv.readOnly) {
