@@ -8,18 +8,12 @@ import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
 import { codeOf } from "./helpers/errors.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
+import { CHUNK, stamp } from "./helpers/stamps.js";
 
 const MIB = 1024 * 1024;
-const CHUNK = 64 * 1024;
 const SIZE = 64 * MIB;
 /** NBD's EPERM: what a write to a read-only export gets. */
 const EPERM = 1;
-
-function stamp(id: number): Buffer {
-  const b = Buffer.alloc(CHUNK);
-  for (let at = 0; at < CHUNK; at += 8) b.writeBigUInt64BE(BigInt(id), at);
-  return b;
-}
 
 const track = trackClusters();
 

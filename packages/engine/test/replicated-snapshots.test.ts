@@ -6,31 +6,17 @@ import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
 import { codeOf } from "./helpers/errors.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
+import { CHUNK, readAll as readAllOf, stamp } from "./helpers/stamps.js";
 
 const MIB = 1024 * 1024;
-const CHUNK = 64 * 1024;
 const SIZE = 32 * MIB;
 const CHUNKS = SIZE / CHUNK;
 const WRITERS = 16;
 /** Snapshots taken during the workload: each must be the same point on every replica. */
 const ROUNDS = 8;
 
-function stamp(id: number): Buffer {
-  const b = Buffer.alloc(CHUNK);
-  for (let at = 0; at < CHUNK; at += 8) b.writeBigUInt64BE(BigInt(id), at);
-  return b;
-}
-
-async function readAll(address: string, name: string): Promise<Buffer> {
-  const c = await NbdTestClient.open(address, name);
-  const parts: Buffer[] = [];
-  for (let at = 0; at < SIZE; at += 4 * MIB) {
-    const r = await c.read(at, 4 * MIB);
-    if (r.error !== 0) throw new Error(`read of ${name} at ${at} failed with NBD error ${r.error}`);
-    parts.push(r.data);
-  }
-  await c.disconnect();
-  return Buffer.concat(parts);
+function readAll(address: string, name: string): Promise<Buffer> {
+  return readAllOf(address, name, SIZE);
 }
 
 const track = trackClusters();

@@ -8,19 +8,13 @@ import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 import { run } from "./helpers/process.js";
+import { CHUNK, readAll as readAllOf, stamp } from "./helpers/stamps.js";
 
 const MIB = 1024 * 1024;
-const CHUNK = 64 * 1024;
 const SIZE = 64 * MIB;
 /** fio's part of the volume in the replica-loss test; the chunk writers use the rest. */
 const FIO_BYTES = 40 * MIB;
 const WRITERS = 4;
-
-function stamp(id: number): Buffer {
-  const b = Buffer.alloc(CHUNK);
-  for (let at = 0; at < CHUNK; at += 8) b.writeBigUInt64BE(BigInt(id), at);
-  return b;
-}
 
 /**
  * Writers that own disjoint chunks and write them one at a time, so each
@@ -67,17 +61,9 @@ function workload(
   };
 }
 
-/** The whole volume through export `name` on `address`, in 4 MiB requests. */
-async function readAll(address: string, name: string): Promise<Buffer> {
-  const c = await NbdTestClient.open(address, name);
-  const parts: Buffer[] = [];
-  for (let at = 0; at < SIZE; at += 4 * MIB) {
-    const r = await c.read(at, 4 * MIB);
-    if (r.error !== 0) throw new Error(`read of ${name} at ${at} failed with NBD error ${r.error}`);
-    parts.push(r.data);
-  }
-  c.close();
-  return Buffer.concat(parts);
+/** The whole volume through export `name` on `address`. */
+function readAll(address: string, name: string): Promise<Buffer> {
+  return readAllOf(address, name, SIZE);
 }
 
 /**
