@@ -139,7 +139,7 @@ describe("control API over TLS", () => {
       intruder.close();
     }
 
-    // A certificate without its key, an unreadable file, TLS in a cluster: refused at start.
+    // A certificate without its key, an unreadable file, a cluster on TLS without the cluster CA: refused at start.
     const keelsond = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../dist/cli/keelsond.js");
     const start = (extra: string[]) =>
       run(
@@ -158,6 +158,6 @@ describe("control API over TLS", () => {
     expect(missing.stderr).toContain("nope.pem");
     const cluster = await start(["--tls-cert", at("server.pem"), "--tls-key", at("server.key"), "--etcd", "http://127.0.0.1:1"]);
     expect(cluster.code).not.toBe(0);
-    expect(cluster.stderr).toContain("not supported in a cluster yet");
+    expect(cluster.stderr).toContain("a cluster on TLS needs --tls-client-ca");
   }, 120_000);
 });

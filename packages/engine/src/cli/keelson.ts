@@ -2,6 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import {
   type Attachment,
   createClient,
@@ -43,8 +44,9 @@ commands:
   snapshot list [VOLUME]                             list snapshots
   snapshot get VOLUME@NAME                           show one snapshot
   snapshot delete VOLUME@NAME                        delete a snapshot (its data folds into the next layer)
-  up [--nodes N] [--dir DIR] [--loopback]            start a local cluster: etcd + N keelsond (as root: a network
-                                                     namespace, address and loop-device disk per node)
+  up [--nodes N] [--dir DIR] [--loopback] [--tls]    start a local cluster: etcd + N keelsond (as root: a network
+                                                     namespace, address and loop-device disk per node; --tls:
+                                                     control APIs on mutual TLS under a CA made for it)
   down [--dir DIR]                                   stop it and remove everything it made
   cluster nodes                                      nodes of the cluster with liveness and the leader
   node info                                          pool space, disk capability and endpoints of the engine
@@ -61,6 +63,9 @@ QOS (any of):
 
 options:
   --address ADDR   control API of the engine (default $KEELSON_ADDRESS or ${DEFAULT_GRPC_ADDRESS})
+  --tls-ca FILE    call it over TLS, checking its certificate against this CA; with --tls-cert FILE
+                   and --tls-key FILE, present a client certificate (mutual TLS). A cluster made by
+                   \`keelson up --tls\` keeps them in DIR/tls (ca.pem, admin.pem, admin.key)
   --json           print JSON instead of a table
 `;
 
@@ -87,11 +92,26 @@ interface Args {
   replicas?: string;
   replicaTimeout?: string;
   node?: string;
+  tls: boolean;
   readOnly: boolean;
   takeover: boolean;
 }
 
 const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
+
+/** Client credentials from --tls-ca/--tls-cert/--tls-key; none (plaintext) without --tls-ca. */
+function clientTls(values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string }): { credentials?: ChannelCredentials } {
+  const { "tls-ca": ca, "tls-cert": cert, "tls-key": key } = values;
+  if (!ca) {
+    if (cert || key) throw new Error("--tls-cert and --tls-key need --tls-ca");
+    return {};
+  }
+  if (Boolean(cert) !== Boolean(key)) throw new Error("--tls-cert and --tls-key go together");
+  const read = (f: string) => fs.readFileSync(f);
+  return {
+    credentials: cert && key ? credentials.createSsl(read(ca), read(key), read(cert)) : credentials.createSsl(read(ca)),
+  };
+}
 
 async function upCommand(args: Args): Promise<void> {
   const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
@@ -101,7 +121,7 @@ async function upCommand(args: Args): Promise<void> {
   const isolation = args.loopback || process.getuid?.() !== 0 ? "loopback" : "netns";
   if (isolation === "loopback")
     process.stderr.write("keelson up: not root (or --loopback): nodes get 127.0.0.x addresses and plain files, no namespaces\n");
-  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true });
+  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true, tls: args.tls });
   print(
     args,
     cluster.state,
@@ -118,7 +138,11 @@ async function upCommand(args: Args): Promise<void> {
           String(n.pid),
         ]),
       ]) +
-      `\netcd ${cluster.etcdEndpoint}; state in ${dir}/cluster.json; keelson --address ${cluster.nodes[0]?.grpcAddress} cluster nodes`,
+      `\netcd ${cluster.etcdEndpoint}; state in ${dir}/cluster.json; keelson --address ${cluster.nodes[0]?.grpcAddress}${
+        cluster.state.tls
+          ? ` --tls-ca ${cluster.state.tls.pki.caFile} --tls-cert ${cluster.state.tls.admin.certFile} --tls-key ${cluster.state.tls.admin.keyFile}`
+          : ""
+      } cluster nodes`,
   );
 }
 
@@ -453,6 +477,10 @@ async function main(): Promise<number> {
       replicas: { type: "string" },
       "replica-timeout": { type: "string" },
       node: { type: "string" },
+      tls: { type: "boolean" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
       "read-only": { type: "boolean" },
       takeover: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -485,6 +513,7 @@ async function main(): Promise<number> {
     replicas: values.replicas,
     replicaTimeout: values["replica-timeout"],
     node: values.node,
+    tls: values.tls ?? false,
     readOnly: values["read-only"] ?? false,
     takeover: values.takeover ?? false,
   };
@@ -497,7 +526,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const address = values.address ?? process.env.KEELSON_ADDRESS ?? DEFAULT_GRPC_ADDRESS;
-  const client = createClient({ address, defaultTimeoutMs: 15_000 });
+  const client = createClient({ address, defaultTimeoutMs: 15_000, ...clientTls(values) });
   try {
     if (positionals[0] === "volume") await volumeCommand(client, args);
     else if (positionals[0] === "snapshot") await snapshotCommand(client, args);

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
 import {
   addNodeNamespace,
@@ -11,7 +12,17 @@ import {
   setNodeLink,
   sh,
 } from "./host-network.js";
+import { type CertFiles, createLocalPki, issueCert, type LocalPki } from "./local-pki.js";
 import { freePort, startProcess, stopProcess, waitForFile, waitForPort } from "./local-process.js";
+
+/** What a client of a TLS local cluster presents: the admin certificate, and the cluster CA to check the nodes. */
+export function adminCredentials(tls: { pki: LocalPki; admin: CertFiles }): ChannelCredentials {
+  return credentials.createSsl(
+    fs.readFileSync(tls.pki.caFile),
+    fs.readFileSync(tls.admin.keyFile),
+    fs.readFileSync(tls.admin.certFile),
+  );
+}
 
 /** The built daemon; from the sources (tests run them directly) that is the package's dist/. */
 const KEELSOND = fileURLToPath(
@@ -59,6 +70,12 @@ export interface LocalClusterOptions {
    * gets a disk of its own for the same reason).
    */
   etcdDataDir?: string;
+  /**
+   * Run the control APIs on mutual TLS: a CA made for the cluster (in
+   * `DIR/tls`, with openssl), a certificate per node for its addresses, and
+   * an `admin` client certificate that `client(i)` and the CLI use.
+   */
+  tls?: boolean;
 }
 
 /** etcd's data directory for a cluster in `dir`: on tmpfs when there is one (see {@link LocalClusterOptions.etcdDataDir}). */
@@ -96,6 +113,8 @@ export interface LocalClusterState {
   leaseTtlS: number;
   detached: boolean;
   keelsondArgs: string[];
+  /** The cluster CA and the admin client certificate, when the control APIs run on TLS. */
+  tls: { pki: LocalPki; admin: CertFiles } | null;
 }
 
 function stateFile(dir: string): string {
@@ -123,7 +142,12 @@ export const LocalCluster = {
       leaseTtlS: options.leaseTtlS ?? 3,
       detached: options.detached ?? false,
       keelsondArgs: [...(options.calibrate ? [] : ["--disk-capability", LOCAL_DISK_CAPABILITY]), ...(options.keelsondArgs ?? [])],
+      tls: null,
     };
+    if (options.tls) {
+      const pki = createLocalPki(path.join(options.dir, "tls"));
+      state.tls = { pki, admin: issueCert(pki, "admin", []) };
+    }
     const cluster = new StartedLocalCluster(state);
     try {
       await cluster.startEtcd();
@@ -214,6 +238,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       logFile: path.join(this.state.dir, `node${index + 1}.log`),
     };
     this.state.nodes[index] = node;
+    if (this.state.tls) issueCert(this.state.tls.pki, node.nodeId, [address, "127.0.0.1"]);
     await this.startNode(index);
   }
 
@@ -226,6 +251,11 @@ export class StartedLocalCluster implements AsyncDisposable {
     args.push("--grpc-listen", node.grpcAddress, "--nbd-listen", node.nbdAddress, "--nbd-socket", node.nbdSocket);
     args.push("--etcd", this.state.etcd.endpoint);
     args.push("--lease-ttl", String(this.state.leaseTtlS), "--ready-file", ready, ...this.state.keelsondArgs);
+    if (this.state.tls) {
+      const { pki } = this.state.tls;
+      const own = path.join(pki.dir, node.nodeId);
+      args.push("--tls-cert", `${own}.pem`, "--tls-key", `${own}.key`, "--tls-client-ca", pki.caFile);
+    }
     const [cmd, cmdArgs] = node.netns
       ? ["ip", ["netns", "exec", node.netns, process.execPath, ...args]]
       : [process.execPath, args];
@@ -284,7 +314,11 @@ export class StartedLocalCluster implements AsyncDisposable {
 
   /** A control-API client of node `index` (closed with the cluster). */
   client(index: number): KeelsonClient {
-    const c = createClient({ address: (this.state.nodes[index] as LocalNodeState).grpcAddress, defaultTimeoutMs: 5_000 });
+    const c = createClient({
+      address: (this.state.nodes[index] as LocalNodeState).grpcAddress,
+      defaultTimeoutMs: 5_000,
+      ...(this.state.tls ? { credentials: adminCredentials(this.state.tls) } : {}),
+    });
     this.#clients.push(c);
     return c;
   }

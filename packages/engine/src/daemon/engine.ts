@@ -1,10 +1,11 @@
 import fs from "node:fs";
 import os from "node:os";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
+import { usePeerCredentials } from "../cluster/peers.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { eventService } from "../events/event-feed.js";
@@ -53,7 +54,7 @@ export interface EngineOptions {
   leaseTtlS?: number;
   /** How long a replica's node may be down before the leader places the replica on another node (ms). */
   replaceReplicaAfterMs?: number;
-  /** Serve the control API over TLS (mutual with a client CA). Not with etcdEndpoints yet: peers call each other in plaintext. */
+  /** Serve the control API over TLS (mutual with a client CA; in a cluster, required: peers call each other with their certificates). */
   tls?: ControlTls;
   /** What the disk can do, as the operator says: a new pool takes it instead of being calibrated. */
   diskCapability?: { iops: number; bytesPerSec: number };
@@ -89,17 +90,18 @@ export interface ControlTls {
   clientCaFile?: string;
 }
 
+function readPem(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${(error as Error).message}` });
+  }
+}
+
 function serverCredentials(tls: ControlTls | undefined): ServerCredentials {
   if (!tls) return ServerCredentials.createInsecure();
-  const read = (file: string, what: string): Buffer => {
-    try {
-      return fs.readFileSync(file);
-    } catch (error) {
-      throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${(error as Error).message}` });
-    }
-  };
-  const keyCert = { cert_chain: read(tls.certFile, "--tls-cert"), private_key: read(tls.keyFile, "--tls-key") };
-  const clientCa = tls.clientCaFile ? read(tls.clientCaFile, "--tls-client-ca") : null;
+  const keyCert = { cert_chain: readPem(tls.certFile, "--tls-cert"), private_key: readPem(tls.keyFile, "--tls-key") };
+  const clientCa = tls.clientCaFile ? readPem(tls.clientCaFile, "--tls-client-ca") : null;
   // With a client CA every caller must present a certificate it signed (mutual TLS).
   return ServerCredentials.createSsl(clientCa, [keyCert], clientCa !== null);
 }
@@ -131,11 +133,20 @@ function defaultQueueDepth(): number {
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
   if (options.tls && options.etcdEndpoints) {
-    throw new KeelsonError({
-      code: "INVALID_ARGUMENT",
-      message:
-        "TLS on the control API is not supported in a cluster yet (engines call each other in plaintext): drop --tls-* or --etcd",
-    });
+    // Engines call each other's API too: in a cluster every caller must be a node of it (mutual TLS).
+    if (!options.tls.clientCaFile) {
+      throw new KeelsonError({
+        code: "INVALID_ARGUMENT",
+        message: "a cluster on TLS needs --tls-client-ca (the cluster CA): engines call each other with their own certificates",
+      });
+    }
+    usePeerCredentials(
+      credentials.createSsl(
+        readPem(options.tls.clientCaFile, "--tls-client-ca"),
+        readPem(options.tls.keyFile, "--tls-key"),
+        readPem(options.tls.certFile, "--tls-cert"),
+      ),
+    );
   }
   const pool = await Pool.open({
     path: options.poolPath,
