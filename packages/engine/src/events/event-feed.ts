@@ -125,11 +125,8 @@ async function serveWatch(m: ClusterMembership, call: ServerWritableStream<WireW
   call.on("close", () => end());
   let revision = 0;
   let index = 0;
-  watcher = await m.client
-    .watch()
-    .prefix(`${KEY_PREFIX}/`)
-    .startRevision(String(afterIndex === ALL_OF_REVISION ? afterRevision + 1 : afterRevision))
-    .create();
+  const startRevision = afterIndex === ALL_OF_REVISION ? afterRevision + 1 : afterRevision;
+  watcher = await m.client.watch().prefix(`${KEY_PREFIX}/`).startRevision(String(startRevision)).create();
   if (ended) {
     void watcher.cancel();
     return;
@@ -148,17 +145,31 @@ async function serveWatch(m: ClusterMembership, call: ServerWritableStream<WireW
     }
   });
   watcher.on("error", (error) => {
-    const compacted = /compact/i.test(error.message);
-    log.log("warn", "watch ended by etcd", { error: error.message });
-    end(
-      new KeelsonError({
-        code: compacted ? "WATCH_COMPACTED" : "UNAVAILABLE",
-        message: compacted
-          ? `etcd no longer keeps the events after revision ${afterRevision}: read the current state and watch from now`
-          : `etcd watch failed: ${error.message}`,
-      }),
-    );
+    void (async () => {
+      // etcd cancels a watch that starts before its compaction point without saying why through
+      // this client library: ask for the start revision itself, which then fails the same way.
+      const compacted = /compact/i.test(error.message) || (await isCompacted(m, startRevision));
+      log.log("warn", "watch ended by etcd", { error: error.message, compacted });
+      end(
+        new KeelsonError({
+          code: compacted ? "WATCH_COMPACTED" : "UNAVAILABLE",
+          message: compacted
+            ? `etcd no longer keeps the events after revision ${afterRevision}: read the current state and watch from now`
+            : `etcd watch failed: ${error.message}`,
+        }),
+      );
+    })();
   });
+}
+
+/** True when etcd has compacted its history past `revision` (a read at it fails so). */
+async function isCompacted(m: ClusterMembership, revision: number): Promise<boolean> {
+  try {
+    await m.client.get(`${KEY_PREFIX}/`).revision(revision).exec();
+    return false;
+  } catch (error) {
+    return /compact/i.test((error as Error).message);
+  }
 }
 
 /** keelson.v1.EventService of one engine (cluster only). */
