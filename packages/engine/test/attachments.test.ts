@@ -111,6 +111,9 @@ describe("attachments", () => {
     expect(await codeOf(c1.detachVolume({ name: "db", nodeId: "node9" }))).toBe("NODE_NOT_FOUND");
     expect(await codeOf(c3.detachVolume({ name: "db" }))).toBe("ok");
     expect(await codeOf(c1.listAttachments({ name: "nope" }))).toBe("VOLUME_NOT_FOUND");
+    expect(await codeOf(c1.detachVolume({ name: "" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c1.listAttachments({ name: "" }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(c1.getAttachment({ name: "db2-not-here" }))).toBe("VOLUME_NOT_FOUND");
     expect(await c2.listAttachments({ name: "db" })).toMatchObject([{ nodeId: "node1", readOnly: false, epoch: 2 }]);
 
     // SDK helpers: create-and-attach through one node for another, then wait for a state.
