@@ -12,7 +12,7 @@ const MAX_EPOCH_ATTEMPTS = 32;
  * and every epoch is larger than all before it.
  */
 export async function nextEpoch(client: Etcd3, volume: string): Promise<number> {
-  const key = `${EPOCHS}${volume}`;
+  const key = epochKey(volume);
   for (let attempt = 0; attempt < MAX_EPOCH_ATTEMPTS; attempt++) {
     const current = await client.get(key).string();
     const next = (current === null ? 0 : Number(current)) + 1;
@@ -47,6 +47,6 @@ export async function supersededError(client: Etcd3, volume: string, epoch: numb
 
 /** The volume's current attachment epoch (0 when never attached). */
 export async function currentEpoch(client: Etcd3, volume: string): Promise<number> {
-  const v = await client.get(`${EPOCHS}${volume}`).string();
+  const v = await client.get(epochKey(volume)).string();
   return v === null ? 0 : Number(v);
 }
