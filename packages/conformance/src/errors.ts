@@ -5,6 +5,7 @@ export const CONFORMANCE_ERROR_CODES = {
   INVALID_ARGUMENT: "A flag, profile or report field is malformed or out of range.",
   NOT_SUPPORTED: "The target does not have the capability the call needs.",
   NOT_FOUND: "The volume, snapshot or node does not exist on the target.",
+  ADMISSION_DENIED: "The target refused a volume because its QoS reservation does not fit any disk.",
   TARGET_FAILED: "The target refused or failed an operation the suite asked of it.",
   TOOL_FAILED: "An external tool (fio, mkfs, nbdfuse, chromium) failed; the message has its output.",
   TOOL_MISSING: "An external tool the run needs is not installed.",
