@@ -1,5 +1,7 @@
 // @keelson/engine: the node daemon as a library (for the local cluster, the conformance suite and tests).
 
+export type { LocalClusterOptions, LocalClusterState, LocalNodeState } from "./cluster/local-cluster.js";
+export { LOCAL_DISK_CAPABILITY, LocalCluster, StartedLocalCluster } from "./cluster/local-cluster.js";
 export type { EngineOptions, StartedEngine } from "./daemon/engine.js";
 export { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, ENGINE_VERSION, startEngine, writeReadyFile } from "./daemon/engine.js";
 export { NBD_ERRNO_BY_CODE } from "./nbd/errno.js";
