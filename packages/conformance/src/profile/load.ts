@@ -50,7 +50,8 @@ export function parseProfile(doc: unknown, file: string, defaults: Thresholds, k
       throw invalid(file, `unknown check ${checkId}; valid: ${knownChecks.join(", ")}`);
     }
     if (!isRecord(figures)) throw invalid(file, `thresholds.${checkId} must map figure names to bounds`);
-    const into = (merged[checkId] ??= {});
+    const into: Record<string, Threshold> = merged[checkId] ?? {};
+    merged[checkId] = into;
     for (const [figure, bound] of Object.entries(figures)) {
       into[figure] = parseThreshold(bound, `thresholds.${checkId}.${figure}`, file);
     }
