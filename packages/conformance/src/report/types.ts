@@ -72,6 +72,8 @@ export interface CheckResult {
   figures: Figure[];
   series: TimeSeries[];
   latency: LatencyCurve[];
+  /** The check's context notes (`CheckOutcome.notes`), shown under its figures; optional so older reports still read. */
+  notes?: string[];
   startedAt: string;
   durationMs: number;
   /** Set by the CI test's expectations: a failure the named issue will fix. */
