@@ -50,10 +50,14 @@ export function judge(
   timing: { startedAt: string; durationMs: number },
 ): CheckResult {
   const bounds = profile.thresholds[check.id] ?? {};
-  const figures = outcome.figures.map((f) => judgeFigure(f, bounds[f.name]));
+  // A figure the check could not measure (NaN) is no number to report; it is named as unmeasured.
+  const unmeasured = outcome.figures.filter((f) => !Number.isFinite(f.value));
+  const figures = outcome.figures.filter((f) => Number.isFinite(f.value)).map((f) => judgeFigure(f, bounds[f.name]));
   const failures = figures.filter((f) => f.verdict === "fail").map(figureFailure);
+  for (const f of unmeasured)
+    if (bounds[f.name]) failures.push(`${f.name}: bounded by the profile but the target gave no figure`);
   for (const name of Object.keys(bounds)) {
-    if (!figures.some((f) => f.name === name)) failures.push(`${name}: bounded by the profile but not measured`);
+    if (!outcome.figures.some((f) => f.name === name)) failures.push(`${name}: bounded by the profile but not measured`);
   }
   const violations = outcome.violations ?? [];
   const failed = failures.length > 0 || violations.length > 0;

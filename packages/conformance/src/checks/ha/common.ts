@@ -1,0 +1,140 @@
+// What the HA checks share: a replicated volume attached on the first node,
+// waiting for health, and reading replicas on their own to compare them.
+
+import { createHash } from "node:crypto";
+import { ConformanceError } from "../../errors.js";
+import { nbdReader, openNbd } from "../../nbd/index.js";
+import type { AttachedVolume, DataPath, Target, VolumeHealth } from "../../target/target.js";
+import type { CheckContext } from "../check.js";
+
+export const MIB = 1024 * 1024;
+/** Size of the volumes HA checks write: small enough to read back whole after every fault. */
+export const HA_VOLUME_BYTES = 64 * MIB;
+/** Longest a volume may take to be healthy again (every replica in sync) after a node returns. */
+export const HEAL_TIMEOUT_MS = 120_000;
+/** Longest a takeover attach is retried while the cluster notices the lost node. */
+export const TAKEOVER_TIMEOUT_MS = 60_000;
+const READ_CHUNK_BYTES = 4 * MIB;
+const NBD_TIMEOUT_MS = 30_000;
+
+export function nbdUriOf(path: DataPath): string {
+  if (path.kind !== "nbd")
+    throw new ConformanceError({ code: "NOT_SUPPORTED", message: `HA checks drive NBD; got ${path.kind}` });
+  return path.uri;
+}
+
+/** A fresh volume with `replicas` copies, attached writable on the first node. */
+export async function replicatedVolume(
+  ctx: CheckContext,
+  suffix: string,
+  replicas = 3,
+): Promise<{ name: string; attached: AttachedVolume }> {
+  const name = ctx.volumeName(suffix);
+  await ctx.target.provision({ name, sizeBytes: HA_VOLUME_BYTES, replicas });
+  const attached = await ctx.target.attach({ volume: name, nodeId: ctx.target.nodeIds()[0] as string });
+  return { name, attached };
+}
+
+/** Polls until every replica is healthy; rejects with TARGET_FAILED naming the last state seen. */
+export async function waitHealthy(
+  target: Target,
+  volume: string,
+  signal: AbortSignal,
+  timeoutMs = HEAL_TIMEOUT_MS,
+): Promise<VolumeHealth> {
+  const deadline = Date.now() + timeoutMs;
+  let last: VolumeHealth | null = null;
+  let lastError = "";
+  while (Date.now() < deadline && !signal.aborted) {
+    try {
+      last = await target.health(volume);
+      if (last.state === "healthy" && last.replicas.length > 0 && last.replicas.every((r) => r.state === "healthy")) return last;
+    } catch (error) {
+      lastError = (error as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new ConformanceError({
+    code: "TARGET_FAILED",
+    message: `${volume} not healthy within ${timeoutMs} ms; last seen ${JSON.stringify(last)}${lastError ? `; ${lastError}` : ""}`,
+  });
+}
+
+/**
+ * Attaches `volume` writable on `nodeId`, taking it over from a lost node;
+ * retried while the target still refuses (it has not seen the node go yet).
+ */
+export async function takeOver(ctx: CheckContext, volume: string, nodeId: string): Promise<AttachedVolume> {
+  const deadline = Date.now() + TAKEOVER_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await ctx.target.attach({ volume, nodeId, takeover: true });
+    } catch (error) {
+      if (Date.now() > deadline || ctx.signal.aborted) throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** SHA-256 of each 1 MiB of an export, read with big requests. */
+async function digests(uri: string, sizeBytes: number): Promise<string[]> {
+  await using c = await openNbd(uri, { timeoutMs: NBD_TIMEOUT_MS });
+  const read = nbdReader(c, uri);
+  const out: string[] = [];
+  for (let off = 0; off < sizeBytes; off += READ_CHUNK_BYTES) {
+    const buf = await read(off, Math.min(READ_CHUNK_BYTES, sizeBytes - off));
+    for (let m = 0; m < buf.length; m += MIB)
+      out.push(
+        createHash("sha256")
+          .update(buf.subarray(m, m + MIB))
+          .digest("hex"),
+      );
+  }
+  return out;
+}
+
+/**
+ * Reads every replica on its own and compares them MiB by MiB against the
+ * first; resolves with the count of MiB that differ on any replica, and which.
+ * The volume must be quiet (no writes in flight) while this runs.
+ */
+export async function compareReplicas(
+  target: Target,
+  volume: string,
+  sizeBytes: number,
+): Promise<{ replicas: number; mismatchedMiB: number; detail: string[] }> {
+  const paths = await target.replicaPaths(volume);
+  const images = [];
+  for (const p of paths) images.push({ nodeId: p.nodeId, d: await digests(nbdUriOf(p.dataPath), sizeBytes) });
+  const [first] = images;
+  const detail: string[] = [];
+  let mismatchedMiB = 0;
+  if (!first) return { replicas: 0, mismatchedMiB, detail };
+  for (let m = 0; m < first.d.length; m++) {
+    const differing = images.filter((i) => i.d[m] !== first.d[m]).map((i) => i.nodeId);
+    if (differing.length === 0) continue;
+    mismatchedMiB++;
+    if (detail.length < 5) detail.push(`MiB ${m}: ${differing.join(", ")} differ from ${first.nodeId}`);
+  }
+  return { replicas: images.length, mismatchedMiB, detail };
+}
+
+/** A node of the target other than `exclude`, in the target's order. */
+export function otherNode(target: Target, exclude: readonly string[]): string {
+  const n = target.nodeIds().find((id) => !exclude.includes(id));
+  if (!n) throw new ConformanceError({ code: "NOT_SUPPORTED", message: `no node besides ${exclude.join(", ")}` });
+  return n;
+}
+
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });

@@ -1,0 +1,24 @@
+// The `ha` family: failover, fencing and rebuild under a ledger writer.
+
+import type { Threshold } from "../../report/types.js";
+import type { Check } from "../check.js";
+import { faultCampaign } from "./fault-campaign.js";
+import { partition } from "./partition.js";
+import { rebuild } from "./rebuild.js";
+import { replicaLoss } from "./replica-loss.js";
+import { servingNodeLoss } from "./serving-node-loss.js";
+
+export const HA_CHECKS: readonly Check[] = [replicaLoss, servingNodeLoss, partition, rebuild, faultCampaign];
+
+/**
+ * What the default profile demands. Writes lost and split brain are 0 on any
+ * storage worth the name; the time bounds are what a database's own failover
+ * tolerates (a 30 s I/O stall trips most health checks).
+ */
+export const HA_DEFAULT_THRESHOLDS: Readonly<Record<string, Readonly<Record<string, Threshold>>>> = {
+  "ha.replica-loss": { stallMs: { max: 5_000 }, lostWrites: { max: 0 }, writeErrors: { max: 0 } },
+  "ha.serving-node-loss": { rtoMs: { max: 30_000 }, lostWrites: { max: 0 }, replicaMismatchMiB: { max: 0 } },
+  "ha.partition": { oldSideAcksAfterTakeover: { max: 0 }, lostWrites: { max: 0 } },
+  "ha.rebuild": { rebuildMiBps: { min: 1 }, replicaMismatchMiB: { max: 0 }, lostWrites: { max: 0 } },
+  "ha.fault-campaign": { lostWrites: { max: 0 }, replicaMismatchMiB: { max: 0 }, rtoMsMax: { max: 30_000 } },
+};

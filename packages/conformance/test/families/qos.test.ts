@@ -1,0 +1,123 @@
+// The qos and latency families against the real local target (root, fio,
+// etcd), and the negative test the family owes: a target that accepts QoS
+// and silently enforces none must fail qos.limit-accuracy, with a message
+// saying what was expected and what was measured.
+
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatValue } from "../../src/checks/judge.js";
+import { LATENCY_CHECKS, LATENCY_DEFAULT_THRESHOLDS } from "../../src/checks/latency/index.js";
+import { QOS_CHECKS, QOS_DEFAULT_THRESHOLDS } from "../../src/checks/qos/index.js";
+import { LIMIT_ACCURACY_ID } from "../../src/checks/qos/limit-accuracy.js";
+import { runChecks } from "../../src/checks/runner.js";
+import type { Profile } from "../../src/profile/profile.js";
+import type { CheckResult } from "../../src/report/types.js";
+import { startLocalTarget } from "../../src/target/local.js";
+import type { ProvisionRequest, Target } from "../../src/target/target.js";
+import { canRun } from "../../src/testing/env.js";
+
+const NEEDS = { root: true, tools: ["fio", "etcd"] };
+const PROFILE: Profile = { name: "default", path: "", thresholds: { ...QOS_DEFAULT_THRESHOLDS, ...LATENCY_DEFAULT_THRESHOLDS } };
+
+/**
+ * A target that takes QoS and enforces none: provision drops the request's
+ * qos and setQos does nothing, while the target still claims qos-limits.
+ */
+function ignoringQos(target: Target): Target {
+  return new Proxy(target, {
+    get(real, property) {
+      if (property === "provision") {
+        return ({ qos: _dropped, ...request }: ProvisionRequest) => real.provision(request);
+      }
+      if (property === "setQos") return async () => undefined;
+      const value = Reflect.get(real, property, real);
+      return typeof value === "function" ? value.bind(real) : value;
+    },
+  });
+}
+
+/** One line per figure, for the log: the figures are the point of the suite. */
+function printResults(results: readonly CheckResult[]): void {
+  const lines: string[] = [];
+  for (const r of results) {
+    lines.push(`${r.id}: ${r.verdict}${r.message ? ` - ${r.message}` : ""}`);
+    for (const f of r.figures) {
+      const bound = f.threshold ? ` [${f.threshold.min ?? ""}..${f.threshold.max ?? ""}]` : "";
+      lines.push(`  ${f.name.padEnd(40)} ${formatValue(f.value).padStart(10)} ${f.unit}${bound} ${f.verdict}`);
+    }
+  }
+  console.log(lines.join("\n"));
+}
+
+describe.runIf(canRun(NEEDS, "qos and latency families on the local target"))("qos and latency on the local target", () => {
+  let target: Target;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-qos-"));
+    target = await startLocalTarget({ nodes: 1, dir: path.join(dir, "target") });
+  });
+
+  afterAll(async () => {
+    await target?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const run = (t: Target, ids: readonly string[]) =>
+    runChecks({
+      target: t,
+      checks: [...QOS_CHECKS, ...LATENCY_CHECKS].filter((c) => ids.includes(c.id)),
+      profile: PROFILE,
+      duration: "short",
+      faults: 0,
+      workDir: path.join(dir, "work"),
+    });
+
+  it("a target that ignores its QoS limits fails qos.limit-accuracy, saying what was expected and what was measured", async () => {
+    const [result] = await run(ignoringQos(target), [LIMIT_ACCURACY_ID]);
+    printResults(result ? [result] : []);
+    expect(result?.verdict).toBe("fail");
+    // Every limit was set at a quarter of the unlimited rate, so each ratio is about 4.
+    for (const kind of ["readIops", "writeIops", "totalIops", "readMiBPerSec", "writeMiBPerSec"]) {
+      expect(result?.message).toMatch(
+        new RegExp(`${kind}Ratio: expected >= 0\\.9 ratio and <= 1\\.1 ratio, measured [\\d.]+ ratio`),
+      );
+      const ratio = result?.figures.find((f) => f.name === `${kind}Ratio`);
+      expect(ratio?.verdict).toBe("fail");
+      expect(ratio?.value).toBeGreaterThan(2);
+    }
+  });
+
+  it("qos checks on keelson: every check runs and reports its figures; limits hold", async () => {
+    const results = await run(
+      target,
+      QOS_CHECKS.map((c) => c.id),
+    );
+    printResults(results);
+    for (const r of results) {
+      expect(r.verdict, `${r.id}: ${r.message}`).not.toBe("error");
+      expect(r.figures.length, r.id).toBeGreaterThan(0);
+      for (const f of r.figures) expect(Number.isFinite(f.value), `${r.id} ${f.name}`).toBe(true);
+    }
+    // keelson's own token buckets: the positive side of the negative test above.
+    expect(results.find((r) => r.id === LIMIT_ACCURACY_ID)?.verdict).toBe("pass");
+  });
+
+  it("latency checks on keelson: a curve per profile on one replica; three replicas are not applicable on one node", async () => {
+    const results = await run(
+      target,
+      LATENCY_CHECKS.map((c) => c.id),
+    );
+    printResults(results);
+    const [r1, r3] = results;
+    expect(r1?.verdict, r1?.message).toBe("pass");
+    expect(r1?.latency.length).toBe(7);
+    for (const curve of r1?.latency ?? []) {
+      expect(curve.iops).toBeGreaterThan(0);
+      expect(curve.percentiles.length).toBeGreaterThan(10);
+    }
+    expect(r3?.verdict).toBe("not-applicable");
+  });
+});
