@@ -72,6 +72,7 @@ export function judge(
     figures,
     series: outcome.series ?? [],
     latency: outcome.latency ?? [],
+    ...(notes.length > 0 ? { notes } : {}),
     startedAt: timing.startedAt,
     durationMs: timing.durationMs,
   };
