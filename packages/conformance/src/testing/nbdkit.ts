@@ -44,18 +44,23 @@ function canConnect(socketPath: string): Promise<boolean> {
   });
 }
 
+/** True once the process is gone, or never started (spawn failed: no pid). */
+function isGone(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null || child.pid === undefined;
+}
+
 function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  if (isGone(child)) return Promise.resolve();
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
 async function waitListening(child: ChildProcess, socketPath: string, stderr: () => string): Promise<void> {
   const deadline = Date.now() + NBDKIT_START_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
+    if (isGone(child)) {
       throw new ConformanceError({
         code: "TOOL_FAILED",
-        message: `nbdkit exited (${child.exitCode ?? child.signalCode}) before listening: ${stderr()}`,
+        message: `nbdkit exited (${child.exitCode ?? child.signalCode ?? "never started"}) before listening: ${stderr()}`,
       });
     }
     if (fs.existsSync(socketPath) && (await canConnect(socketPath))) return;
@@ -90,7 +95,7 @@ export async function startNbdkit(options: NbdkitOptions): Promise<StartedNbdkit
     throw error;
   }
   const stop = async (signal: NodeJS.Signals = "SIGTERM"): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    if (!isGone(child)) child.kill(signal);
     await exited(child);
     fs.rmSync(options.socketPath, { force: true });
   };
