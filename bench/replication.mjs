@@ -18,6 +18,7 @@ import { createClient } from "@keelson/sdk";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const ENGINE = path.join(ROOT, "packages", "engine", "dist");
+const FIO_DIST = path.join(ROOT, "packages", "conformance", "dist", "fio", "index.js");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const REBUILD_MIB = Number(process.env.BENCH_REBUILD_MIB ?? 512);
 const REBUILD_RATE = process.env.BENCH_REBUILD_RATE ?? "";
@@ -27,8 +28,14 @@ const MIB = 1024 * 1024;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function fio(args) {
-  const r = spawnSync("fio", ["--name=b", "--output-format=json", ...args], { encoding: "utf8", maxBuffer: 64 * MIB });
+/**
+ * The disk's own sequential write rate, measured as the node disks are written: buffered writes and
+ * one fsync at the end, on a plain file. The conformance runner's jobs are O_DIRECT on a DataPath,
+ * which would measure something else (and fails on a tmpfs), so this one job runs fio directly.
+ */
+function diskSequentialWrite(file, sizeMiB) {
+  const args = ["--name=b", "--output-format=json", "--ioengine=psync", `--filename=${file}`, "--rw=write", "--bs=1M"];
+  const r = spawnSync("fio", [...args, `--size=${sizeMiB}M`, "--end_fsync=1"], { encoding: "utf8", maxBuffer: 64 * MIB });
   if (r.status !== 0) throw new Error(`fio failed: ${r.stderr}`);
   return JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
 }
@@ -45,8 +52,16 @@ async function waitHealthy(client, name, timeoutMs = 300_000) {
 
 async function main() {
   if (!fs.existsSync(path.join(ENGINE, "cluster", "local-cluster.js"))) throw new Error("run npm run build first");
+  if (!fs.existsSync(FIO_DIST)) throw new Error("run npm run build first");
   const { LocalCluster } = await import(path.join(ENGINE, "cluster", "local-cluster.js"));
+  const { runFio, benchProfile, profileJob } = await import(FIO_DIST);
   const dir = path.join(os.tmpdir(), `keelson-bench-repl-${process.pid}`);
+  const fill = (uri, sizeMiB) =>
+    runFio({
+      dataPath: { kind: "nbd", uri },
+      job: { name: "fill", rw: "write", blockSizeBytes: MIB, iodepth: 8, sizeBytes: sizeMiB * MIB },
+      workDir: path.join(dir, "fio"),
+    });
   const cluster = await LocalCluster.start({
     nodes: 3,
     dir,
@@ -70,21 +85,13 @@ async function main() {
       // One replica is a plain local volume (served by its node's own export, no frontend).
       if (n > 1) await c.attachVolume({ name: `r${n}` });
       // Fill first so every round overwrites allocated blocks (allocation is not what is measured).
-      fio(["--ioengine=nbd", `--uri=nbd://${address}/r${n}`, "--rw=write", "--bs=1M", "--iodepth=8", `--size=${VOLUME_MIB}M`]);
+      await fill(`nbd://${address}/r${n}`, VOLUME_MIB);
     }
     for (let round = 0; round < ROUNDS; round++) {
       for (const n of [1, 2, 3]) {
-        const job = fio([
-          "--ioengine=nbd",
-          `--uri=nbd://${address}/r${n}`,
-          "--rw=randwrite",
-          "--bs=4k",
-          "--iodepth=32",
-          "--time_based",
-          `--runtime=${RUNTIME_S}`,
-          `--size=${VOLUME_MIB}M`,
-        ]);
-        iops[n].push(Math.round(job.write.iops));
+        const job = profileJob(benchProfile("randwrite-4k-qd32"), { runtimeS: RUNTIME_S, sizeBytes: VOLUME_MIB * MIB });
+        const r = await runFio({ dataPath: { kind: "nbd", uri: `nbd://${address}/r${n}` }, job, workDir: path.join(dir, "fio") });
+        iops[n].push(Math.round(r.write.iops));
       }
     }
     const base = median(iops[1]);
@@ -100,21 +107,14 @@ async function main() {
     await c.attachVolume({ name: "rb" });
     await cluster.kill9(2);
     const uri = `nbd://${address}/rb`;
-    fio(["--ioengine=nbd", `--uri=${uri}`, "--rw=write", "--bs=1M", "--iodepth=8", `--size=${REBUILD_MIB}M`]);
+    await fill(uri, REBUILD_MIB);
     await cluster.startNode(2);
     const healed = await waitHealthy(c, "rb");
     const r3 = healed.replicas.find((r) => r.nodeId === "node3")?.lastRebuild;
     const rebuildMiBs = r3 ? r3.bytes / MIB / (r3.durationMs / 1000) : 0;
     // The disk's sequential write rate: a file beside the node disks, written and synced.
     const scratch = path.join(dir, "seqwrite.img");
-    const seq = fio([
-      "--ioengine=psync",
-      `--filename=${scratch}`,
-      "--rw=write",
-      "--bs=1M",
-      `--size=${REBUILD_MIB}M`,
-      "--end_fsync=1",
-    ]);
+    const seq = diskSequentialWrite(scratch, REBUILD_MIB);
     fs.rmSync(scratch, { force: true });
     const seqMiBs = seq.write.bw_bytes / MIB;
     results.rebuild = {

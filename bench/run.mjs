@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Runs the fio profiles in bench/jobs against keelson and, in the same run and
-// on the same backing file, against nbdkit-file, qemu-nbd (cache=none,
-// aio=native) and the raw loop device; prints a table with keelson/peer
-// ratios and writes the same as JSON under bench/results/.
+// Runs the bench profiles (BENCH_PROFILES of @keelson/conformance) against
+// keelson and, in the same run and on the same backing file, against
+// nbdkit-file, qemu-nbd (cache=none, aio=native) and the raw loop device;
+// prints a table with keelson/peer ratios and writes the same as JSON under
+// bench/results/.
 //
 //   npm run bench                      all profiles, all peers available here
 //   BENCH_RUNTIME_S=5 npm run bench    shorter runs
@@ -14,23 +15,20 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const JOBS = path.join(ROOT, "bench", "jobs");
+const FIO_DIST = path.join(ROOT, "packages", "conformance", "dist", "fio", "index.js");
+const MIB = 1024 * 1024;
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 10);
 const REGION_MIB = Number(process.env.BENCH_REGION_MIB ?? 512);
 const POOL_MIB = REGION_MIB + 256;
-const PROFILES = (
-  process.env.BENCH_PROFILES ??
-  fs
-    .readdirSync(JOBS)
-    .filter((f) => f.endsWith(".fio"))
-    .map((f) => f.slice(0, -4))
-    .sort()
-    .join(",")
-)
-  .split(",")
-  .filter(Boolean);
 const ALL_TARGETS = ["keelson", "nbdkit-file", "qemu-nbd", "raw-loop"];
 const TARGETS = (process.env.BENCH_TARGETS ?? ALL_TARGETS.join(",")).split(",").filter(Boolean);
+/** Aborted on SIGINT: the running fio is stopped and everything started is cleaned up. */
+const interrupted = new AbortController();
+/** The conformance package's fio runner and profiles (loaded in main, once the build is checked). */
+let fioKit;
+/** Profile names to run, in BENCH_PROFILES order unless BENCH_PROFILES names them. */
+let profiles = [];
+let workDir = "";
 
 const has = (tool) => spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -64,53 +62,31 @@ async function waitFor(file, child, what) {
   throw new Error(`${what} did not start: ${child.errText()}`);
 }
 
-function fio(jobText, name) {
-  const jobFile = path.join(os.tmpdir(), `keelson-bench-${process.pid}-${name}.fio`);
-  fs.writeFileSync(jobFile, jobText);
-  const r = spawnSync("fio", ["--output-format=json", jobFile], { encoding: "utf8", maxBuffer: 64 << 20 });
-  fs.rmSync(jobFile, { force: true });
-  if (r.status !== 0) throw new Error(`fio ${name} failed: ${r.stderr}${r.stdout}`);
-  const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{")));
-  const job = json.jobs[0];
-  const side = job.write.io_bytes > job.read.io_bytes ? job.write : job.read;
-  const pct = side.clat_ns.percentile ?? {};
+/** Runs one job through the conformance runner; bench's figures of it (a mixed job counts both directions). */
+async function fio(target, job) {
+  const r = await fioKit.runFio({ dataPath: target.dataPath, job, workDir, signal: interrupted.signal });
+  // Percentiles of the direction that moved more data (the only one, but for a mix).
+  const side = r.write.ioBytes > r.read.ioBytes ? r.write : r.read;
+  const pct = (p) => side.percentiles.find((x) => x.percentile === p)?.latencyUs ?? 0;
   return {
-    iops: side.iops,
-    mibps: side.bw_bytes / 1048576,
-    p50Us: (pct["50.000000"] ?? 0) / 1000,
-    p99Us: (pct["99.000000"] ?? 0) / 1000,
-    p999Us: (pct["99.900000"] ?? 0) / 1000,
+    iops: r.read.iops + r.write.iops,
+    mibps: (r.read.bytesPerSec + r.write.bytesPerSec) / MIB,
+    p50Us: pct(50),
+    p99Us: pct(99),
+    p999Us: pct(99.9),
   };
 }
 
-function globalSection(target) {
-  const common = [
-    `size=${REGION_MIB}m`,
-    "time_based=1",
-    `runtime=${RUNTIME_S}`,
-    "ramp_time=1",
-    "group_reporting=1",
-    "norandommap=1",
-    "randrepeat=0",
-  ];
-  if (target.kind === "nbd") return ["[global]", "ioengine=nbd", `uri=${target.uri}`, ...common].join("\n");
-  return ["[global]", "ioengine=libaio", "direct=1", `filename=${target.device}`, ...common].join("\n");
-}
-
-function prefill(target) {
+async function prefill(target) {
   // Reads must hit real data on every target (a thin volume would answer unwritten blocks without I/O).
-  const g = globalSection(target)
-    .replace(/time_based=1\n/, "")
-    .replace(/runtime=\d+\n/, "")
-    .replace(/ramp_time=1\n/, "");
-  fio(`${g}\n[prefill]\nrw=write\nbs=1m\niodepth=8\n`, "prefill");
+  await fio(target, { name: "prefill", rw: "write", blockSizeBytes: MIB, iodepth: 8, sizeBytes: REGION_MIB * MIB });
 }
 
-function runProfiles(target, results) {
-  prefill(target);
-  for (const profile of PROFILES) {
-    const job = fs.readFileSync(path.join(JOBS, `${profile}.fio`), "utf8");
-    const r = fio(`${globalSection(target)}\n${job}`, profile);
+async function runProfiles(target, results) {
+  await prefill(target);
+  for (const profile of profiles) {
+    const job = fioKit.profileJob(fioKit.benchProfile(profile), { sizeBytes: REGION_MIB * MIB, runtimeS: RUNTIME_S, rampS: 1 });
+    const r = await fio(target, job);
     results.push({ target: target.name, profile, ...r });
     console.error(
       `  ${target.name.padEnd(12)} ${profile.padEnd(18)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s p99 ${r.p99Us.toFixed(0)} us`,
@@ -141,7 +117,7 @@ async function withKeelson(dir, backing, fn) {
     const client = createClient({ address: grpcAddress });
     await client.createVolume({ name: "bench", sizeBytes: REGION_MIB * 1048576 });
     client.close();
-    await fn({ name: "keelson", kind: "nbd", uri: `nbd+unix:///bench?socket=${nbdSocket}` });
+    await fn({ name: "keelson", dataPath: { kind: "nbd", uri: `nbd+unix:///bench?socket=${nbdSocket}` } });
   } finally {
     await stopChild(d);
   }
@@ -152,7 +128,7 @@ async function withNbdPeer(name, sock, cmd, args, fn) {
   const p = startChild(cmd, args);
   try {
     await waitFor(sock, p, cmd);
-    await fn({ name, kind: "nbd", uri: `nbd+unix:///?socket=${sock}` });
+    await fn({ name, dataPath: { kind: "nbd", uri: `nbd+unix:///?socket=${sock}` } });
   } finally {
     await stopChild(p);
   }
@@ -174,7 +150,7 @@ async function withLoop(_dir, backing, fn) {
   if (r.status !== 0) throw new Error(`losetup failed: ${r.stderr}`);
   const device = r.stdout.trim();
   try {
-    await fn({ name: "raw-loop", kind: "block", device });
+    await fn({ name: "raw-loop", dataPath: { kind: "block", devicePath: device } });
   } finally {
     spawnSync("losetup", ["-d", device]);
   }
@@ -193,7 +169,7 @@ function report(results, skipped) {
   const lines = [];
   const header = ["profile", "target", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us", "keelson/peer"];
   const rows = [header];
-  for (const profile of PROFILES) {
+  for (const profile of profiles) {
     const k = by("keelson", profile);
     for (const t of ["keelson", ...peers]) {
       const r = by(t, profile);
@@ -218,16 +194,21 @@ function report(results, skipped) {
 }
 
 async function main() {
-  if (!has("fio")) throw new Error("fio is not installed (apt-get install fio)");
+  if (!fs.existsSync(FIO_DIST)) throw new Error(`${FIO_DIST} is missing: run npm run build first`);
+  fioKit = await import(FIO_DIST);
+  if (!fioKit.fioVersion()) throw new Error("fio is not installed (apt-get install fio)");
+  profiles = (process.env.BENCH_PROFILES ?? fioKit.BENCH_PROFILES.map((p) => p.name).join(",")).split(",").filter(Boolean);
+  for (const p of profiles) fioKit.benchProfile(p); // an unknown name fails here, listing the valid ones
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), "keelson-bench-"));
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  workDir = path.join(dir, "fio");
   const backing = path.join(dir, "backing.img");
   fs.closeSync(fs.openSync(backing, "w"));
   fs.truncateSync(backing, POOL_MIB * 1048576);
   const results = [];
   const skipped = {};
   console.error(
-    `bench: ${PROFILES.length} profiles x ${TARGETS.join(", ")}; ${RUNTIME_S}s each on a ${REGION_MIB} MiB region of ${backing}`,
+    `bench: ${profiles.length} profiles x ${TARGETS.join(", ")}; ${RUNTIME_S}s each on a ${REGION_MIB} MiB region of ${backing}`,
   );
   for (const t of TARGETS) {
     const runner = RUNNERS[t];
@@ -238,6 +219,7 @@ async function main() {
       skipped[t] = `needs ${missing.join(", ")}`;
       continue;
     }
+    interrupted.signal.throwIfAborted();
     await runner.fn(dir, backing, (target) => runProfiles(target, results));
   }
   const meta = {
@@ -260,11 +242,19 @@ const finish = async (code) => {
   for (const f of cleanups.reverse()) f();
   process.exit(code);
 };
-process.on("SIGINT", () => finish(130));
+// The running fio stops (the runner kills it) and main unwinds through its cleanups; a second ^C does not wait.
+process.on("SIGINT", () => {
+  if (interrupted.signal.aborted) finish(130);
+  else interrupted.abort();
+});
 main().then(
   () => finish(0),
   (e) => {
+    if (interrupted.signal.aborted) {
+      console.error("bench interrupted");
+      return finish(130);
+    }
     console.error(`bench failed: ${e.stack ?? e}`);
-    finish(1);
+    return finish(1);
   },
 );
