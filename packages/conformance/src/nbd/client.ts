@@ -95,9 +95,13 @@ class NbdClient implements NbdClientConnection {
   #closing = false;
   /** The socket is gone and every pending request has settled "closed". */
   #socketClosed = false;
+  /** The first reason the connection ended; set once. */
   #closeReason: string | undefined;
+  /** After close(): destroys the socket if the server has not closed it within CLOSE_GRACE_MS. */
   #closeTimer: NodeJS.Timeout | undefined;
+  /** Checks the oldest pending request against requestTimeoutMs. */
   #watchdog: NodeJS.Timeout | undefined;
+  /** Resolves whenClosed. */
   #resolveClosed: () => void = () => undefined;
 
   constructor(options: {
