@@ -112,7 +112,10 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResult> {
       summary: summarize(results),
       checks: results,
     };
-    return { report, paths: writeReport(options.out, report) };
+    const paths = writeReport(options.out, report);
+    // A failed or broken check is explained by the target's own logs; they go with the report (the target's directory does not survive close()).
+    if (report.summary.fail + report.summary.error > 0) await made.collectLogs(path.join(options.out, "logs")).catch(() => []);
+    return { report, paths };
   } finally {
     options.progress.step("tearing the target down");
     try {

@@ -419,6 +419,19 @@ class LocalTarget implements Target {
     await this.#cluster.waitUntilAllAlive(NODE_ALIVE_TIMEOUT_MS);
   }
 
+  async collectLogs(dir: string): Promise<string[]> {
+    fs.mkdirSync(dir, { recursive: true });
+    const files = [this.#cluster.state.etcd.logFile, ...this.#cluster.nodes.map((n) => n.logFile)];
+    const written: string[] = [];
+    for (const f of files) {
+      if (!fs.existsSync(f)) continue;
+      const to = path.join(dir, path.basename(f));
+      fs.copyFileSync(f, to);
+      written.push(to);
+    }
+    return written;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -166,6 +166,9 @@ export interface Target extends AsyncDisposable {
   /** Each replica's data read on its own (read-only, at rest). Needs "read-replicas". */
   replicaPaths(volume: string): Promise<{ nodeId: string; dataPath: DataPath }[]>;
 
+  /** Copies the target's own logs (daemons, etcd) into `dir`, for a failed run's report; resolves with the files written. */
+  collectLogs(dir: string): Promise<string[]>;
+
   /** Removes everything the target made (volumes, processes, namespaces, devices). Idempotent. */
   close(): Promise<void>;
 }

@@ -23,6 +23,8 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     ctx.progress.step(`taking the volume over on ${next}`);
     current = await takeOver(ctx, name, next);
     const takenOverAt = Date.now();
+    // From here on the new epoch is in force: every write the old side acknowledges is split brain.
+    const ackedAtTakeover = old.stats().acked;
     marks.push({ atMs: takenOverAt, label: `attached on ${next}`, kind: "info" });
     await sleep(ctx.timing.faultWindowS * 1000, ctx.signal);
     ctx.progress.step(`healing ${cut}; its writer keeps going`);
@@ -30,7 +32,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     await ctx.target.faults.restore(cut);
     await sleep(ctx.timing.faultWindowS * 1000, ctx.signal);
     await old.stop();
-    const oldAcks = old.ackedAfter(takenOverAt);
+    const oldAcks = old.stats().acked - ackedAtTakeover;
     ctx.progress.step("verifying the old side's acknowledged writes on the new node");
     const v = await old.verify(nbdUriOf(current.dataPath));
     return {
