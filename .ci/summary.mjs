@@ -6,12 +6,15 @@ let failed = 0;
 let skipped = 0;
 // The engine runs its multi-node cluster tests in a second vitest run, one file at a time (their
 // nodes hold 2 s etcd leases, which lapsed when two clusters shared the 2 cores), and its QoS
-// tests in a third, alone, since they measure rates.
+// tests in a third, alone, since they measure rates. The conformance suite runs its unit tests,
+// then its multi-process tests (whole suite runs against a local cluster) one file at a time.
 const expected = [
   "packages/sdk/.vitest-results.json",
   "packages/engine/.vitest-results.json",
   "packages/engine/.vitest-results-cluster.json",
   "packages/engine/.vitest-results-qos.json",
+  "packages/conformance/.vitest-results.json",
+  "packages/conformance/.vitest-results-suite.json",
 ];
 for (const file of expected) {
   if (!fs.existsSync(file)) {

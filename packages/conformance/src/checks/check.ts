@@ -2,7 +2,7 @@
 // is derived from the figures and the profile's thresholds (see judge.ts).
 
 import type { Profile } from "../profile/profile.js";
-import type { Family, Figure, LatencyCurve, TimeSeries, DurationSetting } from "../report/types.js";
+import type { DurationSetting, Family, Figure, LatencyCurve, TimeSeries } from "../report/types.js";
 import type { Capability, Target } from "../target/target.js";
 import type { Progress } from "../ui/progress.js";
 

@@ -18,6 +18,11 @@ function clock(seconds: number): string {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
+/** "123 us mean, " or nothing when the load does not measure latency (the ledger writer). */
+function latency(sample: LiveSample): string {
+  return sample.latencyUs > 0 ? `${formatValue(sample.latencyUs)} us mean, ` : "";
+}
+
 const VERDICT_COLOR: Record<string, (s: string) => string> = {
   pass: pc.green,
   fail: pc.red,
@@ -72,7 +77,7 @@ export class TerminalProgress implements Progress {
     if (s) {
       const left = s.remainingS === undefined ? "" : `, ${clock(s.remainingS)} left`;
       lines.push(
-        `  ${pc.yellow(s.phase)}: ${pc.bold(`${formatValue(Math.round(s.iops))} IOPS`)}  ${formatValue(s.latencyUs)} us mean  ${pc.dim(`${clock(s.elapsedS)}${left}`)}`,
+        `  ${pc.yellow(s.phase)}: ${pc.bold(`${formatValue(Math.round(s.iops))} IOPS`)}  ${latency(s)}${pc.dim(`${clock(s.elapsedS)}${left}`)}`,
       );
     }
     logUpdate(lines.join("\n"));
@@ -102,7 +107,7 @@ export class TerminalProgress implements Progress {
     if (Date.now() - this.#lastPlainSampleAt < PLAIN_SAMPLE_EVERY_S * 1000) return;
     this.#lastPlainSampleAt = Date.now();
     this.#line(
-      `  ${this.#check}: ${sample.phase} ${Math.round(sample.iops)} IOPS, ${formatValue(sample.latencyUs)} us mean, ${clock(sample.elapsedS)} elapsed`,
+      `  ${this.#check}: ${sample.phase} ${Math.round(sample.iops)} IOPS, ${latency(sample)}${clock(sample.elapsedS)} elapsed`,
     );
   }
 

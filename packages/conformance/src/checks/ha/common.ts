@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { ConformanceError } from "../../errors.js";
 import { nbdReader, openNbd } from "../../nbd/index.js";
 import type { AttachedVolume, DataPath, Target, VolumeHealth } from "../../target/target.js";
-import type { CheckContext } from "../check.js";
+import type { CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
 
 export const MIB = 1024 * 1024;
 /** Size of the volumes HA checks write: small enough to read back whole after every fault. */
@@ -27,12 +27,46 @@ export function nbdUriOf(path: DataPath): string {
 export async function replicatedVolume(
   ctx: CheckContext,
   suffix: string,
-  replicas = 3,
+  replicas = HA_REPLICAS,
 ): Promise<{ name: string; attached: AttachedVolume }> {
   const name = ctx.volumeName(suffix);
   await ctx.target.provision({ name, sizeBytes: HA_VOLUME_BYTES, replicas });
   const attached = await ctx.target.attach({ volume: name, nodeId: ctx.target.nodeIds()[0] as string });
   return { name, attached };
+}
+
+/** The replicas every HA check asks for. */
+export const HA_REPLICAS = 3;
+
+/**
+ * How many replicas the target says it keeps of `volume`, as a figure; and,
+ * when it keeps fewer than asked, the outcome that ends the check (a
+ * volume without its replicas cannot survive what the check does to it).
+ */
+export async function replicasKept(
+  ctx: CheckContext,
+  volume: string,
+): Promise<{ figure: MeasuredFigure; replicaNodes: string[]; short: CheckOutcome | null }> {
+  const health = await ctx.target.health(volume);
+  const replicaNodes = health.replicas.map((r) => r.nodeId);
+  const figure: MeasuredFigure = {
+    name: "replicasKept",
+    value: replicaNodes.length,
+    unit: "count",
+    better: "higher",
+    description: `replicas the target reports for a volume provisioned with ${HA_REPLICAS}`,
+  };
+  if (replicaNodes.length >= HA_REPLICAS) return { figure, replicaNodes, short: null };
+  return {
+    figure,
+    replicaNodes,
+    short: {
+      figures: [figure],
+      violations: [
+        `asked for ${HA_REPLICAS} replicas, the target keeps ${replicaNodes.length} (${replicaNodes.join(", ") || "none"}): the faults were not injected`,
+      ],
+    },
+  };
 }
 
 /** Polls until every replica is healthy; rejects with TARGET_FAILED naming the last state seen. */

@@ -11,6 +11,7 @@ import {
   HA_VOLUME_BYTES,
   nbdUriOf,
   otherNode,
+  replicasKept,
   replicatedVolume,
   sleep,
   takeOver,
@@ -74,6 +75,11 @@ async function inject(
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const kinds = (Object.keys(FAULT_NEEDS) as FaultKind[]).filter((k) => ctx.target.capabilities.has(FAULT_NEEDS[k]));
   const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return kept.short;
+  }
   let serving = attached.nodeId;
   const load = await startHaLoad(ctx, nbdUriOf(attached.dataPath));
   const marks: Mark[] = [];
@@ -107,6 +113,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const stats = load.stats();
     return {
       figures: [
+        kept.figure,
         { name: "faults", value: ctx.faults, unit: "count", better: "none" },
         {
           name: "lostWrites",

@@ -16,9 +16,19 @@ export const HA_CHECKS: readonly Check[] = [replicaLoss, servingNodeLoss, partit
  * tolerates (a 30 s I/O stall trips most health checks).
  */
 export const HA_DEFAULT_THRESHOLDS: Readonly<Record<string, Readonly<Record<string, Threshold>>>> = {
-  "ha.replica-loss": { stallMs: { max: 5_000 }, lostWrites: { max: 0 }, writeErrors: { max: 0 } },
-  "ha.serving-node-loss": { rtoMs: { max: 30_000 }, lostWrites: { max: 0 }, replicaMismatchMiB: { max: 0 } },
-  "ha.partition": { oldSideAcksAfterTakeover: { max: 0 }, lostWrites: { max: 0 } },
-  "ha.rebuild": { rebuildMiBps: { min: 1 }, replicaMismatchMiB: { max: 0 }, lostWrites: { max: 0 } },
-  "ha.fault-campaign": { lostWrites: { max: 0 }, replicaMismatchMiB: { max: 0 }, rtoMsMax: { max: 30_000 } },
+  "ha.replica-loss": { replicasKept: { min: 3 }, stallMs: { max: 5_000 }, lostWrites: { max: 0 }, writeErrors: { max: 0 } },
+  "ha.serving-node-loss": {
+    replicasKept: { min: 3 },
+    rtoMs: { max: 30_000 },
+    lostWrites: { max: 0 },
+    replicaMismatchMiB: { max: 0 },
+  },
+  "ha.partition": { replicasKept: { min: 3 }, oldSideAcksAfterTakeover: { max: 0 }, lostWrites: { max: 0 } },
+  "ha.rebuild": { replicasKept: { min: 3 }, rebuildMiBps: { min: 1 }, replicaMismatchMiB: { max: 0 }, lostWrites: { max: 0 } },
+  "ha.fault-campaign": {
+    replicasKept: { min: 3 },
+    lostWrites: { max: 0 },
+    replicaMismatchMiB: { max: 0 },
+    rtoMsMax: { max: 30_000 },
+  },
 };

@@ -4,11 +4,16 @@
 // every write acknowledged before must be on the new side: no split brain.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { nbdUriOf, otherNode, replicatedVolume, sleep, takeOver } from "./common.js";
+import { nbdUriOf, otherNode, replicasKept, replicatedVolume, sleep, takeOver } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return kept.short;
+  }
   const cut = attached.nodeId;
   const next = otherNode(ctx.target, [cut]);
   // The writer reaches the old node locally (its unix socket), as an application on that node would: the partition cuts the node off the others, not from it.
@@ -37,6 +42,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const v = await old.verify(nbdUriOf(current.dataPath));
     return {
       figures: [
+        kept.figure,
         {
           name: "oldSideAcksAfterTakeover",
           value: oldAcks,

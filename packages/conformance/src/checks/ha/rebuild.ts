@@ -2,13 +2,28 @@
 // under load; the rate is measured and the replicas compared byte for byte.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { compareReplicas, HA_VOLUME_BYTES, MIB, nbdUriOf, otherNode, replicatedVolume, sleep, waitHealthy } from "./common.js";
+import {
+  compareReplicas,
+  HA_VOLUME_BYTES,
+  MIB,
+  nbdUriOf,
+  otherNode,
+  replicasKept,
+  replicatedVolume,
+  sleep,
+  waitHealthy,
+} from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return kept.short;
+  }
   const uri = nbdUriOf(attached.dataPath);
-  const victim = otherNode(ctx.target, [attached.nodeId]);
+  const victim = otherNode(ctx.target, [attached.nodeId, ...ctx.target.nodeIds().filter((n) => !kept.replicaNodes.includes(n))]);
   const load = await startHaLoad(ctx, uri);
   const marks: { atMs: number; label: string; kind: "fault" | "recovered" | "info" }[] = [];
   try {
@@ -33,6 +48,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const rateMiBps = rebuilt && rebuilt.durationMs > 0 ? rebuilt.bytes / MIB / (rebuilt.durationMs / 1000) : Number.NaN;
     return {
       figures: [
+        kept.figure,
         {
           name: "rebuildMiBps",
           value: rateMiBps,

@@ -2,13 +2,19 @@
 // must see at most a stall, never an error or a lost write.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { nbdUriOf, otherNode, replicatedVolume, sleep } from "./common.js";
+import { nbdUriOf, otherNode, replicasKept, replicatedVolume, sleep } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return kept.short;
+  }
   const uri = nbdUriOf(attached.dataPath);
-  const victim = otherNode(ctx.target, [attached.nodeId]);
+  // The victim is a node the target says holds a replica, other than the one serving.
+  const victim = otherNode(ctx.target, [attached.nodeId, ...ctx.target.nodeIds().filter((n) => !kept.replicaNodes.includes(n))]);
   const load = await startHaLoad(ctx, uri);
   try {
     ctx.progress.step(`ledger writer on ${attached.nodeId}; ${ctx.timing.faultWindowS} s before the fault`);
@@ -24,6 +30,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const stats = load.stats();
     return {
       figures: [
+        kept.figure,
         {
           name: "stallMs",
           value: stallMs,

@@ -8,6 +8,7 @@ import {
   HA_VOLUME_BYTES,
   nbdUriOf,
   otherNode,
+  replicasKept,
   replicatedVolume,
   sleep,
   takeOver,
@@ -17,6 +18,11 @@ import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return kept.short;
+  }
   const load = await startHaLoad(ctx, nbdUriOf(attached.dataPath));
   const lost = attached.nodeId;
   const next = otherNode(ctx.target, [lost]);
@@ -44,6 +50,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const cmp = await compareReplicas(ctx.target, name, HA_VOLUME_BYTES);
     return {
       figures: [
+        kept.figure,
         {
           name: "rtoMs",
           value: firstAck - killedAt,

@@ -1,0 +1,103 @@
+// The ha family's negative tests: a target that keeps one replica when asked
+// for three, and a data path that acknowledges every 100th write without
+// making it, must each fail the checks, saying what was expected and what was
+// measured. (The passing run is in test/suite.test.ts.)
+
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HA_CHECKS, HA_DEFAULT_THRESHOLDS } from "../../src/checks/ha/index.js";
+import { runChecks } from "../../src/checks/runner.js";
+import type { Profile } from "../../src/profile/profile.js";
+import { startLocalTarget } from "../../src/target/local.js";
+import type { AttachRequest, ProvisionRequest, Target } from "../../src/target/target.js";
+import { canRun } from "../../src/testing/env.js";
+import { LossyNbdProxy } from "../../src/testing/lossy-nbd-proxy.js";
+
+const PROFILE: Profile = { name: "default", path: "", thresholds: HA_DEFAULT_THRESHOLDS };
+
+/** Delegates to `real` except where `overrides` says otherwise (methods keep `real` as `this`). */
+function broken(real: Target, overrides: Partial<Record<keyof Target, unknown>>): Target {
+  return new Proxy(real, {
+    get(target, property) {
+      if (property in overrides) return overrides[property as keyof Target];
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+describe.runIf(canRun({ root: true, tools: ["etcd", "ip"] }, "ha family negative tests"))(
+  "ha family against broken targets",
+  () => {
+    let target: Target;
+    let dir: string;
+
+    beforeAll(async () => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-conformance-ha-"));
+      target = await startLocalTarget({ nodes: 3, dir: path.join(dir, "target") });
+    });
+
+    afterAll(async () => {
+      await target?.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    const run = (t: Target, ids: string[]) =>
+      runChecks({
+        target: t,
+        checks: HA_CHECKS.filter((c) => ids.includes(c.id)),
+        profile: PROFILE,
+        duration: "short",
+        faults: 2,
+        workDir: path.join(dir, "work"),
+        seed: 3,
+      });
+
+    it("replicas 1 under ha: a target that keeps one replica when asked for three fails every ha check, naming 3 expected and 1 measured", async () => {
+      const oneReplica = broken(target, {
+        provision: (request: ProvisionRequest) => target.provision({ ...request, replicas: 1 }),
+      });
+      const results = await run(
+        oneReplica,
+        HA_CHECKS.map((c) => c.id),
+      );
+      for (const r of results) {
+        expect(r.verdict, `${r.id}: ${r.message}`).toBe("fail");
+        expect(r.message).toMatch(/replicasKept: expected >= 3 count, measured 1 count/);
+        expect(r.message).toMatch(/asked for 3 replicas, the target keeps 1/);
+      }
+    });
+
+    it("a data path that acknowledges every 100th write without making it fails ha.replica-loss with the writes lost, as expected 0 and measured", async () => {
+      const proxies: LossyNbdProxy[] = [];
+      const lossy = broken(target, {
+        attach: async (request: AttachRequest) => {
+          const attached = await target.attach(request);
+          if (attached.dataPath.kind !== "nbd") throw new Error("expected NBD");
+          const proxy = await LossyNbdProxy.start({
+            upstreamUri: attached.dataPath.uri,
+            socketPath: path.join(dir, `lossy-${proxies.length}.sock`),
+            dropEveryNthWrite: 100,
+          });
+          proxies.push(proxy);
+          return {
+            ...attached,
+            dataPath: { kind: "nbd", uri: proxy.uri },
+            detach: async () => {
+              await proxy.close();
+              await attached.detach();
+            },
+          };
+        },
+      });
+      const [result] = await run(lossy, ["ha.replica-loss"]);
+      expect(proxies[0]?.writesDropped ?? 0).toBeGreaterThan(0);
+      expect(result?.verdict, result?.message).toBe("fail");
+      expect(result?.message).toMatch(/lostWrites: expected <= 0 count, measured [1-9]\d* count/);
+      expect(result?.message).toMatch(/block at offset \d+ \(lost\): expected seq \d+/);
+      console.log(`lossy data path: ${proxies[0]?.writesDropped} writes dropped; ${result?.message.slice(0, 400)}`);
+    });
+  },
+);
