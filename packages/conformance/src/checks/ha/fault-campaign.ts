@@ -19,7 +19,7 @@ import {
 } from "./common.js";
 import { ackSeries, type HaLoad, startHaLoad } from "./load.js";
 
-type FaultKind = "replica-kill" | "serving-kill" | "serving-partition";
+export type FaultKind = "replica-kill" | "serving-kill" | "serving-partition";
 
 const FAULT_NEEDS: Readonly<Record<FaultKind, Capability>> = {
   "replica-kill": "fault-kill-storage-process",
@@ -30,6 +30,20 @@ const FAULT_NEEDS: Readonly<Record<FaultKind, Capability>> = {
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+}
+
+/**
+ * `count` faults in random order, the kinds as evenly spread as the count
+ * allows: a uniform draw of 10 leaves one kind out now and then, and a
+ * campaign that never killed the serving node proves little about it.
+ */
+export function faultPlan(kinds: readonly FaultKind[], count: number, random: () => number): FaultKind[] {
+  const plan = Array.from({ length: count }, (_, i) => kinds[i % kinds.length] as FaultKind);
+  for (let i = plan.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [plan[i], plan[j]] = [plan[j] as FaultKind, plan[i] as FaultKind];
+  }
+  return plan;
 }
 
 interface Mark {
@@ -89,8 +103,9 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const counts: Record<FaultKind, number> = { "replica-kill": 0, "serving-kill": 0, "serving-partition": 0 };
   try {
     await sleep(1000, ctx.signal);
+    const plan = faultPlan(kinds, ctx.faults, ctx.random);
     for (let i = 1; i <= ctx.faults && !ctx.signal.aborted; i++) {
-      const kind = kinds[Math.floor(ctx.random() * kinds.length)] as FaultKind;
+      const kind = plan[i - 1] as FaultKind;
       counts[kind]++;
       ctx.progress.step(`fault ${i}/${ctx.faults}: ${kind} (serving: ${serving})`);
       const r = await inject(ctx, name, kind, load, serving, marks, i);
