@@ -20,7 +20,24 @@ const RUN_TIMEOUT_MS = 25 * 60_000;
  * engine is fixed, and this list shrinks then (a known failure that passes is
  * reported so the entry gets removed).
  */
-const KNOWN_FAILURES: Readonly<Record<string, string>> = {};
+const KNOWN_FAILURES: Readonly<Record<string, string>> = {
+  // The reserved victim gets ~0.83-0.90 of its reservation beside three floods: the CPU in front of
+  // the disk scheduler is the bottleneck, and nothing schedules it.
+  "qos.reservation-floor": "issue 16 (reservations held end to end)",
+  // The local cluster admits against a fixed 100k IOPS (calibration is off there, and calibration
+  // measures the page cache); the disk does about a third of that.
+  "qos.admission": "issue 16 (calibration measures the disk; admission uses that)",
+};
+
+/**
+ * Checks whose verdict swings between runs on 2 shared cores, each with the
+ * issue that makes it steady: asserted to run and report, not to pass.
+ */
+const UNSTEADY: Readonly<Record<string, string>> = {
+  // The victim's p99 beside a neighbour held to its limit went 1.4x-9x its solo p99 across runs:
+  // the neighbour's requests are read and parsed on the same CPU before any limit applies.
+  "qos.noisy-neighbour": "issue 16 (front scheduling: what a connection may read and parse follows the QoS)",
+};
 
 /** Checks that cannot apply to a 3-node local target as root, and why. */
 const NOT_APPLICABLE: Readonly<Record<string, string>> = {};
@@ -67,13 +84,17 @@ describe("the whole suite against the local target", () => {
             console.warn(`known failure ${c.id} (${KNOWN_FAILURES[c.id]}) passes now: remove it from the list`);
           else if (c.verdict !== "fail") unexpected.push(`${c.id}: ${c.verdict}: ${c.message}`);
           else console.log(`known failure ${c.id} (${KNOWN_FAILURES[c.id]}): ${c.message}`);
+        } else if (UNSTEADY[c.id]) {
+          if (c.verdict !== "pass" && c.verdict !== "fail") unexpected.push(`${c.id}: ${c.verdict}: ${c.message}`);
+          else console.log(`unsteady here: ${c.id} (${UNSTEADY[c.id]}): ${c.verdict} ${c.message}`);
         } else if (NOT_APPLICABLE[c.id]) {
           if (c.verdict !== "not-applicable")
             unexpected.push(`${c.id}: expected not applicable (${NOT_APPLICABLE[c.id]}), got ${c.verdict}`);
         } else if (c.verdict !== "pass") unexpected.push(`${c.id}: ${c.verdict}: ${c.message}`);
       }
       expect(unexpected, r.output.slice(-4000)).toEqual([]);
-      expect(r.code).toBe(Object.keys(KNOWN_FAILURES).length > 0 ? 1 : 0);
+      const anyFailed = report.checks.some((c) => c.verdict === "fail" || c.verdict === "error");
+      expect(r.code).toBe(anyFailed ? 1 : 0);
       expect(r.output).toMatch(/report: .*report\.html/);
 
       const shot = await renderInChromium({

@@ -9,10 +9,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatValue } from "../../src/checks/judge.js";
 import { LATENCY_CHECKS, LATENCY_DEFAULT_THRESHOLDS } from "../../src/checks/latency/index.js";
-import { BURST_ID } from "../../src/checks/qos/burst.js";
 import { QOS_CHECKS, QOS_DEFAULT_THRESHOLDS } from "../../src/checks/qos/index.js";
 import { LIMIT_ACCURACY_ID } from "../../src/checks/qos/limit-accuracy.js";
-import { LIVE_CHANGE_ID } from "../../src/checks/qos/live-change.js";
 import { runChecks } from "../../src/checks/runner.js";
 import type { Profile } from "../../src/profile/profile.js";
 import type { CheckResult } from "../../src/report/types.js";
@@ -92,25 +90,6 @@ describe.runIf(canRun(NEEDS, "qos and latency families on the local target"))("q
     }
   });
 
-  it("qos checks on keelson: every check runs and reports its figures; limits hold", async () => {
-    const results = await run(
-      target,
-      QOS_CHECKS.map((c) => c.id),
-    );
-    printResults(results);
-    for (const r of results) {
-      expect(r.verdict, `${r.id}: ${r.message}`).not.toBe("error");
-      expect(r.figures.length, r.id).toBeGreaterThan(0);
-      for (const f of r.figures) expect(Number.isFinite(f.value), `${r.id} ${f.name}`).toBe(true);
-    }
-    // keelson's token buckets: the positive side of the negative test above. The isolation,
-    // reservation and admission checks report findings on this host; their verdicts are not asserted here.
-    for (const id of [LIMIT_ACCURACY_ID, BURST_ID, LIVE_CHANGE_ID]) {
-      const r = results.find((x) => x.id === id);
-      expect(r?.verdict, `${id}: ${r?.message}`).toBe("pass");
-    }
-  });
-
   it("latency checks on keelson: a curve per profile on one replica; three replicas are not applicable on one node", async () => {
     const results = await run(
       target,
@@ -128,32 +107,4 @@ describe.runIf(canRun(NEEDS, "qos and latency families on the local target"))("q
   });
 });
 
-describe.runIf(canRun(NEEDS, "latency on three replicas on the local target"))("latency on a three-node local target", () => {
-  let target: Target;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-latency-"));
-    target = await startLocalTarget({ nodes: 3, dir: path.join(dir, "target") });
-  });
-
-  afterAll(async () => {
-    await target?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  it("latency.replicas-3: a curve per profile with every write on three replicas", async () => {
-    const results = await runChecks({
-      target,
-      checks: LATENCY_CHECKS.filter((c) => c.id === "latency.replicas-3"),
-      profile: PROFILE,
-      duration: "short",
-      faults: 0,
-      workDir: path.join(dir, "work"),
-    });
-    printResults(results);
-    const [r3] = results;
-    expect(r3?.verdict, r3?.message).toBe("pass");
-    expect(r3?.latency.map((c) => c.replicas)).toEqual(Array(7).fill(3));
-  });
-});
+// The passing runs of every qos and latency check, on 1 and 3 replicas, are in test/suite.test.ts.

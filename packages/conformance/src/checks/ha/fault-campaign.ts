@@ -128,7 +128,6 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const stats = load.stats();
     return {
       figures: [
-        kept.figure,
         { name: "faults", value: ctx.faults, unit: "count", better: "none" },
         {
           name: "lostWrites",
@@ -156,6 +155,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
           better: "none",
           description: "writes refused or cut off by a fault (never counted as acknowledged)",
         },
+        kept.figure,
       ],
       series: [ackSeries(load, marks)],
       violations: [...mismatches, ...v.examples.slice(0, 3)],

@@ -154,7 +154,9 @@ export async function startHaLoad(ctx: CheckContext, uri: string, options: { rec
 
 /** The acknowledged writes per second as a report series, with the check's marks. */
 export function ackSeries(load: HaLoad, marks: TimeSeries["marks"]): TimeSeries {
-  const s = load.ackSeries();
+  const all = load.ackSeries();
+  // The last second is cut short by the writer's stop: it would read as a drop that never happened.
+  const s = { ...all, points: all.points.slice(0, -1) };
   const rel = marks.map((m) => ({ ...m, atMs: Math.max(0, m.atMs - s.startedAtMs) }));
   const stalls: TimeSeries["stalls"] = [];
   // A second with no acknowledged write between faults and recovery is a stall.

@@ -42,7 +42,6 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const v = await old.verify(nbdUriOf(current.dataPath));
     return {
       figures: [
-        kept.figure,
         {
           name: "oldSideAcksAfterTakeover",
           value: oldAcks,
@@ -59,6 +58,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
         },
         { name: "takeoverMs", value: takenOverAt - (marks[0]?.atMs ?? takenOverAt), unit: "ms", better: "lower" },
         { name: "oldSideWritesRefused", value: old.stats().failed, unit: "count", better: "none" },
+        kept.figure,
       ],
       series: [ackSeries(old, marks)],
       violations: v.examples.slice(0, 3),

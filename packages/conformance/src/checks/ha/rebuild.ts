@@ -48,7 +48,6 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const rateMiBps = rebuilt && rebuilt.durationMs > 0 ? rebuilt.bytes / MIB / (rebuilt.durationMs / 1000) : Number.NaN;
     return {
       figures: [
-        kept.figure,
         {
           name: "rebuildMiBps",
           value: rateMiBps,
@@ -73,6 +72,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
         },
         { name: "replicasCompared", value: cmp.replicas, unit: "count", better: "none" },
         { name: "lostWrites", value: v.lostWrites, unit: "count", better: "lower" },
+        kept.figure,
       ],
       series: [ackSeries(load, marks)],
       violations: [...cmp.detail, ...v.examples.slice(0, 3)],

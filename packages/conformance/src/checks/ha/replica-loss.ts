@@ -30,7 +30,6 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const stats = load.stats();
     return {
       figures: [
-        kept.figure,
         {
           name: "stallMs",
           value: stallMs,
@@ -48,6 +47,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
         { name: "writeErrors", value: stats.failed, unit: "count", better: "lower", description: "writes the target refused" },
         { name: "writesAcked", value: stats.acked, unit: "count", better: "higher" },
         { name: "blocksVerified", value: v.blocksChecked, unit: "count", better: "none" },
+        kept.figure,
       ],
       series: [ackSeries(load, [{ atMs: killedAt, label: `kill -9 ${victim}`, kind: "fault" }])],
       violations: v.examples.slice(0, 3),

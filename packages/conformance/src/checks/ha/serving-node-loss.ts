@@ -50,7 +50,6 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     const cmp = await compareReplicas(ctx.target, name, HA_VOLUME_BYTES);
     return {
       figures: [
-        kept.figure,
         {
           name: "rtoMs",
           value: firstAck - killedAt,
@@ -68,6 +67,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
         { name: "replicaMismatchMiB", value: cmp.mismatchedMiB, unit: "MiB", better: "lower" },
         { name: "writesAcked", value: load.stats().acked, unit: "count", better: "higher" },
         { name: "blocksVerified", value: v.blocksChecked, unit: "count", better: "none" },
+        kept.figure,
       ],
       series: [ackSeries(load, marks)],
       violations: [...v.examples.slice(0, 3), ...cmp.detail],
