@@ -244,8 +244,8 @@ describe("verifyLedger", () => {
   });
 
   it("randomized linearizable histories verify clean; a crash to the last flushed state is clean in flushed mode", async () => {
-    const seed = Number(process.env.LEDGER_SEED ?? Date.now() % 2 ** 31);
-    console.log(`ledger model seed ${seed} (LEDGER_SEED=${seed} replays it)`);
+    const seed = Number(process.env.KEELSON_SEED ?? Date.now() % 2 ** 31);
+    console.log(`ledger model seed ${seed} (KEELSON_SEED=${seed} replays it)`);
     const random = seeded(seed);
     for (let round = 0; round < 20; round++) {
       const h = new Harness();

@@ -36,7 +36,7 @@ function seeded(seed: number): () => number {
 }
 
 function options(uri: string, overrides: Partial<LedgerWriterOptions> = {}): LedgerWriterOptions {
-  const seed = Number(process.env.LEDGER_SEED ?? Date.now() % 2 ** 31);
+  const seed = Number(process.env.KEELSON_SEED ?? Date.now() % 2 ** 31);
   console.log(`ledger writer seed ${seed}`);
   return { uris: [uri], regionBytes: 16 * MiB, connections: 4, depth: 8, flushEveryMs: 200, random: seeded(seed), ...overrides };
 }
