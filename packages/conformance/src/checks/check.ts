@@ -68,5 +68,7 @@ export interface Check {
   needs: readonly Capability[];
   /** Least nodes the target must have. */
   minNodes?: number;
+  /** Why the run's options leave nothing to measure (e.g. `--faults 0`), or null. */
+  skipReason?: (options: { faults: number }) => string | null;
   run(ctx: CheckContext): Promise<CheckOutcome>;
 }

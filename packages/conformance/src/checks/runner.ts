@@ -10,7 +10,7 @@ import type { Target } from "../target/target.js";
 import { type Progress, SILENT_PROGRESS } from "../ui/progress.js";
 import { type Check, type CheckContext, TIMING } from "./check.js";
 import { judge, unrun } from "./judge.js";
-import { seededRandom } from "./random.js";
+import { checkRandom } from "./random.js";
 
 /** Request of {@link runChecks}. */
 export interface RunChecksRequest {
@@ -30,7 +30,9 @@ export interface RunChecksRequest {
 }
 
 /** Why `check` cannot run on `target`, or null when it can. */
-export function notApplicableReason(check: Check, target: Target): string | null {
+export function notApplicableReason(check: Check, target: Target, options: { faults: number } = { faults: 0 }): string | null {
+  const skip = check.skipReason?.(options);
+  if (skip) return skip;
   const missing = check.needs.filter((c) => !target.capabilities.has(c));
   if (missing.length > 0) return `target ${target.kind} lacks ${missing.join(", ")}`;
   if (check.minNodes && target.nodeIds().length < check.minNodes) {
@@ -47,12 +49,12 @@ export function notApplicableReason(check: Check, target: Target): string | null
 export async function runChecks(request: RunChecksRequest): Promise<CheckResult[]> {
   const progress = request.progress ?? SILENT_PROGRESS;
   const signal = request.signal ?? new AbortController().signal;
-  const random = seededRandom(request.seed ?? Date.now());
+  const seed = request.seed ?? Date.now() % 2 ** 31;
   const results: CheckResult[] = [];
   for (const [index, check] of request.checks.entries()) {
     if (signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "run interrupted" });
     progress.checkStarted(check.id, check.title, index, request.checks.length);
-    const result = await runOne(check, request, progress, signal, random);
+    const result = await runOne(check, request, progress, signal, checkRandom(seed, check.id));
     progress.checkEnded(check.id, result.verdict, result.message);
     results.push(result);
     request.onResult?.(result);
@@ -70,7 +72,7 @@ async function runOne(
   const startedAt = new Date().toISOString();
   const t0 = Date.now();
   const timing = () => ({ startedAt, durationMs: Date.now() - t0 });
-  const reason = notApplicableReason(check, request.target);
+  const reason = notApplicableReason(check, request.target, { faults: request.faults });
   if (reason) return unrun(check, "not-applicable", reason, timing());
   const workDir = path.join(request.workDir, check.id.replace(/[^a-z0-9.-]/g, "-"));
   fs.mkdirSync(workDir, { recursive: true });

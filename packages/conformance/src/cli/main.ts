@@ -73,11 +73,20 @@ async function run(args: string[]): Promise<number> {
       controller.abort();
     } else process.stderr.write(`${signal} again: still cleaning up; it will not be left half done\n`);
   };
+  // A rejection nobody handled is a bug of the suite: stop the run and clean up rather than let Node exit with everything left behind.
+  let internalError: unknown = null;
+  const onUnhandled = (reason: unknown) => {
+    internalError ??= reason;
+    process.stderr.write(`\nINTERNAL: unhandled rejection: ${(reason as Error)?.stack ?? String(reason)}\ncleaning up...\n`);
+    controller.abort();
+  };
+  process.on("unhandledRejection", onUnhandled);
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal);
   const seed = values.seed ? integer(values.seed, "--seed", 0) : Date.now() % 2 ** 31;
   try {
-    const { report, paths } = await runSuite({
+    const { report, paths } = await runSuiteOrInternal(() => internalError, {
       target: oneOf(values.target as string, TARGET_KINDS, "--target") as TargetKind,
       nodes: integer(values.nodes as string, "--nodes", 1),
       suites,
@@ -100,6 +109,23 @@ async function run(args: string[]): Promise<number> {
     progress.done();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    process.off("SIGHUP", onSignal);
+    process.off("unhandledRejection", onUnhandled);
+  }
+}
+
+/** runSuite, but a run cancelled because of an unhandled rejection fails as INTERNAL, not as interrupted. */
+async function runSuiteOrInternal(internal: () => unknown, options: Parameters<typeof runSuite>[0]) {
+  try {
+    return await runSuite(options);
+  } catch (error) {
+    const cause = internal();
+    if (cause === null) throw error;
+    throw new ConformanceError({
+      code: "INTERNAL",
+      message: `the suite failed: ${(cause as Error)?.message ?? String(cause)}`,
+      cause,
+    });
   }
 }
 

@@ -90,6 +90,9 @@ interface Session {
   head: number;
 }
 
+/** Fences one ledger records; one per failover, so a run never comes near it. */
+export const MAX_FENCES = 100_000;
+
 /** The tick at which a write's acknowledgement arrived; Infinity when it never did (it may land any time). */
 export function ackTickOf(write: WriteRecord): number {
   return write.outcome.state === "acked" ? write.outcome.ackTick : Number.POSITIVE_INFINITY;
@@ -122,6 +125,12 @@ export class Ledger {
   #lastSeq = 0;
   /** Write records held in all block histories. */
   #retained = 0;
+  /**
+   * Ticks at which the writer's old attachment was fenced (a failover), in
+   * ascending order: a write that was sent before a fence and never
+   * acknowledged can land no later than that fence.
+   */
+  readonly #fences: number[] = [];
   /** Why flushed-mode verification is impossible, once the flush history had to be dropped. */
   #flushHistoryDropped: string | undefined;
 
@@ -264,6 +273,35 @@ export class Ledger {
   recordFlushSend(session: number): FlushRecord {
     this.#counts.flushesSent++;
     return { session, sendTick: ++this.#tick, sentAtMs: this.#now() };
+  }
+
+  /**
+   * Records that every write sent so far can land no later than now: the
+   * caller took the volume over elsewhere and the old attachment is fenced.
+   * Without it, a write left without a reply would be a legal block content
+   * forever, and a stale write from the old node landing over a newer
+   * acknowledged one would pass verification.
+   */
+  fence(): void {
+    assert.ok(this.#fences.length < MAX_FENCES, `more than ${MAX_FENCES} fences`);
+    this.#fences.push(++this.#tick);
+  }
+
+  /**
+   * The tick by which `write` had landed or never will: its acknowledgement,
+   * else the first fence after it was sent, else Infinity.
+   */
+  settledTickOf(write: WriteRecord): number {
+    if (write.outcome.state === "acked") return write.outcome.ackTick;
+    const fences = this.#fences;
+    let lo = 0;
+    let hi = fences.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((fences[mid] as number) > write.sendTick) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo < fences.length ? (fences[lo] as number) : Number.POSITIVE_INFINITY;
   }
 
   /**

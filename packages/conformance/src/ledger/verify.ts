@@ -14,7 +14,7 @@
 
 import { ConformanceError } from "../errors.js";
 import { BLOCK_BYTES, parseBlock } from "./block.js";
-import { ackTickOf, type Ledger, type WriteRecord } from "./ledger.js";
+import type { Ledger, WriteRecord } from "./ledger.js";
 
 /** Bytes per read while verifying. */
 export const VERIFY_CHUNK_BYTES = 1024 * 1024;
@@ -71,7 +71,7 @@ function judgeOwn(ledger: Ledger, offsetBytes: number, seq: number, required: Wr
       return { kind: "lost", found: `seq ${seq}, an older write that seq ${required.seq} replaced` };
     return { kind: "unexpected", found: `seq ${seq}, which this writer never sent to this block` };
   }
-  if (required === undefined || ackTickOf(write) > required.sendTick) return OK;
+  if (required === undefined || ledger.settledTickOf(write) > required.sendTick) return OK;
   const acked = write.outcome.state === "acked" ? rel(ledger, write.outcome.ackedAtMs) : "?";
   return {
     kind: "lost",
@@ -140,7 +140,12 @@ async function readRegion(
 export async function verifyLedger(
   ledger: Ledger,
   read: ReadFunction,
-  options: { mode: VerifyMode; chunkBytes?: number },
+  options: {
+    mode: VerifyMode;
+    chunkBytes?: number;
+    /** Judges only the blocks this accepts (another writer took the rest over; its own ledger judges them). */
+    only?: (offsetBytes: number) => boolean;
+  },
 ): Promise<VerifyResult> {
   const { mode } = options;
   if (mode === "flushed" && ledger.flushHistoryDropped !== undefined) {
@@ -162,6 +167,7 @@ export async function verifyLedger(
   await readRegion(ledger, read, chunkBytes, (chunkOffset, data) => {
     for (let at = 0; at < data.length; at += BLOCK_BYTES) {
       const offsetBytes = chunkOffset + at;
+      if (options.only !== undefined && !options.only(offsetBytes)) continue;
       const history = ledger.history(offsetBytes);
       const required = mode === "acknowledged" ? history?.lastAcked : history?.lastCovered;
       const verdict = judge(ledger, offsetBytes, data.subarray(at, at + BLOCK_BYTES), required);

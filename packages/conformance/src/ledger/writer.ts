@@ -124,6 +124,8 @@ export class LedgerWriter {
   readonly #stopAbort = new AbortController();
   /** One per open connection; aborted when it closes or on stop(), to wake its flusher. */
   readonly #drives = new Set<AbortController>();
+  /** Connections open now, so redirect() can close them. */
+  readonly #live = new Set<NbdClientConnection>();
   readonly #blocks: number;
   #mode: "running" | "paused" | "stopping" = "running";
   /** While paused: lanes wait on `promise` until resume() or stop() calls `open`. */
@@ -212,6 +214,20 @@ export class LedgerWriter {
     return this.ledger.ackedPerSecond();
   }
 
+  /**
+   * Moves the writer to a new attachment, as an application that fails over
+   * does: closes every open connection (each then reconnects through the
+   * `reconnect` option, which hands the new URI), waits until they are
+   * closed, then fences the ledger, so no write sent to the old attachment
+   * may land after this. Resolves once the old connections are gone.
+   */
+  async redirect(): Promise<void> {
+    const old = [...this.#live];
+    for (const c of old) c.close();
+    await Promise.all(old.map((c) => c.whenClosed));
+    this.ledger.fence();
+  }
+
   /** Stops sending; resolves once every write and flush in flight has its reply. Idempotent. */
   pause(): Promise<void> {
     if (this.#mode === "running") {
@@ -290,6 +306,7 @@ export class LedgerWriter {
       this.#states[index] = { state: "open", uri: this.#uris[index] as string };
       const drive = new AbortController();
       this.#drives.add(drive);
+      this.#live.add(connection);
       if (this.#isStopping()) drive.abort();
       connection.whenClosed.then(() => drive.abort());
       await this.#drive(index, connection, session, drive.signal);
@@ -297,6 +314,7 @@ export class LedgerWriter {
       if (this.#isStopping()) await this.#finalFlush(connection, session);
       connection.close();
       await connection.whenClosed;
+      this.#live.delete(connection);
       this.ledger.closeSession(session);
       connection = this.#isStopping() ? undefined : await this.#reconnect(index);
     }

@@ -214,6 +214,8 @@ export function sampleReport(): Report {
       nodes: 3,
       profileName: "default",
       profilePath: "profiles/default.yaml",
+      checks: [],
+      seed: 42,
     },
     summary: { pass: 3, fail: 1, notApplicable: 1, error: 1 },
     checks: [...haChecks(), ...otherChecks()],

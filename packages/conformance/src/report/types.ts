@@ -104,7 +104,17 @@ export interface Report {
   startedAt: string;
   finishedAt: string;
   environment: Environment;
-  options: { suites: Family[]; faults: number; nodes: number; profileName: string; profilePath: string };
+  options: {
+    suites: Family[];
+    /** The `--check` filter; empty when every check of `suites` ran. */
+    checks: string[];
+    faults: number;
+    nodes: number;
+    /** `--seed`: the same seed replays each check's random choices. */
+    seed: number;
+    profileName: string;
+    profilePath: string;
+  };
   summary: { pass: number; fail: number; notApplicable: number; error: number };
   checks: CheckResult[];
 }

@@ -46,7 +46,7 @@ const FULL: Report = {
     duration: "short",
     root: false,
   },
-  options: { suites: ["ha"], faults: 1, nodes: 3, profileName: "p", profilePath: "p.yaml" },
+  options: { suites: ["ha"], checks: ["ha.partition"], faults: 1, nodes: 3, seed: 9, profileName: "p", profilePath: "p.yaml" },
   summary: { pass: 0, fail: 1, notApplicable: 0, error: 0 },
   checks: [
     {

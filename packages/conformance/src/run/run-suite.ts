@@ -51,6 +51,7 @@ function summarize(checks: CheckResult[]): Report["summary"] {
 function selectChecks(options: SuiteOptions): Check[] {
   const checks = checksOf(options.suites);
   if (!options.only) return checks;
+  const selected = checks.filter((c) => options.only?.includes(c.id));
   const unknown = options.only.filter((id) => !ALL_CHECKS.some((c) => c.id === id));
   if (unknown.length > 0) {
     throw new ConformanceError({
@@ -58,7 +59,13 @@ function selectChecks(options: SuiteOptions): Check[] {
       message: `unknown check ${unknown.join(", ")}; valid: ${ALL_CHECKS.map((c) => c.id).join(", ")}`,
     });
   }
-  return checks.filter((c) => options.only?.includes(c.id));
+  if (selected.length === 0) {
+    throw new ConformanceError({
+      code: "INVALID_ARGUMENT",
+      message: `--check ${options.only.join(",")} selects no check of --suite ${options.suites.join(",")}`,
+    });
+  }
+  return selected;
 }
 
 /**
@@ -75,53 +82,82 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResult> {
   const startedAt = new Date().toISOString();
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-conformance-"));
   let target: Target | null = null;
+  let outcome: { ok: true; result: SuiteResult } | { ok: false; error: unknown };
   try {
-    options.progress.step(`starting the ${options.target} target (${options.nodes} nodes)`);
-    const made = await createTarget({
-      kind: options.target,
-      nodes: options.nodes,
-      dir: path.join(scratch, "target"),
-      ...(options.isolation ? { isolation: options.isolation } : {}),
-    });
-    target = made;
-    if (options.signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "run interrupted" });
-    const checked = options.wrapTarget ? options.wrapTarget(made) : made;
-    const results = await runChecks({
-      target: checked,
-      checks,
-      profile,
-      duration: options.duration,
-      faults: options.faults,
-      workDir: path.join(scratch, "checks"),
-      progress: options.progress,
-      signal: options.signal,
-      seed: options.seed,
-    });
-    const report: Report = {
-      schemaVersion: REPORT_SCHEMA_VERSION,
-      startedAt,
-      finishedAt: new Date().toISOString(),
-      environment: environment(made, options.duration),
-      options: {
-        suites: options.suites,
-        faults: options.faults,
-        nodes: options.nodes,
-        profileName: profile.name,
-        profilePath: profile.path,
-      },
-      summary: summarize(results),
-      checks: results,
-    };
-    const paths = writeReport(options.out, report);
-    // A failed or broken check is explained by the target's own logs; they go with the report (the target's directory does not survive close()).
-    if (report.summary.fail + report.summary.error > 0) await made.collectLogs(path.join(options.out, "logs")).catch(() => []);
-    return { report, paths };
-  } finally {
-    options.progress.step("tearing the target down");
-    try {
-      await target?.close();
-    } finally {
-      fs.rmSync(scratch, { recursive: true, force: true });
-    }
+    outcome = { ok: true, result: await runWith(options, checks, profile, startedAt, scratch, (t) => (target = t)) };
+  } catch (error) {
+    outcome = { ok: false, error };
   }
+  // Teardown runs whatever happened; its failure never hides the run's own outcome, and is never silent.
+  options.progress.step("tearing the target down");
+  let teardown: unknown = null;
+  try {
+    await (target as Target | null)?.close();
+  } catch (error) {
+    teardown = error;
+  } finally {
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
+  if (!outcome.ok) throw outcome.error;
+  if (teardown !== null) {
+    throw new ConformanceError({
+      code: "TARGET_FAILED",
+      message: `the run finished (report: ${outcome.result.paths.htmlPath}) but ${(teardown as Error).message}`,
+      cause: teardown,
+    });
+  }
+  return outcome.result;
+}
+
+/** The run itself, between bringing the target up and tearing it down; hands the target out as soon as it exists. */
+async function runWith(
+  options: SuiteOptions,
+  checks: Check[],
+  profile: ReturnType<typeof loadProfile>,
+  startedAt: string,
+  scratch: string,
+  onTarget: (target: Target) => void,
+): Promise<SuiteResult> {
+  options.progress.step(`starting the ${options.target} target (${options.nodes} nodes)`);
+  const made = await createTarget({
+    kind: options.target,
+    nodes: options.nodes,
+    dir: path.join(scratch, "target"),
+    ...(options.isolation ? { isolation: options.isolation } : {}),
+  });
+  onTarget(made);
+  if (options.signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "run interrupted" });
+  const checked = options.wrapTarget ? options.wrapTarget(made) : made;
+  const results = await runChecks({
+    target: checked,
+    checks,
+    profile,
+    duration: options.duration,
+    faults: options.faults,
+    workDir: path.join(scratch, "checks"),
+    progress: options.progress,
+    signal: options.signal,
+    seed: options.seed,
+  });
+  const report: Report = {
+    schemaVersion: REPORT_SCHEMA_VERSION,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    environment: environment(made, options.duration),
+    options: {
+      suites: options.suites,
+      faults: options.faults,
+      nodes: options.nodes,
+      profileName: profile.name,
+      profilePath: profile.path,
+      checks: options.only ?? [],
+      seed: options.seed,
+    },
+    summary: summarize(results),
+    checks: results,
+  };
+  const paths = writeReport(options.out, report);
+  // A failed or broken check is explained by the target's own logs; they go with the report (the target's directory does not survive close()).
+  if (report.summary.fail + report.summary.error > 0) await made.collectLogs(path.join(options.out, "logs")).catch(() => []);
+  return { report, paths };
 }

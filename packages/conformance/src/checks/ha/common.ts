@@ -130,6 +130,8 @@ async function digests(uri: string, sizeBytes: number): Promise<string[]> {
 /**
  * Reads every replica on its own and compares them MiB by MiB against the
  * first; resolves with the count of MiB that differ on any replica, and which.
+ * A replica the target names in its health but cannot be read on its own is
+ * a mismatch too (a comparison of fewer copies proves less than it says).
  * The volume must be quiet (no writes in flight) while this runs.
  */
 export async function compareReplicas(
@@ -137,17 +139,20 @@ export async function compareReplicas(
   volume: string,
   sizeBytes: number,
 ): Promise<{ replicas: number; mismatchedMiB: number; detail: string[] }> {
+  const expected = (await target.health(volume)).replicas.map((r) => r.nodeId);
   const paths = await target.replicaPaths(volume);
+  const detail: string[] = [];
+  const missing = expected.filter((n) => !paths.some((p) => p.nodeId === n));
+  if (missing.length > 0) detail.push(`replicas on ${missing.join(", ")} could not be read on their own`);
   const images = [];
   for (const p of paths) images.push({ nodeId: p.nodeId, d: await digests(nbdUriOf(p.dataPath), sizeBytes) });
   const [first] = images;
-  const detail: string[] = [];
-  let mismatchedMiB = 0;
+  let mismatchedMiB = missing.length > 0 ? Math.ceil(sizeBytes / MIB) : 0;
   if (!first) return { replicas: 0, mismatchedMiB, detail };
   for (let m = 0; m < first.d.length; m++) {
     const differing = images.filter((i) => i.d[m] !== first.d[m]).map((i) => i.nodeId);
     if (differing.length === 0) continue;
-    mismatchedMiB++;
+    if (missing.length === 0) mismatchedMiB++;
     if (detail.length < 5) detail.push(`MiB ${m}: ${differing.join(", ")} differ from ${first.nodeId}`);
   }
   return { replicas: images.length, mismatchedMiB, detail };

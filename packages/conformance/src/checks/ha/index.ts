@@ -24,7 +24,13 @@ export const HA_DEFAULT_THRESHOLDS: Readonly<Record<string, Readonly<Record<stri
     replicaMismatchMiB: { max: 0 },
   },
   "ha.partition": { replicasKept: { min: 3 }, oldSideAcksAfterTakeover: { max: 0 }, lostWrites: { max: 0 } },
-  "ha.rebuild": { replicasKept: { min: 3 }, rebuildMiBps: { min: 1 }, replicaMismatchMiB: { max: 0 }, lostWrites: { max: 0 } },
+  "ha.rebuild": {
+    replicasKept: { min: 3 },
+    replicasCompared: { min: 3 },
+    rebuildMiBps: { min: 1 },
+    replicaMismatchMiB: { max: 0 },
+    lostWrites: { max: 0 },
+  },
   "ha.fault-campaign": {
     replicasKept: { min: 3 },
     lostWrites: { max: 0 },

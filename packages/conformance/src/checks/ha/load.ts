@@ -3,10 +3,11 @@
 // at the end by reading the volume back.
 
 import { ConformanceError } from "../../errors.js";
-import { LedgerWriter, type VerifyResult, verifyLedger } from "../../ledger/index.js";
+import { type Ledger, LedgerWriter, type VerifyResult, verifyLedger } from "../../ledger/index.js";
 import { nbdReader, openNbd } from "../../nbd/index.js";
 import type { TimeSeries } from "../../report/types.js";
 import type { CheckContext } from "../check.js";
+import { seededRandom } from "../random.js";
 import { HA_VOLUME_BYTES } from "./common.js";
 
 /** Connections of the writer; their block choices overlap over the whole volume. */
@@ -19,8 +20,14 @@ const REQUEST_TIMEOUT_MS = 60_000;
 const SAMPLE_EVERY_MS = 1_000;
 
 export interface HaLoad {
-  /** Points the writer at a new attachment: connections that died reconnect there. */
-  switchTo(uri: string): void;
+  /**
+   * Moves the writer to a new attachment, as a failing-over application
+   * does: its connections to the old one are closed and reopened on `uri`,
+   * and the ledger is fenced (nothing sent to the old one may land later).
+   */
+  switchTo(uri: string): Promise<void>;
+  /** The writer's ledger, to verify it against another writer's blocks. */
+  readonly ledger: Ledger;
   currentUri(): string;
   /** Resolves with the wall-clock ms of the first write acknowledged on a connection opened after `atMs`. */
   waitFirstAckAfter(atMs: number, timeoutMs: number): Promise<number>;
@@ -30,8 +37,11 @@ export interface HaLoad {
   pause(): Promise<void>;
   resume(): void;
   stop(): Promise<void>;
-  /** Reads the whole volume through `uri` and checks every acknowledged write (after stop()). */
-  verify(uri: string): Promise<VerifyResult>;
+  /**
+   * Reads the whole volume through `uri` and checks every acknowledged write
+   * (after stop()); `only` limits it to the blocks it accepts.
+   */
+  verify(uri: string, only?: (offsetBytes: number) => boolean): Promise<VerifyResult>;
   /** The per-second acknowledged writes since the start. */
   ackSeries(): { startedAtMs: number; intervalMs: number; points: number[] };
 }
@@ -59,7 +69,8 @@ export async function startHaLoad(ctx: CheckContext, uri: string, options: { rec
     connections: CONNECTIONS,
     depth: DEPTH,
     flushEveryMs: FLUSH_EVERY_MS,
-    random: ctx.random,
+    // The writer's block picks get their own stream: the check's draws must not depend on how many writes ran.
+    random: seededRandom(Math.floor(ctx.random() * 2 ** 31)),
     requestTimeoutMs: REQUEST_TIMEOUT_MS,
     ...(options.reconnect === false
       ? {}
@@ -87,20 +98,24 @@ export async function startHaLoad(ctx: CheckContext, uri: string, options: { rec
     lastAcked = acked;
     lastAt = now;
   }, SAMPLE_EVERY_MS);
+  const onAbort = () => void stop();
   const stop = async () => {
     if (stopped) return;
     stopped = true;
     clearInterval(sampler);
+    ctx.signal.removeEventListener("abort", onAbort);
     await writer.stop();
   };
-  ctx.signal.addEventListener("abort", () => void stop(), { once: true });
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
   return {
-    switchTo(u) {
+    async switchTo(u) {
       current = u;
       const waiting = next;
       next = null;
       waiting?.resolve(u);
+      await writer.redirect();
     },
+    ledger: writer.ledger,
     currentUri: () => current,
     async waitFirstAckAfter(atMs, timeoutMs) {
       const deadline = Date.now() + timeoutMs;
@@ -134,11 +149,11 @@ export async function startHaLoad(ctx: CheckContext, uri: string, options: { rec
     pause: () => writer.pause(),
     resume: () => writer.resume(),
     stop,
-    async verify(readUri) {
+    async verify(readUri, only) {
       await stop();
       await using c = await openNbd(readUri, { timeoutMs: 30_000 });
       try {
-        return await verifyLedger(writer.ledger, nbdReader(c, readUri), { mode: "acknowledged" });
+        return await verifyLedger(writer.ledger, nbdReader(c, readUri), { mode: "acknowledged", ...(only ? { only } : {}) });
       } catch (error) {
         if (c.closeReason === undefined) throw error;
         throw new ConformanceError({

@@ -70,7 +70,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
           better: "lower",
           description: "MiB that differ between replicas after the rebuild",
         },
-        { name: "replicasCompared", value: cmp.replicas, unit: "count", better: "none" },
+        { name: "replicasCompared", value: cmp.replicas, unit: "count", better: "higher" },
         { name: "lostWrites", value: v.lostWrites, unit: "count", better: "lower" },
         kept.figure,
       ],

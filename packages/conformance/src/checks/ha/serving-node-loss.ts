@@ -37,7 +37,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     ctx.progress.step(`attaching on ${next} (takeover)`);
     current = await takeOver(ctx, name, next);
     marks.push({ atMs: Date.now(), label: `attached on ${next}`, kind: "info" });
-    load.switchTo(nbdUriOf(current.dataPath));
+    await load.switchTo(nbdUriOf(current.dataPath));
     const firstAck = await load.waitFirstAckAfter(killedAt, 60_000);
     marks.push({ atMs: firstAck, label: "first write acknowledged", kind: "recovered" });
     await sleep(ctx.timing.faultWindowS * 1000, ctx.signal);
@@ -77,6 +77,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     await load.stop();
     await ctx.target.faults.restore(lost).catch(() => undefined);
     await current.detach().catch(() => undefined);
+    if (current !== attached) await attached.detach().catch(() => undefined);
   }
 }
 
