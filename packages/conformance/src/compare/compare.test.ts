@@ -210,3 +210,29 @@ describe("renderComparison", () => {
     expect(text).toContain("\x1b[31m");
   });
 });
+
+describe("compareReports: what the gate must not let through", () => {
+  it("a check that passed and is now not applicable, or gone, is a regression", () => {
+    const base = sampleReport();
+    const passed = base.checks.find((c) => c.verdict === "pass");
+    if (!passed) throw new Error("the sample report has a passing check");
+    const na = structuredClone(base);
+    const c = na.checks.find((x) => x.id === passed.id);
+    if (c) c.verdict = "not-applicable";
+    expect(compareReports(base, na, { maxRegressionPct: 10 }).regressions.join("\n")).toMatch(
+      new RegExp(`${passed.id}: verdict pass -> not-applicable`),
+    );
+    const gone = structuredClone(base);
+    gone.checks = gone.checks.filter((x) => x.id !== passed.id);
+    expect(compareReports(base, gone, { maxRegressionPct: 10 }).ok).toBe(false);
+  });
+
+  it("runs made differently (duration, nodes, faults, target) are refused as a regression, naming the difference", () => {
+    const base = sampleReport();
+    const other = structuredClone(base);
+    other.environment.duration = other.environment.duration === "short" ? "standard" : "short";
+    const r = compareReports(base, other, { maxRegressionPct: 10 });
+    expect(r.ok).toBe(false);
+    expect(r.regressions[0]).toMatch(/runs differ: duration/);
+  });
+});

@@ -12,9 +12,12 @@
 //   (lostWrites 0 -> 1 must fail the gate, however small 1 is), the right way
 //   an improvement.
 // - A figure whose unit changed is "incomparable": listed, not judged.
-// - Figures or checks in only one report are "added"/"removed", not regressions.
-// - A check whose verdict went from pass to fail is a regression; so is pass to
-//   error, as an error check reports no figures and would otherwise slip by.
+// - Figures in only one report are "added"/"removed", not regressions; but a
+//   check that passed in the baseline and is missing now is a regression.
+// - A check whose verdict went from pass to anything else (fail, error, not
+//   applicable) is a regression: it no longer shows what it showed.
+// - Runs made differently (target, duration, nodes, faults) are a regression
+//   of the comparison itself: their figures are not comparable.
 
 import { ConformanceError } from "../errors.js";
 import { formatValue } from "../report/format.js";
@@ -156,15 +159,33 @@ function compareVerdicts(baseline: Report, current: Report): VerdictComparison[]
   for (const [checkId, cur] of after) {
     const base = before.get(checkId);
     if (base === cur) continue;
-    rows.push({ checkId, baseline: base, current: cur, regression: base === "pass" && (cur === "fail" || cur === "error") });
+    // A check that passed and now does not (fails, errs, or no longer applies) lost what it showed.
+    rows.push({ checkId, baseline: base, current: cur, regression: base === "pass" && cur !== "pass" });
   }
-  for (const [checkId, base] of before) if (!after.has(checkId)) rows.push({ checkId, baseline: base, regression: false });
+  // A check the baseline judged and the current run did not is a gap in the gate, not a neutral change.
+  for (const [checkId, base] of before)
+    if (!after.has(checkId)) rows.push({ checkId, baseline: base, regression: base === "pass" });
   return rows;
 }
 
 function describeRegression(f: FigureComparison): string {
   const change = f.changePct === undefined ? "from 0" : `${f.changePct > 0 ? "+" : ""}${f.changePct.toFixed(1)}%`;
   return `${f.checkId} ${f.figure}: ${formatValue(f.baseline ?? 0)} -> ${formatValue(f.current ?? 0)} ${f.unit} (${change}; ${f.better} is better)`;
+}
+
+/** How the two runs were made differently (target, duration, nodes, faults), each as a sentence. */
+function runMismatches(baseline: Report, current: Report): string[] {
+  const facts = (r: Report) => ({
+    target: r.environment.target,
+    duration: r.environment.duration,
+    nodes: r.options.nodes,
+    faults: r.options.faults,
+  });
+  const b = facts(baseline);
+  const c = facts(current);
+  return (Object.keys(b) as (keyof typeof b)[])
+    .filter((k) => b[k] !== c[k])
+    .map((k) => `runs differ: ${k} ${b[k]} in the baseline, ${c[k]} now; compare runs made alike`);
 }
 
 /**
@@ -182,8 +203,11 @@ export function compareReports(baseline: Report, current: Report, options: { max
     });
   }
   const figures = compareFigures(baseline, current, maxRegressionPct);
+  // Figures of runs made differently are not comparable: a short run against a standard baseline says nothing.
+  const mismatched = runMismatches(baseline, current);
   const verdicts = compareVerdicts(baseline, current);
   const regressions = [
+    ...mismatched,
     ...verdicts.filter((v) => v.regression).map((v) => `${v.checkId}: verdict ${v.baseline} -> ${v.current}`),
     ...figures.filter((f) => f.status === "regressed").map(describeRegression),
   ];
