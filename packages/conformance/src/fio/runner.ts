@@ -66,6 +66,8 @@ class FioRun {
       const child = spawn("fio", ["--output-format=json", `--status-interval=${STATUS_INTERVAL_MS / 1000}`, jobFile], {
         cwd: this.request.workDir,
         stdio: ["ignore", "pipe", "pipe"],
+        // Its own process group: a terminal's Ctrl-C reaches the suite, which stops fio itself in order.
+        detached: true,
       });
       track(child);
       const stopKilling = this.onAbort(child);

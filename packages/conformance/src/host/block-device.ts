@@ -36,7 +36,11 @@ export async function attachLoop(file: string, cleanup: CleanupStack, readOnly =
 /** Exposes the NBD export `uri` as a block device; `dir` holds the FUSE mount point. */
 export async function nbdBlockDevice(uri: string, dir: string, cleanup: CleanupStack, readOnly = false): Promise<string> {
   const mnt = fs.mkdtempSync(path.join(dir, "fuse-"));
-  const fuse = spawn("nbdfuse", [...(readOnly ? ["--readonly"] : []), mnt, uri], { stdio: ["ignore", "ignore", "pipe"] });
+  const fuse = spawn("nbdfuse", [...(readOnly ? ["--readonly"] : []), mnt, uri], {
+    stdio: ["ignore", "ignore", "pipe"],
+    // Its own process group: a terminal's Ctrl-C must not take the device away before the suite unmounts it.
+    detached: true,
+  });
   let stderr = "";
   fuse.stderr?.on("data", (d: Buffer) => {
     if (stderr.length < 4096) stderr += d.toString();
