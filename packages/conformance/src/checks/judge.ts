@@ -63,11 +63,13 @@ export function judge(
   const failed = failures.length > 0 || violations.length > 0;
   const notes = outcome.notes ?? [];
   const message = failed ? [...violations, ...failures].join("; ") : notes.join(" ");
+  const known = failed ? profile.knownFailures?.[check.id] : undefined;
   return {
     id: check.id,
     family: check.family,
     title: check.title,
     verdict: failed ? "fail" : "pass",
+    ...(known ? { knownFailure: { ...known } } : {}),
     message,
     figures,
     series: outcome.series ?? [],

@@ -38,7 +38,9 @@ function parseThreshold(value: unknown, where: string, file: string): Threshold 
 export function parseProfile(doc: unknown, file: string, defaults: Thresholds, knownChecks: readonly string[]): Profile {
   if (!isRecord(doc)) throw invalid(file, "must be a mapping with `name` and `thresholds`");
   for (const k of Object.keys(doc)) {
-    if (k !== "name" && k !== "thresholds") throw invalid(file, `unknown key ${k}; valid: name, thresholds`);
+    if (k !== "name" && k !== "thresholds" && k !== "knownFailures") {
+      throw invalid(file, `unknown key ${k}; valid: name, thresholds, knownFailures`);
+    }
   }
   const name = doc.name ?? "custom";
   if (typeof name !== "string" || name.length === 0) throw invalid(file, "name must be a non-empty string");
@@ -56,12 +58,39 @@ export function parseProfile(doc: unknown, file: string, defaults: Thresholds, k
       into[figure] = parseThreshold(bound, `thresholds.${checkId}.${figure}`, file);
     }
   }
-  return { name, path: file, thresholds: merged };
+  return { name, path: file, thresholds: merged, knownFailures: parseKnownFailures(doc.knownFailures ?? {}, file, knownChecks) };
+}
+
+function parseKnownFailures(
+  value: unknown,
+  file: string,
+  knownChecks: readonly string[],
+): Record<string, { issue: string; reason: string }> {
+  if (!isRecord(value)) throw invalid(file, "knownFailures must map check ids to { issue, reason }");
+  const out: Record<string, { issue: string; reason: string }> = {};
+  for (const [checkId, entry] of Object.entries(value)) {
+    if (!knownChecks.includes(checkId))
+      throw invalid(file, `knownFailures: unknown check ${checkId}; valid: ${knownChecks.join(", ")}`);
+    if (
+      !isRecord(entry) ||
+      typeof entry.issue !== "string" ||
+      !entry.issue ||
+      typeof entry.reason !== "string" ||
+      !entry.reason
+    ) {
+      throw invalid(file, `knownFailures.${checkId} must be { issue: string, reason: string }, got ${JSON.stringify(entry)}`);
+    }
+    for (const k of Object.keys(entry)) {
+      if (k !== "issue" && k !== "reason") throw invalid(file, `knownFailures.${checkId}.${k} is unknown; valid: issue, reason`);
+    }
+    out[checkId] = { issue: entry.issue, reason: entry.reason };
+  }
+  return out;
 }
 
 /** The profile in `file` (YAML or JSON), or the built-in default when `file` is undefined. */
 export function loadProfile(file: string | undefined, defaults: Thresholds, knownChecks: readonly string[]): Profile {
-  if (file === undefined) return { name: "default", path: "", thresholds: structuredClone(defaults) };
+  if (file === undefined) return { name: "default", path: "", thresholds: structuredClone(defaults), knownFailures: {} };
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -83,5 +112,6 @@ export function loadProfile(file: string | undefined, defaults: Thresholds, know
 
 /** The default profile as YAML, for vendors to copy and edit (`keelson-conformance profile`). */
 export function profileToYaml(profile: Profile): string {
-  return YAML.stringify({ name: profile.name, thresholds: profile.thresholds });
+  const known = Object.keys(profile.knownFailures ?? {}).length > 0 ? { knownFailures: profile.knownFailures } : {};
+  return YAML.stringify({ name: profile.name, thresholds: profile.thresholds, ...known });
 }
