@@ -69,6 +69,31 @@ export async function replicasKept(
   };
 }
 
+/** A volume ready for an HA check, or the outcome that ends the check early. */
+export type HaVolume =
+  | { short: CheckOutcome }
+  | { short: null; name: string; attached: AttachedVolume; kept: Awaited<ReturnType<typeof replicasKept>> };
+
+/**
+ * The start of every HA check: a replicated volume attached on the first
+ * node, and the replicas the target keeps of it; when it keeps fewer than
+ * asked, the volume is detached and the check ends with that finding.
+ */
+export async function haVolume(ctx: CheckContext): Promise<HaVolume> {
+  const { name, attached } = await replicatedVolume(ctx, "vol");
+  const kept = await replicasKept(ctx, name);
+  if (kept.short) {
+    await attached.detach().catch(() => undefined);
+    return { short: kept.short };
+  }
+  return { short: null, name, attached, kept };
+}
+
+/** A node the target says holds a replica of the volume, other than the one serving it. */
+export function replicaVictim(target: Target, serving: string, replicaNodes: readonly string[]): string {
+  return otherNode(target, [serving, ...target.nodeIds().filter((n) => !replicaNodes.includes(n))]);
+}
+
 /** Polls until every replica is healthy; rejects with TARGET_FAILED naming the last state seen. */
 export async function waitHealthy(
   target: Target,

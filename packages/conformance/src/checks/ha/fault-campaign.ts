@@ -6,17 +6,7 @@
 
 import type { AttachedVolume, Capability } from "../../target/target.js";
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import {
-  compareReplicas,
-  HA_VOLUME_BYTES,
-  nbdUriOf,
-  otherNode,
-  replicasKept,
-  replicatedVolume,
-  sleep,
-  takeOver,
-  waitHealthy,
-} from "./common.js";
+import { compareReplicas, HA_VOLUME_BYTES, haVolume, nbdUriOf, otherNode, sleep, takeOver, waitHealthy } from "./common.js";
 import { ackSeries, type HaLoad, startHaLoad } from "./load.js";
 
 export type FaultKind = "replica-kill" | "serving-kill" | "serving-partition";
@@ -88,12 +78,9 @@ async function inject(
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
   const kinds = (Object.keys(FAULT_NEEDS) as FaultKind[]).filter((k) => ctx.target.capabilities.has(FAULT_NEEDS[k]));
-  const { name, attached } = await replicatedVolume(ctx, "vol");
-  const kept = await replicasKept(ctx, name);
-  if (kept.short) {
-    await attached.detach().catch(() => undefined);
-    return kept.short;
-  }
+  const ready = await haVolume(ctx);
+  if (ready.short) return ready.short;
+  const { name, attached, kept } = ready;
   let serving = attached.nodeId;
   /** Every attachment made, the first included: detached newest first at the end. */
   const handles: AttachedVolume[] = [attached];

@@ -6,16 +6,13 @@
 // old side acknowledged before must be on the new side: no split brain.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { nbdUriOf, otherNode, replicasKept, replicatedVolume, sleep, takeOver } from "./common.js";
+import { haVolume, nbdUriOf, otherNode, sleep, takeOver } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
-  const { name, attached } = await replicatedVolume(ctx, "vol");
-  const kept = await replicasKept(ctx, name);
-  if (kept.short) {
-    await attached.detach().catch(() => undefined);
-    return kept.short;
-  }
+  const ready = await haVolume(ctx);
+  if (ready.short) return ready.short;
+  const { name, attached, kept } = ready;
   const cut = attached.nodeId;
   const next = otherNode(ctx.target, [cut]);
   // The writer reaches the old node locally (its unix socket), as an application on that node would: the partition cuts the node off the others, not from it.

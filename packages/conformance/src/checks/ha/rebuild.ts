@@ -2,28 +2,15 @@
 // under load; the rate is measured and the replicas compared byte for byte.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import {
-  compareReplicas,
-  HA_VOLUME_BYTES,
-  MIB,
-  nbdUriOf,
-  otherNode,
-  replicasKept,
-  replicatedVolume,
-  sleep,
-  waitHealthy,
-} from "./common.js";
+import { compareReplicas, HA_VOLUME_BYTES, haVolume, MIB, nbdUriOf, replicaVictim, sleep, waitHealthy } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
-  const { name, attached } = await replicatedVolume(ctx, "vol");
-  const kept = await replicasKept(ctx, name);
-  if (kept.short) {
-    await attached.detach().catch(() => undefined);
-    return kept.short;
-  }
+  const ready = await haVolume(ctx);
+  if (ready.short) return ready.short;
+  const { name, attached, kept } = ready;
   const uri = nbdUriOf(attached.dataPath);
-  const victim = otherNode(ctx.target, [attached.nodeId, ...ctx.target.nodeIds().filter((n) => !kept.replicaNodes.includes(n))]);
+  const victim = replicaVictim(ctx.target, attached.nodeId, kept.replicaNodes);
   const load = await startHaLoad(ctx, uri);
   const marks: { atMs: number; label: string; kind: "fault" | "recovered" | "info" }[] = [];
   try {

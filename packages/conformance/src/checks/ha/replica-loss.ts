@@ -2,19 +2,15 @@
 // must see at most a stall, never an error or a lost write.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { nbdUriOf, otherNode, replicasKept, replicatedVolume, sleep } from "./common.js";
+import { haVolume, nbdUriOf, replicaVictim, sleep } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
-  const { name, attached } = await replicatedVolume(ctx, "vol");
-  const kept = await replicasKept(ctx, name);
-  if (kept.short) {
-    await attached.detach().catch(() => undefined);
-    return kept.short;
-  }
+  const ready = await haVolume(ctx);
+  if (ready.short) return ready.short;
+  const { name, attached, kept } = ready;
   const uri = nbdUriOf(attached.dataPath);
-  // The victim is a node the target says holds a replica, other than the one serving.
-  const victim = otherNode(ctx.target, [attached.nodeId, ...ctx.target.nodeIds().filter((n) => !kept.replicaNodes.includes(n))]);
+  const victim = replicaVictim(ctx.target, attached.nodeId, kept.replicaNodes);
   const load = await startHaLoad(ctx, uri);
   try {
     ctx.progress.step(`ledger writer on ${attached.nodeId}; ${ctx.timing.faultWindowS} s before the fault`);

@@ -3,26 +3,13 @@
 // the kill to the first write acknowledged on the new node.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import {
-  compareReplicas,
-  HA_VOLUME_BYTES,
-  nbdUriOf,
-  otherNode,
-  replicasKept,
-  replicatedVolume,
-  sleep,
-  takeOver,
-  waitHealthy,
-} from "./common.js";
+import { compareReplicas, HA_VOLUME_BYTES, haVolume, nbdUriOf, otherNode, sleep, takeOver, waitHealthy } from "./common.js";
 import { ackSeries, startHaLoad } from "./load.js";
 
 async function run(ctx: CheckContext): Promise<CheckOutcome> {
-  const { name, attached } = await replicatedVolume(ctx, "vol");
-  const kept = await replicasKept(ctx, name);
-  if (kept.short) {
-    await attached.detach().catch(() => undefined);
-    return kept.short;
-  }
+  const ready = await haVolume(ctx);
+  if (ready.short) return ready.short;
+  const { name, attached, kept } = ready;
   const load = await startHaLoad(ctx, nbdUriOf(attached.dataPath));
   const lost = attached.nodeId;
   const next = otherNode(ctx.target, [lost]);
