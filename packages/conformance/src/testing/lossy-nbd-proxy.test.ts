@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -8,6 +9,8 @@ import { LossyNbdProxy } from "./lossy-nbd-proxy.js";
 import { type StartedNbdkit, startNbdkit } from "./nbdkit.js";
 
 const HAS_NBDKIT = canRun({ tools: ["nbdkit"] }, "lossy NBD proxy against nbdkit");
+/** libnbd's nbdinfo asks for structured replies, as fio's nbd engine does. */
+const HAS_NBDINFO = HAS_NBDKIT && canRun({ tools: ["nbdinfo"] }, "a libnbd client through the lossy NBD proxy");
 
 let dir = "";
 beforeEach(() => {
@@ -53,4 +56,65 @@ describe.skipIf(!HAS_NBDKIT)("lossy NBD proxy", () => {
       await nbdkit?.stop("SIGKILL");
     }
   });
+
+  it("delayEveryReplyMs holds every reply back that long; dropEveryNthWrite 0 drops no write", async () => {
+    let nbdkit: StartedNbdkit | undefined;
+    let proxy: LossyNbdProxy | undefined;
+    let viaProxy: NbdClientConnection | undefined;
+    let direct: NbdClientConnection | undefined;
+    try {
+      nbdkit = await startNbdkit({ socketPath: path.join(dir, "mem.sock"), plugin: ["memory", "16M"] });
+      proxy = await LossyNbdProxy.start({
+        upstreamUri: nbdkit.uri,
+        socketPath: path.join(dir, "slow.sock"),
+        dropEveryNthWrite: 0,
+        delayEveryReplyMs: 300,
+      });
+      viaProxy = await openNbd(proxy.uri, { timeoutMs: 5_000 });
+      const started = performance.now();
+      const elapsed = await Promise.all(
+        Array.from({ length: 20 }, async (_, i) => {
+          expect(await viaProxy!.write(i * 4096, Buffer.alloc(4096, i + 1))).toBe(0);
+          return performance.now() - started;
+        }),
+      );
+      // Timers have millisecond granularity; every reply waited the delay.
+      for (const ms of elapsed) expect(ms).toBeGreaterThanOrEqual(295);
+      const readStarted = performance.now();
+      const back = await viaProxy.read(0, 20 * 4096);
+      expect(performance.now() - readStarted).toBeGreaterThanOrEqual(295);
+      expect({ seen: proxy.writesSeen, dropped: proxy.writesDropped }).toEqual({ seen: 20, dropped: 0 });
+      direct = await openNbd(nbdkit.uri, { timeoutMs: 5_000 });
+      const stored = await direct.read(0, 20 * 4096);
+      expect(Buffer.isBuffer(back) && Buffer.isBuffer(stored) && back.equals(stored)).toBe(true);
+      for (let i = 0; i < 20; i++) expect((stored as Buffer)[i * 4096]).toBe(i + 1);
+    } finally {
+      viaProxy?.close();
+      direct?.close();
+      await proxy?.close();
+      await nbdkit?.stop("SIGKILL");
+    }
+  });
+
+  it.runIf(HAS_NBDINFO)(
+    "a libnbd client asking for structured replies is told they are unsupported and connects with simple replies",
+    async () => {
+      let nbdkit: StartedNbdkit | undefined;
+      let proxy: LossyNbdProxy | undefined;
+      try {
+        nbdkit = await startNbdkit({ socketPath: path.join(dir, "mem.sock"), plugin: ["memory", "16M"] });
+        proxy = await LossyNbdProxy.start({ upstreamUri: nbdkit.uri, socketPath: path.join(dir, "proxy.sock") });
+        const uri = proxy.uri;
+        const size = await new Promise<string>((resolve, reject) =>
+          execFile("nbdinfo", ["--size", uri], { timeout: 10_000 }, (error, stdout, stderr) =>
+            error ? reject(new Error(`nbdinfo: ${stderr || error.message}`)) : resolve(stdout.trim()),
+          ),
+        );
+        expect(size).toBe(String(16 * 1024 * 1024));
+      } finally {
+        await proxy?.close();
+        await nbdkit?.stop("SIGKILL");
+      }
+    },
+  );
 });

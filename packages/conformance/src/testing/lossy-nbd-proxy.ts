@@ -1,12 +1,17 @@
 // A deliberately broken NBD proxy for negative tests: it relays the
 // handshake byte for byte to an upstream server, then, in transmission,
-// answers every Nth WRITE with success without forwarding it. Storage behind
-// it "acknowledges" writes it never stored, which the ledger check must catch.
+// breaks the data path as told: it answers every Nth WRITE with success
+// without forwarding it (storage that "acknowledges" writes it never stored,
+// which the ledger check must catch), and/or holds every reply back for a
+// fixed time (storage that answers every request slowly, which the latency
+// checks must catch).
 //
 // It parses both directions (whole messages are relayed, never fragments) so
-// that its fake replies land between the server's replies. It speaks what the
-// suite's client speaks: fixed newstyle, simple replies; a client asking for
-// TLS, structured replies or extended headers is cut off.
+// that its fake replies land between the server's replies. It speaks fixed
+// newstyle with simple replies: a client asking for TLS, structured replies
+// or extended headers is told NBD_REP_ERR_UNSUP by the proxy itself (the
+// server never sees the option), so clients that ask first and settle for
+// simple replies, like libnbd under fio, get through.
 
 import fs from "node:fs";
 import net from "node:net";
@@ -25,6 +30,8 @@ import {
   OPTION,
   OPTION_REPLY,
   OPTION_REPLY_HEADER_BYTES,
+  OPTION_REPLY_MAGIC_HIGH,
+  OPTION_REPLY_MAGIC_LOW,
   REQUEST_HEADER_BYTES,
   REQUEST_MAGIC,
   SIMPLE_REPLY_HEADER_BYTES,
@@ -34,6 +41,8 @@ import { formatNbdUri, type NbdAddress, parseNbdUri } from "../nbd/uri.js";
 
 /** Every this-many-th write is acknowledged without being forwarded, unless told otherwise. */
 export const DEFAULT_DROP_EVERY_NTH_WRITE = 100;
+/** Longest reply delay accepted: a minute is already far past any latency bound. */
+export const MAX_REPLY_DELAY_MS = 60_000;
 /** Bytes one direction may buffer: one whole write request plus slack. */
 const MAX_BUFFERED_BYTES = MAX_REQUEST_BYTES + 1024 * 1024;
 const OPTION_HEADER_BYTES = 16;
@@ -45,14 +54,31 @@ export interface LossyNbdProxyOptions {
   upstreamUri: string;
   /** Unix socket the proxy listens on; a stale file there is removed first. */
   socketPath: string;
-  /** Drop every Nth write (counted over all connections). Default DEFAULT_DROP_EVERY_NTH_WRITE. */
+  /** Drop every Nth write (counted over all connections); 0 drops none. Default DEFAULT_DROP_EVERY_NTH_WRITE. */
   dropEveryNthWrite?: number;
+  /**
+   * Hold every transmission reply (the proxy's own fake ones too) back this
+   * many ms before the client gets it, in the order they came. 0 (the
+   * default) relays them at once.
+   */
+  delayEveryReplyMs?: number;
 }
 
 function connectUpstream(address: NbdAddress): net.Socket {
   return address.transport === "unix"
     ? net.connect({ path: address.socketPath })
     : net.connect({ host: address.host, port: address.port });
+}
+
+/** An option reply of `type` with no data, from the proxy itself. */
+function optionReply(option: number, type: number): Buffer {
+  const reply = Buffer.alloc(OPTION_REPLY_HEADER_BYTES);
+  reply.writeUInt32BE(OPTION_REPLY_MAGIC_HIGH, 0);
+  reply.writeUInt32BE(OPTION_REPLY_MAGIC_LOW, 4);
+  reply.writeUInt32BE(option, 8);
+  reply.writeUInt32BE(type, 12);
+  reply.writeUInt32BE(0, 16);
+  return reply;
 }
 
 /** One client connection and its upstream twin. */
@@ -62,6 +88,10 @@ class ProxiedConnection {
   readonly #fromClient = new ByteQueue();
   readonly #fromServer = new ByteQueue();
   readonly #shouldDrop: () => boolean;
+  /** Ms every transmission reply is held back; 0 relays at once. */
+  readonly #delayMs: number;
+  /** Replies held back and not yet written, so that destroy() can drop them. */
+  readonly #held = new Set<NodeJS.Timeout>();
   #transmission = false;
   #greetingSeen = false;
   #clientFlagsSeen = false;
@@ -72,10 +102,11 @@ class ProxiedConnection {
   /** Read lengths by handle (hex): a read reply's data length is only known from its request. */
   readonly #readLengths = new Map<string, number>();
 
-  constructor(client: net.Socket, upstream: net.Socket, shouldDrop: () => boolean) {
+  constructor(client: net.Socket, upstream: net.Socket, shouldDrop: () => boolean, delayMs: number) {
     this.#client = client;
     this.#upstream = upstream;
     this.#shouldDrop = shouldDrop;
+    this.#delayMs = delayMs;
     client.on("data", (d: Buffer) => this.#onClientData(d));
     upstream.on("data", (d: Buffer) => this.#onServerData(d));
     for (const s of [client, upstream]) {
@@ -85,6 +116,8 @@ class ProxiedConnection {
   }
 
   destroy(): void {
+    for (const timer of this.#held) clearTimeout(timer);
+    this.#held.clear();
     this.#client.destroy();
     this.#upstream.destroy();
   }
@@ -95,7 +128,7 @@ class ProxiedConnection {
     while (!this.#client.destroyed) {
       const message = this.#transmission ? this.#nextRequest() : this.#nextClientHandshake();
       if (message === undefined) return;
-      if (message !== "dropped") this.#upstream.write(message);
+      if (message !== "answered") this.#upstream.write(message);
     }
   }
 
@@ -103,14 +136,33 @@ class ProxiedConnection {
     this.#fromServer.push(d);
     if (this.#fromServer.length > MAX_BUFFERED_BYTES) return this.destroy();
     while (!this.#upstream.destroyed) {
-      const message = this.#transmission ? this.#nextReply() : this.#nextServerHandshake();
-      if (message === undefined) return;
-      this.#client.write(message);
+      if (!this.#transmission) {
+        const message = this.#nextServerHandshake();
+        if (message === undefined) return;
+        this.#client.write(message);
+        continue;
+      }
+      const reply = this.#nextReply();
+      if (reply === undefined) return;
+      this.#reply(reply);
     }
   }
 
-  /** Client flags, then whole options; undefined until a whole one is queued. */
-  #nextClientHandshake(): Buffer | undefined {
+  /** Sends a transmission reply to the client, after the delay when there is one (every reply waits as long, so none overtakes another). */
+  #reply(message: Buffer): void {
+    if (this.#delayMs === 0) {
+      this.#client.write(message);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#held.delete(timer);
+      if (!this.#client.destroyed) this.#client.write(message);
+    }, this.#delayMs);
+    this.#held.add(timer);
+  }
+
+  /** Client flags, then whole options; "answered" when the proxy replied itself; undefined until a whole one is queued. */
+  #nextClientHandshake(): Buffer | "answered" | undefined {
     const q = this.#fromClient;
     if (!this.#clientFlagsSeen) {
       if (q.length < 4) return undefined;
@@ -123,11 +175,17 @@ class ProxiedConnection {
     const header = q.peek(OPTION_HEADER_BYTES);
     const option = header.readUInt32BE(8);
     const lengthBytes = header.readUInt32BE(12);
-    if (!header.subarray(0, 8).equals(IHAVEOPT) || lengthBytes > MAX_OPTION_REPLY_BYTES || UNSUPPORTED_OPTIONS.has(option)) {
+    if (!header.subarray(0, 8).equals(IHAVEOPT) || lengthBytes > MAX_OPTION_REPLY_BYTES) {
       this.destroy();
       return undefined;
     }
     if (q.length < OPTION_HEADER_BYTES + lengthBytes) return undefined;
+    if (UNSUPPORTED_OPTIONS.has(option)) {
+      // Fixed newstyle: the client waits for this reply before its next option, so it cannot cross a server reply.
+      q.take(OPTION_HEADER_BYTES + lengthBytes);
+      this.#client.write(optionReply(option, OPTION_REPLY.ERR_UNSUP));
+      return "answered";
+    }
     if (option === OPTION.EXPORT_NAME) this.#awaitingExportNameReply = true;
     return q.take(OPTION_HEADER_BYTES + lengthBytes);
   }
@@ -160,8 +218,8 @@ class ProxiedConnection {
     return q.take(OPTION_REPLY_HEADER_BYTES + lengthBytes);
   }
 
-  /** A whole request to forward, "dropped" when it was a write answered here, undefined until one is queued. */
-  #nextRequest(): Buffer | "dropped" | undefined {
+  /** A whole request to forward, "answered" when it was a write answered here, undefined until one is queued. */
+  #nextRequest(): Buffer | "answered" | undefined {
     const q = this.#fromClient;
     if (q.length < REQUEST_HEADER_BYTES) return undefined;
     const header = q.peek(REQUEST_HEADER_BYTES);
@@ -181,8 +239,8 @@ class ProxiedConnection {
     const reply = Buffer.alloc(SIMPLE_REPLY_HEADER_BYTES);
     reply.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     message.copy(reply, 8, 8, 16);
-    this.#client.write(reply);
-    return "dropped";
+    this.#reply(reply);
+    return "answered";
   }
 
   #nextReply(): Buffer | undefined {
@@ -208,32 +266,43 @@ export class LossyNbdProxy {
   readonly uri: string;
   readonly #server: net.Server;
   readonly #connections = new Set<ProxiedConnection>();
+  /** Drop every this-many-th write; 0 drops none. */
   readonly #dropEvery: number;
+  /** Ms every reply is held back. */
+  readonly #delayMs: number;
   #writesSeen = 0;
   #writesDropped = 0;
 
-  private constructor(server: net.Server, socketPath: string, exportName: string, dropEvery: number) {
+  private constructor(server: net.Server, socketPath: string, exportName: string, dropEvery: number, delayMs: number) {
     this.#server = server;
     this.socketPath = socketPath;
     this.uri = formatNbdUri({ transport: "unix", socketPath, exportName });
     this.#dropEvery = dropEvery;
+    this.#delayMs = delayMs;
   }
 
   /** Starts listening on `socketPath`; upstream connections are made per client connection. */
   static async start(options: LossyNbdProxyOptions): Promise<LossyNbdProxy> {
     const dropEvery = options.dropEveryNthWrite ?? DEFAULT_DROP_EVERY_NTH_WRITE;
-    if (!Number.isInteger(dropEvery) || dropEvery < 1) {
+    if (!Number.isInteger(dropEvery) || dropEvery < 0) {
       throw new ConformanceError({
         code: "INVALID_ARGUMENT",
-        message: `dropEveryNthWrite ${dropEvery} is not a positive integer`,
+        message: `dropEveryNthWrite ${dropEvery} is not an integer >= 0 (0 drops none)`,
+      });
+    }
+    const delayMs = options.delayEveryReplyMs ?? 0;
+    if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs > MAX_REPLY_DELAY_MS) {
+      throw new ConformanceError({
+        code: "INVALID_ARGUMENT",
+        message: `delayEveryReplyMs ${delayMs} is not an integer from 0 to ${MAX_REPLY_DELAY_MS} (0 delays none)`,
       });
     }
     const upstream = parseNbdUri(options.upstreamUri);
     fs.rmSync(options.socketPath, { force: true });
     const server = net.createServer();
-    const proxy = new LossyNbdProxy(server, options.socketPath, upstream.exportName, dropEvery);
+    const proxy = new LossyNbdProxy(server, options.socketPath, upstream.exportName, dropEvery, delayMs);
     server.on("connection", (client) => {
-      const connection = new ProxiedConnection(client, connectUpstream(upstream), () => proxy.#shouldDrop());
+      const connection = new ProxiedConnection(client, connectUpstream(upstream), () => proxy.#shouldDrop(), proxy.#delayMs);
       proxy.#connections.add(connection);
       client.on("close", () => proxy.#connections.delete(connection));
     });
@@ -256,7 +325,7 @@ export class LossyNbdProxy {
 
   #shouldDrop(): boolean {
     this.#writesSeen++;
-    if (this.#writesSeen % this.#dropEvery !== 0) return false;
+    if (this.#dropEvery === 0 || this.#writesSeen % this.#dropEvery !== 0) return false;
     this.#writesDropped++;
     return true;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FioSideResult } from "../../fio/types.js";
-import { mergePercentiles } from "./curve.js";
+import { latencyAt, mergePercentiles } from "./curve.js";
 
 const PCTS = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99];
 
@@ -33,5 +33,18 @@ describe("mergePercentiles", () => {
     expect(at(99)).toBeCloseTo(1000 + (1000 * 29) / 30, 0);
     // Percentiles stay ascending.
     for (let i = 1; i < merged.length; i++) expect(merged[i]?.latencyUs).toBeGreaterThanOrEqual(merged[i - 1]?.latencyUs ?? 0);
+  });
+});
+
+describe("latencyAt", () => {
+  const curve = { profile: "p", replicas: 1, iops: 10, mibPerSec: 1, percentiles: [{ percentile: 50, latencyUs: 120 }] };
+
+  it("a percentile fio reported is read off the curve", () => {
+    expect(latencyAt(curve, 50)).toBe(120);
+  });
+
+  it("a percentile fio did not report is NaN (not measured), never 0: a 0 would pass every max bound", () => {
+    expect(latencyAt(curve, 99)).toBeNaN();
+    expect(latencyAt({ ...curve, percentiles: [] }, 99)).toBeNaN();
   });
 });

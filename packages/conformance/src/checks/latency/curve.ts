@@ -66,7 +66,11 @@ export function curveOf(profile: string, replicas: number, result: FioResult): L
   };
 }
 
-/** The latency at `percentile` on `curve` (0 when fio did not report it). */
+/**
+ * The latency at `percentile` on `curve`; NaN (not measured) when fio did not
+ * report it. Never 0: a 0 would pass every `max` bound and read as an
+ * improvement in `compare`.
+ */
 export function latencyAt(curve: LatencyCurve, percentile: number): number {
-  return curve.percentiles.find((p) => Math.abs(p.percentile - percentile) < 1e-9)?.latencyUs ?? 0;
+  return curve.percentiles.find((p) => Math.abs(p.percentile - percentile) < 1e-9)?.latencyUs ?? Number.NaN;
 }

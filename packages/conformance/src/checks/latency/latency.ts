@@ -7,7 +7,9 @@ import { BENCH_PROFILES, profileJob } from "../../fio/profiles.js";
 import type { LatencyCurve, Threshold } from "../../report/types.js";
 import type { Capability } from "../../target/target.js";
 import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
-import { figure, MIB, prefill, runLoad, throwIfCancelled, withAttachedOne } from "../qos/load.js";
+import { throwIfCancelled } from "../common/cancel.js";
+import { figure } from "../common/figures.js";
+import { MIB, prefill, runLoad, withAttachedOne } from "../qos/load.js";
 import { curveOf, latencyAt } from "./curve.js";
 
 /** The volume the profiles run on: large enough that random 4 KiB I/O rarely repeats a block within a phase. */
@@ -42,7 +44,7 @@ async function runProfiles(ctx: CheckContext, replicas: number): Promise<CheckOu
   await withAttachedOne(ctx, { volume }, async (dataPath) => {
     await prefill(ctx, dataPath, LATENCY_VOLUME_BYTES);
     for (const profile of BENCH_PROFILES) {
-      throwIfCancelled(ctx);
+      throwIfCancelled(ctx.signal);
       ctx.progress.step(`${profile.name}, ${replicas} replica(s)`);
       const job = profileJob(profile, { sizeBytes: LATENCY_VOLUME_BYTES, runtimeS: ctx.timing.phaseS, rampS: 1 });
       latency.push(curveOf(profile.name, replicas, await runLoad(ctx, dataPath, job)));

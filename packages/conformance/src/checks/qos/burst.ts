@@ -5,18 +5,9 @@
 
 import type { TimeSeries } from "../../report/types.js";
 import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
-import {
-  figure,
-  KIB,
-  meanOf,
-  pause,
-  prefill,
-  probeSeconds,
-  QOS_VOLUME_BYTES,
-  roundLimit,
-  runLoad,
-  withAttachedOne,
-} from "./load.js";
+import { sleep, throwIfCancelled } from "../common/cancel.js";
+import { figure, ratio } from "../common/figures.js";
+import { KIB, meanOf, prefill, probeSeconds, QOS_VOLUME_BYTES, roundLimit, runLoad, withAttachedOne } from "./load.js";
 
 export const BURST_ID = "qos.burst";
 /**
@@ -48,7 +39,8 @@ export const burst: Check = {
       await ctx.target.setQos(volume, { readIops: { rate: limitIops, burst: burstIos } });
       // Idle long enough to save the whole allowance from empty, whatever the target did before.
       ctx.progress.step(`idle ${BURST_SECONDS + 1} s to save a ${burstIos}-IO burst`);
-      await pause(ctx, (BURST_SECONDS + 1) * 1000);
+      await sleep((BURST_SECONDS + 1) * 1000, ctx.signal);
+      throwIfCancelled(ctx.signal);
       ctx.progress.step(`flood against ${limitIops} IOPS with a ${burstIos}-IO burst`);
       const runtimeS = ctx.timing.phaseS + 1;
       const result = await runLoad(ctx, dataPath, { name: "burst-flood", ...job, runtimeS });
@@ -57,16 +49,17 @@ export const burst: Check = {
       // fio's own I/O time (its IOs over its IOPS) leaves out its start-up, which the wall-clock series counts:
       // whatever it completed beyond that time at the steady rate is the burst.
       const ios = result.read.ioBytes / job.blockSizeBytes;
-      const ioSeconds = result.read.iops > 0 ? ios / result.read.iops : 0;
+      // No rate, no I/O time: the burst is then not measured (NaN), never "all of it".
+      const ioSeconds = ratio(ios, result.read.iops);
       const delivered = ios - steady * ioSeconds;
       const figures: MeasuredFigure[] = [
         figure("limitIops", limitIops, "IOPS", "none", "the read IOPS limit set"),
         figure("burstConfiguredIos", burstIos, "count", "none", "the burst allowance set"),
-        figure("firstSecondIos", points[0] ?? 0, "count", "none", "reads completed in the first second after idle"),
+        figure("firstSecondIos", points[0] ?? Number.NaN, "count", "none", "reads completed in the first second after idle"),
         figure("steadyIops", steady, "IOPS", "none", "rate from the third second on"),
         figure("burstDeliveredIos", delivered, "count", "none", "reads completed beyond the steady rate over fio's I/O time"),
-        figure("burstRatio", delivered / burstIos, "ratio", "none", "burst delivered / configured"),
-        figure("steadyRatio", steady / limitIops, "ratio", "none", "steady rate / limit"),
+        figure("burstRatio", ratio(delivered, burstIos), "ratio", "none", "burst delivered / configured"),
+        figure("steadyRatio", ratio(steady, limitIops), "ratio", "none", "steady rate / limit"),
       ];
       const series: TimeSeries = {
         name: "burst read IOPS",

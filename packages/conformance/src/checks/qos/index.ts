@@ -38,5 +38,6 @@ export const QOS_DEFAULT_THRESHOLDS: Readonly<Record<string, Readonly<Record<str
   [NOISY_NEIGHBOUR_ID]: { victimIopsRatio: { min: 0.9 }, victimP99Ratio: { max: 2 } },
   [RESERVATION_FLOOR_ID]: { floorRatio: { min: 0.9 } },
   // Admitting a tenth more than measured is measurement noise; more is a promise the disk cannot keep.
-  [ADMISSION_ID]: { refusedBeyondCapability: { min: 1 }, admittedRatio: { max: 1.1 } },
+  // Admitting nothing keeps every promise by making none: at least one reservation must be admitted.
+  [ADMISSION_ID]: { refusedBeyondCapability: { min: 1 }, admittedRatio: { max: 1.1 }, admittedVolumes: { min: 1 } },
 };

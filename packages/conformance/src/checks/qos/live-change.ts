@@ -6,12 +6,13 @@
 import type { FioResult } from "../../fio/types.js";
 import type { TimeSeries } from "../../report/types.js";
 import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
+import { sleep, throwIfCancelled } from "../common/cancel.js";
+import { alongside } from "../common/concurrent.js";
+import { figure, ratio } from "../common/figures.js";
 import {
-  figure,
   KIB,
   LIMIT_FRACTION,
   meanOf,
-  pause,
   prefill,
   probeSeconds,
   QOS_VOLUME_BYTES,
@@ -65,24 +66,31 @@ export function estimateChange(points: readonly number[], atMs: number, limitDro
   return { beforeIops, afterIops, effectDelayMs, fell };
 }
 
-async function floodWithChange(
+/**
+ * Starts the flood, makes the change once a phase has run, and resolves once
+ * the flood is done. Exported for its unit test: a flood that fails before
+ * the change is this call's error (and the change is not made), a change
+ * that fails stops the flood.
+ */
+export async function floodWithChange(
   ctx: CheckContext,
-  run: Promise<FioResult>,
+  flood: (stop: AbortSignal) => Promise<FioResult>,
   change: () => Promise<void>,
 ): Promise<{ result: FioResult; change: Change }> {
-  let calledAt = 0;
-  let callMs = 0;
-  try {
-    await pause(ctx, ctx.timing.phaseS * 1000 + CHANGE_OFFSET_MS);
-    calledAt = Date.now();
-    await change();
-    callMs = Date.now() - calledAt;
-  } catch (error) {
-    await run.catch(() => undefined);
-    throw error;
-  }
-  const result = await run;
-  return { result, change: { atMs: calledAt - result.startedAtMs, callMs } };
+  const { value, loads } = await alongside(
+    (stop) => [flood(stop)],
+    async (floodFailed) => {
+      // A flood that failed ends the pause: there is nothing left to change under.
+      await sleep(ctx.timing.phaseS * 1000 + CHANGE_OFFSET_MS, AbortSignal.any([ctx.signal, floodFailed]));
+      throwIfCancelled(ctx.signal);
+      floodFailed.throwIfAborted();
+      const calledAt = Date.now();
+      await change();
+      return { calledAt, callMs: Date.now() - calledAt };
+    },
+  );
+  const result = loads[0] as FioResult;
+  return { result, change: { atMs: value.calledAt - result.startedAtMs, callMs: value.callMs } };
 }
 
 export const liveChange: Check = {
@@ -104,15 +112,24 @@ export const liveChange: Check = {
       await ctx.target.setQos(volume, { readIops: { rate: before } });
       ctx.progress.step(`flood at ${before} IOPS, then ${after} IOPS`);
       const runtimeS = 2 * ctx.timing.phaseS;
-      const run = runLoad(ctx, dataPath, { name: "live-change", ...job, runtimeS });
-      const { result, change } = await floodWithChange(ctx, run, () => ctx.target.setQos(volume, { readIops: { rate: after } }));
+      const { result, change } = await floodWithChange(
+        ctx,
+        (stop) => runLoad(ctx, dataPath, { name: "live-change", ...job, runtimeS }, stop),
+        () => ctx.target.setQos(volume, { readIops: { rate: after } }),
+      );
       const points = result.iopsPerSecond.slice(0, runtimeS);
       const estimate = estimateChange(points, change.atMs, before - after);
       const figures: MeasuredFigure[] = [
         figure("limitBeforeIops", before, "IOPS", "none", "the read IOPS limit while the flood started"),
         figure("limitAfterIops", after, "IOPS", "none", "the limit set during the flood"),
-        figure("ratioBefore", estimate.beforeIops / before, "ratio", "none", "measured / configured before the change"),
-        figure("ratioAfter", estimate.afterIops / after, "ratio", "none", "measured / configured over the last two seconds"),
+        figure("ratioBefore", ratio(estimate.beforeIops, before), "ratio", "none", "measured / configured before the change"),
+        figure(
+          "ratioAfter",
+          ratio(estimate.afterIops, after),
+          "ratio",
+          "none",
+          "measured / configured over the last two seconds",
+        ),
         figure("effectDelayMs", estimate.effectDelayMs, "ms", "lower", "from the call until the rate followed the new limit"),
         figure("setQosCallMs", change.callMs, "ms", "lower", "how long the target took to answer the change"),
       ];

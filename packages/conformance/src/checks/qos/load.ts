@@ -3,13 +3,12 @@
 // unlimited probe that sizes limits, and arithmetic on per-second series.
 
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { ConformanceError, isConformanceError } from "../../errors.js";
 import { runFio } from "../../fio/runner.js";
 import type { FioJobSpec, FioResult } from "../../fio/types.js";
-import type { Better } from "../../report/types.js";
 import type { AttachedVolume, AttachRequest, DataPath, ProvisionRequest } from "../../target/target.js";
-import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
+import type { Check, CheckContext, CheckOutcome } from "../check.js";
+import { throwIfCancelled } from "../common/cancel.js";
 
 export const MIB = 1024 * 1024;
 export const KIB = 1024;
@@ -20,60 +19,48 @@ export const LIMIT_FRACTION = 0.25;
 /** Bounds the neighbours a co-location search provisions per wanted neighbour and node. */
 const MAX_PLACEMENT_TRIES_PER_NODE = 3;
 
-/** A figure as the QoS and latency checks report it; {@link settle} deals with one that could not be computed. */
-export function figure(name: string, value: number, unit: string, better: Better, description: string): MeasuredFigure {
-  return { name, value, unit, better, description };
-}
-
 /**
- * The outcome with every figure finite: one that is not (a ratio over a
- * zero, a mean of no points) becomes 0 and a violation, so it can never
- * pass a bound by accident or break the report's JSON.
+ * The outcome with every figure it could not measure (NaN: a percentile fio
+ * did not report, a ratio over nothing, a mean of no points) named as a
+ * violation, so it fails the check whether the profile bounds it or not.
+ * The value stays NaN: the judge leaves it out of the report, where a
+ * stand-in number (0) would read as measured, pass `max` bounds and look
+ * like an improvement to `compare`.
  */
 export function settle(outcome: CheckOutcome): CheckOutcome {
   const broken = outcome.figures.filter((f) => !Number.isFinite(f.value));
   if (broken.length === 0) return outcome;
   return {
     ...outcome,
-    figures: outcome.figures.map((f) => (Number.isFinite(f.value) ? f : { ...f, value: 0 })),
     violations: [
       ...(outcome.violations ?? []),
-      ...broken.map((f) => `${f.name} could not be measured (computed ${f.value}); reported as 0`),
+      ...broken.map((f) => `${f.name} could not be measured (computed ${f.value}); it is left out of the figures`),
     ],
   };
 }
 
-/** `check` with every figure it reports finite (see {@link settle}). */
+/** `check` with every figure it could not measure named as a violation (see {@link settle}). */
 export function settled(check: Check): Check {
   return { ...check, run: async (ctx) => settle(await check.run(ctx)) };
-}
-
-/** Throws CANCELLED once the run is interrupted. */
-export function throwIfCancelled(ctx: CheckContext): void {
-  if (ctx.signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "the run was interrupted" });
-}
-
-/** Waits `ms`, or rejects with CANCELLED when the run is interrupted first. */
-export async function pause(ctx: CheckContext, ms: number): Promise<void> {
-  try {
-    await sleep(ms, undefined, { signal: ctx.signal });
-  } catch (error) {
-    throw new ConformanceError({ code: "CANCELLED", message: "the run was interrupted", cause: error });
-  }
 }
 
 /** Distinguishes the work directories of fio runs with the same job name within one process. */
 let runCounter = 0;
 
-/** Runs one fio job against `dataPath`; its live samples go to the check's progress, the run's signal cancels it. */
-export function runLoad(ctx: CheckContext, dataPath: DataPath, job: FioJobSpec): Promise<FioResult> {
+/**
+ * Runs one fio job against `dataPath`; its live samples go to the check's
+ * progress. The run's signal cancels it, and so does `stop` (a load that is
+ * no longer wanted because the work beside it failed): either way it
+ * rejects with CANCELLED once fio has exited.
+ */
+export function runLoad(ctx: CheckContext, dataPath: DataPath, job: FioJobSpec, stop?: AbortSignal): Promise<FioResult> {
   runCounter++;
   return runFio({
     dataPath,
     job,
     workDir: path.join(ctx.workDir, `fio-${runCounter}-${job.name.replace(/[^A-Za-z0-9.-]/g, "-")}`),
     onSample: (sample) => ctx.progress.sample(sample),
-    signal: ctx.signal,
+    signal: stop === undefined ? ctx.signal : AbortSignal.any([ctx.signal, stop]),
   });
 }
 
@@ -92,7 +79,7 @@ export async function withAttached<T>(
   let result: T;
   try {
     for (const request of requests) {
-      throwIfCancelled(ctx);
+      throwIfCancelled(ctx.signal);
       attached.push(await ctx.target.attach(request));
     }
     result = await body(attached);
@@ -134,10 +121,10 @@ export function totalIops(result: FioResult): number {
   return result.read.iops + result.write.iops;
 }
 
-/** Completion-latency percentile `p` of one side (0 when fio did not report it). */
+/** Completion-latency percentile `p` of one side; NaN (not measured) when fio did not report it. */
 export function percentileUs(result: FioResult, p: number, side: "read" | "write" = "read"): number {
   const found = result[side].percentiles.find((x) => Math.abs(x.percentile - p) < 1e-9);
-  return found?.latencyUs ?? 0;
+  return found?.latencyUs ?? Number.NaN;
 }
 
 /**
@@ -183,7 +170,7 @@ export async function provisionColocated(
   const tries = count * Math.max(1, ctx.target.nodeIds().length) * MAX_PLACEMENT_TRIES_PER_NODE;
   let unknown = anchorNodes.size === 0;
   for (let i = 0; kept.length < count && i < tries; i++) {
-    throwIfCancelled(ctx);
+    throwIfCancelled(ctx.signal);
     const name = ctx.volumeName(`${suffix}${i}`);
     await ctx.target.provision({ ...template, name });
     const nodes = await nodesOf(ctx, name);

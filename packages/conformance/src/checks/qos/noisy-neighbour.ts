@@ -13,11 +13,12 @@
 import type { FioResult } from "../../fio/types.js";
 import type { DataPath } from "../../target/target.js";
 import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
+import { sleep, throwIfCancelled } from "../common/cancel.js";
+import { alongside } from "../common/concurrent.js";
+import { figure, ratio } from "../common/figures.js";
 import {
-  figure,
   floodJob,
   KIB,
-  pause,
   percentileUs,
   prefill,
   provisionColocated,
@@ -54,8 +55,12 @@ function victimOf(result: FioResult): VictimRun {
   return { iops: result.read.iops, p99Us: percentileUs(result, 99, "read") };
 }
 
-/** Runs the victim's workload, with the neighbour flooding through it when `neighbour` is given. */
-async function victimRun(
+/**
+ * Runs the victim's workload, with the neighbour flooding through it when
+ * `neighbour` is given. Exported for its unit test: a flood that fails
+ * mid-run is this call's error, and a victim that fails stops the flood.
+ */
+export async function victimRun(
   ctx: CheckContext,
   victim: DataPath,
   rateIops: number,
@@ -73,15 +78,16 @@ async function victimRun(
   } as const;
   if (!neighbour) return { victim: victimOf(await runLoad(ctx, victim, victimJob)), neighbourIops: 0 };
   // The flood outlasts the victim: its lead, the victim's ramp and run, and a second of slack.
-  const flood = runLoad(ctx, neighbour, floodJob(`neighbour-${name}`, ctx.timing.phaseS + 3));
-  try {
-    await pause(ctx, LEAD_MS);
-    const v = victimOf(await runLoad(ctx, victim, victimJob));
-    return { victim: v, neighbourIops: totalIops(await flood) };
-  } catch (error) {
-    await flood.catch(() => undefined);
-    throw error;
-  }
+  const { value, loads } = await alongside(
+    (stop) => [runLoad(ctx, neighbour, floodJob(`neighbour-${name}`, ctx.timing.phaseS + 3), stop)],
+    async (floodFailed) => {
+      await sleep(LEAD_MS, AbortSignal.any([ctx.signal, floodFailed]));
+      throwIfCancelled(ctx.signal);
+      floodFailed.throwIfAborted();
+      return victimOf(await runLoad(ctx, victim, victimJob, floodFailed));
+    },
+  );
+  return { victim: value, neighbourIops: totalIops(loads[0] as FioResult) };
 }
 
 export const noisyNeighbour: Check = {
@@ -128,28 +134,28 @@ export const noisyNeighbour: Check = {
         figure("neighbourIops", limited.neighbourIops, "IOPS", "none", "what the limited neighbour got"),
         figure(
           "victimIopsRatio",
-          limited.victim.iops / solo.iops,
+          ratio(limited.victim.iops, solo.iops),
           "ratio",
           "higher",
           "victim IOPS beside the limited neighbour / alone",
         ),
         figure(
           "victimP99Ratio",
-          limited.victim.p99Us / solo.p99Us,
+          ratio(limited.victim.p99Us, solo.p99Us),
           "ratio",
           "lower",
           "victim p99 beside the limited neighbour / alone",
         ),
         figure(
           "unlimitedNeighbour.victimIopsRatio",
-          unlimited.victim.iops / solo.iops,
+          ratio(unlimited.victim.iops, solo.iops),
           "ratio",
           "higher",
           "victim IOPS beside an unlimited flood / alone (not judged: no isolation is promised)",
         ),
         figure(
           "unlimitedNeighbour.victimP99Ratio",
-          unlimited.victim.p99Us / solo.p99Us,
+          ratio(unlimited.victim.p99Us, solo.p99Us),
           "ratio",
           "lower",
           "victim p99 beside an unlimited flood / alone (not judged)",

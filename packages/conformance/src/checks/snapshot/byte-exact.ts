@@ -7,18 +7,17 @@ import { ConformanceError } from "../../errors.js";
 import type { DurationSetting } from "../../report/types.js";
 import type { Capability, SnapshotId } from "../../target/target.js";
 import type { Check, CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
+import { sleep, throwIfCancelled } from "../common/cancel.js";
+import { allSettledOrThrow, alongside } from "../common/concurrent.js";
+import { ascending, figure, percentile } from "../common/figures.js";
 import {
   attachSnapshot,
   attachVolume,
-  figure,
   MAX_QUOTED_MISMATCHES,
   MIB,
   type Opened,
-  percentile,
   Scope,
-  sleep,
   takeSnapshot,
-  throwIfCancelled,
   VOLUME_BYTES,
   WrongSnapshots,
 } from "./common.js";
@@ -51,7 +50,7 @@ interface Variant {
 }
 
 /** A snapshot taken under load and when its call ran. */
-interface Taken {
+export interface Taken {
   id: SnapshotId;
   startMs: number;
   endMs: number;
@@ -62,7 +61,7 @@ interface Taken {
 async function fill(io: VolumeIo, ledger: WriteLedger): Promise<void> {
   for (let c = 0; c < REGION_CHUNKS; c += FILL_IN_FLIGHT) {
     const batch = Array.from({ length: Math.min(FILL_IN_FLIGHT, REGION_CHUNKS - c) }, (_, i) => c + i);
-    await Promise.all(
+    await allSettledOrThrow(
       batch.map(async (chunk) => {
         const data = makeUnit({ stream: STREAM, unit: chunk, version: 0 }, CHUNK_BYTES);
         const record = ledger.begin(chunk);
@@ -111,35 +110,49 @@ async function openWriters(scope: Scope, live: Opened, notes: string[]): Promise
   return Array.from({ length: WRITERS }, (_, w) => ios[w % ios.length]!);
 }
 
-/** Runs the writers while taking the snapshots; resolves once both are done. */
-async function snapshotsUnderLoad(ctx: CheckContext, scope: Scope, volume: string, ios: VolumeIo[], ledger: WriteLedger) {
+/**
+ * Runs the writers while taking the snapshots; resolves once both are done.
+ * A lane that fails (a broken promise of VolumeIo, an invariant) stops the
+ * snapshots and is this call's error; every lane has stopped and settled
+ * before it returns or throws. Exported for its unit test.
+ */
+export async function snapshotsUnderLoad(
+  ctx: CheckContext,
+  scope: Scope,
+  volume: string,
+  ios: VolumeIo[],
+  ledger: WriteLedger,
+): Promise<Taken[]> {
   const count = SNAPSHOTS[ctx.duration];
   const intervalMs = Math.max(100, (ctx.timing.phaseS * 1000) / count);
-  let stopped = false;
-  const lanes: Promise<void>[] = [];
   const laneCount = WRITERS * LANES_PER_WRITER;
-  for (let l = 0; l < laneCount; l++) {
-    const chunks = Array.from({ length: REGION_CHUNKS }, (_, c) => c).filter((c) => c % laneCount === l);
-    lanes.push(lane(ios[l % WRITERS]!, ledger, chunks, ctx.random, () => stopped || ctx.signal.aborted));
-  }
-  const taken: Taken[] = [];
-  try {
-    for (let k = 0; k < count; k++) {
-      await sleep(intervalMs, ctx.signal);
-      throwIfCancelled(ctx);
-      ctx.progress.step(
-        `snapshot ${k + 1}/${count} under ${laneCount} write lanes on ${WRITERS} connections (${ledger.acked} writes acked)`,
-      );
-      const id = { volume, name: `under-load-${k}` };
-      const startMs = ledger.now();
-      const callMs = await takeSnapshot(ctx, scope, id);
-      taken.push({ id, startMs, endMs: ledger.now(), callMs });
+  let stopped = false;
+  const startLanes = (stop: AbortSignal) =>
+    Array.from({ length: laneCount }, (_, l) => {
+      const chunks = Array.from({ length: REGION_CHUNKS }, (_, c) => c).filter((c) => c % laneCount === l);
+      return lane(ios[l % WRITERS]!, ledger, chunks, ctx.random, () => stopped || stop.aborted || ctx.signal.aborted);
+    });
+  const takeAll = async (laneFailed: AbortSignal) => {
+    const taken: Taken[] = [];
+    try {
+      for (let k = 0; k < count; k++) {
+        await sleep(intervalMs, AbortSignal.any([ctx.signal, laneFailed]));
+        throwIfCancelled(ctx.signal);
+        laneFailed.throwIfAborted();
+        ctx.progress.step(
+          `snapshot ${k + 1}/${count} under ${laneCount} write lanes on ${WRITERS} connections (${ledger.acked} writes acked)`,
+        );
+        const id = { volume, name: `under-load-${k}` };
+        const startMs = ledger.now();
+        const callMs = await takeSnapshot(ctx, scope, id);
+        taken.push({ id, startMs, endMs: ledger.now(), callMs });
+      }
+    } finally {
+      stopped = true;
     }
-  } finally {
-    stopped = true;
-    await Promise.all(lanes);
-  }
-  return taken;
+    return taken;
+  };
+  return (await alongside(startLanes, takeAll)).value;
 }
 
 /** Judges every chunk of `data` against the window from `startMs` to `endMs`; returns the violations. */
@@ -166,7 +179,7 @@ async function verifySnapshots(ctx: CheckContext, ledger: WriteLedger, taken: re
   let racedChunks = 0;
   const wrongSnapshots = new WrongSnapshots();
   for (const [k, t] of taken.entries()) {
-    throwIfCancelled(ctx);
+    throwIfCancelled(ctx.signal);
     ctx.progress.step(`reading snapshot ${k + 1}/${taken.length} back`);
     await using scope = new Scope(out.notes);
     const snap = await attachSnapshot(ctx, scope, t.id);
@@ -239,7 +252,7 @@ async function run(ctx: CheckContext, variant: Variant): Promise<CheckOutcome> {
   await ctx.target.provision({ name: volume, sizeBytes: VOLUME_BYTES, replicas: variant.replicas });
   const { taken, liveWrongChunks } = await loadPhase(ctx, scope, volume, ledger, out);
   const { wrongChunks, racedChunks } = await verifySnapshots(ctx, ledger, taken, out);
-  const callMs = taken.map((t) => t.callMs);
+  const callMs = ascending(taken.map((t) => t.callMs));
   const figures: MeasuredFigure[] = [
     figure("snapshotsChecked", taken.length, "count", "higher", "snapshots taken under load and read back"),
     figure("chunksChecked", taken.length * REGION_CHUNKS, "count", "higher", `${CHUNK_BYTES / 1024} KiB chunks judged in them`),

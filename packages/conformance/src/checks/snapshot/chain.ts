@@ -5,17 +5,16 @@
 
 import type { SnapshotId } from "../../target/target.js";
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
+import { throwIfCancelled } from "../common/cancel.js";
+import { ascending, figure, percentile } from "../common/figures.js";
 import {
   attachSnapshot,
   attachVolume,
   type Expected,
-  figure,
   mismatchViolation,
-  percentile,
   Scope,
   shuffle,
   takeSnapshot,
-  throwIfCancelled,
   VOLUME_BYTES,
   verifyBlocks,
   WrongSnapshots,
@@ -51,7 +50,7 @@ function plan(random: () => number): { writes: Map<number, Stamp>[]; states: Map
 
 /** Reads a snapshot back; resolves with its wrong blocks, quoted in `wrongSnapshots`. */
 async function verifySnapshot(ctx: CheckContext, id: SnapshotId, expected: Expected, what: string, out: Outcome) {
-  throwIfCancelled(ctx);
+  throwIfCancelled(ctx.signal);
   await using scope = new Scope(out.notes);
   const snap = await attachSnapshot(ctx, scope, id);
   const wrong = await verifyBlocks(snap.io, 0, REGION_BLOCKS, expected);
@@ -73,7 +72,7 @@ async function build(ctx: CheckContext, scope: Scope, volume: string, writes: re
   await writeBlocks(live.io, 0, writes[0]!);
   const createMs: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
-    throwIfCancelled(ctx);
+    throwIfCancelled(ctx.signal);
     if (round % 8 === 1) ctx.progress.step(`round ${round}/${ROUNDS}: write ${BLOCKS_PER_ROUND} blocks, snapshot`);
     await writeBlocks(live.io, 0, writes[round]!);
     await mustFlush(live.io);
@@ -91,7 +90,7 @@ async function deleteAll(ctx: CheckContext, volume: string, states: readonly Exp
   const deleteMs: number[] = [];
   let wrongAfterDeletes = 0;
   for (const [k, round] of order.entries()) {
-    throwIfCancelled(ctx);
+    throwIfCancelled(ctx.signal);
     if (k % 16 === 0) ctx.progress.step(`deleting snapshots in random order (${k}/${ROUNDS})`);
     const started = performance.now();
     await ctx.target.deleteSnapshot({ volume, name: `round-${round}` });
@@ -131,11 +130,11 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
   return {
     figures: [
       figure("snapshots", createMs.length, "count", "higher", "snapshots in the chain"),
-      figure("snapshotCreateMsP50", percentile(createMs, 50), "ms", "lower", "snapshot create call, median"),
-      figure("snapshotCreateMsP99", percentile(createMs, 99), "ms", "lower", "snapshot create call, 99th percentile"),
+      figure("snapshotCreateMsP50", percentile(ascending(createMs), 50), "ms", "lower", "snapshot create call, median"),
+      figure("snapshotCreateMsP99", percentile(ascending(createMs), 99), "ms", "lower", "snapshot create call, 99th percentile"),
       figure("snapshotsVerified", verified, "count", "higher", "snapshots that read back exactly the state of their round"),
       figure("wrongBlocks", wrongBlocks, "count", "lower", "blocks of the snapshots not holding their round's state"),
-      figure("snapshotDeleteMsP50", percentile(deleteMs, 50), "ms", "lower", "snapshot delete call, median"),
+      figure("snapshotDeleteMsP50", percentile(ascending(deleteMs), 50), "ms", "lower", "snapshot delete call, median"),
       figure(
         "wrongBlocksAfterDeletes",
         wrongAfterDeletes,

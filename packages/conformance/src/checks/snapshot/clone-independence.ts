@@ -5,16 +5,17 @@
 // after a fresh attach.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
+import { throwIfCancelled } from "../common/cancel.js";
+import { allSettledOrThrow } from "../common/concurrent.js";
+import { figure } from "../common/figures.js";
 import {
   attachSnapshot,
   attachVolume,
   type Expected,
-  figure,
   MIB,
   mismatchViolation,
   Scope,
   takeSnapshot,
-  throwIfCancelled,
   VOLUME_BYTES,
   verifyBlocks,
   writeBlocks,
@@ -56,7 +57,7 @@ async function check(
   expected: Expected,
   out: { violations: string[] },
 ): Promise<number> {
-  throwIfCancelled(ctx);
+  throwIfCancelled(ctx.signal);
   ctx.progress.step(`reading ${what} back`);
   const wrong = await verifyBlocks(io, 0, REGION_BLOCKS, expected);
   if (wrong.length > 0) out.violations.push(mismatchViolation(what, wrong, REGION_BLOCKS));
@@ -83,8 +84,8 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
     await ctx.target.provision({ name: clone, sizeBytes: VOLUME_BYTES, replicas: 1, source: { snapshot: base } });
     const cln = await attachVolume(ctx, phase, { volume: clone });
     ctx.progress.step("writing B to the source and C to the clone at once");
-    await Promise.all([writeBlocks(src.io, 0, p.b), writeBlocks(cln.io, 0, p.c)]);
-    await Promise.all([mustFlush(src.io), mustFlush(cln.io)]);
+    await allSettledOrThrow([writeBlocks(src.io, 0, p.b), writeBlocks(cln.io, 0, p.c)]);
+    await allSettledOrThrow([mustFlush(src.io), mustFlush(cln.io)]);
     sourceWrong += await check(ctx, "the source while attached (expected A+B)", src.io, p.source, out);
     cloneWrong += await check(ctx, "the clone while attached (expected A+C)", cln.io, p.clone, out);
   }

@@ -1,10 +1,11 @@
 // What the snapshot checks share: a cleanup scope, attaching with raw access,
-// timed snapshots, stamped regions written and verified, and figures.
+// timed snapshots, and stamped regions written and verified. (Figures,
+// percentiles, sleeping and cancelling are every family's: ../common/.)
 
-import { ConformanceError, isConformanceError } from "../../errors.js";
-import type { Better } from "../../report/types.js";
+import { isConformanceError } from "../../errors.js";
 import type { AccessMode, AttachRequest, DataPath, SnapshotId } from "../../target/target.js";
-import type { CheckContext, MeasuredFigure } from "../check.js";
+import type { CheckContext } from "../check.js";
+import { allSettledOrThrow } from "../common/concurrent.js";
 import { decodeUnit, formatContent, formatStamp, makeUnit, type Stamp, sameStamp } from "./stamp.js";
 import { mustRead, mustWrite, openVolumeIo, type VolumeIo } from "./volume-io.js";
 
@@ -43,11 +44,6 @@ export class Scope implements AsyncDisposable {
       }
     }
   }
-}
-
-/** Throws CANCELLED once the run is interrupted. */
-export function throwIfCancelled(ctx: CheckContext): void {
-  if (ctx.signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "the run was interrupted" });
 }
 
 /** An attachment with raw access; both undone when `scope` ends. */
@@ -115,7 +111,7 @@ export type Expected = ReadonlyMap<number, Stamp>;
 export async function writeBlocks(io: VolumeIo, regionOffset: number, stamps: Expected): Promise<void> {
   const entries = [...stamps];
   for (let i = 0; i < entries.length; i += WRITES_IN_FLIGHT) {
-    await Promise.all(
+    await allSettledOrThrow(
       entries
         .slice(i, i + WRITES_IN_FLIGHT)
         .map(([block, stamp]) => mustWrite(io, regionOffset + block * BLOCK_BYTES, makeUnit(stamp, BLOCK_BYTES))),
@@ -153,19 +149,6 @@ export function mismatchViolation(what: string, mismatches: readonly Mismatch[],
   return `${what}: ${mismatches.length} of ${blocks} blocks (${BLOCK_BYTES} B) differ from what was written: ${quoted}${more}`;
 }
 
-/** The `p`th percentile (0-100) of `values` by nearest rank; 0 when empty. */
-export function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank]!;
-}
-
-/** A measured figure; `value` rounded to 3 decimals. */
-export function figure(name: string, value: number, unit: string, better: Better, description: string): MeasuredFigure {
-  return { name, value: Math.round(value * 1000) / 1000, unit, better, description };
-}
-
 /** A seeded shuffle (Fisher-Yates) with the run's randomness. */
 export function shuffle<T>(items: readonly T[], random: () => number): T[] {
   const out = [...items];
@@ -174,20 +157,6 @@ export function shuffle<T>(items: readonly T[], random: () => number): T[] {
     [out[i], out[j]] = [out[j]!, out[i]!];
   }
   return out;
-}
-
-/** Resolves after `ms`, or at once when the run is interrupted. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Violations of many snapshots: the first few quoted in full, the others named with their count, so a message stays readable. */

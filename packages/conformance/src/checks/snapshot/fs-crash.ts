@@ -11,7 +11,10 @@ import path from "node:path";
 import { ConformanceError } from "../../errors.js";
 import { exec } from "../../host/exec.js";
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
-import { figure, MAX_QUOTED_MISMATCHES, Scope, sleep, takeSnapshot, throwIfCancelled, VOLUME_BYTES } from "./common.js";
+import { sleep, throwIfCancelled } from "../common/cancel.js";
+import { alongside } from "../common/concurrent.js";
+import { figure } from "../common/figures.js";
+import { MAX_QUOTED_MISMATCHES, Scope, takeSnapshot, VOLUME_BYTES } from "./common.js";
 import { makeUnit, SECTOR_BYTES } from "./stamp.js";
 
 /** Files written and fsynced (with their directory) before the snapshot. */
@@ -108,8 +111,14 @@ async function churn(root: string, random: () => number, stop: () => boolean, la
   return ops;
 }
 
-/** Writes on the mounted volume and snapshots it mid-churn; resolves with the synced files and the call's ms. */
-async function writeAndSnapshot(ctx: CheckContext, scope: Scope, volume: string, notes: string[]) {
+/**
+ * Writes on the mounted volume and snapshots it mid-churn; resolves with the
+ * synced files and the call's ms. The churn stops once the call returns;
+ * when it fails meanwhile (the filesystem went read-only, the volume went
+ * away), that is this call's error, never an unhandled rejection, and no
+ * snapshot is taken after it. Exported for its unit test.
+ */
+export async function writeAndSnapshot(ctx: CheckContext, scope: Scope, volume: string, notes: string[]) {
   await using phase = new Scope(notes);
   ctx.progress.step(`attaching ${volume} as a mounted ext4`);
   const attached = await ctx.target.attach({ volume, mode: "filesystem", fsType: "ext4" });
@@ -128,23 +137,26 @@ async function writeAndSnapshot(ctx: CheckContext, scope: Scope, volume: string,
   await fsyncPath(root);
   let stopped = false;
   const late: LateFile[] = [];
-  const churning = churn(root, ctx.random, () => stopped, late);
-  let callMs: number;
-  let startMs: number;
-  try {
-    await sleep(CHURN_BEFORE_MS, ctx.signal);
-    throwIfCancelled(ctx);
-    ctx.progress.step("snapshot of the mounted filesystem while files change and fsync");
-    startMs = performance.now();
-    callMs = await takeSnapshot(ctx, scope, { volume, name: "crash" });
-  } finally {
-    stopped = true;
-  }
-  const churnOps = await churning;
+  const { value, loads } = await alongside(
+    (stop) => [churn(root, ctx.random, () => stopped || stop.aborted, late)],
+    async (churnFailed) => {
+      try {
+        await sleep(CHURN_BEFORE_MS, AbortSignal.any([ctx.signal, churnFailed]));
+        throwIfCancelled(ctx.signal);
+        churnFailed.throwIfAborted();
+        ctx.progress.step("snapshot of the mounted filesystem while files change and fsync");
+        const startMs = performance.now();
+        return { startMs, callMs: await takeSnapshot(ctx, scope, { volume, name: "crash" }) };
+      } finally {
+        stopped = true;
+      }
+    },
+  );
+  const { startMs, callMs } = value;
   // A file whose fsync returned before the call started is as durable as the first ones.
   const lateSynced = new Map(late.filter((f) => f.syncedAtMs < startMs).map((f) => [f.name, f.data]));
   notes.push(
-    `${churnOps} file operations ran around the snapshot call; ${lateSynced.size} files were fsynced during them before it started.`,
+    `${loads[0]} file operations ran around the snapshot call; ${lateSynced.size} files were fsynced during them before it started.`,
   );
   return { synced, lateSynced, callMs };
 }
@@ -256,7 +268,7 @@ async function run(ctx: CheckContext): Promise<CheckOutcome> {
   }
   ctx.progress.step("replaying the journal and running fsck.ext4 -fn on the clone");
   const checked = await fsck(attached.dataPath.devicePath, out.violations);
-  throwIfCancelled(ctx);
+  throwIfCancelled(ctx.signal);
   ctx.progress.step("mounting the clone and comparing the fsynced files");
   const dir = await mountReadOnly(ctx, scope, attached.dataPath.devicePath);
   const first = await checkFiles(path.join(dir, "synced"), synced, out.violations);

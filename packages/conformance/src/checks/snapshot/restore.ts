@@ -4,15 +4,15 @@
 // and zeros where only B was.
 
 import type { Check, CheckContext, CheckOutcome } from "../check.js";
+import { throwIfCancelled } from "../common/cancel.js";
+import { figure } from "../common/figures.js";
 import {
   attachSnapshot,
   attachVolume,
   type Expected,
-  figure,
   mismatchViolation,
   Scope,
   takeSnapshot,
-  throwIfCancelled,
   VOLUME_BYTES,
   verifyBlocks,
   writeBlocks,
@@ -51,7 +51,7 @@ async function writeThenSnapshot(ctx: CheckContext, scope: Scope, volume: string
 
 /** Attaches `volume` afresh and lists how it differs from `expected`. */
 async function readBack(ctx: CheckContext, volume: string, expected: Expected, notes: string[]) {
-  throwIfCancelled(ctx);
+  throwIfCancelled(ctx.signal);
   await using phase = new Scope(notes);
   const v = await attachVolume(ctx, phase, { volume });
   // Awaited here: the scope closes the connection as soon as the function returns.

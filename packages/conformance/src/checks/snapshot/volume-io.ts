@@ -9,6 +9,7 @@ import { ConformanceError } from "../../errors.js";
 import { openNbd } from "../../nbd/client.js";
 import type { NbdReplyError } from "../../nbd/types.js";
 import type { DataPath } from "../../target/target.js";
+import { allSettledOrThrow } from "../common/concurrent.js";
 
 /** How long one NBD request may take before the connection is given up. */
 export const IO_TIMEOUT_MS = 30_000;
@@ -147,7 +148,7 @@ export async function mustRead(io: VolumeIo, offsetBytes: number, lengthBytes: n
     r.copy(out, at);
   };
   for (let i = 0; i < pieces.length; i += READS_IN_FLIGHT) {
-    await Promise.all(pieces.slice(i, i + READS_IN_FLIGHT).map(readPiece));
+    await allSettledOrThrow(pieces.slice(i, i + READS_IN_FLIGHT).map(readPiece));
   }
   return out;
 }
