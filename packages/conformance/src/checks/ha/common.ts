@@ -6,6 +6,7 @@ import { ConformanceError } from "../../errors.js";
 import { nbdReader, openNbd } from "../../nbd/index.js";
 import type { AttachedVolume, DataPath, Target, VolumeHealth } from "../../target/target.js";
 import type { CheckContext, CheckOutcome, MeasuredFigure } from "../check.js";
+import { sleep as pause, throwIfCancelled } from "../common/cancel.js";
 
 export const MIB = 1024 * 1024;
 /** Size of the volumes HA checks write: small enough to read back whole after every fault. */
@@ -190,15 +191,8 @@ export function otherNode(target: Target, exclude: readonly string[]): string {
   return n;
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts (the check then unwinds through its finally). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
+/** Waits `ms`; on an interrupted run rejects with CANCELLED at once, so no further fault is injected. */
+export async function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  await pause(ms, signal);
+  throwIfCancelled(signal);
 }
