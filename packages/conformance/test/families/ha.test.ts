@@ -50,7 +50,8 @@ describe.runIf(canRun({ root: true, tools: ["etcd", "ip"] }, "ha family negative
         checks: HA_CHECKS.filter((c) => ids.includes(c.id)),
         profile: PROFILE,
         duration: "short",
-        faults: 2,
+        // One fault of each kind: fewer leaves the campaign not applicable.
+      faults: 3,
         workDir: path.join(dir, "work"),
         seed: 3,
       });
