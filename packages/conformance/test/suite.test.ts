@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { ALL_CHECKS, DEFAULT_THRESHOLDS } from "../src/checks/registry.js";
 import { loadProfile } from "../src/profile/load.js";
 import { renderInChromium } from "../src/report/chromium.js";
@@ -55,6 +55,7 @@ describe("the whole suite against the local target", () => {
       if (!canRun({ root: true, tools: ["etcd", "fio", "nbdfuse", "chromium", "mkfs.ext4"] }, t.task.name)) return t.skip();
       const before = hostState();
       const out = fs.mkdtempSync(path.join(os.tmpdir(), "kc-suite-"));
+      onTestFinished(() => fs.rmSync(out, { recursive: true, force: true }));
       const args = ["run", "--target", "local", "--nodes", "3", "--suite", "ha,qos,latency,snapshot", "--profile", PROFILE];
       const r = await runCli([...args, "--duration", "short", "--faults", "10", "--out", out, "--seed", "42"]);
       expect(leftovers(before, hostState()), "the run left things behind").toEqual(NOTHING_LEFT);
@@ -95,7 +96,6 @@ describe("the whole suite against the local target", () => {
       expect(shot.consoleErrors).toEqual([]);
       expect(fs.statSync(shot.screenshotPath).size).toBeGreaterThan(10_000);
       console.log(`report and screenshot kept in ${ARTIFACTS}`);
-      fs.rmSync(out, { recursive: true, force: true });
     },
     RUN_TIMEOUT_MS,
   );
