@@ -51,7 +51,7 @@ describe.runIf(canRun({ root: true, tools: ["etcd", "ip"] }, "ha family negative
         profile: PROFILE,
         duration: "short",
         // One fault of each kind: fewer leaves the campaign not applicable.
-      faults: 3,
+        faults: 3,
         workDir: path.join(dir, "work"),
         seed: 3,
       });
