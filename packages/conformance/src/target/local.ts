@@ -98,7 +98,6 @@ class LocalTarget implements Target {
     if (process.getuid?.() === 0 && hasTool("nbdfuse")) caps.push("block", "filesystem");
     this.capabilities = new Set(caps);
     this.description = {
-      target: "local",
       storage: "keelson",
       nodes: String(cluster.nodes.length),
       isolation: cluster.state.isolation,
