@@ -11,22 +11,12 @@ import { HA_CHECKS, HA_DEFAULT_THRESHOLDS } from "../../src/checks/ha/index.js";
 import { runChecks } from "../../src/checks/runner.js";
 import type { Profile } from "../../src/profile/profile.js";
 import { startLocalTarget } from "../../src/target/local.js";
-import type { AttachRequest, ProvisionRequest, Target } from "../../src/target/target.js";
+import type { ProvisionRequest, Target } from "../../src/target/target.js";
 import { canRun } from "../../src/testing/env.js";
-import { LossyNbdProxy } from "../../src/testing/lossy-nbd-proxy.js";
+import type { LossyNbdProxy } from "../../src/testing/lossy-nbd-proxy.js";
+import { attachThroughProxy, broken } from "../helpers/broken-target.js";
 
 const PROFILE: Profile = { name: "default", path: "", thresholds: HA_DEFAULT_THRESHOLDS };
-
-/** Delegates to `real` except where `overrides` says otherwise (methods keep `real` as `this`). */
-function broken(real: Target, overrides: Partial<Record<keyof Target, unknown>>): Target {
-  return new Proxy(real, {
-    get(target, property) {
-      if (property in overrides) return overrides[property as keyof Target];
-      const value = Reflect.get(target, property, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
 
 describe.runIf(canRun({ root: true, tools: ["etcd", "ip"] }, "ha family negative tests"))(
   "ha family against broken targets",
@@ -74,24 +64,7 @@ describe.runIf(canRun({ root: true, tools: ["etcd", "ip"] }, "ha family negative
     it("a data path that acknowledges every 100th write without making it fails ha.replica-loss with the writes lost, as expected 0 and measured", async () => {
       const proxies: LossyNbdProxy[] = [];
       const lossy = broken(target, {
-        attach: async (request: AttachRequest) => {
-          const attached = await target.attach(request);
-          if (attached.dataPath.kind !== "nbd") throw new Error("expected NBD");
-          const proxy = await LossyNbdProxy.start({
-            upstreamUri: attached.dataPath.uri,
-            socketPath: path.join(dir, `lossy-${proxies.length}.sock`),
-            dropEveryNthWrite: 100,
-          });
-          proxies.push(proxy);
-          return {
-            ...attached,
-            dataPath: { kind: "nbd", uri: proxy.uri },
-            detach: async () => {
-              await proxy.close();
-              await attached.detach();
-            },
-          };
-        },
+        attach: attachThroughProxy(target, dir, { dropEveryNthWrite: 100 }, proxies),
       });
       const [result] = await run(lossy, ["ha.replica-loss"]);
       expect(proxies[0]?.writesDropped ?? 0).toBeGreaterThan(0);

@@ -8,16 +8,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatValue } from "../../src/checks/judge.js";
 import { LATENCY_CHECKS, LATENCY_DEFAULT_THRESHOLDS } from "../../src/checks/latency/index.js";
 import { runChecks } from "../../src/checks/runner.js";
 import { BENCH_PROFILES } from "../../src/fio/profiles.js";
 import type { Profile } from "../../src/profile/profile.js";
-import type { CheckResult } from "../../src/report/types.js";
 import { startLocalTarget } from "../../src/target/local.js";
-import type { AttachRequest, Target } from "../../src/target/target.js";
+import type { Target } from "../../src/target/target.js";
 import { canRun } from "../../src/testing/env.js";
-import { LossyNbdProxy } from "../../src/testing/lossy-nbd-proxy.js";
+import type { LossyNbdProxy } from "../../src/testing/lossy-nbd-proxy.js";
+import { attachThroughProxy, broken, printResults } from "../helpers/broken-target.js";
 
 const NEEDS = { root: true, tools: ["fio", "etcd"] };
 const PROFILE: Profile = { name: "default", path: "", thresholds: LATENCY_DEFAULT_THRESHOLDS };
@@ -34,49 +33,9 @@ const LEAST_P99_US = REPLY_DELAY_MS * 1000 * 0.97;
  * drops no write), detached with it.
  */
 function slowDataPath(real: Target, dir: string, proxies: LossyNbdProxy[]): Target {
-  return new Proxy(real, {
-    get(target, property) {
-      if (property === "attach") {
-        return async (request: AttachRequest) => {
-          const attached = await target.attach(request);
-          if (attached.dataPath.kind !== "nbd") {
-            await attached.detach();
-            throw new Error(`expected an NBD attach, got ${attached.dataPath.kind}`);
-          }
-          const proxy = await LossyNbdProxy.start({
-            upstreamUri: attached.dataPath.uri,
-            socketPath: path.join(dir, `slow-${proxies.length}.sock`),
-            dropEveryNthWrite: 0,
-            delayEveryReplyMs: REPLY_DELAY_MS,
-          });
-          proxies.push(proxy);
-          return {
-            ...attached,
-            dataPath: { kind: "nbd", uri: proxy.uri },
-            detach: async () => {
-              await proxy.close();
-              await attached.detach();
-            },
-          };
-        };
-      }
-      const value = Reflect.get(target, property, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
+  return broken(real, {
+    attach: attachThroughProxy(real, dir, { dropEveryNthWrite: 0, delayEveryReplyMs: REPLY_DELAY_MS }, proxies),
   });
-}
-
-/** One line per figure, for the log: the figures are the point of the suite. */
-function printResults(results: readonly CheckResult[]): void {
-  const lines: string[] = [];
-  for (const r of results) {
-    lines.push(`${r.id}: ${r.verdict}${r.message ? ` - ${r.message}` : ""}`);
-    for (const f of r.figures) {
-      const bound = f.threshold ? ` [${f.threshold.min ?? ""}..${f.threshold.max ?? ""}]` : "";
-      lines.push(`  ${f.name.padEnd(40)} ${formatValue(f.value).padStart(10)} ${f.unit}${bound} ${f.verdict}`);
-    }
-  }
-  console.log(lines.join("\n"));
 }
 
 describe.runIf(canRun(NEEDS, "latency family on the local target"))("latency on a one-node local target", () => {

@@ -8,15 +8,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatValue } from "../../src/checks/judge.js";
 import { QOS_CHECKS, QOS_DEFAULT_THRESHOLDS } from "../../src/checks/qos/index.js";
 import { LIMIT_ACCURACY_ID } from "../../src/checks/qos/limit-accuracy.js";
 import { runChecks } from "../../src/checks/runner.js";
 import type { Profile } from "../../src/profile/profile.js";
-import type { CheckResult } from "../../src/report/types.js";
 import { startLocalTarget } from "../../src/target/local.js";
 import type { ProvisionRequest, Target } from "../../src/target/target.js";
 import { canRun } from "../../src/testing/env.js";
+import { broken, printResults } from "../helpers/broken-target.js";
 
 const NEEDS = { root: true, tools: ["fio", "etcd"] };
 const PROFILE: Profile = { name: "default", path: "", thresholds: QOS_DEFAULT_THRESHOLDS };
@@ -26,29 +25,10 @@ const PROFILE: Profile = { name: "default", path: "", thresholds: QOS_DEFAULT_TH
  * qos and setQos does nothing, while the target still claims qos-limits.
  */
 function ignoringQos(target: Target): Target {
-  return new Proxy(target, {
-    get(real, property) {
-      if (property === "provision") {
-        return ({ qos: _dropped, ...request }: ProvisionRequest) => real.provision(request);
-      }
-      if (property === "setQos") return async () => undefined;
-      const value = Reflect.get(real, property, real);
-      return typeof value === "function" ? value.bind(real) : value;
-    },
+  return broken(target, {
+    provision: ({ qos: _dropped, ...request }: ProvisionRequest) => target.provision(request),
+    setQos: async () => undefined,
   });
-}
-
-/** One line per figure, for the log: the figures are the point of the suite. */
-function printResults(results: readonly CheckResult[]): void {
-  const lines: string[] = [];
-  for (const r of results) {
-    lines.push(`${r.id}: ${r.verdict}${r.message ? ` - ${r.message}` : ""}`);
-    for (const f of r.figures) {
-      const bound = f.threshold ? ` [${f.threshold.min ?? ""}..${f.threshold.max ?? ""}]` : "";
-      lines.push(`  ${f.name.padEnd(40)} ${formatValue(f.value).padStart(10)} ${f.unit}${bound} ${f.verdict}`);
-    }
-  }
-  console.log(lines.join("\n"));
 }
 
 describe.runIf(canRun(NEEDS, "qos family on the local target"))("qos on the local target", () => {

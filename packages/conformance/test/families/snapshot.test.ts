@@ -16,6 +16,7 @@ import type { CheckResult } from "../../src/report/types.js";
 import { startLocalTarget } from "../../src/target/local.js";
 import type { AccessMode, SnapshotId, Target } from "../../src/target/target.js";
 import { canRun } from "../../src/testing/env.js";
+import { broken } from "../helpers/broken-target.js";
 
 const NEEDS = { root: true, tools: ["etcd", "nbdfuse"] };
 const PROFILE: Profile = { name: "default", path: "", thresholds: SNAPSHOT_DEFAULT_THRESHOLDS };
@@ -23,15 +24,9 @@ const SEED = Number(process.env.KEELSON_SEED ?? Date.now() % 1_000_000);
 
 /** A target whose `attachSnapshot` attaches the live volume: every snapshot reads as the volume does now. */
 function snapshotsAreLive(target: Target): Target {
-  return new Proxy(target, {
-    get(real, property) {
-      if (property === "attachSnapshot") {
-        return (snapshot: SnapshotId, mode?: AccessMode) =>
-          real.attach({ volume: snapshot.volume, readOnly: true, ...(mode ? { mode } : {}) });
-      }
-      const value = Reflect.get(real, property, real);
-      return typeof value === "function" ? value.bind(real) : value;
-    },
+  return broken(target, {
+    attachSnapshot: (snapshot: SnapshotId, mode?: AccessMode) =>
+      target.attach({ volume: snapshot.volume, readOnly: true, ...(mode ? { mode } : {}) }),
   });
 }
 
