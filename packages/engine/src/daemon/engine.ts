@@ -12,7 +12,7 @@ import { eventService } from "../events/event-feed.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
-import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
+import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
@@ -153,6 +153,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     createSizeBytes: options.poolSizeBytes,
     forceFormat: options.forceFormat,
     extentSizeBytes: options.extentSizeBytes,
+    admit: admitReservation,
   });
   const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());

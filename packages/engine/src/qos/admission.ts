@@ -1,22 +1,14 @@
 import { KeelsonError } from "@keelson/sdk";
+import type { DiskCapabilityRecord } from "../store/catalog.js";
+import type { ReservationRequest, Reservations } from "../store/reservations.js";
 
-/** What a disk can do, measured by calibration or set by the operator. */
-export interface DiskCapability {
-  iops: number;
-  bytesPerSec: number;
-  source: "calibrated" | "operator";
-  measuredAtMs: number;
-  /** Fraction of the capability never promised to reservations (0.1 = 10%). */
-  headroom: number;
-}
+/** What a disk can do, measured by calibration or set by the operator (stored in the pool's catalog). */
+export type DiskCapability = DiskCapabilityRecord;
 
 export const DEFAULT_HEADROOM = 0.1;
 
 /** Reservations on one disk, summed over its volumes. */
-export interface Reserved {
-  iops: number;
-  bytesPerSec: number;
-}
+export type Reserved = Reservations;
 
 /** What is still free for reservations on a disk. */
 export function freeForReservations(cap: DiskCapability, reserved: Reserved): Reserved {
@@ -47,4 +39,9 @@ export function admit(disk: string, cap: DiskCapability | undefined, reserved: R
       `${cap.bytesPerSec} B/s, ${Math.round(cap.headroom * 100)}% headroom) has ${reserved.iops} IOPS and ` +
       `${reserved.bytesPerSec} B/s reserved, ${free.iops} IOPS and ${free.bytesPerSec} B/s free`,
   });
+}
+
+/** The pool's admission hook (`Pool.open({ admit: admitReservation })`): {@link admit} applied to one request. */
+export function admitReservation(request: ReservationRequest): void {
+  admit(request.diskPath, request.disk, request.reserved, request.wanted);
 }

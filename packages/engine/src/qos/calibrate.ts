@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import { promisify } from "node:util";
+import type { ScratchRegion } from "../store/scratch.js";
 
 const pread = promisify(fs.read);
 const pwrite = promisify(fs.write);
@@ -9,13 +10,6 @@ const PHASE_MS = 300;
 const QUEUE_DEPTH = 16;
 const SMALL_BYTES = 4096;
 const LARGE_BYTES = 1024 * 1024;
-
-/** A region of the pool that holds nothing (free extents), where calibration may write. */
-export interface ScratchRegion {
-  fd: number;
-  offset: number;
-  bytes: number;
-}
 
 /** Runs `op` at `QUEUE_DEPTH` for `PHASE_MS`; returns operations per second. */
 async function phase(op: (i: number) => Promise<unknown>): Promise<number> {

@@ -1,30 +1,26 @@
 import { KeelsonError, type QosLimits, type RateLimit } from "@keelson/sdk";
+import { absentQosPolicy, DEFAULT_QOS_WEIGHT, type QosPolicyRecord } from "../store/catalog.js";
 
 // Limits have one shape on the wire, in the SDK and here: the SDK's types.
 export type { QosLimits, RateLimit };
 
-/** A volume's QoS: limits, a guaranteed floor and a share of what is left. */
-export interface QosPolicy {
-  limits: QosLimits;
-  /** Guaranteed IOPS when the disk is saturated; admitted against the disk's capability. */
-  reservationIops: number;
-  /** Guaranteed bytes/s (admitted against the disk's bandwidth; scheduling is by IOPS). */
-  reservationBytesPerSec: number;
-  /** Share of the capacity beyond reservations, relative to other volumes' weights. */
-  weight: number;
-}
+/**
+ * A volume's QoS: limits, a guaranteed floor and a share of what is left.
+ * The pool's catalog stores it as is, so its shape is the store's record.
+ */
+export type QosPolicy = QosPolicyRecord;
 
 export const LIMIT_KEYS = ["readIops", "writeIops", "totalIops", "readBytesPerSec", "writeBytesPerSec"] as const;
 export type LimitKey = (typeof LIMIT_KEYS)[number];
 
-export const DEFAULT_WEIGHT = 1;
+export const DEFAULT_WEIGHT = DEFAULT_QOS_WEIGHT;
 export const MAX_WEIGHT = 1000;
 /** Limits beyond this are refused as typos (a 1 TB/s or 100 M IOPS limit limits nothing). */
 const MAX_RATE = 1e12;
 
 /** No limits, no reservation, default weight. */
 export function defaultPolicy(): QosPolicy {
-  return { limits: {}, reservationIops: 0, reservationBytesPerSec: 0, weight: DEFAULT_WEIGHT };
+  return absentQosPolicy();
 }
 
 function invalid(message: string): KeelsonError {

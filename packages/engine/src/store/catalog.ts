@@ -1,5 +1,43 @@
-import type { DiskCapability } from "../qos/admission.js";
-import type { QosPolicy } from "../qos/policy.js";
+import type { QosLimits } from "@keelson/sdk";
+
+/**
+ * A volume's QoS policy as the catalog stores it. The store keeps it as plain
+ * data; `qos/` names it `QosPolicy`, validates it and enforces it.
+ */
+export interface QosPolicyRecord {
+  limits: QosLimits;
+  /** Guaranteed IOPS when the disk is saturated; admitted against the disk's capability. */
+  reservationIops: number;
+  /** Guaranteed bytes/s (admitted against the disk's bandwidth; scheduling is by IOPS). */
+  reservationBytesPerSec: number;
+  /** Share of the capacity beyond reservations, relative to other volumes' weights. */
+  weight: number;
+}
+
+/** The weight of a volume whose record holds no QoS policy. */
+export const DEFAULT_QOS_WEIGHT = 1;
+
+/**
+ * The policy a volume record without `qos` stands for: no limits, no
+ * reservation, the default weight. The store needs it to compare policies
+ * when a create is repeated; `qos/` calls it `defaultPolicy()`.
+ */
+export function absentQosPolicy(): QosPolicyRecord {
+  return { limits: {}, reservationIops: 0, reservationBytesPerSec: 0, weight: DEFAULT_QOS_WEIGHT };
+}
+
+/**
+ * What the pool's disk can do, measured by calibration or set by the
+ * operator, as the catalog stores it; `qos/` admits reservations against it.
+ */
+export interface DiskCapabilityRecord {
+  iops: number;
+  bytesPerSec: number;
+  source: "calibrated" | "operator";
+  measuredAtMs: number;
+  /** Fraction of the capability never promised to reservations (0.1 = 10%). */
+  headroom: number;
+}
 
 /** Where a volume's data came from when it was created as a clone. */
 export type VolumeSource =
@@ -19,7 +57,7 @@ export interface VolumeRecord {
   /** Set for clones; absent for empty volumes. */
   source?: VolumeSource;
   /** Limits, reservation and weight; absent means none. */
-  qos?: QosPolicy;
+  qos?: QosPolicyRecord;
   /** The QoS class the policy came from, if any. */
   qosClass?: string;
   /** Highest attachment epoch fenced on this replica; I/O under an older epoch is refused. Absent means 0. */
@@ -61,7 +99,7 @@ export type CatalogChange =
   | { op: "deleteLayer"; id: number }
   | { op: "putSnapshot"; snapshot: SnapshotRecord }
   | { op: "deleteSnapshot"; uid: string }
-  | { op: "putDisk"; disk: DiskCapability };
+  | { op: "putDisk"; disk: DiskCapabilityRecord };
 
 /** The whole catalog, as written to a checkpoint. */
 export interface CatalogSnapshot {
@@ -71,7 +109,7 @@ export interface CatalogSnapshot {
   /** Absent in checkpoints written before snapshots existed. */
   snapshots?: SnapshotRecord[];
   /** The disk's measured (or operator-set) capability; absent until calibrated. */
-  disk?: DiskCapability;
+  disk?: DiskCapabilityRecord;
 }
 
 /** One extent of one layer, as written to checkpoints and the journal. */

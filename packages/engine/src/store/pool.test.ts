@@ -1,11 +1,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { isKeelsonError } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
 import { DEFAULT_EXTENT_SIZE_BYTES as EXTENT_SIZE_BYTES } from "./layout.js";
 import { Pool } from "./pool.js";
+import type { ReservationRequest } from "./reservations.js";
 import { MAX_CHAIN_LAYERS } from "./validation.js";
 import type { Volume } from "./volume.js";
 import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "./volume-io.js";
@@ -174,5 +175,36 @@ describe("pool", () => {
     const again = await Pool.open({ path: file, extentSizeBytes: MIB });
     expect(again.layout.extentSizeBytes).toBe(64 * 1024);
     await again.close();
+  });
+
+  it("reservations are judged by the admit hook given at open; a refused create or policy change stores nothing", async () => {
+    const asked: ReservationRequest[] = [];
+    const admit = (r: ReservationRequest): void => {
+      asked.push(r);
+      if (r.reserved.iops + r.wanted.iops > 100) throw new KeelsonError({ code: "QOS_ADMISSION_DENIED", message: "full" });
+    };
+    const policy = (reservationIops: number) => ({ limits: {}, reservationIops, reservationBytesPerSec: 0, weight: 1 });
+    const file = path.join(dir, "admit.img");
+    let pool = await Pool.open({ path: file, createSizeBytes: 64 * MIB, admit });
+    await pool.createVolume({ name: "a", sizeBytes: MIB, qos: policy(60) });
+    const refused = await pool.createVolume({ name: "b", sizeBytes: MIB, qos: policy(50) }).catch((e: unknown) => e);
+    expect(isKeelsonError(refused, "QOS_ADMISSION_DENIED")).toBe(true);
+    expect(pool.findVolume("b")).toBeUndefined();
+    // A policy change is judged without the volume's own reservation.
+    await pool.setVolumeQos("a", policy(100), undefined);
+    await expect(pool.setVolumeQos("a", policy(101), undefined)).rejects.toMatchObject({ code: "QOS_ADMISSION_DENIED" });
+    expect(pool.reserved()).toEqual({ iops: 100, bytesPerSec: 0 });
+    expect(asked.map((r) => [r.diskPath, r.reserved.iops, r.wanted.iops])).toEqual([
+      [file, 0, 60],
+      [file, 60, 50],
+      [file, 0, 100],
+      [file, 0, 101],
+    ]);
+    await pool.close();
+    // Without a hook the store judges nothing.
+    pool = await Pool.open({ path: file });
+    await pool.createVolume({ name: "b", sizeBytes: MIB, qos: policy(50) });
+    expect(pool.reserved()).toEqual({ iops: 150, bytesPerSec: 0 });
+    await pool.close();
   });
 });

@@ -2,18 +2,18 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import { admit, type DiskCapability, type Reserved } from "../qos/admission.js";
-import type { ScratchRegion } from "../qos/calibrate.js";
-import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { newStates } from "./block-states.js";
-import type {
-  CatalogChange,
-  CatalogSnapshot,
-  EntryRecord,
-  LayerRecord,
-  SnapshotRecord,
-  VolumeRecord,
-  VolumeSource,
+import {
+  absentQosPolicy,
+  type CatalogChange,
+  type CatalogSnapshot,
+  type DiskCapabilityRecord,
+  type EntryRecord,
+  type LayerRecord,
+  type QosPolicyRecord,
+  type SnapshotRecord,
+  type VolumeRecord,
+  type VolumeSource,
 } from "./catalog.js";
 import { ExtentAllocator } from "./extent-allocator.js";
 import { ExtentEntry, Layer } from "./layer.js";
@@ -32,6 +32,8 @@ import { type MetadataSource, MetadataWriter, type PendingMetadata } from "./met
 import { openPoolDevice, type PoolDevice } from "./pool-device.js";
 import { ReadTracker } from "./read-tracker.js";
 import { rebuildState } from "./recovery.js";
+import { type AdmitReservation, type Reservations, reservationOf, sumReservations } from "./reservations.js";
+import type { ScratchRegion } from "./scratch.js";
 import {
   MAX_CHAIN_LAYERS,
   MAX_SNAPSHOTS,
@@ -56,6 +58,8 @@ export interface OpenPoolOptions {
   forceFormat?: boolean;
   /** Extent size of a pool formatted now (default 1 MiB); an existing pool keeps its own. */
   extentSizeBytes?: number;
+  /** Judges QoS reservations before a volume's policy is stored; absent: every reservation is accepted. */
+  admit?: AdmitReservation;
 }
 
 /** Space of a pool, in bytes. */
@@ -78,7 +82,7 @@ export interface CreateVolumeOptions {
   /** Makes the volume a clone sharing the source's data. */
   source?: CloneSource;
   /** Limits, reservation and weight (validated by the caller); the reservation is admitted against the disk. */
-  qos?: QosPolicy;
+  qos?: QosPolicyRecord;
   /** The QoS class `qos` came from. */
   qosClass?: string;
 }
@@ -166,13 +170,16 @@ export class Pool implements MetadataSource {
   /** Layer folds a crash had interrupted, finished by {@link Pool.open}. */
   foldsFinishedAtOpen = 0;
   /** What the disk can do (calibrated or operator-set); reservations are admitted against it. */
-  disk: DiskCapability | undefined;
+  disk: DiskCapabilityRecord | undefined;
   /** Extents released since open; deletes report what they freed from its growth. */
   #releasedExtents = 0;
   #closed = false;
+  /** The admission rule reservations are judged by (see {@link OpenPoolOptions.admit}). */
+  readonly #admit: AdmitReservation;
 
-  private constructor(device: PoolDevice, layout: PoolLayout) {
+  private constructor(device: PoolDevice, layout: PoolLayout, admit: AdmitReservation) {
     this.device = device;
+    this.#admit = admit;
     this.layout = layout;
     this.stateBytes = stateBytesOf(layout.extentSizeBytes);
     const recovered = recoverMetadata(device.fd, layout);
@@ -213,7 +220,7 @@ export class Pool implements MetadataSource {
           message: `${device.path} is ${device.sizeBytes} bytes but its pool was formatted for ${layout.sizeBytes}`,
         });
       }
-      pool = new Pool(device, layout);
+      pool = new Pool(device, layout, options.admit ?? (() => undefined));
     } catch (error) {
       device.close();
       throw error;
@@ -342,8 +349,7 @@ export class Pool implements MetadataSource {
       throw new KeelsonError({ code: "LIMIT_EXCEEDED", message: `pool holds its maximum of ${MAX_VOLUMES} volumes` });
     }
     const uid = randomUUID();
-    const qos = options.qos ?? defaultPolicy();
-    admit(this.device.path, this.disk, this.reserved(), { iops: qos.reservationIops, bytesPerSec: qos.reservationBytesPerSec });
+    this.#admit({ diskPath: this.device.path, disk: this.disk, reserved: this.reserved(), wanted: reservationOf(options.qos) });
     const create = async (parent: Layer | null): Promise<Volume> => {
       const head = this.#newLayer(parent, uid);
       const record: VolumeRecord = { uid, name, sizeBytes, createdAtMs: Date.now(), labels, replicas, headLayerId: head.id };
@@ -422,7 +428,7 @@ export class Pool implements MetadataSource {
       sameLabels(v.record.labels, labels) &&
       JSON.stringify(v.record.source ?? null) === JSON.stringify(source ?? null) &&
       (v.record.qosClass ?? "") === (options.qosClass ?? "") &&
-      JSON.stringify(v.record.qos ?? defaultPolicy()) === JSON.stringify(options.qos ?? defaultPolicy());
+      JSON.stringify(v.record.qos ?? absentQosPolicy()) === JSON.stringify(options.qos ?? absentQosPolicy());
     if (same) return v;
     throw new KeelsonError({
       code: "ALREADY_EXISTS",
@@ -699,14 +705,11 @@ export class Pool implements MetadataSource {
   }
 
   /** Reservations admitted on this disk, leaving out the volume `exceptUid`. */
-  reserved(exceptUid?: string): Reserved {
-    const sum: Reserved = { iops: 0, bytesPerSec: 0 };
-    for (const v of this.#volumes.values()) {
-      if (v.record.uid === exceptUid || !v.record.qos) continue;
-      sum.iops += v.record.qos.reservationIops;
-      sum.bytesPerSec += v.record.qos.reservationBytesPerSec;
-    }
-    return sum;
+  reserved(exceptUid?: string): Reservations {
+    return sumReservations(
+      [...this.#volumes.values()].map((v) => v.record),
+      exceptUid,
+    );
   }
 
   /**
@@ -714,11 +717,11 @@ export class Pool implements MetadataSource {
    * reservation is admitted against the disk first (QOS_ADMISSION_DENIED).
    * Idempotent.
    */
-  setVolumeQos(name: string, qos: QosPolicy, qosClass: string | undefined): Promise<Volume> {
+  setVolumeQos(name: string, qos: QosPolicyRecord, qosClass: string | undefined): Promise<Volume> {
     return this.#serial(async () => {
       const volume = this.getVolume(name);
       const reserved = this.reserved(volume.record.uid);
-      admit(this.device.path, this.disk, reserved, { iops: qos.reservationIops, bytesPerSec: qos.reservationBytesPerSec });
+      this.#admit({ diskPath: this.device.path, disk: this.disk, reserved, wanted: reservationOf(qos) });
       const { qos: _q, qosClass: _c, ...rest } = volume.record;
       volume.record = { ...rest, qos, ...(qosClass ? { qosClass } : {}) };
       this.#changes.push({ op: "putVolume", volume: volume.record });
@@ -728,7 +731,7 @@ export class Pool implements MetadataSource {
   }
 
   /** Records the disk's capability (calibration or operator); durable before it returns. */
-  setDiskCapability(disk: DiskCapability): Promise<void> {
+  setDiskCapability(disk: DiskCapabilityRecord): Promise<void> {
     return this.#serial(async () => {
       this.disk = disk;
       this.#changes.push({ op: "putDisk", disk });

@@ -1,7 +1,14 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { DiskCapability } from "../qos/admission.js";
 import { isEmpty } from "./block-states.js";
-import type { CatalogChange, CatalogSnapshot, EntryRecord, LayerRecord, SnapshotRecord, VolumeRecord } from "./catalog.js";
+import type {
+  CatalogChange,
+  CatalogSnapshot,
+  DiskCapabilityRecord,
+  EntryRecord,
+  LayerRecord,
+  SnapshotRecord,
+  VolumeRecord,
+} from "./catalog.js";
 import { ExtentEntry, Layer } from "./layer.js";
 import type { PoolLayout } from "./layout.js";
 import type { RecoveredMetadata } from "./metadata-log.js";
@@ -11,7 +18,7 @@ export interface RecoveredState {
   nextLayerId: number;
   volumes: Map<string, VolumeRecord>;
   snapshots: SnapshotRecord[];
-  disk: DiskCapability | undefined;
+  disk: DiskCapabilityRecord | undefined;
   layers: Map<number, Layer>;
   entryCount: number;
 }
@@ -24,7 +31,7 @@ class StateBuilder {
   nextLayerId = 1;
   readonly volumes = new Map<string, VolumeRecord>();
   readonly snapshots = new Map<string, SnapshotRecord>();
-  disk: DiskCapability | undefined;
+  disk: DiskCapabilityRecord | undefined;
   readonly layerRecords = new Map<number, LayerRecord>();
   readonly entries = new Map<number, Map<number, EntryRecord>>();
 
