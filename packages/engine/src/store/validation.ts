@@ -71,3 +71,8 @@ export function validateReplicas(replicas: unknown): number {
   }
   return n;
 }
+
+/** True when two validated label sets are equal (an idempotent create asks for the same labels). */
+export function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}

@@ -4,7 +4,8 @@ import { KeelsonError } from "@keelson/sdk";
 import { allStates, BlockState, getState, hasData, isEmpty, setStates } from "./block-states.js";
 import type { ExtentEntry, Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES } from "./layout.js";
-import type { Pool } from "./pool.js";
+import { type Pool, poolCore } from "./pool.js";
+import type { PoolCore } from "./pool-core.js";
 import type { ChainView, Volume } from "./volume.js";
 
 /** Completion of a volume I/O; `error` is null on success. */
@@ -47,7 +48,7 @@ class Completion {
   error: KeelsonError | null = null;
   readonly callback: IoCallback;
   /** For reads: the pool whose read tracker counts this read, and the tracker's era. */
-  tracked: Pool | null = null;
+  tracked: PoolCore | null = null;
   era = 0;
 
   constructor(callback: IoCallback) {
@@ -91,7 +92,7 @@ function resolveBlock(depth: number, block: number): number {
   return -1;
 }
 
-function emitRead(pool: Pool, c: Completion, src: number, from: number, to: number, buf: Buffer, at: number): void {
+function emitRead(pool: PoolCore, c: Completion, src: number, from: number, to: number, buf: Buffer, at: number): void {
   if (src < 0) {
     buf.fill(0, at, at + (to - from));
     return;
@@ -104,7 +105,7 @@ function emitRead(pool: Pool, c: Completion, src: number, from: number, to: numb
 
 /** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
 function readSegment(
-  pool: Pool,
+  pool: PoolCore,
   volume: ChainView,
   logical: number,
   from: number,
@@ -141,8 +142,8 @@ function readSegment(
 }
 
 /** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
-export function readVolume(
-  pool: Pool,
+function readCore(
+  pool: PoolCore,
   volume: ChainView,
   offset: number,
   length: number,
@@ -168,7 +169,7 @@ export function readVolume(
 }
 
 /** Frees what an entry no longer needs: its extent once no block holds data, the entry once it has no state. */
-function releaseUnused(pool: Pool, layer: Layer, entry: ExtentEntry): void {
+function releaseUnused(pool: PoolCore, layer: Layer, entry: ExtentEntry): void {
   if (entry.pendingWrites > 0) return;
   if (entry.phys >= 0 && !hasData(entry.states)) {
     pool.releaseExtent(entry.phys);
@@ -180,7 +181,7 @@ function releaseUnused(pool: Pool, layer: Layer, entry: ExtentEntry): void {
 }
 
 class WritePart {
-  readonly pool: Pool;
+  readonly pool: PoolCore;
   readonly layer: Layer;
   readonly entry: ExtentEntry;
   readonly completion: Completion;
@@ -192,7 +193,7 @@ class WritePart {
   written = 0;
   readonly onWrite: (error: NodeJS.ErrnoException | null, bytesWritten: number) => void;
 
-  constructor(pool: Pool, layer: Layer, entry: ExtentEntry, c: Completion, data: Buffer, from: number, to: number) {
+  constructor(pool: PoolCore, layer: Layer, entry: ExtentEntry, c: Completion, data: Buffer, from: number, to: number) {
     this.pool = pool;
     this.layer = layer;
     this.entry = entry;
@@ -227,7 +228,7 @@ class WritePart {
   }
 }
 
-function noSpace(pool: Pool, volume: Volume, needed: number): KeelsonError {
+function noSpace(pool: PoolCore, volume: Volume, needed: number): KeelsonError {
   return new KeelsonError({
     code: "NO_SPACE",
     message: `pool is full: volume ${volume.name} needs ${needed} more extent(s) of ${pool.layout.extentSizeBytes} bytes, ${pool.allocator.freeCount} free`,
@@ -235,7 +236,7 @@ function noSpace(pool: Pool, volume: Volume, needed: number): KeelsonError {
 }
 
 /** Gives every extent of [offset, end) a physical extent in the head, or fails having allocated nothing. */
-function allocateRange(pool: Pool, volume: Volume, offset: number, end: number): KeelsonError | null {
+function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: number): KeelsonError | null {
   const head = volume.head;
   const first = Math.floor(offset / pool.layout.extentSizeBytes);
   const last = Math.floor((end - 1) / pool.layout.extentSizeBytes);
@@ -259,7 +260,7 @@ function allocateRange(pool: Pool, volume: Volume, offset: number, end: number):
 }
 
 /** Writes block-aligned `data` at `offset` into the head layer. The caller holds the volume's gate. */
-function writeAligned(pool: Pool, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
+function writeAligned(pool: PoolCore, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
   const end = offset + data.length;
   const failed = allocateRange(pool, volume, offset, end);
   if (failed) return cb(failed);
@@ -280,25 +281,25 @@ function writeAligned(pool: Pool, volume: Volume, offset: number, data: Buffer, 
 }
 
 /** Makes everything completed so far durable (NBD FLUSH), then calls back. */
-export function flushVolume(pool: Pool, cb: IoCallback): void {
+function flushCore(pool: PoolCore, cb: IoCallback): void {
   pool.flush().then(
     () => cb(null),
     (e: unknown) => cb(e instanceof KeelsonError ? e : new KeelsonError({ code: "INTERNAL", message: String(e), cause: e })),
   );
 }
 
-function finishWrite(pool: Pool, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
+function finishWrite(pool: PoolCore, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
   if (error || !fua) return cb(error);
-  flushVolume(pool, cb);
+  flushCore(pool, cb);
 }
 
 /** Read-modify-write for a write that does not cover whole blocks; runs with the gate held exclusively. */
-function writeUnaligned(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+function writeUnaligned(pool: PoolCore, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
   volume.gate.enterExclusive(() => {
     const start = Math.floor(offset / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
     const end = Math.ceil((offset + data.length) / BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES;
     const whole = Buffer.allocUnsafe(end - start);
-    readVolume(pool, volume, start, end - start, whole, 0, (readError) => {
+    readCore(pool, volume, start, end - start, whole, 0, (readError) => {
       if (readError) {
         volume.gate.leaveExclusive();
         return cb(readError);
@@ -313,7 +314,7 @@ function writeUnaligned(pool: Pool, volume: Volume, offset: number, data: Buffer
 }
 
 /** Writes `data` at `offset`. Block-aligned writes run concurrently; others are read-modify-write. */
-export function writeVolume(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+function writeCore(pool: PoolCore, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
   const bad = checkRange(volume, offset, data.length) ?? pool.failure;
   if (bad) return cb(bad);
   if (data.length === 0) return finishWrite(pool, null, fua, cb);
@@ -330,7 +331,7 @@ export function writeVolume(pool: Pool, volume: Volume, offset: number, data: Bu
 }
 
 /** Marks whole blocks [firstBlock, lastBlock) of one extent as zero in the head, freeing space where it can. */
-function zeroBlocks(pool: Pool, volume: Volume, logical: number, firstBlock: number, lastBlock: number): KeelsonError | null {
+function zeroBlocks(pool: PoolCore, volume: Volume, logical: number, firstBlock: number, lastBlock: number): KeelsonError | null {
   const head = volume.head;
   // A layer with no parent reads absent blocks as zero, so it needs no markers.
   const state = head.record.parentId === null ? BlockState.ABSENT : BlockState.ZERO;
@@ -346,7 +347,7 @@ function zeroBlocks(pool: Pool, volume: Volume, logical: number, firstBlock: num
   return null;
 }
 
-function zeroWholeBlocks(pool: Pool, volume: Volume, start: number, end: number): KeelsonError | null {
+function zeroWholeBlocks(pool: PoolCore, volume: Volume, start: number, end: number): KeelsonError | null {
   const extentBytes = pool.layout.extentSizeBytes;
   for (let pos = start; pos < end; ) {
     const logical = Math.floor(pos / extentBytes);
@@ -360,11 +361,11 @@ function zeroWholeBlocks(pool: Pool, volume: Volume, start: number, end: number)
 }
 
 /** Writes real zeros over [offset, end), one extent at a time (NO_HOLE and partial blocks). */
-function writeZeros(pool: Pool, volume: Volume, offset: number, end: number, cb: IoCallback): void {
+function writeZeros(pool: PoolCore, volume: Volume, offset: number, end: number, cb: IoCallback): void {
   if (offset >= end) return cb(null);
   const extentBytes = pool.layout.extentSizeBytes;
   const next = Math.min(end, offset + ZERO_CHUNK.length, (Math.floor(offset / extentBytes) + 1) * extentBytes);
-  writeVolume(pool, volume, offset, ZERO_CHUNK.subarray(0, next - offset), false, (error) => {
+  writeCore(pool, volume, offset, ZERO_CHUNK.subarray(0, next - offset), false, (error) => {
     if (error) return cb(error);
     writeZeros(pool, volume, next, end, cb);
   });
@@ -375,14 +376,7 @@ function writeZeros(pool: Pool, volume: Volume, offset: number, end: number, cb:
  * markers and give their space back; partial blocks are written with zeros
  * (WRITE_ZEROES) or left alone (TRIM).
  */
-export function zeroVolume(
-  pool: Pool,
-  volume: Volume,
-  offset: number,
-  length: number,
-  options: ZeroOptions,
-  cb: IoCallback,
-): void {
+function zeroCore(pool: PoolCore, volume: Volume, offset: number, length: number, options: ZeroOptions, cb: IoCallback): void {
   const bad = checkRange(volume, offset, length) ?? pool.failure;
   if (bad) return cb(bad);
   const end = offset + length;
@@ -400,4 +394,41 @@ export function zeroVolume(
       writeZeros(pool, volume, Math.max(stop, offset), end, (e2) => finishWrite(pool, e2, options.fua, cb));
     });
   });
+}
+
+// The entry points take the pool callers hold; the work is done on its state.
+
+/** Reads `length` bytes at `offset` of the volume or snapshot into `buf` at `bufOffset`. Any alignment. */
+export function readVolume(
+  pool: Pool,
+  volume: ChainView,
+  offset: number,
+  length: number,
+  buf: Buffer,
+  bufOffset: number,
+  cb: IoCallback,
+): void {
+  readCore(poolCore(pool), volume, offset, length, buf, bufOffset, cb);
+}
+
+/** Writes `data` at `offset`. Block-aligned writes run concurrently; others are read-modify-write. */
+export function writeVolume(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+  writeCore(poolCore(pool), volume, offset, data, fua, cb);
+}
+
+/** Zeroes (WRITE_ZEROES) or discards (TRIM) a range; see {@link zeroCore}. */
+export function zeroVolume(
+  pool: Pool,
+  volume: Volume,
+  offset: number,
+  length: number,
+  options: ZeroOptions,
+  cb: IoCallback,
+): void {
+  zeroCore(poolCore(pool), volume, offset, length, options, cb);
+}
+
+/** Makes everything completed so far durable (NBD FLUSH), then calls back. */
+export function flushVolume(pool: Pool, cb: IoCallback): void {
+  flushCore(poolCore(pool), cb);
 }
