@@ -1,15 +1,18 @@
-import assert from "node:assert";
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
-import { allStates, BlockState, getState, hasData, isEmpty, setStates } from "./block-states.js";
+import { BlockState, hasData, isEmpty, setStates } from "./block-states.js";
+import { Completion, checkRange, type IoCallback, ioError } from "./io-completion.js";
 import type { ExtentEntry, Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES } from "./layout.js";
 import { type Pool, poolCore } from "./pool.js";
 import type { PoolCore } from "./pool-core.js";
 import type { ChainView, Volume } from "./volume.js";
+import { readCore } from "./volume-read.js";
 
-/** Completion of a volume I/O; `error` is null on success. */
-export type IoCallback = (error: KeelsonError | null) => void;
+export type { IoCallback };
+
+// The write path (aligned writes concurrent, unaligned ones read-modify-write), zeroing and flush;
+// the entry points at the end take the pool callers hold.
 
 /** How a zeroing request may be carried out. */
 export interface ZeroOptions {
@@ -23,150 +26,6 @@ export interface ZeroOptions {
 
 /** Zeros written for NO_HOLE and partial blocks come from here, at most this much per write. */
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
-/** Scratch for the per-extent entries of a chain; only used synchronously. */
-const chainEntries: Array<ExtentEntry | undefined> = [];
-
-function ioError(error: NodeJS.ErrnoException, what: string): KeelsonError {
-  const code = error.code === "ENOSPC" || error.code === "EDQUOT" ? "NO_SPACE" : "INTERNAL";
-  return new KeelsonError({ code, message: `${what} failed: ${error.message}`, cause: error });
-}
-
-function checkRange(volume: ChainView, offset: number, length: number): KeelsonError | null {
-  if (volume.deleted) return new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${volume.name} was deleted` });
-  if (offset < 0 || length < 0 || offset + length > volume.sizeBytes) {
-    return new KeelsonError({
-      code: "OUT_OF_RANGE",
-      message: `request [${offset}, ${offset + length}) reaches past the end of volume ${volume.name} (${volume.sizeBytes} bytes)`,
-    });
-  }
-  return null;
-}
-
-/** Counts outstanding parts of one request and completes it once. */
-class Completion {
-  pending = 1;
-  error: KeelsonError | null = null;
-  readonly callback: IoCallback;
-  /** For reads: the pool whose read tracker counts this read, and the tracker's era. */
-  tracked: PoolCore | null = null;
-  era = 0;
-
-  constructor(callback: IoCallback) {
-    this.callback = callback;
-  }
-
-  done(error: KeelsonError | null): void {
-    if (error && !this.error) this.error = error;
-    if (--this.pending !== 0) return;
-    if (this.tracked) this.tracked.reads.end(this.era);
-    this.callback(this.error);
-  }
-}
-
-class ReadPart {
-  readonly completion: Completion;
-  readonly length: number;
-  readonly onRead: (error: NodeJS.ErrnoException | null, bytesRead: number) => void;
-
-  constructor(completion: Completion, length: number) {
-    this.completion = completion;
-    this.length = length;
-    this.onRead = (error, bytesRead) => {
-      if (error) this.completion.done(ioError(error, "pool read"));
-      else if (bytesRead !== this.length)
-        this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool" }));
-      else this.completion.done(null);
-    };
-  }
-}
-
-/** The physical extent holding block `block` of `logical` for the chain in `chainEntries`, or -1 for zeros. */
-function resolveBlock(depth: number, block: number): number {
-  for (let i = 0; i < depth; i++) {
-    const e = chainEntries[i];
-    if (e === undefined) continue;
-    const s = getState(e.states, block);
-    if (s === BlockState.DATA) return e.phys;
-    if (s === BlockState.ZERO) return -1;
-  }
-  return -1;
-}
-
-function emitRead(pool: PoolCore, c: Completion, src: number, from: number, to: number, buf: Buffer, at: number): void {
-  if (src < 0) {
-    buf.fill(0, at, at + (to - from));
-    return;
-  }
-  c.pending++;
-  const part = new ReadPart(c, to - from);
-  const position = pool.layout.dataOffset + src * pool.layout.extentSizeBytes + from;
-  fs.read(pool.device.fd, buf, at, to - from, position, part.onRead);
-}
-
-/** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
-function readSegment(
-  pool: PoolCore,
-  volume: ChainView,
-  logical: number,
-  from: number,
-  to: number,
-  buf: Buffer,
-  at: number,
-  c: Completion,
-): void {
-  const chain = volume.chain;
-  for (let i = 0; i < chain.length; i++) chainEntries[i] = (chain[i] as Layer).extents.get(logical);
-  const firstBlock = Math.floor(from / BLOCK_SIZE_BYTES);
-  const lastBlock = Math.floor((to - 1) / BLOCK_SIZE_BYTES);
-  const top = chainEntries[0];
-  if (
-    chain.length === 1 &&
-    top !== undefined &&
-    top.phys >= 0 &&
-    allStates(top.states, firstBlock, lastBlock + 1, BlockState.DATA)
-  ) {
-    emitRead(pool, c, top.phys, from, to, buf, at);
-    return;
-  }
-  let runFrom = from;
-  let runSrc = resolveBlock(chain.length, firstBlock);
-  for (let b = firstBlock + 1; b <= lastBlock; b++) {
-    const src = resolveBlock(chain.length, b);
-    if (src === runSrc) continue;
-    const boundary = b * BLOCK_SIZE_BYTES;
-    emitRead(pool, c, runSrc, runFrom, boundary, buf, at + (runFrom - from));
-    runFrom = boundary;
-    runSrc = src;
-  }
-  emitRead(pool, c, runSrc, runFrom, to, buf, at + (runFrom - from));
-}
-
-/** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
-function readCore(
-  pool: PoolCore,
-  volume: ChainView,
-  offset: number,
-  length: number,
-  buf: Buffer,
-  bufOffset: number,
-  cb: IoCallback,
-): void {
-  const bad = checkRange(volume, offset, length) ?? pool.failure;
-  if (bad) return cb(bad);
-  assert(bufOffset + length <= buf.length, "read buffer too small");
-  const c = new Completion(cb);
-  c.tracked = pool;
-  c.era = pool.reads.begin();
-  const extentBytes = pool.layout.extentSizeBytes;
-  for (let pos = offset; pos < offset + length; ) {
-    const logical = Math.floor(pos / extentBytes);
-    const base = logical * extentBytes;
-    const end = Math.min(offset + length, base + extentBytes);
-    readSegment(pool, volume, logical, pos - base, end - base, buf, bufOffset + (pos - offset), c);
-    pos = end;
-  }
-  c.done(null);
-}
 
 /** Frees what an entry no longer needs: its extent once no block holds data, the entry once it has no state. */
 function releaseUnused(pool: PoolCore, layer: Layer, entry: ExtentEntry): void {
