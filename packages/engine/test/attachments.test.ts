@@ -2,7 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import type { KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
-import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
+import { LocalCluster, type StartedLocalCluster } from "../src/local-cluster/local-cluster.js";
 import { ReplicaClient } from "../src/replication/replica-client.js";
 import { trackClusters } from "./helpers/clusters.js";
 import { canRun } from "./helpers/env.js";

@@ -35,11 +35,12 @@ const STOP_GRACE_MS = 10_000;
 const GRPC_PORT = 7420;
 const NBD_PORT = 10809;
 
-/** Options of {@link LocalCluster.start}. */
 /** Disk capability of local cluster nodes unless they calibrate (IOPS:bandwidth). */
 export const LOCAL_DISK_CAPABILITY = "100000:2G";
 
+/** Options of {@link LocalCluster.start}. */
 export interface LocalClusterOptions {
+  /** How many nodes (keelsond processes) to start; node i is `node${i + 1}`. */
   nodes: number;
   /** Where pools, logs, etcd data and the state file go (created). */
   dir: string;
