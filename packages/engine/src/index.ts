@@ -4,7 +4,7 @@ export type { EngineOptions, StartedEngine } from "./daemon/engine.js";
 export { DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, ENGINE_VERSION, startEngine, writeReadyFile } from "./daemon/engine.js";
 // The local cluster harness (`keelson up`, the conformance suite's local target, bench/): it drives keelsond processes.
 export type { HostNetwork } from "./local-cluster/host-network.js";
-export type { LocalClusterOptions, LocalClusterState, LocalNodeState } from "./local-cluster/local-cluster.js";
+export type { LocalClusterOptions } from "./local-cluster/local-cluster.js";
 export {
   adminCredentials,
   LOCAL_DISK_CAPABILITY,
@@ -12,6 +12,7 @@ export {
   StartedLocalCluster,
 } from "./local-cluster/local-cluster.js";
 export type { CertFiles, LocalPki } from "./local-cluster/local-pki.js";
+export type { LocalClusterState, LocalNodeState } from "./local-cluster/state.js";
 export { NBD_ERRNO_BY_CODE } from "./nbd/errno.js";
 export type { ExportCallback, ExportCatalog, NbdExport } from "./nbd/export.js";
 export type { NbdListenOptions } from "./nbd/server.js";
