@@ -17,8 +17,6 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@keelson/sdk";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const ENGINE = path.join(ROOT, "packages", "engine", "dist");
-const FIO_DIST = path.join(ROOT, "packages", "conformance", "dist", "fio", "index.js");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const REBUILD_MIB = Number(process.env.BENCH_REBUILD_MIB ?? 512);
 const REBUILD_RATE = process.env.BENCH_REBUILD_RATE ?? "";
@@ -50,11 +48,19 @@ async function waitHealthy(client, name, timeoutMs = 300_000) {
   throw new Error(`${name} not healthy after ${timeoutMs} ms`);
 }
 
+/** A workspace package's entry (`@keelson/...`): its dist/ exists only after a build. */
+async function importBuilt(specifier) {
+  try {
+    return await import(specifier);
+  } catch (error) {
+    if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw new Error(`${specifier} is not built: run npm run build first (${error.message})`, { cause: error });
+  }
+}
+
 async function main() {
-  if (!fs.existsSync(path.join(ENGINE, "cluster", "local-cluster.js"))) throw new Error("run npm run build first");
-  if (!fs.existsSync(FIO_DIST)) throw new Error("run npm run build first");
-  const { LocalCluster } = await import(path.join(ENGINE, "cluster", "local-cluster.js"));
-  const { runFio, benchProfile, profileJob } = await import(FIO_DIST);
+  const { LocalCluster } = await importBuilt("@keelson/engine");
+  const { runFio, benchProfile, profileJob } = await importBuilt("@keelson/conformance");
   const dir = path.join(os.tmpdir(), `keelson-bench-repl-${process.pid}`);
   const fill = (uri, sizeMiB) =>
     runFio({

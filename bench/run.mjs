@@ -10,12 +10,12 @@
 //   BENCH_PROFILES=randread-4k-qd32 BENCH_TARGETS=keelson,nbdkit-file npm run bench
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const FIO_DIST = path.join(ROOT, "packages", "conformance", "dist", "fio", "index.js");
 const MIB = 1024 * 1024;
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 10);
 const REGION_MIB = Number(process.env.BENCH_REGION_MIB ?? 512);
@@ -97,7 +97,7 @@ async function runProfiles(target, results) {
 async function withKeelson(dir, backing, fn) {
   const ready = path.join(dir, "keelson.ready");
   const d = startChild(process.execPath, [
-    path.join(ROOT, "packages/engine/dist/cli/keelsond.js"),
+    packageBin("@keelson/engine", "keelsond"),
     "--pool",
     backing,
     "--force-format",
@@ -113,7 +113,7 @@ async function withKeelson(dir, backing, fn) {
   try {
     await waitFor(ready, d, "keelsond");
     const { grpcAddress, nbdSocket } = JSON.parse(fs.readFileSync(ready, "utf8"));
-    const { createClient } = await import(path.join(ROOT, "packages/sdk/dist/index.js"));
+    const { createClient } = await importBuilt("@keelson/sdk");
     const client = createClient({ address: grpcAddress });
     await client.createVolume({ name: "bench", sizeBytes: REGION_MIB * 1048576 });
     client.close();
@@ -193,9 +193,24 @@ function report(results, skipped) {
   return lines.join("\n");
 }
 
+/** A workspace package's entry (`@keelson/...`): its dist/ exists only after a build. */
+async function importBuilt(specifier) {
+  try {
+    return await import(specifier);
+  } catch (error) {
+    if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw new Error(`${specifier} is not built: run npm run build first (${error.message})`, { cause: error });
+  }
+}
+
+/** A bin of a workspace package, from its package.json (the package's dist/ layout stays its own business). */
+function packageBin(pkg, bin) {
+  const manifest = createRequire(import.meta.url).resolve(`${pkg}/package.json`);
+  return path.join(path.dirname(manifest), JSON.parse(fs.readFileSync(manifest, "utf8")).bin[bin]);
+}
+
 async function main() {
-  if (!fs.existsSync(FIO_DIST)) throw new Error(`${FIO_DIST} is missing: run npm run build first`);
-  fioKit = await import(FIO_DIST);
+  fioKit = await importBuilt("@keelson/conformance");
   if (!fioKit.fioVersion()) throw new Error("fio is not installed (apt-get install fio)");
   profiles = (process.env.BENCH_PROFILES ?? fioKit.BENCH_PROFILES.map((p) => p.name).join(",")).split(",").filter(Boolean);
   for (const p of profiles) fioKit.benchProfile(p); // an unknown name fails here, listing the valid ones

@@ -16,10 +16,14 @@ export {
 } from "./errors.js";
 export {
   BENCH_PROFILES,
+  benchProfile,
   type FioJobSpec,
+  type FioProfile,
   type FioResult,
   type FioSideResult,
   fioVersion,
+  type ProfileRun,
+  profileJob,
   type RunFioRequest,
   runFio,
 } from "./fio/index.js";

@@ -14,8 +14,8 @@ import {
   type Volume,
   type VolumeSource,
 } from "@keelson/sdk";
-import { LocalCluster } from "../cluster/local-cluster.js";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
+import { LocalCluster } from "../local-cluster/local-cluster.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>

@@ -1,5 +1,5 @@
 import { afterEach } from "vitest";
-import type { StartedLocalCluster } from "../../src/cluster/local-cluster.js";
+import type { StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
 
 /**
  * Stops the clusters a test started after it, even when it timed out (a

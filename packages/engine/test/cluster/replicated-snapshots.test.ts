@@ -1,12 +1,12 @@
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { LocalCluster } from "../src/cluster/local-cluster.js";
-import { trackClusters } from "./helpers/clusters.js";
-import { canRun } from "./helpers/env.js";
-import { codeOf } from "./helpers/errors.js";
-import { NbdTestClient } from "./helpers/nbd-client.js";
-import { CHUNK, readAll as readAllOf, stamp } from "./helpers/stamps.js";
+import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { trackClusters } from "../helpers/clusters.js";
+import { canRun } from "../helpers/env.js";
+import { codeOf } from "../helpers/errors.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
+import { CHUNK, readAll as readAllOf, stamp } from "../helpers/stamps.js";
 
 const MIB = 1024 * 1024;
 const SIZE = 32 * MIB;

@@ -3,11 +3,11 @@ import path from "node:path";
 import { isKeelsonError } from "@keelson/sdk";
 import { Etcd3 } from "etcd3";
 import { describe, expect, it } from "vitest";
-import { currentEpoch, nextEpoch } from "../src/cluster/epochs.js";
-import { LocalCluster } from "../src/cluster/local-cluster.js";
-import { startDaemon, tempDir } from "./helpers/daemon.js";
-import { canRun } from "./helpers/env.js";
-import { NbdTestClient } from "./helpers/nbd-client.js";
+import { currentEpoch, nextEpoch } from "../../src/cluster/epochs.js";
+import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { startDaemon, tempDir } from "../helpers/daemon.js";
+import { canRun } from "../helpers/env.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
 
 const MIB = 1024 * 1024;
 const EPERM = 1;

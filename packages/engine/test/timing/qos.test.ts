@@ -2,10 +2,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
-import { startDaemon, type TestDaemon, tempDir } from "./helpers/daemon.js";
-import { canRun } from "./helpers/env.js";
-import { NbdTestClient } from "./helpers/nbd-client.js";
-import { run } from "./helpers/process.js";
+import { startDaemon, type TestDaemon, tempDir } from "../helpers/daemon.js";
+import { canRun } from "../helpers/env.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
+import { run } from "../helpers/process.js";
 
 const MIB = 1024 * 1024;
 

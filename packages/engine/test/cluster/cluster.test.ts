@@ -4,9 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import { type ClusterNode, isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
-import { LocalCluster, type StartedLocalCluster } from "../src/cluster/local-cluster.js";
-import { exited, stopProcess } from "../src/cluster/local-process.js";
-import { canRun } from "./helpers/env.js";
+import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { exited, stopProcess } from "../../src/local-cluster/local-process.js";
+import { canRun } from "../helpers/env.js";
 
 const WAIT_MS = 20_000;
 

@@ -2,10 +2,10 @@ import os from "node:os";
 import path from "node:path";
 import { createClient, type KeelsonEvent } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
-import { LocalCluster } from "../src/cluster/local-cluster.js";
-import { trackClusters } from "./helpers/clusters.js";
-import { canRun } from "./helpers/env.js";
-import { run } from "./helpers/process.js";
+import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { trackClusters } from "../helpers/clusters.js";
+import { canRun } from "../helpers/env.js";
+import { run } from "../helpers/process.js";
 
 const MIB = 1024 * 1024;
 const track = trackClusters();

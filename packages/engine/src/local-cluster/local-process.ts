@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import { KeelsonError } from "@keelson/sdk";
 
 /** Polls every this often while waiting for a process or a file. */
 const POLL_MS = 50;
@@ -45,7 +46,7 @@ export function startProcess(command: string, args: string[], logFile: string, d
   const fd = fs.openSync(logFile, "a");
   try {
     const child = spawn(command, args, { stdio: ["ignore", fd, fd], detached });
-    if (child.pid === undefined) throw new Error(`cannot start ${command}`);
+    if (child.pid === undefined) throw new KeelsonError({ code: "INTERNAL", message: `cannot start ${command}` });
     if (detached) child.unref();
     else child.on("error", () => undefined);
     return child.pid;
@@ -69,20 +70,23 @@ export async function stopProcess(pid: number, expect: string, graceMs: number):
   for (let i = 0; i < 200 && !gone(); i++) await sleep(POLL_MS);
 }
 
-/** Waits for `file` to appear while `pid` lives; the file's text, or an error quoting the log. */
+/** Waits for `file` to appear while `pid` lives; the file's text, or INTERNAL (it exited) or DEADLINE_EXCEEDED quoting the log. */
 export async function waitForFile(file: string, pid: number, logFile: string, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (!fs.existsSync(file)) {
     if (exited(pid) || Date.now() > deadline) {
       const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-4000) : "";
-      throw new Error(`process ${pid} did not write ${file} (${exited(pid) ? "exited" : "timed out"}):\n${log}`);
+      throw new KeelsonError({
+        code: exited(pid) ? "INTERNAL" : "DEADLINE_EXCEEDED",
+        message: `process ${pid} did not write ${file} (${exited(pid) ? "exited" : "timed out"}):\n${log}`,
+      });
     }
     await sleep(POLL_MS);
   }
   return fs.readFileSync(file, "utf8");
 }
 
-/** Resolves once `host:port` accepts TCP connections. */
+/** Resolves once `host:port` accepts TCP connections; DEADLINE_EXCEEDED after `timeoutMs`. */
 export async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -94,7 +98,9 @@ export async function waitForPort(host: string, port: number, timeoutMs: number)
       s.on("error", () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    if (Date.now() > deadline) {
+      throw new KeelsonError({ code: "DEADLINE_EXCEEDED", message: `nothing listens on ${host}:${port} after ${timeoutMs} ms` });
+    }
     await sleep(POLL_MS);
   }
 }

@@ -2,17 +2,17 @@ import os from "node:os";
 import path from "node:path";
 import { createClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
-import { LocalCluster } from "../src/cluster/local-cluster.js";
-import { trackClusters } from "./helpers/clusters.js";
-import { canRun } from "./helpers/env.js";
-import { codeOf } from "./helpers/errors.js";
-import { NbdTestClient } from "./helpers/nbd-client.js";
-import { run } from "./helpers/process.js";
-import { stamp } from "./helpers/stamps.js";
+import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { trackClusters } from "../helpers/clusters.js";
+import { canRun } from "../helpers/env.js";
+import { codeOf } from "../helpers/errors.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
+import { run } from "../helpers/process.js";
+import { stamp } from "../helpers/stamps.js";
 
 const MIB = 1024 * 1024;
 const track = trackClusters();
-const KEELSON = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../dist/cli/keelson.js");
+const KEELSON = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../dist/cli/keelson.js");
 
 describe("a local cluster on mutual TLS", () => {
   it("engines call each other with their certificates (placement, forwarded attach, replicated snapshot all work); a plaintext client is refused; the CLI talks TLS with the admin certificate", async (t) => {

@@ -14,6 +14,7 @@ import {
 } from "./host-network.js";
 import { type CertFiles, createLocalPki, issueCert, type LocalPki } from "./local-pki.js";
 import { freePort, startProcess, stopProcess, waitForFile, waitForPort } from "./local-process.js";
+import { type LocalClusterState, type LocalNodeState, readStateFile, stateFile } from "./state.js";
 
 /** What a client of a TLS local cluster presents: the admin certificate, and the cluster CA to check the nodes. */
 export function adminCredentials(tls: { pki: LocalPki; admin: CertFiles }): ChannelCredentials {
@@ -35,11 +36,12 @@ const STOP_GRACE_MS = 10_000;
 const GRPC_PORT = 7420;
 const NBD_PORT = 10809;
 
-/** Options of {@link LocalCluster.start}. */
 /** Disk capability of local cluster nodes unless they calibrate (IOPS:bandwidth). */
 export const LOCAL_DISK_CAPABILITY = "100000:2G";
 
+/** Options of {@link LocalCluster.start}. */
 export interface LocalClusterOptions {
+  /** How many nodes (keelsond processes) to start; node i is `node${i + 1}`. */
   nodes: number;
   /** Where pools, logs, etcd data and the state file go (created). */
   dir: string;
@@ -82,43 +84,6 @@ export interface LocalClusterOptions {
 function defaultEtcdDataDir(dir: string): string {
   if (!fs.existsSync("/dev/shm")) return path.join(dir, "etcd");
   return path.join("/dev/shm", `keelson-etcd-${path.basename(dir)}-${process.pid}-${Date.now().toString(36)}`);
-}
-
-/** One node of a local cluster, as recorded in the state file. */
-export interface LocalNodeState {
-  index: number;
-  nodeId: string;
-  zone: string;
-  /** The node's own address (namespace address, or 127.0.0.x). */
-  address: string;
-  grpcAddress: string;
-  nbdAddress: string;
-  /** NBD on a unix socket: how clients on the node itself reach it (a partition does not cut them off). */
-  nbdSocket: string;
-  netns: string | null;
-  /** The file behind the node's disk, and the loop device on it (netns mode). */
-  diskFile: string;
-  loopDevice: string | null;
-  pid: number;
-  logFile: string;
-}
-
-/** Everything a local cluster made, so `keelson down` (another process) can undo it. */
-export interface LocalClusterState {
-  isolation: "netns" | "loopback";
-  dir: string;
-  network: HostNetwork | null;
-  etcd: { pid: number; endpoint: string; peerPort: number; dataDir: string; logFile: string };
-  nodes: LocalNodeState[];
-  leaseTtlS: number;
-  detached: boolean;
-  keelsondArgs: string[];
-  /** The cluster CA and the admin client certificate, when the control APIs run on TLS. */
-  tls: { pki: LocalPki; admin: CertFiles } | null;
-}
-
-function stateFile(dir: string): string {
-  return path.join(dir, "cluster.json");
 }
 
 /** Brings up a local cluster: etcd and one keelsond per node, each with its own address and disk. */
@@ -166,9 +131,9 @@ export const LocalCluster = {
     }
   },
 
-  /** Reattaches to a cluster a `keelson up` left running. */
+  /** Reattaches to a cluster a `keelson up` left running; INVALID_ARGUMENT when `DIR/cluster.json` is not a state file. */
   fromDir(dir: string): StartedLocalCluster {
-    return new StartedLocalCluster(JSON.parse(fs.readFileSync(stateFile(dir), "utf8")) as LocalClusterState);
+    return new StartedLocalCluster(readStateFile(dir));
   },
 };
 
@@ -333,15 +298,21 @@ export class StartedLocalCluster implements AsyncDisposable {
     await stopProcess((this.state.nodes[index] as LocalNodeState).pid, "keelsond", STOP_GRACE_MS);
   }
 
-  /** Takes node `index`'s link down (netns only): it keeps running but reaches no one. */
+  /** Takes node `index`'s link down (netns only): it keeps running but reaches no one. INVALID_ARGUMENT on loopback. */
   async partition(index: number): Promise<void> {
-    if (!this.state.network) throw new Error("partitions need netns isolation (root)");
-    await setNodeLink(this.state.network, index, false);
+    await setNodeLink(this.#netnsNetwork(), index, false);
   }
 
+  /** Brings node `index`'s link back up (netns only); idempotent. INVALID_ARGUMENT on loopback. */
   async heal(index: number): Promise<void> {
-    if (!this.state.network) throw new Error("partitions need netns isolation (root)");
-    await setNodeLink(this.state.network, index, true);
+    await setNodeLink(this.#netnsNetwork(), index, true);
+  }
+
+  #netnsNetwork(): HostNetwork {
+    if (!this.state.network) {
+      throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "partitions need netns isolation (root)" });
+    }
+    return this.state.network;
   }
 
   /** Stops every process and removes namespaces, the bridge, loop devices and the directory. Idempotent. */
@@ -356,7 +327,9 @@ export class StartedLocalCluster implements AsyncDisposable {
     if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
     fs.rmSync(this.state.etcd.dataDir, { recursive: true, force: true });
     fs.rmSync(this.state.dir, { recursive: true, force: true });
-    if (problems.length > 0) throw new Error(`local cluster teardown left: ${problems.join("; ")}`);
+    if (problems.length > 0) {
+      throw new KeelsonError({ code: "INTERNAL", message: `local cluster teardown left: ${problems.join("; ")}` });
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
