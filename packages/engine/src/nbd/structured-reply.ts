@@ -8,6 +8,8 @@ export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
 export const CHUNK_HEADER_BYTES = 20;
 /** Bytes between a chunk header and the data of an OFFSET_DATA chunk (the 64-bit offset). */
 export const OFFSET_DATA_PREFIX_BYTES = 8;
+/** An OFFSET_HOLE chunk's payload: the 64-bit offset and the 32-bit hole size. */
+export const OFFSET_HOLE_PAYLOAD_BYTES = 12;
 /** Error chunks start with the errno (32 bits) and the message length (16 bits). */
 export const ERROR_PREFIX_BYTES = 6;
 /** The protocol's limit on a string, error messages included. */
