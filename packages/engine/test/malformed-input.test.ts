@@ -113,6 +113,87 @@ describe("malformed handshake: the prescribed reply or a clean close of that con
   });
 });
 
+const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+const REPLY_FLAG_DONE = 1;
+const REPLY_TYPE_NONE = 0;
+const REPLY_TYPE_OFFSET_DATA = 1;
+const REPLY_TYPE_ERROR = 2 ** 15 + 1;
+const OPT_STRUCTURED_REPLY = 8;
+
+/** A raw connection to `target` with structured replies negotiated. */
+async function structuredConnection(): Promise<RawConnection> {
+  const raw = await RawConnection.connect(d.nbdAddress);
+  await raw.greet();
+  raw.sendOption(OPT_STRUCTURED_REPLY);
+  expect((await raw.optionReply())?.type).toBe(1);
+  expect(await raw.go("target")).toBe(16 * MIB);
+  return raw;
+}
+
+/** Reads one chunk and checks it is the final one of `handle`'s reply. */
+async function finalChunk(raw: RawConnection, handle: number): Promise<{ type: number; payload: Buffer }> {
+  const c = await raw.chunk();
+  expect(c?.magic).toBe(STRUCTURED_REPLY_MAGIC);
+  expect(c?.handle).toBe(handle);
+  expect(c?.flags).toBe(REPLY_FLAG_DONE);
+  return { type: c?.type ?? -1, payload: c?.payload ?? Buffer.alloc(0) };
+}
+
+/** The errno and message of an ERROR chunk's payload. */
+function errorOf(chunk: { type: number; payload: Buffer }): { errno: number; message: string } {
+  expect(chunk.type).toBe(REPLY_TYPE_ERROR);
+  const length = chunk.payload.readUInt16BE(4);
+  expect(chunk.payload.length).toBe(6 + length);
+  return { errno: chunk.payload.readUInt32BE(0), message: chunk.payload.toString("utf8", 6) };
+}
+
+describe("structured replies (NBD_OPT_STRUCTURED_REPLY)", () => {
+  it("the option with data: ERR_INVALID; without: ACK, then reads are OFFSET_DATA chunks and writes NONE, each final", async () => {
+    const raw = await RawConnection.connect(d.nbdAddress);
+    await raw.greet();
+    raw.sendOption(OPT_STRUCTURED_REPLY, Buffer.from("x"));
+    expect((await raw.optionReply())?.type).toBe(ERR_INVALID);
+    raw.sendOption(OPT_STRUCTURED_REPLY);
+    expect((await raw.optionReply())?.type).toBe(1);
+    expect(await raw.go("target")).toBe(16 * MIB);
+    const data = Buffer.alloc(8192, 0x3c);
+    data.write("structured", 5);
+    raw.write(Buffer.concat([RawConnection.header(1, 0, 1, 2 * MIB, data.length), data]));
+    expect((await finalChunk(raw, 1)).type).toBe(REPLY_TYPE_NONE);
+    raw.write(RawConnection.header(0, 0, 2, 2 * MIB, data.length));
+    const read = await finalChunk(raw, 2);
+    expect(read.type).toBe(REPLY_TYPE_OFFSET_DATA);
+    expect(Number(read.payload.readBigUInt64BE(0))).toBe(2 * MIB);
+    expect(read.payload.subarray(8).equals(data)).toBe(true);
+    raw.write(RawConnection.header(3, 0, 3, 0, 0));
+    expect((await finalChunk(raw, 3)).type).toBe(REPLY_TYPE_NONE);
+    raw.write(RawConnection.header(0, 0, 4, 0, 0));
+    expect((await finalChunk(raw, 4)).type).toBe(REPLY_TYPE_NONE); // an empty read has no data chunk to send
+    raw.close();
+    await bystanderRoundTrip();
+  });
+
+  it("errors are ERROR chunks with the errno and `CODE: detail`; the stream stays in sync", async () => {
+    const raw = await structuredConnection();
+    raw.write(RawConnection.header(0, 0, 1, 16 * MIB - 4096, 8192));
+    const pastEnd = errorOf(await finalChunk(raw, 1));
+    expect(pastEnd.errno).toBe(EINVAL);
+    expect(pastEnd.message).toMatch(/^OUT_OF_RANGE: 8192 bytes at offset 16773120 reach past the end of export target/);
+    raw.write(RawConnection.header(77, 0, 2, 0, 0));
+    const unknown = errorOf(await finalChunk(raw, 2));
+    expect(unknown.errno).toBe(EINVAL);
+    expect(unknown.message).toBe("INVALID_ARGUMENT: command 77 is not supported");
+    raw.write(Buffer.concat([RawConnection.header(1, 0, 3, 16 * MIB - 4096, 8192), Buffer.alloc(8192, 7)]));
+    const writePastEnd = errorOf(await finalChunk(raw, 3));
+    expect(writePastEnd.errno).toBe(ENOSPC);
+    expect(writePastEnd.message.startsWith("OUT_OF_RANGE: ")).toBe(true);
+    raw.write(RawConnection.header(0, 0, 4, 0, 4096));
+    expect((await finalChunk(raw, 4)).type).toBe(REPLY_TYPE_OFFSET_DATA);
+    raw.close();
+    await bystanderRoundTrip();
+  });
+});
+
 describe("malformed transmission requests", () => {
   it("unknown command: EINVAL, and the connection keeps working", async () => {
     const c = await connected();

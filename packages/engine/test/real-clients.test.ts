@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -7,6 +8,19 @@ import { canRun } from "./helpers/env.js";
 import { run } from "./helpers/process.js";
 
 const MIB = 1024 * 1024;
+
+/** A python3 that can import libnbd's bindings (what nbdsh runs); the one on PATH may be another installation. */
+function pythonWithLibnbd(): string {
+  for (const python of ["python3", "/usr/bin/python3"]) {
+    try {
+      execFileSync(python, ["-c", "import nbd"], { stdio: "ignore" });
+      return python;
+    } catch {
+      // try the next one
+    }
+  }
+  return "python3";
+}
 
 describe("real NBD clients against keelsond", () => {
   it("nbdinfo --list shows every volume with its size", async (t) => {
@@ -68,6 +82,31 @@ describe("real NBD clients against keelsond", () => {
     expect(job?.write.io_bytes).toBe(2 * 96 * MIB);
     // The verify phase reads back everything that was written.
     expect(job?.read.io_bytes).toBe(2 * 96 * MIB);
+  });
+
+  it("nbdsh (libnbd negotiates structured replies): a round trip, and a read past the end fails EINVAL with the server's OUT_OF_RANGE message", async (t) => {
+    if (!canRun({ tools: ["nbdsh"] }, t.task.name)) return t.skip();
+    using dir = tempDir("keelson-nbdsh-");
+    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
+    await d.client().createVolume({ name: "sh", sizeBytes: 16 * MIB });
+    // The end of the volume is checked by the server only: strict mode off lets libnbd send the bad read.
+    const script = [
+      "print('structured', h.get_structured_replies_negotiated())",
+      "data = bytes(range(256)) * 16",
+      "h.pwrite(data, 8192)",
+      "print('round trip', h.pread(4096, 8192) == data)",
+      "h.set_debug(True)",
+      "h.set_strict_mode(0)",
+      "try:\n  h.pread(4096, h.get_size())\n  print('no error')\nexcept nbd.Error as e:\n  print('errno', e.errno)",
+    ].join("\n");
+    // nbdsh is `python3 -m nbd`; run the module with a python that has it.
+    const out = await run(pythonWithLibnbd(), ["-m", "nbd", "-u", d.uri("sh"), "-c", script]);
+    expect(out.stdout).toContain("structured True");
+    expect(out.stdout).toContain("round trip True");
+    expect(out.stdout).toContain("errno EINVAL");
+    expect(out.stderr).toContain(
+      `structured error server message: OUT_OF_RANGE: 4096 bytes at offset ${16 * MIB} reach past the end of export sh`,
+    );
   });
 
   it("qemu-img convert from a raw image into a volume and back gives identical bytes", async (t) => {

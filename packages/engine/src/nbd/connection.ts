@@ -1,8 +1,9 @@
 import type { Socket } from "node:net";
-import type { KeelsonError } from "@keelson/sdk";
+import type { ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { NBD_ERRNO_BY_CODE } from "./errno.js";
 import type { NbdExport } from "./export.js";
+import type { HandshakeResult } from "./handshake.js";
 import {
   Command,
   CommandFlag,
@@ -13,6 +14,14 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
+import {
+  CHUNK_HEADER_BYTES,
+  errorChunk,
+  OFFSET_DATA_PREFIX_BYTES,
+  ReplyFlag,
+  ReplyType,
+  writeChunkHeader,
+} from "./structured-reply.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -31,11 +40,21 @@ const FLAGS_BY_COMMAND: Readonly<Record<number, number>> = {
   [Command.DISC]: CommandFlag.FUA,
 };
 
+function badFlags(type: number, flags: number): string {
+  return `flags 0x${flags.toString(16)} are not valid for command ${type}`;
+}
+
+function tooLarge(length: number): string {
+  return `request of ${length} bytes exceeds the maximum of ${MAX_REQUEST_BYTES}`;
+}
+
 /** One request in flight; reused across requests so the hot path allocates no closures. */
 class Request {
   readonly conn: Connection;
   handleHi = 0;
   handleLo = 0;
+  /** Offset of a READ (its structured reply names it). */
+  offset = 0;
   /** Reply buffer of a READ: header followed by the data. */
   reply: Buffer | null = null;
   readonly done: (error: KeelsonError | null) => void;
@@ -55,8 +74,15 @@ interface PendingWrite {
   fua: boolean;
   data: Buffer;
   filled: number;
-  /** Non-zero when the request is refused once its payload is consumed. */
+  /** Set when the request is refused once its payload is consumed. */
+  refusal: Refusal | null;
+}
+
+/** Why the NBD layer refuses a request before the export sees it (an error path: allocating here is fine). */
+interface Refusal {
   errno: number;
+  code: ErrorCode;
+  detail: string;
 }
 
 /**
@@ -67,6 +93,10 @@ interface PendingWrite {
 export class Connection {
   readonly socket: Socket;
   readonly export: NbdExport;
+  /** Whether the client negotiated structured replies (every reply is then a chunk, errors carry a message). */
+  readonly structuredReplies: boolean;
+  /** Where a READ's data starts in its reply buffer: after the simple header, or after the chunk header and offset. */
+  readonly #dataAt: number;
   /** Bytes received but not parsed yet (a partial header). */
   #carry: Buffer | null = null;
   #state: ParseState = "header";
@@ -81,9 +111,12 @@ export class Connection {
   #closed = false;
   readonly #onClosed: () => void;
 
-  constructor(socket: Socket, exp: NbdExport, leftover: Buffer, onClosed: () => void) {
+  constructor(socket: Socket, handshake: HandshakeResult, onClosed: () => void) {
+    const leftover = handshake.leftover;
     this.socket = socket;
-    this.export = exp;
+    this.export = handshake.export;
+    this.structuredReplies = handshake.structuredReplies;
+    this.#dataAt = this.structuredReplies ? CHUNK_HEADER_BYTES + OFFSET_DATA_PREFIX_BYTES : SIMPLE_REPLY_HEADER_BYTES;
     this.#onClosed = onClosed;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
@@ -153,8 +186,8 @@ export class Connection {
     this.#throttle();
     const allowed = FLAGS_BY_COMMAND[type];
     if (type === Command.WRITE) return this.#startWrite(req, flags, offset, length);
-    if (allowed === undefined) return this.#reply(req, Errno.EINVAL);
-    if ((flags & ~allowed) !== 0) return this.#reply(req, Errno.EINVAL);
+    if (allowed === undefined) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", `command ${type} is not supported`);
+    if ((flags & ~allowed) !== 0) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", badFlags(type, flags));
     this.#dispatch(req, type, flags, offset, length);
   }
 
@@ -162,9 +195,14 @@ export class Connection {
     const exp = this.export;
     switch (type) {
       case Command.READ:
-        if (length > MAX_REQUEST_BYTES || offset + length > exp.sizeBytes) return this.#reply(req, Errno.EINVAL);
-        req.reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
-        return exp.read(offset, length, req.reply, SIMPLE_REPLY_HEADER_BYTES, req.done);
+        if (length > MAX_REQUEST_BYTES) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", tooLarge(length));
+        if (offset + length > exp.sizeBytes)
+          return this.#refuse(req, Errno.EINVAL, "OUT_OF_RANGE", this.#pastEnd(offset, length));
+        // A structured data chunk must hold at least one byte: an empty read is answered with NONE.
+        if (length === 0 && this.structuredReplies) return exp.read(offset, 0, EMPTY, 0, req.done);
+        req.offset = offset;
+        req.reply = Buffer.allocUnsafe(this.#dataAt + length);
+        return exp.read(offset, length, req.reply, this.#dataAt, req.done);
       case Command.FLUSH:
         return exp.flush(req.done);
       case Command.TRIM:
@@ -179,29 +217,41 @@ export class Connection {
 
   #zero(req: Request, type: number, flags: number, offset: number, length: number): void {
     const exp = this.export;
-    if (exp.readOnly) return this.#reply(req, Errno.EPERM);
-    if (offset + length > exp.sizeBytes) return this.#reply(req, type === Command.TRIM ? Errno.EINVAL : Errno.ENOSPC);
+    if (exp.readOnly) return this.#refuse(req, Errno.EPERM, "READ_ONLY", `export ${exp.name} is read-only`);
+    if (offset + length > exp.sizeBytes) {
+      return this.#refuse(
+        req,
+        type === Command.TRIM ? Errno.EINVAL : Errno.ENOSPC,
+        "OUT_OF_RANGE",
+        this.#pastEnd(offset, length),
+      );
+    }
     const noHole = (flags & CommandFlag.NO_HOLE) !== 0;
     // FAST_ZERO asks us to fail rather than write zeros slowly; only NO_HOLE zeroing is slow here.
-    if (noHole && (flags & CommandFlag.FAST_ZERO) !== 0) return this.#reply(req, Errno.ENOTSUP);
+    if (noHole && (flags & CommandFlag.FAST_ZERO) !== 0) {
+      return this.#refuse(req, Errno.ENOTSUP, "INVALID_ARGUMENT", "fast zeroing without holes is not possible");
+    }
     const options = { trim: type === Command.TRIM, noHole, fua: (flags & CommandFlag.FUA) !== 0 };
     exp.zero(offset, length, options, req.done);
   }
 
   #startWrite(req: Request, flags: number, offset: number, length: number): void {
     const exp = this.export;
-    let errno = 0;
-    if ((flags & ~CommandFlag.FUA) !== 0) errno = Errno.EINVAL;
-    else if (exp.readOnly) errno = Errno.EPERM;
-    else if (offset + length > exp.sizeBytes) errno = Errno.ENOSPC;
     if (length > MAX_REQUEST_BYTES) {
       // Too large to buffer: skip the payload and refuse it.
       this.#discardLeft = length;
       this.#state = length > 0 ? "discard" : "header";
-      return this.#reply(req, Errno.EINVAL);
+      return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", tooLarge(length));
+    }
+    let refusal: Refusal | null = null;
+    if ((flags & ~CommandFlag.FUA) !== 0) {
+      refusal = { errno: Errno.EINVAL, code: "INVALID_ARGUMENT", detail: badFlags(Command.WRITE, flags) };
+    } else if (exp.readOnly) refusal = { errno: Errno.EPERM, code: "READ_ONLY", detail: `export ${exp.name} is read-only` };
+    else if (offset + length > exp.sizeBytes) {
+      refusal = { errno: Errno.ENOSPC, code: "OUT_OF_RANGE", detail: this.#pastEnd(offset, length) };
     }
     const data = length === 0 ? EMPTY : Buffer.allocUnsafe(length);
-    this.#pendingWrite = { req, offset, fua: (flags & CommandFlag.FUA) !== 0, data, filled: 0, errno };
+    this.#pendingWrite = { req, offset, fua: (flags & CommandFlag.FUA) !== 0, data, filled: 0, refusal };
     if (length === 0) return this.#finishPayload();
     this.#state = "payload";
   }
@@ -229,7 +279,8 @@ export class Connection {
     const w = this.#pendingWrite as PendingWrite;
     this.#pendingWrite = null;
     this.#state = "header";
-    if (w.errno !== 0) return this.#reply(w.req, w.errno);
+    const refusal = w.refusal;
+    if (refusal) return this.#refuse(w.req, refusal.errno, refusal.code, refusal.detail);
     this.export.write(w.offset, w.data, w.fua, w.req.done);
   }
 
@@ -238,29 +289,56 @@ export class Connection {
     if (error) {
       debug("request failed: %s %s", error.code, error.message);
       req.reply = null;
-      return this.#reply(req, NBD_ERRNO_BY_CODE[error.code]);
+      return this.#refuse(req, NBD_ERRNO_BY_CODE[error.code], error.code, error.message);
     }
     const reply = req.reply;
-    if (reply) {
-      req.reply = null;
-      this.#writeHeader(reply, req, 0);
-      this.#send(req, reply);
+    if (reply === null) return this.#replyDone(req);
+    req.reply = null;
+    if (this.structuredReplies) {
+      // One OFFSET_DATA chunk holds the whole read; it is final because the data is complete before it is sent.
+      const payloadBytes = reply.length - CHUNK_HEADER_BYTES;
+      writeChunkHeader(reply, 0, ReplyFlag.DONE, ReplyType.OFFSET_DATA, req.handleHi, req.handleLo, payloadBytes);
+      reply.writeUInt32BE(Math.floor(req.offset / 2 ** 32), CHUNK_HEADER_BYTES);
+      reply.writeUInt32BE(req.offset >>> 0, CHUNK_HEADER_BYTES + 4);
     } else {
-      this.#reply(req, 0);
+      this.#writeSimpleHeader(reply, req, 0);
     }
+    this.#send(req, reply);
   }
 
-  #writeHeader(buf: Buffer, req: Request, errno: number): void {
+  #writeSimpleHeader(buf: Buffer, req: Request, errno: number): void {
     buf.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     buf.writeUInt32BE(errno, 4);
     buf.writeUInt32BE(req.handleHi, 8);
     buf.writeUInt32BE(req.handleLo, 12);
   }
 
-  #reply(req: Request, errno: number): void {
+  /** Success without data: a simple reply, or a NONE chunk with the DONE flag. */
+  #replyDone(req: Request): void {
+    if (this.structuredReplies) {
+      const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES);
+      writeChunkHeader(buf, 0, ReplyFlag.DONE, ReplyType.NONE, req.handleHi, req.handleLo, 0);
+      return this.#send(req, buf);
+    }
     const buf = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
-    this.#writeHeader(buf, req, errno);
+    this.#writeSimpleHeader(buf, req, 0);
     this.#send(req, buf);
+  }
+
+  /**
+   * Failure: a simple reply carries only `errno`; an ERROR chunk also carries
+   * `CODE: detail`, so a keelson peer gets the error's identity back (several
+   * codes share one errno) and a human sees why.
+   */
+  #refuse(req: Request, errno: number, code: ErrorCode, detail: string): void {
+    if (this.structuredReplies) return this.#send(req, errorChunk(req.handleHi, req.handleLo, errno, code, detail));
+    const buf = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+    this.#writeSimpleHeader(buf, req, errno);
+    this.#send(req, buf);
+  }
+
+  #pastEnd(offset: number, length: number): string {
+    return `${length} bytes at offset ${offset} reach past the end of export ${this.export.name} (${this.export.sizeBytes} bytes)`;
   }
 
   #send(req: Request, buf: Buffer): void {

@@ -31,6 +31,8 @@ export interface HandshakeResult {
   export: NbdExport;
   /** Bytes the client already sent past the handshake (the first requests). */
   leftover: Buffer;
+  /** Whether the client negotiated NBD_OPT_STRUCTURED_REPLY. */
+  structuredReplies: boolean;
 }
 
 function transmissionFlags(readOnly: boolean): number {
@@ -97,6 +99,8 @@ class Negotiation {
   readonly reader: SocketReader;
   readonly catalog: ExportCatalog;
   noZeroes = false;
+  /** Set once the client asked for structured replies (NBD_OPT_STRUCTURED_REPLY) and we acknowledged. */
+  structuredReplies = false;
 
   constructor(socket: Socket, catalog: ExportCatalog) {
     this.socket = socket;
@@ -157,6 +161,9 @@ class Negotiation {
       case Option.INFO:
       case Option.GO:
         return this.infoOrGo(option, data);
+      case Option.STRUCTURED_REPLY:
+        this.structuredReply(data);
+        return "continue";
       default:
         this.send(errorReply(option, OptionReply.ERR_UNSUP, `option ${option} is not supported`));
         return "continue";
@@ -172,6 +179,16 @@ class Negotiation {
     reply.writeUInt16BE(transmissionFlags(exp.readOnly), 8);
     this.send(reply);
     return exp;
+  }
+
+  /** NBD_OPT_STRUCTURED_REPLY takes no data; asking twice is acknowledged twice (the setting just stays on). */
+  structuredReply(data: Buffer): void {
+    if (data.length !== 0) {
+      this.send(errorReply(Option.STRUCTURED_REPLY, OptionReply.ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data"));
+      return;
+    }
+    this.structuredReplies = true;
+    this.send(optionReply(Option.STRUCTURED_REPLY, OptionReply.ACK));
   }
 
   list(data: Buffer): void {
@@ -229,7 +246,7 @@ export async function negotiate(socket: Socket, catalog: ExportCatalog): Promise
     const exp = await n.run();
     const leftover = n.reader.detach();
     if (!exp) return null;
-    return { export: exp, leftover };
+    return { export: exp, leftover, structuredReplies: n.structuredReplies };
   } catch (error) {
     n.reader.detach();
     debug("handshake ended: %s", (error as Error).message);

@@ -107,7 +107,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result.export, result.leftover, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(socket, result, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });

@@ -11,18 +11,37 @@ import {
   Option,
   OptionReply,
   REQUEST_MAGIC,
+  SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "../nbd/protocol.js";
+import {
+  CHUNK_HEADER_BYTES,
+  ERROR_PREFIX_BYTES,
+  isErrorChunk,
+  MAX_ERROR_MESSAGE_BYTES,
+  OFFSET_DATA_PREFIX_BYTES,
+  OFFSET_HOLE_PAYLOAD_BYTES,
+  parseErrorMessage,
+  parseErrorPayload,
+  ReplyFlag,
+  ReplyType,
+  STRUCTURED_REPLY_MAGIC,
+} from "../nbd/structured-reply.js";
 
 /** Requests one replica connection keeps in flight; more wait for a free slot. */
 export const MAX_REPLICA_INFLIGHT = 128;
 /** Time to connect and negotiate. */
 const CONNECT_TIMEOUT_MS = 5_000;
+/** Largest error chunk payload accepted: errno, message length, the longest message, an offset. */
+const MAX_ERROR_CHUNK_BYTES = ERROR_PREFIX_BYTES + MAX_ERROR_MESSAGE_BYTES + 8;
 
 /**
  * Why a replica request failed: the replica answered an error, or it could not
- * be reached in time. Replicas are writable exports, so EPERM from one means
- * its fence moved past this connection's epoch.
+ * be reached in time. An errno alone cannot tell fencing from a read-only or
+ * refused request; this mapping is only the fallback for a reply without a
+ * keelson code (a simple reply from a peer without structured replies), where
+ * EPERM from a writable replica export means its fence moved past this
+ * connection's epoch.
  */
 function replicaError(kind: "errno" | "timeout" | "closed", detail: string, errno = 0): KeelsonError {
   const code =
@@ -34,17 +53,38 @@ function replicaError(kind: "errno" | "timeout" | "closed", detail: string, errn
   return new KeelsonError({ code, message: `replica ${detail}` });
 }
 
+/**
+ * The error of a structured error chunk: the keelson code the replica put at
+ * the start of its message, so EPOCH_STALE stays EPOCH_STALE, READ_ONLY stays
+ * READ_ONLY and INVALID_ARGUMENT stays INVALID_ARGUMENT; the errno mapping
+ * when the message names no code.
+ */
+function chunkError(name: string, errno: number, message: string): KeelsonError {
+  const code = parseErrorMessage(message);
+  if (code === null) return replicaError("errno", `${name}: error ${errno}${message ? ` (${message})` : ""}`, errno);
+  return new KeelsonError({ code, message: `replica ${name}: ${message.slice(code.length + 1).trimStart()}` });
+}
+
 interface Pending {
   resolve: (data: Buffer | null) => void;
   reject: (error: KeelsonError) => void;
   /** Bytes of payload the reply carries (reads). */
   replyBytes: number;
+  /** Offset of the request (structured data chunks name absolute offsets). */
+  offset: number;
+  /** Data of a read being assembled from structured chunks. */
+  data: Buffer | null;
+  /** Bytes of `data` the chunks so far covered. */
+  filledBytes: number;
+  /** The first error chunk of this reply; the reply fails with it once DONE arrives. */
+  error: KeelsonError | null;
   timer: NodeJS.Timeout;
 }
 
 /**
- * An NBD client for replica traffic: fixed newstyle negotiation with OPT_GO,
- * then pipelined requests matched to simple replies by handle. Every request
+ * An NBD client for replica traffic: fixed newstyle negotiation with
+ * structured replies (so errors keep their keelson code) and OPT_GO, then
+ * pipelined requests matched to replies by handle. Every request
  * has a deadline (the replica timeout); a request that misses it fails and
  * the connection is closed, so a replica that stalls cannot stall the volume.
  */
@@ -53,13 +93,16 @@ export class ReplicaClient {
   readonly sizeBytes: number;
   readonly #socket: net.Socket;
   readonly #timeoutMs: number;
+  /** Whether the replica agreed to structured replies; without them errors are bare errnos. */
+  readonly #structured: boolean;
   readonly #pending = new Map<bigint, Pending>();
   #nextHandle = 1n;
   #buf: Buffer = Buffer.alloc(0);
   #closed: KeelsonError | null = null;
 
-  private constructor(socket: net.Socket, name: string, sizeBytes: number, timeoutMs: number) {
+  private constructor(socket: net.Socket, name: string, sizeBytes: number, timeoutMs: number, structured: boolean) {
     this.#socket = socket;
+    this.#structured = structured;
     this.name = name;
     this.sizeBytes = sizeBytes;
     this.#timeoutMs = timeoutMs;
@@ -97,9 +140,9 @@ export class ReplicaClient {
           reject(e);
         });
       });
-      const sizeBytes = await negotiate(socket, reader, exportName);
+      const { sizeBytes, structured } = await negotiate(socket, reader, exportName);
       reader.detach();
-      const client = new ReplicaClient(socket, `${exportName}@${address}`, sizeBytes, timeoutMs);
+      const client = new ReplicaClient(socket, `${exportName}@${address}`, sizeBytes, timeoutMs, structured);
       if (reader.rest.length > 0) client.#onData(reader.rest);
       return client;
     } catch (error) {
@@ -155,29 +198,95 @@ export class ReplicaClient {
       const timer = setTimeout(() => {
         this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
-      this.#pending.set(handle, { resolve, reject, replyBytes, timer });
+      this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
       this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
     });
   }
 
   #onData(d: Buffer): void {
     this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
-    while (this.#buf.length >= 16) {
-      if (this.#buf.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC)
-        return this.#fail(replicaError("closed", `${this.name}: bad reply magic`));
-      const errno = this.#buf.readUInt32BE(4);
-      const handle = this.#buf.readBigUInt64BE(8);
-      const p = this.#pending.get(handle);
-      if (!p) return this.#fail(replicaError("closed", `${this.name}: reply for unknown handle ${handle}`));
-      const payload = errno === 0 ? p.replyBytes : 0;
-      if (this.#buf.length < 16 + payload) return;
-      const data = payload > 0 ? Buffer.from(this.#buf.subarray(16, 16 + payload)) : null;
-      this.#buf = this.#buf.subarray(16 + payload);
+    while (this.#closed === null) {
+      const used = this.#buf.length >= 4 && this.#buf.readUInt32BE(0) === SIMPLE_REPLY_MAGIC ? this.#simple() : this.#chunk();
+      if (used === 0) return;
+      this.#buf = this.#buf.subarray(used);
+    }
+  }
+
+  /** Parses one simple reply at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
+  #simple(): number {
+    const buf = this.#buf;
+    if (buf.length < SIMPLE_REPLY_HEADER_BYTES) return 0;
+    const errno = buf.readUInt32BE(4);
+    const handle = buf.readBigUInt64BE(8);
+    const p = this.#pending.get(handle);
+    if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
+    const payload = errno === 0 ? p.replyBytes : 0;
+    if (buf.length < SIMPLE_REPLY_HEADER_BYTES + payload) return 0;
+    const data = payload > 0 ? Buffer.from(buf.subarray(SIMPLE_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES + payload)) : null;
+    this.#pending.delete(handle);
+    clearTimeout(p.timer);
+    if (errno === 0) p.resolve(data);
+    else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));
+    return SIMPLE_REPLY_HEADER_BYTES + payload;
+  }
+
+  /** Parses one structured reply chunk at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
+  #chunk(): number {
+    const buf = this.#buf;
+    if (buf.length < CHUNK_HEADER_BYTES) return 0;
+    if (!this.#structured || buf.readUInt32BE(0) !== STRUCTURED_REPLY_MAGIC) return this.#protocolError("bad reply magic");
+    const flags = buf.readUInt16BE(4);
+    const type = buf.readUInt16BE(6);
+    const handle = buf.readBigUInt64BE(8);
+    const length = buf.readUInt32BE(16);
+    const p = this.#pending.get(handle);
+    if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
+    if (length > Math.max(OFFSET_DATA_PREFIX_BYTES + p.replyBytes, MAX_ERROR_CHUNK_BYTES)) {
+      return this.#protocolError(`reply chunk of ${length} bytes for a request of ${p.replyBytes}`);
+    }
+    if (buf.length < CHUNK_HEADER_BYTES + length) return 0;
+    const problem = this.#applyChunk(p, type, buf.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + length));
+    if (problem) return this.#protocolError(problem);
+    if ((flags & ReplyFlag.DONE) !== 0) {
+      if (!p.error && p.filledBytes !== p.replyBytes) {
+        return this.#protocolError(`reply ended with ${p.filledBytes} of ${p.replyBytes} bytes`);
+      }
       this.#pending.delete(handle);
       clearTimeout(p.timer);
-      if (errno === 0) p.resolve(data);
-      else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));
+      if (p.error) p.reject(p.error);
+      else p.resolve(p.data);
     }
+    return CHUNK_HEADER_BYTES + length;
+  }
+
+  /** Adds one chunk's content to its reply; a description of the protocol violation, or null. */
+  #applyChunk(p: Pending, type: number, payload: Buffer): string | null {
+    if (type === ReplyType.NONE) return payload.length === 0 ? null : "NONE chunk with a payload";
+    if (type === ReplyType.OFFSET_DATA || type === ReplyType.OFFSET_HOLE) {
+      const isData = type === ReplyType.OFFSET_DATA;
+      if (isData ? payload.length <= OFFSET_DATA_PREFIX_BYTES : payload.length !== OFFSET_HOLE_PAYLOAD_BYTES)
+        return `content chunk of ${payload.length} bytes`;
+      const at = payload.readUInt32BE(0) * 2 ** 32 + payload.readUInt32BE(4) - p.offset;
+      const bytes = isData ? payload.length - OFFSET_DATA_PREFIX_BYTES : payload.readUInt32BE(8);
+      if (at < 0 || bytes === 0 || at + bytes > p.replyBytes) return "content chunk outside the request";
+      p.data ??= Buffer.allocUnsafe(p.replyBytes);
+      if (isData) payload.copy(p.data, at, OFFSET_DATA_PREFIX_BYTES);
+      else p.data.fill(0, at, at + bytes);
+      // Our server sends one chunk per read; a peer that splits a read must not overlap chunks (the protocol forbids it).
+      p.filledBytes += bytes;
+      return null;
+    }
+    if (!isErrorChunk(type)) return `unknown reply chunk type ${type}`;
+    const parsed = parseErrorPayload(payload);
+    if (!parsed || parsed.errno === 0) return "malformed error chunk";
+    p.error ??= chunkError(this.name, parsed.errno, parsed.message);
+    return null;
+  }
+
+  /** The replica broke the protocol: nothing more on this connection can be trusted. */
+  #protocolError(detail: string): number {
+    this.#fail(replicaError("closed", `${this.name}: ${detail}`));
+    return 0;
   }
 
   #fail(error: KeelsonError): void {
@@ -234,14 +343,21 @@ class HandshakeReader {
   }
 }
 
-/** Fixed newstyle negotiation with OPT_GO; resolves with the export size. */
-async function negotiate(socket: net.Socket, r: HandshakeReader, exportName: string): Promise<number> {
+/** Fixed newstyle negotiation: structured replies, then OPT_GO; resolves with the export size and whether replies are structured. */
+async function negotiate(
+  socket: net.Socket,
+  r: HandshakeReader,
+  exportName: string,
+): Promise<{ sizeBytes: number; structured: boolean }> {
   const greeting = await r.take(18);
   if (!greeting.subarray(0, 8).equals(NBDMAGIC) || !greeting.subarray(8, 16).equals(IHAVEOPT)) {
     throw new Error("not an NBD server (bad greeting)");
   }
   const flags = Buffer.alloc(4);
   flags.writeUInt32BE(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES, 0);
+  const askStructured = Buffer.alloc(16);
+  IHAVEOPT.copy(askStructured, 0);
+  askStructured.writeUInt32BE(Option.STRUCTURED_REPLY, 8);
   const name = Buffer.from(exportName, "utf8");
   const opt = Buffer.alloc(16 + 4 + name.length + 2);
   IHAVEOPT.copy(opt, 0);
@@ -250,16 +366,22 @@ async function negotiate(socket: net.Socket, r: HandshakeReader, exportName: str
   opt.writeUInt32BE(name.length, 16);
   name.copy(opt, 20);
   opt.writeUInt16BE(0, 20 + name.length);
-  socket.write(Buffer.concat([flags, opt]));
+  socket.write(Buffer.concat([flags, askStructured, opt]));
   let sizeBytes = -1;
+  let structured = false;
   for (let replies = 0; replies < 64; replies++) {
     const head = await r.take(20);
     if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new Error("bad option reply magic");
     const type = head.readUInt32BE(12);
     const data = await r.take(head.readUInt32BE(16));
+    if (head.readUInt32BE(8) === Option.STRUCTURED_REPLY) {
+      // Any error (ERR_UNSUP from an older peer) leaves simple replies, whose errors are bare errnos.
+      structured = type === OptionReply.ACK;
+      continue;
+    }
     if (type === OptionReply.ACK) {
       if (sizeBytes < 0) throw new Error("server acknowledged OPT_GO without export info");
-      return sizeBytes;
+      return { sizeBytes, structured };
     }
     if (type === OptionReply.INFO && data.length >= 12 && data.readUInt16BE(0) === 0) sizeBytes = Number(data.readBigUInt64BE(2));
     else if (type >= 2 ** 31) {

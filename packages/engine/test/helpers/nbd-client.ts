@@ -124,6 +124,20 @@ export class RawConnection {
     return h;
   }
 
+  /** Reads one structured reply chunk (NBD_OPT_STRUCTURED_REPLY negotiated): its header fields and payload. */
+  async chunk(): Promise<{ magic: number; flags: number; type: number; handle: number; payload: Buffer } | null> {
+    const h = await this.read(20);
+    if (!h) return null;
+    const payload = await this.read(h.readUInt32BE(16));
+    return {
+      magic: h.readUInt32BE(0),
+      flags: h.readUInt16BE(4),
+      type: h.readUInt16BE(6),
+      handle: Number(h.readBigUInt64BE(8)),
+      payload: payload ?? Buffer.alloc(0),
+    };
+  }
+
   /** Reads one simple reply header (and `dataLength` bytes of data on success). */
   async reply(dataLength = 0): Promise<{ error: number; handle: number; data: Buffer } | null> {
     const h = await this.read(16);
