@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
 import { DEFAULT_EXTENT_SIZE_BYTES as EXTENT_SIZE_BYTES } from "./layout.js";
 import { Pool } from "./pool.js";
-import type { ReservationRequest } from "./reservations.js";
+import { acceptEveryReservation, type ReservationRequest } from "./reservations.js";
 import { MAX_CHAIN_LAYERS } from "./validation.js";
 import type { Volume } from "./volume.js";
 import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "./volume-io.js";
@@ -36,7 +36,7 @@ function zero(pool: Pool, v: Volume, offset: number, length: number, o: Partial<
 describe("pool", () => {
   it("creates, lists and deletes volumes durably across reopen; delete returns space", async () => {
     const file = path.join(dir, "pool.img");
-    let pool = await Pool.open({ path: file, createSizeBytes: 256 * MIB });
+    let pool = await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 256 * MIB });
     const free0 = pool.space().freeBytes;
     const a = await pool.createVolume({ name: "a", sizeBytes: 64 * MIB, labels: { app: "pg" } });
     await pool.createVolume({ name: "b", sizeBytes: 8 * MIB });
@@ -45,7 +45,7 @@ describe("pool", () => {
     expect(pool.space().freeBytes).toBe(free0 - 2 * EXTENT_SIZE_BYTES);
     await pool.close();
 
-    pool = await Pool.open({ path: file });
+    pool = await Pool.open({ admit: acceptEveryReservation, path: file });
     expect(pool.listVolumes().map((v) => [v.name, v.sizeBytes])).toEqual([
       ["a", 64 * MIB],
       ["b", 8 * MIB],
@@ -57,14 +57,14 @@ describe("pool", () => {
     await pool.flush(); // the quarantine is reclaimed after the delete's own commit
     expect(pool.space().freeBytes).toBe(free0);
     await pool.close();
-    pool = await Pool.open({ path: file });
+    pool = await Pool.open({ admit: acceptEveryReservation, path: file });
     expect(pool.listVolumes().map((v) => v.name)).toEqual(["b"]);
     expect(pool.space().freeBytes).toBe(free0);
     await pool.close();
   });
 
   it("create is idempotent; a different size is ALREADY_EXISTS; bad names and sizes are INVALID_ARGUMENT", async () => {
-    const pool = await Pool.open({ path: path.join(dir, "p.img"), createSizeBytes: 128 * MIB });
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "p.img"), createSizeBytes: 128 * MIB });
     try {
       const v1 = await pool.createVolume({ name: "x", sizeBytes: MIB });
       expect(await pool.createVolume({ name: "x", sizeBytes: MIB })).toBe(v1);
@@ -79,7 +79,7 @@ describe("pool", () => {
   });
 
   it("a full pool fails writes with NO_SPACE and keeps acknowledged data", async () => {
-    const pool = await Pool.open({ path: path.join(dir, "small.img"), createSizeBytes: 32 * MIB });
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "small.img"), createSizeBytes: 32 * MIB });
     try {
       const extents = pool.layout.extentCount;
       const v = await pool.createVolume({ name: "big", sizeBytes: (extents + 4) * MIB });
@@ -103,7 +103,7 @@ describe("pool", () => {
     const rand = seededRandom(seed);
     const file = path.join(dir, "model.img");
     const size = 6 * MIB;
-    let pool = await Pool.open({ path: file, createSizeBytes: 64 * MIB });
+    let pool = await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 64 * MIB });
     let v = await pool.createVolume({ name: "m", sizeBytes: size });
     const model = Buffer.alloc(size);
     const pick = (max: number) => Math.floor(rand() * max);
@@ -129,7 +129,7 @@ describe("pool", () => {
       } else if (op < 0.8) {
         await pool.flush();
         await pool.close();
-        pool = await Pool.open({ path: file });
+        pool = await Pool.open({ admit: acceptEveryReservation, path: file });
         v = pool.getVolume("m");
       } else {
         const got = await read(pool, v, offset, length);
@@ -141,7 +141,12 @@ describe("pool", () => {
   });
 
   it("bounds: a chain deeper than MAX_CHAIN_LAYERS is refused with LIMIT_EXCEEDED; deleting a snapshot makes room", async () => {
-    const pool = await Pool.open({ path: path.join(dir, "pool.img"), createSizeBytes: 64 * MIB, extentSizeBytes: 16 * 1024 });
+    const pool = await Pool.open({
+      admit: acceptEveryReservation,
+      path: path.join(dir, "pool.img"),
+      createSizeBytes: 64 * MIB,
+      extentSizeBytes: 16 * 1024,
+    });
     try {
       await pool.createVolume({ name: "deep", sizeBytes: MIB });
       for (let i = 1; i < MAX_CHAIN_LAYERS; i++) await pool.createSnapshot({ volumeName: "deep", name: `s${i}` });
@@ -161,6 +166,7 @@ describe("pool", () => {
   it("extent size: any power of two from 16 KiB to 64 MiB is accepted at format time, others fail with INVALID_ARGUMENT", async () => {
     for (const bad of [8192, 3 * 16384, 128 * MIB]) {
       const e = await Pool.open({
+        admit: acceptEveryReservation,
         path: path.join(dir, `bad-${bad}.img`),
         createSizeBytes: 64 * MIB,
         extentSizeBytes: bad,
@@ -168,11 +174,16 @@ describe("pool", () => {
       expect(isKeelsonError(e, "INVALID_ARGUMENT"), `extent size ${bad}`).toBe(true);
     }
     const file = path.join(dir, "ok.img");
-    const pool = await Pool.open({ path: file, createSizeBytes: 64 * MIB, extentSizeBytes: 64 * 1024 });
+    const pool = await Pool.open({
+      admit: acceptEveryReservation,
+      path: file,
+      createSizeBytes: 64 * MIB,
+      extentSizeBytes: 64 * 1024,
+    });
     expect(pool.layout.extentSizeBytes).toBe(64 * 1024);
     await pool.close();
     // An existing pool keeps the extent size it was formatted with.
-    const again = await Pool.open({ path: file, extentSizeBytes: MIB });
+    const again = await Pool.open({ admit: acceptEveryReservation, path: file, extentSizeBytes: MIB });
     expect(again.layout.extentSizeBytes).toBe(64 * 1024);
     await again.close();
   });
@@ -201,8 +212,8 @@ describe("pool", () => {
       [file, 0, 101],
     ]);
     await pool.close();
-    // Without a hook the store judges nothing.
-    pool = await Pool.open({ path: file });
+    // The store itself judges nothing: with a rule that accepts all, the reservation is stored.
+    pool = await Pool.open({ admit: acceptEveryReservation, path: file });
     await pool.createVolume({ name: "b", sizeBytes: MIB, qos: policy(50) });
     expect(pool.reserved()).toEqual({ iops: 150, bytesPerSec: 0 });
     await pool.close();

@@ -32,8 +32,12 @@ export interface OpenPoolOptions {
   forceFormat?: boolean;
   /** Extent size of a pool formatted now (default 1 MiB); an existing pool keeps its own. */
   extentSizeBytes?: number;
-  /** Judges QoS reservations before a volume's policy is stored; absent: every reservation is accepted. */
-  admit?: AdmitReservation;
+  /**
+   * Judges QoS reservations before a volume's policy is stored (`qos/`'s
+   * `admitReservation` in the engine; `acceptEveryReservation` where nothing
+   * is scheduled). Required, so that no caller leaves admission out by accident.
+   */
+  admit: AdmitReservation;
 }
 
 /** The device a pool lives on, as callers see it. */
@@ -83,7 +87,7 @@ export class Pool {
         createSizeBytes: options.createSizeBytes,
         forceFormat: options.forceFormat ?? false,
         extentSizeBytes: options.extentSizeBytes ?? DEFAULT_EXTENT_SIZE_BYTES,
-        admit: options.admit ?? (() => undefined),
+        admit: options.admit,
       }),
     );
     try {

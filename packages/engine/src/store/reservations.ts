@@ -27,6 +27,9 @@ export interface ReservationRequest {
  */
 export type AdmitReservation = (request: ReservationRequest) => void;
 
+/** An admission rule that accepts every reservation (store tests, tools that schedule no I/O). */
+export const acceptEveryReservation: AdmitReservation = () => undefined;
+
 /** The reservation a policy asks for; none when there is no policy. */
 export function reservationOf(qos: QosPolicyRecord | undefined): Reservations {
   return { iops: qos?.reservationIops ?? 0, bytesPerSec: qos?.reservationBytesPerSec ?? 0 };

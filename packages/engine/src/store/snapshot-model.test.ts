@@ -9,6 +9,7 @@ import { Errno } from "../nbd/protocol.js";
 import { testSeed } from "../testing/random.js";
 import { type ModelTarget, runStoreModel } from "../testing/store-model.js";
 import { Pool } from "./pool.js";
+import { acceptEveryReservation } from "./reservations.js";
 import { flushVolume, readVolume, writeVolume, zeroVolume } from "./volume-io.js";
 
 const EXTENT = 16 * 1024;
@@ -36,7 +37,10 @@ class InProcessTarget implements ModelTarget {
   }
 
   static async open(file: string): Promise<InProcessTarget> {
-    return new InProcessTarget(await Pool.open({ path: file, createSizeBytes: 96 * 1024 * 1024, extentSizeBytes: EXTENT }), file);
+    return new InProcessTarget(
+      await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 96 * 1024 * 1024, extentSizeBytes: EXTENT }),
+      file,
+    );
   }
 
   async createVolume(name: string, sizeBytes: number): Promise<void> {
@@ -99,7 +103,7 @@ class InProcessTarget implements ModelTarget {
   async restart(kill: boolean): Promise<void> {
     if (kill) this.pool.abandon();
     else await this.pool.close();
-    this.pool = await Pool.open({ path: this.file });
+    this.pool = await Pool.open({ admit: acceptEveryReservation, path: this.file });
   }
 }
 
