@@ -5,8 +5,6 @@ import type { ClusterMembership } from "../cluster/membership.js";
 import { ALL_OF_REVISION, type MetadataEvent, type MetadataWatch } from "../metadata/index.js";
 import type { Logger } from "../util/log.js";
 
-export { ALL_OF_REVISION };
-
 type EventKind = NonNullable<WireEvent["kind"]>;
 
 /** The volume an event is about ("" for node events, which every watch gets). */
