@@ -1,6 +1,6 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
-import { ClientRuntimeError, type ComparatorBuilder, Etcd3, GRPCGenericError, type IWatchResponse } from "etcd3";
+import { type ComparatorBuilder, Etcd3, type IWatchResponse } from "etcd3";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
 import { decodeRecord, encodeRecord, type RecordTypes } from "./records.js";
@@ -22,15 +22,16 @@ import {
 const DIAL_TIMEOUT_MS = 3000;
 
 /**
- * An etcd client failure as a KeelsonError: etcd away (restarting, cut off)
- * is UNAVAILABLE, since the call may succeed later. Anything else is passed
- * on unchanged (a KeelsonError already, or a programmer error).
+ * A failure of an etcd client call as a KeelsonError: etcd away (restarting,
+ * cut off, the client's circuit breaker open) is UNAVAILABLE, since the call
+ * may succeed later. Every error the client throws counts: its classes
+ * (GRPCGenericError, ClientRuntimeError, the circuit breaker's errors, ...)
+ * stop here. A KeelsonError is passed on unchanged.
  */
-export function fromEtcdError(error: unknown): unknown {
-  if (error instanceof GRPCGenericError || error instanceof ClientRuntimeError) {
-    return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${error.message}`, cause: error });
-  }
-  return error;
+export function fromEtcdError(error: unknown): KeelsonError {
+  if (error instanceof KeelsonError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
 }
 
 /** Runs one etcd call, converting its failures with {@link fromEtcdError}. */
