@@ -1,33 +1,16 @@
-import { KeelsonError } from "@keelson/sdk";
+import { type DiskRecord, refs } from "../metadata/index.js";
 import type { Logger } from "../util/log.js";
-import { type ClusterMembership, KEY_PREFIX } from "./membership.js";
+import type { ClusterMembership } from "./membership.js";
 
-const DISKS = `${KEY_PREFIX}/disks/`;
 /** How often a node reports its pool (and at once on join). */
 export const DISK_REPORT_INTERVAL_MS = 10_000;
 
-/** A node's disk pool as recorded in etcd. */
-export interface DiskRecord {
-  nodeId: string;
-  poolUid: string;
-  path: string;
-  totalBytes: number;
-  freeBytes: number;
-  volumeCount: number;
-  snapshotCount: number;
-  updatedAtMs: number;
-}
+export type { DiskRecord };
 
-/** Every node's last disk report, by node. */
+/** Every node's last disk report, by node; UNAVAILABLE while the store cannot be read. */
 export async function listDiskReports(m: ClusterMembership): Promise<Map<string, DiskRecord>> {
-  let all: Record<string, string>;
-  try {
-    all = await m.client.getAll().prefix(DISKS).strings();
-  } catch (error) {
-    throw new KeelsonError({ code: "UNAVAILABLE", message: `etcd: disk reports: ${(error as Error).message}`, cause: error });
-  }
-  const records = Object.values(all).map((json) => JSON.parse(json) as DiskRecord);
-  return new Map(records.map((r) => [r.nodeId, r]));
+  const records = await m.metadata.list("disk");
+  return new Map(records.map(({ value: r }) => [r.nodeId, r]));
 }
 
 /**
@@ -52,7 +35,7 @@ export class DiskReporter {
   async report(): Promise<void> {
     const record: DiskRecord = { nodeId: this.#m.nodeId, ...this.#collect(), updatedAtMs: Date.now() };
     try {
-      await this.#m.client.put(`${DISKS}${record.nodeId}`).value(JSON.stringify(record));
+      await this.#m.metadata.put(refs.disk(record.nodeId), record);
       if (this.#failing) this.#log.log("info", "disk report written again", { node: record.nodeId });
       this.#failing = false;
     } catch (error) {

@@ -1,27 +1,21 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { Etcd3 } from "etcd3";
-import { KEY_PREFIX } from "./membership.js";
+import { type Condition, type MetadataStore, refs } from "../metadata/index.js";
 
-const EPOCHS = `${KEY_PREFIX}/epochs/`;
 /** Compare-and-swap attempts before giving up under contention. */
 const MAX_EPOCH_ATTEMPTS = 32;
 
 /**
- * Takes the next attachment epoch of a volume from etcd: a compare-and-swap
- * on the volume's epoch key, so two attachers racing never get the same epoch
+ * Takes the next attachment epoch of a volume: a compare-and-swap on the
+ * volume's epoch record, so two attachers racing never get the same epoch
  * and every epoch is larger than all before it.
  */
-export async function nextEpoch(client: Etcd3, volume: string): Promise<number> {
-  const key = epochKey(volume);
+export async function nextEpoch(metadata: MetadataStore, volume: string): Promise<number> {
+  const ref = refs.epoch(volume);
   for (let attempt = 0; attempt < MAX_EPOCH_ATTEMPTS; attempt++) {
-    const current = await client.get(key).string();
-    const next = (current === null ? 0 : Number(current)) + 1;
-    const txn =
-      current === null
-        ? client.if(key, "Create", "==", 0).then(client.put(key).value(String(next)))
-        : client.if(key, "Value", "==", current).then(client.put(key).value(String(next)));
-    const result = await txn.commit();
-    if (result.succeeded) return next;
+    const current = await metadata.get(ref);
+    const next = (current === null ? 0 : current.value) + 1;
+    const won = await metadata.commit({ if: [{ ref, version: current?.version ?? null }], put: [{ ref, value: next }] });
+    if (won) return next;
   }
   throw new KeelsonError({
     code: "UNAVAILABLE",
@@ -29,9 +23,9 @@ export async function nextEpoch(client: Etcd3, volume: string): Promise<number> 
   });
 }
 
-/** etcd key of the volume's epoch: writes made "only while epoch E is current" compare its value. */
-export function epochKey(volume: string): string {
-  return `${EPOCHS}${volume}`;
+/** The condition "`epoch` is the volume's current epoch": writes made only while it holds carry it. */
+export function whileEpoch(volume: string, epoch: number): Condition {
+  return { ref: refs.epoch(volume), equals: epoch };
 }
 
 /**
@@ -39,14 +33,16 @@ export function epochKey(volume: string): string {
  * exists (the writer was fenced), null when the epoch still holds (another
  * compare in the same transaction failed; the caller may try again).
  */
-export async function supersededError(client: Etcd3, volume: string, epoch: number): Promise<KeelsonError | null> {
-  const current = await client.get(epochKey(volume)).string();
-  if (current === String(epoch)) return null;
-  return new KeelsonError({ code: "EPOCH_STALE", message: `volume ${volume}: epoch ${epoch} was superseded by ${current}` });
+export async function supersededError(metadata: MetadataStore, volume: string, epoch: number): Promise<KeelsonError | null> {
+  const current = await metadata.get(refs.epoch(volume));
+  if (current?.value === epoch) return null;
+  return new KeelsonError({
+    code: "EPOCH_STALE",
+    message: `volume ${volume}: epoch ${epoch} was superseded by ${current === null ? null : current.value}`,
+  });
 }
 
 /** The volume's current attachment epoch (0 when never attached). */
-export async function currentEpoch(client: Etcd3, volume: string): Promise<number> {
-  const v = await client.get(epochKey(volume)).string();
-  return v === null ? 0 : Number(v);
+export async function currentEpoch(metadata: MetadataStore, volume: string): Promise<number> {
+  return (await metadata.get(refs.epoch(volume)))?.value ?? 0;
 }

@@ -1,35 +1,14 @@
-import { KeelsonError } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import { type Campaign, Etcd3, type Lease } from "etcd3";
+import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
 import type { Logger } from "../util/log.js";
 
 const debug = createDebug("keelson:cluster");
 
-/** Where cluster metadata lives in etcd. */
-export const KEY_PREFIX = "/keelson/v1";
-const NODES = `${KEY_PREFIX}/nodes/`;
-const ALIVE = `${KEY_PREFIX}/alive/`;
-const LEADER = `${KEY_PREFIX}/leader`;
 /** Seconds a node stays alive in etcd without a keepalive (its lease's TTL). */
 export const DEFAULT_LEASE_TTL_S = 5;
 
-/** A node as registered in etcd (kept after it dies, so the cluster knows it is down). */
-export interface NodeRecord {
-  nodeId: string;
-  /** Control API, `host:port`. */
-  controlAddress: string;
-  /** NBD endpoint, `host:port`. */
-  nbdAddress: string;
-  /** Address for replica (storage) traffic; the control address's host when not set apart. */
-  storageAddress: string;
-  /** Topology label used to spread replicas. */
-  zone: string;
-  version: string;
-  registeredAtMs: number;
-  /** Set by the leader's reconciler from the node's liveness lease. */
-  state: "up" | "down";
-  stateSinceMs: number;
-}
+export type { NodeRecord };
 
 /** A node as the cluster sees it now. */
 export interface ClusterNode extends NodeRecord {
@@ -51,6 +30,8 @@ export interface JoinOptions {
 }
 
 function unavailable(message: string, cause: unknown): KeelsonError {
+  // A corrupt record is no outage: it keeps its code (and names its key).
+  if (isKeelsonError(cause, "METADATA_CORRUPT")) return cause;
   return new KeelsonError({ code: "UNAVAILABLE", message: `${message}: ${(cause as Error).message ?? String(cause)}`, cause });
 }
 
@@ -65,19 +46,20 @@ const REJOIN_DELAY_MS = 1000;
  * than after the TTL).
  */
 export class ClusterMembership implements AsyncDisposable {
-  readonly client: Etcd3;
+  /** The cluster's metadata, through which every record is read and written. */
+  readonly metadata: MetadataStore;
   readonly nodeId: string;
   /** etcd client URLs joined. */
   readonly endpoints: string;
   readonly #options: JoinOptions;
-  #lease: Lease | null = null;
-  #campaign: Campaign | null = null;
+  /** This node's liveness lease and candidacy; null until registered. */
+  #registration: Registration | null = null;
   #leader = false;
   #closed = false;
   #rejoinTimer: NodeJS.Timeout | null = null;
 
-  private constructor(client: Etcd3, options: JoinOptions) {
-    this.client = client;
+  private constructor(metadata: MetadataStore, options: JoinOptions) {
+    this.metadata = metadata;
     this.endpoints = options.endpoints;
     this.nodeId = options.node.nodeId;
     this.#options = options;
@@ -90,16 +72,16 @@ export class ClusterMembership implements AsyncDisposable {
 
   /** Registers the node, takes its liveness lease and stands for leader. */
   static async join(options: JoinOptions): Promise<ClusterMembership> {
-    const client = new Etcd3({ hosts: options.endpoints.split(","), dialTimeout: 3000 });
-    const m = new ClusterMembership(client, options);
+    const metadata = EtcdMetadataStore.connect(options.endpoints);
+    const m = new ClusterMembership(metadata, options);
     try {
       const now = Date.now();
       const record: NodeRecord = { ...options.node, registeredAtMs: now, state: "up", stateSinceMs: now };
-      await client.put(`${NODES}${options.node.nodeId}`).value(JSON.stringify(record));
+      await metadata.put(refs.node(options.node.nodeId), record);
       await m.#register();
       return m;
     } catch (error) {
-      client.close();
+      metadata.close();
       throw unavailable(`cannot join the cluster at ${options.endpoints}`, error);
     }
   }
@@ -107,21 +89,18 @@ export class ClusterMembership implements AsyncDisposable {
   /** Takes a liveness lease, puts the alive key and stands for leader. */
   async #register(): Promise<void> {
     const ttl = this.#options.leaseTtlS ?? DEFAULT_LEASE_TTL_S;
-    const lease = this.client.lease(ttl, { autoKeepAlive: true });
-    this.#lease = lease;
-    await lease.put(`${ALIVE}${this.nodeId}`).value(String(Date.now()));
-    lease.on("lost", (error) => {
-      this.#options.log?.log("warn", "liveness lease lost; taking a new one", { node: this.nodeId, error: String(error) });
-      this.#setLeader(false);
-      this.#rejoinLater();
-    });
-    const campaign = this.client.election(LEADER, ttl).campaign(this.nodeId);
-    this.#campaign = campaign;
-    campaign.on("elected", () => this.#setLeader(true));
-    campaign.on("error", (error) => {
-      debug("node %s campaign failed: %s", this.nodeId, String(error));
-      this.#setLeader(false);
-      this.#rejoinLater();
+    this.#registration = await this.metadata.register(this.nodeId, ttl, {
+      lost: (error) => {
+        this.#options.log?.log("warn", "liveness lease lost; taking a new one", { node: this.nodeId, error: String(error) });
+        this.#setLeader(false);
+        this.#rejoinLater();
+      },
+      elected: () => this.#setLeader(true),
+      campaignFailed: (error) => {
+        debug("node %s campaign failed: %s", this.nodeId, String(error));
+        this.#setLeader(false);
+        this.#rejoinLater();
+      },
     });
   }
 
@@ -137,8 +116,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.#rejoinTimer = setTimeout(() => {
       this.#rejoinTimer = null;
       if (this.#closed) return;
-      void this.#campaign?.resign().catch(() => undefined);
-      void this.#lease?.revoke().catch(() => undefined);
+      void this.#registration?.release();
       this.#register().catch((error: unknown) => {
         this.#options.log?.log("warn", "rejoin failed; trying again", { node: this.nodeId, error: String(error) });
         this.#rejoinLater();
@@ -149,7 +127,7 @@ export class ClusterMembership implements AsyncDisposable {
   /** Every registered node, with liveness and leadership now; UNAVAILABLE while etcd cannot be reached. */
   async nodes(): Promise<ClusterNode[]> {
     try {
-      return await listNodes(this.client);
+      return await listNodes(this.metadata);
     } catch (error) {
       throw unavailable(`cluster metadata (etcd at ${this.endpoints}) cannot be read`, error);
     }
@@ -161,9 +139,8 @@ export class ClusterMembership implements AsyncDisposable {
     this.#closed = true;
     if (this.#rejoinTimer) clearTimeout(this.#rejoinTimer);
     this.#setLeader(false);
-    await this.#campaign?.resign().catch(() => undefined);
-    await this.#lease?.revoke().catch(() => undefined);
-    this.client.close();
+    await this.#registration?.release();
+    this.metadata.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -171,31 +148,19 @@ export class ClusterMembership implements AsyncDisposable {
   }
 }
 
-/** Every registered node with its liveness and whether it leads, from one etcd. */
-export async function listNodes(client: Etcd3): Promise<ClusterNode[]> {
-  const [records, alive, leader] = await Promise.all([
-    client.getAll().prefix(NODES).strings(),
-    client.getAll().prefix(ALIVE).keys(),
-    client
-      .election(LEADER)
-      .leader()
-      .catch(() => undefined),
-  ]);
-  const aliveIds = new Set(alive.map((k) => k.slice(ALIVE.length)));
-  return Object.values(records)
-    .map((json) => JSON.parse(json) as NodeRecord)
-    .map((r) => ({ ...r, alive: aliveIds.has(r.nodeId), leader: r.nodeId === leader }))
+/** Every registered node with its liveness and whether it leads, from one store. */
+export async function listNodes(metadata: MetadataStore): Promise<ClusterNode[]> {
+  const [records, alive, leader] = await Promise.all([metadata.list("node"), metadata.list("alive"), metadata.leader()]);
+  const aliveIds = new Set(alive.map((a) => a.ref.id));
+  return records
+    .map(({ value: r }) => ({ ...r, alive: aliveIds.has(r.nodeId), leader: r.nodeId === leader }))
     .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
 }
 
 /** Records a node's state as observed by the leader (the reconciler's first duty). */
-export async function recordNodeState(client: Etcd3, nodeId: string, state: "up" | "down"): Promise<void> {
-  const key = `${NODES}${nodeId}`;
-  const json = await client.get(key).string();
-  if (!json) return;
-  const record = JSON.parse(json) as NodeRecord;
-  if (record.state === state) return;
-  await client.put(key).value(JSON.stringify({ ...record, state, stateSinceMs: Date.now() }));
+export async function recordNodeState(metadata: MetadataStore, nodeId: string, state: "up" | "down"): Promise<void> {
+  const current = await metadata.get(refs.node(nodeId));
+  if (!current) return;
+  if (current.value.state === state) return;
+  await metadata.put(refs.node(nodeId), { ...current.value, state, stateSinceMs: Date.now() });
 }
-
-export const CLUSTER_KEYS = { NODES, ALIVE, LEADER } as const;

@@ -1,5 +1,5 @@
 import createDebug from "debug";
-import type { Etcd3 } from "etcd3";
+import type { MetadataStore } from "../metadata/index.js";
 import type { Logger } from "../util/log.js";
 import { listNodes, recordNodeState } from "./membership.js";
 
@@ -20,11 +20,11 @@ export const RECONCILE_INTERVAL_MS = 500;
  * The leader's control loop. It keeps each node's recorded state in step
  * with its liveness lease (a node whose lease expired is marked down, one
  * that came back is marked up), so every engine and client reads the same
- * answer from etcd; then it repairs degraded volumes (a replica lost for
+ * answer from the cluster's metadata; then it repairs degraded volumes (a replica lost for
  * good is placed on another node, and its frontend rebuilds it there).
  */
 export class Reconciler {
-  readonly #client: Etcd3;
+  readonly #metadata: MetadataStore;
   readonly #log: Logger;
   #timer: NodeJS.Timeout | null = null;
   #running = false;
@@ -36,8 +36,8 @@ export class Reconciler {
   readonly #reported = new Set<string>();
 
   /** `repair` is the degraded-volume repair each pass runs after node states (replication provides it). */
-  constructor(client: Etcd3, log: Logger, repair?: () => Promise<RepairOutcome>) {
-    this.#client = client;
+  constructor(metadata: MetadataStore, log: Logger, repair?: () => Promise<RepairOutcome>) {
+    this.#metadata = metadata;
     this.#log = log;
     this.#repair = repair ?? null;
   }
@@ -57,10 +57,10 @@ export class Reconciler {
     if (this.#running) return; // a slow etcd must not stack passes up
     this.#running = true;
     try {
-      for (const node of await listNodes(this.#client)) {
+      for (const node of await listNodes(this.#metadata)) {
         const observed = node.alive ? "up" : "down";
         if (node.state === observed) continue;
-        await recordNodeState(this.#client, node.nodeId, observed);
+        await recordNodeState(this.#metadata, node.nodeId, observed);
         this.#log.log("info", "node state changed", { node: node.nodeId, state: observed });
       }
       if (this.#repair) {

@@ -1,5 +1,5 @@
 import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
-import { type Attachment, isKeelsonError, KeelsonError, type Snapshot as SdkSnapshot, toServiceError } from "@keelson/sdk";
+import { type Attachment, KeelsonError, type Snapshot as SdkSnapshot, toServiceError } from "@keelson/sdk";
 import {
   type NodeServiceServer,
   type SnapshotServiceServer,
@@ -21,33 +21,25 @@ import {
   type WireVolumeSource,
   WireVolumeState,
 } from "@keelson/sdk/experimental";
-import { ClientRuntimeError, GRPCGenericError } from "etcd3";
-import { type DiskRecord, listDiskReports } from "../cluster/disk-reports.js";
-import type { ClusterMembership } from "../cluster/membership.js";
-import { findNode, withPeer } from "../cluster/peers.js";
-import type { NbdServer } from "../nbd/server.js";
-import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
-import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
-import type { QosManager } from "../qos/qos-manager.js";
-import { readAttachments, removeAttachment } from "../replication/attachments.js";
+import { readAttachments } from "../cluster/attachments.js";
 import {
   createReplicatedSnapshot,
   deleteReplicatedSnapshot,
   findSnapshotRecord,
   listSnapshotRecords,
   snapshotFromHolders,
-} from "../replication/cluster-snapshots.js";
-import {
-  attachReplicatedVolume,
-  createReplicatedVolume,
-  findClusterVolume,
-  forgetAttachment,
-  getClusterVolume,
-} from "../replication/cluster-volumes.js";
-import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+} from "../cluster/cluster-snapshots.js";
+import { createReplicatedVolume, findClusterVolume, getClusterVolume } from "../cluster/cluster-volumes.js";
+import { type DiskRecord, listDiskReports } from "../cluster/disk-reports.js";
+import type { ClusterMembership } from "../cluster/membership.js";
+import type { VolumeAttacher } from "../cluster/volume-attacher.js";
+import type { NbdServer } from "../nbd/server.js";
+import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import type { QosManager } from "../qos/qos-manager.js";
+import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
-import { StatusPublisher } from "../replication/status-publisher.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
@@ -71,6 +63,8 @@ export interface ControlContext {
   rebuildThrottle: RebuildThrottle;
   /** Opens one of this node's exports in-process (a frontend's own replica). */
   openLocal: OpenLocalExport;
+  /** Attach and detach of replicated volumes on this node (holds the frontends above). */
+  attacher: VolumeAttacher;
   zone: string;
   nodeId: string;
   version: string;
@@ -78,11 +72,8 @@ export interface ControlContext {
 }
 
 function toWireError(error: unknown): Partial<ServiceError> {
+  // Metadata store failures arrive as KeelsonError already (UNAVAILABLE while it is away): converted in metadata/.
   if (error instanceof KeelsonError) return toServiceError(error);
-  // etcd away (restarting, cut off): the call may succeed later, so it is UNAVAILABLE, not INTERNAL.
-  if (error instanceof GRPCGenericError || error instanceof ClientRuntimeError) {
-    return toServiceError(new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${error.message}`, cause: error }));
-  }
   return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
 
@@ -269,67 +260,18 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   };
 }
 
-/** Each writable attachment's status publisher. */
-const publishers = new WeakMap<ReplicatedVolume, StatusPublisher>();
-/** Attaches under way on an engine (keyed by its frontends map), by volume. */
-const attachesUnderWay = new WeakMap<Map<string, ReplicatedVolume>, Map<string, Promise<ReplicatedVolume>>>();
-
-function inProgress(ctx: ControlContext): Map<string, Promise<ReplicatedVolume>> {
-  let m = attachesUnderWay.get(ctx.frontends);
-  if (!m) {
-    m = new Map();
-    attachesUnderWay.set(ctx.frontends, m);
-  }
-  return m;
-}
-
 /** Attaches on the node asked for (forwarded when it is another), idempotently. */
 async function attachVolume(ctx: ControlContext, req: WireAttachVolumeRequest): Promise<WireAttachment> {
   const name = requireString(req.name, "name");
   const m = requireCluster(ctx, "AttachVolume");
-  if (req.nodeId && req.nodeId !== ctx.nodeId) {
-    const node = await findNode(m, req.nodeId);
-    if (!node.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${req.nodeId} is down` });
-    const forwarded = { name, replicaTimeoutMs: req.replicaTimeoutMs, readOnly: req.readOnly, takeover: req.takeover };
-    // The peer does the whole attach (a resync may be part of it): the caller's deadline bounds it.
-    const a = await withPeer(node, (c) => c.attachVolume(forwarded), 600_000);
-    return attachmentFromSdk(a);
-  }
-  // A retry (the client's deadline passed while a resync ran) joins the attach under way rather
-  // than starting one that would fence it, again and again.
-  const underWay = inProgress(ctx).get(name);
-  if (underWay) await underWay.catch(() => undefined);
-  const existing = ctx.frontends.get(name);
-  if (existing?.serving) {
-    if (existing.readOnly === req.readOnly) return attachmentToWire(ctx, existing);
-    throw new KeelsonError({
-      code: "ATTACHED_ELSEWHERE",
-      message: `volume ${name} is attached ${existing.readOnly ? "read-only" : "writable"} on ${ctx.nodeId}; detach it first`,
-    });
-  }
-  const attaching = attachReplicatedVolume(m, name, {
-    replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
-    rebuildThrottle: ctx.rebuildThrottle,
-    openLocal: ctx.openLocal,
+  const outcome = await ctx.attacher.attach(m, {
+    name,
+    nodeId: req.nodeId,
+    replicaTimeoutMs: req.replicaTimeoutMs,
     readOnly: req.readOnly,
     takeover: req.takeover,
   });
-  inProgress(ctx).set(name, attaching);
-  let rv: ReplicatedVolume;
-  try {
-    rv = await attaching;
-  } finally {
-    if (inProgress(ctx).get(name) === attaching) inProgress(ctx).delete(name);
-  }
-  existing?.close();
-  ctx.frontends.set(name, rv);
-  if (!rv.readOnly) {
-    const publisher = new StatusPublisher(m, rv);
-    publishers.set(rv, publisher);
-    publisher.start();
-  }
-  ctx.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, replicas: rv.status() });
-  return attachmentToWire(ctx, rv);
+  return outcome.on === "peer" ? attachmentFromSdk(outcome.attachment) : attachmentToWire(ctx, outcome.volume);
 }
 
 /** An attachment a peer returned (through the SDK), back in wire form for this call's caller. */
@@ -344,35 +286,7 @@ function attachmentFromSdk(a: Attachment): WireAttachment {
 async function detachVolume(ctx: ControlContext, req: WireDetachVolumeRequest): Promise<void> {
   const name = requireString(req.name, "name");
   const m = requireCluster(ctx, "DetachVolume");
-  if (req.nodeId && req.nodeId !== ctx.nodeId) {
-    const node = await findNode(m, req.nodeId);
-    if (node.alive) {
-      try {
-        await withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
-        return;
-      } catch (error) {
-        // Not answering (just killed, or cut off): handled like a node that is down.
-        if (!isKeelsonError(error, "UNAVAILABLE") && !isKeelsonError(error, "DEADLINE_EXCEEDED")) throw error;
-      }
-    }
-    await forgetAttachment(m, name, req.nodeId);
-    ctx.log.log("warn", "attachment of an unreachable node removed (a writer there is fenced)", {
-      volume: name,
-      node: req.nodeId,
-    });
-    return;
-  }
-  const rv = ctx.frontends.get(name);
-  if (rv) {
-    const { clean } = await rv.detach(req.force);
-    await publishers.get(rv)?.stop("detached");
-    ctx.frontends.delete(name);
-    await removeAttachment(m, name, ctx.nodeId, rv.epoch);
-    ctx.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
-    return;
-  }
-  // Not served here (say the engine restarted): the record must not keep claiming it.
-  await removeAttachment(m, name, ctx.nodeId);
+  await ctx.attacher.detach(m, { name, nodeId: req.nodeId, force: req.force });
 }
 
 /** Calls that would change one node's replica of a replicated volume only (and so make it differ) are refused. */

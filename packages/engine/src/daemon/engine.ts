@@ -3,12 +3,16 @@ import os from "node:os";
 import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
+import { DEFAULT_REPLACE_AFTER_MS, repairDegradedVolumes } from "../cluster/degraded-repair.js";
 import { DiskReporter } from "../cluster/disk-reports.js";
+import { IdleVolumeRepairer } from "../cluster/idle-repair.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { usePeerCredentials } from "../cluster/peers.js";
 import { Reconciler } from "../cluster/reconciler.js";
+import { openRepairFrontend } from "../cluster/replicated-attach.js";
+import { VolumeAttacher } from "../cluster/volume-attacher.js";
 import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
-import { eventService } from "../events/event-feed.js";
+import { eventService } from "../control/event-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
@@ -16,9 +20,7 @@ import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
-import { DEFAULT_REPLACE_AFTER_MS, openRepairFrontend, repairDegradedVolumes } from "../replication/cluster-volumes.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS } from "../replication/frontend.js";
-import { IdleVolumeRepairer } from "../replication/idle-repair.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { Pool } from "../store/pool.js";
 import { jsonLogger, type Logger } from "../util/log.js";
@@ -178,18 +180,22 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
     }
     await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+    const nodeId = options.nodeId ?? os.hostname();
+    const rebuildThrottle = new RebuildThrottle(options.rebuildBytesPerSec ?? 0);
+    const openLocal: ControlContext["openLocal"] = (name) => catalog.open(name);
     const ctx: ControlContext = {
       pool,
       nbd,
       qos,
       membership: null,
       frontends: catalog.frontends,
-      rebuildThrottle: new RebuildThrottle(options.rebuildBytesPerSec ?? 0),
-      openLocal: (name) => catalog.open(name),
+      rebuildThrottle,
+      openLocal,
+      attacher: new VolumeAttacher({ frontends: catalog.frontends, rebuildThrottle, openLocal, nodeId, log }),
       zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),
-      nodeId: options.nodeId ?? os.hostname(),
+      nodeId,
       version: ENGINE_VERSION,
       log,
     };
@@ -245,7 +251,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
         log,
       );
       repairer = idle;
-      reconciler = new Reconciler(membership.client, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs, idle));
+      reconciler = new Reconciler(membership.metadata, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs, idle));
       if (membership.isLeader) reconciler.start();
       disks = new DiskReporter(
         membership,

@@ -1,10 +1,10 @@
 import os from "node:os";
 import path from "node:path";
 import { isKeelsonError } from "@keelson/sdk";
-import { Etcd3 } from "etcd3";
 import { describe, expect, it } from "vitest";
 import { currentEpoch, nextEpoch } from "../../src/cluster/epochs.js";
 import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { EtcdMetadataStore, type MetadataStore } from "../../src/metadata/index.js";
 import { startDaemon, tempDir } from "../helpers/daemon.js";
 import { canRun } from "../helpers/env.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
@@ -67,12 +67,12 @@ describe("epoch fencing", () => {
     if (!canRun({ tools: ["etcd"] }, t.task.name)) return t.skip();
     const dir = path.join(os.tmpdir(), `keelson-epochs-${process.pid}-${Date.now()}`);
     await using cluster = await LocalCluster.start({ nodes: 0, dir, isolation: "loopback" });
-    const clients = Array.from({ length: 8 }, () => new Etcd3({ hosts: cluster.etcdEndpoint }));
+    const clients = Array.from({ length: 8 }, () => EtcdMetadataStore.connect(cluster.etcdEndpoint));
     try {
       const got = (await Promise.all(clients.flatMap((c) => [1, 2, 3].map(() => nextEpoch(c, "vol"))))).sort((a, b) => a - b);
       expect(got).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
-      expect(await currentEpoch(clients[0] as Etcd3, "vol")).toBe(24);
-      expect(await currentEpoch(clients[0] as Etcd3, "other")).toBe(0);
+      expect(await currentEpoch(clients[0] as MetadataStore, "vol")).toBe(24);
+      expect(await currentEpoch(clients[0] as MetadataStore, "other")).toBe(0);
     } finally {
       for (const c of clients) c.close();
     }

@@ -1,7 +1,7 @@
-import type { ClusterMembership, ClusterNode } from "../cluster/membership.js";
+import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
 import type { Logger } from "../util/log.js";
 import { readAttachments } from "./attachments.js";
-import { type ReplicatedVolume, volumeState } from "./frontend.js";
+import type { ClusterMembership, ClusterNode } from "./membership.js";
 
 /** How often a repair checks whether its volume is whole again. */
 const CHECK_INTERVAL_MS = 500;

@@ -1,35 +1,26 @@
 import { isKeelsonError, KeelsonError, type Snapshot } from "@keelson/sdk";
-import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
-import { findNode, withPeer } from "../cluster/peers.js";
+import { refs, type SnapshotRecord } from "../metadata/index.js";
+import type { ReplicatedVolume } from "../replication/frontend.js";
 import { readAttachments } from "./attachments.js";
-import { getClusterVolume, loadActivityLog } from "./cluster-volumes.js";
-import type { ReplicatedVolume } from "./frontend.js";
+import { getClusterVolume } from "./cluster-volumes.js";
+import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { findNode, withPeer } from "./peers.js";
+import { loadActivityLog } from "./sync-marks.js";
 
-const SNAPSHOTS = `${KEY_PREFIX}/snapshots/`;
 /** Deadline of one replica's snapshot call (it is O(1) on the replica; writes are held meanwhile). */
 const REPLICA_SNAPSHOT_TIMEOUT_MS = 10_000;
 
-/** A snapshot of a replicated volume, as etcd records it. */
-export interface SnapshotRecord {
-  volume: string;
-  name: string;
-  /** Nodes whose replica holds it. */
-  holders: string[];
-  labels: Record<string, string>;
-  createdAtMs: number;
-}
+export type { SnapshotRecord };
 
-const keyOf = (volume: string, name: string): string => `${SNAPSHOTS}${volume}/${name}`;
-
+/** The replicated snapshot's record, or null when there is none. */
 export async function findSnapshotRecord(m: ClusterMembership, volume: string, name: string): Promise<SnapshotRecord | null> {
-  const json = await m.client.get(keyOf(volume, name)).string();
-  return json === null ? null : (JSON.parse(json) as SnapshotRecord);
+  return (await m.metadata.get(refs.snapshot(volume, name)))?.value ?? null;
 }
 
 /** Every replicated snapshot record (of one volume when given). */
 export async function listSnapshotRecords(m: ClusterMembership, volume?: string): Promise<SnapshotRecord[]> {
-  const prefix = volume === undefined ? SNAPSHOTS : `${SNAPSHOTS}${volume}/`;
-  return Object.values(await m.client.getAll().prefix(prefix).strings()).map((j) => JSON.parse(j) as SnapshotRecord);
+  const records = await m.metadata.list("snapshot", volume === undefined ? "" : `${volume}/`);
+  return records.map((r) => r.value);
 }
 
 /** The snapshot as a live holder serves it (the first that answers). */
@@ -58,7 +49,7 @@ export async function snapshotFromHolders(m: ClusterMembership, record: Snapshot
  * node. Attached here: writes are held while each healthy replica takes its
  * snapshot, so all hold the same data. Not attached: the in-sync replicas are
  * idle and equal (a clean detach), and each is snapshotted. The snapshot is
- * recorded in etcd with the nodes that hold it. Idempotent by name.
+ * recorded in the cluster's metadata with the nodes that hold it. Idempotent by name.
  */
 export async function createReplicatedSnapshot(
   m: ClusterMembership,
@@ -126,12 +117,9 @@ export async function createReplicatedSnapshot(
     labels: req.labels,
     createdAtMs: Date.now(),
   };
-  const key = keyOf(req.volume, req.name);
-  const put = await m.client
-    .if(key, "Create", "==", 0)
-    .then(m.client.put(key).value(JSON.stringify(record)))
-    .commit();
-  if (!put.succeeded) {
+  const ref = refs.snapshot(req.volume, req.name);
+  const put = await m.metadata.commit({ if: [{ ref, version: null }], put: [{ ref, value: record }] });
+  if (!put) {
     const raced = await findSnapshotRecord(m, req.volume, req.name);
     if (raced) return snapshotFromHolders(m, raced);
   }
@@ -166,12 +154,12 @@ export async function deleteReplicatedSnapshot(m: ClusterMembership, volume: str
       why.push(`${id}: ${(error as Error).message}`);
     }
   }
-  const key = keyOf(volume, name);
+  const ref = refs.snapshot(volume, name);
   if (left.length === 0) {
-    await m.client.delete().key(key);
+    await m.metadata.delete(ref);
     return freed;
   }
-  await m.client.put(key).value(JSON.stringify({ ...record, holders: left }));
+  await m.metadata.put(ref, { ...record, holders: left });
   throw new KeelsonError({
     code: "UNAVAILABLE",
     message: `snapshot ${volume}@${name} is still on ${why.join("; ")}; delete it again once they are up`,

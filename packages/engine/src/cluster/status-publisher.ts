@@ -1,12 +1,13 @@
-import { type ClusterMembership, KEY_PREFIX } from "../cluster/membership.js";
-import { type ReplicatedVolume, volumeState } from "./frontend.js";
+import { refs, type VolumeStatusRecord } from "../metadata/index.js";
+import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+import type { ClusterMembership } from "./membership.js";
 
 /** How often an attached volume's status is compared with what was last published. */
 export const STATUS_INTERVAL_MS = 1_000;
 
 /**
  * Publishes a writable attachment's view of its volume to
- * `/keelson/v1/status/<volume>` whenever it changes (state, a replica's
+ * the volume's status record whenever it changes (state, a replica's
  * state, rebuild progress: at most once an interval), so watchers anywhere
  * in the cluster see it. A failed put is tried again on the next tick.
  */
@@ -39,7 +40,7 @@ export class StatusPublisher {
     this.#busy = true;
     try {
       const replicas = this.#rv.status();
-      const json = JSON.stringify({
+      const status: VolumeStatusRecord = {
         nodeId: this.#m.nodeId,
         epoch: this.#rv.epoch,
         state: state ?? volumeState(replicas),
@@ -49,12 +50,14 @@ export class StatusPublisher {
           rebuiltBytes: r.rebuiltBytes,
           rebuildTotalBytes: r.rebuildTotalBytes,
         })),
-      });
+      };
+      // Compared in its stored form: what watchers would see again is not published again.
+      const json = JSON.stringify(status);
       if (json === this.#last) return;
-      await this.#m.client.put(`${KEY_PREFIX}/status/${this.#rv.name}`).value(json);
+      await this.#m.metadata.put(refs.status(this.#rv.name), status);
       this.#last = json;
     } catch {
-      // etcd away: the next tick tries again
+      // the store away: the next tick tries again
     } finally {
       this.#busy = false;
     }

@@ -1,29 +1,23 @@
 import { KeelsonError } from "@keelson/sdk";
-import { epochKey, supersededError } from "../cluster/epochs.js";
-import { type ClusterMembership, KEY_PREFIX } from "../cluster/membership.js";
+import { type AttachmentEntry, refs, type Version } from "../metadata/index.js";
+import { supersededError, whileEpoch } from "./epochs.js";
+import type { ClusterMembership } from "./membership.js";
 
-const ATTACHMENTS = `${KEY_PREFIX}/attachments/`;
 /** Compare-and-swap attempts on the attachment record before giving up under contention. */
 const MAX_ATTEMPTS = 16;
 
-/** One node's attachment of a volume, as etcd records it. */
-export interface AttachmentEntry {
-  nodeId: string;
-  readOnly: boolean;
-  /** The writer's own epoch; a reader's is the epoch current when it attached. */
-  epoch: number;
-  attachedAtMs: number;
-}
+export type { AttachmentEntry };
 
-/** The volume's attachments and the exact JSON they were read from (for a compare-and-swap). */
+/** The volume's attachments and the version they were read at (null: no record), for a compare-and-swap. */
 export interface AttachmentsRead {
   entries: AttachmentEntry[];
-  json: string | null;
+  version: Version | null;
 }
 
+/** The volume's attachments (none when it has no record). */
 export async function readAttachments(m: ClusterMembership, name: string): Promise<AttachmentsRead> {
-  const json = await m.client.get(`${ATTACHMENTS}${name}`).string();
-  return { entries: json === null ? [] : (JSON.parse(json) as AttachmentEntry[]), json };
+  const read = await m.metadata.get(refs.attachments(name));
+  return { entries: read?.value ?? [], version: read?.version ?? null };
 }
 
 /**
@@ -73,18 +67,18 @@ export async function recordAttachment(
   entry: AttachmentEntry,
   takeover: boolean,
 ): Promise<void> {
-  const key = `${ATTACHMENTS}${name}`;
+  const ref = refs.attachments(name);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const { entries, json } = await readAttachments(m, name);
+    const { entries, version } = await readAttachments(m, name);
     const conflict = attachConflict(entries, entry.nodeId, entry.readOnly, takeover);
     if (conflict) throw conflict;
     const kept = entries.filter((e) => e.nodeId !== entry.nodeId && e.readOnly);
-    const updated = JSON.stringify([...kept, entry]);
-    const guard = m.client.if(epochKey(name), "Value", "==", String(entry.epoch));
-    const txn = json === null ? guard.and(key, "Create", "==", 0) : guard.and(key, "Value", "==", json);
-    const result = await txn.then(m.client.put(key).value(updated)).commit();
-    if (result.succeeded) return;
-    const stale = await supersededError(m.client, name, entry.epoch);
+    const won = await m.metadata.commit({
+      if: [whileEpoch(name, entry.epoch), { ref, version }],
+      put: [{ ref, value: [...kept, entry] }],
+    });
+    if (won) return;
+    const stale = await supersededError(m.metadata, name, entry.epoch);
     if (stale) throw stale;
   }
   throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its attachment record changed under every attempt` });
@@ -95,18 +89,17 @@ export async function recordAttachment(
  * when given, so a late detach never removes a newer attachment). Idempotent.
  */
 export async function removeAttachment(m: ClusterMembership, name: string, nodeId: string, epoch?: number): Promise<void> {
-  const key = `${ATTACHMENTS}${name}`;
+  const ref = refs.attachments(name);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const { entries, json } = await readAttachments(m, name);
-    if (json === null) return;
+    const { entries, version } = await readAttachments(m, name);
+    if (version === null) return;
     const kept = entries.filter((e) => !(e.nodeId === nodeId && (epoch === undefined || e.epoch === epoch)));
     if (kept.length === entries.length) return;
-    const txn = m.client.if(key, "Value", "==", json);
-    const result = await (kept.length === 0
-      ? txn.then(m.client.delete().key(key))
-      : txn.then(m.client.put(key).value(JSON.stringify(kept)))
-    ).commit();
-    if (result.succeeded) return;
+    const guard = [{ ref, version }];
+    const won = await m.metadata.commit(
+      kept.length === 0 ? { if: guard, delete: [ref] } : { if: guard, put: [{ ref, value: kept }] },
+    );
+    if (won) return;
   }
   throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its attachment record changed under every attempt` });
 }

@@ -1,0 +1,118 @@
+import { KeelsonError } from "@keelson/sdk";
+import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
+import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { withPeer } from "./peers.js";
+import { placeReplicas } from "./placement.js";
+
+export type { ClusterVolumeRecord };
+
+/** Request of {@link createReplicatedVolume}. */
+export interface CreateReplicatedOptions {
+  name: string;
+  sizeBytes: number;
+  replicas: number;
+  labels: Record<string, string>;
+}
+
+/** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
+const FREE_SPACE_RETRY_DELAYS_MS = [200, 600, 1200];
+
+/** A live peer's free pool bytes, or why it could not be learned after a few attempts. */
+export async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
+  let last: unknown;
+  for (let attempt = 0; attempt <= FREE_SPACE_RETRY_DELAYS_MS.length; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, FREE_SPACE_RETRY_DELAYS_MS[attempt - 1]));
+    try {
+      return { freeBytes: await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
+    } catch (error) {
+      last = error;
+    }
+  }
+  return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${(last as Error).message ?? String(last)}` };
+}
+
+/** Longest a placement waits for nodes the leader still counts up to take their lease again. */
+const LEASE_FLAP_WAIT_MS = 5_000;
+
+/**
+ * The cluster's nodes for placing `replicas` replicas. A node whose lease
+ * lapsed a moment ago (a busy machine, a slow etcd) but which the leader has
+ * not marked down usually takes a new lease within a second: when only such
+ * nodes are missing, wait for them a little rather than fail the create.
+ */
+async function nodesForPlacement(m: ClusterMembership, replicas: number): Promise<ClusterNode[]> {
+  const deadline = Date.now() + LEASE_FLAP_WAIT_MS;
+  for (;;) {
+    const nodes = await m.nodes();
+    const alive = nodes.filter((n) => n.alive).length;
+    const flapping = nodes.filter((n) => !n.alive && n.state === "up").length;
+    if (alive >= replicas || alive + flapping < replicas || Date.now() > deadline) return nodes;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** The volume's record, or null when it is no replicated volume. */
+export async function findClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord | null> {
+  return (await m.metadata.get(refs.volume(name)))?.value ?? null;
+}
+
+/** The volume's record, or VOLUME_NOT_FOUND. */
+export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
+  const record = await findClusterVolume(m, name);
+  if (record === null)
+    throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${JSON.stringify(name)} does not exist` });
+  return record;
+}
+
+/**
+ * Places `replicas` replicas on distinct live nodes (zones first, this node
+ * preferred) and creates each as a local volume there, then records the
+ * volume. Idempotent: the same name and size return the record.
+ */
+export async function createReplicatedVolume(m: ClusterMembership, o: CreateReplicatedOptions): Promise<ClusterVolumeRecord> {
+  const existing = await findClusterVolume(m, o.name);
+  if (existing !== null) {
+    const r = existing;
+    if (r.sizeBytes === o.sizeBytes && r.replicas.length === o.replicas) return r;
+    throw new KeelsonError({
+      code: "ALREADY_EXISTS",
+      message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
+    });
+  }
+  const nodes = await nodesForPlacement(m, o.replicas);
+  const candidates = await Promise.all(
+    nodes.map(async (n) => ({
+      nodeId: n.nodeId,
+      zone: n.zone,
+      alive: n.alive,
+      ...(n.alive ? await peerFreeBytes(n) : { freeBytes: 0 }),
+    })),
+  );
+  const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
+  for (const c of chosen) {
+    const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
+    await withPeer(node, (client) =>
+      client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
+    );
+  }
+  const record: ClusterVolumeRecord = {
+    name: o.name,
+    sizeBytes: o.sizeBytes,
+    replicas: chosen.map((c) => c.nodeId),
+    inSync: chosen.map((c) => c.nodeId),
+    createdAtMs: Date.now(),
+  };
+  const ref = refs.volume(o.name);
+  // An empty activity log: the first attachment has nothing to resync.
+  const emptyLog: ActivityRecord = { epoch: 0, extentBytes: ACTIVITY_EXTENT_BYTES, bitmap: "" };
+  const created = await m.metadata.commit({
+    if: [{ ref, version: null }],
+    put: [
+      { ref, value: record },
+      { ref: refs.activity(o.name), value: emptyLog },
+    ],
+  });
+  if (!created) return getClusterVolume(m, o.name);
+  return record;
+}

@@ -1,0 +1,31 @@
+import { isKeelsonError } from "@keelson/sdk";
+import { describe, expect, it } from "vitest";
+import { refs } from "../metadata/keys.js";
+import { MemoryMetadataStore } from "../metadata/memory-store.js";
+import { currentEpoch, nextEpoch, supersededError } from "./epochs.js";
+
+describe("epochs", () => {
+  it("24 attachers racing get distinct, gap-free epochs; a volume never attached is at 0", async () => {
+    const s = new MemoryMetadataStore();
+    const got = (await Promise.all(Array.from({ length: 24 }, () => nextEpoch(s, "vol")))).sort((a, b) => a - b);
+    expect(got).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+    expect(await currentEpoch(s, "vol")).toBe(24);
+    expect(await currentEpoch(s, "other")).toBe(0);
+  });
+
+  it("a write guarded by a superseded epoch is EPOCH_STALE; by the current one, retryable (null)", async () => {
+    const s = new MemoryMetadataStore();
+    await nextEpoch(s, "vol");
+    await nextEpoch(s, "vol");
+    expect(await supersededError(s, "vol", 2)).toBeNull();
+    const stale = await supersededError(s, "vol", 1);
+    expect(isKeelsonError(stale, "EPOCH_STALE")).toBe(true);
+    expect(stale?.message).toBe("volume vol: epoch 1 was superseded by 2");
+  });
+
+  it("a corrupt epoch record is METADATA_CORRUPT, not epoch 0", async () => {
+    const s = new MemoryMetadataStore();
+    s.putRaw(refs.epoch("vol"), '"three"');
+    await expect(currentEpoch(s, "vol")).rejects.toThrow(/METADATA_CORRUPT|epochs\/vol is malformed/);
+  });
+});

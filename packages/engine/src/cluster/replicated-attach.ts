@@ -1,0 +1,197 @@
+import { KeelsonError } from "@keelson/sdk";
+import type { ClusterVolumeRecord } from "../metadata/index.js";
+import { type FrontendHooks, ReplicatedVolume } from "../replication/frontend.js";
+import type { OpenLocalExport } from "../replication/local-replica.js";
+import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
+import { getClusterVolume } from "./cluster-volumes.js";
+import { currentEpoch, nextEpoch } from "./epochs.js";
+import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { withPeer } from "./peers.js";
+import {
+  loadActivityLog,
+  markInSync,
+  markOutOfSync,
+  SYNC_UPDATE_DEADLINE_MS,
+  saveActivityLog,
+  withDeadline,
+} from "./sync-marks.js";
+
+/** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
+const FENCE_TIMEOUT_MS = 2_000;
+
+/** How a volume is attached. */
+export interface AttachOptions {
+  replicaTimeoutMs: number;
+  /** Paces this node's rebuild copies. */
+  rebuildThrottle: RebuildThrottle;
+  /** This node's exports in-process (its own replica without NBD). */
+  openLocal?: OpenLocalExport;
+  readOnly: boolean;
+  /** Take a writable attachment over from another node. */
+  takeover: boolean;
+}
+
+/** Longest a read-only attach waits for the replicas to be made equal after an unclean detach. */
+const RECOVERY_DEADLINE_MS = 10 * 60_000;
+
+/**
+ * Attaches a replicated volume on this node, writable or read-only, and
+ * records the attachment; ATTACHED_ELSEWHERE when another
+ * attachment excludes it (see {@link attachConflict}).
+ */
+export async function attachReplicatedVolume(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  await getClusterVolume(m, name);
+  const conflict = attachConflict((await readAttachments(m, name)).entries, m.nodeId, o.readOnly, o.takeover);
+  if (conflict) throw conflict;
+  const rv = o.readOnly ? await openReader(m, name, o) : await openWriter(m, name, o);
+  try {
+    await recordAttachment(
+      m,
+      name,
+      { nodeId: m.nodeId, readOnly: o.readOnly, epoch: rv.epoch, attachedAtMs: Date.now() },
+      o.takeover,
+    );
+  } catch (error) {
+    rv.close();
+    throw error;
+  }
+  return rv;
+}
+
+/**
+ * A read-only frontend at the current epoch (no new one: nothing is fenced).
+ * Readers need the in-sync replicas equal: when the last writer did not
+ * detach cleanly (its activity log is not empty), a writer is opened here
+ * first to resync them, then detached cleanly.
+ */
+async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  const plan = await loadActivityLog(m, name);
+  if (plan === "all" || plan.length > 0) {
+    const writer = await openWriter(m, name, o);
+    const deadline = Date.now() + RECOVERY_DEADLINE_MS;
+    while (writer.resyncing && writer.serving && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const { clean } = await writer.detach(false);
+    if (!clean) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${name}: its last writer did not detach cleanly and its replicas could not be made equal; retry`,
+      });
+    }
+  }
+  let epoch = await currentEpoch(m.metadata, name);
+  if (epoch === 0) epoch = await nextEpoch(m.metadata, name); // never attached: an epoch to open replicas under
+  const record = await getClusterVolume(m, name);
+  const nodes = await m.nodes();
+  return ReplicatedVolume.open(
+    name,
+    epoch,
+    record.replicas.map((nodeId) => {
+      const node = nodes.find((n) => n.nodeId === nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
+    }),
+    m.nodeId,
+    { timeoutMs: o.replicaTimeoutMs, readOnly: true, ...(o.openLocal ? { openLocal: o.openLocal } : {}) },
+  );
+}
+
+/** A writable frontend for the leader's repair of a volume attached nowhere (see idle-repair.ts). */
+export function openRepairFrontend(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  return openWriter(m, name, o);
+}
+
+/**
+ * A writable frontend on this node: takes a new epoch, fences
+ * every reachable replica at it (so any older frontend gets nothing more
+ * acknowledged), then connects to the replicas under that epoch and resyncs
+ * what the previous frontend's activity log names. UNAVAILABLE when no
+ * replica can be fenced.
+ */
+async function openWriter(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  const record = await getClusterVolume(m, name);
+  const { epoch, reachable } = await fenceAtNewEpoch(m, record);
+  // Read after the new epoch is taken: no older frontend can change the log any more.
+  const resync = await loadActivityLog(m, name);
+  return ReplicatedVolume.open(
+    name,
+    epoch,
+    record.replicas.map((nodeId) => {
+      const node = reachable.find((n) => n.nodeId === nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
+    }),
+    m.nodeId,
+    {
+      timeoutMs: o.replicaTimeoutMs,
+      hooks: frontendHooks(m, name, epoch, record.sizeBytes),
+      resync,
+      rebuildThrottle: o.rebuildThrottle,
+      ...(o.openLocal ? { openLocal: o.openLocal } : {}),
+    },
+  );
+}
+
+/**
+ * Takes the volume's next epoch and fences every replica it can reach at it
+ * (any frontend at an older epoch gets nothing more acknowledged); those it
+ * cannot reach are recorded out of sync. UNAVAILABLE when none is reached.
+ */
+async function fenceAtNewEpoch(
+  m: ClusterMembership,
+  record: ClusterVolumeRecord,
+): Promise<{ epoch: number; reachable: ClusterNode[] }> {
+  const { name } = record;
+  const nodes = await m.nodes();
+  const epoch = await nextEpoch(m.metadata, name);
+  const holders = record.replicas
+    .map((id) => nodes.find((n) => n.nodeId === id))
+    .filter((n): n is ClusterNode => n !== undefined);
+  const fenced = await Promise.all(
+    holders.map((n) =>
+      withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS).then(
+        () => n,
+        () => null,
+      ),
+    ),
+  );
+  const reachable = fenced.filter((n): n is ClusterNode => n !== null);
+  if (reachable.length === 0) {
+    throw new KeelsonError({ code: "UNAVAILABLE", message: `no replica of ${name} could be fenced at epoch ${epoch}` });
+  }
+  const unreachable = holders.filter((n) => !reachable.includes(n)).map((n) => n.nodeId);
+  for (const nodeId of unreachable) await markOutOfSync(m, name, nodeId, epoch);
+  return { epoch, reachable };
+}
+
+/**
+ * Removes the attachment of a node that cannot be asked to detach (down or
+ * not answering). A writer there may still be running: it is fenced first,
+ * at a new epoch, so a reader attached next cannot read beside it. Its
+ * activity log stays, so the next attachment resyncs what it left.
+ */
+export async function forgetAttachment(m: ClusterMembership, name: string, nodeId: string): Promise<void> {
+  const entry = (await readAttachments(m, name)).entries.find((e) => e.nodeId === nodeId);
+  if (!entry) return;
+  if (!entry.readOnly) await fenceAtNewEpoch(m, await getClusterVolume(m, name));
+  await removeAttachment(m, name, nodeId, entry.epoch);
+}
+
+/** What a frontend at `epoch` needs from the cluster's metadata and the peers. */
+function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBytes: number): FrontendHooks {
+  return {
+    saveActivity: (extents) =>
+      withDeadline(
+        saveActivityLog(m, name, epoch, sizeBytes, extents),
+        SYNC_UPDATE_DEADLINE_MS,
+        `saving the activity log of ${name}`,
+      ),
+    recordFault: (nodeId) => markOutOfSync(m, name, nodeId, epoch),
+    recordInSync: (nodeId) => markInSync(m, name, nodeId, epoch),
+    prepareReplica: async (nodeId) => {
+      const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
+      if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
+      await withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
+      return { nodeId, nbdAddress: node.nbdAddress };
+    },
+    replicaSet: async () => (await getClusterVolume(m, name)).replicas,
+  };
+}

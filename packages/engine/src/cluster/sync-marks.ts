@@ -1,0 +1,132 @@
+import { KeelsonError } from "@keelson/sdk";
+import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "../replication/activity-log.js";
+import type { ResyncPlan } from "../replication/frontend.js";
+import { RegionMap } from "../replication/region-map.js";
+import { supersededError, whileEpoch } from "./epochs.js";
+import type { ClusterMembership } from "./membership.js";
+
+/**
+ * What the last frontend's activity log says may differ between in-sync
+ * replicas: its extents as byte ranges, or "all" when there is no log (an
+ * attachment that never wrote one) or it says so.
+ */
+export async function loadActivityLog(m: ClusterMembership, name: string): Promise<ResyncPlan> {
+  const record = (await m.metadata.get(refs.activity(name)))?.value;
+  if (record === undefined) return "all";
+  if (record.all || record.bitmap === undefined) return "all";
+  if (record.bitmap === "") return [];
+  const bits = Buffer.from(record.bitmap, "base64");
+  const ranges: { offset: number; length: number }[] = [];
+  for (let e = 0; e < bits.length * 8; e++) {
+    if (((bits[e >> 3] as number) & (1 << (e & 7))) !== 0) {
+      ranges.push({ offset: e * record.extentBytes, length: record.extentBytes });
+    }
+  }
+  return ranges;
+}
+
+/** Saves the activity log of the frontend at `epoch`, only while that is the volume's current epoch. */
+export async function saveActivityLog(
+  m: ClusterMembership,
+  name: string,
+  epoch: number,
+  sizeBytes: number,
+  extents: ActivityExtents,
+): Promise<void> {
+  const record: ActivityRecord = { epoch, extentBytes: ACTIVITY_EXTENT_BYTES };
+  if (extents === "all") record.all = true;
+  else {
+    const map = new RegionMap(sizeBytes, ACTIVITY_EXTENT_BYTES);
+    for (const e of extents) map.add(e);
+    record.bitmap = Buffer.from(map.toBytes()).toString("base64");
+  }
+  const saved = await m.metadata.commit({ if: [whileEpoch(name, epoch)], put: [{ ref: refs.activity(name), value: record }] });
+  if (!saved) {
+    // The epoch is the only compare, so a failure means a newer epoch exists.
+    throw (
+      (await supersededError(m.metadata, name, epoch)) ??
+      new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: the activity log's guard failed; retry` })
+    );
+  }
+}
+
+/** Attempts of the compare-and-swap that takes a replica out of sync. */
+const MAX_SYNC_UPDATE_ATTEMPTS = 16;
+
+/**
+ * Takes a replica out of the volume's in-sync set, only while `epoch` is
+ * still the volume's current epoch (EPOCH_STALE otherwise: a fenced frontend
+ * must not change the record).
+ */
+export function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  // Bounded: a frontend cut off from the store must fail the write soon, not hang it.
+  return withDeadline(
+    casOutOfSync(m, name, nodeId, epoch),
+    SYNC_UPDATE_DEADLINE_MS,
+    `recording replica ${nodeId} of ${name} out of sync`,
+  );
+}
+
+/** Longest a frontend waits on the store to record a replica out of sync. */
+export const SYNC_UPDATE_DEADLINE_MS = 3_000;
+
+/** `p`, or UNAVAILABLE after `ms`: a frontend cut off from the store must fail its write soon, not hang it. */
+export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new KeelsonError({ code: "UNAVAILABLE", message: `${what}: etcd did not answer in ${ms} ms` })),
+      ms,
+    );
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  return updateUnderEpoch(m, name, epoch, (r) =>
+    r.inSync.includes(nodeId) ? { ...r, inSync: r.inSync.filter((id) => id !== nodeId) } : null,
+  );
+}
+
+/** Puts a rebuilt replica back in the in-sync set, only while `epoch` is the volume's current epoch. */
+export function markInSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+  return withDeadline(
+    updateUnderEpoch(m, name, epoch, (r) => {
+      if (r.inSync.includes(nodeId)) return null;
+      if (!r.replicas.includes(nodeId)) {
+        throw new KeelsonError({ code: "UNAVAILABLE", message: `${nodeId} no longer holds a replica of ${name}` });
+      }
+      return { ...r, inSync: [...r.inSync, nodeId] };
+    }),
+    SYNC_UPDATE_DEADLINE_MS,
+    `recording replica ${nodeId} of ${name} in sync`,
+  );
+}
+
+/**
+ * Changes the volume's record (`change` returns null for no change) with a
+ * compare-and-swap that holds only while `epoch` is the current epoch.
+ */
+async function updateUnderEpoch(
+  m: ClusterMembership,
+  name: string,
+  epoch: number,
+  change: (r: ClusterVolumeRecord) => ClusterVolumeRecord | null,
+): Promise<void> {
+  const ref = refs.volume(name);
+  for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
+    const current = await m.metadata.get(ref);
+    if (current === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${name} vanished` });
+    const updated = change(current.value);
+    if (updated === null) return;
+    const won = await m.metadata.commit({
+      if: [whileEpoch(name, epoch), { ref, version: current.version }],
+      put: [{ ref, value: updated }],
+    });
+    if (won) return;
+    const stale = await supersededError(m.metadata, name, epoch);
+    if (stale) throw stale;
+  }
+  throw new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: its record changed under every attempt to update it` });
+}

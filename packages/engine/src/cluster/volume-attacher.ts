@@ -1,0 +1,148 @@
+import { type Attachment, isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
+import type { OpenLocalExport } from "../replication/local-replica.js";
+import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import type { Logger } from "../util/log.js";
+import { removeAttachment } from "./attachments.js";
+import type { ClusterMembership } from "./membership.js";
+import { findNode, withPeer } from "./peers.js";
+import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
+import { StatusPublisher } from "./status-publisher.js";
+
+/** Longest a forwarded attach may take on the peer (a resync may be part of it): the caller's deadline bounds it. */
+const FORWARDED_ATTACH_TIMEOUT_MS = 600_000;
+
+/** An attach of a replicated volume. */
+export interface AttachRequest {
+  name: string;
+  /** The node to attach on; this node when empty or its own id. */
+  nodeId: string;
+  /** Replica I/O deadline; 0 for the default. */
+  replicaTimeoutMs: number;
+  readOnly: boolean;
+  /** Take a writable attachment over from another node (that node is lost). */
+  takeover: boolean;
+}
+
+/** A detach of a replicated volume. */
+export interface DetachRequest {
+  name: string;
+  /** The node to detach on; this node when empty or its own id. */
+  nodeId: string;
+  force: boolean;
+}
+
+/** Where an attach ended up: on this node (its frontend), or on a peer (what it answered). */
+export type AttachOutcome =
+  | { readonly on: "local"; readonly volume: ReplicatedVolume }
+  | { readonly on: "peer"; readonly attachment: Attachment };
+
+/** What a {@link VolumeAttacher} works with. */
+export interface VolumeAttacherOptions {
+  /** Replicated volumes attached on this node, by name (the NBD catalog serves them); shared, not copied. */
+  frontends: Map<string, ReplicatedVolume>;
+  /** Paces the rebuilds of every frontend on this node. */
+  rebuildThrottle: RebuildThrottle;
+  /** Opens one of this node's exports in-process (a frontend's own replica). */
+  openLocal: OpenLocalExport;
+  nodeId: string;
+  log: Logger;
+}
+
+/**
+ * Attach and detach of replicated volumes on this engine: the one home of
+ * the frontends attached here, the attaches under way and the status
+ * publishers of writable attachments. One per engine.
+ */
+export class VolumeAttacher {
+  readonly #o: VolumeAttacherOptions;
+  /** Attaches under way, by volume: a retry joins one rather than starting one that would fence it. */
+  readonly #underWay = new Map<string, Promise<ReplicatedVolume>>();
+  /** Each writable attachment's status publisher. */
+  readonly #publishers = new WeakMap<ReplicatedVolume, StatusPublisher>();
+
+  constructor(options: VolumeAttacherOptions) {
+    this.#o = options;
+  }
+
+  /** Attaches on the node asked for (forwarded when it is another), idempotently. */
+  async attach(m: ClusterMembership, req: AttachRequest): Promise<AttachOutcome> {
+    const { name } = req;
+    if (req.nodeId && req.nodeId !== this.#o.nodeId) {
+      const node = await findNode(m, req.nodeId);
+      if (!node.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${req.nodeId} is down` });
+      const forwarded = { name, replicaTimeoutMs: req.replicaTimeoutMs, readOnly: req.readOnly, takeover: req.takeover };
+      const attachment = await withPeer(node, (c) => c.attachVolume(forwarded), FORWARDED_ATTACH_TIMEOUT_MS);
+      return { on: "peer", attachment };
+    }
+    // A retry (the client's deadline passed while a resync ran) joins the attach under way rather
+    // than starting one that would fence it, again and again.
+    const underWay = this.#underWay.get(name);
+    if (underWay) await underWay.catch(() => undefined);
+    const existing = this.#o.frontends.get(name);
+    if (existing?.serving) {
+      if (existing.readOnly === req.readOnly) return { on: "local", volume: existing };
+      throw new KeelsonError({
+        code: "ATTACHED_ELSEWHERE",
+        message: `volume ${name} is attached ${existing.readOnly ? "read-only" : "writable"} on ${this.#o.nodeId}; detach it first`,
+      });
+    }
+    const attaching = attachReplicatedVolume(m, name, {
+      replicaTimeoutMs: req.replicaTimeoutMs || DEFAULT_REPLICA_TIMEOUT_MS,
+      rebuildThrottle: this.#o.rebuildThrottle,
+      openLocal: this.#o.openLocal,
+      readOnly: req.readOnly,
+      takeover: req.takeover,
+    });
+    this.#underWay.set(name, attaching);
+    let rv: ReplicatedVolume;
+    try {
+      rv = await attaching;
+    } finally {
+      if (this.#underWay.get(name) === attaching) this.#underWay.delete(name);
+    }
+    existing?.close();
+    this.#o.frontends.set(name, rv);
+    if (!rv.readOnly) {
+      const publisher = new StatusPublisher(m, rv);
+      this.#publishers.set(rv, publisher);
+      publisher.start();
+    }
+    this.#o.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, replicas: rv.status() });
+    return { on: "local", volume: rv };
+  }
+
+  /** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */
+  async detach(m: ClusterMembership, req: DetachRequest): Promise<void> {
+    const { name } = req;
+    if (req.nodeId && req.nodeId !== this.#o.nodeId) {
+      const node = await findNode(m, req.nodeId);
+      if (node.alive) {
+        try {
+          await withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
+          return;
+        } catch (error) {
+          // Not answering (just killed, or cut off): handled like a node that is down.
+          if (!isKeelsonError(error, "UNAVAILABLE") && !isKeelsonError(error, "DEADLINE_EXCEEDED")) throw error;
+        }
+      }
+      await forgetAttachment(m, name, req.nodeId);
+      this.#o.log.log("warn", "attachment of an unreachable node removed (a writer there is fenced)", {
+        volume: name,
+        node: req.nodeId,
+      });
+      return;
+    }
+    const rv = this.#o.frontends.get(name);
+    if (rv) {
+      const { clean } = await rv.detach(req.force);
+      await this.#publishers.get(rv)?.stop("detached");
+      this.#o.frontends.delete(name);
+      await removeAttachment(m, name, this.#o.nodeId, rv.epoch);
+      this.#o.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
+      return;
+    }
+    // Not served here (say the engine restarted): the record must not keep claiming it.
+    await removeAttachment(m, name, this.#o.nodeId);
+  }
+}

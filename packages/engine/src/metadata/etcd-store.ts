@@ -1,0 +1,203 @@
+import assert from "node:assert";
+import { KeelsonError } from "@keelson/sdk";
+import { type ComparatorBuilder, Etcd3, type IWatchResponse } from "etcd3";
+import { eventOf } from "./events.js";
+import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
+import { decodeRecord, encodeRecord, type RecordTypes } from "./records.js";
+import {
+  ALL_OF_REVISION,
+  type Condition,
+  type MetadataStore,
+  type MetadataWatch,
+  type Registration,
+  type RegistrationHandlers,
+  type Transaction,
+  type Version,
+  type Versioned,
+  type WatchCursor,
+  type WatchHandlers,
+} from "./store.js";
+
+/** How long connecting to etcd may take before a call fails. */
+const DIAL_TIMEOUT_MS = 3000;
+
+/**
+ * A failure of an etcd client call as a KeelsonError: etcd away (restarting,
+ * cut off, the client's circuit breaker open) is UNAVAILABLE, since the call
+ * may succeed later. Every error the client throws counts: its classes
+ * (GRPCGenericError, ClientRuntimeError, the circuit breaker's errors, ...)
+ * stop here. A KeelsonError is passed on unchanged.
+ */
+export function fromEtcdError(error: unknown): KeelsonError {
+  if (error instanceof KeelsonError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
+}
+
+/** Runs one etcd call, converting its failures with {@link fromEtcdError}. */
+async function etcd<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw fromEtcdError(error);
+  }
+}
+
+/** The version token of a stored value: its exact bytes (a compare-and-swap compares the value). */
+const versionOf = (stored: string): Version => stored as Version;
+
+/** {@link MetadataStore} on an etcd cluster (v3 API), with the key layout of keys.ts. */
+export class EtcdMetadataStore implements MetadataStore {
+  readonly endpoints: string;
+  readonly #client: Etcd3;
+  #closed = false;
+
+  private constructor(endpoints: string) {
+    this.endpoints = endpoints;
+    this.#client = new Etcd3({ hosts: endpoints.split(","), dialTimeout: DIAL_TIMEOUT_MS });
+  }
+
+  /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
+  static connect(endpoints: string): EtcdMetadataStore {
+    return new EtcdMetadataStore(endpoints);
+  }
+
+  async get<K extends RecordKind>(ref: RecordRef<K>): Promise<Versioned<K> | null> {
+    const stored = await etcd(() => this.#client.get(keyOf(ref)).string());
+    return stored === null ? null : { ref, value: decodeRecord(ref, stored), version: versionOf(stored) };
+  }
+
+  async list<K extends RecordKind>(kind: K, idPrefix = ""): Promise<Versioned<K>[]> {
+    const prefix = kindPrefix(kind);
+    const all = await etcd(() => this.#client.getAll().prefix(`${prefix}${idPrefix}`).strings());
+    return Object.entries(all).map(([key, stored]) => {
+      const ref: RecordRef<K> = { kind, id: key.slice(prefix.length) };
+      return { ref, value: decodeRecord(ref, stored), version: versionOf(stored) };
+    });
+  }
+
+  async put<K extends RecordKind>(ref: RecordRef<K>, value: RecordTypes[K]): Promise<void> {
+    await etcd(() => this.#client.put(keyOf(ref)).value(encodeRecord(ref.kind, value)).exec());
+  }
+
+  async delete(ref: RecordRef): Promise<void> {
+    await etcd(() => this.#client.delete().key(keyOf(ref)).exec());
+  }
+
+  async commit(txn: Transaction): Promise<boolean> {
+    const [first, ...rest] = txn.if;
+    assert(first, "a transaction needs at least one condition");
+    let builder = this.#compare(null, first);
+    for (const c of rest) builder = this.#compare(builder, c);
+    const ops = [
+      ...(txn.put ?? []).map((p) => this.#client.put(keyOf(p.ref)).value(encodeRecord(p.ref.kind, p.value))),
+      ...(txn.delete ?? []).map((ref) => this.#client.delete().key(keyOf(ref))),
+    ];
+    const result = await etcd(() => builder.then(...ops).commit());
+    return result.succeeded;
+  }
+
+  /** Adds one condition to a transaction (starting it when `builder` is null). */
+  #compare(builder: ComparatorBuilder | null, c: Condition): ComparatorBuilder {
+    const key = keyOf(c.ref);
+    const add = (column: "Value" | "Create", value: string | number): ComparatorBuilder =>
+      builder ? builder.and(key, column, "==", value) : this.#client.if(key, column, "==", value);
+    if ("equals" in c) return add("Value", encodeRecord("epoch", c.equals));
+    return c.version === null ? add("Create", 0) : add("Value", c.version);
+  }
+
+  async register(nodeId: string, ttlS: number, on: RegistrationHandlers): Promise<Registration> {
+    const lease = this.#client.lease(ttlS, { autoKeepAlive: true });
+    try {
+      await etcd(() =>
+        lease
+          .put(keyOf(refs.alive(nodeId)))
+          .value(encodeRecord("alive", Date.now()))
+          .exec(),
+      );
+    } catch (error) {
+      void lease.revoke().catch(() => undefined);
+      throw error;
+    }
+    lease.on("lost", (error) => on.lost(error));
+    const campaign = this.#client.election(LEADER_ELECTION, ttlS).campaign(nodeId);
+    campaign.on("elected", () => on.elected());
+    campaign.on("error", (error) => on.campaignFailed(error));
+    let released: Promise<void> | null = null;
+    return {
+      release: () => {
+        released ??= (async () => {
+          await campaign.resign().catch(() => undefined);
+          await lease.revoke().catch(() => undefined);
+        })();
+        return released;
+      },
+    };
+  }
+
+  async leader(): Promise<string | undefined> {
+    return this.#client
+      .election(LEADER_ELECTION)
+      .leader()
+      .catch(() => undefined);
+  }
+
+  async headRevision(): Promise<number> {
+    const res = await etcd(() => this.#client.get(`${KEY_PREFIX}/`).exec());
+    return Number(res.header.revision);
+  }
+
+  async watch(after: WatchCursor, on: WatchHandlers): Promise<MetadataWatch> {
+    const startRevision = after.index === ALL_OF_REVISION ? after.revision + 1 : after.revision;
+    const watcher = await etcd(() => this.#client.watch().prefix(`${KEY_PREFIX}/`).startRevision(String(startRevision)).create());
+    // Each change is numbered within its revision (all keys count, so the numbering is the same on
+    // every reconnect); those at or before the cursor are skipped.
+    let revision = 0;
+    let index = 0;
+    watcher.on("data", (res: IWatchResponse) => {
+      for (const e of res.events) {
+        const rev = Number(e.kv.mod_revision);
+        if (rev !== revision) {
+          revision = rev;
+          index = 0;
+        } else index++;
+        if (rev < after.revision || (rev === after.revision && index <= after.index)) continue;
+        const event = eventOf({ key: e.kv.key.toString(), value: e.kv.value.toString(), deleted: e.type === "Delete" });
+        if (event) on.event({ revision: rev, index, event });
+      }
+    });
+    watcher.on("error", (error: Error) => {
+      void (async () => {
+        // etcd cancels a watch that starts before its compaction point without saying why through
+        // this client library: ask for the start revision itself, which then fails the same way.
+        const compacted = /compact/i.test(error.message) || (await this.#isCompacted(startRevision));
+        on.error(
+          new KeelsonError({
+            code: compacted ? "WATCH_COMPACTED" : "UNAVAILABLE",
+            message: compacted
+              ? `etcd no longer keeps the events after revision ${after.revision}: read the current state and watch from now`
+              : `etcd watch failed: ${error.message}`,
+            cause: error,
+          }),
+        );
+      })();
+    });
+    return { cancel: () => watcher.cancel().catch(() => undefined) };
+  }
+
+  /** True when etcd has compacted its history past `revision` (a read at it fails so). */
+  async #isCompacted(revision: number): Promise<boolean> {
+    try {
+      await this.#client.get(`${KEY_PREFIX}/`).revision(revision).exec();
+      return false;
+    } catch (error) {
+      return /compact/i.test((error as Error).message);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#client.close();
+  }
+}

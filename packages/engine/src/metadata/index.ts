@@ -1,0 +1,34 @@
+/**
+ * Cluster metadata: the key layout, the records and their validation, and
+ * the store they live in. The only module that knows etcd.
+ */
+export { EtcdMetadataStore, fromEtcdError } from "./etcd-store.js";
+export { eventOf, type KeyChange } from "./events.js";
+export { KEY_PREFIX, type RecordKind, type RecordRef, refs } from "./keys.js";
+export type {
+  ActivityRecord,
+  AttachmentEntry,
+  ClusterVolumeRecord,
+  DiskRecord,
+  NodeRecord,
+  RecordTypes,
+  ReplicaStatusRecord,
+  SnapshotRecord,
+  VolumeStatusRecord,
+} from "./records.js";
+export {
+  ALL_OF_REVISION,
+  type Condition,
+  type MetadataEvent,
+  type MetadataStore,
+  type MetadataWatch,
+  type Put,
+  type Registration,
+  type RegistrationHandlers,
+  type Transaction,
+  type Version,
+  type Versioned,
+  type WatchCursor,
+  type WatchedEvent,
+  type WatchHandlers,
+} from "./store.js";
