@@ -7,7 +7,10 @@ import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { usePeerCredentials } from "../cluster/peers.js";
 import { Reconciler } from "../cluster/reconciler.js";
-import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
+import type { ControlContext } from "../control/context.js";
+import { nodeService } from "../control/node-service.js";
+import { snapshotService } from "../control/snapshot-service.js";
+import { volumeService } from "../control/volume-service.js";
 import { eventService } from "../events/event-feed.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
@@ -177,11 +180,12 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
     }
     await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+    let joined: ClusterMembership | null = null;
     const ctx: ControlContext = {
       pool,
       nbd,
       qos,
-      membership: null,
+      membership: () => joined,
       frontends: catalog.frontends,
       rebuildThrottle: new RebuildThrottle(options.rebuildBytesPerSec ?? 0),
       openLocal: (name) => catalog.open(name),
@@ -195,10 +199,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     grpc.addService(VolumeServiceService, volumeService(ctx));
     grpc.addService(SnapshotServiceService, snapshotService(ctx));
     grpc.addService(NodeServiceService, nodeService(ctx));
-    grpc.addService(
-      EventServiceService,
-      eventService(() => ctx.membership, log),
-    );
+    grpc.addService(EventServiceService, eventService(ctx.membership, log));
     const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
     const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
     const reconcilerLog = log;
@@ -263,7 +264,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       );
       await disks.start();
     }
-    ctx.membership = membership;
+    joined = membership;
     log.log("info", "engine started", {
       pool: pool.device.path,
       volumes: pool.listVolumes().length,

@@ -1,0 +1,42 @@
+import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
+import { KeelsonError, toServiceError } from "@keelson/sdk";
+import { ClientRuntimeError, GRPCGenericError } from "etcd3";
+import type { Logger } from "../util/log.js";
+
+function toWireError(error: unknown): Partial<ServiceError> {
+  if (error instanceof KeelsonError) return toServiceError(error);
+  // etcd away (restarting, cut off): the call may succeed later, so it is UNAVAILABLE, not INTERNAL.
+  if (error instanceof GRPCGenericError || error instanceof ClientRuntimeError) {
+    return toServiceError(new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${error.message}`, cause: error }));
+  }
+  return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+}
+
+/** Adapts an async handler to grpc-js, mapping KeelsonError to status + keelson-code at this edge only. */
+export function unary<Req, Res>(ctx: { log: Logger }, method: string, fn: (req: Req) => Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    fn(call.request).then(
+      (res) => callback(null, res),
+      (error: unknown) => {
+        const wire = toWireError(error);
+        const level = wire.code === status.INTERNAL || wire.code === status.DATA_LOSS ? "error" : "info";
+        ctx.log.log(level, "control call failed", { method, code: (error as KeelsonError).code, error: wire.details });
+        callback(wire as ServiceError, null);
+      },
+    );
+  };
+}
+
+export function requireString(value: unknown, field: string): string {
+  if (typeof value !== "string" || value.length === 0) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${field} is required` });
+  }
+  return value;
+}
+
+export function positive(value: number, field: string): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${field} must be a positive number, got ${value}` });
+  }
+  return value;
+}
