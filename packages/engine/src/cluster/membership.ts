@@ -2,6 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { type Campaign, Etcd3, type Lease } from "etcd3";
 import type { Logger } from "../util/log.js";
+import type { PeerDialer } from "./peers.js";
 
 const debug = createDebug("keelson:cluster");
 
@@ -48,6 +49,8 @@ export interface JoinOptions {
   onLeadership?: (leader: boolean) => void;
   /** Where lease losses and failed rejoins are reported (an operator needs to see a node flap). */
   log?: Logger;
+  /** How this node calls its peers (with its TLS credentials when the cluster runs on TLS). */
+  peers: PeerDialer;
 }
 
 function unavailable(message: string, cause: unknown): KeelsonError {
@@ -69,6 +72,8 @@ export class ClusterMembership implements AsyncDisposable {
   readonly nodeId: string;
   /** etcd client URLs joined. */
   readonly endpoints: string;
+  /** How this node calls its peers' control APIs. */
+  readonly peers: PeerDialer;
   readonly #options: JoinOptions;
   #lease: Lease | null = null;
   #campaign: Campaign | null = null;
@@ -80,6 +85,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.client = client;
     this.endpoints = options.endpoints;
     this.nodeId = options.node.nodeId;
+    this.peers = options.peers;
     this.#options = options;
   }
 

@@ -1,7 +1,7 @@
 import type { Attachment } from "@keelson/sdk";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import type { WireAttachment, WireAttachVolumeRequest, WireDetachVolumeRequest } from "@keelson/sdk/experimental";
-import { findNode, withPeer } from "../cluster/peers.js";
+import { findNode } from "../cluster/peers.js";
 import { removeAttachment } from "../replication/attachments.js";
 import { attachReplicatedVolume, forgetAttachment } from "../replication/cluster-volumes.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
@@ -33,7 +33,7 @@ export async function attachVolume(ctx: ControlContext, req: WireAttachVolumeReq
     if (!node.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${req.nodeId} is down` });
     const forwarded = { name, replicaTimeoutMs: req.replicaTimeoutMs, readOnly: req.readOnly, takeover: req.takeover };
     // The peer does the whole attach (a resync may be part of it): the caller's deadline bounds it.
-    const a = await withPeer(node, (c) => c.attachVolume(forwarded), 600_000);
+    const a = await m.peers.withPeer(node, (c) => c.attachVolume(forwarded), 600_000);
     return attachmentFromSdk(a);
   }
   // A retry (the client's deadline passed while a resync ran) joins the attach under way rather
@@ -89,7 +89,7 @@ export async function detachVolume(ctx: ControlContext, req: WireDetachVolumeReq
     const node = await findNode(m, req.nodeId);
     if (node.alive) {
       try {
-        await withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
+        await m.peers.withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
         return;
       } catch (error) {
         // Not answering (just killed, or cut off): handled like a node that is down.

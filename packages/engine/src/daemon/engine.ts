@@ -5,7 +5,7 @@ import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
-import { usePeerCredentials } from "../cluster/peers.js";
+import { PeerDialer } from "../cluster/peers.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import type { ControlContext } from "../control/context.js";
 import { nodeService } from "../control/node-service.js";
@@ -135,6 +135,7 @@ function defaultQueueDepth(): number {
 /** Opens the pool and serves it over NBD and the gRPC control API. */
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
+  let peers = new PeerDialer();
   if (options.tls && options.etcdEndpoints) {
     // Engines call each other's API too: in a cluster every caller must be a node of it (mutual TLS).
     if (!options.tls.clientCaFile) {
@@ -143,7 +144,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
         message: "a cluster on TLS needs --tls-client-ca (the cluster CA): engines call each other with their own certificates",
       });
     }
-    usePeerCredentials(
+    peers = new PeerDialer(
       credentials.createSsl(
         readPem(options.tls.clientCaFile, "--tls-client-ca"),
         readPem(options.tls.keyFile, "--tls-key"),
@@ -211,6 +212,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
           endpoints: options.etcdEndpoints,
           leaseTtlS: options.leaseTtlS,
           log,
+          peers,
           node: {
             nodeId: ctx.nodeId,
             controlAddress: grpcAddress,

@@ -1,7 +1,7 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { currentEpoch, epochKey, nextEpoch, supersededError } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
-import { withPeer } from "../cluster/peers.js";
+import type { PeerDialer } from "../cluster/peers.js";
 import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
@@ -45,12 +45,12 @@ export interface CreateReplicatedOptions {
 const FREE_SPACE_RETRY_DELAYS_MS = [200, 600, 1200];
 
 /** A live peer's free pool bytes, or why it could not be learned after a few attempts. */
-async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
+async function peerFreeBytes(peers: PeerDialer, node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
   let last: unknown;
   for (let attempt = 0; attempt <= FREE_SPACE_RETRY_DELAYS_MS.length; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, FREE_SPACE_RETRY_DELAYS_MS[attempt - 1]));
     try {
-      return { freeBytes: await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
+      return { freeBytes: await peers.withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
     } catch (error) {
       last = error;
     }
@@ -113,13 +113,13 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       nodeId: n.nodeId,
       zone: n.zone,
       alive: n.alive,
-      ...(n.alive ? await peerFreeBytes(n) : { freeBytes: 0 }),
+      ...(n.alive ? await peerFreeBytes(m.peers, n) : { freeBytes: 0 }),
     })),
   );
   const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
   for (const c of chosen) {
     const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
-    await withPeer(node, (client) =>
+    await m.peers.withPeer(node, (client) =>
       client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
     );
   }
@@ -268,10 +268,12 @@ async function fenceAtNewEpoch(
     .filter((n): n is ClusterNode => n !== undefined);
   const fenced = await Promise.all(
     holders.map((n) =>
-      withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS).then(
-        () => n,
-        () => null,
-      ),
+      m.peers
+        .withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS)
+        .then(
+          () => n,
+          () => null,
+        ),
     ),
   );
   const reachable = fenced.filter((n): n is ClusterNode => n !== null);
@@ -368,7 +370,7 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBy
     prepareReplica: async (nodeId) => {
       const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
       if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
-      await withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
+      await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
       return { nodeId, nbdAddress: node.nbdAddress };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,
@@ -529,7 +531,7 @@ async function replaceReplica(
     (n) => n.alive && !record.replicas.includes(n.nodeId) && !(record.retired ?? []).includes(n.nodeId),
   );
   const candidates = await Promise.all(
-    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(n)) })),
+    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(m.peers, n)) })),
   );
   const usedZones = new Set(
     record.replicas.filter((id) => id !== lostNodeId).map((id) => nodes.find((n) => n.nodeId === id)?.zone),
@@ -541,7 +543,7 @@ async function replaceReplica(
     throw new KeelsonError({ code: "NO_SPACE", message: `no live node without a replica can take one${why ? ` (${why})` : ""}` });
   }
   const node = nodes.find((n) => n.nodeId === pick.nodeId) as ClusterNode;
-  await withPeer(node, (c) =>
+  await m.peers.withPeer(node, (c) =>
     c.createVolume({ name: record.name, sizeBytes: record.sizeBytes, labels: { "keelson.io/replica-of": record.name } }),
   );
   const key = `${VOLUMES}${record.name}`;
@@ -576,7 +578,7 @@ async function removeRetiredCopy(m: ClusterMembership, name: string, node: Clust
   if (json === null) return;
   const record = JSON.parse(json) as ClusterVolumeRecord;
   if (!record.replicas.includes(node.nodeId)) {
-    await withPeer(node, async (c) => {
+    await m.peers.withPeer(node, async (c) => {
       const local = await c.getVolume({ name }).catch((e: unknown) => {
         if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
         throw e;
