@@ -2,7 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { type Campaign, Etcd3, type Lease } from "etcd3";
 import type { Logger } from "../util/log.js";
-import type { PeerDialer } from "./peers.js";
+import type { PeerDialer } from "./peer-dialer.js";
 
 const debug = createDebug("keelson:cluster");
 

@@ -5,7 +5,7 @@ import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { type DiskRecord, DiskReporter } from "../cluster/disk-reports.js";
 import { ClusterMembership } from "../cluster/membership.js";
-import { PeerDialer } from "../cluster/peers.js";
+import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import type { ControlContext } from "../control/context.js";
 import { nodeService } from "../control/node-service.js";

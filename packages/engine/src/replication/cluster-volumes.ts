@@ -1,7 +1,7 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { currentEpoch, epochKey, nextEpoch, supersededError } from "../cluster/epochs.js";
 import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster/membership.js";
-import type { PeerDialer } from "../cluster/peers.js";
+import type { PeerDialer } from "../cluster/peer-dialer.js";
 import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
