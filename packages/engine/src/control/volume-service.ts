@@ -56,7 +56,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       await detachVolume(ctx, req);
       return {};
     }),
-    listAttachments: unary(ctx, "ListAttachments", (req) => listAttachments(ctx, requireString(req.name, "name"))),
+    listAttachments: unary(ctx, "ListAttachments", (req) => listAttachments(ctx, req.name)),
     getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
       const name = requireString(req.name, "name");
       const rv = ctx.frontends.get(name);
@@ -94,7 +94,9 @@ async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): P
 }
 
 /** The nodes a replicated volume is attached on, as its record in the cluster says. */
-async function listAttachments(ctx: ControlContext, name: string): Promise<WireListAttachmentsResponse> {
+async function listAttachments(ctx: ControlContext, volume: string): Promise<WireListAttachmentsResponse> {
+  // Checked in here, not by the caller: the unary edge maps a rejection, and a throw before the promise would be INTERNAL.
+  const name = requireString(volume, "name");
   const m = requireCluster(ctx, "ListAttachments");
   await getClusterVolume(m, name);
   const { entries } = await readAttachments(m, name);
