@@ -4,7 +4,7 @@ import type { ReplicatedVolume } from "../replication/frontend.js";
 import { readAttachments } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-import { findNode, withPeer } from "./peers.js";
+import { findNode } from "./peers.js";
 import { loadActivityLog } from "./sync-marks.js";
 
 /** Deadline of one replica's snapshot call (it is O(1) on the replica; writes are held meanwhile). */
@@ -34,7 +34,7 @@ export async function snapshotFromHolders(m: ClusterMembership, record: Snapshot
     const node = nodes.find((n) => n.nodeId === id);
     if (!node?.alive) continue;
     try {
-      const s = await withPeer(node, (c) => c.getSnapshot({ volume: record.volume, name: record.name }));
+      const s = await m.peers.withPeer(node, (c) => c.getSnapshot({ volume: record.volume, name: record.name }));
       return { ...s, holders: record.holders };
     } catch (error) {
       last = error;
@@ -67,17 +67,19 @@ export async function createReplicatedSnapshot(
         message: `volume ${req.volume} is attached writable on ${node.nodeId}, which is down: take it over or detach it first`,
       });
     }
-    return withPeer(node, (c) => c.createSnapshot(req), 60_000);
+    return m.peers.withPeer(node, (c) => c.createSnapshot(req), 60_000);
   }
   const nodes = await m.nodes();
   const onReplicas = (ids: string[]) =>
     Promise.allSettled(
       ids.map((id) =>
-        withPeer(
-          nodes.find((n) => n.nodeId === id) as ClusterNode,
-          (c) => c.createSnapshot({ ...req, replicaOnly: true }),
-          REPLICA_SNAPSHOT_TIMEOUT_MS,
-        ).then((s) => ({ id, s })),
+        m.peers
+          .withPeer(
+            nodes.find((n) => n.nodeId === id) as ClusterNode,
+            (c) => c.createSnapshot({ ...req, replicaOnly: true }),
+            REPLICA_SNAPSHOT_TIMEOUT_MS,
+          )
+          .then((s) => ({ id, s })),
       ),
     );
   let results: Awaited<ReturnType<typeof onReplicas>>;
@@ -147,7 +149,7 @@ export async function deleteReplicatedSnapshot(m: ClusterMembership, volume: str
       continue;
     }
     try {
-      freed += (await withPeer(node, (c) => c.deleteSnapshot({ volume, name, replicaOnly: true }), 60_000)).freedBytes;
+      freed += (await m.peers.withPeer(node, (c) => c.deleteSnapshot({ volume, name, replicaOnly: true }), 60_000)).freedBytes;
     } catch (error) {
       if (isKeelsonError(error, "SNAPSHOT_NOT_FOUND")) continue;
       left.push(id);

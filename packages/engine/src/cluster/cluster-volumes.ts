@@ -2,7 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-import { withPeer } from "./peers.js";
+import type { PeerDialer } from "./peer-dialer.js";
 import { placeReplicas } from "./placement.js";
 
 export type { ClusterVolumeRecord };
@@ -19,12 +19,12 @@ export interface CreateReplicatedOptions {
 const FREE_SPACE_RETRY_DELAYS_MS = [200, 600, 1200];
 
 /** A live peer's free pool bytes, or why it could not be learned after a few attempts. */
-export async function peerFreeBytes(node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
+export async function peerFreeBytes(peers: PeerDialer, node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
   let last: unknown;
   for (let attempt = 0; attempt <= FREE_SPACE_RETRY_DELAYS_MS.length; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, FREE_SPACE_RETRY_DELAYS_MS[attempt - 1]));
     try {
-      return { freeBytes: await withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
+      return { freeBytes: await peers.withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
     } catch (error) {
       last = error;
     }
@@ -86,13 +86,13 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       nodeId: n.nodeId,
       zone: n.zone,
       alive: n.alive,
-      ...(n.alive ? await peerFreeBytes(n) : { freeBytes: 0 }),
+      ...(n.alive ? await peerFreeBytes(m.peers, n) : { freeBytes: 0 }),
     })),
   );
   const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
   for (const c of chosen) {
     const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
-    await withPeer(node, (client) =>
+    await m.peers.withPeer(node, (client) =>
       client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
     );
   }

@@ -3,7 +3,6 @@ import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { peerFreeBytes } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-import { withPeer } from "./peers.js";
 
 /** How long a replica's node may stay down before the leader places the replica elsewhere, unless configured. */
 export const DEFAULT_REPLACE_AFTER_MS = 60_000;
@@ -77,7 +76,7 @@ async function replaceReplica(
     (n) => n.alive && !record.replicas.includes(n.nodeId) && !(record.retired ?? []).includes(n.nodeId),
   );
   const candidates = await Promise.all(
-    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(n)) })),
+    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(m.peers, n)) })),
   );
   const usedZones = new Set(
     record.replicas.filter((id) => id !== lostNodeId).map((id) => nodes.find((n) => n.nodeId === id)?.zone),
@@ -89,7 +88,7 @@ async function replaceReplica(
     throw new KeelsonError({ code: "NO_SPACE", message: `no live node without a replica can take one${why ? ` (${why})` : ""}` });
   }
   const node = nodes.find((n) => n.nodeId === pick.nodeId) as ClusterNode;
-  await withPeer(node, (c) =>
+  await m.peers.withPeer(node, (c) =>
     c.createVolume({ name: record.name, sizeBytes: record.sizeBytes, labels: { "keelson.io/replica-of": record.name } }),
   );
   const ref = refs.volume(record.name);
@@ -120,7 +119,7 @@ async function removeRetiredCopy(m: ClusterMembership, name: string, node: Clust
   if (current === null) return;
   const record = current.value;
   if (!record.replicas.includes(node.nodeId)) {
-    await withPeer(node, async (c) => {
+    await m.peers.withPeer(node, async (c) => {
       const local = await c.getVolume({ name }).catch((e: unknown) => {
         if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
         throw e;

@@ -2,6 +2,7 @@ import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
 import type { Logger } from "../util/log.js";
+import type { PeerDialer } from "./peer-dialer.js";
 
 const debug = createDebug("keelson:cluster");
 
@@ -27,6 +28,8 @@ export interface JoinOptions {
   onLeadership?: (leader: boolean) => void;
   /** Where lease losses and failed rejoins are reported (an operator needs to see a node flap). */
   log?: Logger;
+  /** How this node calls its peers (with its TLS credentials when the cluster runs on TLS). */
+  peers: PeerDialer;
 }
 
 function unavailable(message: string, cause: unknown): KeelsonError {
@@ -51,6 +54,8 @@ export class ClusterMembership implements AsyncDisposable {
   readonly nodeId: string;
   /** etcd client URLs joined. */
   readonly endpoints: string;
+  /** How this node calls its peers' control APIs. */
+  readonly peers: PeerDialer;
   readonly #options: JoinOptions;
   /** This node's liveness lease and candidacy; null until registered. */
   #registration: Registration | null = null;
@@ -62,6 +67,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.metadata = metadata;
     this.endpoints = options.endpoints;
     this.nodeId = options.node.nodeId;
+    this.peers = options.peers;
     this.#options = options;
   }
 

@@ -7,7 +7,6 @@ import { attachConflict, readAttachments, recordAttachment, removeAttachment } f
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-import { withPeer } from "./peers.js";
 import {
   loadActivityLog,
   markInSync,
@@ -147,10 +146,12 @@ async function fenceAtNewEpoch(
     .filter((n): n is ClusterNode => n !== undefined);
   const fenced = await Promise.all(
     holders.map((n) =>
-      withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS).then(
-        () => n,
-        () => null,
-      ),
+      m.peers
+        .withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS)
+        .then(
+          () => n,
+          () => null,
+        ),
     ),
   );
   const reachable = fenced.filter((n): n is ClusterNode => n !== null);
@@ -189,7 +190,7 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBy
     prepareReplica: async (nodeId) => {
       const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
       if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
-      await withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
+      await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
       return { nodeId, nbdAddress: node.nbdAddress };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,

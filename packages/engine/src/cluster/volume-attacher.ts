@@ -5,7 +5,7 @@ import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import type { Logger } from "../util/log.js";
 import { removeAttachment } from "./attachments.js";
 import type { ClusterMembership } from "./membership.js";
-import { findNode, withPeer } from "./peers.js";
+import { findNode } from "./peers.js";
 import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
 import { StatusPublisher } from "./status-publisher.js";
 
@@ -72,7 +72,7 @@ export class VolumeAttacher {
       const node = await findNode(m, req.nodeId);
       if (!node.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${req.nodeId} is down` });
       const forwarded = { name, replicaTimeoutMs: req.replicaTimeoutMs, readOnly: req.readOnly, takeover: req.takeover };
-      const attachment = await withPeer(node, (c) => c.attachVolume(forwarded), FORWARDED_ATTACH_TIMEOUT_MS);
+      const attachment = await m.peers.withPeer(node, (c) => c.attachVolume(forwarded), FORWARDED_ATTACH_TIMEOUT_MS);
       return { on: "peer", attachment };
     }
     // A retry (the client's deadline passed while a resync ran) joins the attach under way rather
@@ -119,7 +119,7 @@ export class VolumeAttacher {
       const node = await findNode(m, req.nodeId);
       if (node.alive) {
         try {
-          await withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
+          await m.peers.withPeer(node, (c) => c.detachVolume({ name, force: req.force }));
           return;
         } catch (error) {
           // Not answering (just killed, or cut off): handled like a node that is down.

@@ -4,15 +4,18 @@ import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import { KeelsonError } from "@keelson/sdk";
 import { EventServiceService, NodeServiceService, SnapshotServiceService, VolumeServiceService } from "@keelson/sdk/experimental";
 import { DEFAULT_REPLACE_AFTER_MS, repairDegradedVolumes } from "../cluster/degraded-repair.js";
-import { DiskReporter } from "../cluster/disk-reports.js";
+import { type DiskRecord, DiskReporter } from "../cluster/disk-reports.js";
 import { IdleVolumeRepairer } from "../cluster/idle-repair.js";
 import { ClusterMembership } from "../cluster/membership.js";
-import { usePeerCredentials } from "../cluster/peers.js";
+import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { openRepairFrontend } from "../cluster/replicated-attach.js";
 import { VolumeAttacher } from "../cluster/volume-attacher.js";
-import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
+import type { ControlContext } from "../control/context.js";
 import { eventService } from "../control/event-service.js";
+import { nodeService } from "../control/node-service.js";
+import { snapshotService } from "../control/snapshot-service.js";
+import { volumeService } from "../control/volume-service.js";
 import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
@@ -131,25 +134,42 @@ function defaultQueueDepth(): number {
   return 2 * Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4);
 }
 
-/** Opens the pool and serves it over NBD and the gRPC control API. */
-export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
-  const log = options.log ?? jsonLogger("keelsond");
-  if (options.tls && options.etcdEndpoints) {
-    // Engines call each other's API too: in a cluster every caller must be a node of it (mutual TLS).
-    if (!options.tls.clientCaFile) {
-      throw new KeelsonError({
-        code: "INVALID_ARGUMENT",
-        message: "a cluster on TLS needs --tls-client-ca (the cluster CA): engines call each other with their own certificates",
-      });
-    }
-    usePeerCredentials(
-      credentials.createSsl(
-        readPem(options.tls.clientCaFile, "--tls-client-ca"),
-        readPem(options.tls.keyFile, "--tls-key"),
-        readPem(options.tls.certFile, "--tls-cert"),
-      ),
-    );
+/**
+ * How this engine calls its peers. In a cluster on TLS every caller must be a node of it (mutual TLS), so the
+ * engine presents its own certificate and checks peers against the cluster CA; plaintext otherwise.
+ */
+function peerDialer(options: EngineOptions): PeerDialer {
+  if (!options.tls || !options.etcdEndpoints) return new PeerDialer();
+  if (!options.tls.clientCaFile) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: "a cluster on TLS needs --tls-client-ca (the cluster CA): engines call each other with their own certificates",
+    });
   }
+  return new PeerDialer(
+    credentials.createSsl(
+      readPem(options.tls.clientCaFile, "--tls-client-ca"),
+      readPem(options.tls.keyFile, "--tls-key"),
+      readPem(options.tls.certFile, "--tls-cert"),
+    ),
+  );
+}
+
+/** What the started pieces need undone: run in reverse order of starting, on close or when a later piece fails. */
+class Teardown {
+  /** One step per started piece, in the order they started. */
+  readonly #steps: Array<() => void | Promise<void>> = [];
+
+  add(step: () => void | Promise<void>): void {
+    this.#steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    for (let step = this.#steps.pop(); step; step = this.#steps.pop()) await step();
+  }
+}
+
+async function openPool(options: EngineOptions, teardown: Teardown): Promise<Pool> {
   const pool = await Pool.open({
     path: options.poolPath,
     createSizeBytes: options.poolSizeBytes,
@@ -157,120 +177,202 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     extentSizeBytes: options.extentSizeBytes,
     admit: admitReservation,
   });
+  teardown.add(() => pool.close());
+  return pool;
+}
+
+/** A pool without a known disk capability takes the operator's figures, or is measured once (stored with the pool). */
+async function ensureDiskCapability(pool: Pool, options: EngineOptions, log: Logger): Promise<void> {
+  if (pool.disk) return;
+  if (options.diskCapability) {
+    const { iops, bytesPerSec } = options.diskCapability;
+    await pool.setDiskCapability({ iops, bytesPerSec, source: "operator", measuredAtMs: Date.now(), headroom: DEFAULT_HEADROOM });
+    log.log("info", "disk capability set by the operator", { pool: pool.device.path, iops, bytesPerSec });
+    return;
+  }
+  const cap = await calibratePool(pool);
+  await pool.setDiskCapability(cap);
+  log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
+}
+
+/** The QoS manager with every volume's policy applied, and the export catalog that serves volumes through it. */
+function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalog: VolumeExportCatalog } {
   const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
-  const catalog = new VolumeExportCatalog(pool, qos);
+  return { qos, catalog: new VolumeExportCatalog(pool, qos) };
+}
+
+async function startNbd(catalog: VolumeExportCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
   const nbd = new NbdServer(catalog);
+  teardown.add(() => nbd.close());
+  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+  return nbd;
+}
+
+/** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
+async function startMetrics(options: EngineOptions, pool: Pool, qos: QosManager, teardown: Teardown): Promise<string> {
+  if (!options.metricsAddress) return "";
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos));
+  teardown.add(() => metrics.close());
+  return metrics.address;
+}
+
+/** The gRPC control API's four services, bound; its bound address (a port 0 resolved). */
+async function startControl(ctx: ControlContext, options: EngineOptions, teardown: Teardown): Promise<string> {
   const grpc = new Server();
-  try {
-    if (!pool.disk && options.diskCapability) {
-      const { iops, bytesPerSec } = options.diskCapability;
-      await pool.setDiskCapability({
-        iops,
-        bytesPerSec,
-        source: "operator",
-        measuredAtMs: Date.now(),
-        headroom: DEFAULT_HEADROOM,
-      });
-      log.log("info", "disk capability set by the operator", { pool: pool.device.path, iops, bytesPerSec });
-    } else if (!pool.disk) {
-      // A disk joining the pool is measured once; the result is stored with the pool.
-      const cap = await calibratePool(pool);
-      await pool.setDiskCapability(cap);
-      log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
-    }
-    await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
-    const nodeId = options.nodeId ?? os.hostname();
-    const rebuildThrottle = new RebuildThrottle(options.rebuildBytesPerSec ?? 0);
-    const openLocal: ControlContext["openLocal"] = (name) => catalog.open(name);
-    const ctx: ControlContext = {
-      pool,
-      nbd,
-      qos,
-      membership: null,
-      frontends: catalog.frontends,
-      rebuildThrottle,
-      openLocal,
-      attacher: new VolumeAttacher({ frontends: catalog.frontends, rebuildThrottle, openLocal, nodeId, log }),
+  teardown.add(() => grpc.forceShutdown());
+  grpc.addService(VolumeServiceService, volumeService(ctx));
+  grpc.addService(SnapshotServiceService, snapshotService(ctx));
+  grpc.addService(NodeServiceService, nodeService(ctx));
+  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log));
+  return bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
+}
+
+/** What {@link joinCluster} registers this node with. */
+interface JoinInputs {
+  ctx: ControlContext;
+  /** The control API's bound address: peers call this node there, so the node record holds it. */
+  grpcAddress: string;
+  peers: PeerDialer;
+  onLeadership: (leader: boolean) => void;
+}
+
+/** Joins the cluster at `--etcd` (null for a single engine); leaving closes this node's attachments first. */
+async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown: Teardown): Promise<ClusterMembership | null> {
+  if (!options.etcdEndpoints) return null;
+  const { ctx, grpcAddress } = inputs;
+  const membership = await ClusterMembership.join({
+    endpoints: options.etcdEndpoints,
+    leaseTtlS: options.leaseTtlS,
+    log: ctx.log,
+    peers: inputs.peers,
+    node: {
+      nodeId: ctx.nodeId,
+      controlAddress: grpcAddress,
+      nbdAddress: ctx.nbd.tcpAddress,
+      storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
       zone: options.zone ?? "",
-      qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
-      calibrate: () => calibratePool(pool),
-      nodeId,
       version: ENGINE_VERSION,
-      log,
-    };
-    grpc.addService(VolumeServiceService, volumeService(ctx));
-    grpc.addService(SnapshotServiceService, snapshotService(ctx));
-    grpc.addService(NodeServiceService, nodeService(ctx));
-    grpc.addService(
-      EventServiceService,
-      eventService(() => ctx.membership, log),
-    );
-    const grpcAddress = await bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
-    const metrics = options.metricsAddress ? await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos)) : null;
-    const reconcilerLog = log;
-    let reconciler: Reconciler | null = null;
-    let disks: DiskReporter | null = null;
-    let repairer: IdleVolumeRepairer | null = null;
-    const membership = options.etcdEndpoints
-      ? await ClusterMembership.join({
-          endpoints: options.etcdEndpoints,
-          leaseTtlS: options.leaseTtlS,
-          log,
-          node: {
-            nodeId: ctx.nodeId,
-            controlAddress: grpcAddress,
-            nbdAddress: nbd.tcpAddress,
-            storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
-            zone: options.zone ?? "",
-            version: ENGINE_VERSION,
-          },
-          onLeadership: (leader) => {
-            log.log("info", leader ? "became leader" : "lost leadership", { node: ctx.nodeId });
-            if (leader) reconciler?.start();
-            else {
-              reconciler?.stop();
-              repairer?.stop();
-            }
-          },
-        })
-      : null;
-    if (membership) {
-      const m = membership;
-      const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
-      const idle = new IdleVolumeRepairer(
-        m,
-        (name) =>
-          openRepairFrontend(m, name, {
-            replicaTimeoutMs: DEFAULT_REPLICA_TIMEOUT_MS,
-            rebuildThrottle: ctx.rebuildThrottle,
-            openLocal: ctx.openLocal,
-            readOnly: false,
-            takeover: false,
-          }),
-        log,
-      );
-      repairer = idle;
-      reconciler = new Reconciler(membership.metadata, reconcilerLog, () => repairDegradedVolumes(m, replaceAfterMs, idle));
-      if (membership.isLeader) reconciler.start();
-      disks = new DiskReporter(
-        membership,
-        () => {
-          const space = pool.space();
-          return {
-            poolUid: pool.layout.uid,
-            path: pool.device.path,
-            totalBytes: space.totalBytes,
-            freeBytes: space.freeBytes,
-            volumeCount: pool.listVolumes().length,
-            snapshotCount: pool.listSnapshots().length,
-          };
-        },
-        log,
-      );
-      await disks.start();
-    }
-    ctx.membership = membership;
+    },
+    onLeadership: (leader) => {
+      ctx.log.log("info", leader ? "became leader" : "lost leadership", { node: ctx.nodeId });
+      inputs.onLeadership(leader);
+    },
+  });
+  teardown.add(async () => {
+    for (const rv of ctx.frontends.values()) rv.close();
+    await membership.close();
+  });
+  return membership;
+}
+
+/** A cluster node's background work: the leader's reconciler and idle repairs, and this node's disk reports. */
+interface ClusterDuties {
+  /** Starts the leader's work when this node becomes leader, stops it when it stops being leader. */
+  leadership(leader: boolean): void;
+}
+
+async function startClusterDuties(
+  m: ClusterMembership,
+  ctx: ControlContext,
+  options: EngineOptions,
+  teardown: Teardown,
+): Promise<ClusterDuties> {
+  const { pool, log } = ctx;
+  const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
+  const repairer = new IdleVolumeRepairer(
+    m,
+    (name) =>
+      openRepairFrontend(m, name, {
+        replicaTimeoutMs: DEFAULT_REPLICA_TIMEOUT_MS,
+        rebuildThrottle: ctx.rebuildThrottle,
+        openLocal: ctx.openLocal,
+        readOnly: false,
+        takeover: false,
+      }),
+    log,
+  );
+  const reconciler = new Reconciler(m.metadata, log, () => repairDegradedVolumes(m, replaceAfterMs, repairer));
+  if (m.isLeader) reconciler.start();
+  const disks = new DiskReporter(m, () => diskReport(pool), log);
+  teardown.add(() => {
+    reconciler.stop();
+    repairer.stop();
+    disks.stop();
+  });
+  await disks.start();
+  return {
+    leadership: (leader) => {
+      if (leader) reconciler.start();
+      else {
+        reconciler.stop();
+        repairer.stop();
+      }
+    },
+  };
+}
+
+/** What this node's disk report says about its pool. */
+function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
+  const space = pool.space();
+  return {
+    poolUid: pool.layout.uid,
+    path: pool.device.path,
+    totalBytes: space.totalBytes,
+    freeBytes: space.freeBytes,
+    volumeCount: pool.listVolumes().length,
+    snapshotCount: pool.listSnapshots().length,
+  };
+}
+
+/** What the control API serves from, complete: the membership is read through a getter, null until joined. */
+function controlContext(
+  parts: Pick<ControlContext, "pool" | "nbd" | "qos" | "log" | "membership">,
+  catalog: VolumeExportCatalog,
+  options: EngineOptions,
+): ControlContext {
+  const frontends = catalog.frontends;
+  const rebuildThrottle = new RebuildThrottle(options.rebuildBytesPerSec ?? 0);
+  const openLocal: ControlContext["openLocal"] = (name) => catalog.open(name);
+  const nodeId = options.nodeId ?? os.hostname();
+  return {
+    ...parts,
+    frontends,
+    rebuildThrottle,
+    openLocal,
+    attacher: new VolumeAttacher({ frontends, rebuildThrottle, openLocal, nodeId, log: parts.log }),
+    zone: options.zone ?? "",
+    qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
+    calibrate: () => calibratePool(parts.pool),
+    nodeId,
+    version: ENGINE_VERSION,
+  };
+}
+
+/**
+ * Opens the pool and serves it over NBD and the gRPC control API; with `etcdEndpoints`, joins the cluster.
+ * Pieces start in dependency order and stop in reverse order; a piece that fails to start stops those before it.
+ */
+export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
+  const log = options.log ?? jsonLogger("keelsond");
+  const peers = peerDialer(options);
+  const teardown = new Teardown();
+  try {
+    const pool = await openPool(options, teardown);
+    await ensureDiskCapability(pool, options, log);
+    const { qos, catalog } = startQos(pool, options);
+    const nbd = await startNbd(catalog, options, teardown);
+    const metricsAddress = await startMetrics(options, pool, qos, teardown);
+    // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
+    let served: ClusterMembership | null = null;
+    const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
+    const grpcAddress = await startControl(ctx, options, teardown);
+    let duties: ClusterDuties | null = null;
+    const onLeadership = (leader: boolean) => duties?.leadership(leader);
+    const membership = await joinCluster(options, { ctx, grpcAddress, peers, onLeadership }, teardown);
+    if (membership) duties = await startClusterDuties(membership, ctx, options, teardown);
+    // The control API sees the cluster once this node's duties run.
+    served = membership;
     log.log("info", "engine started", {
       pool: pool.device.path,
       volumes: pool.listVolumes().length,
@@ -279,39 +381,18 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
-      metricsAddress: metrics?.address ?? "",
+      metricsAddress,
       etcd: options.etcdEndpoints ?? "",
     });
     let closing: Promise<void> | null = null;
     const close = (): Promise<void> => {
-      closing ??= (async () => {
-        reconciler?.stop();
-        repairer?.stop();
-        disks?.stop();
-        for (const rv of catalog.frontends.values()) rv.close();
-        await membership?.close();
-        grpc.forceShutdown();
-        await metrics?.close();
-        await nbd.close();
-        await pool.close();
-        log.log("info", "engine stopped", { pool: pool.device.path });
-      })();
+      closing ??= teardown.run().then(() => log.log("info", "engine stopped", { pool: pool.device.path }));
       return closing;
     };
-    return {
-      grpcAddress,
-      nbdAddress: nbd.tcpAddress,
-      nbdSocket: nbd.unixSocket,
-      metricsAddress: metrics?.address ?? "",
-      membership,
-      pool,
-      close,
-      [Symbol.asyncDispose]: close,
-    };
+    const started = { grpcAddress, nbdAddress: nbd.tcpAddress, nbdSocket: nbd.unixSocket, metricsAddress, membership, pool };
+    return { ...started, close, [Symbol.asyncDispose]: close };
   } catch (error) {
-    grpc.forceShutdown();
-    await nbd.close();
-    await pool.close();
+    await teardown.run();
     throw error;
   }
 }

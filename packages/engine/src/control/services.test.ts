@@ -1,0 +1,46 @@
+import type { ServerUnaryCall, ServiceError, sendUnaryData } from "@grpc/grpc-js";
+import { ERROR_CODE_METADATA_KEY } from "@keelson/sdk";
+import { describe, expect, it } from "vitest";
+import type { ControlContext } from "./context.js";
+import { snapshotService } from "./snapshot-service.js";
+import { volumeService } from "./volume-service.js";
+
+/** A context with nothing behind it: only calls refused before they reach the pool or the cluster can answer. */
+const ctx = {
+  pool: {},
+  qosClasses: new Map(),
+  membership: () => null,
+  frontends: new Map(),
+  log: { log: () => undefined },
+} as unknown as ControlContext;
+
+type Handler = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => void;
+
+/** The keelson code a handler answers `request` with ("ok" when it succeeds). */
+function codeOf(handler: unknown, request: unknown): Promise<string> {
+  return new Promise((resolve) =>
+    (handler as Handler)({ request } as ServerUnaryCall<unknown, unknown>, (error) => {
+      const wire = error as Partial<ServiceError> | null;
+      resolve(wire ? String(wire.metadata?.get(ERROR_CODE_METADATA_KEY)[0] ?? `status ${wire.code}`) : "ok");
+    }),
+  );
+}
+
+describe("control services refuse an empty name with INVALID_ARGUMENT (a typed answer, never INTERNAL)", () => {
+  it("VolumeService", async () => {
+    const volumes = volumeService(ctx);
+    const request = { name: "", snapshot: "s", sizeBytes: 1, replicas: 1, labels: {}, epoch: 1 };
+    for (const [method, handler] of Object.entries(volumes)) {
+      if (method === "listVolumes") continue; // takes no name
+      expect(`${method}: ${await codeOf(handler, request)}`).toBe(`${method}: INVALID_ARGUMENT`);
+    }
+  });
+
+  it("SnapshotService", async () => {
+    const snapshots = snapshotService(ctx);
+    for (const method of ["createSnapshot", "getSnapshot", "deleteSnapshot"] as const) {
+      const request = { volume: "v", name: "", labels: {} };
+      expect(`${method}: ${await codeOf(snapshots[method], request)}`).toBe(`${method}: INVALID_ARGUMENT`);
+    }
+  });
+});

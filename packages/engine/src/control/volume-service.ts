@@ -1,0 +1,142 @@
+import { KeelsonError } from "@keelson/sdk";
+import type {
+  VolumeServiceServer,
+  WireAttachment,
+  WireCreateVolumeRequest,
+  WireDeleteVolumeResponse,
+  WireListAttachmentsResponse,
+  WireListVolumesResponse,
+  WireVolume,
+} from "@keelson/sdk/experimental";
+import { readAttachments } from "../cluster/attachments.js";
+import { createReplicatedVolume, findClusterVolume, getClusterVolume } from "../cluster/cluster-volumes.js";
+import { defaultPolicy } from "../qos/policy.js";
+import { type ControlContext, requireCluster } from "./context.js";
+import { resolvePolicy } from "./qos-wire.js";
+import { requireString, unary } from "./unary.js";
+import { attachVolume, detachVolume } from "./volume-attach.js";
+import { attachmentToWire, remoteVolumeToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
+
+/** keelson.v1.VolumeService on one engine's pool. */
+export function volumeService(ctx: ControlContext): VolumeServiceServer {
+  const { pool } = ctx;
+  return {
+    createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
+    getVolume: unary(ctx, "GetVolume", async (req) => volumeToWire(ctx, pool.getVolume(requireString(req.name, "name")))),
+    listVolumes: unary(
+      ctx,
+      "ListVolumes",
+      async (): Promise<WireListVolumesResponse> => ({ volumes: pool.listVolumes().map((v) => volumeToWire(ctx, v)) }),
+    ),
+    deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
+      const name = requireString(req.name, "name");
+      pool.getVolume(name);
+      if (req.force) await ctx.nbd.disconnectExport(name);
+      const uid = pool.getVolume(name).record.uid;
+      const freedBytes = await pool.deleteVolume(name);
+      ctx.qos.remove(uid);
+      ctx.log.log("info", "volume deleted", { volume: name, freedBytes });
+      return { freedBytes };
+    }),
+    resizeVolume: unary(ctx, "ResizeVolume", async (req) => {
+      const name = requireString(req.name, "name");
+      await refuseReplicated(ctx, name, "resizing");
+      return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
+    }),
+    setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
+      const name = requireString(req.name, "name");
+      const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
+      const v = await pool.setVolumeQos(name, policy, qosClass);
+      ctx.qos.apply(v.record.uid, policy);
+      ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
+      return volumeToWire(ctx, v);
+    }),
+    attachVolume: unary(ctx, "AttachVolume", (req) => attachVolume(ctx, req)),
+    detachVolume: unary(ctx, "DetachVolume", async (req) => {
+      await detachVolume(ctx, req);
+      return {};
+    }),
+    listAttachments: unary(ctx, "ListAttachments", (req) => listAttachments(ctx, req.name)),
+    getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
+      const name = requireString(req.name, "name");
+      const rv = ctx.frontends.get(name);
+      if (!rv) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${name} is not attached on ${ctx.nodeId}` });
+      return attachmentToWire(ctx, rv);
+    }),
+    fenceVolume: unary(ctx, "FenceVolume", async (req) => {
+      const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
+      ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
+      return volumeToWire(ctx, v);
+    }),
+    revertVolume: unary(ctx, "RevertVolume", async (req) => {
+      await refuseReplicated(ctx, requireString(req.name, "name"), "reverting");
+      const v = await pool.revertVolume(requireString(req.name, "name"), requireString(req.snapshot, "snapshot"));
+      ctx.log.log("info", "volume reverted", { volume: v.name, snapshot: req.snapshot });
+      return volumeToWire(ctx, v);
+    }),
+  };
+}
+
+/** A volume of this node's pool alone (one replica), with its QoS applied at once. */
+async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
+  const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
+  const v = await ctx.pool.createVolume({
+    name: requireString(req.name, "name"),
+    sizeBytes: req.sizeBytes,
+    labels: req.labels,
+    replicas: req.replicas,
+    source: sourceFromWire(req.source),
+    qos: policy,
+    qosClass,
+  });
+  ctx.qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
+  return volumeToWire(ctx, v);
+}
+
+/** The nodes a replicated volume is attached on, as its record in the cluster says. */
+async function listAttachments(ctx: ControlContext, volume: string): Promise<WireListAttachmentsResponse> {
+  // Checked in here, not by the caller: the unary edge maps a rejection, and a throw before the promise would be INTERNAL.
+  const name = requireString(volume, "name");
+  const m = requireCluster(ctx, "ListAttachments");
+  await getClusterVolume(m, name);
+  const { entries } = await readAttachments(m, name);
+  return {
+    attachments: entries.map((e) => ({
+      nodeId: e.nodeId,
+      readOnly: e.readOnly,
+      epoch: e.epoch,
+      attachedAt: new Date(e.attachedAtMs),
+    })),
+  };
+}
+
+/** Calls that would change one node's replica of a replicated volume only (and so make it differ) are refused. */
+async function refuseReplicated(ctx: ControlContext, name: string, what: string): Promise<void> {
+  const m = ctx.membership();
+  if (m && (await findClusterVolume(m, name))) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `${what} a replicated volume (${name}) is not supported yet: it would change this node's replica only`,
+    });
+  }
+}
+
+/** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
+async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
+  const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
+  if (req.source || req.qosClass || req.qos) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source or QoS yet" });
+  }
+  const name = requireString(req.name, "name");
+  const record = await createReplicatedVolume(m, { name, sizeBytes: req.sizeBytes, replicas: req.replicas, labels: req.labels });
+  ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
+  const local = ctx.pool.findVolume(name);
+  if (local) return { ...volumeToWire(ctx, local), replicas: record.replicas.length };
+  return remoteVolumeToWire(ctx, {
+    name,
+    sizeBytes: record.sizeBytes,
+    createdAtMs: record.createdAtMs,
+    replicas: record.replicas.length,
+    labels: req.labels,
+  });
+}
