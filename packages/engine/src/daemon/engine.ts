@@ -9,7 +9,6 @@ import { usePeerCredentials } from "../cluster/peers.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { type ControlContext, nodeService, snapshotService, volumeService } from "../control/control-service.js";
 import { eventService } from "../events/event-feed.js";
-import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
 import { DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
@@ -17,10 +16,11 @@ import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
 import { DEFAULT_REPLACE_AFTER_MS, openRepairFrontend, repairDegradedVolumes } from "../replication/cluster-volumes.js";
-import { DEFAULT_REPLICA_TIMEOUT_MS } from "../replication/frontend.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
 import { IdleVolumeRepairer } from "../replication/idle-repair.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { Pool } from "../store/pool.js";
+import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
 /** Version reported by GetNode. */
@@ -156,7 +156,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   });
   const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
-  const catalog = new VolumeExportCatalog(pool, qos);
+  const catalog = new TargetCatalog<ReplicatedVolume>(pool, qos);
   const nbd = new NbdServer(catalog);
   const grpc = new Server();
   try {
@@ -184,7 +184,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       membership: null,
       frontends: catalog.frontends,
       rebuildThrottle: new RebuildThrottle(options.rebuildBytesPerSec ?? 0),
-      openLocal: (name) => catalog.open(name),
+      openLocal: (name) => openLocalReplica(pool, qos, name),
       zone: options.zone ?? "",
       qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
       calibrate: () => calibratePool(pool),

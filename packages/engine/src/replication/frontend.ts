@@ -1,6 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type SaveActivity } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
@@ -756,66 +755,4 @@ function fencedOut(name: string, epoch: number): KeelsonError {
     code: "EPOCH_STALE",
     message: `volume ${name}: attachment epoch ${epoch} was fenced by a newer attachment`,
   });
-}
-
-/** One NBD connection's handle on an attached replicated volume. */
-export class FrontendExport implements NbdExport {
-  readonly #volume: ReplicatedVolume;
-  readonly readOnly: boolean;
-  readonly description: string;
-  #open = true;
-
-  constructor(volume: ReplicatedVolume) {
-    this.#volume = volume;
-    this.readOnly = volume.readOnly;
-    volume.openHandles++;
-    this.description = `keelson replicated volume ${volume.name} (epoch ${volume.epoch})`;
-  }
-
-  get name(): string {
-    return this.#volume.name;
-  }
-
-  get sizeBytes(): number {
-    return this.#volume.sizeBytes;
-  }
-
-  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
-    this.#volume.read(offset, length).then(
-      (data) => {
-        data.copy(buf, bufOffset);
-        cb(null);
-      },
-      (e: KeelsonError) => cb(e),
-    );
-  }
-
-  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
-    // No copy: each replica client copies the payload into its request before
-    // this returns, and the connection's buffer stays ours until the callback.
-    this.#volume.write(offset, data, fua).then(
-      () => cb(null),
-      (e: KeelsonError) => cb(e),
-    );
-  }
-
-  zero(offset: number, length: number, options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void {
-    this.#volume.zero(offset, length, options.trim, options.noHole, options.fua).then(
-      () => cb(null),
-      (e: KeelsonError) => cb(e),
-    );
-  }
-
-  flush(cb: ExportCallback): void {
-    this.#volume.flush().then(
-      () => cb(null),
-      (e: KeelsonError) => cb(e),
-    );
-  }
-
-  close(): void {
-    if (!this.#open) return;
-    this.#open = false;
-    this.#volume.openHandles--;
-  }
 }
