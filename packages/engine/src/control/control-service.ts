@@ -44,9 +44,10 @@ import {
   forgetAttachment,
   getClusterVolume,
 } from "../replication/cluster-volumes.js";
-import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume, volumeState } from "../replication/frontend.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { volumeState } from "../replication/replica-set.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { StatusPublisher } from "../replication/status-publisher.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource, Pool } from "../store/pool.js";

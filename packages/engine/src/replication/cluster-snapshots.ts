@@ -3,7 +3,7 @@ import { type ClusterMembership, type ClusterNode, KEY_PREFIX } from "../cluster
 import { findNode, withPeer } from "../cluster/peers.js";
 import { readAttachments } from "./attachments.js";
 import { getClusterVolume, loadActivityLog } from "./cluster-volumes.js";
-import type { ReplicatedVolume } from "./frontend.js";
+import type { ReplicatedVolume } from "./replicated-volume.js";
 
 const SNAPSHOTS = `${KEY_PREFIX}/snapshots/`;
 /** Deadline of one replica's snapshot call (it is O(1) on the replica; writes are held meanwhile). */

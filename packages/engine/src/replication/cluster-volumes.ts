@@ -5,11 +5,12 @@ import { withPeer } from "../cluster/peers.js";
 import { placeReplicas } from "../cluster/placement.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "./activity-log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
-import { type FrontendHooks, ReplicatedVolume, type ResyncPlan } from "./frontend.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { OpenLocalExport } from "./local-replica.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
 import { RegionMap } from "./region-map.js";
+import { type FrontendHooks, ReplicatedVolume } from "./replicated-volume.js";
+import type { ResyncPlan } from "./resync.js";
 
 const VOLUMES = `${KEY_PREFIX}/volumes/`;
 const ACTIVITY = `${KEY_PREFIX}/activity/`;

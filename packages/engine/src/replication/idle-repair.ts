@@ -1,7 +1,8 @@
 import type { ClusterMembership, ClusterNode } from "../cluster/membership.js";
 import type { Logger } from "../util/log.js";
 import { readAttachments } from "./attachments.js";
-import { type ReplicatedVolume, volumeState } from "./frontend.js";
+import { volumeState } from "./replica-set.js";
+import type { ReplicatedVolume } from "./replicated-volume.js";
 
 /** How often a repair checks whether its volume is whole again. */
 const CHECK_INTERVAL_MS = 500;

@@ -1,5 +1,6 @@
 import { type ClusterMembership, KEY_PREFIX } from "../cluster/membership.js";
-import { type ReplicatedVolume, volumeState } from "./frontend.js";
+import { volumeState } from "./replica-set.js";
+import type { ReplicatedVolume } from "./replicated-volume.js";
 
 /** How often an attached volume's status is compared with what was last published. */
 export const STATUS_INTERVAL_MS = 1_000;

@@ -7,7 +7,7 @@ import type { NbdExport } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
-import { ReplicatedVolume } from "../replication/frontend.js";
+import { ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { readVolume } from "../store/volume-io.js";
 import { openLocalReplica, TargetCatalog } from "./catalog.js";
