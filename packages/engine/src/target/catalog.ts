@@ -1,6 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ExportCatalog, NbdExport } from "../nbd/export.js";
-import type { QosPolicy } from "../qos/policy.js";
+import { DEFAULT_WEIGHT, type QosPolicy } from "../qos/policy.js";
 import type { QosManager, VolumeQosStatus } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
 import type { ReplicatedIo } from "./backends.js";
@@ -99,13 +99,22 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
    * on connections already open too. Idempotent; the volume need not be
    * attached here yet (the policy waits for it). For the control plane to
    * call where a replicated volume's policy is created, changed or loaded.
-   * INVALID_ARGUMENT when this catalog was built without a QosManager.
+   * Limits only: a reservation or a weight is a share of one disk, and the
+   * frontend's node is not where a replicated volume's I/O lands (it would
+   * also put every local volume of this node through the disk scheduler);
+   * those are INVALID_ARGUMENT, as is a catalog built without a QosManager.
    */
   applyQos(volumeName: string, policy: QosPolicy): void {
     if (!this.#qos) {
       throw new KeelsonError({
         code: "INVALID_ARGUMENT",
         message: `no QoS on this engine: cannot apply a policy to ${volumeName}`,
+      });
+    }
+    if (policy.reservationIops > 0 || policy.reservationBytesPerSec > 0 || policy.weight !== DEFAULT_WEIGHT) {
+      throw new KeelsonError({
+        code: "INVALID_ARGUMENT",
+        message: `replicated volume ${volumeName} takes QoS limits only: reservationIops ${policy.reservationIops}, reservationBytesPerSec ${policy.reservationBytesPerSec} and weight ${policy.weight} must be 0, 0 and ${DEFAULT_WEIGHT}`,
       });
     }
     this.#qos.apply(replicatedQosKey(volumeName), policy);

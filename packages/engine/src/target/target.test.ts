@@ -196,6 +196,28 @@ describe("replicated targets", () => {
     catalog.removeQos("rv");
   });
 
+  it("a replicated volume takes limits only: a reservation or a weight is refused with INVALID_ARGUMENT and changes nothing", async () => {
+    const { catalog } = await replicated();
+    const reserving = { ...defaultPolicy(), reservationIops: 100 };
+    const weighted = { ...defaultPolicy(), weight: 5 };
+    for (const policy of [reserving, weighted]) {
+      let error: unknown = null;
+      try {
+        catalog.applyQos("rv", policy);
+      } catch (e) {
+        error = e;
+      }
+      expect(isKeelsonError(error, "INVALID_ARGUMENT")).toBe(true);
+    }
+    expect(catalog.qosStatus("rv")).toEqual({
+      throttledMs: 0,
+      delayedIos: 0,
+      queuedIos: 0,
+      servedByReservation: 0,
+      servedByWeight: 0,
+    });
+  });
+
   it("a replicated volume's policy does not touch a local volume's QoS state, nor the reverse", async () => {
     const { catalog } = await replicated();
     catalog.applyQos("rv", writeLimit(20));
