@@ -1,6 +1,6 @@
 import { isKeelsonError, KeelsonError, type Snapshot } from "@keelson/sdk";
 import { refs, type SnapshotRecord } from "../metadata/index.js";
-import type { ReplicatedVolume } from "../replication/frontend.js";
+import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import { readAttachments } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";

@@ -1,4 +1,5 @@
-import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+import { volumeState } from "../replication/replica-set.js";
+import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Logger } from "../util/log.js";
 import { readAttachments } from "./attachments.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";

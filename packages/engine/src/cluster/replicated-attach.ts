@@ -1,8 +1,8 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ClusterVolumeRecord } from "../metadata/index.js";
-import { type FrontendHooks, ReplicatedVolume } from "../replication/frontend.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { type FrontendHooks, ReplicatedVolume } from "../replication/replicated-volume.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";

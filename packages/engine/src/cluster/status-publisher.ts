@@ -1,5 +1,6 @@
 import { refs, type VolumeStatusRecord } from "../metadata/index.js";
-import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+import { volumeState } from "../replication/replica-set.js";
+import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { ClusterMembership } from "./membership.js";
 
 /** How often an attached volume's status is compared with what was last published. */

@@ -1,8 +1,8 @@
 import { KeelsonError } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "../replication/activity-log.js";
-import type { ResyncPlan } from "../replication/frontend.js";
 import { RegionMap } from "../replication/region-map.js";
+import type { ResyncPlan } from "../replication/resync.js";
 import { supersededError, whileEpoch } from "./epochs.js";
 import type { ClusterMembership } from "./membership.js";
 

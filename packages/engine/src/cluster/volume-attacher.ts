@@ -1,7 +1,7 @@
 import { type Attachment, isKeelsonError, KeelsonError } from "@keelson/sdk";
-import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/frontend.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Logger } from "../util/log.js";
 import { removeAttachment } from "./attachments.js";
 import type { ClusterMembership } from "./membership.js";

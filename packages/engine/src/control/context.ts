@@ -5,9 +5,9 @@ import type { NbdServer } from "../nbd/server.js";
 import type { DiskCapability } from "../qos/admission.js";
 import type { QosPolicy } from "../qos/policy.js";
 import type { QosManager } from "../qos/qos-manager.js";
-import type { ReplicatedVolume } from "../replication/frontend.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Pool } from "../store/pool.js";
 import type { Logger } from "../util/log.js";
 

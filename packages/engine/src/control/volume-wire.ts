@@ -1,6 +1,7 @@
 import { type WireAttachment, type WireVolume, type WireVolumeSource, WireVolumeState } from "@keelson/sdk/experimental";
 import { defaultPolicy } from "../qos/policy.js";
-import { type ReplicatedVolume, volumeState } from "../replication/frontend.js";
+import { volumeState } from "../replication/replica-set.js";
+import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { VolumeSource } from "../store/catalog.js";
 import type { CloneSource } from "../store/pool.js";
 import type { Volume } from "../store/volume.js";

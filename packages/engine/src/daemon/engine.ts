@@ -16,16 +16,16 @@ import { eventService } from "../control/event-service.js";
 import { nodeService } from "../control/node-service.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
-import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
-import { DEFAULT_REPLICA_TIMEOUT_MS } from "../replication/frontend.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
+import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
 /** Version reported by GetNode. */
@@ -195,14 +195,17 @@ async function ensureDiskCapability(pool: Pool, options: EngineOptions, log: Log
   log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
 }
 
+/** The export catalog of this engine: its pool's volumes and snapshots, and the replicated volumes attached here. */
+type EngineCatalog = TargetCatalog<ReplicatedVolume>;
+
 /** The QoS manager with every volume's policy applied, and the export catalog that serves volumes through it. */
-function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalog: VolumeExportCatalog } {
+function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalog: EngineCatalog } {
   const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
-  return { qos, catalog: new VolumeExportCatalog(pool, qos) };
+  return { qos, catalog: new TargetCatalog<ReplicatedVolume>(pool, qos) };
 }
 
-async function startNbd(catalog: VolumeExportCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
+async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
   const nbd = new NbdServer(catalog);
   teardown.add(() => nbd.close());
   await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
@@ -328,12 +331,13 @@ function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
 /** What the control API serves from, complete: the membership is read through a getter, null until joined. */
 function controlContext(
   parts: Pick<ControlContext, "pool" | "nbd" | "qos" | "log" | "membership">,
-  catalog: VolumeExportCatalog,
+  catalog: EngineCatalog,
   options: EngineOptions,
 ): ControlContext {
   const frontends = catalog.frontends;
   const rebuildThrottle = new RebuildThrottle(options.rebuildBytesPerSec ?? 0);
-  const openLocal: ControlContext["openLocal"] = (name) => catalog.open(name);
+  // The frontend reaches this node's own replica in-process, through the same stages a peer gets over NBD.
+  const openLocal: ControlContext["openLocal"] = (name) => openLocalReplica(parts.pool, parts.qos, name);
   const nodeId = options.nodeId ?? os.hostname();
   return {
     ...parts,

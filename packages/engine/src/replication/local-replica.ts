@@ -11,15 +11,20 @@ export interface ReplicaIo {
   close(): void;
 }
 
-/** Opens this node's export `VOLUME#EPOCH` in-process; null when it does not exist or was fenced past that epoch. */
+/**
+ * Opens this node's replica volume `VOLUME#EPOCH` in-process; null when it
+ * does not exist or was fenced past that epoch. The engine injects it (the
+ * pipeline's local volume target), so this module does not depend on the
+ * pipeline that serves replicated volumes.
+ */
 export type OpenLocalExport = (exportName: string) => NbdExport | null;
 
 /**
- * The replica on the frontend's own node, reached through the same export
- * (and so the same epoch fence, QoS and store) an NBD connection would get,
- * but in-process: no socket, no framing, no copies through the kernel. A
- * local disk that stalls stalls this node's frontend anyway, so there is no
- * per-request deadline here.
+ * The replica on the frontend's own node, reached through the same stages
+ * (the replica side's epoch fence, the replica volume's QoS state, the
+ * store) an NBD connection would get, but in-process: no socket, no framing,
+ * no copies through the kernel. A local disk that stalls stalls this node's
+ * frontend anyway, so there is no per-request deadline here.
  */
 export class LocalReplica implements ReplicaIo {
   readonly #export: NbdExport;

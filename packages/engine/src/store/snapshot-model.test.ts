@@ -3,9 +3,9 @@ import os from "node:os";
 import path from "node:path";
 import { isKeelsonError, type KeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { VolumeExportCatalog } from "../exports/volume-exports.js";
 import { NBD_ERRNO_BY_CODE } from "../nbd/errno.js";
 import { Errno } from "../nbd/protocol.js";
+import { TargetCatalog } from "../target/catalog.js";
 import { testSeed } from "../testing/random.js";
 import { type ModelTarget, runStoreModel } from "../testing/store-model.js";
 import { Pool } from "./pool.js";
@@ -78,7 +78,7 @@ class InProcessTarget implements ModelTarget {
     return io((cb) => flushVolume(this.pool, cb));
   }
   async writeReadOnly(exportName: string): Promise<string> {
-    const exp = new VolumeExportCatalog(this.pool).open(exportName);
+    const exp = new TargetCatalog(this.pool).open(exportName);
     if (!exp) throw new Error(`no export ${exportName}`);
     try {
       const error = await io((cb) => exp.write(0, Buffer.alloc(4096, 1), false, cb)).then(

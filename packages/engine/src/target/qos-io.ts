@@ -1,32 +1,30 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ExportCallback } from "../nbd/export.js";
 import type { QosIo } from "../qos/qos-manager.js";
-import type { Pool } from "../store/pool.js";
-import type { Volume } from "../store/volume.js";
-import { readVolume, writeVolume, type ZeroOptions, zeroVolume } from "../store/volume-io.js";
+import type { ZeroOptions } from "../store/volume-io.js";
+import type { BlockIo } from "./block-io.js";
 
-// The I/Os of a volume under QoS, as objects the throttle and the disk
-// scheduler can hold. Only volumes with limits (or a pool with reservations)
-// pay for them; everything else calls the store directly.
+// The I/Os of a target under QoS, as objects the throttle and the disk
+// scheduler can hold; once let through they run on the next stage of the
+// target. Only volumes with limits (or a pool with reservations) pay for
+// them; everything else goes straight on.
 
 /** The error of an I/O refused because its volume already has too many waiting. */
-export function throttleQueueFull(volume: Volume): KeelsonError {
-  return new KeelsonError({ code: "UNAVAILABLE", message: `volume ${volume.name} has too many I/Os waiting on its QoS limits` });
+export function throttleQueueFull(volumeName: string): KeelsonError {
+  return new KeelsonError({ code: "UNAVAILABLE", message: `volume ${volumeName} has too many I/Os waiting on its QoS limits` });
 }
 
 export class ReadIo implements QosIo {
   readonly write = false;
   readonly bytes: number;
-  readonly #pool: Pool;
-  readonly #volume: Volume;
+  readonly #next: BlockIo;
   readonly #offset: number;
   readonly #buf: Buffer;
   readonly #bufOffset: number;
   readonly #cb: ExportCallback;
 
-  constructor(pool: Pool, volume: Volume, offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback) {
-    this.#pool = pool;
-    this.#volume = volume;
+  constructor(next: BlockIo, offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback) {
+    this.#next = next;
     this.#offset = offset;
     this.bytes = length;
     this.#buf = buf;
@@ -35,7 +33,7 @@ export class ReadIo implements QosIo {
   }
 
   execute(finish: () => void): void {
-    readVolume(this.#pool, this.#volume, this.#offset, this.bytes, this.#buf, this.#bufOffset, (error) => {
+    this.#next.read(this.#offset, this.bytes, this.#buf, this.#bufOffset, (error) => {
       finish();
       this.#cb(error);
     });
@@ -45,16 +43,14 @@ export class ReadIo implements QosIo {
 export class WriteIo implements QosIo {
   readonly write = true;
   readonly bytes: number;
-  readonly #pool: Pool;
-  readonly #volume: Volume;
+  readonly #next: BlockIo;
   readonly #offset: number;
   readonly #data: Buffer;
   readonly #fua: boolean;
   readonly #cb: ExportCallback;
 
-  constructor(pool: Pool, volume: Volume, offset: number, data: Buffer, fua: boolean, cb: ExportCallback) {
-    this.#pool = pool;
-    this.#volume = volume;
+  constructor(next: BlockIo, offset: number, data: Buffer, fua: boolean, cb: ExportCallback) {
+    this.#next = next;
     this.#offset = offset;
     this.#data = data;
     this.bytes = data.length;
@@ -63,7 +59,7 @@ export class WriteIo implements QosIo {
   }
 
   execute(finish: () => void): void {
-    writeVolume(this.#pool, this.#volume, this.#offset, this.#data, this.#fua, (error) => {
+    this.#next.write(this.#offset, this.#data, this.#fua, (error) => {
       finish();
       this.#cb(error);
     });
@@ -74,16 +70,14 @@ export class WriteIo implements QosIo {
 export class ZeroIo implements QosIo {
   readonly write = true;
   readonly bytes = 0;
-  readonly #pool: Pool;
-  readonly #volume: Volume;
+  readonly #next: BlockIo;
   readonly #offset: number;
   readonly #length: number;
   readonly #options: ZeroOptions;
   readonly #cb: ExportCallback;
 
-  constructor(pool: Pool, volume: Volume, offset: number, length: number, options: ZeroOptions, cb: ExportCallback) {
-    this.#pool = pool;
-    this.#volume = volume;
+  constructor(next: BlockIo, offset: number, length: number, options: ZeroOptions, cb: ExportCallback) {
+    this.#next = next;
     this.#offset = offset;
     this.#length = length;
     this.#options = options;
@@ -91,7 +85,7 @@ export class ZeroIo implements QosIo {
   }
 
   execute(finish: () => void): void {
-    zeroVolume(this.#pool, this.#volume, this.#offset, this.#length, this.#options, (error) => {
+    this.#next.zero(this.#offset, this.#length, this.#options, (error) => {
       finish();
       this.#cb(error);
     });

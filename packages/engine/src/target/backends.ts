@@ -1,0 +1,147 @@
+import { KeelsonError } from "@keelson/sdk";
+import type { ExportCallback } from "../nbd/export.js";
+import type { Pool } from "../store/pool.js";
+import type { Snapshot, Volume } from "../store/volume.js";
+import { flushVolume, readVolume, writeVolume, type ZeroOptions, zeroVolume } from "../store/volume-io.js";
+import type { BlockIo } from "./block-io.js";
+
+/** Where a target's I/O ends: the local store or the replicated fan-out. */
+export interface TargetBackend extends BlockIo {
+  /** Size now (a volume may grow; a client sees the new size when it reconnects). */
+  readonly sizeBytes: number;
+}
+
+/** A volume of this node's pool: the store's own calls, nothing in between. */
+export class LocalVolumeBackend implements TargetBackend {
+  readonly #pool: Pool;
+  readonly #volume: Volume;
+
+  constructor(pool: Pool, volume: Volume) {
+    this.#pool = pool;
+    this.#volume = volume;
+  }
+
+  get sizeBytes(): number {
+    return this.#volume.sizeBytes;
+  }
+
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    readVolume(this.#pool, this.#volume, offset, length, buf, bufOffset, cb);
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    writeVolume(this.#pool, this.#volume, offset, data, fua, cb);
+  }
+
+  zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void {
+    zeroVolume(this.#pool, this.#volume, offset, length, options, cb);
+  }
+
+  flush(cb: ExportCallback): void {
+    flushVolume(this.#pool, cb);
+  }
+}
+
+/** A snapshot of this node's pool: reads from its layers; writes fail with READ_ONLY (EPERM); a flush has nothing to do. */
+export class SnapshotBackend implements TargetBackend {
+  readonly #pool: Pool;
+  readonly #snapshot: Snapshot;
+
+  constructor(pool: Pool, snapshot: Snapshot) {
+    this.#pool = pool;
+    this.#snapshot = snapshot;
+  }
+
+  get sizeBytes(): number {
+    return this.#snapshot.sizeBytes;
+  }
+
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    readVolume(this.#pool, this.#snapshot, offset, length, buf, bufOffset, cb);
+  }
+
+  write(_offset: number, _data: Buffer, _fua: boolean, cb: ExportCallback): void {
+    cb(this.#readOnly());
+  }
+
+  zero(_offset: number, _length: number, _options: ZeroOptions, cb: ExportCallback): void {
+    cb(this.#readOnly());
+  }
+
+  flush(cb: ExportCallback): void {
+    cb(null);
+  }
+
+  #readOnly(): KeelsonError {
+    return new KeelsonError({ code: "READ_ONLY", message: `snapshot ${this.#snapshot.name} is read-only; clone it to write` });
+  }
+}
+
+/**
+ * What a target needs of a replicated volume attached on this node (the
+ * fan-out `ReplicatedVolume` of replication/ has this shape; declared here
+ * so that the pipeline does not depend on the replication module).
+ */
+export interface ReplicatedIo {
+  readonly name: string;
+  /** The attachment's epoch: every replica request carries it, and each replica's own target fences it. */
+  readonly epoch: number;
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** NBD connections open on it now (a detach refuses while any is, unless forced). */
+  openHandles: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+}
+
+/**
+ * The replicated fan-out as a backend. The fan-out is promise-based (it waits
+ * on several replicas), so each request here costs its promise callbacks, as
+ * the replicated path always did; local volumes never come this way.
+ */
+export class ReplicatedBackend implements TargetBackend {
+  readonly #volume: ReplicatedIo;
+
+  constructor(volume: ReplicatedIo) {
+    this.#volume = volume;
+  }
+
+  get sizeBytes(): number {
+    return this.#volume.sizeBytes;
+  }
+
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    this.#volume.read(offset, length).then(
+      (data) => {
+        data.copy(buf, bufOffset);
+        cb(null);
+      },
+      (e: KeelsonError) => cb(e),
+    );
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    // No copy: each replica client copies the payload into its request before
+    // this returns, and the connection's buffer stays ours until the callback.
+    this.#volume.write(offset, data, fua).then(
+      () => cb(null),
+      (e: KeelsonError) => cb(e),
+    );
+  }
+
+  zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void {
+    this.#volume.zero(offset, length, options.trim, options.noHole, options.fua).then(
+      () => cb(null),
+      (e: KeelsonError) => cb(e),
+    );
+  }
+
+  flush(cb: ExportCallback): void {
+    this.#volume.flush().then(
+      () => cb(null),
+      (e: KeelsonError) => cb(e),
+    );
+  }
+}

@@ -1,0 +1,18 @@
+import type { ExportCallback } from "../nbd/export.js";
+import type { ZeroOptions } from "../store/volume-io.js";
+
+// A target is a chain of stages ending in a backend: epoch fence -> QoS ->
+// (encryption, later: it goes between QoS and the backend, so QoS counts the
+// application's bytes and replicas only ever see ciphertext) -> backend. Each
+// stage holds the next one and passes requests on with the caller's own
+// arguments and callback: a stage with nothing to do for a request costs a
+// call, never an allocation (the NBD request path runs through all of them).
+
+/** One stage of a target's pipeline, or its backend. Every method calls back exactly once. */
+export interface BlockIo {
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void;
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void;
+  /** WRITE_ZEROES (trim false) or TRIM (trim true). */
+  zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void;
+  flush(cb: ExportCallback): void;
+}

@@ -1,0 +1,132 @@
+import { KeelsonError } from "@keelson/sdk";
+import type { ExportCatalog, NbdExport } from "../nbd/export.js";
+import { DEFAULT_WEIGHT, type QosPolicy } from "../qos/policy.js";
+import type { QosManager, VolumeQosStatus } from "../qos/qos-manager.js";
+import type { Pool } from "../store/pool.js";
+import type { ReplicatedIo } from "./backends.js";
+import {
+  describeSnapshot,
+  describeVolume,
+  localVolumeTarget,
+  replicatedQosKey,
+  replicatedTarget,
+  snapshotTarget,
+} from "./volume-target.js";
+
+/** `VOLUME#EPOCH` -> its parts; a name without `#` has epoch 0. Null for a malformed epoch. */
+function parseEpochName(name: string): { volume: string; epoch: number } | null {
+  const at = name.lastIndexOf("#");
+  if (at < 0) return { volume: name, epoch: 0 };
+  const epoch = Number(name.slice(at + 1));
+  return /^[0-9]{1,15}$/.test(name.slice(at + 1)) && Number.isSafeInteger(epoch) ? { volume: name.slice(0, at), epoch } : null;
+}
+
+const EMPTY_QOS_STATUS: VolumeQosStatus = {
+  throttledMs: 0,
+  delayedIos: 0,
+  queuedIos: 0,
+  servedByReservation: 0,
+  servedByWeight: 0,
+};
+
+/**
+ * Opens this pool's volume `VOLUME#EPOCH` as a frontend's own replica, in
+ * process: the same stages a peer's frontend gets over NBD (the replica
+ * side's epoch fence, the replica volume's QoS state, the local store), with
+ * no lookup among the replicated volumes attached here. Null when there is no
+ * such volume or it is fenced past EPOCH. This is what the engine injects
+ * into replication/ as its `OpenLocalExport`.
+ */
+export function openLocalReplica(pool: Pool, qos: QosManager | null, exportName: string): NbdExport | null {
+  const parsed = parseEpochName(exportName);
+  const v = parsed ? pool.findVolume(parsed.volume) : undefined;
+  if (!v || !parsed || parsed.epoch < (v.record.epoch ?? 0)) return null;
+  return localVolumeTarget(pool, v, qos, parsed.epoch);
+}
+
+/**
+ * Every target an application reaches on this node, by export name: a
+ * replicated volume attached here under its name, a local volume under its
+ * name (or `VOLUME#EPOCH`), a snapshot read-only under `VOLUME@SNAPSHOT`.
+ * `F` is the replicated volume type the engine registers in `frontends`.
+ */
+export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements ExportCatalog {
+  readonly #pool: Pool;
+  readonly #qos: QosManager | null;
+  /** Replicated volumes attached on this node: their export name serves the frontend, not the local replica. */
+  readonly frontends = new Map<string, F>();
+
+  constructor(pool: Pool, qos: QosManager | null = null) {
+    this.#pool = pool;
+    this.#qos = qos;
+  }
+
+  list(): Array<{ name: string; description: string }> {
+    const volumes = this.#pool.listVolumes().map((v) => ({ name: v.name, description: describeVolume(v) }));
+    const snapshots = this.#pool.listSnapshots().map((s) => ({ name: s.name, description: describeSnapshot(s) }));
+    return [...volumes, ...snapshots];
+  }
+
+  describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null {
+    const frontend = this.frontends.get(name);
+    if (frontend) {
+      return { sizeBytes: frontend.sizeBytes, readOnly: frontend.readOnly, description: `keelson replicated volume ${name}` };
+    }
+    const parsed = parseEpochName(name);
+    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
+    if (v) return { sizeBytes: v.sizeBytes, readOnly: false, description: describeVolume(v) };
+    const s = this.#pool.findSnapshot(name);
+    return s ? { sizeBytes: s.sizeBytes, readOnly: true, description: describeSnapshot(s) } : null;
+  }
+
+  /** Opens a replicated volume attached here, `VOLUME`, `VOLUME#EPOCH` (refused once the volume is fenced past EPOCH) or `VOLUME@SNAPSHOT`. */
+  open(name: string): NbdExport | null {
+    const frontend = this.frontends.get(name);
+    if (frontend) return replicatedTarget(frontend, this.#qos);
+    const parsed = parseEpochName(name);
+    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
+    if (v && parsed) {
+      if (parsed.epoch < (v.record.epoch ?? 0)) return null;
+      return localVolumeTarget(this.#pool, v, this.#qos, parsed.epoch);
+    }
+    const s = this.#pool.findSnapshot(name);
+    return s ? snapshotTarget(this.#pool, s) : null;
+  }
+
+  /**
+   * Sets (or replaces, live) the QoS policy of the replicated volume
+   * `volumeName` on this node: its frontend's target here is throttled by it,
+   * on connections already open too. Idempotent; the volume need not be
+   * attached here yet (the policy waits for it). For the control plane to
+   * call where a replicated volume's policy is created, changed or loaded.
+   * Limits only: a reservation or a weight is a share of one disk, and the
+   * frontend's node is not where a replicated volume's I/O lands (it would
+   * also put every local volume of this node through the disk scheduler);
+   * those are INVALID_ARGUMENT, as is a catalog built without a QosManager.
+   */
+  applyQos(volumeName: string, policy: QosPolicy): void {
+    if (!this.#qos) {
+      throw new KeelsonError({
+        code: "INVALID_ARGUMENT",
+        message: `no QoS on this engine: cannot apply a policy to ${volumeName}`,
+      });
+    }
+    if (policy.reservationIops > 0 || policy.reservationBytesPerSec > 0 || policy.weight !== DEFAULT_WEIGHT) {
+      throw new KeelsonError({
+        code: "INVALID_ARGUMENT",
+        message: `replicated volume ${volumeName} takes QoS limits only: reservationIops ${policy.reservationIops}, reservationBytesPerSec ${policy.reservationBytesPerSec} and weight ${policy.weight} must be 0, 0 and ${DEFAULT_WEIGHT}`,
+      });
+    }
+    this.#qos.apply(replicatedQosKey(volumeName), policy);
+  }
+
+  /** What the QoS of the replicated volume `volumeName` did on this node (zeros when it has no state here). */
+  qosStatus(volumeName: string): VolumeQosStatus {
+    return this.#qos?.status(replicatedQosKey(volumeName)) ?? EMPTY_QOS_STATUS;
+  }
+
+  /** Forgets the QoS state of the replicated volume `volumeName` (deleted); I/O still waiting on it runs. Idempotent. */
+  removeQos(volumeName: string): void {
+    this.#qos?.remove(replicatedQosKey(volumeName));
+  }
+}

@@ -1,0 +1,233 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { isKeelsonError, type KeelsonError } from "@keelson/sdk";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { NbdExport } from "../nbd/export.js";
+import { NbdServer } from "../nbd/server.js";
+import { admitReservation } from "../qos/admission.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import { QosManager } from "../qos/qos-manager.js";
+import { ReplicatedVolume } from "../replication/replicated-volume.js";
+import { Pool } from "../store/pool.js";
+import { readVolume } from "../store/volume-io.js";
+import { openLocalReplica, TargetCatalog } from "./catalog.js";
+import { VolumeTarget } from "./volume-target.js";
+
+const MIB = 1024 * 1024;
+const BLOCK = 4096;
+let dir: string;
+/** Closed after each test, last opened first. */
+let cleanups: Array<() => Promise<void> | void> = [];
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-target-"));
+});
+afterEach(async () => {
+  for (const c of cleanups.reverse()) await c();
+  cleanups = [];
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function openPool(name: string): Promise<Pool> {
+  const pool = await Pool.open({ admit: admitReservation, path: path.join(dir, `${name}.img`), createSizeBytes: 64 * MIB });
+  cleanups.push(() => pool.close());
+  return pool;
+}
+
+function run(start: (cb: (e: KeelsonError | null) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => start((e) => (e ? reject(e) : resolve())));
+}
+const write = (t: NbdExport, offset: number, data: Buffer) => run((cb) => t.write(offset, data, false, cb));
+async function read(t: NbdExport, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.alloc(length, 0xee);
+  await run((cb) => t.read(offset, length, buf, 0, cb));
+  return buf;
+}
+function errorOf(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+}
+function pattern(seed: number, length = BLOCK): Buffer {
+  return Buffer.alloc(length, seed & 0xff);
+}
+/** A policy that lets `writeIops` writes a second through, one at a time. */
+function writeLimit(writeIops: number): QosPolicy {
+  return { ...defaultPolicy(), limits: { writeIops: { rate: writeIops, burst: 1 } } };
+}
+
+describe("local targets", () => {
+  it("a volume's target writes and reads back the same bytes, counts its handle, and is one VolumeTarget type", async () => {
+    const pool = await openPool("p");
+    const v = await pool.createVolume({ name: "v", sizeBytes: 4 * MIB });
+    const catalog = new TargetCatalog(pool, new QosManager(32));
+    const t = catalog.open("v");
+    if (!t) throw new Error("no target v");
+    expect(t).toBeInstanceOf(VolumeTarget);
+    expect(v.openHandles).toBe(1);
+    await write(t, 8 * BLOCK, pattern(7));
+    expect(await read(t, 8 * BLOCK, BLOCK)).toEqual(pattern(7));
+    t.close();
+    t.close();
+    expect(v.openHandles).toBe(0);
+  });
+
+  it("epoch fence: a handle opened under an older epoch is refused with EPOCH_STALE once the volume is fenced past it", async () => {
+    const pool = await openPool("p");
+    await pool.createVolume({ name: "v", sizeBytes: 4 * MIB });
+    const catalog = new TargetCatalog(pool);
+    const old = catalog.open("v#3");
+    if (!old) throw new Error("no target v#3");
+    await write(old, 0, pattern(1));
+    await pool.fenceVolume("v", 5);
+    const error = await errorOf(write(old, 0, pattern(2)));
+    expect(isKeelsonError(error, "EPOCH_STALE")).toBe(true);
+    expect(isKeelsonError(await errorOf(read(old, 0, BLOCK)), "EPOCH_STALE")).toBe(true);
+    old.close();
+    // Not opened at all under a stale epoch, neither by name nor as a frontend's local replica.
+    expect(catalog.open("v#4")).toBeNull();
+    expect(openLocalReplica(pool, null, "v#4")).toBeNull();
+    const current = openLocalReplica(pool, null, "v#5");
+    if (!current) throw new Error("no local replica v#5");
+    expect(await read(current, 0, BLOCK)).toEqual(pattern(1));
+    current.close();
+  });
+
+  it("a snapshot's target is read-only: writes fail with READ_ONLY and the bytes stay the snapshot's", async () => {
+    const pool = await openPool("p");
+    const v = await pool.createVolume({ name: "v", sizeBytes: 4 * MIB });
+    const catalog = new TargetCatalog(pool);
+    const t = catalog.open("v");
+    if (!t) throw new Error("no target v");
+    await write(t, 0, pattern(3));
+    await pool.createSnapshot({ volumeName: "v", name: "s1" });
+    await write(t, 0, pattern(4));
+    t.close();
+    const snap = catalog.open("v@s1");
+    if (!snap) throw new Error("no target v@s1");
+    expect(snap.readOnly).toBe(true);
+    expect(isKeelsonError(await errorOf(write(snap, 0, pattern(5))), "READ_ONLY")).toBe(true);
+    expect(await read(snap, 0, BLOCK)).toEqual(pattern(3));
+    snap.close();
+    expect(v.openHandles).toBe(0);
+  });
+
+  it("QoS stage: a volume's write limit delays its writes, and its state counts them", async () => {
+    const pool = await openPool("p");
+    const v = await pool.createVolume({ name: "v", sizeBytes: 4 * MIB });
+    const qos = new QosManager(32);
+    qos.apply(v.record.uid, writeLimit(20));
+    const t = new TargetCatalog(pool, qos).open("v");
+    if (!t) throw new Error("no target v");
+    const started = Date.now();
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(t, i * BLOCK, pattern(i + 1))));
+    // 6 writes at 20/s with a burst of 1: the last passes 5 x 50 ms after the first.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    expect(qos.status(v.record.uid).delayedIos).toBeGreaterThan(0);
+    for (let i = 0; i < 6; i++) expect(await read(t, i * BLOCK, BLOCK)).toEqual(pattern(i + 1));
+    t.close();
+  });
+});
+
+describe("replicated targets", () => {
+  /**
+   * A replicated volume "rv" with two replicas over real local stores: node
+   * a's in-process (through the injected local replica path), node b's over
+   * NBD on loopback, as a peer's would be.
+   */
+  async function replicated(): Promise<{ rv: ReplicatedVolume; catalog: TargetCatalog<ReplicatedVolume>; poolB: Pool }> {
+    const poolA = await openPool("a");
+    const poolB = await openPool("b");
+    await poolA.createVolume({ name: "rv", sizeBytes: 4 * MIB });
+    await poolB.createVolume({ name: "rv", sizeBytes: 4 * MIB });
+    const qosA = new QosManager(32);
+    const serverB = new NbdServer(new TargetCatalog(poolB, new QosManager(32)));
+    await serverB.listen({ tcp: "127.0.0.1:0" });
+    cleanups.push(() => serverB.close());
+    const rv = await ReplicatedVolume.open(
+      "rv",
+      1,
+      [
+        { nodeId: "a", nbdAddress: "", inSync: true },
+        { nodeId: "b", nbdAddress: serverB.tcpAddress, inSync: true },
+      ],
+      "a",
+      { openLocal: (name) => openLocalReplica(poolA, qosA, name) },
+    );
+    cleanups.push(() => rv.close());
+    const catalog = new TargetCatalog<ReplicatedVolume>(poolA, qosA);
+    catalog.frontends.set("rv", rv);
+    return { rv, catalog, poolB };
+  }
+
+  it("a policy applied to a replicated volume throttles its frontend's writes, on a connection already open; both replicas hold the bytes", async () => {
+    const { rv, catalog, poolB } = await replicated();
+    const t = catalog.open("rv");
+    if (!t) throw new Error("no target rv");
+    expect(t).toBeInstanceOf(VolumeTarget);
+    expect(rv.openHandles).toBe(1);
+    expect(rv.status().map((r) => r.state)).toEqual(["healthy", "healthy"]);
+    // No policy yet: nothing is delayed.
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(t, i * BLOCK, pattern(i + 1))));
+    expect(catalog.qosStatus("rv").delayedIos).toBe(0);
+    catalog.applyQos("rv", writeLimit(20));
+    const started = Date.now();
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(t, (16 + i) * BLOCK, pattern(i + 101))));
+    const elapsedMs = Date.now() - started;
+    // 6 writes at 20/s with a burst of 1: the last passes 5 x 50 ms after the first.
+    expect(elapsedMs).toBeGreaterThanOrEqual(200);
+    expect(catalog.qosStatus("rv").delayedIos).toBeGreaterThan(0);
+    for (let i = 0; i < 6; i++) expect(await read(t, (16 + i) * BLOCK, BLOCK)).toEqual(pattern(i + 101));
+    // The peer's replica holds what was acknowledged.
+    const onB = Buffer.alloc(BLOCK);
+    await run((cb) => readVolume(poolB, poolB.getVolume("rv"), 21 * BLOCK, BLOCK, onB, 0, cb));
+    expect(onB).toEqual(pattern(106));
+    t.close();
+    expect(rv.openHandles).toBe(0);
+    // Once the policy is lifted, nothing more is delayed.
+    catalog.applyQos("rv", defaultPolicy());
+    const delayed = catalog.qosStatus("rv").delayedIos;
+    const again = catalog.open("rv");
+    if (!again) throw new Error("no target rv");
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(again, (32 + i) * BLOCK, pattern(i + 201))));
+    expect(catalog.qosStatus("rv").delayedIos).toBe(delayed);
+    again.close();
+    catalog.removeQos("rv");
+  });
+
+  it("a replicated volume takes limits only: a reservation or a weight is refused with INVALID_ARGUMENT and changes nothing", async () => {
+    const { catalog } = await replicated();
+    const reserving = { ...defaultPolicy(), reservationIops: 100 };
+    const weighted = { ...defaultPolicy(), weight: 5 };
+    for (const policy of [reserving, weighted]) {
+      let error: unknown = null;
+      try {
+        catalog.applyQos("rv", policy);
+      } catch (e) {
+        error = e;
+      }
+      expect(isKeelsonError(error, "INVALID_ARGUMENT")).toBe(true);
+    }
+    expect(catalog.qosStatus("rv")).toEqual({
+      throttledMs: 0,
+      delayedIos: 0,
+      queuedIos: 0,
+      servedByReservation: 0,
+      servedByWeight: 0,
+    });
+  });
+
+  it("a replicated volume's policy does not touch a local volume's QoS state, nor the reverse", async () => {
+    const { catalog } = await replicated();
+    catalog.applyQos("rv", writeLimit(20));
+    const local = catalog.open("rv#1");
+    if (!local) throw new Error("no local target rv#1");
+    expect(local).toBeInstanceOf(VolumeTarget);
+    // The local replica volume "rv" has no policy of its own here: writes to it are not delayed.
+    await Promise.all(Array.from({ length: 6 }, (_, i) => write(local, i * BLOCK, pattern(i + 1))));
+    expect(catalog.qosStatus("rv").delayedIos).toBe(0);
+    local.close();
+  });
+});

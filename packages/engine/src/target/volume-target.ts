@@ -1,0 +1,144 @@
+import type { ExportCallback, NbdExport } from "../nbd/export.js";
+import type { QosManager } from "../qos/qos-manager.js";
+import type { Pool } from "../store/pool.js";
+import type { Snapshot, Volume } from "../store/volume.js";
+import type { ZeroOptions } from "../store/volume-io.js";
+import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
+import type { BlockIo } from "./block-io.js";
+import { EpochFence, QosStage } from "./stages.js";
+
+/** What counts a target's open handles: a volume, a snapshot or a replicated volume (delete or detach refuses while any is open). */
+export interface HandleCounter {
+  openHandles: number;
+}
+
+/** How a target is assembled. */
+export interface VolumeTargetParts {
+  name: string;
+  description: string;
+  readOnly: boolean;
+  /** Where the I/O ends (and what the size is read from). */
+  backend: TargetBackend;
+  /** The first stage of the pipeline in front of `backend` (the backend itself when there is none). */
+  head: BlockIo;
+  handles: HandleCounter;
+}
+
+/**
+ * One NBD connection's handle on a volume, a snapshot or a replicated volume:
+ * the one export type the NBD layer sees. Its I/O runs through the target's
+ * stages (epoch fence -> QoS -> [encryption] -> backend); it counts as an
+ * open handle of what it serves until closed.
+ */
+export class VolumeTarget implements NbdExport {
+  readonly name: string;
+  readonly description: string;
+  readonly readOnly: boolean;
+  readonly #backend: TargetBackend;
+  readonly #head: BlockIo;
+  readonly #handles: HandleCounter;
+  #closed = false;
+
+  constructor(parts: VolumeTargetParts) {
+    this.name = parts.name;
+    this.description = parts.description;
+    this.readOnly = parts.readOnly;
+    this.#backend = parts.backend;
+    this.#head = parts.head;
+    this.#handles = parts.handles;
+    parts.handles.openHandles++;
+  }
+
+  get sizeBytes(): number {
+    return this.#backend.sizeBytes;
+  }
+
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    this.#head.read(offset, length, buf, bufOffset, cb);
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    this.#head.write(offset, data, fua, cb);
+  }
+
+  zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void {
+    this.#head.zero(offset, length, options, cb);
+  }
+
+  flush(cb: ExportCallback): void {
+    this.#head.flush(cb);
+  }
+
+  /** Releases the handle. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#handles.openHandles--;
+  }
+}
+
+export function describeVolume(v: Volume): string {
+  return `keelson volume ${v.name} (${v.record.uid})`;
+}
+
+export function describeSnapshot(s: Snapshot): string {
+  return `keelson snapshot ${s.name} (${s.record.uid}), read-only`;
+}
+
+/**
+ * A writable volume of this pool under the attachment epoch `epoch` (0
+ * without one): epoch fence -> QoS (the volume's state, keyed by its uid;
+ * none without a QosManager) -> local store.
+ */
+export function localVolumeTarget(pool: Pool, volume: Volume, qos: QosManager | null, epoch: number): VolumeTarget {
+  const backend = new LocalVolumeBackend(pool, volume);
+  const limited: BlockIo = qos ? new QosStage(qos, volume.record.uid, volume.name, backend) : backend;
+  return new VolumeTarget({
+    name: volume.name,
+    description: describeVolume(volume),
+    readOnly: false,
+    backend,
+    head: new EpochFence(volume, epoch, limited),
+    handles: volume,
+  });
+}
+
+/** A snapshot of this pool, read-only: no epoch (nothing to fence) and no QoS, as it always was. */
+export function snapshotTarget(pool: Pool, snapshot: Snapshot): VolumeTarget {
+  const backend = new SnapshotBackend(pool, snapshot);
+  return new VolumeTarget({
+    name: snapshot.name,
+    description: describeSnapshot(snapshot),
+    readOnly: true,
+    backend,
+    head: backend,
+    handles: snapshot,
+  });
+}
+
+/**
+ * The QosManager key of a replicated volume's QoS state on its frontend's
+ * node: the cluster volume's name, prefixed so it never meets a local
+ * volume's uid (a UUID). The policy is the volume's, wherever it is attached.
+ */
+export function replicatedQosKey(volumeName: string): string {
+  return `replicated:${volumeName}`;
+}
+
+/**
+ * A replicated volume attached on this node: QoS (the state under
+ * {@link replicatedQosKey}) -> the fan-out. No epoch fence stage here: the
+ * attachment's epoch travels with every replica request and each replica's
+ * own target fences it, and the fan-out stops once a replica says it is stale.
+ */
+export function replicatedTarget(volume: ReplicatedIo, qos: QosManager | null): VolumeTarget {
+  const backend = new ReplicatedBackend(volume);
+  return new VolumeTarget({
+    name: volume.name,
+    description: `keelson replicated volume ${volume.name} (epoch ${volume.epoch})`,
+    readOnly: volume.readOnly,
+    backend,
+    head: qos ? new QosStage(qos, replicatedQosKey(volume.name), volume.name, backend) : backend,
+    handles: volume,
+  });
+}
