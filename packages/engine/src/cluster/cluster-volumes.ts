@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import type { QosPolicy } from "../qos/policy.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
@@ -13,6 +14,10 @@ export interface CreateReplicatedOptions {
   sizeBytes: number;
   replicas: number;
   labels: Record<string, string>;
+  /** QoS limits of the volume (limits only: see requireLimitsOnly); none when absent. */
+  qos?: QosPolicy;
+  /** The named class `qos` came from; "" when given as limits. */
+  qosClass?: string;
 }
 
 /** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
@@ -101,6 +106,7 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     sizeBytes: o.sizeBytes,
     replicas: chosen.map((c) => c.nodeId),
     inSync: chosen.map((c) => c.nodeId),
+    ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
     createdAtMs: Date.now(),
   };
   const ref = refs.volume(o.name);

@@ -1,12 +1,15 @@
 import { type Attachment, isKeelsonError, KeelsonError } from "@keelson/sdk";
+import type { QosPolicy } from "../qos/policy.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Logger } from "../util/log.js";
 import { removeAttachment } from "./attachments.js";
+import { findClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership } from "./membership.js";
 import { findNode } from "./peers.js";
 import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
+import { policyOf, type ReplicatedQos } from "./replicated-qos.js";
 import { StatusPublisher } from "./status-publisher.js";
 
 /** Longest a forwarded attach may take on the peer (a resync may be part of it): the caller's deadline bounds it. */
@@ -45,6 +48,8 @@ export interface VolumeAttacherOptions {
   rebuildThrottle: RebuildThrottle;
   /** Opens one of this node's exports in-process (a frontend's own replica). */
   openLocal: OpenLocalExport;
+  /** Where the frontends' QoS is enforced on this node. */
+  qos: ReplicatedQos;
   nodeId: string;
   log: Logger;
 }
@@ -102,6 +107,7 @@ export class VolumeAttacher {
       if (this.#underWay.get(name) === attaching) this.#underWay.delete(name);
     }
     existing?.close();
+    await this.#applyQos(m, rv);
     this.#o.frontends.set(name, rv);
     if (!rv.readOnly) {
       const publisher = new StatusPublisher(m, rv);
@@ -110,6 +116,27 @@ export class VolumeAttacher {
     }
     this.#o.log.log("info", "volume attached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, replicas: rv.status() });
     return { on: "local", volume: rv };
+  }
+
+  /**
+   * Applies the volume's QoS (from its record) to the new frontend. A record
+   * that cannot be read now leaves the frontend unlimited until the next
+   * SetVolumeQos reaches it; the attach itself stands.
+   */
+  async #applyQos(m: ClusterMembership, rv: ReplicatedVolume): Promise<void> {
+    try {
+      const record = await findClusterVolume(m, rv.name);
+      if (record) this.#o.qos.apply(rv.name, policyOf(record));
+    } catch (error) {
+      this.#o.log.log("warn", "QoS of an attached volume not applied", { volume: rv.name, error: String(error) });
+    }
+  }
+
+  /** Applies `policy` to the volume's frontend when it is attached on this node; false when it is not. */
+  applyQosHere(name: string, policy: QosPolicy): boolean {
+    if (!this.#o.frontends.get(name)?.serving) return false;
+    this.#o.qos.apply(name, policy);
+    return true;
   }
 
   /** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */
@@ -138,6 +165,7 @@ export class VolumeAttacher {
       const { clean } = await rv.detach(req.force);
       await this.#publishers.get(rv)?.stop("detached");
       this.#o.frontends.delete(name);
+      this.#o.qos.remove(name);
       await removeAttachment(m, name, this.#o.nodeId, rv.epoch);
       this.#o.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
       return;

@@ -9,10 +9,20 @@ import type {
   WireVolume,
 } from "@keelson/sdk/experimental";
 import { readAttachments } from "../cluster/attachments.js";
-import { createReplicatedVolume, findClusterVolume, getClusterVolume } from "../cluster/cluster-volumes.js";
-import { defaultPolicy } from "../qos/policy.js";
+import {
+  type ClusterVolumeRecord,
+  createReplicatedVolume,
+  findClusterVolume,
+  getClusterVolume,
+} from "../cluster/cluster-volumes.js";
+import type { ClusterMembership } from "../cluster/membership.js";
+import { findNode } from "../cluster/peers.js";
+import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import type { Volume } from "../store/volume.js";
+import { replicatedQosKey } from "../target/volume-target.js";
 import { type ControlContext, requireCluster } from "./context.js";
-import { resolvePolicy } from "./qos-wire.js";
+import { policyToWire, resolvePolicy } from "./qos-wire.js";
 import { requireString, unary } from "./unary.js";
 import { attachVolume, detachVolume } from "./volume-attach.js";
 import { attachmentToWire, remoteVolumeToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
@@ -22,7 +32,12 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   const { pool } = ctx;
   return {
     createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
-    getVolume: unary(ctx, "GetVolume", async (req) => volumeToWire(ctx, pool.getVolume(requireString(req.name, "name")))),
+    getVolume: unary(ctx, "GetVolume", async (req) => {
+      const v = pool.getVolume(requireString(req.name, "name"));
+      const m = ctx.membership();
+      const replicated = m ? await findClusterVolume(m, v.name) : null;
+      return replicated ? replicatedToWire(ctx, v, replicated) : volumeToWire(ctx, v);
+    }),
     listVolumes: unary(
       ctx,
       "ListVolumes",
@@ -46,6 +61,9 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
       const name = requireString(req.name, "name");
       const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
+      const m = ctx.membership();
+      const replicated = m ? await findClusterVolume(m, name) : null;
+      if (m && replicated) return setReplicatedQos(ctx, m, name, { policy, qosClass: qosClass ?? "" });
       const v = await pool.setVolumeQos(name, policy, qosClass);
       ctx.qos.apply(v.record.uid, policy);
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
@@ -121,17 +139,82 @@ async function refuseReplicated(ctx: ControlContext, name: string, what: string)
   }
 }
 
+/** This node's replica of a replicated volume, with what the volume's record says of its replicas and QoS. */
+function replicatedToWire(ctx: ControlContext, local: Volume, record: ClusterVolumeRecord): WireVolume {
+  return {
+    ...volumeToWire(ctx, local),
+    replicas: record.replicas.length,
+    qosClass: record.qosClass ?? "",
+    qos: policyToWire(policyOf(record)),
+    qosStatus: ctx.qos.status(replicatedQosKey(record.name)),
+  };
+}
+
+/**
+ * SetVolumeQos of a replicated volume: stored in its record, applied to its
+ * frontend here when attached here, and passed on to the other nodes it is
+ * attached on. Only a call that changed the record passes it on, so the
+ * calls between nodes end after one round.
+ */
+async function setReplicatedQos(
+  ctx: ControlContext,
+  m: ClusterMembership,
+  name: string,
+  asked: { policy: QosPolicy; qosClass: string },
+): Promise<WireVolume> {
+  const { record, changed } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
+  ctx.attacher.applyQosHere(name, asked.policy);
+  if (changed) await forwardQos(ctx, m, name, asked);
+  ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
+  const local = ctx.pool.findVolume(name);
+  if (local) return replicatedToWire(ctx, local, record);
+  return remoteVolumeToWire(ctx, {
+    name,
+    sizeBytes: record.sizeBytes,
+    createdAtMs: record.createdAtMs,
+    replicas: record.replicas.length,
+    labels: {},
+  });
+}
+
+/** Passes a QoS change on to the other nodes the volume is attached on; one that does not answer picks it up at its next attach. */
+async function forwardQos(
+  ctx: ControlContext,
+  m: ClusterMembership,
+  name: string,
+  asked: { policy: QosPolicy; qosClass: string },
+): Promise<void> {
+  const { entries } = await readAttachments(m, name);
+  const others = new Set(entries.map((e) => e.nodeId).filter((id) => id !== ctx.nodeId));
+  for (const nodeId of others) {
+    try {
+      const node = await findNode(m, nodeId);
+      await m.peers.withPeer(node, (c) => c.setVolumeQos({ name, qosClass: asked.qosClass, qos: asked.policy }));
+    } catch (error) {
+      ctx.log.log("warn", "QoS change not passed on to an attached node", { volume: name, node: nodeId, error: String(error) });
+    }
+  }
+}
+
 /** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
 async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
   const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
-  if (req.source || req.qosClass || req.qos) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source or QoS yet" });
+  if (req.source) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source yet" });
   }
   const name = requireString(req.name, "name");
-  const record = await createReplicatedVolume(m, { name, sizeBytes: req.sizeBytes, replicas: req.replicas, labels: req.labels });
+  const asked = req.qosClass || req.qos ? resolvePolicy(ctx.qosClasses, req.qosClass, req.qos) : null;
+  const qos = asked ? { qos: requireLimitsOnly(name, asked.policy), qosClass: asked.qosClass } : {};
+  const record = await createReplicatedVolume(m, {
+    name,
+    sizeBytes: req.sizeBytes,
+    replicas: req.replicas,
+    labels: req.labels,
+    ...qos,
+  });
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
   const local = ctx.pool.findVolume(name);
-  if (local) return { ...volumeToWire(ctx, local), replicas: record.replicas.length };
+  if (local) return replicatedToWire(ctx, local, record);
   return remoteVolumeToWire(ctx, {
     name,
     sizeBytes: record.sizeBytes,

@@ -1,4 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
+import type { QosPolicyRecord } from "../store/catalog.js";
 import { keyOf, type RecordKind, type RecordRef } from "./keys.js";
 
 /** A node as registered in the cluster (kept after it dies, so the cluster knows it is down). */
@@ -33,6 +34,10 @@ export interface ClusterVolumeRecord {
   inSync: string[];
   /** Nodes whose replica was replaced: the stale copy left there is deleted once the node is back. */
   retired?: string[];
+  /** QoS limits the frontend applies to the volume's I/O wherever it is attached; none when absent. */
+  qos?: QosPolicyRecord;
+  /** The named class `qos` came from; "" or absent when it was given as limits. */
+  qosClass?: string;
   createdAtMs: number;
 }
 
@@ -150,6 +155,20 @@ const stringMap: Check = (v, p) => {
   return null;
 };
 
+const rateLimit = object({ rate: num, burst: optional(num) });
+const qosPolicy = object({
+  limits: object({
+    readIops: optional(rateLimit),
+    writeIops: optional(rateLimit),
+    totalIops: optional(rateLimit),
+    readBytesPerSec: optional(rateLimit),
+    writeBytesPerSec: optional(rateLimit),
+  }),
+  reservationIops: num,
+  reservationBytesPerSec: num,
+  weight: num,
+});
+
 const attachmentEntry = object({ nodeId: str, readOnly: bool, epoch: count, attachedAtMs: num });
 
 /** The shape of each kind's record. */
@@ -173,6 +192,8 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     replicas: arrayOf(str),
     inSync: arrayOf(str),
     retired: optional(arrayOf(str)),
+    qos: optional(qosPolicy),
+    qosClass: optional(str),
     createdAtMs: num,
   }),
   activity: object({ epoch: count, extentBytes: count, all: optional(bool), bitmap: optional(str) }),
