@@ -26,6 +26,7 @@ import { QosManager } from "../qos/qos-manager.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS } from "../replication/frontend.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { Pool } from "../store/pool.js";
+import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
 /** Version reported by GetNode. */
@@ -99,7 +100,7 @@ function readPem(file: string, what: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (error) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${(error as Error).message}` });
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${messageOf(error)}` });
   }
 }
 

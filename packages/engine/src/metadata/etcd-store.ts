@@ -1,6 +1,7 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
 import { type ComparatorBuilder, Etcd3, type IWatchResponse } from "etcd3";
+import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
 import { decodeRecord, encodeRecord, type RecordTypes } from "./records.js";
@@ -191,7 +192,7 @@ export class EtcdMetadataStore implements MetadataStore {
       await this.#client.get(`${KEY_PREFIX}/`).revision(revision).exec();
       return false;
     } catch (error) {
-      return /compact/i.test((error as Error).message);
+      return /compact/i.test(messageOf(error));
     }
   }
 

@@ -1,4 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import { keyOf, type RecordKind, type RecordRef } from "./keys.js";
 
 /** A node as registered in the cluster (kept after it dies, so the cluster knows it is down). */
@@ -218,7 +219,7 @@ export function decodeRecord<K extends RecordKind>(ref: RecordRef<K>, stored: st
   } catch (error) {
     throw new KeelsonError({
       code: "METADATA_CORRUPT",
-      message: `cluster record ${keyOf(ref)} is not valid JSON: ${(error as Error).message}`,
+      message: `cluster record ${keyOf(ref)} is not valid JSON: ${messageOf(error)}`,
       cause: error,
     });
   }

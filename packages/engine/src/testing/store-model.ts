@@ -1,5 +1,6 @@
 import assert from "node:assert";
 import { isKeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import { seededRandom } from "./random.js";
 
 // A reference model of volumes and snapshots as plain byte arrays, and a
@@ -347,7 +348,7 @@ export async function runStoreModel(target: ModelTarget, options: ModelOptions):
     try {
       line = await run.step();
     } catch (error) {
-      throw new Error(`seed ${options.seed} step ${step}: operation failed: ${(error as Error).message}`, { cause: error });
+      throw new Error(`seed ${options.seed} step ${step}: operation failed: ${messageOf(error)}`, { cause: error });
     }
     options.trace?.(`${step}: ${line}`);
     await run.check(line.startsWith("kill"), step, options.seed);
