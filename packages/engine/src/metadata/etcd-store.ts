@@ -31,7 +31,7 @@ const DIAL_TIMEOUT_MS = 3000;
  */
 export function fromEtcdError(error: unknown): KeelsonError {
   if (error instanceof KeelsonError) return error;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
 }
 
