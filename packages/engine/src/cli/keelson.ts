@@ -8,6 +8,7 @@ import {
   createClient,
   isKeelsonError,
   type KeelsonClient,
+  KeelsonError,
   type QosLimits,
   type QosPolicy,
   type Snapshot,
@@ -16,6 +17,7 @@ import {
 } from "@keelson/sdk";
 import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
 import { LocalCluster } from "../local-cluster/local-cluster.js";
+import { messageOf } from "../util/errors.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
 
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>
@@ -99,14 +101,19 @@ interface Args {
 
 const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
 
+/** A refused command line (bad flag, value or subcommand): printed as `keelson: INVALID_ARGUMENT: ...`. */
+function invalid(message: string): KeelsonError {
+  return new KeelsonError({ code: "INVALID_ARGUMENT", message });
+}
+
 /** Client credentials from --tls-ca/--tls-cert/--tls-key; none (plaintext) without --tls-ca. */
 function clientTls(values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string }): { credentials?: ChannelCredentials } {
   const { "tls-ca": ca, "tls-cert": cert, "tls-key": key } = values;
   if (!ca) {
-    if (cert || key) throw new Error("--tls-cert and --tls-key need --tls-ca");
+    if (cert || key) throw invalid("--tls-cert and --tls-key need --tls-ca");
     return {};
   }
-  if (Boolean(cert) !== Boolean(key)) throw new Error("--tls-cert and --tls-key go together");
+  if (Boolean(cert) !== Boolean(key)) throw invalid("--tls-cert and --tls-key go together");
   const read = (f: string) => fs.readFileSync(f);
   return {
     credentials: cert && key ? credentials.createSsl(read(ca), read(key), read(cert)) : credentials.createSsl(read(ca)),
@@ -115,9 +122,10 @@ function clientTls(values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?:
 
 async function upCommand(args: Args): Promise<void> {
   const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
-  if (fs.existsSync(path.join(dir, "cluster.json"))) throw new Error(`a cluster is already up in ${dir}; run keelson down first`);
+  if (fs.existsSync(path.join(dir, "cluster.json")))
+    throw new KeelsonError({ code: "ALREADY_EXISTS", message: `a cluster is already up in ${dir}; run keelson down first` });
   const nodes = args.nodes ? number(args.nodes, "--nodes") : 3;
-  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw new Error(`invalid --nodes ${nodes}: 1 to 16`);
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw invalid(`invalid --nodes ${nodes}: 1 to 16`);
   const isolation = args.loopback || process.getuid?.() !== 0 ? "loopback" : "netns";
   if (isolation === "loopback")
     process.stderr.write("keelson up: not root (or --loopback): nodes get 127.0.0.x addresses and plain files, no namespaces\n");
@@ -148,7 +156,7 @@ async function upCommand(args: Args): Promise<void> {
 
 async function downCommand(args: Args): Promise<void> {
   const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
-  if (!fs.existsSync(path.join(dir, "cluster.json"))) throw new Error(`no cluster is up in ${dir}`);
+  if (!fs.existsSync(path.join(dir, "cluster.json"))) throw invalid(`no cluster is up in ${dir}`);
   await LocalCluster.fromDir(dir).stop();
   process.stdout.write(`stopped the local cluster in ${dir}\n`);
 }
@@ -182,7 +190,7 @@ const LIMIT_FLAGS: Record<string, { key: keyof QosLimits; bytes: boolean }> = {
 
 function number(value: string, what: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n)) throw new Error(`invalid ${what} ${JSON.stringify(value)}: a number`);
+  if (!Number.isFinite(n)) throw invalid(`invalid ${what} ${JSON.stringify(value)}: a number`);
   return n;
 }
 
@@ -192,7 +200,7 @@ function qosFromArgs(args: Args): QosPolicy | undefined {
   for (const l of args.limits) {
     const [key, value = ""] = l.split("=", 2);
     const flag = LIMIT_FLAGS[key ?? ""];
-    if (!flag) throw new Error(`invalid --limit ${JSON.stringify(l)}: keys are ${Object.keys(LIMIT_FLAGS).join(", ")}`);
+    if (!flag) throw invalid(`invalid --limit ${JSON.stringify(l)}: keys are ${Object.keys(LIMIT_FLAGS).join(", ")}`);
     const [rate = "", burst] = value.split("/", 2);
     const parse = (v: string): number => (flag.bytes ? parseSizeBytes(v) : number(v, `--limit ${key}`));
     limits[flag.key] = burst === undefined ? { rate: parse(rate) } : { rate: parse(rate), burst: parse(burst) };
@@ -215,7 +223,7 @@ function splitRef(ref: string): { volume: string; snapshot: string | undefined }
 
 function snapshotRef(ref: string | undefined): { volume: string; name: string } {
   const { volume, snapshot } = splitRef(need(ref, "VOLUME@NAME"));
-  if (!snapshot) throw new Error(`expected VOLUME@NAME, got ${JSON.stringify(ref)}`);
+  if (!snapshot) throw invalid(`expected VOLUME@NAME, got ${JSON.stringify(ref)}`);
   return { volume, name: snapshot };
 }
 
@@ -254,7 +262,7 @@ async function snapshotCommand(client: KeelsonClient, args: Args): Promise<void>
       return print(args, r, () => `deleted ${ref}; ${formatBytes(r.freedBytes)} returned to the pool`);
     }
     default:
-      throw new Error(`unknown snapshot command ${JSON.stringify(sub)}\n\n${USAGE}`);
+      throw invalid(`unknown snapshot command ${JSON.stringify(sub)}\n\n${USAGE}`);
   }
 }
 
@@ -312,7 +320,7 @@ function print(args: Args, value: unknown, human: () => string): void {
 }
 
 function need(value: string | undefined, what: string): string {
-  if (!value) throw new Error(`missing ${what}\n\n${USAGE}`);
+  if (!value) throw invalid(`missing ${what}\n\n${USAGE}`);
   return value;
 }
 
@@ -320,7 +328,7 @@ function parseLabels(labels: string[]): Record<string, string> {
   return Object.fromEntries(
     labels.map((l) => {
       const at = l.indexOf("=");
-      if (at <= 0) throw new Error(`invalid label ${JSON.stringify(l)}: use key=value`);
+      if (at <= 0) throw invalid(`invalid label ${JSON.stringify(l)}: use key=value`);
       return [l.slice(0, at), l.slice(at + 1)];
     }),
   );
@@ -416,7 +424,7 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
       return print(args, r, () => `deleted ${name}; ${formatBytes(r.freedBytes)} returned to the pool`);
     }
     default:
-      throw new Error(`unknown volume command ${JSON.stringify(sub)}\n\n${USAGE}`);
+      throw invalid(`unknown volume command ${JSON.stringify(sub)}\n\n${USAGE}`);
   }
 }
 
@@ -431,7 +439,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
     });
     return print(args, n.pool.capability, () => JSON.stringify(n.pool.capability));
   }
-  if (sub !== undefined && sub !== "info") throw new Error(`unknown node command ${JSON.stringify(sub)}\n\n${USAGE}`);
+  if (sub !== undefined && sub !== "info") throw invalid(`unknown node command ${JSON.stringify(sub)}\n\n${USAGE}`);
   const n = await client.getNode();
   print(args, n, () =>
     table([
@@ -532,7 +540,7 @@ async function main(): Promise<number> {
     else if (positionals[0] === "snapshot") await snapshotCommand(client, args);
     else if (positionals[0] === "cluster") await clusterCommand(client, args);
     else if (positionals[0] === "node") await nodeCommand(client, args);
-    else throw new Error(`unknown command ${JSON.stringify(positionals[0])}\n\n${USAGE}`);
+    else throw invalid(`unknown command ${JSON.stringify(positionals[0])}\n\n${USAGE}`);
     return 0;
   } finally {
     client.close();
@@ -543,7 +551,7 @@ main().then(
   (code) => process.exit(code),
   (error: unknown) => {
     if (isKeelsonError(error)) process.stderr.write(`keelson: ${error.code}: ${error.message}\n`);
-    else process.stderr.write(`keelson: ${error instanceof Error ? error.message : String(error)}\n`);
+    else process.stderr.write(`keelson: ${messageOf(error)}\n`);
     process.exit(1);
   },
 );

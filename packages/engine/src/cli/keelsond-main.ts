@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { type ControlTls, DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
 import { parseQosClasses } from "../qos/policy.js";
+import { messageOf } from "../util/errors.js";
 import { jsonLogger } from "../util/log.js";
 import { parseSizeBytes } from "../util/size.js";
 
@@ -155,7 +156,7 @@ function mul1000(s: number | undefined): number | undefined {
 main().catch((error: unknown) => {
   log.log("error", "keelsond failed to start", {
     code: isKeelsonError(error) ? error.code : undefined,
-    error: error instanceof Error ? error.message : String(error),
+    error: messageOf(error),
   });
   process.exit(1);
 });

@@ -1,6 +1,7 @@
 import { isKeelsonError, KeelsonError, type Snapshot } from "@keelson/sdk";
 import { refs, type SnapshotRecord } from "../metadata/index.js";
 import type { ReplicatedVolume } from "../replication/replicated-volume.js";
+import { messageOf } from "../util/errors.js";
 import { readAttachments } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
@@ -106,7 +107,7 @@ export async function createReplicatedSnapshot(
   const taken = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const first = taken[0];
   if (!first) {
-    const why = results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "")).filter(Boolean);
+    const why = results.map((r) => (r.status === "rejected" ? messageOf(r.reason) : "")).filter(Boolean);
     throw new KeelsonError({
       code: "UNAVAILABLE",
       message: `no replica of ${req.volume} took snapshot ${req.name}${why.length ? `: ${why.join("; ")}` : ""}`,
@@ -153,7 +154,7 @@ export async function deleteReplicatedSnapshot(m: ClusterMembership, volume: str
     } catch (error) {
       if (isKeelsonError(error, "SNAPSHOT_NOT_FOUND")) continue;
       left.push(id);
-      why.push(`${id}: ${(error as Error).message}`);
+      why.push(`${id}: ${messageOf(error)}`);
     }
   }
   const ref = refs.snapshot(volume, name);

@@ -2,6 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
+import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
 import { placeReplicas } from "./placement.js";
@@ -34,7 +35,7 @@ export async function peerFreeBytes(peers: PeerDialer, node: ClusterNode): Promi
       last = error;
     }
   }
-  return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${(last as Error).message ?? String(last)}` };
+  return { freeBytes: 0, problem: `GetNode at ${node.controlAddress} failed: ${messageOf(last)}` };
 }
 
 /** Longest a placement waits for nodes the leader still counts up to take their lease again. */

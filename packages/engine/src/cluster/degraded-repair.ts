@@ -1,5 +1,6 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { messageOf } from "../util/errors.js";
 import { peerFreeBytes } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
@@ -44,7 +45,7 @@ export async function repairDegradedVolumes(
         await removeRetiredCopy(m, record.name, node);
         report.removed.push(`${record.name}: stale copy on ${nodeId}`);
       } catch (error) {
-        report.stuck.push(`${record.name}: stale copy on ${nodeId} not removed: ${(error as Error).message}`);
+        report.stuck.push(`${record.name}: stale copy on ${nodeId} not removed: ${messageOf(error)}`);
       }
     }
     for (const nodeId of record.replicas) {
@@ -56,7 +57,7 @@ export async function repairDegradedVolumes(
         const to = await replaceReplica(m, record, nodeId, nodes);
         report.replaced.push(`${record.name}: ${nodeId} -> ${to}`);
       } catch (error) {
-        report.stuck.push(`${record.name}: replica on ${nodeId} not replaced: ${(error as Error).message}`);
+        report.stuck.push(`${record.name}: replica on ${nodeId} not replaced: ${messageOf(error)}`);
       }
       break; // one replacement per volume per pass; the record changed
     }

@@ -1,6 +1,7 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
+import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
 import type { PeerDialer } from "./peer-dialer.js";
 
@@ -35,7 +36,7 @@ export interface JoinOptions {
 function unavailable(message: string, cause: unknown): KeelsonError {
   // A corrupt record is no outage: it keeps its code (and names its key).
   if (isKeelsonError(cause, "METADATA_CORRUPT")) return cause;
-  return new KeelsonError({ code: "UNAVAILABLE", message: `${message}: ${(cause as Error).message ?? String(cause)}`, cause });
+  return new KeelsonError({ code: "UNAVAILABLE", message: `${message}: ${messageOf(cause)}`, cause });
 }
 
 /** Delay before trying to take a lost lease again (a partition, an etcd restart). */

@@ -3,6 +3,7 @@ import { KeelsonError, toServiceError } from "@keelson/sdk";
 import type { EventServiceServer, WireEvent, WireWatchRequest } from "@keelson/sdk/experimental";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { ALL_OF_REVISION, type MetadataEvent, type MetadataWatch } from "../metadata/index.js";
+import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
 
 type EventKind = NonNullable<WireEvent["kind"]>;
@@ -106,7 +107,7 @@ export function eventService(membership: () => ClusterMembership | null, log: Lo
         const e =
           error instanceof KeelsonError
             ? error
-            : new KeelsonError({ code: "UNAVAILABLE", message: `watch: ${(error as Error).message}`, cause: error });
+            : new KeelsonError({ code: "UNAVAILABLE", message: `watch: ${messageOf(error)}`, cause: error });
         call.emit("error", toServiceError(e));
       });
     },

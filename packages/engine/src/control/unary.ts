@@ -1,11 +1,12 @@
 import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from "@grpc/grpc-js";
 import { KeelsonError, toServiceError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
 
 function toWireError(error: unknown): Partial<ServiceError> {
   // Metadata store failures arrive as KeelsonError already (UNAVAILABLE while it is away): converted in metadata/.
   if (error instanceof KeelsonError) return toServiceError(error);
-  return { code: status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
+  return { code: status.INTERNAL, details: messageOf(error) };
 }
 
 /** Adapts an async handler to grpc-js, mapping KeelsonError to status + keelson-code at this edge only. */

@@ -26,6 +26,7 @@ import { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
+import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 
 /** Version reported by GetNode. */
@@ -99,7 +100,7 @@ function readPem(file: string, what: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (error) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${(error as Error).message}` });
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${messageOf(error)}` });
   }
 }
 

@@ -3,6 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import {
   addNodeNamespace,
   createNetwork,
@@ -125,7 +126,7 @@ export const LocalCluster = {
       await cluster.stop().catch(() => undefined);
       throw new KeelsonError({
         code: isKeelsonError(error) ? error.code : "INTERNAL",
-        message: `local cluster did not start: ${(error as Error).message}\n${tails}`,
+        message: `local cluster did not start: ${messageOf(error)}\n${tails}`,
         cause: error,
       });
     }
@@ -245,7 +246,7 @@ export class StartedLocalCluster implements AsyncDisposable {
         missing = this.nodes.map((n) => n.nodeId).filter((id) => !seen.some((s) => s.nodeId === id && s.alive));
         if (missing.length === 0) return;
       } catch (error) {
-        lastError = `; last error: ${(error as Error).message}`;
+        lastError = `; last error: ${messageOf(error)}`;
       }
       await new Promise((r) => setTimeout(r, 100));
     }

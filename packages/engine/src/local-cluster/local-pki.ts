@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 
 /** PEM files of one certificate and its key. */
 export interface CertFiles {
@@ -23,7 +24,7 @@ function openssl(args: string[]): void {
     const stderr = (error as { stderr?: Buffer }).stderr?.toString() ?? "";
     throw new KeelsonError({
       code: "INTERNAL",
-      message: `openssl ${args[0]} failed (a local cluster on TLS needs openssl): ${stderr || (error as Error).message}`,
+      message: `openssl ${args[0]} failed (a local cluster on TLS needs openssl): ${stderr || messageOf(error)}`,
     });
   }
 }

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import type { HostNetwork } from "./host-network.js";
 import type { CertFiles, LocalPki } from "./local-pki.js";
 
@@ -58,7 +59,7 @@ export function parseState(text: string, file: string): LocalClusterState {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw invalid(file, `not JSON (${(error as Error).message})`);
+    throw invalid(file, `not JSON (${messageOf(error)})`);
   }
   assertState(value, file);
   return value;

@@ -1,6 +1,7 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
 import { type ComparatorBuilder, Etcd3, type IWatchResponse } from "etcd3";
+import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
 import { decodeRecord, encodeRecord, type RecordTypes } from "./records.js";
@@ -30,7 +31,7 @@ const DIAL_TIMEOUT_MS = 3000;
  */
 export function fromEtcdError(error: unknown): KeelsonError {
   if (error instanceof KeelsonError) return error;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
 }
 
@@ -191,7 +192,7 @@ export class EtcdMetadataStore implements MetadataStore {
       await this.#client.get(`${KEY_PREFIX}/`).revision(revision).exec();
       return false;
     } catch (error) {
-      return /compact/i.test((error as Error).message);
+      return /compact/i.test(messageOf(error));
     }
   }
 

@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { QosPolicyRecord } from "../store/catalog.js";
+import { messageOf } from "../util/errors.js";
 import { keyOf, type RecordKind, type RecordRef } from "./keys.js";
 
 /** A node as registered in the cluster (kept after it dies, so the cluster knows it is down). */
@@ -239,7 +240,7 @@ export function decodeRecord<K extends RecordKind>(ref: RecordRef<K>, stored: st
   } catch (error) {
     throw new KeelsonError({
       code: "METADATA_CORRUPT",
-      message: `cluster record ${keyOf(ref)} is not valid JSON: ${(error as Error).message}`,
+      message: `cluster record ${keyOf(ref)} is not valid JSON: ${messageOf(error)}`,
       cause: error,
     });
   }

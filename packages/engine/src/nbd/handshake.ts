@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import createDebug from "debug";
+import { messageOf } from "../util/errors.js";
 import type { ExportCatalog, NbdExport } from "./export.js";
 import {
   ClientFlag,
@@ -249,7 +250,7 @@ export async function negotiate(socket: Socket, catalog: ExportCatalog): Promise
     return { export: exp, leftover, structuredReplies: n.structuredReplies };
   } catch (error) {
     n.reader.detach();
-    debug("handshake ended: %s", (error as Error).message);
+    debug("handshake ended: %s", messageOf(error));
     return null;
   }
 }

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import net from "node:net";
+import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { Connection } from "./connection.js";
 import type { ExportCatalog } from "./export.js";
@@ -25,7 +26,10 @@ function parseHostPort(address: string): { host: string; port: number } {
   const host = address.slice(0, at).replace(/^\[|\]$/g, "");
   const port = Number(address.slice(at + 1));
   if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`invalid listen address ${JSON.stringify(address)}: use host:port`);
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `invalid listen address ${JSON.stringify(address)}: use host:port`,
+    });
   }
   return { host, port };
 }

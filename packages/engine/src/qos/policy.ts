@@ -1,5 +1,6 @@
 import { KeelsonError, type QosLimits, type RateLimit } from "@keelson/sdk";
 import { absentQosPolicy, DEFAULT_QOS_WEIGHT, type QosPolicyRecord } from "../store/catalog.js";
+import { messageOf } from "../util/errors.js";
 
 // Limits have one shape on the wire, in the SDK and here: the SDK's types.
 export type { QosLimits, RateLimit };
@@ -77,7 +78,7 @@ export function parseQosClasses(json: string, source: string): Map<string, QosPo
   try {
     parsed = JSON.parse(json);
   } catch (error) {
-    throw invalid(`QoS classes in ${source} are not JSON: ${(error as Error).message}`);
+    throw invalid(`QoS classes in ${source} are not JSON: ${messageOf(error)}`);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw invalid(`QoS classes in ${source} must be an object of class name to policy`);
@@ -88,7 +89,7 @@ export function parseQosClasses(json: string, source: string): Map<string, QosPo
     try {
       classes.set(name, validatePolicy(policy));
     } catch (error) {
-      throw invalid(`QoS class ${name} in ${source}: ${(error as Error).message}`);
+      throw invalid(`QoS class ${name} in ${source}: ${messageOf(error)}`);
     }
   }
   return classes;

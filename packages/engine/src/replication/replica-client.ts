@@ -27,6 +27,7 @@ import {
   ReplyType,
   STRUCTURED_REPLY_MAGIC,
 } from "../nbd/structured-reply.js";
+import { messageOf } from "../util/errors.js";
 
 /** Requests one replica connection keeps in flight; more wait for a free slot. */
 export const MAX_REPLICA_INFLIGHT = 128;
@@ -127,10 +128,10 @@ export class ReplicaClient {
       ? net.connect(address)
       : net.connect(Number(address.slice(at + 1)), address.slice(0, at));
     if (!address.startsWith("/")) socket.setNoDelay(true);
-    const reader = new HandshakeReader(socket);
+    const reader = new HandshakeReader(socket, `${exportName}@${address}`);
     try {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no connection in ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+        const timer = setTimeout(() => reject(reader.failure(`no connection in ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
         socket.once("connect", () => {
           clearTimeout(timer);
           resolve();
@@ -148,7 +149,7 @@ export class ReplicaClient {
     } catch (error) {
       socket.destroy();
       if (error instanceof KeelsonError) throw error;
-      throw replicaError("closed", `${exportName}@${address}: ${(error as Error).message}`);
+      throw replicaError("closed", `${exportName}@${address}: ${messageOf(error)}`);
     }
   }
 
@@ -303,6 +304,8 @@ export class ReplicaClient {
 /** Buffers handshake bytes and hands out exact-length reads. */
 class HandshakeReader {
   readonly #socket: net.Socket;
+  /** `EXPORT@ADDRESS`, named in every handshake failure. */
+  readonly #where: string;
   rest: Buffer = Buffer.alloc(0);
   #waiter: (() => void) | null = null;
   #ended = false;
@@ -315,8 +318,9 @@ class HandshakeReader {
     this.#waiter?.();
   };
 
-  constructor(socket: net.Socket) {
+  constructor(socket: net.Socket, where: string) {
     this.#socket = socket;
+    this.#where = where;
     socket.on("data", this.#onData);
     socket.on("close", this.#onEnd);
   }
@@ -324,8 +328,8 @@ class HandshakeReader {
   async take(n: number): Promise<Buffer> {
     const deadline = Date.now() + CONNECT_TIMEOUT_MS;
     while (this.rest.length < n) {
-      if (this.#ended) throw new Error("connection closed during negotiation");
-      if (Date.now() > deadline) throw new Error("negotiation timed out");
+      if (this.#ended) throw this.failure("connection closed during negotiation");
+      if (Date.now() > deadline) throw this.failure("negotiation timed out");
       await new Promise<void>((resolve) => {
         this.#waiter = resolve;
         setTimeout(resolve, 100);
@@ -335,6 +339,11 @@ class HandshakeReader {
     const out = this.rest.subarray(0, n);
     this.rest = this.rest.subarray(n);
     return out;
+  }
+
+  /** A failed handshake: the replica is not usable at this address, UNAVAILABLE like a refused connection. */
+  failure(detail: string): KeelsonError {
+    return replicaError("closed", `${this.#where}: ${detail}`);
   }
 
   detach(): void {
@@ -351,7 +360,7 @@ async function negotiate(
 ): Promise<{ sizeBytes: number; structured: boolean }> {
   const greeting = await r.take(18);
   if (!greeting.subarray(0, 8).equals(NBDMAGIC) || !greeting.subarray(8, 16).equals(IHAVEOPT)) {
-    throw new Error("not an NBD server (bad greeting)");
+    throw r.failure("not an NBD server (bad greeting)");
   }
   const flags = Buffer.alloc(4);
   flags.writeUInt32BE(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES, 0);
@@ -371,7 +380,7 @@ async function negotiate(
   let structured = false;
   for (let replies = 0; replies < 64; replies++) {
     const head = await r.take(20);
-    if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new Error("bad option reply magic");
+    if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw r.failure("bad option reply magic");
     const type = head.readUInt32BE(12);
     const data = await r.take(head.readUInt32BE(16));
     if (head.readUInt32BE(8) === Option.STRUCTURED_REPLY) {
@@ -380,7 +389,7 @@ async function negotiate(
       continue;
     }
     if (type === OptionReply.ACK) {
-      if (sizeBytes < 0) throw new Error("server acknowledged OPT_GO without export info");
+      if (sizeBytes < 0) throw r.failure("server acknowledged OPT_GO without export info");
       return { sizeBytes, structured };
     }
     if (type === OptionReply.INFO && data.length >= 12 && data.readUInt16BE(0) === 0) sizeBytes = Number(data.readBigUInt64BE(2));
@@ -391,5 +400,5 @@ async function negotiate(
       });
     }
   }
-  throw new Error("too many option replies");
+  throw r.failure("too many option replies");
 }

@@ -1,4 +1,5 @@
 import createDebug from "debug";
+import { messageOf } from "../util/errors.js";
 import type { ReplicaIo } from "./local-replica.js";
 import { RegionMap, regionsOf } from "./region-map.js";
 
@@ -234,7 +235,7 @@ export class ReplicaSet {
       if (range) was.missing?.addRange(range.offset, range.length);
       return;
     }
-    const reason = (error as Error).message ?? String(error);
+    const reason = messageOf(error);
     const faultedAtMs = Date.now();
     was.client.close();
     debug("volume %s epoch %d: replica on %s faulted: %s", this.#name, this.#epoch, r.nodeId, reason);

@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { messageOf } from "../util/errors.js";
 import { ActivityLog, type SaveActivity } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
@@ -193,7 +194,7 @@ export class ReplicatedVolume {
         try {
           setHealthy(r, await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal));
         } catch (error) {
-          const reason = `unreachable at attach: ${(error as Error).message}`;
+          const reason = `unreachable at attach: ${messageOf(error)}`;
           r.is = { state: "faulted", reason, faultedAtMs: Date.now(), missing: null };
         }
         return r;
@@ -273,7 +274,7 @@ export class ReplicatedVolume {
           clean = true;
         }
       } catch (error) {
-        debug("volume %s: detach not clean: %s", this.name, (error as Error).message);
+        debug("volume %s: detach not clean: %s", this.name, messageOf(error));
       }
     }
     this.close();
@@ -322,7 +323,7 @@ export class ReplicatedVolume {
         if (this.#fenced) throw fencedOut(this.name, this.epoch);
         throw new KeelsonError({
           code: "UNAVAILABLE",
-          message: `volume ${this.name}: replica ${nodeId} faulted and cannot be recorded out of sync (${(error as Error).message}); not acknowledging`,
+          message: `volume ${this.name}: replica ${nodeId} faulted and cannot be recorded out of sync (${messageOf(error)}); not acknowledging`,
           cause: error,
         });
       }
@@ -390,7 +391,7 @@ export class ReplicatedVolume {
     if (this.#fenced) return fencedOut(this.name, this.epoch);
     return new KeelsonError({
       code: "UNAVAILABLE",
-      message: `volume ${this.name}: the activity log cannot be saved (${(error as Error).message}); not writing`,
+      message: `volume ${this.name}: the activity log cannot be saved (${messageOf(error)}); not writing`,
       cause: error,
     });
   }

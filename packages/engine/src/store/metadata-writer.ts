@@ -2,6 +2,7 @@ import fs from "node:fs";
 import { promisify } from "node:util";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { messageOf } from "../util/errors.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord } from "./catalog.js";
 import type { PoolLayout } from "./layout.js";
 import { encodeBatch, encodeCheckpoint, metadataSalt } from "./metadata-log.js";
@@ -157,7 +158,7 @@ export class MetadataWriter {
       await op();
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code === "ENOSPC" ? "NO_SPACE" : "INTERNAL";
-      throw new KeelsonError({ code, message: `metadata write failed: ${(error as Error).message}`, cause: error });
+      throw new KeelsonError({ code, message: `metadata write failed: ${messageOf(error)}`, cause: error });
     }
   }
 
@@ -167,7 +168,7 @@ export class MetadataWriter {
     } catch (error) {
       this.#failure = new KeelsonError({
         code: "INTERNAL",
-        message: `fdatasync of the pool failed (${(error as Error).message}); the pool is failed until restart`,
+        message: `fdatasync of the pool failed (${messageOf(error)}); the pool is failed until restart`,
         cause: error,
       });
       throw this.#failure;

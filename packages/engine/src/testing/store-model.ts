@@ -1,5 +1,6 @@
 import assert from "node:assert";
-import { isKeelsonError } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import { seededRandom } from "./random.js";
 
 // A reference model of volumes and snapshots as plain byte arrays, and a
@@ -316,7 +317,7 @@ class ModelRun {
     for (const [b, candidates] of v.unflushed) {
       const got = actual.subarray(b * BLOCK, (b + 1) * BLOCK);
       if (!candidates.some((c) => c.equals(got))) {
-        throw new Error(
+        assert.fail(
           `seed ${seed} step ${step}: after kill -9, block ${b} of volume ${name} holds none of its ${candidates.length} possible contents`,
         );
       }
@@ -330,7 +331,7 @@ function compare(actual: Buffer, expected: Buffer, what: string, step: number, s
   if (actual.equals(expected)) return;
   let at = 0;
   while (at < expected.length && actual[at] === expected[at]) at++;
-  throw new Error(
+  assert.fail(
     `seed ${seed} step ${step}: ${what} differs from the model at byte ${at} (block ${Math.floor(at / BLOCK)}); length ${actual.length} vs ${expected.length}`,
   );
 }
@@ -347,7 +348,11 @@ export async function runStoreModel(target: ModelTarget, options: ModelOptions):
     try {
       line = await run.step();
     } catch (error) {
-      throw new Error(`seed ${options.seed} step ${step}: operation failed: ${(error as Error).message}`, { cause: error });
+      throw new KeelsonError({
+        code: "INTERNAL",
+        message: `seed ${options.seed} step ${step}: operation failed: ${messageOf(error)}`,
+        cause: error,
+      });
     }
     options.trace?.(`${step}: ${line}`);
     await run.check(line.startsWith("kill"), step, options.seed);
