@@ -360,6 +360,12 @@ export class ReplicatedVolume {
       const flushing = this.#replicas.beforeSend(range);
       const started = Date.now();
       const results = await Promise.allSettled(targets.map((t) => op(t.client)));
+      // Every replica refused the request itself (the same answer from all): the request is at fault, not a replica.
+      const refused = refusedByAll(results);
+      if (refused) {
+        for (const t of targets) this.#replicas.flushed(t.replica, flushing.get(t.replica));
+        throw refused;
+      }
       let ok = 0;
       let stale = false;
       results.forEach((res, i) => {
@@ -493,4 +499,22 @@ function fencedOut(name: string, epoch: number): KeelsonError {
     code: "EPOCH_STALE",
     message: `volume ${name}: attachment epoch ${epoch} was fenced by a newer attachment`,
   });
+}
+
+/** Codes a replica answers for a bad request (its range or arguments), not for a failure of its own. */
+const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "OUT_OF_RANGE"]);
+
+/**
+ * The error when every replica refused the request with the same request
+ * error (so none of them changed anything and none is at fault); null
+ * otherwise. One replica refusing what another took is a replica that
+ * differs, and is faulted as before.
+ */
+function refusedByAll(results: readonly PromiseSettledResult<unknown>[]): KeelsonError | null {
+  const first = results[0];
+  if (first?.status !== "rejected" || !(first.reason instanceof KeelsonError)) return null;
+  const code = first.reason.code;
+  if (!REQUEST_ERROR_CODES.has(code)) return null;
+  const all = results.every((r) => r.status === "rejected" && r.reason instanceof KeelsonError && r.reason.code === code);
+  return all ? first.reason : null;
 }

@@ -197,6 +197,18 @@ describe("replicated targets", () => {
     catalog.removeQos("rv");
   });
 
+  it("a request every replica refuses (out of range) fails with the replicas' own code and faults none of them; the volume goes on", async () => {
+    const { rv } = await replicated();
+    const error = await rv.write(4 * MIB, pattern(7), false).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(isKeelsonError(error, "OUT_OF_RANGE")).toBe(true);
+    expect(rv.status().map((r) => r.state)).toEqual(["healthy", "healthy"]);
+    await rv.write(0, pattern(8), false);
+    expect((await rv.read(0, BLOCK)).equals(pattern(8))).toBe(true);
+  });
+
   it("a replicated volume takes limits only: a reservation or a weight is refused with INVALID_ARGUMENT and changes nothing", async () => {
     const { catalog } = await replicated();
     const reserving = { ...defaultPolicy(), reservationIops: 100 };
