@@ -15,6 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@keelson/sdk";
+import { importBuilt } from "./workspace.mjs";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
@@ -46,16 +47,6 @@ async function waitHealthy(client, name, timeoutMs = 300_000) {
     await sleep(100);
   }
   throw new Error(`${name} not healthy after ${timeoutMs} ms`);
-}
-
-/** A workspace package's entry (`@keelson/...`): its dist/ exists only after a build. */
-async function importBuilt(specifier) {
-  try {
-    return await import(specifier);
-  } catch (error) {
-    if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error;
-    throw new Error(`${specifier} is not built: run npm run build first (${error.message})`, { cause: error });
-  }
 }
 
 async function main() {

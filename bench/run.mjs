@@ -10,10 +10,10 @@
 //   BENCH_PROFILES=randread-4k-qd32 BENCH_TARGETS=keelson,nbdkit-file npm run bench
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { importBuilt, packageBin } from "./workspace.mjs";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const MIB = 1024 * 1024;
@@ -191,22 +191,6 @@ function report(results, skipped) {
   for (const r of rows) lines.push(r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  "));
   for (const [t, why] of Object.entries(skipped)) lines.push(`skipped ${t}: ${why}`);
   return lines.join("\n");
-}
-
-/** A workspace package's entry (`@keelson/...`): its dist/ exists only after a build. */
-async function importBuilt(specifier) {
-  try {
-    return await import(specifier);
-  } catch (error) {
-    if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error;
-    throw new Error(`${specifier} is not built: run npm run build first (${error.message})`, { cause: error });
-  }
-}
-
-/** A bin of a workspace package, from its package.json (the package's dist/ layout stays its own business). */
-function packageBin(pkg, bin) {
-  const manifest = createRequire(import.meta.url).resolve(`${pkg}/package.json`);
-  return path.join(path.dirname(manifest), JSON.parse(fs.readFileSync(manifest, "utf8")).bin[bin]);
 }
 
 async function main() {

@@ -9,19 +9,13 @@
 //   BENCH_RUNTIME_S=5 npm run bench:snapshots
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@keelson/sdk";
+import { packageBin } from "./workspace.mjs";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-/** A bin of a workspace package, from its package.json (the package's dist/ layout stays its own business). */
-function packageBin(pkg, bin) {
-  const manifest = createRequire(import.meta.url).resolve(`${pkg}/package.json`);
-  return path.join(path.dirname(manifest), JSON.parse(fs.readFileSync(manifest, "utf8")).bin[bin]);
-}
-
 const KEELSOND = packageBin("@keelson/engine", "keelsond");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const MIB = 1024 * 1024;

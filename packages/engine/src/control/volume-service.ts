@@ -150,6 +150,19 @@ function replicatedToWire(ctx: ControlContext, local: Volume, record: ClusterVol
   };
 }
 
+/** A replicated volume as this node sees it: its replica here, or only its record when it holds none. */
+function clusterVolumeToWire(ctx: ControlContext, record: ClusterVolumeRecord, labels: Record<string, string>): WireVolume {
+  const local = ctx.pool.findVolume(record.name);
+  if (local) return replicatedToWire(ctx, local, record);
+  return remoteVolumeToWire(ctx, {
+    name: record.name,
+    sizeBytes: record.sizeBytes,
+    createdAtMs: record.createdAtMs,
+    replicas: record.replicas.length,
+    labels,
+  });
+}
+
 /**
  * SetVolumeQos of a replicated volume: stored in its record, applied to its
  * frontend here when attached here, and passed on to the other nodes it is
@@ -166,15 +179,7 @@ async function setReplicatedQos(
   ctx.attacher.applyQosHere(name, asked.policy);
   if (changed) await forwardQos(ctx, m, name, asked);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
-  const local = ctx.pool.findVolume(name);
-  if (local) return replicatedToWire(ctx, local, record);
-  return remoteVolumeToWire(ctx, {
-    name,
-    sizeBytes: record.sizeBytes,
-    createdAtMs: record.createdAtMs,
-    replicas: record.replicas.length,
-    labels: {},
-  });
+  return clusterVolumeToWire(ctx, record, {});
 }
 
 /** Passes a QoS change on to the other nodes the volume is attached on; one that does not answer picks it up at its next attach. */
@@ -213,13 +218,5 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
     ...qos,
   });
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
-  const local = ctx.pool.findVolume(name);
-  if (local) return replicatedToWire(ctx, local, record);
-  return remoteVolumeToWire(ctx, {
-    name,
-    sizeBytes: record.sizeBytes,
-    createdAtMs: record.createdAtMs,
-    replicas: record.replicas.length,
-    labels: req.labels,
-  });
+  return clusterVolumeToWire(ctx, record, req.labels);
 }
