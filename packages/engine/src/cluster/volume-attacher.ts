@@ -1,5 +1,4 @@
 import { type Attachment, isKeelsonError, KeelsonError } from "@keelson/sdk";
-import type { QosPolicy } from "../qos/policy.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
@@ -11,6 +10,9 @@ import { findNode } from "./peers.js";
 import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
 import { policyOf, type ReplicatedQos } from "./replicated-qos.js";
 import { StatusPublisher } from "./status-publisher.js";
+
+/** How often the QoS in the records of the volumes attached here is compared with what their frontends apply. */
+export const QOS_REFRESH_INTERVAL_MS = 1_000;
 
 /** Longest a forwarded attach may take on the peer (a resync may be part of it): the caller's deadline bounds it. */
 const FORWARDED_ATTACH_TIMEOUT_MS = 600_000;
@@ -65,9 +67,47 @@ export class VolumeAttacher {
   readonly #underWay = new Map<string, Promise<ReplicatedVolume>>();
   /** Each writable attachment's status publisher. */
   readonly #publishers = new WeakMap<ReplicatedVolume, StatusPublisher>();
+  /** The QoS policy last applied to each frontend here, as stored (compared to the record's on each refresh). */
+  readonly #appliedQos = new Map<string, string>();
+  /** Follows the records' QoS for the frontends here while any is attached; null when none is. */
+  #qosTimer: NodeJS.Timeout | null = null;
+  #refreshing = false;
 
   constructor(options: VolumeAttacherOptions) {
     this.#o = options;
+  }
+
+  /** Stops following QoS changes (the engine is closing). Idempotent. */
+  close(): void {
+    if (this.#qosTimer) clearInterval(this.#qosTimer);
+    this.#qosTimer = null;
+  }
+
+  /**
+   * Every QOS_REFRESH_INTERVAL_MS, the policy in each attached volume's record
+   * is applied to its frontend here when it changed: SetVolumeQos through any
+   * node only writes the record, so a change reaches every attached node
+   * within the interval, and the record (last writer wins) is the one truth.
+   */
+  #followQos(m: ClusterMembership): void {
+    if (this.#qosTimer) return;
+    this.#qosTimer = setInterval(() => void this.#refreshQos(m), QOS_REFRESH_INTERVAL_MS);
+    this.#qosTimer.unref();
+  }
+
+  /** Applies now what the records of the volumes attached here say (a SetVolumeQos through this node). */
+  refreshQos(m: ClusterMembership): Promise<void> {
+    return this.#refreshQos(m);
+  }
+
+  async #refreshQos(m: ClusterMembership): Promise<void> {
+    if (this.#refreshing) return;
+    this.#refreshing = true;
+    try {
+      for (const rv of [...this.#o.frontends.values()]) if (rv.serving) await this.#applyQos(m, rv);
+    } finally {
+      this.#refreshing = false;
+    }
   }
 
   /** Attaches on the node asked for (forwarded when it is another), idempotently. */
@@ -98,6 +138,10 @@ export class VolumeAttacher {
       openLocal: this.#o.openLocal,
       readOnly: req.readOnly,
       takeover: req.takeover,
+    }).then(async (rv) => {
+      // Inside the attach under way: nothing may run between it ending and the frontend being registered.
+      await this.#applyQos(m, rv);
+      return rv;
     });
     this.#underWay.set(name, attaching);
     let rv: ReplicatedVolume;
@@ -107,8 +151,8 @@ export class VolumeAttacher {
       if (this.#underWay.get(name) === attaching) this.#underWay.delete(name);
     }
     existing?.close();
-    await this.#applyQos(m, rv);
     this.#o.frontends.set(name, rv);
+    this.#followQos(m);
     if (!rv.readOnly) {
       const publisher = new StatusPublisher(m, rv);
       this.#publishers.set(rv, publisher);
@@ -126,17 +170,15 @@ export class VolumeAttacher {
   async #applyQos(m: ClusterMembership, rv: ReplicatedVolume): Promise<void> {
     try {
       const record = await findClusterVolume(m, rv.name);
-      if (record) this.#o.qos.apply(rv.name, policyOf(record));
+      if (!record) return;
+      const policy = policyOf(record);
+      const stored = JSON.stringify(policy);
+      if (this.#appliedQos.get(rv.name) === stored) return;
+      this.#o.qos.apply(rv.name, policy);
+      this.#appliedQos.set(rv.name, stored);
     } catch (error) {
       this.#o.log.log("warn", "QoS of an attached volume not applied", { volume: rv.name, error: String(error) });
     }
-  }
-
-  /** Applies `policy` to the volume's frontend when it is attached on this node; false when it is not. */
-  applyQosHere(name: string, policy: QosPolicy): boolean {
-    if (!this.#o.frontends.get(name)?.serving) return false;
-    this.#o.qos.apply(name, policy);
-    return true;
   }
 
   /** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */
@@ -166,6 +208,7 @@ export class VolumeAttacher {
       await this.#publishers.get(rv)?.stop("detached");
       this.#o.frontends.delete(name);
       this.#o.qos.remove(name);
+      this.#appliedQos.delete(name);
       await removeAttachment(m, name, this.#o.nodeId, rv.epoch);
       this.#o.log.log("info", "volume detached", { volume: name, epoch: rv.epoch, readOnly: rv.readOnly, clean });
       return;

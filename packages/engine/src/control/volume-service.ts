@@ -16,7 +16,6 @@ import {
   getClusterVolume,
 } from "../cluster/cluster-volumes.js";
 import type { ClusterMembership } from "../cluster/membership.js";
-import { findNode } from "../cluster/peers.js";
 import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import type { Volume } from "../store/volume.js";
@@ -164,10 +163,10 @@ function clusterVolumeToWire(ctx: ControlContext, record: ClusterVolumeRecord, l
 }
 
 /**
- * SetVolumeQos of a replicated volume: stored in its record, applied to its
- * frontend here when attached here, and passed on to the other nodes it is
- * attached on. Only a call that changed the record passes it on, so the
- * calls between nodes end after one round.
+ * SetVolumeQos of a replicated volume: stored in its record, the one truth.
+ * Every node where it is attached applies the record's policy to its
+ * frontend within QOS_REFRESH_INTERVAL_MS (cluster/volume-attacher.ts); this
+ * node at once.
  */
 async function setReplicatedQos(
   ctx: ControlContext,
@@ -175,30 +174,10 @@ async function setReplicatedQos(
   name: string,
   asked: { policy: QosPolicy; qosClass: string },
 ): Promise<WireVolume> {
-  const { record, changed } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
-  ctx.attacher.applyQosHere(name, asked.policy);
-  if (changed) await forwardQos(ctx, m, name, asked);
+  const { record } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
+  await ctx.attacher.refreshQos(m);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
   return clusterVolumeToWire(ctx, record, {});
-}
-
-/** Passes a QoS change on to the other nodes the volume is attached on; one that does not answer picks it up at its next attach. */
-async function forwardQos(
-  ctx: ControlContext,
-  m: ClusterMembership,
-  name: string,
-  asked: { policy: QosPolicy; qosClass: string },
-): Promise<void> {
-  const { entries } = await readAttachments(m, name);
-  const others = new Set(entries.map((e) => e.nodeId).filter((id) => id !== ctx.nodeId));
-  for (const nodeId of others) {
-    try {
-      const node = await findNode(m, nodeId);
-      await m.peers.withPeer(node, (c) => c.setVolumeQos({ name, qosClass: asked.qosClass, qos: asked.policy }));
-    } catch (error) {
-      ctx.log.log("warn", "QoS change not passed on to an attached node", { volume: name, node: nodeId, error: String(error) });
-    }
-  }
 }
 
 /** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */

@@ -264,6 +264,7 @@ async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown:
     },
   });
   teardown.add(async () => {
+    ctx.attacher.close();
     for (const rv of ctx.frontends.values()) rv.close();
     await membership.close();
   });

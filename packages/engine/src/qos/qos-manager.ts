@@ -1,3 +1,4 @@
+import assert from "node:assert";
 import { DiskScheduler, type SchedulerClient } from "./disk-scheduler.js";
 import { DEFAULT_WEIGHT, isUnlimited, type QosPolicy } from "./policy.js";
 import { type Clock, type QueuedIo, realClock, VolumeThrottle } from "./volume-throttle.js";
@@ -17,12 +18,21 @@ export class VolumeQos {
   #policy: QosPolicy;
   /** The policy limits and reserves nothing (cached: the I/O path reads it per request). */
   unlimited: boolean;
+  /**
+   * Paced by its limits only, never queued for a slot of this disk: a
+   * replicated volume's frontend, whose I/O lands on its replicas' disks
+   * (this node's own replica takes its slot there). Holding a slot for a
+   * whole fan-out would let frontend I/Os fill every slot while their own
+   * local replica I/O waits for one.
+   */
+  readonly limitsOnly: boolean;
 
-  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient) {
+  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient, limitsOnly = false) {
     this.#policy = policy;
     this.unlimited = isUnlimited(policy);
     this.throttle = throttle;
     this.client = client;
+    this.limitsOnly = limitsOnly;
   }
 
   get policy(): QosPolicy {
@@ -44,6 +54,9 @@ export interface VolumeQosStatus {
   servedByWeight: number;
 }
 
+/** The finish of an I/O that took no scheduler slot. */
+const NO_SLOT = (): void => undefined;
+
 class Pending implements QueuedIo {
   readonly write: boolean;
   readonly bytes: number;
@@ -60,9 +73,10 @@ class Pending implements QueuedIo {
     this.bytes = io.bytes;
   }
 
-  /** Past the throttle: on to the disk scheduler. */
+  /** Past the throttle: on to the disk scheduler (or straight on, for a limits-only volume). */
   start(): void {
-    this.#manager.scheduler.submit(this.#qos.client, this);
+    if (this.#qos.limitsOnly) this.#io.execute(NO_SLOT);
+    else this.#manager.scheduler.submit(this.#qos.client, this);
   }
 
   /** Given a slot by the scheduler: into the store. */
@@ -87,6 +101,26 @@ export class QosManager {
   constructor(maxInFlight: number, clock: Clock = realClock) {
     this.#clock = clock;
     this.scheduler = new DiskScheduler(maxInFlight, clock);
+  }
+
+  /**
+   * Sets (or replaces, live) the limits of `uid`, whose I/O is paced by them
+   * and takes no slot of this disk (see {@link VolumeQos.limitsOnly}). The
+   * policy must reserve nothing and have the default weight.
+   */
+  applyLimits(uid: string, policy: QosPolicy): VolumeQos {
+    assert(!needsScheduling(policy), `limits-only QoS of ${uid} cannot reserve or weigh`);
+    const existing = this.#volumes.get(uid);
+    if (existing && !existing.limitsOnly) this.remove(uid);
+    else if (existing) return this.apply(uid, policy);
+    const qos = new VolumeQos(
+      policy,
+      new VolumeThrottle(policy.limits, this.#clock),
+      this.scheduler.addClient(0, DEFAULT_WEIGHT),
+      true,
+    );
+    this.#volumes.set(uid, qos);
+    return qos;
   }
 
   /** Sets (or replaces, live) the policy of the volume `uid`. */

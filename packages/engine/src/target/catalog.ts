@@ -117,7 +117,7 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
         message: `replicated volume ${volumeName} takes QoS limits only: reservationIops ${policy.reservationIops}, reservationBytesPerSec ${policy.reservationBytesPerSec} and weight ${policy.weight} must be 0, 0 and ${DEFAULT_WEIGHT}`,
       });
     }
-    this.#qos.apply(replicatedQosKey(volumeName), policy);
+    this.#qos.applyLimits(replicatedQosKey(volumeName), policy);
   }
 
   /** What the QoS of the replicated volume `volumeName` did on this node (zeros when it has no state here). */

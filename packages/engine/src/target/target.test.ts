@@ -137,12 +137,16 @@ describe("replicated targets", () => {
    * a's in-process (through the injected local replica path), node b's over
    * NBD on loopback, as a peer's would be.
    */
-  async function replicated(): Promise<{ rv: ReplicatedVolume; catalog: TargetCatalog<ReplicatedVolume>; poolB: Pool }> {
+  async function replicated(
+    queueDepth = 32,
+  ): Promise<{ rv: ReplicatedVolume; catalog: TargetCatalog<ReplicatedVolume>; poolB: Pool; qosA: QosManager }> {
     const poolA = await openPool("a");
     const poolB = await openPool("b");
     await poolA.createVolume({ name: "rv", sizeBytes: 4 * MIB });
     await poolB.createVolume({ name: "rv", sizeBytes: 4 * MIB });
-    const qosA = new QosManager(32);
+    const qosA = new QosManager(queueDepth);
+    // As the engine does at start for every volume of its pool: the replica's own QoS state.
+    qosA.apply(poolA.getVolume("rv").record.uid, defaultPolicy());
     const serverB = new NbdServer(new TargetCatalog(poolB, new QosManager(32)));
     await serverB.listen({ tcp: "127.0.0.1:0" });
     cleanups.push(() => serverB.close());
@@ -159,7 +163,7 @@ describe("replicated targets", () => {
     cleanups.push(() => rv.close());
     const catalog = new TargetCatalog<ReplicatedVolume>(poolA, qosA);
     catalog.frontends.set("rv", rv);
-    return { rv, catalog, poolB };
+    return { rv, catalog, poolB, qosA };
   }
 
   it("a policy applied to a replicated volume throttles its frontend's writes, on a connection already open; both replicas hold the bytes", async () => {
@@ -195,6 +199,19 @@ describe("replicated targets", () => {
     expect(catalog.qosStatus("rv").delayedIos).toBe(delayed);
     again.close();
     catalog.removeQos("rv");
+  });
+
+  it("a limited replicated volume takes no disk slot for its fan-out: with one slot and a reservation on the node, its writes complete and its own replica stays healthy", async () => {
+    const { rv, catalog, qosA } = await replicated(1);
+    // Any reservation on the node engages the disk scheduler for every local volume, the frontend's own replica too.
+    qosA.apply("some-reserved-volume", { ...defaultPolicy(), reservationIops: 100 });
+    catalog.applyQos("rv", writeLimit(1000));
+    const t = catalog.open("rv");
+    if (!t) throw new Error("no target rv");
+    await Promise.all(Array.from({ length: 4 }, (_, i) => write(t, i * BLOCK, pattern(i + 301))));
+    expect(rv.status().map((r) => r.state)).toEqual(["healthy", "healthy"]);
+    for (let i = 0; i < 4; i++) expect(await read(t, i * BLOCK, BLOCK)).toEqual(pattern(i + 301));
+    t.close();
   });
 
   it("a request every replica refuses (out of range) fails with the replicas' own code and faults none of them; the volume goes on", async () => {

@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import type { KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
+import { QOS_REFRESH_INTERVAL_MS } from "../../src/cluster/volume-attacher.js";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
@@ -44,7 +45,7 @@ async function delayedIos(client: KeelsonClient, name: string): Promise<number> 
 }
 
 describe("QoS on replicated volumes", () => {
-  it("a replicated volume's limits throttle its frontend; SetVolumeQos through another node changes them live on the attached node; reservations are refused with INVALID_ARGUMENT", async (t) => {
+  it("a replicated volume's limits throttle its frontend; SetVolumeQos through another node changes the record, and the attached node follows it; reservations are refused with INVALID_ARGUMENT", async (t) => {
     if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
     const cluster = await twoNodes();
     const [c1, c2] = [cluster.client(0), cluster.client(1)];
@@ -66,10 +67,12 @@ describe("QoS on replicated volumes", () => {
     expect(afterLimited).toBeGreaterThan(0);
     expect((await c2.getVolume({ name: "q" })).qos.limits?.writeIops?.rate).toBe(20);
 
-    // Lifted through node2, which passes the change on to node1 where the volume is attached.
+    // Lifted through node2: the record changes at once, and node1, where the volume is attached,
+    // applies the record's policy to its frontend within the refresh interval.
     const lifted = await c2.setVolumeQos({ name: "q", qos: { limits: {} } });
     expect(lifted.qos.limits?.writeIops).toBeUndefined();
     expect((await c1.getVolume({ name: "q" })).qos.limits?.writeIops).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 3 * QOS_REFRESH_INTERVAL_MS));
     await writeAndReadBack(addr1, "q", 1000);
     expect(await delayedIos(c1, "q")).toBe(afterLimited);
 
