@@ -95,9 +95,13 @@ export class VolumeAttacher {
     this.#qosTimer.unref();
   }
 
-  /** Applies now what the records of the volumes attached here say (a SetVolumeQos through this node). */
-  refreshQos(m: ClusterMembership): Promise<void> {
-    return this.#refreshQos(m);
+  /**
+   * Applies now what the record of `name` says when it is attached here (a
+   * SetVolumeQos through this node); not behind a refresh pass under way.
+   */
+  async refreshQos(m: ClusterMembership, name: string): Promise<void> {
+    const rv = this.#o.frontends.get(name);
+    if (rv?.serving) await this.#applyQos(m, rv);
   }
 
   async #refreshQos(m: ClusterMembership): Promise<void> {

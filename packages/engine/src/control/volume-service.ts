@@ -175,7 +175,7 @@ async function setReplicatedQos(
   asked: { policy: QosPolicy; qosClass: string },
 ): Promise<WireVolume> {
   const { record } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
-  await ctx.attacher.refreshQos(m);
+  await ctx.attacher.refreshQos(m, name);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
   return clusterVolumeToWire(ctx, record, {});
 }
