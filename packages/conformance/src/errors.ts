@@ -37,3 +37,8 @@ export class ConformanceError extends Error {
 export function isConformanceError(error: unknown): error is ConformanceError {
   return error instanceof ConformanceError;
 }
+
+/** The message of anything thrown: an Error's message, anything else through `String(...)`. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -95,15 +95,37 @@ async function runOne(
   };
   try {
     const outcome = await check.run(ctx);
+    const unrecovered = await recoveryFailure(check, request.target, signal);
+    if (unrecovered) return unrun(check, "error", unrecovered, timing());
     return judge(check, outcome, request.profile, timing());
   } catch (error) {
     if (signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "run interrupted", cause: error });
     const text = isConformanceError(error) ? `${error.code}: ${error.message}` : String((error as Error)?.stack ?? error);
-    return unrun(check, "error", text, timing());
+    const unrecovered = await recoveryFailure(check, request.target, signal);
+    return unrun(check, "error", unrecovered ? `${text}; ${unrecovered}` : text, timing());
   } finally {
     for (const name of volumes.reverse()) {
       await request.target.deleteVolume(name).catch(() => undefined);
     }
     fs.rmSync(workDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * After a check that injects faults, every node is restored and must serve
+ * again before the next check starts; when one does not, the check that broke
+ * it ends in error saying so (else the next check would fail for a reason that
+ * is not its own). Null when the target recovered, or the check injects no faults.
+ */
+async function recoveryFailure(check: Check, target: Target, signal: AbortSignal): Promise<string | null> {
+  if (signal.aborted || !check.needs.some((c) => c.startsWith("fault-"))) return null;
+  const failed: string[] = [];
+  for (const nodeId of target.nodeIds()) {
+    try {
+      await target.faults.restore(nodeId);
+    } catch (error) {
+      failed.push(`${nodeId}: ${isConformanceError(error) ? `${error.code}: ${error.message}` : String(error)}`);
+    }
+  }
+  return failed.length === 0 ? null : `the target did not recover after the check: ${failed.join("; ")}`;
 }

@@ -6,7 +6,7 @@
 // re-attaching the volume elsewhere) with bounded retries and backoff.
 
 import { setTimeout as sleep } from "node:timers/promises";
-import { ConformanceError } from "../errors.js";
+import { ConformanceError, messageOf } from "../errors.js";
 import { MAX_IN_FLIGHT, type NbdClientConnection, openNbd } from "../nbd/client.js";
 import { TRANSMISSION_FLAG } from "../nbd/protocol.js";
 import { BLOCK_BYTES, stampBlock } from "./block.js";
@@ -105,10 +105,6 @@ function validate(options: LedgerWriterOptions): string[] {
     throw invalid(`uris has ${options.uris.length} entries; give one, or one per connection (${connections})`);
   }
   return [...options.uris];
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 export class LedgerWriter {
@@ -395,7 +391,7 @@ export class LedgerWriter {
         this.#reconnects++;
         return connection;
       } catch (error) {
-        lastError = message(error);
+        lastError = messageOf(error);
         this.#note(`connection ${index}: reconnect attempt ${attempt} failed: ${lastError}`);
       }
       await sleep(backoffMs, undefined, { signal: this.#stopAbort.signal }).catch(() => undefined);

@@ -20,3 +20,26 @@ export async function keelsonCall<T>(what: string, call: () => Promise<T>): Prom
     throw new ConformanceError({ code, message: `${what}: ${detail}`, cause: error });
   }
 }
+
+/** Longest a call refused as UNAVAILABLE is retried, as a provisioner retries (a node's liveness blinks, a leader changes). */
+export const RETRY_UNAVAILABLE_MS = 20_000;
+const RETRY_PAUSE_MS = 500;
+
+/**
+ * Runs an idempotent keelson call, retrying it while keelson answers
+ * UNAVAILABLE (its retryable "try again" code), for at most `forMs`; any
+ * other failure, or UNAVAILABLE after that, ends it as {@link keelsonCall} does.
+ */
+export async function keelsonCallRetrying<T>(what: string, call: () => Promise<T>, forMs = RETRY_UNAVAILABLE_MS): Promise<T> {
+  const deadline = Date.now() + forMs;
+  return keelsonCall(what, async () => {
+    for (;;) {
+      try {
+        return await call();
+      } catch (error) {
+        if (!isKeelsonError(error, "UNAVAILABLE") || Date.now() + RETRY_PAUSE_MS > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+      }
+    }
+  });
+}

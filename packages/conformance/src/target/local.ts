@@ -6,11 +6,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { LocalCluster, type StartedLocalCluster } from "@keelson/engine";
 import type { KeelsonClient } from "@keelson/sdk";
-import { ConformanceError } from "../errors.js";
+import { ConformanceError, messageOf } from "../errors.js";
 import { mountFilesystem, nbdBlockDevice } from "../host/block-device.js";
 import { CleanupStack } from "../host/cleanup.js";
 import { hasTool } from "../testing/env.js";
-import { keelsonCall } from "./keelson-errors.js";
+import { keelsonCall, keelsonCallRetrying } from "./keelson-errors.js";
 import { toKeelsonPolicy } from "./qos-mapping.js";
 import type {
   AccessMode,
@@ -32,6 +32,8 @@ const REPLICA_TIMEOUT_MS = 1_000;
 /** Seconds of each node's liveness lease: failover waits this long at most to see a node gone. */
 const LEASE_TTL_S = 2;
 const NODE_ALIVE_TIMEOUT_MS = 30_000;
+/** Lines of each log a failed restore quotes. */
+const RESTORE_LOG_LINES = 25;
 
 /** Options of {@link startLocalTarget}. */
 export interface LocalTargetOptions {
@@ -153,7 +155,7 @@ class LocalTarget implements Target {
     // Clones live where their source does; single-replica volumes on node 1, so QoS checks share one disk.
     const holder = source ? this.#volume("snapshot" in source ? source.snapshot.volume : source.volume).holder : 0;
     const client = request.replicas > 1 ? this.#anyClient() : (this.#clients[holder] as KeelsonClient);
-    const v = await keelsonCall(`create volume ${request.name}`, () =>
+    const v = await keelsonCallRetrying(`create volume ${request.name}`, () =>
       client.createVolume({
         name: request.name,
         sizeBytes: request.sizeBytes,
@@ -409,15 +411,24 @@ class LocalTarget implements Target {
   async #restore(nodeId: string): Promise<void> {
     const i = this.#index(nodeId);
     const f = this.#nodeFaults[i] as NodeFaults;
-    if (f.partitioned) {
-      await this.#cluster.heal(i);
-      f.partitioned = false;
+    try {
+      if (f.partitioned) {
+        await this.#cluster.heal(i);
+        f.partitioned = false;
+      }
+      if (f.killed) {
+        await this.#cluster.startNode(i);
+        f.killed = false;
+      }
+      await this.#cluster.waitUntilAllAlive(NODE_ALIVE_TIMEOUT_MS);
+    } catch (error) {
+      // The logs say why a node did not come back; a run in CI shows nothing else.
+      throw new ConformanceError({
+        code: "TARGET_FAILED",
+        message: `restoring ${nodeId}: ${messageOf(error)}\n${this.#cluster.logTails(RESTORE_LOG_LINES)}`,
+        cause: error,
+      });
     }
-    if (f.killed) {
-      await this.#cluster.startNode(i);
-      f.killed = false;
-    }
-    await this.#cluster.waitUntilAllAlive(NODE_ALIVE_TIMEOUT_MS);
   }
 
   async collectLogs(dir: string): Promise<string[]> {

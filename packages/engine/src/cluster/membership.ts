@@ -103,6 +103,9 @@ export class ClusterMembership implements AsyncDisposable {
         this.#rejoinLater();
       },
       elected: () => this.#setLeader(true),
+      keepaliveFailed: (error) => {
+        this.#options.log?.log("warn", "liveness lease keepalive failed; retrying", { node: this.nodeId, error: String(error) });
+      },
       campaignFailed: (error) => {
         debug("node %s campaign failed: %s", this.nodeId, String(error));
         this.#setLeader(false);

@@ -21,7 +21,8 @@ function whyLeftOut(c: PlacementCandidate): string {
  * first when it can hold a replica (data locality: reads stay local), then
  * one node per zone not yet used before doubling up in a zone, most free
  * space first. Volumes are thin, so a node qualifies while it has any free
- * space. NO_SPACE when fewer live nodes qualify than replicas are wanted.
+ * space. When fewer qualify than replicas are wanted: UNAVAILABLE (retryable)
+ * if nodes that are down or did not answer would make up the number, else NO_SPACE.
  */
 export function placeReplicas(
   candidates: readonly PlacementCandidate[],
@@ -30,10 +31,13 @@ export function placeReplicas(
 ): PlacementCandidate[] {
   const usable = candidates.filter((c) => c.alive && c.freeBytes > 0);
   if (usable.length < replicas) {
-    const leftOut = candidates.filter((c) => !usable.includes(c)).map((c) => `${c.nodeId}: ${whyLeftOut(c)}`);
+    const leftOut = candidates.filter((c) => !usable.includes(c));
+    // Nodes that are down or did not answer may be back in a moment; full ones will not.
+    const transient = leftOut.filter((c) => !c.alive || c.problem !== undefined);
+    const why = leftOut.map((c) => `${c.nodeId}: ${whyLeftOut(c)}`);
     throw new KeelsonError({
-      code: "NO_SPACE",
-      message: `${replicas} replicas need ${replicas} distinct live nodes with free space; ${usable.length} qualify (${usable.map((c) => c.nodeId).join(", ") || "none"})${leftOut.length ? `; left out: ${leftOut.join("; ")}` : ""}`,
+      code: usable.length + transient.length >= replicas ? "UNAVAILABLE" : "NO_SPACE",
+      message: `${replicas} replicas need ${replicas} distinct live nodes with free space; ${usable.length} qualify (${usable.map((c) => c.nodeId).join(", ") || "none"})${why.length ? `; left out: ${why.join("; ")}` : ""}`,
     });
   }
   const byFree = [...usable].sort((a, b) => b.freeBytes - a.freeBytes || (a.nodeId < b.nodeId ? -1 : 1));

@@ -28,6 +28,7 @@ import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
+import { watchLoopStalls } from "../util/loop-stalls.js";
 
 /** Version reported by GetNode. */
 export const ENGINE_VERSION = "0.1.0";
@@ -370,6 +371,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   const log = options.log ?? jsonLogger("keelsond");
   const peers = peerDialer(options);
   const teardown = new Teardown();
+  teardown.add(watchLoopStalls(log, { pool: options.poolPath }));
   try {
     const pool = await openPool(options, teardown);
     await ensureDiskCapability(pool, options, log);

@@ -121,6 +121,7 @@ export class EtcdMetadataStore implements MetadataStore {
       throw error;
     }
     lease.on("lost", (error) => on.lost(error));
+    lease.on("keepaliveFailed", (error) => on.keepaliveFailed?.(error));
     const campaign = this.#client.election(LEADER_ELECTION, ttlS).campaign(nodeId);
     campaign.on("elected", () => on.elected());
     campaign.on("error", (error) => on.campaignFailed(error));

@@ -90,6 +90,8 @@ export interface RegistrationHandlers {
   elected(): void;
   /** The candidacy failed: the node no longer stands for leader until it registers again. */
   campaignFailed(error: unknown): void;
+  /** A keepalive of the lease failed; it is retried, and the lease is lost only once its TTL has passed. */
+  keepaliveFailed?(error: unknown): void;
 }
 
 /** A node's liveness (lease and alive record) and candidacy for leader. */

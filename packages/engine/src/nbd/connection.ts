@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import type { ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import { NBD_ERRNO_BY_CODE } from "./errno.js";
+import { asWireError, errnoOf } from "./errno.js";
 import type { NbdExport } from "./export.js";
 import type { HandshakeResult } from "./handshake.js";
 import {
@@ -57,6 +57,7 @@ class Request {
   offset = 0;
   /** Reply buffer of a READ: header followed by the data. */
   reply: Buffer | null = null;
+  /** Typed as the export contract says; `complete` still converts anything else that arrives at run time. */
   readonly done: (error: KeelsonError | null) => void;
 
   constructor(conn: Connection) {
@@ -199,12 +200,12 @@ export class Connection {
         if (offset + length > exp.sizeBytes)
           return this.#refuse(req, Errno.EINVAL, "OUT_OF_RANGE", this.#pastEnd(offset, length));
         // A structured data chunk must hold at least one byte: an empty read is answered with NONE.
-        if (length === 0 && this.structuredReplies) return exp.read(offset, 0, EMPTY, 0, req.done);
+        if (length === 0 && this.structuredReplies) return this.#run(req, () => exp.read(offset, 0, EMPTY, 0, req.done));
         req.offset = offset;
         req.reply = Buffer.allocUnsafe(this.#dataAt + length);
-        return exp.read(offset, length, req.reply, this.#dataAt, req.done);
+        return this.#run(req, () => exp.read(offset, length, req.reply as Buffer, this.#dataAt, req.done));
       case Command.FLUSH:
-        return exp.flush(req.done);
+        return this.#run(req, () => exp.flush(req.done));
       case Command.TRIM:
       case Command.WRITE_ZEROES:
         return this.#zero(req, type, flags, offset, length);
@@ -232,7 +233,7 @@ export class Connection {
       return this.#refuse(req, Errno.ENOTSUP, "INVALID_ARGUMENT", "fast zeroing without holes is not possible");
     }
     const options = { trim: type === Command.TRIM, noHole, fua: (flags & CommandFlag.FUA) !== 0 };
-    exp.zero(offset, length, options, req.done);
+    this.#run(req, () => exp.zero(offset, length, options, req.done));
   }
 
   #startWrite(req: Request, flags: number, offset: number, length: number): void {
@@ -281,15 +282,33 @@ export class Connection {
     this.#state = "header";
     const refusal = w.refusal;
     if (refusal) return this.#refuse(w.req, refusal.errno, refusal.code, refusal.detail);
-    this.export.write(w.offset, w.data, w.fua, w.req.done);
+    this.#run(w.req, () => this.export.write(w.offset, w.data, w.fua, w.req.done));
   }
 
-  /** Completion of an export operation for `req`. */
-  complete(req: Request, error: KeelsonError | null): void {
-    if (error) {
-      debug("request failed: %s %s", error.code, error.message);
+  /**
+   * Starts an export operation; one that throws instead of calling back is
+   * answered as failed (it has not called back, so the request is still ours).
+   */
+  #run(req: Request, start: () => void): void {
+    try {
+      start();
+    } catch (error) {
+      this.complete(req, error);
+    }
+  }
+
+  /**
+   * Completion of an export operation for `req`. `error` is whatever reached
+   * the callback: anything but null is a failure, and one that is not a
+   * KeelsonError (a bug below) becomes INTERNAL, so it is never written as
+   * errno 0, which the client would read as success.
+   */
+  complete(req: Request, error: unknown): void {
+    if (error !== null && error !== undefined) {
+      const typed = asWireError(error);
+      debug("request failed: %s %s", typed.code, typed.message);
       req.reply = null;
-      return this.#refuse(req, NBD_ERRNO_BY_CODE[error.code], error.code, error.message);
+      return this.#refuse(req, errnoOf(typed.code), typed.code, typed.message);
     }
     const reply = req.reply;
     if (reply === null) return this.#replyDone(req);

@@ -1,4 +1,5 @@
-import type { ErrorCode } from "@keelson/sdk";
+import { type ErrorCode, isErrorCode, isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { messageOf } from "../util/errors.js";
 import { Errno } from "./protocol.js";
 
 /** The NBD error each keelson code becomes on the wire (applied only in the NBD transmission phase). */
@@ -25,3 +26,21 @@ export const NBD_ERRNO_BY_CODE: Readonly<Record<ErrorCode, Errno>> = {
   CANCELLED: Errno.EIO,
   INTERNAL: Errno.EIO,
 };
+
+/**
+ * The errno a failed request is answered with: the table's, and EIO for a
+ * code it lacks. Never 0: on the wire 0 means success.
+ */
+export function errnoOf(code: ErrorCode): Errno {
+  const errno: number = NBD_ERRNO_BY_CODE[code] ?? Errno.EIO;
+  return errno === 0 ? Errno.EIO : (errno as Errno);
+}
+
+/** Any failure as a typed error: a KeelsonError as it is, anything else INTERNAL (its message kept). */
+export function asWireError(error: unknown): KeelsonError {
+  if (isKeelsonError(error)) return error;
+  // A KeelsonError of another copy of the SDK keeps its code.
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Error && isErrorCode(code)) return new KeelsonError({ code, message: error.message, cause: error });
+  return new KeelsonError({ code: "INTERNAL", message: `unexpected failure: ${messageOf(error)}`, cause: error });
+}
