@@ -31,10 +31,10 @@ describe("RangeGate", () => {
     inside();
     const unlock = await lockP;
     expect(locked).toBe(true);
-    // A write into the locked region waits; one elsewhere does not.
+    // A write into the locked region waits; one elsewhere (not overlapping it either) does not.
     const blocked = g.enter(999, 2);
     expect(blocked).toBeInstanceOf(Promise);
-    expect(typeof g.enter(1000, 10)).toBe("function");
+    expect(typeof g.enter(1001, 10)).toBe("function");
     let entered = false;
     void (blocked as Promise<() => void>).then(() => {
       entered = true;
@@ -44,6 +44,39 @@ describe("RangeGate", () => {
     unlock();
     await tick();
     expect(entered).toBe(true);
+  });
+
+  it("overlapping writes go one at a time in arrival order, also through a chain; others at once", async () => {
+    const g = new RangeGate();
+    const order: string[] = [];
+    const w1 = g.enter(0, 8192) as () => void;
+    const w2 = g.enter(4096, 8192); // overlaps w1
+    const w3 = g.enter(8192, 8192); // overlaps w2 only, which is still waiting: it must not pass w2
+    const w4 = g.enter(1 << 20, 4096); // overlaps nothing
+    expect(w2).toBeInstanceOf(Promise);
+    expect(w3).toBeInstanceOf(Promise);
+    expect(typeof w4).toBe("function");
+    expect(g.inflight).toBe(2);
+    expect(g.entered).toBe(4);
+    void (w2 as Promise<() => void>).then((leave) => {
+      order.push("w2");
+      setImmediate(leave);
+    });
+    void (w3 as Promise<() => void>).then((leave) => {
+      order.push("w3");
+      leave();
+    });
+    await tick();
+    expect(order).toEqual([]);
+    w1();
+    await tick();
+    expect(order).toEqual(["w2"]);
+    expect(g.inflight).toBe(2); // w2 and w4; w3 waits for w2 to leave
+    await tick();
+    await tick();
+    expect(order).toEqual(["w2", "w3"]);
+    (w4 as () => void)();
+    expect(g.entered).toBe(0);
   });
 
   it("overlapping locks take turns", async () => {
