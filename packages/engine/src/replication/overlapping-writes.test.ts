@@ -1,6 +1,7 @@
 // Replicas stay identical under overlapping writes: each replica runs its
 // writes concurrently and may finish them in any order, so the frontend must
 // send overlapping writes one at a time, in one order every replica applies.
+import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
@@ -31,6 +32,8 @@ class ReorderingReplica implements NbdExport {
   readonly sizeBytes = SIZE;
   readonly readOnly = false;
   readonly #random: () => number;
+  /** While set, every write and write-zeroes is refused as a full pool refuses it (nothing changed). */
+  full = false;
   constructor(
     readonly name: string,
     seed: number,
@@ -51,6 +54,7 @@ class ReorderingReplica implements NbdExport {
     cb(null);
   }
   write(offset: number, data: Buffer, _fua: boolean, cb: ExportCallback): void {
+    if (this.full) return cb(new KeelsonError({ code: "NO_SPACE", message: "pool is full" }));
     const copy = Buffer.from(data);
     this.#later(() => copy.copy(this.data, offset), cb);
   }
@@ -120,5 +124,33 @@ describe("overlapping writes in flight together", () => {
       expect(differs, `round ${round}: replicas differ at block ${differs}`).toBe(-1);
     }
     expect(rv.status().map((r) => r.state)).toEqual(["healthy", "healthy"]);
+  });
+});
+
+describe("an error every replica returns for a write", () => {
+  it("NO_SPACE from every replica is the volume's answer: the client gets NO_SPACE, no replica is faulted, and writes go on once space is back", async () => {
+    const { rv, a, b } = await twoReplicas(3, 4);
+    await rv.write(0, Buffer.alloc(BLOCK, 1), false);
+    a.full = true;
+    b.full = true;
+    const refused = await rv.write(BLOCK, Buffer.alloc(BLOCK, 2), false).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: "NO_SPACE" });
+    expect(rv.status().map((r) => r.state)).toEqual(["healthy", "healthy"]);
+    a.full = false;
+    b.full = false;
+    await rv.write(BLOCK, Buffer.alloc(BLOCK, 3), false);
+    expect(firstDifference(a.data, b.data)).toBe(-1);
+    expect(a.data[BLOCK]).toBe(3);
+  });
+
+  it("NO_SPACE from one replica only faults that replica; the write is acknowledged by the other", async () => {
+    const { rv, a, b } = await twoReplicas(5, 6);
+    b.full = true;
+    await rv.write(0, Buffer.alloc(BLOCK, 7), false);
+    expect(rv.status().map((r) => [r.nodeId, r.state])).toEqual([
+      ["a", "healthy"],
+      ["b", "faulted"],
+    ]);
+    expect(a.data[0]).toBe(7);
   });
 });

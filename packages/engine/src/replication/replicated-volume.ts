@@ -501,8 +501,13 @@ function fencedOut(name: string, epoch: number): KeelsonError {
   });
 }
 
-/** Codes a replica answers for a bad request (its range or arguments), not for a failure of its own. */
-const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "OUT_OF_RANGE"]);
+/**
+ * Codes a replica answers for the request rather than for a failure of its
+ * own: a bad range or argument, or no space for it (a write refused for
+ * space allocates nothing). When every replica answers one of them, it is the
+ * volume's answer: the client gets it and every replica stays in sync.
+ */
+const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "OUT_OF_RANGE", "NO_SPACE"]);
 
 /**
  * The error when every replica refused the request with the same request

@@ -11,6 +11,8 @@ export class ExtentAllocator {
   #top = 0;
   /** Extents freed since the last commit began. */
   #quarantine: number[] = [];
+  /** Extents of quarantines handed to commits still running: free once they are durable. */
+  #reclaiming = 0;
   /** Which extents are in use (allocated or quarantined), for assertions. */
   readonly #used: Uint8Array;
 
@@ -33,6 +35,11 @@ export class ExtentAllocator {
     return this.#quarantine.length;
   }
 
+  /** Extents freed but not yet allocatable: quarantined, or in a commit under way. A commit makes them free. */
+  get awaitingCommitCount(): number {
+    return this.#quarantine.length + this.#reclaiming;
+  }
+
   /** Takes one free extent, or -1 when none is left. */
   allocate(): number {
     if (this.#top === 0) return -1;
@@ -51,11 +58,14 @@ export class ExtentAllocator {
   takeQuarantine(): number[] {
     const taken = this.#quarantine;
     this.#quarantine = [];
+    this.#reclaiming += taken.length;
     return taken;
   }
 
   /** Makes extents from a durable commit's quarantine allocatable. */
   reclaim(extents: readonly number[]): void {
+    this.#reclaiming -= extents.length;
+    assert(this.#reclaiming >= 0, "reclaimed more extents than commits took");
     for (const phys of extents) {
       this.#used[phys] = 0;
       this.#free[this.#top++] = phys;
@@ -64,6 +74,8 @@ export class ExtentAllocator {
 
   /** Puts back a quarantine whose commit failed. */
   requarantine(extents: readonly number[]): void {
+    this.#reclaiming -= extents.length;
+    assert(this.#reclaiming >= 0, "requarantined more extents than commits took");
     this.#quarantine.push(...extents);
   }
 }

@@ -97,6 +97,29 @@ describe("pool", () => {
     }
   });
 
+  it("a full pool with freed extents awaiting their commit takes the write at once (no FLUSH needed)", async () => {
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "full.img"), createSizeBytes: 32 * MIB });
+    try {
+      const extents = pool.layout.extentCount;
+      const v = await pool.createVolume({ name: "v", sizeBytes: extents * MIB });
+      for (let i = 0; i < extents; i++) await write(pool, v, i * MIB, Buffer.alloc(4096, i + 1));
+      // Every extent trimmed, no FLUSH: the space is free but not yet reusable.
+      await zero(pool, v, 0, extents * MIB, { trim: true });
+      // Many writes at once into freed extents: each allocation that finds the pool full commits and retries.
+      await Promise.all(Array.from({ length: extents }, (_, i) => write(pool, v, i * MIB + 8192, Buffer.alloc(4096, 100 + i))));
+      for (let i = 0; i < extents; i++) {
+        const back = await read(pool, v, i * MIB, 3 * 4096);
+        expect([back[0], back[8192]]).toEqual([0, 100 + i]);
+      }
+      // Still a real NO_SPACE once nothing is free or quarantined.
+      const big = await pool.createVolume({ name: "more", sizeBytes: 4 * MIB });
+      const err = await write(pool, big, 0, Buffer.alloc(4096, 1)).catch((e: unknown) => e);
+      expect(isKeelsonError(err, "NO_SPACE")).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("randomized writes, zeroes, trims and reopens match a reference model", async () => {
     const seed = testSeed();
     console.log(`pool model test seed=${seed} (rerun with KEELSON_SEED=${seed})`);

@@ -122,7 +122,24 @@ function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: numb
 function writeAligned(pool: PoolCore, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
   const end = offset + data.length;
   const failed = allocateRange(pool, volume, offset, end);
-  if (failed) return cb(failed);
+  if (!failed) return writeAllocated(pool, volume, offset, data, cb);
+  // Extents freed by trims or deletes stay quarantined until a commit makes the freeing durable. A
+  // full pool with some in quarantine commits now and tries once more, rather than failing a write
+  // that fits until the client's next FLUSH.
+  if (failed.code !== "NO_SPACE" || pool.allocator.awaitingCommitCount === 0) return cb(failed);
+  pool.flush().then(
+    () => {
+      const again = allocateRange(pool, volume, offset, end);
+      if (again) return cb(again);
+      writeAllocated(pool, volume, offset, data, cb);
+    },
+    (error: unknown) => cb(commitError(error)),
+  );
+}
+
+/** Writes `data` at `offset` into head extents already allocated for it. */
+function writeAllocated(pool: PoolCore, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
+  const end = offset + data.length;
   const c = new Completion(cb);
   const head = volume.head;
   const extentBytes = pool.layout.extentSizeBytes;
@@ -143,8 +160,14 @@ function writeAligned(pool: PoolCore, volume: Volume, offset: number, data: Buff
 function flushCore(pool: PoolCore, cb: IoCallback): void {
   pool.flush().then(
     () => cb(null),
-    (e: unknown) => cb(e instanceof KeelsonError ? e : new KeelsonError({ code: "INTERNAL", message: String(e), cause: e })),
+    (e: unknown) => cb(commitError(e)),
   );
+}
+
+function commitError(e: unknown): KeelsonError {
+  return e instanceof KeelsonError
+    ? e
+    : new KeelsonError({ code: "INTERNAL", message: `pool commit failed: ${String(e)}`, cause: e });
 }
 
 function finishWrite(pool: PoolCore, error: KeelsonError | null, fua: boolean, cb: IoCallback): void {
