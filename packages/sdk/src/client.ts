@@ -127,6 +127,7 @@ export class KeelsonClient implements AsyncDisposable {
       source: sourceToWire(request.source),
       qosClass: request.qosClass ?? "",
       qos: policyToWire(request.qos),
+      minInSync: request.minInSync ?? 0,
     };
     return volumeFromWire(await this.#call(this.#volumes.createVolume, this.#volumes, wire, options, true));
   }

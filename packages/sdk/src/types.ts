@@ -346,6 +346,12 @@ export interface CreateVolumeRequest {
   /** A QoS class from the engine's configuration; fields in `qos` override it. */
   qosClass?: string;
   qos?: QosPolicy;
+  /**
+   * Write quorum of a replicated volume: in-sync replicas that must hold a
+   * write before it is acknowledged (below it writes wait, then fail
+   * UNAVAILABLE). Default 2 from 3 replicas up, else 1; at most `replicas`.
+   */
+  minInSync?: number;
 }
 
 /** Request naming one volume. */

@@ -1,5 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
-import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { type ActivityRecord, type ClusterVolumeRecord, defaultMinInSync, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
 import { messageOf } from "../util/errors.js";
@@ -19,6 +19,8 @@ export interface CreateReplicatedOptions {
   qos?: QosPolicy;
   /** The named class `qos` came from; "" when given as limits. */
   qosClass?: string;
+  /** Write quorum (1..replicas); the default for the replica count when absent. */
+  minInSync?: number;
 }
 
 /** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
@@ -86,6 +88,12 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
     });
   }
+  if (o.minInSync !== undefined && !(Number.isSafeInteger(o.minInSync) && o.minInSync >= 1 && o.minInSync <= o.replicas)) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `minInSync ${o.minInSync} of volume ${o.name}: give 1 to ${o.replicas} (its replicas), or 0 for the default`,
+    });
+  }
   const nodes = await nodesForPlacement(m, o.replicas);
   const candidates = await Promise.all(
     nodes.map(async (n) => ({
@@ -108,6 +116,7 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     replicas: chosen.map((c) => c.nodeId),
     inSync: chosen.map((c) => c.nodeId),
     ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
+    minInSync: o.minInSync ?? defaultMinInSync(o.replicas),
     createdAtMs: Date.now(),
   };
   const ref = refs.volume(o.name);

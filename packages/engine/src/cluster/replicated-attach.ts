@@ -1,5 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { ClusterVolumeRecord } from "../metadata/index.js";
+import { type ClusterVolumeRecord, minInSyncOf } from "../metadata/index.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { type FrontendHooks, ReplicatedVolume } from "../replication/replicated-volume.js";
@@ -100,11 +100,11 @@ export function openRepairFrontend(m: ClusterMembership, name: string, o: Attach
 }
 
 /**
- * A writable frontend on this node: takes a new epoch, fences
- * every reachable replica at it (so any older frontend gets nothing more
+ * A writable frontend on this node: takes a new epoch, fences every
+ * reachable replica at it (so any older frontend gets nothing more
  * acknowledged), then connects to the replicas under that epoch and resyncs
- * what the previous frontend's activity log names. UNAVAILABLE when no
- * replica can be fenced.
+ * what the previous frontend's activity log names. UNAVAILABLE, having
+ * changed nothing, when no in-sync replica answers.
  */
 async function openWriter(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
   const record = await getClusterVolume(m, name);
@@ -116,7 +116,9 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
     epoch,
     record.replicas.map((nodeId) => {
       const node = reachable.find((n) => n.nodeId === nodeId);
-      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node !== undefined && record.inSync.includes(nodeId) };
+      // An in-sync replica that did not answer stays in sync in the record: unreachable is not out of
+      // sync. The frontend records it out of sync before it acknowledges a write that replica misses.
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: record.inSync.includes(nodeId) };
     }),
     m.nodeId,
     {
@@ -124,6 +126,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
       hooks: frontendHooks(m, name, epoch, record.sizeBytes),
       resync,
       rebuildThrottle: o.rebuildThrottle,
+      minInSync: minInSyncOf(record),
       ...(o.openLocal ? { openLocal: o.openLocal } : {}),
     },
   );
@@ -131,19 +134,34 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
 
 /**
  * Takes the volume's next epoch and fences every replica it can reach at it
- * (any frontend at an older epoch gets nothing more acknowledged); those it
- * cannot reach are recorded out of sync. UNAVAILABLE when none is reached.
+ * (any frontend at an older epoch gets nothing more acknowledged). First,
+ * unless `needInSync` is false, it makes sure an in-sync replica answers: a takeover that cannot serve the
+ * volume must not take an epoch (that fences the frontend still serving it)
+ * nor change the record. UNAVAILABLE when none answers.
  */
 async function fenceAtNewEpoch(
   m: ClusterMembership,
   record: ClusterVolumeRecord,
+  needInSync = true,
 ): Promise<{ epoch: number; reachable: ClusterNode[] }> {
   const { name } = record;
   const nodes = await m.nodes();
-  const epoch = await nextEpoch(m.metadata, name);
   const holders = record.replicas
     .map((id) => nodes.find((n) => n.nodeId === id))
     .filter((n): n is ClusterNode => n !== undefined);
+  const inSync = holders.filter((n) => record.inSync.includes(n.nodeId));
+  const answering = await Promise.all(
+    inSync.map((n) =>
+      m.peers
+        .withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS)
+        .then(
+          () => true,
+          () => false,
+        ),
+    ),
+  );
+  if (needInSync && !answering.includes(true)) throw noInSyncReplica(name, record.inSync);
+  const epoch = await nextEpoch(m.metadata, name);
   const fenced = await Promise.all(
     holders.map((n) =>
       m.peers
@@ -155,12 +173,16 @@ async function fenceAtNewEpoch(
     ),
   );
   const reachable = fenced.filter((n): n is ClusterNode => n !== null);
-  if (reachable.length === 0) {
-    throw new KeelsonError({ code: "UNAVAILABLE", message: `no replica of ${name} could be fenced at epoch ${epoch}` });
-  }
-  const unreachable = holders.filter((n) => !reachable.includes(n)).map((n) => n.nodeId);
-  for (const nodeId of unreachable) await markOutOfSync(m, name, nodeId, epoch);
+  // They answered a moment ago; one that stopped since fails this attach, with the record unchanged.
+  if (needInSync && !reachable.some((n) => record.inSync.includes(n.nodeId))) throw noInSyncReplica(name, record.inSync);
   return { epoch, reachable };
+}
+
+function noInSyncReplica(name: string, inSync: readonly string[]): KeelsonError {
+  return new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `volume ${name}: no in-sync replica answers (in sync: ${inSync.join(", ") || "none"}); nothing was changed, retry once one is reachable`,
+  });
 }
 
 /**
@@ -172,7 +194,8 @@ async function fenceAtNewEpoch(
 export async function forgetAttachment(m: ClusterMembership, name: string, nodeId: string): Promise<void> {
   const entry = (await readAttachments(m, name)).entries.find((e) => e.nodeId === nodeId);
   if (!entry) return;
-  if (!entry.readOnly) await fenceAtNewEpoch(m, await getClusterVolume(m, name));
+  // Fencing what answers needs no in-sync replica: nothing is served here, and the record is left as it is.
+  if (!entry.readOnly) await fenceAtNewEpoch(m, await getClusterVolume(m, name), false);
   await removeAttachment(m, name, nodeId, entry.epoch);
 }
 

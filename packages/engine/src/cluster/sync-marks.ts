@@ -1,5 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
-import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { type ActivityRecord, type ClusterVolumeRecord, minInSyncOf, refs } from "../metadata/index.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "../replication/activity-log.js";
 import { RegionMap } from "../replication/region-map.js";
 import type { ResyncPlan } from "../replication/resync.js";
@@ -84,9 +84,20 @@ export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promis
 }
 
 function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
-  return updateUnderEpoch(m, name, epoch, (r) =>
-    r.inSync.includes(nodeId) ? { ...r, inSync: r.inSync.filter((id) => id !== nodeId) } : null,
-  );
+  return updateUnderEpoch(m, name, epoch, (r) => {
+    if (!r.inSync.includes(nodeId)) return null;
+    // The set never shrinks below the write quorum (nor to nothing). A frontend that would take it
+    // there cannot acknowledge writes anyway; and a frontend cut off from the others (the usual
+    // cause) must not leave a record that names only itself, or no other node could ever take over.
+    const floor = minInSyncOf(r);
+    if (r.inSync.length - 1 < floor) {
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `volume ${name}: recording replica ${nodeId} out of sync would leave ${r.inSync.length - 1} in sync, under the write quorum of ${floor}; not acknowledging`,
+      });
+    }
+    return { ...r, inSync: r.inSync.filter((id) => id !== nodeId) };
+  });
 }
 
 /** Puts a rebuilt replica back in the in-sync set, only while `epoch` is the volume's current epoch. */

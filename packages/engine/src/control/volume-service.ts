@@ -96,6 +96,12 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
 
 /** A volume of this node's pool alone (one replica), with its QoS applied at once. */
 async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
+  if (req.minInSync > 1) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `minInSync ${req.minInSync} needs as many replicas; replicas is ${req.replicas || 1}`,
+    });
+  }
   const { policy, qosClass } = resolvePolicy(ctx.qosClasses, req.qosClass, req.qos);
   const v = await ctx.pool.createVolume({
     name: requireString(req.name, "name"),
@@ -194,6 +200,7 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
     sizeBytes: req.sizeBytes,
     replicas: req.replicas,
     labels: req.labels,
+    ...(req.minInSync > 0 ? { minInSync: req.minInSync } : {}),
     ...qos,
   });
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });

@@ -1,6 +1,7 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
-import { type ComparatorBuilder, Etcd3, type IWatchResponse } from "etcd3";
+import { noop } from "cockatiel";
+import { type ComparatorBuilder, Etcd3, type IWatchResponse, type Lease } from "etcd3";
 import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
@@ -55,7 +56,9 @@ export class EtcdMetadataStore implements MetadataStore {
 
   private constructor(endpoints: string) {
     this.endpoints = endpoints;
-    this.#client = new Etcd3({ hosts: endpoints.split(","), dialTimeout: DIAL_TIMEOUT_MS });
+    // No per-host circuit breaker: after 3 failures it refused every call for 5 s, so a node came back
+    // that long after etcd did. Callers bound and retry their own calls.
+    this.#client = new Etcd3({ hosts: endpoints.split(","), dialTimeout: DIAL_TIMEOUT_MS, faultHandling: { host: () => noop } });
   }
 
   /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
@@ -108,7 +111,7 @@ export class EtcdMetadataStore implements MetadataStore {
   }
 
   async register(nodeId: string, ttlS: number, on: RegistrationHandlers): Promise<Registration> {
-    const lease = this.#client.lease(ttlS, { autoKeepAlive: true });
+    const lease = this.#client.lease(ttlS, { autoKeepAlive: false });
     try {
       await etcd(() =>
         lease
@@ -120,8 +123,7 @@ export class EtcdMetadataStore implements MetadataStore {
       void lease.revoke().catch(() => undefined);
       throw error;
     }
-    lease.on("lost", (error) => on.lost(error));
-    lease.on("keepaliveFailed", (error) => on.keepaliveFailed?.(error));
+    const keepalive = keepLeaseAlive(lease, ttlS, on);
     const campaign = this.#client.election(LEADER_ELECTION, ttlS).campaign(nodeId);
     campaign.on("elected", () => on.elected());
     campaign.on("error", (error) => on.campaignFailed(error));
@@ -129,6 +131,7 @@ export class EtcdMetadataStore implements MetadataStore {
     return {
       release: () => {
         released ??= (async () => {
+          keepalive.stop();
           await campaign.resign().catch(() => undefined);
           await lease.revoke().catch(() => undefined);
         })();
@@ -202,4 +205,52 @@ export class EtcdMetadataStore implements MetadataStore {
     this.#closed = true;
     this.#client.close();
   }
+}
+
+/**
+ * Keeps `lease` alive with one keepalive every third of its TTL, each on a
+ * fresh stream with its own deadline, rather than the client's long-lived
+ * stream: that stream could go silent for seconds (no reply, no error) while
+ * etcd and the node were fine, and the client then reported the lease lost
+ * only after twice its TTL. Here a keepalive that does not answer in time is
+ * simply replaced by the next; once a whole TTL passed without an answer the
+ * lease has expired in etcd, and it is reported lost at once (as it is when
+ * etcd answers that it expired).
+ */
+function keepLeaseAlive(lease: Lease, ttlS: number, on: RegistrationHandlers): { stop(): void } {
+  const intervalMs = (ttlS * 1000) / 3;
+  let lastOkMs = Date.now();
+  let stopped = false;
+  let lost = false;
+  const loseIt = (error: unknown) => {
+    if (stopped || lost) return;
+    lost = true;
+    clearInterval(timer);
+    on.lost(error);
+  };
+  // keepaliveOnce reports an expired lease through "lost" too (and throws).
+  lease.on("lost", loseIt);
+  const tick = () => {
+    if (stopped || lost) return;
+    if (Date.now() - lastOkMs > ttlS * 1000) {
+      return loseIt(new KeelsonError({ code: "UNAVAILABLE", message: `no keepalive answered for ${ttlS} s: the lease expired` }));
+    }
+    lease.keepaliveOnce({ deadline: new Date(Date.now() + intervalMs) }).then(
+      (res) => {
+        if (Number(res.TTL) > 0) lastOkMs = Date.now();
+      },
+      (error: unknown) => {
+        if (!stopped && !lost) on.keepaliveFailed?.(error);
+      },
+    );
+  };
+  const timer = setInterval(tick, intervalMs);
+  timer.unref();
+  tick();
+  return {
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
 }

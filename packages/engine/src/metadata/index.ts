@@ -16,6 +16,7 @@ export type {
   SnapshotRecord,
   VolumeStatusRecord,
 } from "./records.js";
+export { defaultMinInSync, minInSyncOf } from "./records.js";
 export {
   ALL_OF_REVISION,
   type Condition,

@@ -39,7 +39,27 @@ export interface ClusterVolumeRecord {
   qos?: QosPolicyRecord;
   /** The named class `qos` came from; "" or absent when it was given as limits. */
   qosClass?: string;
+  /**
+   * Write quorum: a write is acknowledged only once at least this many
+   * in-sync replicas hold it (below it, writes wait, then fail). Absent in
+   * records made before it existed: {@link defaultMinInSync} applies.
+   */
+  minInSync?: number;
   createdAtMs: number;
+}
+
+/**
+ * The write quorum a volume of `replicas` copies gets unless asked: 2 from
+ * 3 replicas up (a write never rests on one node alone, and one replica may
+ * be lost without a stall), 1 below (one replica left of 2 serves on).
+ */
+export function defaultMinInSync(replicas: number): number {
+  return Math.max(1, Math.min(2, replicas - 1));
+}
+
+/** The volume's write quorum: its own, or the default; at least 1 and never more than its replicas. */
+export function minInSyncOf(record: ClusterVolumeRecord): number {
+  return Math.max(1, Math.min(record.minInSync ?? defaultMinInSync(record.replicas.length), record.replicas.length));
 }
 
 /** One node's attachment of a volume. */
@@ -195,6 +215,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     retired: optional(arrayOf(str)),
     qos: optional(qosPolicy),
     qosClass: optional(str),
+    minInSync: optional(count),
     createdAtMs: num,
   }),
   activity: object({ epoch: count, extentBytes: count, all: optional(bool), bitmap: optional(str) }),

@@ -51,6 +51,8 @@ export interface OpenOptions {
   rebuildThrottle?: RebuildThrottle;
   /** Reaches this node's own replica in-process instead of over NBD. */
   openLocal?: OpenLocalExport;
+  /** Write quorum: in-sync replicas that must hold a write (or flush) before it is acknowledged; 1 unless given. */
+  minInSync?: number;
 }
 
 const NO_HOOKS: FrontendHooks = {
@@ -67,6 +69,10 @@ const NO_HOOKS: FrontendHooks = {
 export interface OpenTarget extends ReplicaTarget {
   inSync: boolean;
 }
+
+/** Longest a write waits for enough replicas in sync (see `minInSync`) before it fails. */
+export const QUORUM_WAIT_MS = 5_000;
+const QUORUM_POLL_MS = 50;
 
 /** How often a degraded volume tries its faulted replicas again and looks for new ones. */
 export const REPAIR_INTERVAL_MS = 1_000;
@@ -100,6 +106,8 @@ export class ReplicatedVolume {
   readonly #throttle: RebuildThrottle;
   readonly #openLocal: OpenLocalExport | undefined;
   readonly #rebuilder: Rebuilder;
+  /** In-sync replicas a write needs before it is acknowledged. */
+  readonly minInSync: number;
   /** Rebuilds finished since attach. */
   rebuildsCompleted = 0;
   #closed = false;
@@ -113,7 +121,7 @@ export class ReplicatedVolume {
     localNodeId: string,
     replicas: Replica[],
     hooks: FrontendHooks,
-    options: { timeoutMs: number; throttle: RebuildThrottle; openLocal: OpenLocalExport | undefined },
+    options: { timeoutMs: number; throttle: RebuildThrottle; openLocal: OpenLocalExport | undefined; minInSync: number },
   ) {
     this.readOnly = volume.readOnly;
     this.name = volume.name;
@@ -125,6 +133,7 @@ export class ReplicatedVolume {
     this.#timeoutMs = options.timeoutMs;
     this.#throttle = options.throttle;
     this.#openLocal = options.openLocal;
+    this.minInSync = options.minInSync;
     this.#activity = new ActivityLog(hooks.saveActivity);
     this.#rebuilder = this.#newRebuilder();
   }
@@ -213,7 +222,7 @@ export class ReplicatedVolume {
       localNodeId,
       replicas,
       { ...NO_HOOKS, ...hooks },
-      { timeoutMs, throttle, openLocal: options.openLocal },
+      { timeoutMs, throttle, openLocal: options.openLocal, minInSync: Math.max(1, options.minInSync ?? 1) },
     );
     // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
     if (readOnly) return v;
@@ -341,6 +350,7 @@ export class ReplicatedVolume {
       if (!range) return; // nothing written, nothing to flush
       throw new KeelsonError({ code: "READ_ONLY", message: `volume ${this.name} is attached read-only on this node` });
     }
+    await this.#awaitQuorum();
     let logged: (() => void) | null = null;
     if (range) {
       // In the activity log before any replica sees it, so a failover resyncs it if it lands on some only.
@@ -383,12 +393,37 @@ export class ReplicatedVolume {
         throw fencedOut(this.name, this.epoch);
       }
       if (ok === 0) throw this.#unavailable();
+      // Fewer than the quorum hold it: not acknowledged (the replicas that faulted are recorded before any later write is).
+      if (ok < this.minInSync) throw this.#belowQuorum(ok);
       // The replicas that missed this write leave the in-sync set before it is acknowledged.
       await this.#recordFaults();
     } finally {
       leave?.();
       logged?.();
     }
+  }
+
+  /**
+   * Waits, at most QUORUM_WAIT_MS, until at least `minInSync` replicas are in
+   * sync (a faulted one being rebuilt may get there); UNAVAILABLE after that,
+   * so a write is never acknowledged by fewer.
+   */
+  async #awaitQuorum(): Promise<void> {
+    if (this.#replicas.healthy().length >= this.minInSync) return;
+    const deadline = Date.now() + QUORUM_WAIT_MS;
+    while (Date.now() < deadline && this.serving) {
+      await new Promise((r) => setTimeout(r, QUORUM_POLL_MS));
+      if (this.#replicas.healthy().length >= this.minInSync) return;
+    }
+    if (this.#fenced) throw fencedOut(this.name, this.epoch);
+    throw this.#belowQuorum(this.#replicas.healthy().length);
+  }
+
+  #belowQuorum(inSync: number): KeelsonError {
+    return new KeelsonError({
+      code: "UNAVAILABLE",
+      message: `volume ${this.name}: ${inSync} replica(s) in sync, the write quorum is ${this.minInSync}; not acknowledging`,
+    });
   }
 
   /** The error of a write whose activity log entry could not be saved (EPOCH_STALE once fenced). */

@@ -366,7 +366,15 @@ export interface CreateVolumeRequest {
     | undefined;
   /** A QoS class defined in the engine's configuration; fields set in qos override it. */
   qosClass: string;
-  qos: QosPolicy | undefined;
+  qos:
+    | QosPolicy
+    | undefined;
+  /**
+   * Write quorum of a replicated volume: a write is acknowledged only once at
+   * least this many in-sync replicas hold it; below, writes wait, then fail
+   * UNAVAILABLE. 0 means the default: 2 from 3 replicas up, else 1.
+   */
+  minInSync: number;
 }
 
 export interface CreateVolumeRequest_LabelsEntry {
@@ -3462,7 +3470,16 @@ export const VolumeExport: MessageFns<VolumeExport> = {
 };
 
 function createBaseCreateVolumeRequest(): CreateVolumeRequest {
-  return { name: "", sizeBytes: 0, labels: {}, replicas: 0, source: undefined, qosClass: "", qos: undefined };
+  return {
+    name: "",
+    sizeBytes: 0,
+    labels: {},
+    replicas: 0,
+    source: undefined,
+    qosClass: "",
+    qos: undefined,
+    minInSync: 0,
+  };
 }
 
 export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
@@ -3487,6 +3504,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     }
     if (message.qos !== undefined) {
       QosPolicy.encode(message.qos, writer.uint32(58).fork()).join();
+    }
+    if (message.minInSync !== 0) {
+      writer.uint32(64).uint32(message.minInSync);
     }
     return writer;
   },
@@ -3563,6 +3583,14 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
             message.qos = QosPolicy.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.minInSync = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3597,6 +3625,7 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
       : undefined;
     message.qosClass = object.qosClass ?? "";
     message.qos = (object.qos !== undefined && object.qos !== null) ? QosPolicy.fromPartial(object.qos) : undefined;
+    message.minInSync = object.minInSync ?? 0;
     return message;
   },
 };

@@ -1,6 +1,8 @@
-// Replicas stay identical under overlapping writes: each replica runs its
-// writes concurrently and may finish them in any order, so the frontend must
-// send overlapping writes one at a time, in one order every replica applies.
+// What the replicas of a volume agree on: the order of overlapping writes
+// (each replica runs its writes concurrently and may finish them in any
+// order, so the frontend sends overlapping writes one at a time, in one order
+// every replica applies), the answer to a write every replica refuses, and
+// the write quorum.
 import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
@@ -72,7 +74,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function twoReplicas(seedA: number, seedB: number) {
+async function twoReplicas(seedA: number, seedB: number, minInSync = 1) {
   const a = new ReorderingReplica("rv#1", seedA);
   const b = new ReorderingReplica("rv#1", seedB);
   const catalogB: ExportCatalog = {
@@ -91,7 +93,7 @@ async function twoReplicas(seedA: number, seedB: number) {
       { nodeId: "b", nbdAddress: server.tcpAddress, inSync: true },
     ],
     "a",
-    { openLocal: (name) => (name === a.name ? a : null), timeoutMs: 10_000 },
+    { openLocal: (name) => (name === a.name ? a : null), timeoutMs: 10_000, minInSync },
   );
   cleanups.push(() => rv.close());
   return { rv, a, b };
@@ -152,5 +154,30 @@ describe("an error every replica returns for a write", () => {
       ["b", "faulted"],
     ]);
     expect(a.data[0]).toBe(7);
+  });
+});
+
+describe("the write quorum (minInSync)", () => {
+  it("with 2 of 2 required, a write that only one replica took is not acknowledged, and later writes wait, then fail UNAVAILABLE", async () => {
+    const { rv, a, b } = await twoReplicas(7, 8, 2);
+    await rv.write(0, Buffer.alloc(BLOCK, 1), false);
+    // b fails a write the other takes (a fault of b's own, here a full pool on b alone).
+    b.full = true;
+    const first = await rv.write(BLOCK, Buffer.alloc(BLOCK, 2), false).catch((e: unknown) => e);
+    expect(first).toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("write quorum is 2") });
+    expect(rv.status().map((r) => r.state)).toEqual(["healthy", "faulted"]);
+    const next = await rv.write(2 * BLOCK, Buffer.alloc(BLOCK, 3), false).catch((e: unknown) => e);
+    expect(next).toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("1 replica(s) in sync") });
+    // Refused before it was sent: the replica in sync did not take it either.
+    expect(a.data[2 * BLOCK]).toBe(0);
+    // Reads still serve from the replica in sync.
+    expect((await rv.read(0, BLOCK))[0]).toBe(1);
+  }, 20_000);
+
+  it("with 1 required (the default), the write is acknowledged by the replica left", async () => {
+    const { rv, b } = await twoReplicas(9, 10);
+    b.full = true;
+    await rv.write(0, Buffer.alloc(BLOCK, 4), false);
+    expect(rv.minInSync).toBe(1);
   });
 });

@@ -1,0 +1,151 @@
+// Partitions that leave etcd reachable: the frontend's node loses its peers
+// (routes to them blackholed inside its namespace) but still reaches etcd and
+// its clients. An unreachable replica is not out of sync, a refused takeover
+// changes nothing, the in-sync set is never emptied, and the write quorum
+// keeps a write from resting on one node alone.
+import os from "node:os";
+import path from "node:path";
+import type { Attachment, KeelsonClient } from "@keelson/sdk";
+import { describe, expect, it } from "vitest";
+import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { trackClusters } from "../helpers/clusters.js";
+import { canRun } from "../helpers/env.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
+import { run } from "../helpers/process.js";
+import { readAll } from "../helpers/stamps.js";
+
+const MIB = 1024 * 1024;
+const SIZE = 16 * MIB;
+const BLOCK = 4096;
+
+const track = trackClusters();
+
+async function threeNodes(): Promise<StartedLocalCluster> {
+  const dir = path.join(os.tmpdir(), `keelson-partial-${process.pid}-${Date.now()}`);
+  return track(await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: 256 * MIB }));
+}
+
+/** Blackholes (or restores) the routes from node `from` to each node in `to`, inside `from`'s namespace. */
+async function cut(cluster: StartedLocalCluster, from: number, to: number[], on: boolean): Promise<void> {
+  const ns = cluster.state.nodes[from]?.netns as string;
+  for (const i of to) {
+    const address = cluster.state.nodes[i]?.address as string;
+    await run("ip", ["netns", "exec", ns, "ip", "route", on ? "add" : "del", "blackhole", `${address}/32`]);
+  }
+}
+
+/** Writes `fill` at block `block` and flushes, through node `index`'s export; the NBD errno of each (0 is success). */
+async function writeAndFlush(cluster: StartedLocalCluster, index: number, block: number, fill: number): Promise<number[]> {
+  const c = await NbdTestClient.open(cluster.nodes[index]?.nbdAddress as string, "db");
+  try {
+    const w = await c.write(block * BLOCK, Buffer.alloc(BLOCK, fill));
+    const f = await c.flush();
+    return [w.error, f.error];
+  } finally {
+    c.close();
+  }
+}
+
+async function blockOn(cluster: StartedLocalCluster, index: number, exportName: string, block: number): Promise<number> {
+  const image = await readAll(cluster.nodes[index]?.nbdAddress as string, exportName, SIZE);
+  return image[block * BLOCK] as number;
+}
+
+async function waitFor(client: KeelsonClient, ok: (a: Attachment) => boolean, what: string): Promise<Attachment> {
+  const deadline = Date.now() + 60_000;
+  let last: Attachment | null = null;
+  while (Date.now() < deadline) {
+    last = await client.getAttachment({ name: "db" }).catch(() => null);
+    if (last && ok(last)) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${what} not reached in 60 s: ${JSON.stringify(last)}`);
+}
+
+const healthy = (a: Attachment) => a.state === "healthy" && a.replicas.every((r) => r.state === "healthy");
+
+async function expectReplicasEqual(cluster: StartedLocalCluster, epoch: number): Promise<void> {
+  const images = await Promise.all(cluster.nodes.map((n) => readAll(n.nbdAddress, `db#${epoch}`, SIZE)));
+  for (const [k, image] of images.entries()) expect(image.equals(images[0] as Buffer), `node${k + 1}'s replica`).toBe(true);
+}
+
+describe("partitions that leave etcd reachable", () => {
+  it("minInSync 1, the frontend cut from both replicas: it alone holds the newest write; a takeover elsewhere is refused and changes nothing; once the routes return, it serves on and the others are rebuilt from it", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const cluster = await threeNodes();
+    const n1 = cluster.client(0);
+    await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3, minInSync: 1 });
+    await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    expect(await writeAndFlush(cluster, 0, 0, 1)).toEqual([0, 0]);
+    await cut(cluster, 0, [1, 2], true);
+    // Acknowledged by node1 alone, as minInSync 1 allows: node2 and node3 missed it.
+    expect(await writeAndFlush(cluster, 0, 1, 2)).toEqual([0, 0]);
+    const before = await n1.getAttachment({ name: "db" });
+    expect(before.replicas.map((r) => [r.nodeId, r.state])).toEqual([
+      ["node1", "healthy"],
+      ["node2", "faulted"],
+      ["node3", "faulted"],
+    ]);
+    const takeover = await cluster
+      .client(1)
+      .attachVolume({ name: "db", nodeId: "node2", takeover: true })
+      .catch((e: unknown) => e);
+    expect(takeover).toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("no in-sync replica answers") });
+    // Nothing changed: same epoch, node1 still serving and still writing.
+    const after = await n1.getAttachment({ name: "db" });
+    expect(after.epoch).toBe(before.epoch);
+    expect(after.nodeId).toBe("node1");
+    expect(await writeAndFlush(cluster, 0, 2, 3)).toEqual([0, 0]);
+    await cut(cluster, 0, [1, 2], false);
+    const healed = await waitFor(n1, healthy, "every replica rebuilt from node1");
+    expect(healed.epoch).toBe(before.epoch);
+    for (const [block, fill] of [
+      [0, 1],
+      [1, 2],
+      [2, 3],
+    ] as const) {
+      expect(await blockOn(cluster, 0, "db", block)).toBe(fill);
+    }
+    await expectReplicasEqual(cluster, healed.epoch);
+  }, 180_000);
+
+  it("default quorum (2 of 3), the frontend cut from both replicas: nothing is acknowledged by node1 alone; a takeover on node2 serves every acknowledged write; node1 is rebuilt once back", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const cluster = await threeNodes();
+    const n1 = cluster.client(0);
+    await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+    await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    expect(await writeAndFlush(cluster, 0, 0, 1)).toEqual([0, 0]);
+    await cut(cluster, 0, [1, 2], true);
+    const [alone] = await writeAndFlush(cluster, 0, 1, 2);
+    expect(alone, "a write held by node1 alone is not acknowledged").not.toBe(0);
+    const n2 = cluster.client(1);
+    const moved = await n2.attachVolume({ name: "db", nodeId: "node2", takeover: true, replicaTimeoutMs: 1000 });
+    expect(moved.nodeId).toBe("node2");
+    expect(await blockOn(cluster, 1, "db", 0)).toBe(1);
+    expect(await writeAndFlush(cluster, 1, 3, 4)).toEqual([0, 0]);
+    // The old frontend acknowledges nothing more.
+    const [old] = await writeAndFlush(cluster, 0, 4, 5);
+    expect(old).not.toBe(0);
+    await cut(cluster, 0, [1, 2], false);
+    const healed = await waitFor(n2, healthy, "node1 rebuilt from node2");
+    expect(await blockOn(cluster, 1, "db", 3)).toBe(4);
+    expect(await blockOn(cluster, 1, "db", 4)).toBe(0);
+    await expectReplicasEqual(cluster, healed.epoch);
+  }, 180_000);
+
+  it("the frontend cut from one replica: writes go on with two, the cut one is rebuilt after the heal, and all three are equal", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const cluster = await threeNodes();
+    const n1 = cluster.client(0);
+    await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+    await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    await cut(cluster, 0, [2], true);
+    for (let b = 0; b < 8; b++) expect(await writeAndFlush(cluster, 0, b, b + 1)).toEqual([0, 0]);
+    const degraded = await n1.getAttachment({ name: "db" });
+    expect(degraded.replicas.find((r) => r.nodeId === "node3")?.state).toBe("faulted");
+    await cut(cluster, 0, [2], false);
+    const healed = await waitFor(n1, healthy, "node3 rebuilt");
+    await expectReplicasEqual(cluster, healed.epoch);
+  }, 180_000);
+});
