@@ -150,17 +150,9 @@ async function fenceAtNewEpoch(
     .map((id) => nodes.find((n) => n.nodeId === id))
     .filter((n): n is ClusterNode => n !== undefined);
   const inSync = holders.filter((n) => record.inSync.includes(n.nodeId));
-  const answering = await Promise.all(
-    inSync.map((n) =>
-      m.peers
-        .withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS)
-        .then(
-          () => true,
-          () => false,
-        ),
-    ),
-  );
-  if (needInSync && !answering.includes(true)) throw noInSyncReplica(name, record.inSync);
+  // The first answer is enough: a dead node's probe must not add its timeout to a failover.
+  const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS));
+  if (needInSync && !(await anyAnswers(probes))) throw noInSyncReplica(name, record.inSync);
   const epoch = await nextEpoch(m.metadata, name);
   const fenced = await Promise.all(
     holders.map((n) =>
@@ -176,6 +168,14 @@ async function fenceAtNewEpoch(
   // They answered a moment ago; one that stopped since fails this attach, with the record unchanged.
   if (needInSync && !reachable.some((n) => record.inSync.includes(n.nodeId))) throw noInSyncReplica(name, record.inSync);
   return { epoch, reachable };
+}
+
+/** Resolves true as soon as one of `calls` succeeds, false once all have failed. */
+function anyAnswers(calls: readonly Promise<unknown>[]): Promise<boolean> {
+  return Promise.any(calls).then(
+    () => true,
+    () => false,
+  );
 }
 
 function noInSyncReplica(name: string, inSync: readonly string[]): KeelsonError {
