@@ -201,13 +201,17 @@ export async function forgetAttachment(m: ClusterMembership, name: string, nodeI
 
 /** What a frontend at `epoch` needs from the cluster's metadata and the peers. */
 function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBytes: number): FrontendHooks {
+  /** Numbers the saves this frontend starts: one abandoned at its deadline must not land over a newer one. */
+  let saves = 0;
   return {
-    saveActivity: (extents) =>
-      withDeadline(
-        saveActivityLog(m, name, epoch, sizeBytes, extents),
+    saveActivity: (extents) => {
+      const mine = ++saves;
+      return withDeadline(
+        saveActivityLog(m, name, epoch, sizeBytes, extents, () => mine === saves),
         SYNC_UPDATE_DEADLINE_MS,
         `saving the activity log of ${name}`,
-      ),
+      );
+    },
     recordFault: (nodeId) => markOutOfSync(m, name, nodeId, epoch),
     recordInSync: (nodeId) => markInSync(m, name, nodeId, epoch),
     prepareReplica: async (nodeId) => {

@@ -26,13 +26,19 @@ export async function loadActivityLog(m: ClusterMembership, name: string): Promi
   return ranges;
 }
 
-/** Saves the activity log of the frontend at `epoch`, only while that is the volume's current epoch. */
+/**
+ * Saves the activity log of the frontend at `epoch`, only while that is the
+ * volume's current epoch. `latest` says whether this is still the newest
+ * save the frontend started: a save abandoned at its deadline (etcd slow)
+ * may still be running, and must never put an older log over a newer one.
+ */
 export async function saveActivityLog(
   m: ClusterMembership,
   name: string,
   epoch: number,
   sizeBytes: number,
   extents: ActivityExtents,
+  latest: () => boolean = () => true,
 ): Promise<void> {
   const record: ActivityRecord = { epoch, extentBytes: ACTIVITY_EXTENT_BYTES };
   if (extents === "all") record.all = true;
@@ -41,14 +47,29 @@ export async function saveActivityLog(
     for (const e of extents) map.add(e);
     record.bitmap = Buffer.from(map.toBytes()).toString("base64");
   }
-  const saved = await m.metadata.commit({ if: [whileEpoch(name, epoch)], put: [{ ref: refs.activity(name), value: record }] });
-  if (!saved) {
-    // The epoch is the only compare, so a failure means a newer epoch exists.
-    throw (
-      (await supersededError(m.metadata, name, epoch)) ??
-      new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: the activity log's guard failed; retry` })
-    );
+  // A compare-and-swap on the log as read just before, by the newest save only: an older one that
+  // runs late either finds a newer save started (and stops) or loses the compare to what it wrote.
+  const ref = refs.activity(name);
+  for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
+    const current = await m.metadata.get(ref);
+    if (!latest()) throw supersededSave(name);
+    const saved = await m.metadata.commit({
+      if: [whileEpoch(name, epoch), { ref, version: current?.version ?? null }],
+      put: [{ ref, value: record }],
+    });
+    if (saved) return;
+    const stale = await supersededError(m.metadata, name, epoch);
+    if (stale) throw stale;
+    if (!latest()) throw supersededSave(name);
   }
+  throw new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `volume ${name}: the activity log changed under every attempt to save it; retry`,
+  });
+}
+
+function supersededSave(name: string): KeelsonError {
+  return new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: a newer save of the activity log replaced this one` });
 }
 
 /** Attempts of the compare-and-swap that takes a replica out of sync. */
