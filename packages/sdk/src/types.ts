@@ -283,6 +283,12 @@ export interface Pool {
   /** Reservations admitted on this disk. */
   reservedIops: number;
   reservedBytesPerSec: number;
+  /** Sum of the sizes of the pool's volumes (thin: what they may grow to). */
+  provisionedBytes: number;
+  /** Over-commit limit: `provisionedBytes` may reach this percent of `totalBytes` (`keelsond --overcommit-percent`). */
+  overcommitPercent: number;
+  /** `totalBytes` x `overcommitPercent` / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
+  provisionLimitBytes: number;
 }
 
 /** One engine: identity, pool and endpoints. */

@@ -8,6 +8,7 @@ import { capabilityToWire, policyToWire } from "./qos-wire.js";
 export function nodeToWire(ctx: ControlContext): WireNode {
   const space = ctx.pool.space();
   const reserved = ctx.pool.reserved();
+  const provisioning = ctx.pool.provisioning();
   const membership = ctx.membership();
   return {
     nodeId: ctx.nodeId,
@@ -24,6 +25,9 @@ export function nodeToWire(ctx: ControlContext): WireNode {
       capability: capabilityToWire(ctx.pool.disk),
       reservedIops: reserved.iops,
       reservedBytesPerSec: reserved.bytesPerSec,
+      provisionedBytes: provisioning.provisionedBytes,
+      overcommitPercent: provisioning.overcommitPercent,
+      provisionLimitBytes: provisioning.limitBytes,
     },
     nbdTcpAddress: ctx.nbd.tcpAddress,
     nbdUnixSocket: ctx.nbd.unixSocket,

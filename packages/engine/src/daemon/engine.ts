@@ -30,6 +30,8 @@ import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
 
+export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/provisioning.js";
+
 /** Version reported by GetNode. */
 export const ENGINE_VERSION = "0.1.0";
 export const DEFAULT_GRPC_ADDRESS = "127.0.0.1:7420";
@@ -45,6 +47,8 @@ export interface EngineOptions {
   forceFormat?: boolean;
   /** Extent size of a pool formatted now (default 1 MiB). */
   extentSizeBytes?: number;
+  /** Provisioned size the pool may promise, in percent of its data capacity (default 200; see `OpenPoolOptions`). */
+  overcommitPercent?: number;
   /** Named QoS policies volumes may be created with. */
   qosClasses?: ReadonlyMap<string, QosPolicy>;
   /** I/Os the disk scheduler lets run at once (default: twice the libuv thread pool). */
@@ -177,6 +181,7 @@ async function openPool(options: EngineOptions, teardown: Teardown): Promise<Poo
     createSizeBytes: options.poolSizeBytes,
     forceFormat: options.forceFormat,
     extentSizeBytes: options.extentSizeBytes,
+    overcommitPercent: options.overcommitPercent,
     admit: admitReservation,
   });
   teardown.add(() => pool.close());

@@ -487,6 +487,12 @@ export interface Pool {
   /** Reservations admitted on this disk. */
   reservedIops: number;
   reservedBytesPerSec: number;
+  /** Sum of the sizes of the pool's volumes (thin: what they may grow to). */
+  provisionedBytes: number;
+  /** Over-commit limit: provisioned_bytes may reach this percent of total_bytes (keelsond --overcommit-percent). */
+  overcommitPercent: number;
+  /** total_bytes x overcommit_percent / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
+  provisionLimitBytes: number;
 }
 
 function createBaseAttachVolumeRequest(): AttachVolumeRequest {
@@ -4708,6 +4714,9 @@ function createBasePool(): Pool {
     capability: undefined,
     reservedIops: 0,
     reservedBytesPerSec: 0,
+    provisionedBytes: 0,
+    overcommitPercent: 0,
+    provisionLimitBytes: 0,
   };
 }
 
@@ -4745,6 +4754,15 @@ export const Pool: MessageFns<Pool> = {
     }
     if (message.reservedBytesPerSec !== 0) {
       writer.uint32(89).double(message.reservedBytesPerSec);
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(96).uint64(message.provisionedBytes);
+    }
+    if (message.overcommitPercent !== 0) {
+      writer.uint32(104).uint32(message.overcommitPercent);
+    }
+    if (message.provisionLimitBytes !== 0) {
+      writer.uint32(112).uint64(message.provisionLimitBytes);
     }
     return writer;
   },
@@ -4850,6 +4868,30 @@ export const Pool: MessageFns<Pool> = {
             message.reservedBytesPerSec = reader.double();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.overcommitPercent = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.provisionLimitBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4880,6 +4922,9 @@ export const Pool: MessageFns<Pool> = {
       : undefined;
     message.reservedIops = object.reservedIops ?? 0;
     message.reservedBytesPerSec = object.reservedBytesPerSec ?? 0;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
+    message.overcommitPercent = object.overcommitPercent ?? 0;
+    message.provisionLimitBytes = object.provisionLimitBytes ?? 0;
     return message;
   },
 };
