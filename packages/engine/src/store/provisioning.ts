@@ -64,7 +64,7 @@ export function checkProvisioning(core: PoolCore, addBytes: number, what: string
     code: "LIMIT_EXCEEDED",
     message:
       `${what} asks for ${formatBytes(addBytes)} (${addBytes} bytes) more, but pool ${core.device.path} may provision at most ` +
-      `${formatBytes(p.limitBytes)} (${p.limitBytes} bytes): ${p.overcommitPercent}% of its ${formatBytes(capacity)} (${capacity} bytes) data capacity; ` +
+      `${formatBytes(p.limitBytes)} (${p.limitBytes} bytes), its over-commit limit of ${p.overcommitPercent}% of its ${formatBytes(capacity)} (${capacity} bytes) data capacity; ` +
       `${formatBytes(p.provisionedBytes)} (${p.provisionedBytes} bytes) provisioned already; ` +
       `delete volumes there, or raise its limit (keelsond --overcommit-percent)`,
   });
