@@ -282,6 +282,10 @@ export function eventFromWire(e: ev.Event): KeelsonEvent | null {
         })),
       };
     }
+    case "spaceAlert": {
+      const { raised, ...alert } = k.value;
+      return { ...base, kind: "spaceAlert", ...alert, state: raised ? "raised" : "cleared" };
+    }
     default:
       return null;
   }

@@ -448,13 +448,28 @@ export interface VolumeStatusEvent extends EventBase {
   replicas: { nodeId: string; state: "healthy" | "faulted" | "rebuilding"; rebuiltBytes: number; rebuildTotalBytes: number }[];
 }
 
+/**
+ * A node's pool crossed a used-space threshold (80%, 90%, 100% = full): raised once when usage reaches it,
+ * cleared once it falls back below it by a margin, not on every write in between.
+ */
+export interface PoolSpaceAlertEvent extends EventBase {
+  kind: "spaceAlert";
+  nodeId: string;
+  poolUid: string;
+  thresholdPercent: number;
+  state: "raised" | "cleared";
+  usedBytes: number;
+  totalBytes: number;
+}
+
 /** What {@link KeelsonClient.watch} yields. */
 export type KeelsonEvent =
   | VolumeChangedEvent
   | AttachmentsChangedEvent
   | SnapshotChangedEvent
   | NodeChangedEvent
-  | VolumeStatusEvent;
+  | VolumeStatusEvent
+  | PoolSpaceAlertEvent;
 
 /** Options of {@link KeelsonClient.watch}. */
 export interface WatchOptions {

@@ -98,6 +98,19 @@ export interface VolumeStatusRecord {
   replicas: ReplicaStatusRecord[];
 }
 
+/** The last crossing of one used-space threshold of a node's pool (a watch sees each put as an event). */
+export interface SpaceAlertRecord {
+  nodeId: string;
+  poolUid: string;
+  /** Percent of the pool's data capacity in use; 100: full (no free extent). */
+  thresholdPercent: number;
+  /** "raised": usage reached the threshold; "cleared": it fell back below it by the re-arm margin. */
+  state: "raised" | "cleared";
+  usedBytes: number;
+  totalBytes: number;
+  atMs: number;
+}
+
 /** The record type stored for each kind. */
 export interface RecordTypes {
   node: NodeRecord;
@@ -111,6 +124,7 @@ export interface RecordTypes {
   snapshot: SnapshotRecord;
   disk: DiskRecord;
   status: VolumeStatusRecord;
+  spaceAlert: SpaceAlertRecord;
 }
 
 /** Checks one value; returns what is wrong with it (naming the field), or null when it fits. */
@@ -215,6 +229,15 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     epoch: count,
     state: str,
     replicas: arrayOf(object({ nodeId: str, state: str, rebuiltBytes: count, rebuildTotalBytes: count })),
+  }),
+  spaceAlert: object({
+    nodeId: str,
+    poolUid: str,
+    thresholdPercent: count,
+    state: oneOf("raised", "cleared"),
+    usedBytes: count,
+    totalBytes: count,
+    atMs: num,
   }),
 };
 

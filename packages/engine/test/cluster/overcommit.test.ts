@@ -1,11 +1,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { isKeelsonError } from "@keelson/sdk";
+import { isKeelsonError, type PoolSpaceAlertEvent } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
+import { NbdTestClient } from "../helpers/nbd-client.js";
 import { run } from "../helpers/process.js";
 
 const MIB = 1024 * 1024;
@@ -23,7 +24,7 @@ async function refusal(p: Promise<unknown>): Promise<unknown> {
 }
 
 describe("keelson up --disk-size and the over-commit limit in a cluster", () => {
-  it("each node gets a disk of --disk-size; placement leaves out nodes whose pool cannot promise the size under their limit (LIMIT_EXCEEDED, each node's reason), and takes a size that fits", async (t) => {
+  it("each node gets a disk of --disk-size; placement leaves out nodes whose pool cannot promise the size under their limit (LIMIT_EXCEEDED, each node's reason), and takes a size that fits; filling the pools raises each node's 80% space alert as a watch event", async (t) => {
     if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
     const dir = path.join(os.tmpdir(), `keelson-up-disk-${process.pid}-${Date.now()}`);
     await run(
@@ -57,6 +58,29 @@ describe("keelson up --disk-size and the over-commit limit in a cluster", () => 
     // The nodes are full of promises now: even a small volume has nowhere to go.
     const small = await refusal(c2.createVolume({ name: "small", sizeBytes: 16 * MIB, replicas: 1 }));
     expect(isKeelsonError(small, "LIMIT_EXCEEDED") && small.message).toContain("over-commit limit");
+
+    // Writing 80% of a pool through the replicated volume fills both nodes' pools: each raises its 80% alert, once, as an event.
+    const ac = new AbortController();
+    const alerts: PoolSpaceAlertEvent[] = [];
+    const watching = (async () => {
+      for await (const e of c2.watch({ signal: ac.signal })) if (e.kind === "spaceAlert") alerts.push(e);
+    })().catch(() => undefined);
+    await c1.attachVolume({ name: "fits" });
+    const nbd = await NbdTestClient.open(cluster.nodes[0]?.nbdAddress as string, "fits");
+    const extent = pools[0]?.extentSizeBytes as number;
+    const extents = Math.ceil((Math.max(...pools.map((p) => p.totalBytes)) * 0.8) / extent);
+    for (let i = 0; i < extents; i++) expect((await nbd.write(i * extent, Buffer.alloc(4096, 7))).error).toBe(0);
+    expect((await nbd.flush()).error).toBe(0);
+    const deadline = Date.now() + 30_000;
+    while (alerts.filter((a) => a.thresholdPercent === 80).length < 2 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    ac.abort();
+    await watching;
+    const raised = alerts.filter((a) => a.thresholdPercent === 80).map((a) => `${a.nodeId} ${a.state}`);
+    expect(raised.sort()).toEqual(["node1 raised", "node2 raised"]);
+    const a = alerts[0] as PoolSpaceAlertEvent;
+    expect(a.usedBytes * 100).toBeGreaterThanOrEqual(80 * a.totalBytes);
+    await nbd.disconnect();
   }, 180_000);
 
   it("keelson up refuses a bad --disk-size or --overcommit-percent before starting anything", async () => {
