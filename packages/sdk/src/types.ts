@@ -336,6 +336,12 @@ export interface DiskReport {
   volumeCount: number;
   snapshotCount: number;
   updatedAt: Date;
+  /** Sum of the pool's volume sizes (0 when the node did not report it). */
+  provisionedBytes: number;
+  /** Most its over-commit limit allows; 0 when not reported. */
+  provisionLimitBytes: number;
+  /** The node's over-commit limit in percent; 0 when not reported. */
+  overcommitPercent: number;
 }
 
 /** Request of {@link KeelsonClient.createVolume}. */

@@ -198,7 +198,7 @@ async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> 
   const nodes = await client.listNodes();
   print(args, nodes, () =>
     table([
-      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE", "DISK FREE"],
+      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE", "DISK FREE", "PROVISIONED"],
       ...nodes.map((n) => [
         n.nodeId,
         n.state,
@@ -208,6 +208,9 @@ async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> 
         n.controlAddress,
         n.storageAddress,
         n.disk ? `${formatBytes(n.disk.freeBytes)} of ${formatBytes(n.disk.totalBytes)}` : "-",
+        n.disk?.overcommitPercent
+          ? `${formatBytes(n.disk.provisionedBytes)} of ${formatBytes(n.disk.provisionLimitBytes)} (${n.disk.overcommitPercent}%)`
+          : "-",
       ]),
     ]),
   );

@@ -47,6 +47,9 @@ function diskToWire(d: DiskRecord | undefined): WireClusterNode["disk"] {
     freeBytes: d.freeBytes,
     volumeCount: d.volumeCount,
     snapshotCount: d.snapshotCount,
+    provisionedBytes: d.provisionedBytes ?? 0,
+    provisionLimitBytes: d.provisionLimitBytes ?? 0,
+    overcommitPercent: d.overcommitPercent ?? 0,
     updatedAt: new Date(d.updatedAtMs),
   };
 }

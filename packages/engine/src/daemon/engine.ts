@@ -338,6 +338,7 @@ async function startClusterDuties(
 /** What this node's disk report says about its pool. */
 function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
   const space = pool.space();
+  const provisioning = pool.provisioning();
   return {
     poolUid: pool.layout.uid,
     path: pool.device.path,
@@ -345,6 +346,9 @@ function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
     freeBytes: space.freeBytes,
     volumeCount: pool.listVolumes().length,
     snapshotCount: pool.listSnapshots().length,
+    provisionedBytes: provisioning.provisionedBytes,
+    provisionLimitBytes: provisioning.limitBytes,
+    overcommitPercent: provisioning.overcommitPercent,
   };
 }
 

@@ -70,6 +70,11 @@ export interface DiskRecord {
   freeBytes: number;
   volumeCount: number;
   snapshotCount: number;
+  /** Sum of the pool's volume sizes; absent in reports of engines from before over-commit limits. */
+  provisionedBytes?: number;
+  /** Most the pool's over-commit limit allows; absent likewise. */
+  provisionLimitBytes?: number;
+  overcommitPercent?: number;
   updatedAtMs: number;
 }
 
@@ -222,6 +227,9 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     freeBytes: count,
     volumeCount: count,
     snapshotCount: count,
+    provisionedBytes: optional(count),
+    provisionLimitBytes: optional(count),
+    overcommitPercent: optional(count),
     updatedAtMs: num,
   }),
   status: object({

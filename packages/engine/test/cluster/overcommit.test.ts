@@ -44,6 +44,9 @@ describe("keelson up --disk-size and the over-commit limit in a cluster", () => 
       expect(pool.overcommitPercent).toBe(150);
       expect(pool.provisionLimitBytes).toBe(Math.floor((pool.totalBytes * 150) / 100));
     }
+    // The disk reports in etcd (ListNodes, `keelson cluster nodes`) carry the limit too.
+    const reported = (await c1.listNodes()).map((n) => [n.nodeId, n.disk?.overcommitPercent, n.disk?.provisionLimitBytes]);
+    expect(reported).toEqual(pools.map((p, i) => [`node${i + 1}`, 150, p.provisionLimitBytes]));
     const limit = Math.min(...pools.map((p) => p.provisionLimitBytes));
     const tooBig = limit - (limit % MIB) + MIB;
     const e = await refusal(c1.createVolume({ name: "big", sizeBytes: tooBig, replicas: 2 }));

@@ -466,7 +466,13 @@ export interface DiskReport {
   freeBytes: number;
   volumeCount: number;
   snapshotCount: number;
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /** Sum of the pool's volume sizes, and the most its over-commit limit allows (0: not reported by this node). */
+  provisionedBytes: number;
+  provisionLimitBytes: number;
+  overcommitPercent: number;
 }
 
 export interface Pool {
@@ -4575,7 +4581,18 @@ export const ClusterNode: MessageFns<ClusterNode> = {
 };
 
 function createBaseDiskReport(): DiskReport {
-  return { poolUid: "", path: "", totalBytes: 0, freeBytes: 0, volumeCount: 0, snapshotCount: 0, updatedAt: undefined };
+  return {
+    poolUid: "",
+    path: "",
+    totalBytes: 0,
+    freeBytes: 0,
+    volumeCount: 0,
+    snapshotCount: 0,
+    updatedAt: undefined,
+    provisionedBytes: 0,
+    provisionLimitBytes: 0,
+    overcommitPercent: 0,
+  };
 }
 
 export const DiskReport: MessageFns<DiskReport> = {
@@ -4600,6 +4617,15 @@ export const DiskReport: MessageFns<DiskReport> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(58).fork()).join();
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(64).uint64(message.provisionedBytes);
+    }
+    if (message.provisionLimitBytes !== 0) {
+      writer.uint32(72).uint64(message.provisionLimitBytes);
+    }
+    if (message.overcommitPercent !== 0) {
+      writer.uint32(80).uint32(message.overcommitPercent);
     }
     return writer;
   },
@@ -4673,6 +4699,30 @@ export const DiskReport: MessageFns<DiskReport> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.provisionLimitBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.overcommitPercent = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4697,6 +4747,9 @@ export const DiskReport: MessageFns<DiskReport> = {
     message.volumeCount = object.volumeCount ?? 0;
     message.snapshotCount = object.snapshotCount ?? 0;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
+    message.provisionLimitBytes = object.provisionLimitBytes ?? 0;
+    message.overcommitPercent = object.overcommitPercent ?? 0;
     return message;
   },
 };
