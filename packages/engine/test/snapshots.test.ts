@@ -353,14 +353,15 @@ describe("snapshots", () => {
       let client = d.client();
       const total = (await client.getNode()).pool.totalBytes;
       await client.createVolume({ name: "ballast", sizeBytes: 8 * MIB });
-      await client.createVolume({ name: "big", sizeBytes: 1 * GIB });
+      // Larger than the pool (thin), still inside its 200% over-commit limit.
+      await client.createVolume({ name: "big", sizeBytes: 48 * MIB });
       const ballast = await NbdTestClient.open(d.nbdAddress, "ballast");
       expect((await ballast.write(0, Buffer.alloc(8 * MIB, 0xb1))).error).toBe(0);
       await ballast.disconnect();
       const big = await NbdTestClient.open(d.nbdAddress, "big");
       const acked: number[] = [];
       let enospc = 0;
-      for (let chunk = 0; chunk < 1024 && enospc === 0; chunk++) {
+      for (let chunk = 0; chunk < 48 && enospc === 0; chunk++) {
         const r = await big.write(chunk * MIB, Buffer.alloc(MIB, chunk & 0xff || 1));
         if (r.error === 0) acked.push(chunk);
         else if (r.error === ENOSPC) enospc++;

@@ -160,6 +160,9 @@ function poolFromWire(p: pb.Pool | undefined): Pool {
     ...(p?.capability ? { capability: capabilityFromWire(p.capability) } : {}),
     reservedIops: p?.reservedIops ?? 0,
     reservedBytesPerSec: p?.reservedBytesPerSec ?? 0,
+    provisionedBytes: p?.provisionedBytes ?? 0,
+    overcommitPercent: p?.overcommitPercent ?? 0,
+    provisionLimitBytes: p?.provisionLimitBytes ?? 0,
   };
 }
 
@@ -278,6 +281,10 @@ export function eventFromWire(e: ev.Event): KeelsonEvent | null {
           rebuildTotalBytes: r.rebuildTotalBytes,
         })),
       };
+    }
+    case "spaceAlert": {
+      const { raised, ...alert } = k.value;
+      return { ...base, kind: "spaceAlert", ...alert, state: raised ? "raised" : "cleared" };
     }
     default:
       return null;

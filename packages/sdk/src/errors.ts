@@ -12,7 +12,8 @@ export const ERROR_CODES = {
   VOLUME_IN_USE: "The volume (or snapshot) has open connections; disconnect them or use force.",
   SHRINK_NOT_SUPPORTED: "Volumes can grow but never shrink.",
   NO_SPACE: "The disk pool has no free extent left (thin provisioning exhausted).",
-  LIMIT_EXCEEDED: "A bounded resource is at its maximum (volumes or snapshots per pool, layers per chain).",
+  LIMIT_EXCEEDED:
+    "A bounded resource is at its maximum (volumes or snapshots per pool, layers per chain, provisioned size under a pool's over-commit limit).",
   OUT_OF_RANGE: "An I/O request reaches past the end of the volume.",
   READ_ONLY: "The target is read-only.",
   ATTACHED_ELSEWHERE:

@@ -45,6 +45,7 @@ export type {
   NodeChangedEvent,
   NodeInfo,
   Pool,
+  PoolSpaceAlertEvent,
   QosLimits,
   QosPolicy,
   QosStatus,

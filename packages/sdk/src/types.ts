@@ -283,6 +283,12 @@ export interface Pool {
   /** Reservations admitted on this disk. */
   reservedIops: number;
   reservedBytesPerSec: number;
+  /** Sum of the sizes of the pool's volumes (thin: what they may grow to). */
+  provisionedBytes: number;
+  /** Over-commit limit: `provisionedBytes` may reach this percent of `totalBytes` (`keelsond --overcommit-percent`). */
+  overcommitPercent: number;
+  /** `totalBytes` x `overcommitPercent` / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
+  provisionLimitBytes: number;
 }
 
 /** One engine: identity, pool and endpoints. */
@@ -330,6 +336,12 @@ export interface DiskReport {
   volumeCount: number;
   snapshotCount: number;
   updatedAt: Date;
+  /** Sum of the pool's volume sizes (0 when the node did not report it). */
+  provisionedBytes: number;
+  /** Most its over-commit limit allows; 0 when not reported. */
+  provisionLimitBytes: number;
+  /** The node's over-commit limit in percent; 0 when not reported. */
+  overcommitPercent: number;
 }
 
 /** Request of {@link KeelsonClient.createVolume}. */
@@ -448,13 +460,28 @@ export interface VolumeStatusEvent extends EventBase {
   replicas: { nodeId: string; state: "healthy" | "faulted" | "rebuilding"; rebuiltBytes: number; rebuildTotalBytes: number }[];
 }
 
+/**
+ * A node's pool crossed a used-space threshold (80%, 90%, 100% = full): raised once when usage reaches it,
+ * cleared once it falls back below it by a margin, not on every write in between.
+ */
+export interface PoolSpaceAlertEvent extends EventBase {
+  kind: "spaceAlert";
+  nodeId: string;
+  poolUid: string;
+  thresholdPercent: number;
+  state: "raised" | "cleared";
+  usedBytes: number;
+  totalBytes: number;
+}
+
 /** What {@link KeelsonClient.watch} yields. */
 export type KeelsonEvent =
   | VolumeChangedEvent
   | AttachmentsChangedEvent
   | SnapshotChangedEvent
   | NodeChangedEvent
-  | VolumeStatusEvent;
+  | VolumeStatusEvent
+  | PoolSpaceAlertEvent;
 
 /** Options of {@link KeelsonClient.watch}. */
 export interface WatchOptions {

@@ -15,7 +15,7 @@ import {
   type Volume,
   type VolumeSource,
 } from "@keelson/sdk";
-import { DEFAULT_GRPC_ADDRESS } from "../daemon/engine.js";
+import { DEFAULT_GRPC_ADDRESS, validateOvercommitPercent } from "../daemon/engine.js";
 import { LocalCluster } from "../local-cluster/local-cluster.js";
 import { messageOf } from "../util/errors.js";
 import { formatBytes, parseSizeBytes } from "../util/size.js";
@@ -46,9 +46,12 @@ commands:
   snapshot list [VOLUME]                             list snapshots
   snapshot get VOLUME@NAME                           show one snapshot
   snapshot delete VOLUME@NAME                        delete a snapshot (its data folds into the next layer)
-  up [--nodes N] [--dir DIR] [--loopback] [--tls]    start a local cluster: etcd + N keelsond (as root: a network
+  up [--nodes N] [--dir DIR] [--loopback] [--tls] [--disk-size SIZE] [--overcommit-percent N]
+                                                     start a local cluster: etcd + N keelsond (as root: a network
                                                      namespace, address and loop-device disk per node; --tls:
-                                                     control APIs on mutual TLS under a CA made for it)
+                                                     control APIs on mutual TLS under a CA made for it);
+                                                     --disk-size: each node's disk, sparse (default 1G, 64M-16T);
+                                                     --overcommit-percent: each node's keelsond limit (default 200)
   down [--dir DIR]                                   stop it and remove everything it made
   cluster nodes                                      nodes of the cluster with liveness and the leader
   node info                                          pool space, disk capability and endpoints of the engine
@@ -90,6 +93,8 @@ interface Args {
   recalibrate: boolean;
   nodes?: string;
   dir?: string;
+  diskSize?: string;
+  overcommitPercent?: string;
   loopback: boolean;
   replicas?: string;
   replicaTimeout?: string;
@@ -100,6 +105,14 @@ interface Args {
 }
 
 const DEFAULT_CLUSTER_DIR = "/tmp/keelson-cluster";
+/** Each node's disk in `keelson up` unless --disk-size says otherwise. */
+const DEFAULT_LOCAL_DISK_BYTES = 1024 ** 3;
+/** Smaller disks leave a pool too little room past its metadata to be of use. */
+const MIN_LOCAL_DISK_BYTES = 64 * 1024 ** 2;
+/** The disks are sparse files, but a typo (16P) should not make one. */
+const MAX_LOCAL_DISK_BYTES = 16 * 1024 ** 4;
+/** Loop devices and the pool work in 4 KiB blocks. */
+const LOCAL_DISK_ALIGN_BYTES = 4096;
 
 /** A refused command line (bad flag, value or subcommand): printed as `keelson: INVALID_ARGUMENT: ...`. */
 function invalid(message: string): KeelsonError {
@@ -120,16 +133,36 @@ function clientTls(values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?:
   };
 }
 
+/** --disk-size of `keelson up`: a size (util/size.ts) from 64 MiB to 16 TiB, whole 4 KiB blocks. */
+function localDiskSizeBytes(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_LOCAL_DISK_BYTES;
+  const bytes = parseSizeBytes(text);
+  if (bytes < MIN_LOCAL_DISK_BYTES || bytes > MAX_LOCAL_DISK_BYTES || bytes % LOCAL_DISK_ALIGN_BYTES !== 0) {
+    throw invalid(
+      `invalid --disk-size ${JSON.stringify(text)} (${bytes} bytes): from ${formatBytes(MIN_LOCAL_DISK_BYTES)} to ${formatBytes(MAX_LOCAL_DISK_BYTES)}, a multiple of 4 KiB`,
+    );
+  }
+  return bytes;
+}
+
+/** --overcommit-percent of `keelson up`, checked here (decimal digits, the engine's range) so that no node fails to start on it. */
+function overcommitArgs(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  return ["--overcommit-percent", String(validateOvercommitPercent(/^\d+$/.test(text) ? Number(text) : text))];
+}
+
 async function upCommand(args: Args): Promise<void> {
   const dir = args.dir ?? process.env.KEELSON_CLUSTER_DIR ?? DEFAULT_CLUSTER_DIR;
   if (fs.existsSync(path.join(dir, "cluster.json")))
     throw new KeelsonError({ code: "ALREADY_EXISTS", message: `a cluster is already up in ${dir}; run keelson down first` });
   const nodes = args.nodes ? number(args.nodes, "--nodes") : 3;
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) throw invalid(`invalid --nodes ${nodes}: 1 to 16`);
+  const diskSizeBytes = localDiskSizeBytes(args.diskSize);
+  const keelsondArgs = overcommitArgs(args.overcommitPercent);
   const isolation = args.loopback || process.getuid?.() !== 0 ? "loopback" : "netns";
   if (isolation === "loopback")
     process.stderr.write("keelson up: not root (or --loopback): nodes get 127.0.0.x addresses and plain files, no namespaces\n");
-  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true, tls: args.tls });
+  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true, tls: args.tls, diskSizeBytes, keelsondArgs });
   print(
     args,
     cluster.state,
@@ -165,7 +198,7 @@ async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> 
   const nodes = await client.listNodes();
   print(args, nodes, () =>
     table([
-      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE", "DISK FREE"],
+      ["NODE", "STATE", "ALIVE", "LEADER", "ZONE", "CONTROL", "STORAGE", "DISK FREE", "PROVISIONED"],
       ...nodes.map((n) => [
         n.nodeId,
         n.state,
@@ -175,6 +208,9 @@ async function clusterCommand(client: KeelsonClient, args: Args): Promise<void> 
         n.controlAddress,
         n.storageAddress,
         n.disk ? `${formatBytes(n.disk.freeBytes)} of ${formatBytes(n.disk.totalBytes)}` : "-",
+        n.disk?.overcommitPercent
+          ? `${formatBytes(n.disk.provisionedBytes)} of ${formatBytes(n.disk.provisionLimitBytes)} (${n.disk.overcommitPercent}%)`
+          : "-",
       ]),
     ]),
   );
@@ -443,7 +479,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
   const n = await client.getNode();
   print(args, n, () =>
     table([
-      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "CAPABILITY", "RESERVED", "NBD"],
+      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "PROVISIONED", "CAPABILITY", "RESERVED", "NBD"],
       [
         n.nodeId,
         n.pool.path,
@@ -451,6 +487,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
         formatBytes(n.pool.allocatedBytes),
         formatBytes(n.pool.freeBytes),
         String(n.pool.volumeCount),
+        `${formatBytes(n.pool.provisionedBytes)} of ${formatBytes(n.pool.provisionLimitBytes)} (${n.pool.overcommitPercent}%)`,
         n.pool.capability ? `${n.pool.capability.iops} IOPS ${formatBytes(n.pool.capability.bytesPerSec)}/s` : "-",
         `${n.pool.reservedIops} IOPS`,
         n.nbdTcpAddress || n.nbdUnixSocket,
@@ -481,6 +518,8 @@ async function main(): Promise<number> {
       recalibrate: { type: "boolean" },
       nodes: { type: "string" },
       dir: { type: "string" },
+      "disk-size": { type: "string" },
+      "overcommit-percent": { type: "string" },
       loopback: { type: "boolean" },
       replicas: { type: "string" },
       "replica-timeout": { type: "string" },
@@ -517,6 +556,8 @@ async function main(): Promise<number> {
     recalibrate: values.recalibrate ?? false,
     nodes: values.nodes,
     dir: values.dir,
+    diskSize: values["disk-size"],
+    overcommitPercent: values["overcommit-percent"],
     loopback: values.loopback ?? false,
     replicas: values.replicas,
     replicaTimeout: values["replica-timeout"],

@@ -1,7 +1,14 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
-import { type ControlTls, DEFAULT_GRPC_ADDRESS, DEFAULT_NBD_ADDRESS, startEngine, writeReadyFile } from "../daemon/engine.js";
+import {
+  type ControlTls,
+  DEFAULT_GRPC_ADDRESS,
+  DEFAULT_NBD_ADDRESS,
+  startEngine,
+  validateOvercommitPercent,
+  writeReadyFile,
+} from "../daemon/engine.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger } from "../util/log.js";
@@ -13,6 +20,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --pool-size SIZE       create the pool file with this size if it does not exist (e.g. 10G)
   --force-format         format a device that holds foreign data (destroys it)
   --extent-size SIZE     allocation unit of a pool formatted now (default 1M; power of two, 16K-64M)
+  --overcommit-percent N the pool's volumes may together be N% of its data capacity in size
+                         (thin provisioning; an integer >= 100, default 200)
   --grpc-listen ADDR     control API, host:port or unix:/path (default ${DEFAULT_GRPC_ADDRESS})
   --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
   --nbd-socket PATH      NBD over a unix socket
@@ -47,6 +56,7 @@ async function main(): Promise<void> {
       "pool-size": { type: "string" },
       "force-format": { type: "boolean" },
       "extent-size": { type: "string" },
+      "overcommit-percent": { type: "string" },
       "grpc-listen": { type: "string" },
       "nbd-listen": { type: "string" },
       "nbd-socket": { type: "string" },
@@ -72,11 +82,13 @@ async function main(): Promise<void> {
     process.stderr.write(USAGE);
     process.exit(values.help ? 0 : 2);
   }
+  const overcommitPercent = usageChecked(() => overcommitPercentFlag(values["overcommit-percent"]));
   const engine = await startEngine({
     poolPath: values.pool,
     poolSizeBytes: values["pool-size"] ? parseSizeBytes(values["pool-size"]) : undefined,
     forceFormat: values["force-format"],
     extentSizeBytes: values["extent-size"] ? parseSizeBytes(values["extent-size"]) : undefined,
+    overcommitPercent,
     grpcAddress: values["grpc-listen"],
     nbdAddress: values["nbd-listen"],
     nbdSocket: values["nbd-socket"],
@@ -109,6 +121,22 @@ async function main(): Promise<void> {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+}
+
+/** `parse()`, or the usage and exit status 2 when the flag it reads is malformed (a usage error, not a failed start). */
+function usageChecked<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    process.stderr.write(`keelsond: ${messageOf(error)}\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+/** --overcommit-percent: decimal digits only (so "150.5", "2e2" and "" are refused, not rounded), then the pool's range. */
+function overcommitPercentFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  return validateOvercommitPercent(/^\d+$/.test(value) ? Number(value) : value);
 }
 
 /** --tls-cert and --tls-key go together; --tls-client-ca needs them. */

@@ -5,7 +5,7 @@ import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
 import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
-import { placeReplicas } from "./placement.js";
+import { type PlacementCandidate, placeReplicas } from "./placement.js";
 
 export type { ClusterVolumeRecord };
 
@@ -23,16 +23,23 @@ export interface CreateReplicatedOptions {
   minInSync?: number;
 }
 
-/** Pauses between attempts to learn a peer's free space (a busy or just-started peer gets about 2 s). */
+/** Pauses between attempts to learn a peer's pool space (a busy or just-started peer gets about 2 s). */
 const FREE_SPACE_RETRY_DELAYS_MS = [200, 600, 1200];
 
-/** A live peer's free pool bytes, or why it could not be learned after a few attempts. */
-export async function peerFreeBytes(peers: PeerDialer, node: ClusterNode): Promise<{ freeBytes: number; problem?: string }> {
+/** What placement learns of a live peer's pool: free bytes and its promises against its over-commit limit. */
+export type PeerPoolSpace = Pick<PlacementCandidate, "freeBytes" | "provisioning" | "problem">;
+
+/** A live peer's pool space, or why it could not be learned after a few attempts. */
+export async function peerPoolSpace(peers: PeerDialer, node: ClusterNode): Promise<PeerPoolSpace> {
   let last: unknown;
   for (let attempt = 0; attempt <= FREE_SPACE_RETRY_DELAYS_MS.length; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, FREE_SPACE_RETRY_DELAYS_MS[attempt - 1]));
     try {
-      return { freeBytes: await peers.withPeer(node, async (c) => (await c.getNode()).pool.freeBytes) };
+      const pool = await peers.withPeer(node, async (c) => (await c.getNode()).pool);
+      // An engine from before over-commit limits reports 0%: no limit known here (its create still decides).
+      if (pool.overcommitPercent === 0) return { freeBytes: pool.freeBytes };
+      const { provisionedBytes, provisionLimitBytes: limitBytes, overcommitPercent } = pool;
+      return { freeBytes: pool.freeBytes, provisioning: { provisionedBytes, limitBytes, overcommitPercent } };
     } catch (error) {
       last = error;
     }
@@ -100,10 +107,10 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       nodeId: n.nodeId,
       zone: n.zone,
       alive: n.alive,
-      ...(n.alive ? await peerFreeBytes(m.peers, n) : { freeBytes: 0 }),
+      ...(n.alive ? await peerPoolSpace(m.peers, n) : { freeBytes: 0 }),
     })),
   );
-  const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
+  const chosen = placeReplicas(candidates, { replicas: o.replicas, sizeBytes: o.sizeBytes, preferredNodeId: m.nodeId });
   for (const c of chosen) {
     const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
     await m.peers.withPeer(node, (client) =>

@@ -1,9 +1,10 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { messageOf } from "../util/errors.js";
-import { peerFreeBytes } from "./cluster-volumes.js";
+import { peerPoolSpace } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { whyNotQualified } from "./placement.js";
 
 /** How long a replica's node may stay down before the leader places the replica elsewhere, unless configured. */
 export const DEFAULT_REPLACE_AFTER_MS = 60_000;
@@ -77,15 +78,17 @@ async function replaceReplica(
     (n) => n.alive && !record.replicas.includes(n.nodeId) && !(record.retired ?? []).includes(n.nodeId),
   );
   const candidates = await Promise.all(
-    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerFreeBytes(m.peers, n)) })),
+    spares.map(async (n) => ({ nodeId: n.nodeId, zone: n.zone, alive: true, ...(await peerPoolSpace(m.peers, n)) })),
   );
   const usedZones = new Set(
     record.replicas.filter((id) => id !== lostNodeId).map((id) => nodes.find((n) => n.nodeId === id)?.zone),
   );
-  const usable = candidates.filter((c) => c.freeBytes > 0).sort((a, b) => b.freeBytes - a.freeBytes);
+  const usable = candidates
+    .filter((c) => whyNotQualified(c, record.sizeBytes) === null)
+    .sort((a, b) => b.freeBytes - a.freeBytes);
   const pick = usable.find((c) => !usedZones.has(c.zone)) ?? usable[0];
   if (!pick) {
-    const why = candidates.map((c) => `${c.nodeId}: ${c.problem ?? "pool full"}`).join("; ");
+    const why = candidates.map((c) => `${c.nodeId}: ${whyNotQualified(c, record.sizeBytes)}`).join("; ");
     throw new KeelsonError({ code: "NO_SPACE", message: `no live node without a replica can take one${why ? ` (${why})` : ""}` });
   }
   const node = nodes.find((n) => n.nodeId === pick.nodeId) as ClusterNode;

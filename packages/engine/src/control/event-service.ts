@@ -8,9 +8,9 @@ import type { Logger } from "../util/log.js";
 
 type EventKind = NonNullable<WireEvent["kind"]>;
 
-/** The volume an event is about ("" for node events, which every watch gets). */
+/** The volume an event is about ("" for node and pool events, which every watch gets). */
 function volumeOf(e: MetadataEvent): string {
-  return e.type === "node" || e.type === "alive" ? "" : e.volume;
+  return e.type === "node" || e.type === "alive" || e.type === "spaceAlert" ? "" : e.volume;
 }
 
 /** The wire form of a metadata event. */
@@ -43,6 +43,13 @@ export function eventToWire(e: MetadataEvent): EventKind {
       return { $case: "node", value: { nodeId: e.nodeId, state: "", aliveChanged: true, alive: e.alive } };
     case "status":
       return { $case: "status", value: { volume: e.volume, ...e.status } };
+    case "spaceAlert": {
+      const { nodeId, poolUid, thresholdPercent, state, usedBytes, totalBytes } = e.alert;
+      return {
+        $case: "spaceAlert",
+        value: { nodeId, poolUid, thresholdPercent, raised: state === "raised", usedBytes, totalBytes },
+      };
+    }
   }
 }
 

@@ -8,6 +8,7 @@ import { capabilityToWire, policyToWire } from "./qos-wire.js";
 export function nodeToWire(ctx: ControlContext): WireNode {
   const space = ctx.pool.space();
   const reserved = ctx.pool.reserved();
+  const provisioning = ctx.pool.provisioning();
   const membership = ctx.membership();
   return {
     nodeId: ctx.nodeId,
@@ -24,6 +25,9 @@ export function nodeToWire(ctx: ControlContext): WireNode {
       capability: capabilityToWire(ctx.pool.disk),
       reservedIops: reserved.iops,
       reservedBytesPerSec: reserved.bytesPerSec,
+      provisionedBytes: provisioning.provisionedBytes,
+      overcommitPercent: provisioning.overcommitPercent,
+      provisionLimitBytes: provisioning.limitBytes,
     },
     nbdTcpAddress: ctx.nbd.tcpAddress,
     nbdUnixSocket: ctx.nbd.unixSocket,
@@ -43,6 +47,9 @@ function diskToWire(d: DiskRecord | undefined): WireClusterNode["disk"] {
     freeBytes: d.freeBytes,
     volumeCount: d.volumeCount,
     snapshotCount: d.snapshotCount,
+    provisionedBytes: d.provisionedBytes ?? 0,
+    provisionLimitBytes: d.provisionLimitBytes ?? 0,
+    overcommitPercent: d.overcommitPercent ?? 0,
     updatedAt: new Date(d.updatedAtMs),
   };
 }

@@ -10,6 +10,7 @@ import { ClusterMembership } from "../cluster/membership.js";
 import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { openRepairFrontend } from "../cluster/replicated-attach.js";
+import { SpaceAlertPublisher } from "../cluster/space-alerts.js";
 import { VolumeAttacher } from "../cluster/volume-attacher.js";
 import type { ControlContext } from "../control/context.js";
 import { eventService } from "../control/event-service.js";
@@ -29,6 +30,9 @@ import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
+import { SpaceWatch } from "./space-watch.js";
+
+export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/provisioning.js";
 
 /** Version reported by GetNode. */
 export const ENGINE_VERSION = "0.1.0";
@@ -45,6 +49,8 @@ export interface EngineOptions {
   forceFormat?: boolean;
   /** Extent size of a pool formatted now (default 1 MiB). */
   extentSizeBytes?: number;
+  /** Provisioned size the pool may promise, in percent of its data capacity (default 200; see `OpenPoolOptions`). */
+  overcommitPercent?: number;
   /** Named QoS policies volumes may be created with. */
   qosClasses?: ReadonlyMap<string, QosPolicy>;
   /** I/Os the disk scheduler lets run at once (default: twice the libuv thread pool). */
@@ -177,6 +183,7 @@ async function openPool(options: EngineOptions, teardown: Teardown): Promise<Poo
     createSizeBytes: options.poolSizeBytes,
     forceFormat: options.forceFormat,
     extentSizeBytes: options.extentSizeBytes,
+    overcommitPercent: options.overcommitPercent,
     admit: admitReservation,
   });
   teardown.add(() => pool.close());
@@ -215,9 +222,15 @@ async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown
 }
 
 /** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
-async function startMetrics(options: EngineOptions, pool: Pool, qos: QosManager, teardown: Teardown): Promise<string> {
+async function startMetrics(
+  options: EngineOptions,
+  pool: Pool,
+  qos: QosManager,
+  space: SpaceWatch,
+  teardown: Teardown,
+): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos));
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm));
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -281,10 +294,13 @@ interface ClusterDuties {
 async function startClusterDuties(
   m: ClusterMembership,
   ctx: ControlContext,
-  options: EngineOptions,
+  inputs: { options: EngineOptions; space: SpaceWatch },
   teardown: Teardown,
 ): Promise<ClusterDuties> {
   const { pool, log } = ctx;
+  const { options, space } = inputs;
+  // Space crossings become events every Watch in the cluster sees.
+  space.setSink(new SpaceAlertPublisher(m, pool.layout.uid, log));
   const replaceAfterMs = options.replaceReplicaAfterMs ?? DEFAULT_REPLACE_AFTER_MS;
   const repairer = new IdleVolumeRepairer(
     m,
@@ -302,6 +318,7 @@ async function startClusterDuties(
   if (m.isLeader) reconciler.start();
   const disks = new DiskReporter(m, () => diskReport(pool), log);
   teardown.add(() => {
+    space.setSink(null);
     reconciler.stop();
     repairer.stop();
     disks.stop();
@@ -321,6 +338,7 @@ async function startClusterDuties(
 /** What this node's disk report says about its pool. */
 function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
   const space = pool.space();
+  const provisioning = pool.provisioning();
   return {
     poolUid: pool.layout.uid,
     path: pool.device.path,
@@ -328,6 +346,9 @@ function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
     freeBytes: space.freeBytes,
     volumeCount: pool.listVolumes().length,
     snapshotCount: pool.listSnapshots().length,
+    provisionedBytes: provisioning.provisionedBytes,
+    provisionLimitBytes: provisioning.limitBytes,
+    overcommitPercent: provisioning.overcommitPercent,
   };
 }
 
@@ -377,7 +398,9 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     await ensureDiskCapability(pool, options, log);
     const { qos, catalog } = startQos(pool, options);
     const nbd = await startNbd(catalog, options, teardown);
-    const metricsAddress = await startMetrics(options, pool, qos, teardown);
+    const space = new SpaceWatch(pool, log);
+    teardown.add(() => space.stop());
+    const metricsAddress = await startMetrics(options, pool, qos, space, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
     const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
@@ -385,7 +408,9 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     let duties: ClusterDuties | null = null;
     const onLeadership = (leader: boolean) => duties?.leadership(leader);
     const membership = await joinCluster(options, { ctx, grpcAddress, peers, onLeadership }, teardown);
-    if (membership) duties = await startClusterDuties(membership, ctx, options, teardown);
+    if (membership) duties = await startClusterDuties(membership, ctx, { options, space }, teardown);
+    // Checked from here on, so that a cluster node's first crossings (a pool found past 80% at start) reach the events too.
+    space.start();
     // The control API sees the cluster once this node's duties run.
     served = membership;
     log.log("info", "engine started", {

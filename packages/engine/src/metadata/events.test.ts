@@ -63,4 +63,21 @@ describe("key changes as events", () => {
     expect(eventOf(change("/keelson/v1/snapshots/db", {}))).toBeNull();
     expect(eventOf(change(keyOf(refs.status("db")), "{bad"))).toBeNull();
   });
+
+  it("a pool space alert is an event when put; a deleted or malformed one is none", () => {
+    const alert = {
+      nodeId: "node1",
+      poolUid: "u",
+      thresholdPercent: 90,
+      state: "raised",
+      usedBytes: 95,
+      totalBytes: 100,
+      atMs: 1,
+    };
+    const key = keyOf(refs.spaceAlert("node1", 90));
+    expect(key).toBe("/keelson/v1/space-alerts/node1/90");
+    expect(eventOf(change(key, alert))).toEqual({ type: "spaceAlert", alert });
+    expect(eventOf(change(key, "", true))).toBeNull();
+    expect(eventOf(change(key, { ...alert, state: "loud" }))).toBeNull();
+  });
 });

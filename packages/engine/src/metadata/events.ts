@@ -50,6 +50,11 @@ export function eventOf(c: KeyChange): MetadataEvent | null {
       const status = c.deleted ? null : tryDecodeRecord({ kind: "status", id }, c.value);
       return status ? { type: "status", volume: id, status } : null;
     }
+    case "spaceAlert": {
+      // An alert is its put; a deleted or unreadable one is no event.
+      const alert = c.deleted ? null : tryDecodeRecord({ kind: "spaceAlert", id }, c.value);
+      return alert ? { type: "spaceAlert", alert } : null;
+    }
     default:
       return null;
   }

@@ -14,6 +14,7 @@ export type {
   RecordTypes,
   ReplicaStatusRecord,
   SnapshotRecord,
+  SpaceAlertRecord,
   VolumeStatusRecord,
 } from "./records.js";
 export { defaultMinInSync, minInSyncOf } from "./records.js";

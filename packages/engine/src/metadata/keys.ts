@@ -27,6 +27,8 @@ export const AREAS = {
   disk: "disks",
   /** Each attached volume's status as its writer sees it. */
   status: "status",
+  /** Each node's pool space alerts, `<node>/<threshold percent>`: the last crossing of that threshold. */
+  spaceAlert: "space-alerts",
 } as const;
 
 /** A kind of record the cluster keeps. */
@@ -81,4 +83,8 @@ export const refs = {
   snapshot: (volume: string, name: string): RecordRef<"snapshot"> => ({ kind: "snapshot", id: snapshotId(volume, name) }),
   disk: (nodeId: string): RecordRef<"disk"> => ({ kind: "disk", id: nodeId }),
   status: (volume: string): RecordRef<"status"> => ({ kind: "status", id: volume }),
+  spaceAlert: (nodeId: string, thresholdPercent: number): RecordRef<"spaceAlert"> => ({
+    kind: "spaceAlert",
+    id: `${nodeId}/${thresholdPercent}`,
+  }),
 } as const;

@@ -90,6 +90,11 @@ export interface DiskRecord {
   freeBytes: number;
   volumeCount: number;
   snapshotCount: number;
+  /** Sum of the pool's volume sizes; absent in reports of engines from before over-commit limits. */
+  provisionedBytes?: number;
+  /** Most the pool's over-commit limit allows; absent likewise. */
+  provisionLimitBytes?: number;
+  overcommitPercent?: number;
   updatedAtMs: number;
 }
 
@@ -118,6 +123,19 @@ export interface VolumeStatusRecord {
   replicas: ReplicaStatusRecord[];
 }
 
+/** The last crossing of one used-space threshold of a node's pool (a watch sees each put as an event). */
+export interface SpaceAlertRecord {
+  nodeId: string;
+  poolUid: string;
+  /** Percent of the pool's data capacity in use; 100: full (no free extent). */
+  thresholdPercent: number;
+  /** "raised": usage reached the threshold; "cleared": it fell back below it by the re-arm margin. */
+  state: "raised" | "cleared";
+  usedBytes: number;
+  totalBytes: number;
+  atMs: number;
+}
+
 /** The record type stored for each kind. */
 export interface RecordTypes {
   node: NodeRecord;
@@ -131,6 +149,7 @@ export interface RecordTypes {
   snapshot: SnapshotRecord;
   disk: DiskRecord;
   status: VolumeStatusRecord;
+  spaceAlert: SpaceAlertRecord;
 }
 
 /** Checks one value; returns what is wrong with it (naming the field), or null when it fits. */
@@ -229,6 +248,9 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     freeBytes: count,
     volumeCount: count,
     snapshotCount: count,
+    provisionedBytes: optional(count),
+    provisionLimitBytes: optional(count),
+    overcommitPercent: optional(count),
     updatedAtMs: num,
   }),
   status: object({
@@ -236,6 +258,15 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     epoch: count,
     state: str,
     replicas: arrayOf(object({ nodeId: str, state: str, rebuiltBytes: count, rebuildTotalBytes: count })),
+  }),
+  spaceAlert: object({
+    nodeId: str,
+    poolUid: str,
+    thresholdPercent: count,
+    state: oneOf("raised", "cleared"),
+    usedBytes: count,
+    totalBytes: count,
+    atMs: num,
   }),
 };
 

@@ -1,6 +1,6 @@
 import type { KeelsonError } from "@keelson/sdk";
 import type { RecordKind, RecordRef } from "./keys.js";
-import type { AttachmentEntry, ClusterVolumeRecord, RecordTypes, VolumeStatusRecord } from "./records.js";
+import type { AttachmentEntry, ClusterVolumeRecord, RecordTypes, SpaceAlertRecord, VolumeStatusRecord } from "./records.js";
 
 /**
  * Opaque token of one stored version of a record (from {@link MetadataStore.get});
@@ -60,7 +60,9 @@ export type MetadataEvent =
   /** A node's record changed; `state` is "" when it was deleted or unreadable. */
   | { readonly type: "node"; readonly nodeId: string; readonly state: string }
   | { readonly type: "alive"; readonly nodeId: string; readonly alive: boolean }
-  | { readonly type: "status"; readonly volume: string; readonly status: VolumeStatusRecord };
+  | { readonly type: "status"; readonly volume: string; readonly status: VolumeStatusRecord }
+  /** A node's pool crossed a used-space threshold (see `store/space-alarm.ts`). */
+  | { readonly type: "spaceAlert"; readonly alert: SpaceAlertRecord };
 
 /** One decoded change and where it stands in the history. */
 export interface WatchedEvent {

@@ -1,9 +1,10 @@
 import http from "node:http";
 import type { QosManager } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
+import type { SpaceAlarm } from "../store/space-alarm.js";
 
 // Prometheus text exposition (format 0.0.4) of what the engine knows: pool
-// space, the disk's capability against its reservations, and per volume its
+// space, thin provisioning and space alerts, the disk's capability against its reservations, and per volume its
 // allocation and what QoS did to its I/O. Rendered on each scrape from live
 // state; nothing is kept per request.
 
@@ -34,8 +35,61 @@ function render(families: Family[]): string {
   return `${lines.join("\n")}\n`;
 }
 
+/** Thin provisioning and space alerts of the pool: what is promised against the limit, which thresholds are raised. */
+function provisioningFamilies(pool: Pool, alarm: SpaceAlarm): Family[] {
+  const disk = { pool: pool.device.path };
+  const space = pool.space();
+  const p = pool.provisioning();
+  const perThreshold = (fn: (t: number) => number): Array<[Labels, number]> =>
+    alarm.thresholds.map((t) => [{ ...disk, threshold: String(t) }, fn(t)]);
+  return [
+    {
+      name: "keelson_pool_provisioned_bytes",
+      help: "Sum of the sizes of the pool's volumes (what thin volumes may grow to).",
+      type: "gauge",
+      samples: [[disk, p.provisionedBytes]],
+    },
+    {
+      name: "keelson_pool_provision_limit_bytes",
+      help: "Most the pool's volumes may promise: its data capacity times the over-commit limit.",
+      type: "gauge",
+      samples: [[disk, p.limitBytes]],
+    },
+    {
+      name: "keelson_pool_overcommit_ratio",
+      help: "Provisioned bytes over the pool's data capacity (1 = fully provisioned, 2 = promised twice over).",
+      type: "gauge",
+      samples: [[disk, space.totalBytes > 0 ? p.provisionedBytes / space.totalBytes : 0]],
+    },
+    {
+      name: "keelson_pool_overcommit_limit_ratio",
+      help: "The over-commit limit (keelsond --overcommit-percent / 100).",
+      type: "gauge",
+      samples: [[disk, p.overcommitPercent / 100]],
+    },
+    {
+      name: "keelson_pool_used_ratio",
+      help: "Allocated bytes over the pool's data capacity.",
+      type: "gauge",
+      samples: [[disk, space.totalBytes > 0 ? space.allocatedBytes / space.totalBytes : 0]],
+    },
+    {
+      name: "keelson_pool_space_alert",
+      help: "1 while the used-space threshold (percent; 100 = full) is raised, 0 once cleared (re-armed 5 points below it).",
+      type: "gauge",
+      samples: perThreshold((t) => (alarm.isRaised(t) ? 1 : 0)),
+    },
+    {
+      name: "keelson_pool_space_alerts_total",
+      help: "Times the used-space threshold was raised since the engine started.",
+      type: "counter",
+      samples: perThreshold((t) => alarm.raises(t)),
+    },
+  ];
+}
+
 /** The metric families of one engine, now. */
-export function collectMetrics(pool: Pool, qos: QosManager): string {
+export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm): string {
   const disk = { pool: pool.device.path };
   const space = pool.space();
   const reserved = pool.reserved();
@@ -53,6 +107,7 @@ export function collectMetrics(pool: Pool, qos: QosManager): string {
         [{ ...disk, state: "free" }, space.freeBytes],
       ],
     },
+    ...provisioningFamilies(pool, alarm),
     {
       name: "keelson_disk_capability_iops",
       help: "IOPS the disk can serve (calibrated or set).",

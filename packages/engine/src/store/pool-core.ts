@@ -39,6 +39,7 @@ export interface OpenPoolCoreOptions {
   forceFormat: boolean;
   extentSizeBytes: number;
   admit: AdmitReservation;
+  overcommitPercent: number;
 }
 
 function readSuperblock(device: PoolDevice, forceFormat: boolean, extentSizeBytes: number): PoolLayout {
@@ -70,7 +71,7 @@ export function openPoolCore(options: OpenPoolCoreOptions): PoolCore {
         message: `${device.path} is ${device.sizeBytes} bytes but its pool was formatted for ${layout.sizeBytes}`,
       });
     }
-    return new PoolCore(device, layout, options.admit);
+    return new PoolCore(device, layout, options.admit, options.overcommitPercent);
   } catch (error) {
     device.close();
     throw error;
@@ -93,6 +94,8 @@ export class PoolCore implements MetadataSource {
   readonly stateBytes: number;
   /** The admission rule reservations are judged by (see `OpenPoolOptions.admit`). */
   readonly admit: AdmitReservation;
+  /** Provisioned size the pool may promise, in percent of its data capacity (see provisioning.ts). */
+  readonly overcommitPercent: number;
   readonly volumes = new Map<string, Volume>();
   /** Snapshots by export name (`VOLUME@SNAPSHOT`). */
   readonly snapshots = new Map<string, Snapshot>();
@@ -113,10 +116,11 @@ export class PoolCore implements MetadataSource {
   /** Entries changed since the last commit began. */
   #dirty = new Set<EntryRecord>();
 
-  constructor(device: PoolDevice, layout: PoolLayout, admit: AdmitReservation) {
+  constructor(device: PoolDevice, layout: PoolLayout, admit: AdmitReservation, overcommitPercent: number) {
     this.device = device;
     this.layout = layout;
     this.admit = admit;
+    this.overcommitPercent = overcommitPercent;
     this.stateBytes = stateBytesOf(layout.extentSizeBytes);
     const recovered = recoverMetadata(device.fd, layout);
     const state = rebuildState(recovered, layout);

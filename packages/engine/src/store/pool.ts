@@ -5,6 +5,7 @@ import { collectAll } from "./layer-gc.js";
 import { DEFAULT_EXTENT_SIZE_BYTES, type PoolLayout } from "./layout.js";
 import { openPoolCore, type PoolCore } from "./pool-core.js";
 import { layerBytesOf, lendScratch, type PoolSpace, setDiskCapability, spaceOf } from "./pool-space.js";
+import { DEFAULT_OVERCOMMIT_PERCENT, type Provisioning, provisioningOf, validateOvercommitPercent } from "./provisioning.js";
 import type { AdmitReservation, Reservations } from "./reservations.js";
 import type { ScratchRegion } from "./scratch.js";
 import { type CreateSnapshotOptions, createSnapshot, deleteSnapshot, parentSnapshotOf, revertVolume } from "./snapshot-ops.js";
@@ -20,7 +21,7 @@ import {
   setVolumeQos,
 } from "./volume-ops.js";
 
-export type { CloneSource, CreateSnapshotOptions, CreateVolumeOptions, PoolSpace };
+export type { CloneSource, CreateSnapshotOptions, CreateVolumeOptions, PoolSpace, Provisioning };
 
 /** Options of {@link Pool.open}. */
 export interface OpenPoolOptions {
@@ -38,6 +39,12 @@ export interface OpenPoolOptions {
    * is scheduled). Required, so that no caller leaves admission out by accident.
    */
   admit: AdmitReservation;
+  /**
+   * Provisioned size (the sum of volume sizes) the pool may promise, in
+   * percent of its data capacity (default 200). Creates and resizes beyond it
+   * fail with LIMIT_EXCEEDED. An engine setting, not stored with the pool.
+   */
+  overcommitPercent?: number;
 }
 
 /** The device a pool lives on, as callers see it. */
@@ -88,6 +95,7 @@ export class Pool {
         forceFormat: options.forceFormat ?? false,
         extentSizeBytes: options.extentSizeBytes ?? DEFAULT_EXTENT_SIZE_BYTES,
         admit: options.admit,
+        overcommitPercent: validateOvercommitPercent(options.overcommitPercent ?? DEFAULT_OVERCOMMIT_PERCENT),
       }),
     );
     try {
@@ -132,6 +140,11 @@ export class Pool {
 
   space(): PoolSpace {
     return spaceOf(this.#core);
+  }
+
+  /** What the pool's volumes promise (the sum of their sizes) against its over-commit limit. */
+  provisioning(): Provisioning {
+    return provisioningOf(this.#core);
   }
 
   /** Pool bytes held by one layer alone (a volume's head, a snapshot's layer). */
@@ -184,7 +197,9 @@ export class Pool {
    * Creates a volume, empty or as a clone (durable before it returns). Its
    * QoS reservation is judged by the pool's admit hook first. Idempotent: the
    * same name, size, labels, replicas, source and QoS return the existing
-   * volume; anything different fails with ALREADY_EXISTS.
+   * volume; anything different fails with ALREADY_EXISTS. A new volume that
+   * would take the provisioned total past the over-commit limit fails with
+   * LIMIT_EXCEEDED.
    */
   createVolume(options: CreateVolumeOptions): Promise<Volume> {
     return this.#serial(() => createVolume(this.#core, options));
@@ -199,7 +214,11 @@ export class Pool {
     return this.#serial(() => deleteVolume(this.#core, name));
   }
 
-  /** Grows a volume, online (durable before it returns). Idempotent; SHRINK_NOT_SUPPORTED for a smaller size. */
+  /**
+   * Grows a volume, online (durable before it returns). Idempotent;
+   * SHRINK_NOT_SUPPORTED for a smaller size; LIMIT_EXCEEDED when the growth
+   * would take the provisioned total past the over-commit limit.
+   */
   resizeVolume(name: string, sizeBytes: number): Promise<Volume> {
     return this.#serial(() => resizeVolume(this.#core, name, sizeBytes));
   }

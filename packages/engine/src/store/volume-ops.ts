@@ -4,6 +4,7 @@ import { absentQosPolicy, type QosPolicyRecord, type VolumeRecord, type VolumeSo
 import type { Layer } from "./layer.js";
 import { collect } from "./layer-gc.js";
 import type { PoolCore } from "./pool-core.js";
+import { checkProvisioning } from "./provisioning.js";
 import { type Reservations, reservationOf, sumReservations } from "./reservations.js";
 import { checkDepth, sealHead } from "./snapshot-ops.js";
 import {
@@ -125,6 +126,7 @@ export async function createVolume(core: PoolCore, options: CreateVolumeOptions)
   if (core.volumes.size >= MAX_VOLUMES) {
     throw new KeelsonError({ code: "LIMIT_EXCEEDED", message: `pool holds its maximum of ${MAX_VOLUMES} volumes` });
   }
+  checkProvisioning(core, sizeBytes, `volume ${name}`);
   const uid = randomUUID();
   core.admit({ diskPath: core.device.path, disk: core.disk, reserved: reservedOn(core), wanted: reservationOf(options.qos) });
   const create = async (parent: Layer | null): Promise<Volume> => {
@@ -213,5 +215,6 @@ export async function resizeVolume(core: PoolCore, name: string, sizeBytesIn: nu
     });
   }
   if (sizeBytes === volume.sizeBytes) return volume;
+  checkProvisioning(core, sizeBytes - volume.sizeBytes, `growing volume ${name} to ${sizeBytes} bytes`);
   return putVolume(core, volume, { ...volume.record, sizeBytes });
 }

@@ -39,6 +39,8 @@ function describeEvent(e: KeelsonEvent): string {
       return `node ${e.nodeId} ${e.state ?? ""}${e.alive === undefined ? "" : e.alive ? " alive" : " lost"}`;
     case "status":
       return `status ${e.volume} ${e.state} on ${e.nodeId}@${e.epoch}`;
+    case "spaceAlert":
+      return `space ${e.nodeId} ${e.thresholdPercent}% ${e.state}`;
   }
 }
 

@@ -43,6 +43,7 @@ export interface Event {
     | { $case: "snapshot"; value: SnapshotChanged }
     | { $case: "node"; value: NodeChanged }
     | { $case: "status"; value: VolumeStatusChanged }
+    | { $case: "spaceAlert"; value: PoolSpaceAlert }
     | undefined;
 }
 
@@ -106,6 +107,22 @@ export interface WatchedReplica {
   state: string;
   rebuiltBytes: number;
   rebuildTotalBytes: number;
+}
+
+/**
+ * A node's pool crossed a used-space threshold: raised once when usage reaches
+ * it, cleared once usage falls back below it by a margin (5 points), not on
+ * every write in between.
+ */
+export interface PoolSpaceAlert {
+  nodeId: string;
+  poolUid: string;
+  /** Percent of the pool's data capacity in use; 100: full (no free extent). */
+  thresholdPercent: number;
+  /** True: usage reached the threshold; false: it fell back below it. */
+  raised: boolean;
+  usedBytes: number;
+  totalBytes: number;
 }
 
 function createBaseWatchRequest(): WatchRequest {
@@ -221,6 +238,9 @@ export const Event: MessageFns<Event> = {
       case "status":
         VolumeStatusChanged.encode(message.kind.value, writer.uint32(122).fork()).join();
         break;
+      case "spaceAlert":
+        PoolSpaceAlert.encode(message.kind.value, writer.uint32(130).fork()).join();
+        break;
     }
     return writer;
   },
@@ -310,6 +330,14 @@ export const Event: MessageFns<Event> = {
             message.kind = { $case: "status", value: VolumeStatusChanged.decode(reader, reader.uint32()) };
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.kind = { $case: "spaceAlert", value: PoolSpaceAlert.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -364,6 +392,12 @@ export const Event: MessageFns<Event> = {
       case "status": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "status", value: VolumeStatusChanged.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "spaceAlert": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "spaceAlert", value: PoolSpaceAlert.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -1036,6 +1070,121 @@ export const WatchedReplica: MessageFns<WatchedReplica> = {
     message.state = object.state ?? "";
     message.rebuiltBytes = object.rebuiltBytes ?? 0;
     message.rebuildTotalBytes = object.rebuildTotalBytes ?? 0;
+    return message;
+  },
+};
+
+function createBasePoolSpaceAlert(): PoolSpaceAlert {
+  return { nodeId: "", poolUid: "", thresholdPercent: 0, raised: false, usedBytes: 0, totalBytes: 0 };
+}
+
+export const PoolSpaceAlert: MessageFns<PoolSpaceAlert> = {
+  encode(message: PoolSpaceAlert, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.poolUid !== "") {
+      writer.uint32(18).string(message.poolUid);
+    }
+    if (message.thresholdPercent !== 0) {
+      writer.uint32(24).uint32(message.thresholdPercent);
+    }
+    if (message.raised !== false) {
+      writer.uint32(32).bool(message.raised);
+    }
+    if (message.usedBytes !== 0) {
+      writer.uint32(40).uint64(message.usedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(48).uint64(message.totalBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PoolSpaceAlert {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePoolSpaceAlert();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.poolUid = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.thresholdPercent = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.raised = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.usedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PoolSpaceAlert>): PoolSpaceAlert {
+    return PoolSpaceAlert.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PoolSpaceAlert>): PoolSpaceAlert {
+    const message = createBasePoolSpaceAlert();
+    message.nodeId = object.nodeId ?? "";
+    message.poolUid = object.poolUid ?? "";
+    message.thresholdPercent = object.thresholdPercent ?? 0;
+    message.raised = object.raised ?? false;
+    message.usedBytes = object.usedBytes ?? 0;
+    message.totalBytes = object.totalBytes ?? 0;
     return message;
   },
 };

@@ -474,7 +474,13 @@ export interface DiskReport {
   freeBytes: number;
   volumeCount: number;
   snapshotCount: number;
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /** Sum of the pool's volume sizes, and the most its over-commit limit allows (0: not reported by this node). */
+  provisionedBytes: number;
+  provisionLimitBytes: number;
+  overcommitPercent: number;
 }
 
 export interface Pool {
@@ -495,6 +501,12 @@ export interface Pool {
   /** Reservations admitted on this disk. */
   reservedIops: number;
   reservedBytesPerSec: number;
+  /** Sum of the sizes of the pool's volumes (thin: what they may grow to). */
+  provisionedBytes: number;
+  /** Over-commit limit: provisioned_bytes may reach this percent of total_bytes (keelsond --overcommit-percent). */
+  overcommitPercent: number;
+  /** total_bytes x overcommit_percent / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
+  provisionLimitBytes: number;
 }
 
 function createBaseAttachVolumeRequest(): AttachVolumeRequest {
@@ -4598,7 +4610,18 @@ export const ClusterNode: MessageFns<ClusterNode> = {
 };
 
 function createBaseDiskReport(): DiskReport {
-  return { poolUid: "", path: "", totalBytes: 0, freeBytes: 0, volumeCount: 0, snapshotCount: 0, updatedAt: undefined };
+  return {
+    poolUid: "",
+    path: "",
+    totalBytes: 0,
+    freeBytes: 0,
+    volumeCount: 0,
+    snapshotCount: 0,
+    updatedAt: undefined,
+    provisionedBytes: 0,
+    provisionLimitBytes: 0,
+    overcommitPercent: 0,
+  };
 }
 
 export const DiskReport: MessageFns<DiskReport> = {
@@ -4623,6 +4646,15 @@ export const DiskReport: MessageFns<DiskReport> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(58).fork()).join();
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(64).uint64(message.provisionedBytes);
+    }
+    if (message.provisionLimitBytes !== 0) {
+      writer.uint32(72).uint64(message.provisionLimitBytes);
+    }
+    if (message.overcommitPercent !== 0) {
+      writer.uint32(80).uint32(message.overcommitPercent);
     }
     return writer;
   },
@@ -4696,6 +4728,30 @@ export const DiskReport: MessageFns<DiskReport> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.provisionLimitBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.overcommitPercent = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4720,6 +4776,9 @@ export const DiskReport: MessageFns<DiskReport> = {
     message.volumeCount = object.volumeCount ?? 0;
     message.snapshotCount = object.snapshotCount ?? 0;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
+    message.provisionLimitBytes = object.provisionLimitBytes ?? 0;
+    message.overcommitPercent = object.overcommitPercent ?? 0;
     return message;
   },
 };
@@ -4737,6 +4796,9 @@ function createBasePool(): Pool {
     capability: undefined,
     reservedIops: 0,
     reservedBytesPerSec: 0,
+    provisionedBytes: 0,
+    overcommitPercent: 0,
+    provisionLimitBytes: 0,
   };
 }
 
@@ -4774,6 +4836,15 @@ export const Pool: MessageFns<Pool> = {
     }
     if (message.reservedBytesPerSec !== 0) {
       writer.uint32(89).double(message.reservedBytesPerSec);
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(96).uint64(message.provisionedBytes);
+    }
+    if (message.overcommitPercent !== 0) {
+      writer.uint32(104).uint32(message.overcommitPercent);
+    }
+    if (message.provisionLimitBytes !== 0) {
+      writer.uint32(112).uint64(message.provisionLimitBytes);
     }
     return writer;
   },
@@ -4879,6 +4950,30 @@ export const Pool: MessageFns<Pool> = {
             message.reservedBytesPerSec = reader.double();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.overcommitPercent = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.provisionLimitBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4909,6 +5004,9 @@ export const Pool: MessageFns<Pool> = {
       : undefined;
     message.reservedIops = object.reservedIops ?? 0;
     message.reservedBytesPerSec = object.reservedBytesPerSec ?? 0;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
+    message.overcommitPercent = object.overcommitPercent ?? 0;
+    message.provisionLimitBytes = object.provisionLimitBytes ?? 0;
     return message;
   },
 };
