@@ -29,6 +29,7 @@ import type {
   CreateAndAttachRequest,
   CreateSnapshotRequest,
   CreateVolumeRequest,
+  DeclareInSyncRequest,
   DeleteSnapshotRequest,
   DeleteVolumeRequest,
   DeleteVolumeResult,
@@ -338,6 +339,20 @@ export class KeelsonClient implements AsyncDisposable {
    */
   async getAttachment(request: VolumeRef, options?: CallOptions): Promise<Attachment> {
     return attachmentFromWire(await this.#call(this.#volumes.getAttachment, this.#volumes, request, options, true));
+  }
+
+  /**
+   * The operator's decision after a disaster: the replica on `nodeId`
+   * becomes the only one in sync of a replicated volume, and the others are
+   * rebuilt from it at the next attach, whatever it lacks. Refused with
+   * VOLUME_IN_USE while attached; UNAVAILABLE when that replica does not
+   * answer. Recorded in the volume's record; watchers see a volume event.
+   *
+   * @example
+   * await client.declareInSync({ name: "pg-data", nodeId: "node2", reason: "node1's disk was lost" });
+   */
+  async declareInSync(request: DeclareInSyncRequest, options?: CallOptions): Promise<Volume> {
+    return volumeFromWire(await this.#call(this.#volumes.declareInSync, this.#volumes, request, options, false));
   }
 
   /**

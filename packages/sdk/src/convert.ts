@@ -249,8 +249,17 @@ export function eventFromWire(e: ev.Event): KeelsonEvent | null {
   const base = { cursor: { revision: e.revision, index: e.index }, at: e.at ?? new Date(0) };
   const k = e.kind;
   switch (k?.$case) {
-    case "volume":
-      return { ...base, kind: "volume", ...k.value, replicas: [...k.value.replicas], inSync: [...k.value.inSync] };
+    case "volume": {
+      const { declared, ...v } = k.value;
+      return {
+        ...base,
+        kind: "volume",
+        ...v,
+        replicas: [...v.replicas],
+        inSync: [...v.inSync],
+        ...(declared ? { declared: { nodeId: declared.nodeId, reason: declared.reason, at: declared.at ?? new Date(0) } } : {}),
+      };
+    }
     case "attachments":
       return { ...base, kind: "attachments", volume: k.value.volume, attachments: k.value.attachments.map((a) => ({ ...a })) };
     case "snapshot":

@@ -130,6 +130,15 @@ export interface AttachVolumeRequest {
   takeover?: boolean;
 }
 
+/** Request of {@link KeelsonClient.declareInSync}. */
+export interface DeclareInSyncRequest {
+  name: string;
+  /** The node whose replica becomes the only one in sync. */
+  nodeId: string;
+  /** Why, for the record (required). */
+  reason: string;
+}
+
 /** Request of {@link KeelsonClient.fenceVolume}. */
 export interface FenceVolumeRequest {
   name: string;
@@ -421,6 +430,15 @@ export interface VolumeChangedEvent extends EventBase {
   replicas: string[];
   inSync: string[];
   sizeBytes: number;
+  /** The operator's last {@link KeelsonClient.declareInSync} of this volume, if any. */
+  declared?: InSyncDeclaration;
+}
+
+/** An operator's decision that one replica holds the volume (see {@link KeelsonClient.declareInSync}). */
+export interface InSyncDeclaration {
+  nodeId: string;
+  reason: string;
+  at: Date;
 }
 
 /** Where a volume is attached now. */

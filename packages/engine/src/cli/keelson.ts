@@ -23,9 +23,10 @@ import { formatBytes, parseSizeBytes } from "../util/size.js";
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>
 
 commands:
-  volume create NAME --size SIZE [--replicas N] [--label k=v]... [QOS]
+  volume create NAME --size SIZE [--replicas N] [--min-in-sync Q] [--label k=v]... [QOS]
                                                      create a thin volume (idempotent); N > 1 needs a cluster:
-                                                     one replica on each of N nodes
+                                                     one replica on each of N nodes; a write is acknowledged
+                                                     once Q in-sync replicas hold it (default 2 from 3 up)
   volume attach NAME [--node ID] [--read-only] [--takeover] [--replica-timeout MS]
                                                      serve a replicated volume from a node (default: this one);
                                                      writable: a new epoch, one node at a time (--takeover
@@ -34,6 +35,10 @@ commands:
                                                      even with NBD clients connected)
   volume attachments NAME                            where a volume is attached (etcd's record)
   volume attachment NAME                             replicas of an attached volume: state, rebuild progress
+  volume declare-in-sync NAME --node ID --reason TEXT
+                                                     after a disaster (no in-sync replica will answer again):
+                                                     ID's replica becomes the only one in sync; what it lacks
+                                                     is lost. Detached volumes only; recorded in the record
   volume qos NAME [QOS]                              replace a volume's QoS policy, live
   volume clone NAME --from VOLUME[@SNAPSHOT] [--size SIZE]
                                                      clone a snapshot, or a live volume (implicit snapshot)
@@ -98,6 +103,8 @@ interface Args {
   loopback: boolean;
   replicas?: string;
   replicaTimeout?: string;
+  minInSync?: string;
+  reason?: string;
   node?: string;
   tls: boolean;
   readOnly: boolean;
@@ -380,6 +387,7 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
         sizeBytes: parseSizeBytes(need(args.size, "--size")),
         labels: parseLabels(args.labels),
         ...(args.replicas ? { replicas: number(args.replicas, "--replicas") } : {}),
+        ...(args.minInSync ? { minInSync: number(args.minInSync, "--min-in-sync") } : {}),
         ...(args.qosClass ? { qosClass: args.qosClass } : {}),
         ...(qos ? { qos } : {}),
       });
@@ -420,6 +428,15 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
     case "attachment": {
       const a = await client.getAttachment({ name: need(name, "NAME") });
       return print(args, a, () => attachmentText(a));
+    }
+    case "declare-in-sync": {
+      const nodeId = need(args.node, "--node");
+      const v = await client.declareInSync({ name: need(name, "NAME"), nodeId, reason: need(args.reason, "--reason") });
+      return print(
+        args,
+        v,
+        () => `${v.name}: the replica on ${nodeId} is now the only one in sync; the others are rebuilt from it`,
+      );
     }
     case "clone": {
       const v = await client.createVolume({
@@ -523,6 +540,8 @@ async function main(): Promise<number> {
       loopback: { type: "boolean" },
       replicas: { type: "string" },
       "replica-timeout": { type: "string" },
+      "min-in-sync": { type: "string" },
+      reason: { type: "string" },
       node: { type: "string" },
       tls: { type: "boolean" },
       "tls-ca": { type: "string" },
@@ -561,6 +580,8 @@ async function main(): Promise<number> {
     loopback: values.loopback ?? false,
     replicas: values.replicas,
     replicaTimeout: values["replica-timeout"],
+    minInSync: values["min-in-sync"],
+    reason: values.reason,
     node: values.node,
     tls: values.tls ?? false,
     readOnly: values["read-only"] ?? false,

@@ -25,6 +25,9 @@ export function eventToWire(e: MetadataEvent): EventKind {
           replicas: e.record?.replicas ?? [],
           inSync: e.record?.inSync ?? [],
           sizeBytes: e.record?.sizeBytes ?? 0,
+          declared: e.record?.declared
+            ? { nodeId: e.record.declared.nodeId, reason: e.record.declared.reason, at: new Date(e.record.declared.atMs) }
+            : undefined,
         },
       };
     case "attachments":

@@ -15,6 +15,7 @@ import {
   findClusterVolume,
   getClusterVolume,
 } from "../cluster/cluster-volumes.js";
+import { declareInSync } from "../cluster/declare-in-sync.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
@@ -74,6 +75,15 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       return {};
     }),
     listAttachments: unary(ctx, "ListAttachments", (req) => listAttachments(ctx, req.name)),
+    declareInSync: unary(ctx, "DeclareInSync", async (req) => {
+      const m = requireCluster(ctx, "DeclareInSync");
+      const name = requireString(req.name, "name");
+      const nodeId = requireString(req.nodeId, "nodeId");
+      await declareInSync(m, { name, nodeId, reason: req.reason });
+      // An operator's decision that may lose data: logged where operators look first.
+      ctx.log.log("warn", "replica declared in sync by the operator", { volume: name, node: nodeId, reason: req.reason });
+      return clusterVolumeToWire(ctx, await getClusterVolume(m, name), {});
+    }),
     getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
       const name = requireString(req.name, "name");
       const rv = ctx.frontends.get(name);

@@ -45,6 +45,8 @@ export interface ClusterVolumeRecord {
    * records made before it existed: {@link defaultMinInSync} applies.
    */
   minInSync?: number;
+  /** The operator's last declaration that one replica holds the volume (DeclareInSync). */
+  declared?: { nodeId: string; reason: string; atMs: number };
   createdAtMs: number;
 }
 
@@ -235,6 +237,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     qos: optional(qosPolicy),
     qosClass: optional(str),
     minInSync: optional(count),
+    declared: optional(object({ nodeId: str, reason: str, atMs: num })),
     createdAtMs: num,
   }),
   activity: object({ epoch: count, extentBytes: count, all: optional(bool), bitmap: optional(str) }),

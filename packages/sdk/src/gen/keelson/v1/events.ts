@@ -58,6 +58,14 @@ export interface VolumeChanged {
   replicas: string[];
   inSync: string[];
   sizeBytes: number;
+  /** The operator's last DeclareInSync of this volume, if any. */
+  declared: InSyncDeclaration | undefined;
+}
+
+export interface InSyncDeclaration {
+  nodeId: string;
+  reason: string;
+  at: Date | undefined;
 }
 
 /** Where a volume is attached now. */
@@ -450,7 +458,7 @@ export const Watching: MessageFns<Watching> = {
 };
 
 function createBaseVolumeChanged(): VolumeChanged {
-  return { volume: "", deleted: false, replicas: [], inSync: [], sizeBytes: 0 };
+  return { volume: "", deleted: false, replicas: [], inSync: [], sizeBytes: 0, declared: undefined };
 }
 
 export const VolumeChanged: MessageFns<VolumeChanged> = {
@@ -469,6 +477,9 @@ export const VolumeChanged: MessageFns<VolumeChanged> = {
     }
     if (message.sizeBytes !== 0) {
       writer.uint32(40).uint64(message.sizeBytes);
+    }
+    if (message.declared !== undefined) {
+      InSyncDeclaration.encode(message.declared, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -526,6 +537,14 @@ export const VolumeChanged: MessageFns<VolumeChanged> = {
             message.sizeBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.declared = InSyncDeclaration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -548,6 +567,88 @@ export const VolumeChanged: MessageFns<VolumeChanged> = {
     message.replicas = object.replicas?.map((e) => e) || [];
     message.inSync = object.inSync?.map((e) => e) || [];
     message.sizeBytes = object.sizeBytes ?? 0;
+    message.declared = (object.declared !== undefined && object.declared !== null)
+      ? InSyncDeclaration.fromPartial(object.declared)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseInSyncDeclaration(): InSyncDeclaration {
+  return { nodeId: "", reason: "", at: undefined };
+}
+
+export const InSyncDeclaration: MessageFns<InSyncDeclaration> = {
+  encode(message: InSyncDeclaration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InSyncDeclaration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInSyncDeclaration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InSyncDeclaration>): InSyncDeclaration {
+    return InSyncDeclaration.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InSyncDeclaration>): InSyncDeclaration {
+    const message = createBaseInSyncDeclaration();
+    message.nodeId = object.nodeId ?? "";
+    message.reason = object.reason ?? "";
+    message.at = object.at ?? undefined;
     return message;
   },
 };

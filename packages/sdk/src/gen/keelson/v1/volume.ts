@@ -37,6 +37,13 @@ export enum VolumeState {
   VOLUME_STATE_FAULTED = 4,
 }
 
+export interface DeclareInSyncRequest {
+  name: string;
+  nodeId: string;
+  /** Why, for the record (required). */
+  reason: string;
+}
+
 export interface AttachVolumeRequest {
   name: string;
   /** Per-request deadline of each replica; 0 means the default (2000). */
@@ -508,6 +515,85 @@ export interface Pool {
   /** total_bytes x overcommit_percent / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
   provisionLimitBytes: number;
 }
+
+function createBaseDeclareInSyncRequest(): DeclareInSyncRequest {
+  return { name: "", nodeId: "", reason: "" };
+}
+
+export const DeclareInSyncRequest: MessageFns<DeclareInSyncRequest> = {
+  encode(message: DeclareInSyncRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(18).string(message.nodeId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeclareInSyncRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeclareInSyncRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DeclareInSyncRequest>): DeclareInSyncRequest {
+    return DeclareInSyncRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeclareInSyncRequest>): DeclareInSyncRequest {
+    const message = createBaseDeclareInSyncRequest();
+    message.name = object.name ?? "";
+    message.nodeId = object.nodeId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
 
 function createBaseAttachVolumeRequest(): AttachVolumeRequest {
   return { name: "", replicaTimeoutMs: 0, nodeId: "", readOnly: false, takeover: false };
@@ -5181,6 +5267,24 @@ export const VolumeServiceService = {
       Buffer.from(ListAttachmentsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListAttachmentsResponse => ListAttachmentsResponse.decode(value),
   },
+  /**
+   * DeclareInSync is the operator's decision after a disaster: the replica
+   * on node_id becomes the only one in sync (the others are rebuilt from it
+   * at the next attach), whatever it lacks of what other replicas held. For
+   * when no in-sync replica can ever answer again. Refused (VOLUME_IN_USE)
+   * while the volume is attached; UNAVAILABLE when that replica does not
+   * answer. A new epoch fences every older frontend; the decision is kept in
+   * the volume's record, and watchers see it as a volume event.
+   */
+  declareInSync: {
+    path: "/keelson.v1.VolumeService/DeclareInSync" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeclareInSyncRequest): Buffer => Buffer.from(DeclareInSyncRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeclareInSyncRequest => DeclareInSyncRequest.decode(value),
+    responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
+  },
 } as const;
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
@@ -5251,6 +5355,16 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
   detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
   /** ListAttachments says where a volume is attached, as etcd records it. */
   listAttachments: handleUnaryCall<ListAttachmentsRequest, ListAttachmentsResponse>;
+  /**
+   * DeclareInSync is the operator's decision after a disaster: the replica
+   * on node_id becomes the only one in sync (the others are rebuilt from it
+   * at the next attach), whatever it lacks of what other replicas held. For
+   * when no in-sync replica can ever answer again. Refused (VOLUME_IN_USE)
+   * while the volume is attached; UNAVAILABLE when that replica does not
+   * answer. A new epoch fences every older frontend; the decision is kept in
+   * the volume's record, and watchers see it as a volume event.
+   */
+  declareInSync: handleUnaryCall<DeclareInSyncRequest, Volume>;
 }
 
 export interface VolumeServiceClient extends Client {
@@ -5488,6 +5602,30 @@ export interface VolumeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListAttachmentsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * DeclareInSync is the operator's decision after a disaster: the replica
+   * on node_id becomes the only one in sync (the others are rebuilt from it
+   * at the next attach), whatever it lacks of what other replicas held. For
+   * when no in-sync replica can ever answer again. Refused (VOLUME_IN_USE)
+   * while the volume is attached; UNAVAILABLE when that replica does not
+   * answer. A new epoch fences every older frontend; the decision is kept in
+   * the volume's record, and watchers see it as a volume event.
+   */
+  declareInSync(
+    request: DeclareInSyncRequest,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  declareInSync(
+    request: DeclareInSyncRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Volume) => void,
+  ): ClientUnaryCall;
+  declareInSync(
+    request: DeclareInSyncRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
 }
 
