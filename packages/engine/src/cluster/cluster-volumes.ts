@@ -6,6 +6,7 @@ import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
 import { placeReplicas } from "./placement.js";
+import { deleteCopy, REPLICA_OF_LABEL } from "./stale-copies.js";
 
 export type { ClusterVolumeRecord };
 
@@ -87,21 +88,24 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     });
   }
   const nodes = await nodesForPlacement(m, o.replicas);
+  // A node still holding a copy of a deleted volume of this name gets no replica: its copy would be taken for one.
+  const leftOn = (await m.metadata.get(refs.leftover(o.name)))?.value.nodes ?? [];
   const candidates = await Promise.all(
-    nodes.map(async (n) => ({
-      nodeId: n.nodeId,
-      zone: n.zone,
-      alive: n.alive,
-      ...(n.alive ? await peerFreeBytes(m.peers, n) : { freeBytes: 0 }),
-    })),
+    nodes
+      .filter((n) => !leftOn.includes(n.nodeId))
+      .map(async (n) => ({
+        nodeId: n.nodeId,
+        zone: n.zone,
+        alive: n.alive,
+        ...(n.alive ? await peerFreeBytes(m.peers, n) : { freeBytes: 0 }),
+      })),
   );
   const chosen = placeReplicas(candidates, o.replicas, m.nodeId);
-  for (const c of chosen) {
-    const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
-    await m.peers.withPeer(node, (client) =>
-      client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
-    );
-  }
+  await createReplicas(
+    m,
+    o,
+    chosen.map((c) => nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode),
+  );
   const record: ClusterVolumeRecord = {
     name: o.name,
     sizeBytes: o.sizeBytes,
@@ -122,4 +126,28 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
   });
   if (!created) return getClusterVolume(m, o.name);
   return record;
+}
+
+/**
+ * Creates a replica on each of `on`, all at once. When one fails, those made
+ * are deleted again and the first failure is thrown: a create that fails
+ * leaves neither a record nor replicas behind (a retry starts afresh).
+ */
+async function createReplicas(m: ClusterMembership, o: CreateReplicatedOptions, on: readonly ClusterNode[]): Promise<void> {
+  const labels = { ...o.labels, [REPLICA_OF_LABEL]: o.name };
+  const made = await Promise.allSettled(
+    on.map((node) => m.peers.withPeer(node, (c) => c.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels }))),
+  );
+  const failed = made.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (!failed) return;
+  const undone = await Promise.allSettled(
+    on.flatMap((node, i) => (made[i]?.status === "fulfilled" ? [deleteCopy(m, o.name, node)] : [])),
+  );
+  const stuck = undone.filter((r) => r.status === "rejected").length;
+  if (stuck === 0) throw failed.reason;
+  throw new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `creating replicated volume ${o.name} failed (${messageOf(failed.reason)}), and ${stuck} replica(s) made could not be deleted again; delete the volume on those nodes`,
+    cause: failed.reason,
+  });
 }

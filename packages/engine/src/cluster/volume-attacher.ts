@@ -3,11 +3,11 @@ import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Logger } from "../util/log.js";
-import { removeAttachment } from "./attachments.js";
+import { readAttachments, removeAttachment } from "./attachments.js";
 import { findClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership } from "./membership.js";
 import { findNode } from "./peers.js";
-import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
+import { attachReplicatedVolume, fenceEveryFrontend, forgetAttachment } from "./replicated-attach.js";
 import { policyOf, type ReplicatedQos } from "./replicated-qos.js";
 import { StatusPublisher } from "./status-publisher.js";
 
@@ -183,6 +183,20 @@ export class VolumeAttacher {
     } catch (error) {
       this.#o.log.log("warn", "QoS of an attached volume not applied", { volume: rv.name, error: String(error) });
     }
+  }
+
+  /**
+   * Ends every attachment of the volume, for its deletion: every frontend is
+   * fenced first (a new epoch in etcd and on the replicas), so none
+   * acknowledges a write from then on, then each is detached with force
+   * where it runs (a node that is down only loses its entry). Idempotent.
+   */
+  async fenceAndDetachAll(m: ClusterMembership, name: string): Promise<void> {
+    const { entries } = await readAttachments(m, name);
+    if (entries.length === 0) return;
+    const epoch = await fenceEveryFrontend(m, name);
+    this.#o.log.log("info", "volume fenced for deletion", { volume: name, epoch, attachments: entries.map((e) => e.nodeId) });
+    for (const e of entries) await this.detach(m, { name, nodeId: e.nodeId, force: true });
   }
 
   /** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */

@@ -17,7 +17,9 @@ import {
 } from "../cluster/cluster-volumes.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
+import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
 import type { Volume } from "../store/volume.js";
 import { replicatedQosKey } from "../target/volume-target.js";
 import { type ControlContext, requireCluster } from "./context.js";
@@ -44,6 +46,8 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     ),
     deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
       const name = requireString(req.name, "name");
+      const m = ctx.membership();
+      if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return deleteReplicated(ctx, m, name, req.force);
       pool.getVolume(name);
       if (req.force) await ctx.nbd.disconnectExport(name);
       const uid = pool.getVolume(name).record.uid;
@@ -186,7 +190,10 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
   if (req.source) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source yet" });
   }
-  const name = requireString(req.name, "name");
+  // Checked here, as a single engine's create checks them, before etcd or a peer is asked.
+  const name = validateVolumeName(req.name);
+  validateSizeBytes(req.sizeBytes);
+  validateLabels(req.labels);
   const asked = req.qosClass || req.qos ? resolvePolicy(ctx.qosClasses, req.qosClass, req.qos) : null;
   const qos = asked ? { qos: requireLimitsOnly(name, asked.policy), qosClass: asked.qosClass } : {};
   const record = await createReplicatedVolume(m, {
@@ -198,4 +205,16 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
   });
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
   return clusterVolumeToWire(ctx, record, req.labels);
+}
+
+/** DeleteVolume of a replicated volume: every replica and its records (see deleteReplicatedVolume). */
+async function deleteReplicated(
+  ctx: ControlContext,
+  m: ClusterMembership,
+  name: string,
+  force: boolean,
+): Promise<WireDeleteVolumeResponse> {
+  const { freedBytes, leftOn, why } = await deleteReplicatedVolume(m, ctx.attacher, { name, force });
+  ctx.log.log("info", "replicated volume deleted", { volume: name, freedBytes, ...(leftOn.length > 0 ? { leftOn, why } : {}) });
+  return { freedBytes };
 }

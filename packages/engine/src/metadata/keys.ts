@@ -27,6 +27,8 @@ export const AREAS = {
   disk: "disks",
   /** Each attached volume's status as its writer sees it. */
   status: "status",
+  /** Copies of a deleted replicated volume left on nodes that were down: the leader deletes them once they are back. */
+  leftover: "leftovers",
 } as const;
 
 /** A kind of record the cluster keeps. */
@@ -81,4 +83,5 @@ export const refs = {
   snapshot: (volume: string, name: string): RecordRef<"snapshot"> => ({ kind: "snapshot", id: snapshotId(volume, name) }),
   disk: (nodeId: string): RecordRef<"disk"> => ({ kind: "disk", id: nodeId }),
   status: (volume: string): RecordRef<"status"> => ({ kind: "status", id: volume }),
+  leftover: (volume: string): RecordRef<"leftover"> => ({ kind: "leftover", id: volume }),
 } as const;

@@ -98,6 +98,12 @@ export interface VolumeStatusRecord {
   replicas: ReplicaStatusRecord[];
 }
 
+/** Copies of a deleted replicated volume still on nodes that were down or did not answer when it was deleted. */
+export interface LeftoverRecord {
+  /** Nodes whose copy (a volume labelled `keelson.io/replica-of` the volume) is still to be deleted. */
+  nodes: string[];
+}
+
 /** The record type stored for each kind. */
 export interface RecordTypes {
   node: NodeRecord;
@@ -111,6 +117,7 @@ export interface RecordTypes {
   snapshot: SnapshotRecord;
   disk: DiskRecord;
   status: VolumeStatusRecord;
+  leftover: LeftoverRecord;
 }
 
 /** Checks one value; returns what is wrong with it (naming the field), or null when it fits. */
@@ -216,6 +223,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     state: str,
     replicas: arrayOf(object({ nodeId: str, state: str, rebuiltBytes: count, rebuildTotalBytes: count })),
   }),
+  leftover: object({ nodes: arrayOf(str) }),
 };
 
 /** What is wrong with `value` as a record of `kind`, or null when it is one. */

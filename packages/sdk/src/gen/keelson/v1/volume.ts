@@ -387,8 +387,14 @@ export interface ListVolumesResponse {
 
 export interface DeleteVolumeRequest {
   name: string;
-  /** Disconnect NBD clients instead of failing with VOLUME_IN_USE. */
+  /**
+   * Disconnect NBD clients instead of failing with VOLUME_IN_USE. For a
+   * replicated volume: detach it wherever it is attached, after fencing its
+   * frontends at a new epoch.
+   */
   force: boolean;
+  /** Between engines: delete this node's replica only; applications leave it unset. */
+  replicaOnly: boolean;
 }
 
 export interface DeleteVolumeResponse {
@@ -400,6 +406,8 @@ export interface ResizeVolumeRequest {
   name: string;
   /** A multiple of 4096, not smaller than the current size. */
   sizeBytes: number;
+  /** Between engines: grow this node's replica only; applications leave it unset. */
+  replicaOnly: boolean;
 }
 
 export interface GetNodeRequest {
@@ -3822,7 +3830,7 @@ export const ListVolumesResponse: MessageFns<ListVolumesResponse> = {
 };
 
 function createBaseDeleteVolumeRequest(): DeleteVolumeRequest {
-  return { name: "", force: false };
+  return { name: "", force: false, replicaOnly: false };
 }
 
 export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
@@ -3832,6 +3840,9 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
     }
     if (message.force !== false) {
       writer.uint32(16).bool(message.force);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(24).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -3865,6 +3876,14 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
             message.force = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3884,6 +3903,7 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
     const message = createBaseDeleteVolumeRequest();
     message.name = object.name ?? "";
     message.force = object.force ?? false;
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
@@ -3944,7 +3964,7 @@ export const DeleteVolumeResponse: MessageFns<DeleteVolumeResponse> = {
 };
 
 function createBaseResizeVolumeRequest(): ResizeVolumeRequest {
-  return { name: "", sizeBytes: 0 };
+  return { name: "", sizeBytes: 0, replicaOnly: false };
 }
 
 export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
@@ -3954,6 +3974,9 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
     }
     if (message.sizeBytes !== 0) {
       writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(24).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -3987,6 +4010,14 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
             message.sizeBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4006,6 +4037,7 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
     const message = createBaseResizeVolumeRequest();
     message.name = object.name ?? "";
     message.sizeBytes = object.sizeBytes ?? 0;
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
@@ -4925,6 +4957,10 @@ export const VolumeServiceService = {
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume: {
     path: "/keelson.v1.VolumeService/DeleteVolume" as const,
@@ -4938,7 +4974,9 @@ export const VolumeServiceService = {
   },
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume: {
     path: "/keelson.v1.VolumeService/ResizeVolume" as const,
@@ -5071,11 +5109,17 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume: handleUnaryCall<ResizeVolumeRequest, Volume>;
   /**
@@ -5183,6 +5227,10 @@ export interface VolumeServiceClient extends Client {
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume(
     request: DeleteVolumeRequest,
@@ -5201,7 +5249,9 @@ export interface VolumeServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume(
     request: ResizeVolumeRequest,
