@@ -18,6 +18,7 @@ import {
 import type { ClusterMembership } from "../cluster/membership.js";
 import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
+import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
 import type { Volume } from "../store/volume.js";
@@ -58,7 +59,8 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     }),
     resizeVolume: unary(ctx, "ResizeVolume", async (req) => {
       const name = requireString(req.name, "name");
-      await refuseReplicated(ctx, name, "resizing");
+      const m = ctx.membership();
+      if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return resizeReplicated(ctx, m, name, req.sizeBytes);
       return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
     }),
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
@@ -146,6 +148,8 @@ async function refuseReplicated(ctx: ControlContext, name: string, what: string)
 function replicatedToWire(ctx: ControlContext, local: Volume, record: ClusterVolumeRecord): WireVolume {
   return {
     ...volumeToWire(ctx, local),
+    // The record's: a replica may already be larger (a resize cut short grows the replicas first).
+    sizeBytes: record.sizeBytes,
     replicas: record.replicas.length,
     qosClass: record.qosClass ?? "",
     qos: policyToWire(policyOf(record)),
@@ -179,7 +183,7 @@ async function setReplicatedQos(
   asked: { policy: QosPolicy; qosClass: string },
 ): Promise<WireVolume> {
   const { record } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
-  await ctx.attacher.refreshQos(m, name);
+  await ctx.attacher.followRecord(m, name);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
   return clusterVolumeToWire(ctx, record, {});
 }
@@ -217,4 +221,11 @@ async function deleteReplicated(
   const { freedBytes, leftOn, why } = await deleteReplicatedVolume(m, ctx.attacher, { name, force });
   ctx.log.log("info", "replicated volume deleted", { volume: name, freedBytes, ...(leftOn.length > 0 ? { leftOn, why } : {}) });
   return { freedBytes };
+}
+
+/** ResizeVolume of a replicated volume: every replica, the record, then the frontends (see resizeReplicatedVolume). */
+async function resizeReplicated(ctx: ControlContext, m: ClusterMembership, name: string, sizeBytes: number): Promise<WireVolume> {
+  const record = await resizeReplicatedVolume(m, ctx.attacher, { name, sizeBytes: validateSizeBytes(sizeBytes) });
+  ctx.log.log("info", "replicated volume resized", { volume: name, sizeBytes: record.sizeBytes });
+  return clusterVolumeToWire(ctx, record, {});
 }
