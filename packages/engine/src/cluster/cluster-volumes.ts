@@ -64,6 +64,11 @@ export async function findClusterVolume(m: ClusterMembership, name: string): Pro
   return (await m.metadata.get(refs.volume(name)))?.value ?? null;
 }
 
+/** Every replicated volume's record, by name. */
+export async function listClusterVolumes(m: ClusterMembership): Promise<ClusterVolumeRecord[]> {
+  return (await m.metadata.list("volume")).map((r) => r.value);
+}
+
 /** The volume's record, or VOLUME_NOT_FOUND. */
 export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
   const record = await findClusterVolume(m, name);

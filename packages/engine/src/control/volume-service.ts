@@ -9,25 +9,19 @@ import type {
   WireVolume,
 } from "@keelson/sdk/experimental";
 import { readAttachments } from "../cluster/attachments.js";
-import {
-  type ClusterVolumeRecord,
-  createReplicatedVolume,
-  findClusterVolume,
-  getClusterVolume,
-} from "../cluster/cluster-volumes.js";
+import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import type { ClusterMembership } from "../cluster/membership.js";
-import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
 import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
-import type { Volume } from "../store/volume.js";
-import { replicatedQosKey } from "../target/volume-target.js";
 import { type ControlContext, requireCluster } from "./context.js";
-import { policyToWire, resolvePolicy } from "./qos-wire.js";
+import { resolvePolicy } from "./qos-wire.js";
+import { replicatedVolumeToWire } from "./replicated-wire.js";
 import { requireString, unary } from "./unary.js";
 import { attachVolume, detachVolume } from "./volume-attach.js";
-import { attachmentToWire, remoteVolumeToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
+import { attachmentToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
 
 /** keelson.v1.VolumeService on one engine's pool. */
 export function volumeService(ctx: ControlContext): VolumeServiceServer {
@@ -35,16 +29,13 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   return {
     createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
     getVolume: unary(ctx, "GetVolume", async (req) => {
-      const v = pool.getVolume(requireString(req.name, "name"));
+      const name = requireString(req.name, "name");
       const m = ctx.membership();
-      const replicated = m ? await findClusterVolume(m, v.name) : null;
-      return replicated ? replicatedToWire(ctx, v, replicated) : volumeToWire(ctx, v);
+      const replicated = m ? await findClusterVolume(m, name) : null;
+      if (m && replicated) return replicatedVolumeToWire(ctx, m, replicated);
+      return volumeToWire(ctx, pool.getVolume(name));
     }),
-    listVolumes: unary(
-      ctx,
-      "ListVolumes",
-      async (): Promise<WireListVolumesResponse> => ({ volumes: pool.listVolumes().map((v) => volumeToWire(ctx, v)) }),
-    ),
+    listVolumes: unary(ctx, "ListVolumes", () => listVolumes(ctx)),
     deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
       const name = requireString(req.name, "name");
       const m = ctx.membership();
@@ -116,6 +107,25 @@ async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): P
   return volumeToWire(ctx, v);
 }
 
+/**
+ * This pool's volumes and, in a cluster, every replicated volume (also
+ * those with no replica here), by name. A replica here is listed as its
+ * replicated volume, not as a volume of its own.
+ */
+async function listVolumes(ctx: ControlContext): Promise<WireListVolumesResponse> {
+  const m = ctx.membership();
+  const records = m ? await listClusterVolumes(m) : [];
+  const replicated = new Set(records.map((r) => r.name));
+  const volumes = [
+    ...ctx.pool
+      .listVolumes()
+      .filter((v) => !replicated.has(v.name))
+      .map((v) => volumeToWire(ctx, v)),
+    ...(m ? await Promise.all(records.map((r) => replicatedVolumeToWire(ctx, m, r))) : []),
+  ];
+  return { volumes: volumes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+}
+
 /** The nodes a replicated volume is attached on, as its record in the cluster says. */
 async function listAttachments(ctx: ControlContext, volume: string): Promise<WireListAttachmentsResponse> {
   // Checked in here, not by the caller: the unary edge maps a rejection, and a throw before the promise would be INTERNAL.
@@ -144,32 +154,6 @@ async function refuseReplicated(ctx: ControlContext, name: string, what: string)
   }
 }
 
-/** This node's replica of a replicated volume, with what the volume's record says of its replicas and QoS. */
-function replicatedToWire(ctx: ControlContext, local: Volume, record: ClusterVolumeRecord): WireVolume {
-  return {
-    ...volumeToWire(ctx, local),
-    // The record's: a replica may already be larger (a resize cut short grows the replicas first).
-    sizeBytes: record.sizeBytes,
-    replicas: record.replicas.length,
-    qosClass: record.qosClass ?? "",
-    qos: policyToWire(policyOf(record)),
-    qosStatus: ctx.qos.status(replicatedQosKey(record.name)),
-  };
-}
-
-/** A replicated volume as this node sees it: its replica here, or only its record when it holds none. */
-function clusterVolumeToWire(ctx: ControlContext, record: ClusterVolumeRecord, labels: Record<string, string>): WireVolume {
-  const local = ctx.pool.findVolume(record.name);
-  if (local) return replicatedToWire(ctx, local, record);
-  return remoteVolumeToWire(ctx, {
-    name: record.name,
-    sizeBytes: record.sizeBytes,
-    createdAtMs: record.createdAtMs,
-    replicas: record.replicas.length,
-    labels,
-  });
-}
-
 /**
  * SetVolumeQos of a replicated volume: stored in its record, the one truth.
  * Every node where it is attached applies the record's policy to its
@@ -185,7 +169,7 @@ async function setReplicatedQos(
   const { record } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
   await ctx.attacher.followRecord(m, name);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
-  return clusterVolumeToWire(ctx, record, {});
+  return replicatedVolumeToWire(ctx, m, record);
 }
 
 /** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
@@ -208,7 +192,7 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
     ...qos,
   });
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
-  return clusterVolumeToWire(ctx, record, req.labels);
+  return replicatedVolumeToWire(ctx, m, record, req.labels);
 }
 
 /** DeleteVolume of a replicated volume: every replica and its records (see deleteReplicatedVolume). */
@@ -227,5 +211,5 @@ async function deleteReplicated(
 async function resizeReplicated(ctx: ControlContext, m: ClusterMembership, name: string, sizeBytes: number): Promise<WireVolume> {
   const record = await resizeReplicatedVolume(m, ctx.attacher, { name, sizeBytes: validateSizeBytes(sizeBytes) });
   ctx.log.log("info", "replicated volume resized", { volume: name, sizeBytes: record.sizeBytes });
-  return clusterVolumeToWire(ctx, record, {});
+  return replicatedVolumeToWire(ctx, m, record);
 }
