@@ -7,6 +7,7 @@ import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
 import { codeOf } from "../helpers/errors.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
+import { run } from "../helpers/process.js";
 import { CHUNK, stamp } from "../helpers/stamps.js";
 
 const MIB = 1024 * 1024;
@@ -14,7 +15,15 @@ const SIZE = 16 * MIB;
 /** Bound on waiting for the leader's repair pass (it runs every 500 ms): a failure bound, not a timing claim. */
 const REPAIR_WAIT_MS = 60_000;
 
+const KEELSON = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../dist/cli/keelson.js");
+
 const track = trackClusters();
+
+/** The `keelson` CLI against the control API at `address`, with --json; its parsed output. */
+async function cli(address: string, args: string[]): Promise<{ sizeBytes?: number; freedBytes?: number }> {
+  const r = await run(process.execPath, [KEELSON, "--address", address, "--json", ...args], { timeoutMs: 60_000 });
+  return JSON.parse(r.stdout) as { sizeBytes?: number; freedBytes?: number };
+}
 
 async function startCluster(tag: string): Promise<StartedLocalCluster> {
   const dir = path.join(os.tmpdir(), `keelson-rlife-${tag}-${process.pid}-${Date.now()}`);
@@ -146,9 +155,16 @@ describe("replicated volumes through the control API", () => {
     expect((await on2.read(SIZE + CHUNK, CHUNK)).data.equals(stamp(2))).toBe(true);
     await on2.disconnect();
 
+    // The CLI, through a node that is not the writer's.
+    const grpc = (i: number) => cluster.nodes[i]?.grpcAddress as string;
+    expect((await cli(grpc(2), ["volume", "resize", "grow", "--size", `${(3 * SIZE) / MIB}M`])).sizeBytes).toBe(3 * SIZE);
+    for (const c of [c1, c2, c3]) expect((await c.getVolume({ name: "grow" })).sizeBytes).toBe(3 * SIZE);
+
     await cluster.stopNode(2);
     expect(await codeOf(c1.resizeVolume({ name: "grow", sizeBytes: 4 * SIZE }))).toBe("UNAVAILABLE");
-    expect((await c1.getVolume({ name: "grow" })).sizeBytes, "nothing recorded").toBe(2 * SIZE);
+    expect((await c1.getVolume({ name: "grow" })).sizeBytes, "nothing recorded").toBe(3 * SIZE);
+    await cli(grpc(0), ["volume", "delete", "grow", "--force"]);
+    expect(await codeOf(c2.getVolume({ name: "grow" }))).toBe("VOLUME_NOT_FOUND");
   }, 180_000);
 
   it("Volume.state and allocatedBytes of a replicated volume: the replicas' allocation, and degraded once a replica is faulted, on every node", async (t) => {
