@@ -1,4 +1,4 @@
-import { KeelsonError } from "@keelson/sdk";
+import { KeelsonError, type Volume, type VolumeSource } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
@@ -111,40 +111,51 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     o,
     chosen.map((c) => nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode),
   );
-  const record: ClusterVolumeRecord = {
+  return recordNewVolume(m, {
     name: o.name,
     sizeBytes: o.sizeBytes,
     replicas: chosen.map((c) => c.nodeId),
     inSync: chosen.map((c) => c.nodeId),
     ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
     createdAtMs: Date.now(),
-  };
-  const ref = refs.volume(o.name);
-  // An empty activity log: the first attachment has nothing to resync.
+  });
+}
+
+/**
+ * Records a volume whose replicas were just made, with an empty activity log
+ * (its first attachment has nothing to resync). A record that appeared
+ * meanwhile (a concurrent create of the name) is returned instead.
+ */
+export async function recordNewVolume(m: ClusterMembership, record: ClusterVolumeRecord): Promise<ClusterVolumeRecord> {
+  const ref = refs.volume(record.name);
   const emptyLog: ActivityRecord = { epoch: 0, extentBytes: ACTIVITY_EXTENT_BYTES, bitmap: "" };
   const created = await m.metadata.commit({
     if: [{ ref, version: null }],
     put: [
       { ref, value: record },
-      { ref: refs.activity(o.name), value: emptyLog },
+      { ref: refs.activity(record.name), value: emptyLog },
     ],
   });
-  if (!created) return getClusterVolume(m, o.name);
+  if (!created) return getClusterVolume(m, record.name);
   return record;
 }
 
 /**
- * Creates a replica on each of `on`, all at once. When one fails, those made
+ * Creates a replica on each of `on`, all at once (a clone of `source` on
+ * each, when given: each node must hold it). When one fails, those made
  * are deleted again and the first failure is thrown: a create that fails
  * leaves neither a record nor replicas behind (a retry starts afresh).
  */
-async function createReplicas(m: ClusterMembership, o: CreateReplicatedOptions, on: readonly ClusterNode[]): Promise<void> {
+export async function createReplicas(
+  m: ClusterMembership,
+  o: { name: string; sizeBytes: number; labels: Record<string, string>; source?: VolumeSource },
+  on: readonly ClusterNode[],
+): Promise<Volume[]> {
   const labels = { ...o.labels, [REPLICA_OF_LABEL]: o.name };
-  const made = await Promise.allSettled(
-    on.map((node) => m.peers.withPeer(node, (c) => c.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels }))),
-  );
+  const request = { name: o.name, sizeBytes: o.sizeBytes, labels, ...(o.source ? { source: o.source } : {}) };
+  const made = await Promise.allSettled(on.map((node) => m.peers.withPeer(node, (c) => c.createVolume(request))));
   const failed = made.find((r): r is PromiseRejectedResult => r.status === "rejected");
-  if (!failed) return;
+  if (!failed) return made.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const undone = await Promise.allSettled(
     on.flatMap((node, i) => (made[i]?.status === "fulfilled" ? [deleteCopy(m, o.name, node)] : [])),
   );

@@ -1,4 +1,4 @@
-import { KeelsonError } from "@keelson/sdk";
+import { KeelsonError, type SnapshotRef } from "@keelson/sdk";
 import type {
   VolumeServiceServer,
   WireAttachment,
@@ -12,6 +12,7 @@ import { readAttachments } from "../cluster/attachments.js";
 import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
 import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
 import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
@@ -175,22 +176,17 @@ async function setReplicatedQos(
 /** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
 async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
   const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
-  if (req.source) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source yet" });
-  }
   // Checked here, as a single engine's create checks them, before etcd or a peer is asked.
   const name = validateVolumeName(req.name);
-  validateSizeBytes(req.sizeBytes);
+  if (!req.source || req.sizeBytes !== 0) validateSizeBytes(req.sizeBytes);
   validateLabels(req.labels);
   const asked = req.qosClass || req.qos ? resolvePolicy(ctx.qosClasses, req.qosClass, req.qos) : null;
   const qos = asked ? { qos: requireLimitsOnly(name, asked.policy), qosClass: asked.qosClass } : {};
-  const record = await createReplicatedVolume(m, {
-    name,
-    sizeBytes: req.sizeBytes,
-    replicas: req.replicas,
-    labels: req.labels,
-    ...qos,
-  });
+  const options = { name, sizeBytes: req.sizeBytes, replicas: req.replicas, labels: req.labels, ...qos };
+  const source = replicatedSourceFromWire(req.source);
+  const record = source
+    ? await cloneReplicatedVolume(m, { ...options, source }, ctx.frontends.get("volume" in source ? source.volume : ""))
+    : await createReplicatedVolume(m, options);
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
   return replicatedVolumeToWire(ctx, m, record, req.labels);
 }
@@ -212,4 +208,14 @@ async function resizeReplicated(ctx: ControlContext, m: ClusterMembership, name:
   const record = await resizeReplicatedVolume(m, ctx.attacher, { name, sizeBytes: validateSizeBytes(sizeBytes) });
   ctx.log.log("info", "replicated volume resized", { volume: name, sizeBytes: record.sizeBytes });
   return replicatedVolumeToWire(ctx, m, record);
+}
+
+/** A clone source of a replicated create, in the SDK's terms (names checked); undefined when none. */
+function replicatedSourceFromWire(
+  wire: WireCreateVolumeRequest["source"],
+): { snapshot: SnapshotRef } | { volume: string } | undefined {
+  const source = sourceFromWire(wire);
+  if (!source) return undefined;
+  if ("volumeName" in source) return { volume: source.volumeName };
+  return { snapshot: { volume: source.snapshot.volumeName, name: source.snapshot.name } };
 }

@@ -188,4 +188,56 @@ describe("replicated volumes through the control API", () => {
     expect((await c1.getVolume({ name: "st" })).state).toBe("degraded");
     await nbd.disconnect();
   }, 120_000);
+
+  it("clone of a replicated snapshot and of a replicated volume (attached, at one point in time): every replica starts equal and in sync, holds the source's data, and takes writes apart from the source", async (t) => {
+    if (!canRun(needs, t.task.name)) return t.skip();
+    const cluster = await startCluster("clone");
+    const [c1, c2, c3] = [cluster.client(0), cluster.client(1), cluster.client(2)];
+    const addr = (i: number) => cluster.nodes[i]?.nbdAddress as string;
+    await c1.createVolume({ name: "src", sizeBytes: SIZE, replicas: 3 });
+    await c1.attachVolume({ name: "src" });
+    const src = await NbdTestClient.open(addr(0), "src");
+    expect((await src.write(0, stamp(1))).error).toBe(0);
+    await c2.createSnapshot({ volume: "src", name: "s1" });
+    expect((await src.write(0, stamp(2))).error).toBe(0);
+
+    const fromSnap = await c3.createVolume({
+      name: "c-snap",
+      sizeBytes: 0,
+      replicas: 3,
+      source: { snapshot: { volume: "src", name: "s1" } },
+    });
+    expect([fromSnap.sizeBytes, fromSnap.replicas]).toEqual([SIZE, 3]);
+    const fromVol = await c2.createVolume({ name: "c-vol", sizeBytes: 2 * SIZE, replicas: 2, source: { volume: "src" } });
+    expect([fromVol.sizeBytes, fromVol.replicas]).toEqual([2 * SIZE, 2]);
+    expect(
+      (await c1.listSnapshots({ volume: "src" })).map((s) => s.name),
+      "the clone's own snapshot is gone",
+    ).toEqual(["s1"]);
+    expect(await codeOf(c1.createVolume({ name: "c-4", sizeBytes: 0, replicas: 4, source: { volume: "src" } }))).toBe(
+      "INVALID_ARGUMENT",
+    );
+
+    // Each clone read through two different nodes' frontends (each reads its local replica first).
+    for (const [clone, want] of [
+      ["c-snap", stamp(1)],
+      ["c-vol", stamp(2)],
+    ] as const) {
+      for (const node of [1, 2]) {
+        await cluster.client(node).attachVolume({ name: clone });
+        const c = await NbdTestClient.open(addr(node), clone);
+        expect((await c.read(0, CHUNK)).data.equals(want), `${clone} on node${node + 1}`).toBe(true);
+        await c.disconnect();
+        await cluster.client(node).detachVolume({ name: clone });
+      }
+    }
+    await c3.attachVolume({ name: "c-vol" });
+    const clone = await NbdTestClient.open(addr(2), "c-vol");
+    expect((await clone.write(0, stamp(5))).error).toBe(0);
+    await clone.disconnect();
+    expect((await src.read(0, CHUNK)).data.equals(stamp(2)), "the source does not see the clone's write").toBe(true);
+    await src.disconnect();
+    expect((await c1.getVolume({ name: "c-vol" })).state).toBe("healthy");
+    for (const name of ["c-vol", "c-snap", "src"]) await c2.deleteVolume({ name, force: true });
+  }, 180_000);
 });
