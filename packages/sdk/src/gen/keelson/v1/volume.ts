@@ -138,7 +138,10 @@ export interface Volume {
   /** Stable unique id, assigned at creation; a re-created volume gets a new one. */
   uid: string;
   sizeBytes: number;
-  /** Bytes of the pool that this volume's data occupies (thin provisioning). */
+  /**
+   * Bytes of the pool that this volume's data occupies (thin provisioning).
+   * Of a replicated volume: one replica's (this node's, else a live holder's).
+   */
   allocatedBytes: number;
   state: VolumeState;
   labels: { [key: string]: string };
@@ -359,7 +362,9 @@ export interface CreateVolumeRequest {
   replicas: number;
   /**
    * Creates a clone sharing the source's data. size_bytes 0 means the
-   * source's size; a smaller size fails with INVALID_ARGUMENT.
+   * source's size; a smaller size fails with INVALID_ARGUMENT. With replicas
+   * > 1 the source is a replicated volume or snapshot, and each replica is a
+   * clone on a node holding it (at most as many replicas as such nodes).
    */
   source:
     | VolumeSource
@@ -4933,7 +4938,10 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume: {
     path: "/keelson.v1.VolumeService/GetVolume" as const,
     requestStream: false as const,
@@ -4943,7 +4951,10 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes: {
     path: "/keelson.v1.VolumeService/ListVolumes" as const,
     requestStream: false as const,
@@ -5101,9 +5112,15 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * labels it fails with ALREADY_EXISTS.
    */
   createVolume: handleUnaryCall<CreateVolumeRequest, Volume>;
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume: handleUnaryCall<GetVolumeRequest, Volume>;
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes: handleUnaryCall<ListVolumesRequest, ListVolumesResponse>;
   /**
    * DeleteVolume deletes a volume and returns its space to the pool.
@@ -5191,7 +5208,10 @@ export interface VolumeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume(
     request: GetVolumeRequest,
     callback: (error: ServiceError | null, response: Volume) => void,
@@ -5207,7 +5227,10 @@ export interface VolumeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes(
     request: ListVolumesRequest,
     callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
