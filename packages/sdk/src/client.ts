@@ -158,25 +158,28 @@ export class KeelsonClient implements AsyncDisposable {
    * Deletes a volume and frees its space. Not retried: a retry after a lost
    * reply would report VOLUME_NOT_FOUND for a delete that succeeded.
    * VOLUME_NOT_FOUND when absent; VOLUME_IN_USE while clients are connected
-   * (unless `force`).
+   * (unless `force`). A replicated volume goes from every replica and from
+   * the cluster's records; VOLUME_IN_USE while attached (unless `force`).
    *
    * @example
    * const { freedBytes } = await client.deleteVolume({ name: "scratch" });
    */
   async deleteVolume(request: DeleteVolumeRequest, options?: CallOptions): Promise<DeleteVolumeResult> {
-    const wire = { name: request.name, force: request.force ?? false };
+    const wire = { name: request.name, force: request.force ?? false, replicaOnly: request.replicaOnly ?? false };
     return await this.#call(this.#volumes.deleteVolume, this.#volumes, wire, options, false);
   }
 
   /**
    * Grows a volume online; clients see the new size when they reconnect.
-   * Idempotent. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * Idempotent. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica; UNAVAILABLE while one's node is down.
    *
    * @example
    * await client.resizeVolume({ name: "pg-data", sizeBytes: 20 * 2 ** 30 });
    */
   async resizeVolume(request: ResizeVolumeRequest, options?: CallOptions): Promise<Volume> {
-    return volumeFromWire(await this.#call(this.#volumes.resizeVolume, this.#volumes, request, options, true));
+    const wire = { name: request.name, sizeBytes: request.sizeBytes, replicaOnly: request.replicaOnly ?? false };
+    return volumeFromWire(await this.#call(this.#volumes.resizeVolume, this.#volumes, wire, options, true));
   }
 
   /**

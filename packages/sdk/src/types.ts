@@ -383,8 +383,14 @@ export interface VolumeRef {
 /** Request of {@link KeelsonClient.deleteVolume}. */
 export interface DeleteVolumeRequest {
   name: string;
-  /** Disconnect open NBD clients instead of failing with VOLUME_IN_USE. */
+  /**
+   * Disconnect open NBD clients instead of failing with VOLUME_IN_USE; for a
+   * replicated volume, detach it wherever it is attached (its frontends are
+   * fenced at a new epoch first).
+   */
   force?: boolean;
+  /** Between engines: this node's replica only; applications leave it unset. */
+  replicaOnly?: boolean;
 }
 
 /** Result of {@link KeelsonClient.deleteVolume} and {@link KeelsonClient.deleteSnapshot}. */
@@ -398,6 +404,8 @@ export interface ResizeVolumeRequest {
   name: string;
   /** New size: a multiple of 4096, not smaller than the current one. */
   sizeBytes: number;
+  /** Between engines: this node's replica only; applications leave it unset. */
+  replicaOnly?: boolean;
 }
 
 /** Per-call options accepted by every client method. */

@@ -309,16 +309,12 @@ class LocalTarget implements Target {
   async deleteVolume(volume: string): Promise<void> {
     const v = this.#volume(volume);
     if (v.replicas > 1) {
-      // keelson has no DeleteVolume for replicated volumes yet: each replica node deletes its copy,
-      // the cluster record stays until the cluster goes (it is this run's own cluster).
-      for (const [i, client] of this.#clients.entries()) {
-        if (!this.#up(i)) continue;
-        await keelsonCall(`delete replica of ${volume}`, () => client.deleteVolume({ name: volume, force: true })).catch(
-          (error: ConformanceError) => {
-            if (error.code !== "NOT_FOUND") throw error;
-          },
-        );
-      }
+      // Through any node: every replica and the cluster record go (a node that is down loses its copy once back).
+      await keelsonCall(`delete volume ${volume}`, () => this.#anyClient().deleteVolume({ name: volume, force: true })).catch(
+        (error: ConformanceError) => {
+          if (error.code !== "NOT_FOUND") throw error;
+        },
+      );
     } else {
       await keelsonCall(`delete volume ${volume}`, () =>
         (this.#clients[v.holder] as KeelsonClient).deleteVolume({ name: volume, force: true }),
@@ -375,7 +371,8 @@ class LocalTarget implements Target {
       const has = await keelsonCall(`replica of ${volume} on ${node.nodeId}`, () =>
         (this.#clients[i] as KeelsonClient).getVolume({ name: volume }),
       ).then(
-        (got) => got.epoch,
+        // A node without a replica reports the volume from its cluster record, with no local uid.
+        (got) => (got.uid === "" ? -1 : got.epoch),
         () => -1,
       );
       if (has < 0) continue;

@@ -46,7 +46,7 @@ commands:
   volume list                                        list volumes
   volume get NAME                                    show one volume
   volume resize NAME --size SIZE                     grow a volume online
-  volume delete NAME [--force]                       delete a volume (--force disconnects clients)
+  volume delete NAME [--force]                       delete a volume, every replica (--force disconnects clients, detaches it)
   snapshot create VOLUME@NAME [--label k=v]...       take a crash-consistent snapshot (O(1))
   snapshot list [VOLUME]                             list snapshots
   snapshot get VOLUME@NAME                           show one snapshot

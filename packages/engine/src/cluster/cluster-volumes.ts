@@ -1,4 +1,4 @@
-import { KeelsonError } from "@keelson/sdk";
+import { KeelsonError, type Volume, type VolumeSource } from "@keelson/sdk";
 import { type ActivityRecord, type ClusterVolumeRecord, defaultMinInSync, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
 import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
@@ -6,6 +6,7 @@ import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
 import { type PlacementCandidate, placeReplicas } from "./placement.js";
+import { deleteCopy, REPLICA_OF_LABEL } from "./stale-copies.js";
 
 export type { ClusterVolumeRecord };
 
@@ -72,6 +73,11 @@ export async function findClusterVolume(m: ClusterMembership, name: string): Pro
   return (await m.metadata.get(refs.volume(name)))?.value ?? null;
 }
 
+/** Every replicated volume's record, by name. */
+export async function listClusterVolumes(m: ClusterMembership): Promise<ClusterVolumeRecord[]> {
+  return (await m.metadata.list("volume")).map((r) => r.value);
+}
+
 /** The volume's record, or VOLUME_NOT_FOUND. */
 export async function getClusterVolume(m: ClusterMembership, name: string): Promise<ClusterVolumeRecord> {
   const record = await findClusterVolume(m, name);
@@ -102,22 +108,25 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     });
   }
   const nodes = await nodesForPlacement(m, o.replicas);
+  // A node still holding a copy of a deleted volume of this name gets no replica: its copy would be taken for one.
+  const leftOn = (await m.metadata.get(refs.leftover(o.name)))?.value.nodes ?? [];
   const candidates = await Promise.all(
-    nodes.map(async (n) => ({
-      nodeId: n.nodeId,
-      zone: n.zone,
-      alive: n.alive,
-      ...(n.alive ? await peerPoolSpace(m.peers, n) : { freeBytes: 0 }),
-    })),
+    nodes
+      .filter((n) => !leftOn.includes(n.nodeId))
+      .map(async (n) => ({
+        nodeId: n.nodeId,
+        zone: n.zone,
+        alive: n.alive,
+        ...(n.alive ? await peerPoolSpace(m.peers, n) : { freeBytes: 0 }),
+      })),
   );
   const chosen = placeReplicas(candidates, { replicas: o.replicas, sizeBytes: o.sizeBytes, preferredNodeId: m.nodeId });
-  for (const c of chosen) {
-    const node = nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode;
-    await m.peers.withPeer(node, (client) =>
-      client.createVolume({ name: o.name, sizeBytes: o.sizeBytes, labels: { ...o.labels, "keelson.io/replica-of": o.name } }),
-    );
-  }
-  const record: ClusterVolumeRecord = {
+  await createReplicas(
+    m,
+    o,
+    chosen.map((c) => nodes.find((n) => n.nodeId === c.nodeId) as ClusterNode),
+  );
+  return recordNewVolume(m, {
     name: o.name,
     sizeBytes: o.sizeBytes,
     replicas: chosen.map((c) => c.nodeId),
@@ -125,17 +134,52 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
     minInSync: o.minInSync ?? defaultMinInSync(o.replicas),
     createdAtMs: Date.now(),
-  };
-  const ref = refs.volume(o.name);
-  // An empty activity log: the first attachment has nothing to resync.
+  });
+}
+
+/**
+ * Records a volume whose replicas were just made, with an empty activity log
+ * (its first attachment has nothing to resync). A record that appeared
+ * meanwhile (a concurrent create of the name) is returned instead.
+ */
+export async function recordNewVolume(m: ClusterMembership, record: ClusterVolumeRecord): Promise<ClusterVolumeRecord> {
+  const ref = refs.volume(record.name);
   const emptyLog: ActivityRecord = { epoch: 0, extentBytes: ACTIVITY_EXTENT_BYTES, bitmap: "" };
   const created = await m.metadata.commit({
     if: [{ ref, version: null }],
     put: [
       { ref, value: record },
-      { ref: refs.activity(o.name), value: emptyLog },
+      { ref: refs.activity(record.name), value: emptyLog },
     ],
   });
-  if (!created) return getClusterVolume(m, o.name);
+  if (!created) return getClusterVolume(m, record.name);
   return record;
+}
+
+/**
+ * Creates a replica on each of `on`, all at once (a clone of `source` on
+ * each, when given: each node must hold it). When one fails, those made
+ * are deleted again and the first failure is thrown: a create that fails
+ * leaves neither a record nor replicas behind (a retry starts afresh).
+ */
+export async function createReplicas(
+  m: ClusterMembership,
+  o: { name: string; sizeBytes: number; labels: Record<string, string>; source?: VolumeSource },
+  on: readonly ClusterNode[],
+): Promise<Volume[]> {
+  const labels = { ...o.labels, [REPLICA_OF_LABEL]: o.name };
+  const request = { name: o.name, sizeBytes: o.sizeBytes, labels, ...(o.source ? { source: o.source } : {}) };
+  const made = await Promise.allSettled(on.map((node) => m.peers.withPeer(node, (c) => c.createVolume(request))));
+  const failed = made.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (!failed) return made.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const undone = await Promise.allSettled(
+    on.flatMap((node, i) => (made[i]?.status === "fulfilled" ? [deleteCopy(m, o.name, node)] : [])),
+  );
+  const stuck = undone.filter((r) => r.status === "rejected").length;
+  if (stuck === 0) throw failed.reason;
+  throw new KeelsonError({
+    code: "UNAVAILABLE",
+    message: `creating replicated volume ${o.name} failed (${messageOf(failed.reason)}), and ${stuck} replica(s) made could not be deleted again; delete the volume on those nodes`,
+    cause: failed.reason,
+  });
 }

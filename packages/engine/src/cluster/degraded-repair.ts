@@ -1,10 +1,11 @@
-import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { messageOf } from "../util/errors.js";
 import { peerPoolSpace } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import { whyNotQualified } from "./placement.js";
+import { deleteCopy, REPLICA_OF_LABEL, removeLeftovers } from "./stale-copies.js";
 
 /** How long a replica's node may stay down before the leader places the replica elsewhere, unless configured. */
 export const DEFAULT_REPLACE_AFTER_MS = 60_000;
@@ -38,6 +39,9 @@ export async function repairDegradedVolumes(
   const nodes = await m.nodes();
   const records = (await m.metadata.list("volume")).map((r) => r.value);
   const now = Date.now();
+  const leftovers = await removeLeftovers(m, nodes);
+  report.removed.push(...leftovers.removed);
+  report.stuck.push(...leftovers.stuck);
   for (const record of records) {
     for (const nodeId of record.retired ?? []) {
       const node = nodes.find((n) => n.nodeId === nodeId);
@@ -93,7 +97,7 @@ async function replaceReplica(
   }
   const node = nodes.find((n) => n.nodeId === pick.nodeId) as ClusterNode;
   await m.peers.withPeer(node, (c) =>
-    c.createVolume({ name: record.name, sizeBytes: record.sizeBytes, labels: { "keelson.io/replica-of": record.name } }),
+    c.createVolume({ name: record.name, sizeBytes: record.sizeBytes, labels: { [REPLICA_OF_LABEL]: record.name } }),
   );
   const ref = refs.volume(record.name);
   const current = await m.metadata.get(ref);
@@ -122,15 +126,7 @@ async function removeRetiredCopy(m: ClusterMembership, name: string, node: Clust
   const current = await m.metadata.get(ref);
   if (current === null) return;
   const record = current.value;
-  if (!record.replicas.includes(node.nodeId)) {
-    await m.peers.withPeer(node, async (c) => {
-      const local = await c.getVolume({ name }).catch((e: unknown) => {
-        if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
-        throw e;
-      });
-      if (local && local.labels["keelson.io/replica-of"] === name) await c.deleteVolume({ name, force: true });
-    });
-  }
+  if (!record.replicas.includes(node.nodeId)) await deleteCopy(m, name, node);
   const updated = { ...record, retired: (record.retired ?? []).filter((id) => id !== node.nodeId) };
   await m.metadata.commit({ if: [{ ref, version: current.version }], put: [{ ref, value: updated }] });
 }

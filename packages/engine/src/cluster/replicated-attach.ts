@@ -199,6 +199,26 @@ export async function forgetAttachment(m: ClusterMembership, name: string, nodeI
   await removeAttachment(m, name, nodeId, entry.epoch);
 }
 
+/**
+ * Fences every frontend of the volume, wherever it runs: takes a new epoch
+ * in etcd (a frontend at an older one can record nothing there, so it
+ * acknowledges nothing more) and raises every reachable replica to it (they
+ * refuse the old frontends' I/O). Replicas that cannot be reached are left:
+ * the epoch in etcd is the authority. Returns the new epoch.
+ */
+export async function fenceEveryFrontend(m: ClusterMembership, name: string): Promise<number> {
+  const record = await getClusterVolume(m, name);
+  const nodes = await m.nodes();
+  const epoch = await nextEpoch(m.metadata, name);
+  await Promise.allSettled(
+    record.replicas.flatMap((id) => {
+      const node = nodes.find((n) => n.nodeId === id);
+      return node?.alive ? [m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS)] : [];
+    }),
+  );
+  return epoch;
+}
+
 /** What a frontend at `epoch` needs from the cluster's metadata and the peers. */
 function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBytes: number): FrontendHooks {
   /** Numbers the saves this frontend starts: one abandoned at its deadline must not land over a newer one. */

@@ -43,7 +43,9 @@ export async function saveActivityLog(
   const record: ActivityRecord = { epoch, extentBytes: ACTIVITY_EXTENT_BYTES };
   if (extents === "all") record.all = true;
   else {
-    const map = new RegionMap(sizeBytes, ACTIVITY_EXTENT_BYTES);
+    // Sized to every extent, not only to the size at attach: the volume may have grown since.
+    const coveredBytes = extents.reduce((most, e) => Math.max(most, (e + 1) * ACTIVITY_EXTENT_BYTES), sizeBytes);
+    const map = new RegionMap(coveredBytes, ACTIVITY_EXTENT_BYTES);
     for (const e of extents) map.add(e);
     record.bitmap = Buffer.from(map.toBytes()).toString("base64");
   }

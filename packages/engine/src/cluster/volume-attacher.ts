@@ -3,11 +3,11 @@ import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Logger } from "../util/log.js";
-import { removeAttachment } from "./attachments.js";
+import { readAttachments, removeAttachment } from "./attachments.js";
 import { findClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership } from "./membership.js";
 import { findNode } from "./peers.js";
-import { attachReplicatedVolume, forgetAttachment } from "./replicated-attach.js";
+import { attachReplicatedVolume, fenceEveryFrontend, forgetAttachment } from "./replicated-attach.js";
 import { policyOf, type ReplicatedQos } from "./replicated-qos.js";
 import { StatusPublisher } from "./status-publisher.js";
 
@@ -84,7 +84,7 @@ export class VolumeAttacher {
   }
 
   /**
-   * Every QOS_REFRESH_INTERVAL_MS, the policy in each attached volume's record
+   * Every QOS_REFRESH_INTERVAL_MS, the policy (and size) in each attached volume's record
    * is applied to its frontend here when it changed: SetVolumeQos through any
    * node only writes the record, so a change reaches every attached node
    * within the interval, and the record (last writer wins) is the one truth.
@@ -96,19 +96,20 @@ export class VolumeAttacher {
   }
 
   /**
-   * Applies now what the record of `name` says when it is attached here (a
-   * SetVolumeQos through this node); not behind a refresh pass under way.
+   * Applies now what the record of `name` says (its QoS and size) when it is
+   * attached here (a SetVolumeQos or ResizeVolume through this node); not
+   * behind a refresh pass under way.
    */
-  async refreshQos(m: ClusterMembership, name: string): Promise<void> {
+  async followRecord(m: ClusterMembership, name: string): Promise<void> {
     const rv = this.#o.frontends.get(name);
-    if (rv?.serving) await this.#applyQos(m, rv);
+    if (rv?.serving) await this.#applyRecord(m, rv);
   }
 
   async #refreshQos(m: ClusterMembership): Promise<void> {
     if (this.#refreshing) return;
     this.#refreshing = true;
     try {
-      for (const rv of [...this.#o.frontends.values()]) if (rv.serving) await this.#applyQos(m, rv);
+      for (const rv of [...this.#o.frontends.values()]) if (rv.serving) await this.#applyRecord(m, rv);
     } finally {
       this.#refreshing = false;
     }
@@ -144,7 +145,7 @@ export class VolumeAttacher {
       takeover: req.takeover,
     }).then(async (rv) => {
       // Inside the attach under way: nothing may run between it ending and the frontend being registered.
-      await this.#applyQos(m, rv);
+      await this.#applyRecord(m, rv);
       return rv;
     });
     this.#underWay.set(name, attaching);
@@ -167,14 +168,16 @@ export class VolumeAttacher {
   }
 
   /**
-   * Applies the volume's QoS (from its record) to the new frontend. A record
-   * that cannot be read now leaves the frontend unlimited until the next
-   * SetVolumeQos reaches it; the attach itself stands.
+   * Applies the volume's QoS and size (from its record) to the frontend. A
+   * record that cannot be read now leaves the frontend unlimited until the
+   * next SetVolumeQos reaches it; the attach itself stands. The size only
+   * grows: ResizeVolume grew every replica before it recorded the size.
    */
-  async #applyQos(m: ClusterMembership, rv: ReplicatedVolume): Promise<void> {
+  async #applyRecord(m: ClusterMembership, rv: ReplicatedVolume): Promise<void> {
     try {
       const record = await findClusterVolume(m, rv.name);
       if (!record) return;
+      rv.grow(record.sizeBytes);
       const policy = policyOf(record);
       const stored = JSON.stringify(policy);
       if (this.#appliedQos.get(rv.name) === stored) return;
@@ -183,6 +186,20 @@ export class VolumeAttacher {
     } catch (error) {
       this.#o.log.log("warn", "QoS of an attached volume not applied", { volume: rv.name, error: String(error) });
     }
+  }
+
+  /**
+   * Ends every attachment of the volume, for its deletion: every frontend is
+   * fenced first (a new epoch in etcd and on the replicas), so none
+   * acknowledges a write from then on, then each is detached with force
+   * where it runs (a node that is down only loses its entry). Idempotent.
+   */
+  async fenceAndDetachAll(m: ClusterMembership, name: string): Promise<void> {
+    const { entries } = await readAttachments(m, name);
+    if (entries.length === 0) return;
+    const epoch = await fenceEveryFrontend(m, name);
+    this.#o.log.log("info", "volume fenced for deletion", { volume: name, epoch, attachments: entries.map((e) => e.nodeId) });
+    for (const e of entries) await this.detach(m, { name, nodeId: e.nodeId, force: true });
   }
 
   /** Detaches on the node asked for; a node that is down only loses its entry in the record. Idempotent. */

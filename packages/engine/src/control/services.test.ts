@@ -1,5 +1,5 @@
 import type { ServerUnaryCall, ServiceError, sendUnaryData } from "@grpc/grpc-js";
-import { ERROR_CODE_METADATA_KEY } from "@keelson/sdk";
+import { ERROR_CODE_METADATA_KEY, KeelsonError } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import type { ControlContext } from "./context.js";
 import { snapshotService } from "./snapshot-service.js";
@@ -42,5 +42,35 @@ describe("control services refuse an empty name with INVALID_ARGUMENT (a typed a
       const request = { volume: "v", name: "", labels: {} };
       expect(`${method}: ${await codeOf(snapshots[method], request)}`).toBe(`${method}: INVALID_ARGUMENT`);
     }
+  });
+});
+
+describe("a replicated create is validated before the cluster is asked", () => {
+  it("a bad name, size or label is INVALID_ARGUMENT, and etcd (the membership) is never called", async () => {
+    const asked: string[] = [];
+    const unreachable = new Proxy(
+      {},
+      {
+        get: (_target, prop) => {
+          asked.push(String(prop));
+          throw new KeelsonError({ code: "UNAVAILABLE", message: `the cluster was asked (${String(prop)})` });
+        },
+      },
+    );
+    const membership = { metadata: unreachable, peers: unreachable, nodes: () => unreachable, nodeId: "node1" };
+    const volumes = volumeService({ ...ctx, membership: () => membership } as unknown as ControlContext);
+    const good = { name: "db", sizeBytes: 1 << 20, replicas: 3, labels: {} };
+    for (const bad of [
+      { ...good, name: "Bad/Name" },
+      { ...good, name: "a".repeat(64) },
+      { ...good, name: "db@s1" },
+      { ...good, sizeBytes: 1000 },
+      { ...good, labels: { "": "x" } },
+    ]) {
+      expect(`${JSON.stringify(bad)}: ${await codeOf(volumes.createVolume, bad)}`).toBe(
+        `${JSON.stringify(bad)}: INVALID_ARGUMENT`,
+      );
+    }
+    expect(asked).toEqual([]);
   });
 });

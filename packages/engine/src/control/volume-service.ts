@@ -1,4 +1,4 @@
-import { KeelsonError } from "@keelson/sdk";
+import { KeelsonError, type SnapshotRef } from "@keelson/sdk";
 import type {
   VolumeServiceServer,
   WireAttachment,
@@ -9,23 +9,21 @@ import type {
   WireVolume,
 } from "@keelson/sdk/experimental";
 import { readAttachments } from "../cluster/attachments.js";
-import {
-  type ClusterVolumeRecord,
-  createReplicatedVolume,
-  findClusterVolume,
-  getClusterVolume,
-} from "../cluster/cluster-volumes.js";
+import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import { declareInSync } from "../cluster/declare-in-sync.js";
 import type { ClusterMembership } from "../cluster/membership.js";
-import { policyOf, requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
+import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
+import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
+import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
-import type { Volume } from "../store/volume.js";
-import { replicatedQosKey } from "../target/volume-target.js";
+import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
 import { type ControlContext, requireCluster } from "./context.js";
-import { policyToWire, resolvePolicy } from "./qos-wire.js";
+import { resolvePolicy } from "./qos-wire.js";
+import { replicatedVolumeToWire } from "./replicated-wire.js";
 import { requireString, unary } from "./unary.js";
 import { attachVolume, detachVolume } from "./volume-attach.js";
-import { attachmentToWire, remoteVolumeToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
+import { attachmentToWire, sourceFromWire, volumeToWire } from "./volume-wire.js";
 
 /** keelson.v1.VolumeService on one engine's pool. */
 export function volumeService(ctx: ControlContext): VolumeServiceServer {
@@ -33,18 +31,17 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   return {
     createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
     getVolume: unary(ctx, "GetVolume", async (req) => {
-      const v = pool.getVolume(requireString(req.name, "name"));
+      const name = requireString(req.name, "name");
       const m = ctx.membership();
-      const replicated = m ? await findClusterVolume(m, v.name) : null;
-      return replicated ? replicatedToWire(ctx, v, replicated) : volumeToWire(ctx, v);
+      const replicated = m ? await findClusterVolume(m, name) : null;
+      if (m && replicated) return replicatedVolumeToWire(ctx, m, replicated);
+      return volumeToWire(ctx, pool.getVolume(name));
     }),
-    listVolumes: unary(
-      ctx,
-      "ListVolumes",
-      async (): Promise<WireListVolumesResponse> => ({ volumes: pool.listVolumes().map((v) => volumeToWire(ctx, v)) }),
-    ),
+    listVolumes: unary(ctx, "ListVolumes", () => listVolumes(ctx)),
     deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
       const name = requireString(req.name, "name");
+      const m = ctx.membership();
+      if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return deleteReplicated(ctx, m, name, req.force);
       pool.getVolume(name);
       if (req.force) await ctx.nbd.disconnectExport(name);
       const uid = pool.getVolume(name).record.uid;
@@ -55,7 +52,8 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     }),
     resizeVolume: unary(ctx, "ResizeVolume", async (req) => {
       const name = requireString(req.name, "name");
-      await refuseReplicated(ctx, name, "resizing");
+      const m = ctx.membership();
+      if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return resizeReplicated(ctx, m, name, req.sizeBytes);
       return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
     }),
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
@@ -82,7 +80,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       await declareInSync(m, { name, nodeId, reason: req.reason });
       // An operator's decision that may lose data: logged where operators look first.
       ctx.log.log("warn", "replica declared in sync by the operator", { volume: name, node: nodeId, reason: req.reason });
-      return clusterVolumeToWire(ctx, await getClusterVolume(m, name), {});
+      return replicatedVolumeToWire(ctx, m, await getClusterVolume(m, name));
     }),
     getAttachment: unary(ctx, "GetAttachment", async (req): Promise<WireAttachment> => {
       const name = requireString(req.name, "name");
@@ -126,6 +124,25 @@ async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): P
   return volumeToWire(ctx, v);
 }
 
+/**
+ * This pool's volumes and, in a cluster, every replicated volume (also
+ * those with no replica here), by name. A replica here is listed as its
+ * replicated volume, not as a volume of its own.
+ */
+async function listVolumes(ctx: ControlContext): Promise<WireListVolumesResponse> {
+  const m = ctx.membership();
+  const records = m ? await listClusterVolumes(m) : [];
+  const replicated = new Set(records.map((r) => r.name));
+  const volumes = [
+    ...ctx.pool
+      .listVolumes()
+      .filter((v) => !replicated.has(v.name))
+      .map((v) => volumeToWire(ctx, v)),
+    ...(m ? await Promise.all(records.map((r) => replicatedVolumeToWire(ctx, m, r))) : []),
+  ];
+  return { volumes: volumes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+}
+
 /** The nodes a replicated volume is attached on, as its record in the cluster says. */
 async function listAttachments(ctx: ControlContext, volume: string): Promise<WireListAttachmentsResponse> {
   // Checked in here, not by the caller: the unary edge maps a rejection, and a throw before the promise would be INTERNAL.
@@ -154,30 +171,6 @@ async function refuseReplicated(ctx: ControlContext, name: string, what: string)
   }
 }
 
-/** This node's replica of a replicated volume, with what the volume's record says of its replicas and QoS. */
-function replicatedToWire(ctx: ControlContext, local: Volume, record: ClusterVolumeRecord): WireVolume {
-  return {
-    ...volumeToWire(ctx, local),
-    replicas: record.replicas.length,
-    qosClass: record.qosClass ?? "",
-    qos: policyToWire(policyOf(record)),
-    qosStatus: ctx.qos.status(replicatedQosKey(record.name)),
-  };
-}
-
-/** A replicated volume as this node sees it: its replica here, or only its record when it holds none. */
-function clusterVolumeToWire(ctx: ControlContext, record: ClusterVolumeRecord, labels: Record<string, string>): WireVolume {
-  const local = ctx.pool.findVolume(record.name);
-  if (local) return replicatedToWire(ctx, local, record);
-  return remoteVolumeToWire(ctx, {
-    name: record.name,
-    sizeBytes: record.sizeBytes,
-    createdAtMs: record.createdAtMs,
-    replicas: record.replicas.length,
-    labels,
-  });
-}
-
 /**
  * SetVolumeQos of a replicated volume: stored in its record, the one truth.
  * Every node where it is attached applies the record's policy to its
@@ -191,28 +184,61 @@ async function setReplicatedQos(
   asked: { policy: QosPolicy; qosClass: string },
 ): Promise<WireVolume> {
   const { record } = await setReplicatedVolumeQos(m, name, asked.policy, asked.qosClass);
-  await ctx.attacher.refreshQos(m, name);
+  await ctx.attacher.followRecord(m, name);
   ctx.log.log("info", "replicated volume QoS set", { volume: name, qosClass: asked.qosClass, qos: asked.policy });
-  return clusterVolumeToWire(ctx, record, {});
+  return replicatedVolumeToWire(ctx, m, record);
 }
 
 /** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
 async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
   const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
-  if (req.source) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "replicated volumes do not take a clone source yet" });
-  }
-  const name = requireString(req.name, "name");
+  // Checked here, as a single engine's create checks them, before etcd or a peer is asked.
+  const name = validateVolumeName(req.name);
+  if (!req.source || req.sizeBytes !== 0) validateSizeBytes(req.sizeBytes);
+  validateLabels(req.labels);
   const asked = req.qosClass || req.qos ? resolvePolicy(ctx.qosClasses, req.qosClass, req.qos) : null;
   const qos = asked ? { qos: requireLimitsOnly(name, asked.policy), qosClass: asked.qosClass } : {};
-  const record = await createReplicatedVolume(m, {
+  const options = {
     name,
     sizeBytes: req.sizeBytes,
     replicas: req.replicas,
     labels: req.labels,
     ...(req.minInSync > 0 ? { minInSync: req.minInSync } : {}),
     ...qos,
-  });
+  };
+  const source = replicatedSourceFromWire(req.source);
+  const record = source
+    ? await cloneReplicatedVolume(m, { ...options, source }, ctx.frontends.get("volume" in source ? source.volume : ""))
+    : await createReplicatedVolume(m, options);
   ctx.log.log("info", "replicated volume created", { volume: name, replicas: record.replicas });
-  return clusterVolumeToWire(ctx, record, req.labels);
+  return replicatedVolumeToWire(ctx, m, record, req.labels);
+}
+
+/** DeleteVolume of a replicated volume: every replica and its records (see deleteReplicatedVolume). */
+async function deleteReplicated(
+  ctx: ControlContext,
+  m: ClusterMembership,
+  name: string,
+  force: boolean,
+): Promise<WireDeleteVolumeResponse> {
+  const { freedBytes, leftOn, why } = await deleteReplicatedVolume(m, ctx.attacher, { name, force });
+  ctx.log.log("info", "replicated volume deleted", { volume: name, freedBytes, ...(leftOn.length > 0 ? { leftOn, why } : {}) });
+  return { freedBytes };
+}
+
+/** ResizeVolume of a replicated volume: every replica, the record, then the frontends (see resizeReplicatedVolume). */
+async function resizeReplicated(ctx: ControlContext, m: ClusterMembership, name: string, sizeBytes: number): Promise<WireVolume> {
+  const record = await resizeReplicatedVolume(m, ctx.attacher, { name, sizeBytes: validateSizeBytes(sizeBytes) });
+  ctx.log.log("info", "replicated volume resized", { volume: name, sizeBytes: record.sizeBytes });
+  return replicatedVolumeToWire(ctx, m, record);
+}
+
+/** A clone source of a replicated create, in the SDK's terms (names checked); undefined when none. */
+function replicatedSourceFromWire(
+  wire: WireCreateVolumeRequest["source"],
+): { snapshot: SnapshotRef } | { volume: string } | undefined {
+  const source = sourceFromWire(wire);
+  if (!source) return undefined;
+  if ("volumeName" in source) return { volume: source.volumeName };
+  return { snapshot: { volume: source.snapshot.volumeName, name: source.snapshot.name } };
 }

@@ -10,6 +10,7 @@ export type {
   AttachmentEntry,
   ClusterVolumeRecord,
   DiskRecord,
+  LeftoverRecord,
   NodeRecord,
   RecordTypes,
   ReplicaStatusRecord,

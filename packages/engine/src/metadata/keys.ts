@@ -29,6 +29,8 @@ export const AREAS = {
   status: "status",
   /** Each node's pool space alerts, `<node>/<threshold percent>`: the last crossing of that threshold. */
   spaceAlert: "space-alerts",
+  /** Copies of a deleted replicated volume left on nodes that were down: the leader deletes them once they are back. */
+  leftover: "leftovers",
 } as const;
 
 /** A kind of record the cluster keeps. */
@@ -87,4 +89,5 @@ export const refs = {
     kind: "spaceAlert",
     id: `${nodeId}/${thresholdPercent}`,
   }),
+  leftover: (volume: string): RecordRef<"leftover"> => ({ kind: "leftover", id: volume }),
 } as const;

@@ -138,6 +138,12 @@ export interface SpaceAlertRecord {
   atMs: number;
 }
 
+/** Copies of a deleted replicated volume still on nodes that were down or did not answer when it was deleted. */
+export interface LeftoverRecord {
+  /** Nodes whose copy (a volume labelled `keelson.io/replica-of` the volume) is still to be deleted. */
+  nodes: string[];
+}
+
 /** The record type stored for each kind. */
 export interface RecordTypes {
   node: NodeRecord;
@@ -152,6 +158,7 @@ export interface RecordTypes {
   disk: DiskRecord;
   status: VolumeStatusRecord;
   spaceAlert: SpaceAlertRecord;
+  leftover: LeftoverRecord;
 }
 
 /** Checks one value; returns what is wrong with it (naming the field), or null when it fits. */
@@ -271,6 +278,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     totalBytes: count,
     atMs: num,
   }),
+  leftover: object({ nodes: arrayOf(str) }),
 };
 
 /** What is wrong with `value` as a record of `kind`, or null when it is one. */

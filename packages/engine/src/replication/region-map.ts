@@ -26,9 +26,13 @@ export class RegionMap {
     this.#bits = new Uint8Array(Math.ceil(this.regions / 8));
   }
 
-  /** A map marking the same regions as `other`. */
-  static copy(other: RegionMap): RegionMap {
-    const m = new RegionMap(other.regions * other.regionBytes, other.regionBytes);
+  /**
+   * A map marking the same regions as `other`, covering at least `sizeBytes`
+   * (a volume grown since `other` was made: regions past its old end must
+   * be markable, or writes there would be missed by a rebuild).
+   */
+  static copy(other: RegionMap, sizeBytes = 0): RegionMap {
+    const m = new RegionMap(Math.max(other.regions * other.regionBytes, sizeBytes), other.regionBytes);
     m.#bits.set(other.#bits);
     m.#count = other.#count;
     return m;

@@ -64,6 +64,19 @@ describe("ReplicaSet", () => {
     expect(volumeState(replicas.list.map(replicaStatus))).toBe("degraded");
   });
 
+  it("grown: a replica faulted before the volume grew misses the writes past the old end too (its rebuild copies them), and one faulted after covers them as well", () => {
+    const [a, b, c] = [healthy("a"), healthy("b"), healthy("c")];
+    const replicas = set([a, b, c]);
+    replicas.fault(a, new Error("gone"), 0, null);
+    replicas.grow(2 * SIZE_BYTES);
+    replicas.beforeSend({ offset: SIZE_BYTES + 3 * REGION_BYTES, length: 4096 }); // unflushed on b and c, missed by a
+    replicas.fault(b, new Error("gone"), 0, null);
+    replicas.beforeSend({ offset: SIZE_BYTES + 5 * REGION_BYTES, length: 4096 }); // missed by a and b
+    const missing = (r: Replica) => (r.is.state === "faulted" && r.is.missing ? [...r.is.missing] : null);
+    expect(missing(a)).toEqual([16 + 3, 16 + 5]);
+    expect(missing(b)).toEqual([16 + 3, 16 + 5]);
+  });
+
   it("a full rebuild cut short stays a full rebuild; an incremental one keeps its regions and adds the unflushed ones", () => {
     const full = newReplica("f", "out of sync at attach", 1_000);
     const part = newReplica("p", "", 0);

@@ -190,7 +190,8 @@ export function replicaStatus(r: Replica): ReplicaStatus {
 export class ReplicaSet {
   readonly #name: string;
   readonly #epoch: number;
-  readonly #sizeBytes: number;
+  /** The volume's size now (it grows with ResizeVolume): what a new map of missing regions covers. */
+  #sizeBytes: number;
   readonly #readOnly: boolean;
   readonly list: Replica[];
   /** Faulted replicas not yet recorded out of sync in etcd; nothing is acknowledged while any is. */
@@ -204,6 +205,18 @@ export class ReplicaSet {
     this.#sizeBytes = volume.sizeBytes;
     this.#readOnly = volume.readOnly;
     this.list = replicas;
+  }
+
+  /**
+   * The volume grew to `sizeBytes` (every replica did first): what a faulted
+   * replica misses from now on may lie past the old end, so its map of
+   * missing regions is widened to cover it.
+   */
+  grow(sizeBytes: number): void {
+    this.#sizeBytes = sizeBytes;
+    for (const r of this.list) {
+      if (r.is.state === "faulted" && r.is.missing !== null) r.is = { ...r.is, missing: RegionMap.copy(r.is.missing, sizeBytes) };
+    }
   }
 
   /** The healthy replicas now (each may be faulted by the time an await returns: check `is` again). */
@@ -244,7 +257,7 @@ export class ReplicaSet {
     r.shown.faultedAtMs = faultedAtMs;
     let missing: RegionMap;
     if (was.state === "healthy") missing = new RegionMap(this.#sizeBytes);
-    else if (was.missing !== null) missing = RegionMap.copy(was.missing);
+    else if (was.missing !== null) missing = RegionMap.copy(was.missing, this.#sizeBytes);
     else {
       r.is = { state: "faulted", reason, faultedAtMs, missing: null };
       return;

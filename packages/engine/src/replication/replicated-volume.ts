@@ -93,7 +93,8 @@ export const REPAIR_INTERVAL_MS = 1_000;
 export class ReplicatedVolume {
   readonly name: string;
   readonly epoch: number;
-  readonly sizeBytes: number;
+  /** The size served; it only grows (see {@link grow}). */
+  #sizeBytes: number;
   readonly readOnly: boolean;
   /** NBD connections open on it now. */
   openHandles = 0;
@@ -126,7 +127,7 @@ export class ReplicatedVolume {
     this.readOnly = volume.readOnly;
     this.name = volume.name;
     this.epoch = volume.epoch;
-    this.sizeBytes = volume.sizeBytes;
+    this.#sizeBytes = volume.sizeBytes;
     this.#localNodeId = localNodeId;
     this.#replicas = new ReplicaSet(volume, replicas);
     this.#hooks = hooks;
@@ -143,7 +144,9 @@ export class ReplicatedVolume {
     const volume = this;
     return new Rebuilder({
       name: this.name,
-      sizeBytes: this.sizeBytes,
+      get sizeBytes() {
+        return volume.#sizeBytes;
+      },
       replicas: this.#replicas,
       gate: this.#gate,
       throttle: this.#throttle,
@@ -304,6 +307,21 @@ export class ReplicatedVolume {
     } finally {
       unlock();
     }
+  }
+
+  get sizeBytes(): number {
+    return this.#sizeBytes;
+  }
+
+  /**
+   * Serves `sizeBytes` from now on: ResizeVolume grew every replica first, so
+   * each takes I/O past the old end. NBD connections opened from now on see
+   * the new size; those open keep the size they negotiated. Never shrinks.
+   */
+  grow(sizeBytes: number): void {
+    if (sizeBytes <= this.#sizeBytes) return;
+    this.#sizeBytes = sizeBytes;
+    this.#replicas.grow(sizeBytes);
   }
 
   /** The replicas and their state now. */

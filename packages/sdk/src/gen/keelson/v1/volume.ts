@@ -145,7 +145,10 @@ export interface Volume {
   /** Stable unique id, assigned at creation; a re-created volume gets a new one. */
   uid: string;
   sizeBytes: number;
-  /** Bytes of the pool that this volume's data occupies (thin provisioning). */
+  /**
+   * Bytes of the pool that this volume's data occupies (thin provisioning).
+   * Of a replicated volume: one replica's (this node's, else a live holder's).
+   */
   allocatedBytes: number;
   state: VolumeState;
   labels: { [key: string]: string };
@@ -366,7 +369,9 @@ export interface CreateVolumeRequest {
   replicas: number;
   /**
    * Creates a clone sharing the source's data. size_bytes 0 means the
-   * source's size; a smaller size fails with INVALID_ARGUMENT.
+   * source's size; a smaller size fails with INVALID_ARGUMENT. With replicas
+   * > 1 the source is a replicated volume or snapshot, and each replica is a
+   * clone on a node holding it (at most as many replicas as such nodes).
    */
   source:
     | VolumeSource
@@ -402,8 +407,14 @@ export interface ListVolumesResponse {
 
 export interface DeleteVolumeRequest {
   name: string;
-  /** Disconnect NBD clients instead of failing with VOLUME_IN_USE. */
+  /**
+   * Disconnect NBD clients instead of failing with VOLUME_IN_USE. For a
+   * replicated volume: detach it wherever it is attached, after fencing its
+   * frontends at a new epoch.
+   */
   force: boolean;
+  /** Between engines: delete this node's replica only; applications leave it unset. */
+  replicaOnly: boolean;
 }
 
 export interface DeleteVolumeResponse {
@@ -415,6 +426,8 @@ export interface ResizeVolumeRequest {
   name: string;
   /** A multiple of 4096, not smaller than the current size. */
   sizeBytes: number;
+  /** Between engines: grow this node's replica only; applications leave it unset. */
+  replicaOnly: boolean;
 }
 
 export interface GetNodeRequest {
@@ -3949,7 +3962,7 @@ export const ListVolumesResponse: MessageFns<ListVolumesResponse> = {
 };
 
 function createBaseDeleteVolumeRequest(): DeleteVolumeRequest {
-  return { name: "", force: false };
+  return { name: "", force: false, replicaOnly: false };
 }
 
 export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
@@ -3959,6 +3972,9 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
     }
     if (message.force !== false) {
       writer.uint32(16).bool(message.force);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(24).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -3992,6 +4008,14 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
             message.force = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4011,6 +4035,7 @@ export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
     const message = createBaseDeleteVolumeRequest();
     message.name = object.name ?? "";
     message.force = object.force ?? false;
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
@@ -4071,7 +4096,7 @@ export const DeleteVolumeResponse: MessageFns<DeleteVolumeResponse> = {
 };
 
 function createBaseResizeVolumeRequest(): ResizeVolumeRequest {
-  return { name: "", sizeBytes: 0 };
+  return { name: "", sizeBytes: 0, replicaOnly: false };
 }
 
 export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
@@ -4081,6 +4106,9 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
     }
     if (message.sizeBytes !== 0) {
       writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(24).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -4114,6 +4142,14 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
             message.sizeBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4133,6 +4169,7 @@ export const ResizeVolumeRequest: MessageFns<ResizeVolumeRequest> = {
     const message = createBaseResizeVolumeRequest();
     message.name = object.name ?? "";
     message.sizeBytes = object.sizeBytes ?? 0;
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
@@ -5114,7 +5151,10 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume: {
     path: "/keelson.v1.VolumeService/GetVolume" as const,
     requestStream: false as const,
@@ -5124,7 +5164,10 @@ export const VolumeServiceService = {
     responseSerialize: (value: Volume): Buffer => Buffer.from(Volume.encode(value).finish()),
     responseDeserialize: (value: Buffer): Volume => Volume.decode(value),
   },
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes: {
     path: "/keelson.v1.VolumeService/ListVolumes" as const,
     requestStream: false as const,
@@ -5138,6 +5181,10 @@ export const VolumeServiceService = {
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume: {
     path: "/keelson.v1.VolumeService/DeleteVolume" as const,
@@ -5151,7 +5198,9 @@ export const VolumeServiceService = {
   },
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume: {
     path: "/keelson.v1.VolumeService/ResizeVolume" as const,
@@ -5294,19 +5343,31 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * labels it fails with ALREADY_EXISTS.
    */
   createVolume: handleUnaryCall<CreateVolumeRequest, Volume>;
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume: handleUnaryCall<GetVolumeRequest, Volume>;
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes: handleUnaryCall<ListVolumesRequest, ListVolumesResponse>;
   /**
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume: handleUnaryCall<ResizeVolumeRequest, Volume>;
   /**
@@ -5388,7 +5449,10 @@ export interface VolumeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
-  /** GetVolume returns one volume or VOLUME_NOT_FOUND. */
+  /**
+   * GetVolume returns one volume or VOLUME_NOT_FOUND. A replicated volume is
+   * answered on every node (uid empty where the node holds no replica).
+   */
   getVolume(
     request: GetVolumeRequest,
     callback: (error: ServiceError | null, response: Volume) => void,
@@ -5404,7 +5468,10 @@ export interface VolumeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Volume) => void,
   ): ClientUnaryCall;
-  /** ListVolumes returns all volumes, ordered by name. */
+  /**
+   * ListVolumes returns all volumes, ordered by name: this engine's and, in a
+   * cluster, every replicated volume once.
+   */
   listVolumes(
     request: ListVolumesRequest,
     callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
@@ -5424,6 +5491,10 @@ export interface VolumeServiceClient extends Client {
    * DeleteVolume deletes a volume and returns its space to the pool.
    * VOLUME_NOT_FOUND when it does not exist; VOLUME_IN_USE while clients are
    * connected to its export, unless force is set (which disconnects them).
+   * A replicated volume is deleted on every replica and from etcd; it is
+   * VOLUME_IN_USE while attached anywhere, unless force. A replica on a node
+   * that is down is deleted by the leader once the node is back. A delete
+   * cut short can be retried.
    */
   deleteVolume(
     request: DeleteVolumeRequest,
@@ -5442,7 +5513,9 @@ export interface VolumeServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ResizeVolume grows a volume, online. Idempotent: resizing to the current
-   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED.
+   * size succeeds. Shrinking fails with SHRINK_NOT_SUPPORTED. A replicated
+   * volume grows on every replica, then in etcd; UNAVAILABLE (nothing
+   * recorded) while a replica's node is down.
    */
   resizeVolume(
     request: ResizeVolumeRequest,
