@@ -151,8 +151,10 @@ async function fenceAtNewEpoch(
     .filter((n): n is ClusterNode => n !== undefined);
   const inSync = holders.filter((n) => record.inSync.includes(n.nodeId));
   // The first answer is enough: a dead node's probe must not add its timeout to a failover.
-  const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS));
-  if (needInSync && !(await anyAnswers(probes))) throw noInSyncReplica(name, record.inSync);
+  if (needInSync) {
+    const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS));
+    if (!(await anyAnswers(probes))) throw noInSyncReplica(name, record.inSync);
+  }
   const epoch = await nextEpoch(m.metadata, name);
   const fenced = await Promise.all(
     holders.map((n) =>

@@ -5,7 +5,7 @@
 // keeps a write from resting on one node alone.
 import os from "node:os";
 import path from "node:path";
-import type { Attachment, KeelsonClient } from "@keelson/sdk";
+import type { Attachment, KeelsonClient, VolumeChangedEvent } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
 import { trackClusters } from "../helpers/clusters.js";
@@ -147,5 +147,61 @@ describe("partitions that leave etcd reachable", () => {
     await cut(cluster, 0, [2], false);
     const healed = await waitFor(n1, healthy, "node3 rebuilt");
     await expectReplicasEqual(cluster, healed.epoch);
+  }, 180_000);
+
+  it("disaster, the only in-sync replica lost for good: attaches are refused until the operator declares a survivor in sync (recorded, seen by watchers); then it serves, and the third replica is rebuilt from it", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const cluster = await threeNodes();
+    const n1 = cluster.client(0);
+    const n2 = cluster.client(1);
+    await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3, minInSync: 1 });
+    await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    expect(await writeAndFlush(cluster, 0, 0, 1)).toEqual([0, 0]);
+    await cut(cluster, 0, [1, 2], true);
+    expect(await writeAndFlush(cluster, 0, 1, 2)).toEqual([0, 0]);
+    // node1, the only replica in sync now, is lost for good (its routes no longer matter).
+    await cluster.kill9(0);
+    await cut(cluster, 0, [1, 2], false);
+    const refused = await n2.attachVolume({ name: "db", nodeId: "node2", takeover: true }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: "UNAVAILABLE" });
+    // Not while attached: the dead node's attachment goes first.
+    expect(
+      await n2.declareInSync({ name: "db", nodeId: "node2", reason: "node1's disk lost" }).catch((e: unknown) => e),
+    ).toMatchObject({
+      code: "VOLUME_IN_USE",
+    });
+    await n2.detachVolume({ name: "db", nodeId: "node1", force: true }, { timeoutMs: 30_000 });
+    expect(await n2.declareInSync({ name: "db", nodeId: "node9", reason: "x" }).catch((e: unknown) => e)).toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+    expect(await n2.declareInSync({ name: "db", nodeId: "node2", reason: " " }).catch((e: unknown) => e)).toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+    const ac = new AbortController();
+    const seen: VolumeChangedEvent[] = [];
+    const watching = (async () => {
+      for await (const e of n2.watch({ volume: "db", signal: ac.signal })) {
+        if (e.kind === "volume" && e.declared) {
+          seen.push(e);
+          ac.abort();
+        }
+      }
+    })().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    await n2.declareInSync({ name: "db", nodeId: "node2", reason: "node1's disk lost" });
+    await Promise.race([watching, new Promise((r) => setTimeout(r, 10_000))]);
+    ac.abort();
+    expect(seen[0]).toMatchObject({ inSync: ["node2"], declared: { nodeId: "node2", reason: "node1's disk lost" } });
+    const att = await n2.attachVolume({ name: "db", nodeId: "node2", replicaTimeoutMs: 1000 });
+    expect(att.nodeId).toBe("node2");
+    // What node2 holds is the volume now: block 0 (acknowledged to all), not node1's last write.
+    expect(await blockOn(cluster, 1, "db", 0)).toBe(1);
+    expect(await blockOn(cluster, 1, "db", 1)).toBe(0);
+    expect(await writeAndFlush(cluster, 1, 2, 3)).toEqual([0, 0]);
+    const healed = await waitFor(n2, (a) => a.replicas.find((r) => r.nodeId === "node3")?.state === "healthy", "node3 rebuilt");
+    const images = await Promise.all(
+      [1, 2].map((i) => readAll(cluster.nodes[i]?.nbdAddress as string, `db#${healed.epoch}`, SIZE)),
+    );
+    expect((images[0] as Buffer).equals(images[1] as Buffer), "node2's and node3's replicas").toBe(true);
   }, 180_000);
 });
