@@ -36,6 +36,7 @@ import type {
   DetachVolumeRequest,
   EventCursor,
   FenceVolumeRequest,
+  GetVolumeRequest,
   KeelsonEvent,
   ListSnapshotsRequest,
   NodeInfo,
@@ -139,8 +140,9 @@ export class KeelsonClient implements AsyncDisposable {
    * @example
    * const { sizeBytes, allocatedBytes } = await client.getVolume({ name: "pg-data" });
    */
-  async getVolume(request: VolumeRef, options?: CallOptions): Promise<Volume> {
-    return volumeFromWire(await this.#call(this.#volumes.getVolume, this.#volumes, request, options, true));
+  async getVolume(request: GetVolumeRequest, options?: CallOptions): Promise<Volume> {
+    const wire = { name: request.name, replicaOnly: request.replicaOnly ?? false };
+    return volumeFromWire(await this.#call(this.#volumes.getVolume, this.#volumes, wire, options, true));
   }
 
   /**

@@ -41,6 +41,7 @@ export type {
   DiskReport,
   EventCursor,
   FenceVolumeRequest,
+  GetVolumeRequest,
   InSyncDeclaration,
   KeelsonEvent,
   ListSnapshotsRequest,

@@ -380,6 +380,12 @@ export interface VolumeRef {
   name: string;
 }
 
+/** Request of {@link KeelsonClient.getVolume}. */
+export interface GetVolumeRequest extends VolumeRef {
+  /** Between engines: this node's own replica only (VOLUME_NOT_FOUND when it holds none); applications leave it unset. */
+  replicaOnly?: boolean;
+}
+
 /** Request of {@link KeelsonClient.deleteVolume}. */
 export interface DeleteVolumeRequest {
   name: string;

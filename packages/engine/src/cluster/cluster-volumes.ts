@@ -101,12 +101,7 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
       message: `replicated volume ${o.name} exists with sizeBytes ${r.sizeBytes} and ${r.replicas.length} replicas`,
     });
   }
-  if (o.minInSync !== undefined && !(Number.isSafeInteger(o.minInSync) && o.minInSync >= 1 && o.minInSync <= o.replicas)) {
-    throw new KeelsonError({
-      code: "INVALID_ARGUMENT",
-      message: `minInSync ${o.minInSync} of volume ${o.name}: give 1 to ${o.replicas} (its replicas), or 0 for the default`,
-    });
-  }
+  checkMinInSync(o.name, o.replicas, o.minInSync);
   const nodes = await nodesForPlacement(m, o.replicas);
   // A node still holding a copy of a deleted volume of this name gets no replica: its copy would be taken for one.
   const leftOn = (await m.metadata.get(refs.leftover(o.name)))?.value.nodes ?? [];
@@ -134,6 +129,15 @@ export async function createReplicatedVolume(m: ClusterMembership, o: CreateRepl
     ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
     minInSync: o.minInSync ?? defaultMinInSync(o.replicas),
     createdAtMs: Date.now(),
+  });
+}
+
+/** INVALID_ARGUMENT unless `minInSync` is absent or 1 to `replicas`. */
+export function checkMinInSync(name: string, replicas: number, minInSync: number | undefined): void {
+  if (minInSync === undefined || (Number.isSafeInteger(minInSync) && minInSync >= 1 && minInSync <= replicas)) return;
+  throw new KeelsonError({
+    code: "INVALID_ARGUMENT",
+    message: `minInSync ${minInSync} of volume ${name}: give 1 to ${replicas} (its replicas), or 0 for the default`,
   });
 }
 
@@ -172,6 +176,9 @@ export async function createReplicas(
   const made = await Promise.allSettled(on.map((node) => m.peers.withPeer(node, (c) => c.createVolume(request))));
   const failed = made.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (!failed) return made.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  // A concurrent create of the name (a retry) that recorded the volume owns the copies made on
+  // those nodes (a create is idempotent there): they are its replicas, not ours to delete.
+  if ((await findClusterVolume(m, o.name)) !== null) throw failed.reason;
   const undone = await Promise.allSettled(
     on.flatMap((node, i) => (made[i]?.status === "fulfilled" ? [deleteCopy(m, o.name, node)] : [])),
   );

@@ -90,7 +90,12 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
       return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
     }),
     m.nodeId,
-    { timeoutMs: o.replicaTimeoutMs, readOnly: true, ...(o.openLocal ? { openLocal: o.openLocal } : {}) },
+    {
+      timeoutMs: o.replicaTimeoutMs,
+      readOnly: true,
+      sizeBytes: record.sizeBytes,
+      ...(o.openLocal ? { openLocal: o.openLocal } : {}),
+    },
   );
 }
 
@@ -127,6 +132,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
       resync,
       rebuildThrottle: o.rebuildThrottle,
       minInSync: minInSyncOf(record),
+      sizeBytes: record.sizeBytes,
       ...(o.openLocal ? { openLocal: o.openLocal } : {}),
     },
   );
@@ -152,7 +158,8 @@ async function fenceAtNewEpoch(
   const inSync = holders.filter((n) => record.inSync.includes(n.nodeId));
   // The first answer is enough: a dead node's probe must not add its timeout to a failover.
   if (needInSync) {
-    const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name }), FENCE_TIMEOUT_MS));
+    // Its own pool's replica (replicaOnly): VOLUME_NOT_FOUND where the node holds none.
+    const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name, replicaOnly: true }), FENCE_TIMEOUT_MS));
     if (!(await anyAnswers(probes))) throw noInSyncReplica(name, record.inSync);
   }
   const epoch = await nextEpoch(m.metadata, name);

@@ -16,7 +16,7 @@ const MAX_LEFTOVER_ATTEMPTS = 8;
  */
 export async function deleteCopy(m: ClusterMembership, name: string, node: ClusterNode): Promise<number> {
   return m.peers.withPeer(node, async (c) => {
-    const local = await c.getVolume({ name }).catch((e: unknown) => {
+    const local = await c.getVolume({ name, replicaOnly: true }).catch((e: unknown) => {
       if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
       throw e;
     });

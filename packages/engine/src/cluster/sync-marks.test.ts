@@ -29,19 +29,16 @@ describe("markOutOfSync", () => {
     expect((await store.get(refs.volume("db")))?.value.inSync).toEqual(["node1"]);
   });
 
-  it("never empties the set: the last in-sync replica stays, and the caller gets UNAVAILABLE (its write is not acknowledged)", async () => {
+  it("never empties the set: the last in-sync replica stays (held), so its write is not acknowledged", async () => {
     const { m, store } = await cluster(["node1"]);
-    await expect(markOutOfSync(m, "db", "node1", 3)).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await markOutOfSync(m, "db", "node1", 3)).toBe("held");
     expect((await store.get(refs.volume("db")))?.value.inSync).toEqual(["node1"]);
   });
 
   it("never below the write quorum: with 2 required, 3 in sync may become 2, and 2 stay 2", async () => {
     const { m, store } = await cluster(["node1", "node2", "node3"], 2);
-    await markOutOfSync(m, "db", "node2", 3);
-    await expect(markOutOfSync(m, "db", "node3", 3)).rejects.toMatchObject({
-      code: "UNAVAILABLE",
-      message: expect.stringContaining("under the write quorum of 2"),
-    });
+    expect(await markOutOfSync(m, "db", "node2", 3)).toBe("recorded");
+    expect(await markOutOfSync(m, "db", "node3", 3)).toBe("held");
     expect((await store.get(refs.volume("db")))?.value.inSync).toEqual(["node1", "node3"]);
   });
 
@@ -50,7 +47,7 @@ describe("markOutOfSync", () => {
     await store.put(refs.volume("db"), record(["node1", "node2"]));
     await store.put(refs.epoch("db"), 3);
     const m = { metadata: store } as unknown as ClusterMembership;
-    await expect(markOutOfSync(m, "db", "node2", 3)).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await markOutOfSync(m, "db", "node2", 3)).toBe("held");
   });
 
   it("a fenced frontend (older epoch) changes nothing: EPOCH_STALE", async () => {

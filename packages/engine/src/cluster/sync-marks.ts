@@ -80,9 +80,11 @@ const MAX_SYNC_UPDATE_ATTEMPTS = 16;
 /**
  * Takes a replica out of the volume's in-sync set, only while `epoch` is
  * still the volume's current epoch (EPOCH_STALE otherwise: a fenced frontend
- * must not change the record).
+ * must not change the record). "held" when the set is at the write quorum
+ * (or one replica): the replica stays in it, and the caller may acknowledge
+ * no write it misses.
  */
-export function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
+export function markOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<"recorded" | "held"> {
   // Bounded: a frontend cut off from the store must fail the write soon, not hang it.
   return withDeadline(
     casOutOfSync(m, name, nodeId, epoch),
@@ -106,21 +108,21 @@ export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promis
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
-function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<void> {
-  return updateUnderEpoch(m, name, epoch, (r) => {
+async function casOutOfSync(m: ClusterMembership, name: string, nodeId: string, epoch: number): Promise<"recorded" | "held"> {
+  let held = false;
+  await updateUnderEpoch(m, name, epoch, (r) => {
+    held = false;
     if (!r.inSync.includes(nodeId)) return null;
     // The set never shrinks below the write quorum (nor to nothing). A frontend that would take it
     // there cannot acknowledge writes anyway; and a frontend cut off from the others (the usual
     // cause) must not leave a record that names only itself, or no other node could ever take over.
-    const floor = minInSyncOf(r);
-    if (r.inSync.length - 1 < floor) {
-      throw new KeelsonError({
-        code: "UNAVAILABLE",
-        message: `volume ${name}: recording replica ${nodeId} out of sync would leave ${r.inSync.length - 1} in sync, under the write quorum of ${floor}; not acknowledging`,
-      });
+    if (r.inSync.length - 1 < minInSyncOf(r)) {
+      held = true;
+      return null;
     }
     return { ...r, inSync: r.inSync.filter((id) => id !== nodeId) };
   });
+  return held ? "held" : "recorded";
 }
 
 /** Puts a rebuilt replica back in the in-sync set, only while `epoch` is the volume's current epoch. */

@@ -1,9 +1,11 @@
 import { KeelsonError, type SnapshotRef } from "@keelson/sdk";
+import { defaultMinInSync } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
 import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import { createReplicatedSnapshot, deleteReplicatedSnapshot, findSnapshotRecord } from "./cluster-snapshots.js";
 import {
   type ClusterVolumeRecord,
+  checkMinInSync,
   createReplicas,
   findClusterVolume,
   getClusterVolume,
@@ -22,6 +24,8 @@ export interface CloneReplicatedOptions {
   source: { snapshot: SnapshotRef } | { volume: string };
   qos?: QosPolicy;
   qosClass?: string;
+  /** Write quorum (1..replicas); the default for the replica count when absent. */
+  minInSync?: number;
 }
 
 /**
@@ -46,6 +50,7 @@ export async function cloneReplicatedVolume(
       message: `replicated volume ${o.name} exists with sizeBytes ${existing.sizeBytes} and ${existing.replicas.length} replicas`,
     });
   }
+  checkMinInSync(o.name, o.replicas, o.minInSync);
   if ("snapshot" in o.source) return cloneSnapshot(m, o, o.source.snapshot);
   const volume = o.source.volume;
   await getClusterVolume(m, volume);
@@ -95,6 +100,7 @@ async function cloneSnapshot(m: ClusterMembership, o: CloneReplicatedOptions, re
     replicas: on.map((n) => n.nodeId),
     inSync: on.map((n) => n.nodeId),
     ...(o.qos ? { qos: o.qos, qosClass: o.qosClass ?? "" } : {}),
+    minInSync: o.minInSync ?? defaultMinInSync(on.length),
     createdAtMs: Date.now(),
   });
 }

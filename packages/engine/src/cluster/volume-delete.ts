@@ -66,7 +66,9 @@ export async function deleteReplicatedVolume(
           return;
         }
         try {
-          freedBytes += await deleteCopy(m, name, node);
+          // Read after the await: `freedBytes += await …` would add to the value read before it.
+          const freed = await deleteCopy(m, name, node);
+          freedBytes += freed;
           deleted.add(id);
         } catch (error) {
           leftOn.push(id);

@@ -52,15 +52,18 @@ async function stateOf(ctx: ControlContext, m: ClusterMembership, record: Cluste
   return readReplicatedVolumeState(m, record);
 }
 
+/** Longest one holder may take to say what its replica allocates. */
+const HOLDER_TIMEOUT_MS = 2_000;
+
 /** What the first live replica holder reports its replica allocates; 0 when none answers. */
 async function allocatedOnHolder(m: ClusterMembership, record: ClusterVolumeRecord): Promise<number> {
   const nodes = await m.nodes();
   for (const id of record.replicas) {
     const node = nodes.find((n) => n.nodeId === id);
-    if (!node?.alive) continue;
+    if (!node?.alive || id === m.nodeId) continue;
     try {
-      const v = await m.peers.withPeer(node, (c) => c.getVolume({ name: record.name }));
-      if (v.uid !== "") return v.allocatedBytes;
+      const v = await m.peers.withPeer(node, (c) => c.getVolume({ name: record.name, replicaOnly: true }), HOLDER_TIMEOUT_MS);
+      return v.allocatedBytes;
     } catch {
       // The next holder may answer.
     }

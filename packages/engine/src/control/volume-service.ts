@@ -32,6 +32,8 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
     createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
     getVolume: unary(ctx, "GetVolume", async (req) => {
       const name = requireString(req.name, "name");
+      // Another engine asking about this node's replica: the pool alone (no etcd, no peers).
+      if (req.replicaOnly) return volumeToWire(ctx, pool.getVolume(name));
       const m = ctx.membership();
       const replicated = m ? await findClusterVolume(m, name) : null;
       if (m && replicated) return replicatedVolumeToWire(ctx, m, replicated);

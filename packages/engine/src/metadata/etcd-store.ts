@@ -235,9 +235,11 @@ function keepLeaseAlive(lease: Lease, ttlS: number, on: RegistrationHandlers): {
     if (Date.now() - lastOkMs > ttlS * 1000) {
       return loseIt(new KeelsonError({ code: "UNAVAILABLE", message: `no keepalive answered for ${ttlS} s: the lease expired` }));
     }
-    lease.keepaliveOnce({ deadline: new Date(Date.now() + intervalMs) }).then(
+    // The lease runs from when etcd renewed it, which is no earlier than the send: count from there.
+    const sentMs = Date.now();
+    lease.keepaliveOnce({ deadline: new Date(sentMs + intervalMs) }).then(
       (res) => {
-        if (Number(res.TTL) > 0) lastOkMs = Date.now();
+        if (Number(res.TTL) > 0) lastOkMs = Math.max(lastOkMs, sentMs);
       },
       (error: unknown) => {
         if (!stopped && !lost) on.keepaliveFailed?.(error);

@@ -200,12 +200,28 @@ export class Connection {
         if (offset + length > exp.sizeBytes)
           return this.#refuse(req, Errno.EINVAL, "OUT_OF_RANGE", this.#pastEnd(offset, length));
         // A structured data chunk must hold at least one byte: an empty read is answered with NONE.
-        if (length === 0 && this.structuredReplies) return this.#run(req, () => exp.read(offset, 0, EMPTY, 0, req.done));
+        // Each export call in a try: one that throws instead of calling back is answered as failed
+        // (inline, not through a helper taking a closure: no allocation per request).
+        if (length === 0 && this.structuredReplies) {
+          try {
+            return exp.read(offset, 0, EMPTY, 0, req.done);
+          } catch (error) {
+            return this.complete(req, error);
+          }
+        }
         req.offset = offset;
         req.reply = Buffer.allocUnsafe(this.#dataAt + length);
-        return this.#run(req, () => exp.read(offset, length, req.reply as Buffer, this.#dataAt, req.done));
+        try {
+          return exp.read(offset, length, req.reply, this.#dataAt, req.done);
+        } catch (error) {
+          return this.complete(req, error);
+        }
       case Command.FLUSH:
-        return this.#run(req, () => exp.flush(req.done));
+        try {
+          return exp.flush(req.done);
+        } catch (error) {
+          return this.complete(req, error);
+        }
       case Command.TRIM:
       case Command.WRITE_ZEROES:
         return this.#zero(req, type, flags, offset, length);
@@ -233,7 +249,11 @@ export class Connection {
       return this.#refuse(req, Errno.ENOTSUP, "INVALID_ARGUMENT", "fast zeroing without holes is not possible");
     }
     const options = { trim: type === Command.TRIM, noHole, fua: (flags & CommandFlag.FUA) !== 0 };
-    this.#run(req, () => exp.zero(offset, length, options, req.done));
+    try {
+      exp.zero(offset, length, options, req.done);
+    } catch (error) {
+      this.complete(req, error);
+    }
   }
 
   #startWrite(req: Request, flags: number, offset: number, length: number): void {
@@ -282,18 +302,10 @@ export class Connection {
     this.#state = "header";
     const refusal = w.refusal;
     if (refusal) return this.#refuse(w.req, refusal.errno, refusal.code, refusal.detail);
-    this.#run(w.req, () => this.export.write(w.offset, w.data, w.fua, w.req.done));
-  }
-
-  /**
-   * Starts an export operation; one that throws instead of calling back is
-   * answered as failed (it has not called back, so the request is still ours).
-   */
-  #run(req: Request, start: () => void): void {
     try {
-      start();
+      this.export.write(w.offset, w.data, w.fua, w.req.done);
     } catch (error) {
-      this.complete(req, error);
+      this.complete(w.req, error);
     }
   }
 

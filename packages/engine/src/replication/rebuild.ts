@@ -30,8 +30,8 @@ export interface RebuildHost {
   markFenced(): void;
   /** Reads from the healthy replicas, as the application does. */
   read(offset: number, length: number): Promise<Buffer>;
-  /** Records every unrecorded fault in etcd (throws when it cannot). */
-  recordFaults(): Promise<void>;
+  /** Records every unrecorded fault in etcd (throws when it cannot); resolves with those the record keeps in sync for the quorum. */
+  recordFaults(): Promise<string[]>;
   /** Records a rebuilt replica in sync. */
   recordInSync(nodeId: string): Promise<void>;
   /** Fences a returning replica at this epoch and connects to it. */
@@ -57,7 +57,9 @@ export class Rebuilder {
     const host = this.#host;
     r.busy = true;
     try {
-      // Its fault must be in etcd before it may count again (no write may have recorded it yet).
+      // Its fault must be in etcd before it may count again (no write may have recorded it yet),
+      // unless the record keeps it in sync for the write quorum: then no write was acknowledged
+      // without it, and rebuilding what it lacks (writes that were not acknowledged) is all it needs.
       if (host.replicas.unrecorded.has(r.nodeId)) {
         try {
           await host.recordFaults();
@@ -125,6 +127,8 @@ export class Rebuilder {
       await client.flush();
       await host.recordInSync(r.nodeId);
       r.inRecord = true;
+      // A replica the record kept in sync (held for the quorum) has nothing left to record.
+      host.replicas.unrecorded.delete(r.nodeId);
     } catch (error) {
       if (isStale(error)) host.markFenced();
       if (r.is === state) host.replicas.fault(r, error, 0, null);

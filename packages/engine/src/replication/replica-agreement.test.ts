@@ -7,7 +7,8 @@ import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
-import { ReplicatedVolume } from "./replicated-volume.js";
+import { RebuildThrottle } from "./rebuild-throttle.js";
+import { type OpenOptions, ReplicatedVolume } from "./replicated-volume.js";
 
 const SIZE = 1024 * 1024;
 const BLOCK = 4096;
@@ -74,7 +75,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function twoReplicas(seedA: number, seedB: number, minInSync = 1) {
+async function twoReplicas(seedA: number, seedB: number, minInSync = 1, extra: Partial<OpenOptions> = {}) {
   const a = new ReorderingReplica("rv#1", seedA);
   const b = new ReorderingReplica("rv#1", seedB);
   const catalogB: ExportCatalog = {
@@ -93,7 +94,7 @@ async function twoReplicas(seedA: number, seedB: number, minInSync = 1) {
       { nodeId: "b", nbdAddress: server.tcpAddress, inSync: true },
     ],
     "a",
-    { openLocal: (name) => (name === a.name ? a : null), timeoutMs: 10_000, minInSync },
+    { openLocal: (name) => (name === a.name ? a : null), timeoutMs: 10_000, minInSync, ...extra },
   );
   cleanups.push(() => rv.close());
   return { rv, a, b };
@@ -173,6 +174,15 @@ describe("the write quorum (minInSync)", () => {
     // Reads still serve from the replica in sync.
     expect((await rv.read(0, BLOCK))[0]).toBe(1);
   }, 20_000);
+
+  it("a replica being made equal after a failover (a resync) counts toward the quorum: writes go on during the resync", async () => {
+    // The previous frontend's log says "all": b is resynced whole from a, slowly (64 KiB/s).
+    const { rv, a, b } = await twoReplicas(11, 12, 2, { resync: "all", rebuildThrottle: new RebuildThrottle(64 * 1024) });
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).toBe("rebuilding");
+    await rv.write(0, Buffer.alloc(BLOCK, 5), false);
+    expect([a.data[0], b.data[0]]).toEqual([5, 5]);
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).toBe("rebuilding");
+  });
 
   it("with 1 required (the default), the write is acknowledged by the replica left", async () => {
     const { rv, b } = await twoReplicas(9, 10);

@@ -26,8 +26,13 @@ export const DEFAULT_REPLICA_TIMEOUT_MS = 2_000;
 
 /** What the frontend needs from the cluster (etcd and the peers); the cluster module provides it. */
 export interface FrontendHooks {
-  /** Records a replica out of sync before any write it missed is acknowledged (EPOCH_STALE once superseded). */
-  recordFault(nodeId: string): Promise<void>;
+  /**
+   * Records a replica out of sync before any write it missed is acknowledged
+   * (EPOCH_STALE once superseded). "held": it stays in sync in the record,
+   * since recording it would take the in-sync set under the write quorum; no
+   * write it misses may then be acknowledged.
+   */
+  recordFault(nodeId: string): Promise<"recorded" | "held">;
   /** Records a rebuilt replica in sync again. */
   recordInSync(nodeId: string): Promise<void>;
   /** Fences a returning replica at this epoch (so no older frontend writes to it) and says where it is. */
@@ -53,10 +58,12 @@ export interface OpenOptions {
   openLocal?: OpenLocalExport;
   /** Write quorum: in-sync replicas that must hold a write (or flush) before it is acknowledged; 1 unless given. */
   minInSync?: number;
+  /** The volume's size as recorded: served even when replicas are larger (a resize cut short). */
+  sizeBytes?: number;
 }
 
 const NO_HOOKS: FrontendHooks = {
-  recordFault: async () => undefined,
+  recordFault: async () => "recorded" as const,
   recordInSync: async () => undefined,
   prepareReplica: async (nodeId) => {
     throw new KeelsonError({ code: "UNAVAILABLE", message: `no way to reach replica ${nodeId}` });
@@ -221,7 +228,7 @@ export class ReplicatedVolume {
       });
     }
     const v = new ReplicatedVolume(
-      { name, epoch, sizeBytes: Math.min(...sizes), readOnly },
+      { name, epoch, sizeBytes: Math.min(...sizes, options.sizeBytes ?? Number.POSITIVE_INFINITY), readOnly },
       localNodeId,
       replicas,
       { ...NO_HOOKS, ...hooks },
@@ -334,17 +341,16 @@ export class ReplicatedVolume {
    * Throws when that cannot be done, so the caller acknowledges nothing: a
    * frontend cut off from etcd must not keep acknowledging writes that only
    * its reachable replicas hold, because a newer attachment may exist.
+   * Resolves with the replicas the record keeps in sync for the write quorum
+   * (see FrontendHooks.recordFault): they may be rebuilt without being
+   * recorded, but no write they miss may be acknowledged.
    */
-  async #recordFaults(): Promise<void> {
+  async #recordFaults(): Promise<string[]> {
+    const held: string[] = [];
     for (const nodeId of [...this.#replicas.unrecorded]) {
+      let outcome: "recorded" | "held";
       try {
-        await this.#hooks.recordFault(nodeId);
-        this.#replicas.unrecorded.delete(nodeId);
-        const r = this.#replicas.find(nodeId);
-        if (r) {
-          r.inRecord = false;
-          this.#resyncEnded(r);
-        }
+        outcome = await this.#hooks.recordFault(nodeId);
       } catch (error) {
         if (isStale(error)) this.#fenced = true;
         if (this.#fenced) throw fencedOut(this.name, this.epoch);
@@ -354,7 +360,29 @@ export class ReplicatedVolume {
           cause: error,
         });
       }
+      if (outcome === "held") {
+        held.push(nodeId);
+        continue;
+      }
+      this.#replicas.unrecorded.delete(nodeId);
+      const r = this.#replicas.find(nodeId);
+      if (r) {
+        r.inRecord = false;
+        this.#resyncEnded(r);
+      }
     }
+    return held;
+  }
+
+  /**
+   * Replicas that count toward the write quorum: the healthy ones, and those
+   * in the record being made equal after a failover (a resync): they hold
+   * every acknowledged write and take every new one.
+   */
+  #quorumCount(): number {
+    let n = 0;
+    for (const r of this.#replicas.list) if (countsForQuorum(r)) n++;
+    return n;
   }
 
   /**
@@ -362,7 +390,11 @@ export class ReplicatedVolume {
    * when at least one healthy replica did, and faults the rest. `range` is
    * what a write touches (null for a flush).
    */
-  async #everywhere(range: { offset: number; length: number } | null, op: (c: ReplicaIo) => Promise<unknown>): Promise<void> {
+  async #everywhere(
+    range: { offset: number; length: number } | null,
+    op: (c: ReplicaIo) => Promise<unknown>,
+    answers: ReadonlySet<string> = REQUEST_ERROR_CODES,
+  ): Promise<void> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
     if (this.readOnly) {
       if (!range) return; // nothing written, nothing to flush
@@ -389,17 +421,19 @@ export class ReplicatedVolume {
       const started = Date.now();
       const results = await Promise.allSettled(targets.map((t) => op(t.client)));
       // Every replica refused the request itself (the same answer from all): the request is at fault, not a replica.
-      const refused = refusedByAll(results);
+      const refused = refusedByAll(results, answers);
       if (refused) {
         for (const t of targets) this.#replicas.flushed(t.replica, flushing.get(t.replica));
         throw refused;
       }
       let ok = 0;
+      let quorum = 0;
       let stale = false;
       results.forEach((res, i) => {
         const r = (targets[i] as WriteTarget).replica;
         if (res.status === "fulfilled") {
           if (r.is.state === "healthy") ok++;
+          if (countsForQuorum(r)) quorum++;
         } else {
           stale ||= isStale(res.reason);
           this.#replicas.fault(r, res.reason, Date.now() - started, range);
@@ -412,9 +446,10 @@ export class ReplicatedVolume {
       }
       if (ok === 0) throw this.#unavailable();
       // Fewer than the quorum hold it: not acknowledged (the replicas that faulted are recorded before any later write is).
-      if (ok < this.minInSync) throw this.#belowQuorum(ok);
+      if (quorum < this.minInSync) throw this.#belowQuorum(quorum);
       // The replicas that missed this write leave the in-sync set before it is acknowledged.
-      await this.#recordFaults();
+      const held = await this.#recordFaults();
+      if (held.length > 0) throw this.#belowQuorum(quorum);
     } finally {
       leave?.();
       logged?.();
@@ -427,14 +462,14 @@ export class ReplicatedVolume {
    * so a write is never acknowledged by fewer.
    */
   async #awaitQuorum(): Promise<void> {
-    if (this.#replicas.healthy().length >= this.minInSync) return;
+    if (this.#quorumCount() >= this.minInSync) return;
     const deadline = Date.now() + QUORUM_WAIT_MS;
     while (Date.now() < deadline && this.serving) {
       await new Promise((r) => setTimeout(r, QUORUM_POLL_MS));
-      if (this.#replicas.healthy().length >= this.minInSync) return;
+      if (this.#quorumCount() >= this.minInSync) return;
     }
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
-    throw this.#belowQuorum(this.#replicas.healthy().length);
+    throw this.#belowQuorum(this.#quorumCount());
   }
 
   #belowQuorum(inSync: number): KeelsonError {
@@ -463,7 +498,7 @@ export class ReplicatedVolume {
   }
 
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.#everywhere({ offset, length: data.length }, (c) => c.write(offset, data, fua));
+    return this.#everywhere({ offset, length: data.length }, (c) => c.write(offset, data, fua), WRITE_ANSWER_CODES);
   }
 
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void> {
@@ -556,11 +591,22 @@ function fencedOut(name: string, epoch: number): KeelsonError {
 
 /**
  * Codes a replica answers for the request rather than for a failure of its
- * own: a bad range or argument, or no space for it (a write refused for
- * space allocates nothing). When every replica answers one of them, it is the
- * volume's answer: the client gets it and every replica stays in sync.
+ * own (a bad range or argument: nothing applied). When every replica answers
+ * one of them, it is the volume's answer: the client gets it and every
+ * replica stays in sync.
  */
-const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "OUT_OF_RANGE", "NO_SPACE"]);
+const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "OUT_OF_RANGE"]);
+/**
+ * A WRITE refused for space allocated nothing first (a store allocates a
+ * write's extents before any byte goes down), so NO_SPACE from all is its
+ * answer too. Not for zeroes: they apply extent by extent before they may
+ * run out, so replicas could stop at different points.
+ */
+const WRITE_ANSWER_CODES: ReadonlySet<string> = new Set([...REQUEST_ERROR_CODES, "NO_SPACE"]);
+
+function countsForQuorum(r: Replica): boolean {
+  return r.is.state === "healthy" || (r.is.state === "rebuilding" && r.resyncing && r.inRecord);
+}
 
 /**
  * The error when every replica refused the request with the same request
@@ -568,11 +614,11 @@ const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set(["INVALID_ARGUMENT", "O
  * otherwise. One replica refusing what another took is a replica that
  * differs, and is faulted as before.
  */
-function refusedByAll(results: readonly PromiseSettledResult<unknown>[]): KeelsonError | null {
+function refusedByAll(results: readonly PromiseSettledResult<unknown>[], answers: ReadonlySet<string>): KeelsonError | null {
   const first = results[0];
   if (first?.status !== "rejected" || !(first.reason instanceof KeelsonError)) return null;
   const code = first.reason.code;
-  if (!REQUEST_ERROR_CODES.has(code)) return null;
+  if (!answers.has(code)) return null;
   const all = results.every((r) => r.status === "rejected" && r.reason instanceof KeelsonError && r.reason.code === code);
   return all ? first.reason : null;
 }

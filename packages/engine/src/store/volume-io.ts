@@ -128,11 +128,14 @@ function writeAligned(pool: PoolCore, volume: Volume, offset: number, data: Buff
   // that fits until the client's next FLUSH.
   if (failed.code !== "NO_SPACE" || pool.allocator.awaitingCommitCount === 0) return cb(failed);
   pool.flush().then(
-    () => {
-      const again = allocateRange(pool, volume, offset, end);
-      if (again) return cb(again);
-      writeAllocated(pool, volume, offset, data, cb);
-    },
+    // The commit's extents become free only after the reads in flight at its end (they may still
+    // read them): queued behind that, the retry sees them.
+    () =>
+      pool.reads.afterCurrentReads(() => {
+        const again = allocateRange(pool, volume, offset, end);
+        if (again) return cb(again);
+        writeAllocated(pool, volume, offset, data, cb);
+      }),
     (error: unknown) => cb(commitError(error)),
   );
 }

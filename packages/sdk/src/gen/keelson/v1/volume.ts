@@ -396,6 +396,11 @@ export interface CreateVolumeRequest_LabelsEntry {
 
 export interface GetVolumeRequest {
   name: string;
+  /**
+   * Between engines: this node's own replica only (VOLUME_NOT_FOUND when its
+   * pool holds none), never the volume's record or another node's replica.
+   */
+  replicaOnly: boolean;
 }
 
 export interface ListVolumesRequest {
@@ -3809,13 +3814,16 @@ export const CreateVolumeRequest_LabelsEntry: MessageFns<CreateVolumeRequest_Lab
 };
 
 function createBaseGetVolumeRequest(): GetVolumeRequest {
-  return { name: "" };
+  return { name: "", replicaOnly: false };
 }
 
 export const GetVolumeRequest: MessageFns<GetVolumeRequest> = {
   encode(message: GetVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.name !== "") {
       writer.uint32(10).string(message.name);
+    }
+    if (message.replicaOnly !== false) {
+      writer.uint32(16).bool(message.replicaOnly);
     }
     return writer;
   },
@@ -3841,6 +3849,14 @@ export const GetVolumeRequest: MessageFns<GetVolumeRequest> = {
             message.name = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replicaOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3859,6 +3875,7 @@ export const GetVolumeRequest: MessageFns<GetVolumeRequest> = {
   fromPartial(object: DeepPartial<GetVolumeRequest>): GetVolumeRequest {
     const message = createBaseGetVolumeRequest();
     message.name = object.name ?? "";
+    message.replicaOnly = object.replicaOnly ?? false;
     return message;
   },
 };
