@@ -161,6 +161,30 @@ export class PoolCore implements MetadataSource {
     return this.#writer.commit();
   }
 
+  /** A commit started because free extents ran low, or null. */
+  #reclaiming: Promise<void> | null = null;
+
+  /**
+   * Commits in the background once free extents run low while freed ones wait
+   * in quarantine: a client that trims and writes but never flushes would
+   * otherwise fill the pool with extents freed long ago, and every write
+   * would then wait on a commit of its own. Cheap when there is nothing to do.
+   */
+  reclaimIfLow(): void {
+    const a = this.allocator;
+    if (this.#reclaiming || a.quarantinedCount === 0 || a.freeCount > this.#lowWaterExtents()) return;
+    this.#reclaiming = this.flush()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#reclaiming = null;
+      });
+  }
+
+  /** Free extents below which quarantined ones are reclaimed: a sixteenth of the pool, at least 4. */
+  #lowWaterExtents(): number {
+    return Math.max(4, Math.floor(this.layout.extentCount / 16));
+  }
+
   /** Writes a final checkpoint unless the pool has failed (close). */
   async checkpoint(): Promise<void> {
     if (!this.#writer.failure) await this.#writer.checkpoint();

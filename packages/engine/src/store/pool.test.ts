@@ -120,6 +120,23 @@ describe("pool", () => {
     }
   });
 
+  it("free extents running low while freed ones wait in quarantine start a commit in the background (no FLUSH, no failed allocation)", async () => {
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "low.img"), createSizeBytes: 64 * MIB });
+    try {
+      const extents = pool.layout.extentCount;
+      const v = await pool.createVolume({ name: "v", sizeBytes: extents * MIB });
+      for (let i = 0; i < extents - 1; i++) await write(pool, v, i * MIB, Buffer.alloc(4096, 1));
+      await zero(pool, v, 0, 8 * MIB, { trim: true });
+      const before = pool.space().freeBytes;
+      // Takes the last free extent: below the low-water mark with 8 in quarantine.
+      await write(pool, v, (extents - 1) * MIB, Buffer.alloc(4096, 2));
+      for (let i = 0; i < 100 && pool.space().freeBytes < before + 7 * MIB; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(pool.space().freeBytes).toBe(before + 7 * EXTENT_SIZE_BYTES);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("randomized writes, zeroes, trims and reopens match a reference model", async () => {
     const seed = testSeed();
     console.log(`pool model test seed=${seed} (rerun with KEELSON_SEED=${seed})`);

@@ -119,26 +119,34 @@ function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: numb
 }
 
 /** Writes block-aligned `data` at `offset` into the head layer. The caller holds the volume's gate. */
-function writeAligned(pool: PoolCore, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
+function writeAligned(
+  pool: PoolCore,
+  volume: Volume,
+  offset: number,
+  data: Buffer,
+  cb: IoCallback,
+  retries = ALLOCATION_RETRIES,
+): void {
   const end = offset + data.length;
   const failed = allocateRange(pool, volume, offset, end);
-  if (!failed) return writeAllocated(pool, volume, offset, data, cb);
+  if (!failed) {
+    pool.reclaimIfLow();
+    return writeAllocated(pool, volume, offset, data, cb);
+  }
   // Extents freed by trims or deletes stay quarantined until a commit makes the freeing durable. A
-  // full pool with some in quarantine commits now and tries once more, rather than failing a write
-  // that fits until the client's next FLUSH.
-  if (failed.code !== "NO_SPACE" || pool.allocator.awaitingCommitCount === 0) return cb(failed);
+  // full pool with some in quarantine commits now and tries again, rather than failing a write
+  // that fits until the client's next FLUSH (other writes may take what one commit frees).
+  if (failed.code !== "NO_SPACE" || retries === 0 || pool.allocator.awaitingCommitCount === 0) return cb(failed);
   pool.flush().then(
     // The commit's extents become free only after the reads in flight at its end (they may still
     // read them): queued behind that, the retry sees them.
-    () =>
-      pool.reads.afterCurrentReads(() => {
-        const again = allocateRange(pool, volume, offset, end);
-        if (again) return cb(again);
-        writeAllocated(pool, volume, offset, data, cb);
-      }),
+    () => pool.reads.afterCurrentReads(() => writeAligned(pool, volume, offset, data, cb, retries - 1)),
     (error: unknown) => cb(commitError(error)),
   );
 }
+
+/** Commits a write that finds the pool full may wait for before it fails NO_SPACE. */
+const ALLOCATION_RETRIES = 3;
 
 /** Writes `data` at `offset` into head extents already allocated for it. */
 function writeAllocated(pool: PoolCore, volume: Volume, offset: number, data: Buffer, cb: IoCallback): void {
