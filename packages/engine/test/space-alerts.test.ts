@@ -1,19 +1,8 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon, tempDir } from "./helpers/daemon.js";
+import { scrape } from "./helpers/metrics.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
-
-/** One Prometheus scrape of the daemon: `name{labels}` to value. */
-async function scrape(d: TestDaemon): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://${d.metricsAddress}/metrics`)).text();
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#") || line.trim() === "") continue;
-    const at = line.lastIndexOf(" ");
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
-}
 
 /** Waits until a scrape satisfies `ok` (the engine checks usage about once a second); returns that scrape. */
 async function until(d: TestDaemon, what: string, ok: (m: Map<string, number>) => boolean): Promise<Map<string, number>> {

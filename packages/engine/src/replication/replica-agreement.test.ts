@@ -7,23 +7,12 @@ import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
+import { seededRandom } from "../testing/random.js";
 import { RebuildThrottle } from "./rebuild-throttle.js";
 import { type OpenOptions, ReplicatedVolume } from "./replicated-volume.js";
 
 const SIZE = 1024 * 1024;
 const BLOCK = 4096;
-
-/** A deterministic pseudo-random sequence (mulberry32), so a failure can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A replica in memory that applies each write after its own random delay, as
@@ -41,7 +30,7 @@ class ReorderingReplica implements NbdExport {
     readonly name: string,
     seed: number,
   ) {
-    this.#random = seeded(seed);
+    this.#random = seededRandom(seed);
   }
   #later(apply: () => void, cb: ExportCallback): void {
     setTimeout(
@@ -111,7 +100,7 @@ function firstDifference(x: Buffer, y: Buffer): number {
 describe("overlapping writes in flight together", () => {
   it("reach every replica in one order: after 3,000 writes, trims and zeroes of 4-64 KiB over 256 KiB, the replicas are byte for byte equal", async () => {
     const { rv, a, b } = await twoReplicas(1, 2);
-    const random = seeded(42);
+    const random = seededRandom(42);
     const span = 256 * 1024;
     for (let round = 0; round < 30; round++) {
       const ops = Array.from({ length: 100 }, (_, i) => {

@@ -4,6 +4,7 @@ import { isKeelsonError, type KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon, tempDir } from "../helpers/daemon.js";
 import { canRun } from "../helpers/env.js";
+import { scrape } from "../helpers/metrics.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
 import { run } from "../helpers/process.js";
 
@@ -71,18 +72,6 @@ async function daemon(dir: string, extraArgs: string[] = []): Promise<{ d: TestD
   const args = ["--metrics-listen", "127.0.0.1:0", "--overcommit-percent", "400", ...extraArgs];
   const d = await startDaemon({ poolPath: path.join(dir, "pool.img"), poolSize: "1G", dir, extraArgs: args });
   return { d, client: d.client() };
-}
-
-/** One sample of a Prometheus scrape of the daemon: `name{labels}` to value. */
-async function scrape(d: TestDaemon): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://${d.metricsAddress}/metrics`)).text();
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line.startsWith("#") || line.trim() === "") continue;
-    const at = line.lastIndexOf(" ");
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
 }
 
 describe("QoS", () => {
