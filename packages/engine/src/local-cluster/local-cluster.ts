@@ -30,7 +30,7 @@ export function adminCredentials(tls: { pki: LocalPki; admin: CertFiles }): Chan
 const KEELSOND = fileURLToPath(
   new URL(import.meta.url.endsWith(".ts") ? "../../dist/cli/keelsond.js" : "../cli/keelsond.js", import.meta.url),
 );
-const NODE_START_TIMEOUT_MS = 30_000;
+const NODE_START_TIMEOUT_MS = 60_000;
 /** How long a new cluster may take until every node is seen alive. */
 const FORM_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 10_000;
@@ -227,7 +227,14 @@ export class StartedLocalCluster implements AsyncDisposable {
       : [process.execPath, args];
     node.pid = startProcess(cmd, cmdArgs as string[], node.logFile, this.state.detached);
     this.#save();
-    await waitForFile(ready, node.pid, node.logFile, NODE_START_TIMEOUT_MS);
+    try {
+      await waitForFile(ready, node.pid, node.logFile, NODE_START_TIMEOUT_MS);
+    } catch (error) {
+      // A node that did not come up in time must not linger holding its disk: a second start
+      // would then fail on the device (EBUSY) instead of starting afresh.
+      await stopProcess(node.pid, "keelsond", 0).catch(() => undefined);
+      throw error;
+    }
   }
 
   /**

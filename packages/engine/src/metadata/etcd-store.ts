@@ -237,7 +237,8 @@ function keepLeaseAlive(lease: Lease, ttlS: number, on: RegistrationHandlers): {
     }
     // The lease runs from when etcd renewed it, which is no earlier than the send: count from there.
     const sentMs = Date.now();
-    lease.keepaliveOnce({ deadline: new Date(sentMs + intervalMs) }).then(
+    // Each may take up to a TTL (a slow etcd still renews); the next one goes out meanwhile.
+    lease.keepaliveOnce({ deadline: new Date(sentMs + ttlS * 1000) }).then(
       (res) => {
         if (Number(res.TTL) > 0) lastOkMs = Math.max(lastOkMs, sentMs);
       },
