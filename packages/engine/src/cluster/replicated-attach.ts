@@ -1,4 +1,4 @@
-import { KeelsonError } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, minInSyncOf } from "../metadata/index.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
@@ -43,20 +43,27 @@ export async function attachReplicatedVolume(m: ClusterMembership, name: string,
   await getClusterVolume(m, name);
   const conflict = attachConflict((await readAttachments(m, name)).entries, m.nodeId, o.readOnly, o.takeover);
   if (conflict) throw conflict;
-  const rv = o.readOnly ? await openReader(m, name, o) : await openWriter(m, name, o);
-  try {
-    await recordAttachment(
-      m,
-      name,
-      { nodeId: m.nodeId, readOnly: o.readOnly, epoch: rv.epoch, attachedAtMs: Date.now() },
-      o.takeover,
-    );
-  } catch (error) {
-    rv.close();
-    throw error;
+  // A reader takes the current epoch without fencing anyone, so the leader's repair of a volume
+  // attached nowhere may take a newer one meanwhile: the reader then opens again at that one.
+  for (let attempt = 1; ; attempt++) {
+    const rv = o.readOnly ? await openReader(m, name, o) : await openWriter(m, name, o);
+    try {
+      await recordAttachment(
+        m,
+        name,
+        { nodeId: m.nodeId, readOnly: o.readOnly, epoch: rv.epoch, attachedAtMs: Date.now() },
+        o.takeover,
+      );
+      return rv;
+    } catch (error) {
+      rv.close();
+      if (!o.readOnly || !isKeelsonError(error, "EPOCH_STALE") || attempt >= READER_ATTEMPTS) throw error;
+    }
   }
-  return rv;
 }
+
+/** Times a read-only attach opens again when the epoch moved under it. */
+const READER_ATTEMPTS = 3;
 
 /**
  * A read-only frontend at the current epoch (no new one: nothing is fenced).
