@@ -144,6 +144,7 @@ export function volumeFromWire(v: pb.Volume): Volume {
     qos: policyFromWire(v.qos),
     qosStatus: qosStatusFromWire(v.qosStatus),
     epoch: v.epoch,
+    ...(v.activityLog ? { activityLog: { ...v.activityLog, extents: [...v.activityLog.extents] } } : {}),
   };
 }
 

@@ -62,6 +62,7 @@ export type {
   SnapshotChangedEvent,
   SnapshotRef,
   SnapshotThenCloneRequest,
+  ActivityLog,
   Volume,
   VolumeChangedEvent,
   VolumeExport,

@@ -36,6 +36,24 @@ export interface Volume {
   qosStatus: QosStatus;
   /** Highest attachment epoch fenced on this replica (0: never fenced). */
   epoch: number;
+  /** The write-intent log this replica keeps for the volume's frontend; undefined when none was saved here. */
+  activityLog?: ActivityLog;
+}
+
+/**
+ * A replicated volume's frontend write-intent log as one replica keeps it:
+ * the extents a write may have been in flight in when that frontend stopped.
+ */
+export interface ActivityLog {
+  /** Attachment epoch of the frontend that saved it. */
+  epoch: number;
+  /** That frontend's save number. */
+  sequence: number;
+  extentBytes: number;
+  /** Every extent may differ. */
+  all: boolean;
+  /** Extent indexes, ascending (empty when `all`). */
+  extents: number[];
 }
 
 /** A replicated volume attached on one node. */

@@ -6,7 +6,7 @@ import { readAttachments } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import { findNode } from "./peers.js";
-import { loadActivityLog } from "./sync-marks.js";
+import { gatherActivityLogs } from "./sync-marks.js";
 
 /** Deadline of one replica's snapshot call (it is O(1) on the replica; writes are held meanwhile). */
 const REPLICA_SNAPSHOT_TIMEOUT_MS = 10_000;
@@ -93,7 +93,7 @@ export async function createReplicatedSnapshot(
     }
     results = await local.quiesce((ids) => onReplicas(ids.filter((id) => nodes.some((n) => n.nodeId === id))));
   } else {
-    const log = await loadActivityLog(m, req.volume);
+    const log = await gatherActivityLogs(m, await getClusterVolume(m, req.volume));
     if (log === "all" || log.length > 0) {
       throw new KeelsonError({
         code: "UNAVAILABLE",

@@ -1,7 +1,6 @@
 import { KeelsonError, type Volume, type VolumeSource } from "@keelson/sdk";
-import { type ActivityRecord, type ClusterVolumeRecord, defaultMinInSync, refs } from "../metadata/index.js";
+import { type ClusterVolumeRecord, defaultMinInSync, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
-import { ACTIVITY_EXTENT_BYTES } from "../replication/activity-log.js";
 import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
@@ -142,20 +141,13 @@ export function checkMinInSync(name: string, replicas: number, minInSync: number
 }
 
 /**
- * Records a volume whose replicas were just made, with an empty activity log
- * (its first attachment has nothing to resync). A record that appeared
+ * Records a volume whose replicas were just made (they keep no activity log
+ * yet: its first attachment has nothing to resync). A record that appeared
  * meanwhile (a concurrent create of the name) is returned instead.
  */
 export async function recordNewVolume(m: ClusterMembership, record: ClusterVolumeRecord): Promise<ClusterVolumeRecord> {
   const ref = refs.volume(record.name);
-  const emptyLog: ActivityRecord = { epoch: 0, extentBytes: ACTIVITY_EXTENT_BYTES, bitmap: "" };
-  const created = await m.metadata.commit({
-    if: [{ ref, version: null }],
-    put: [
-      { ref, value: record },
-      { ref: refs.activity(record.name), value: emptyLog },
-    ],
-  });
+  const created = await m.metadata.commit({ if: [{ ref, version: null }], put: [{ ref, value: record }] });
   if (!created) return getClusterVolume(m, record.name);
   return record;
 }

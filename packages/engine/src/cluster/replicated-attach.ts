@@ -1,4 +1,4 @@
-import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { type ActivityLog, isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, minInSyncOf } from "../metadata/index.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
@@ -7,14 +7,7 @@ import { attachConflict, readAttachments, recordAttachment, removeAttachment } f
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-import {
-  loadActivityLog,
-  markInSync,
-  markOutOfSync,
-  SYNC_UPDATE_DEADLINE_MS,
-  saveActivityLog,
-  withDeadline,
-} from "./sync-marks.js";
+import { gatherActivityLogs, markInSync, markOutOfSync, resyncPlanOf } from "./sync-marks.js";
 
 /** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
 const FENCE_TIMEOUT_MS = 2_000;
@@ -72,7 +65,7 @@ const READER_ATTEMPTS = 3;
  * first to resync them, then detached cleanly.
  */
 async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
-  const plan = await loadActivityLog(m, name);
+  const plan = await gatherActivityLogs(m, await getClusterVolume(m, name));
   if (plan === "all" || plan.length > 0) {
     const writer = await openWriter(m, name, o);
     const deadline = Date.now() + RECOVERY_DEADLINE_MS;
@@ -121,8 +114,9 @@ export function openRepairFrontend(m: ClusterMembership, name: string, o: Attach
 async function openWriter(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
   const record = await getClusterVolume(m, name);
   const { epoch, reachable } = await fenceAtNewEpoch(m, record);
-  // Read after the new epoch is taken: no older frontend can change the log any more.
-  const resync = await loadActivityLog(m, name);
+  // The logs the in-sync replicas keep, as each answered its fence: no older frontend can change
+  // them any more. A replica not reached is not read from, so only the reached ones' differences matter.
+  const resync = resyncPlanOf(reachable.filter((r) => record.inSync.includes(r.nodeId)).map((r) => r.activityLog));
   return ReplicatedVolume.open(
     name,
     epoch,
@@ -135,7 +129,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
     m.nodeId,
     {
       timeoutMs: o.replicaTimeoutMs,
-      hooks: frontendHooks(m, name, epoch, record.sizeBytes),
+      hooks: frontendHooks(m, name, epoch),
       resync,
       rebuildThrottle: o.rebuildThrottle,
       minInSync: minInSyncOf(record),
@@ -156,7 +150,7 @@ async function fenceAtNewEpoch(
   m: ClusterMembership,
   record: ClusterVolumeRecord,
   needInSync = true,
-): Promise<{ epoch: number; reachable: ClusterNode[] }> {
+): Promise<{ epoch: number; reachable: FencedHolder[] }> {
   const { name } = record;
   const nodes = await m.nodes();
   const holders = record.replicas
@@ -175,15 +169,20 @@ async function fenceAtNewEpoch(
       m.peers
         .withPeer(n, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS)
         .then(
-          () => n,
+          (v): FencedHolder => ({ ...n, activityLog: v.activityLog }),
           () => null,
         ),
     ),
   );
-  const reachable = fenced.filter((n): n is ClusterNode => n !== null);
+  const reachable = fenced.filter((n): n is FencedHolder => n !== null);
   // They answered a moment ago; one that stopped since fails this attach, with the record unchanged.
   if (needInSync && !reachable.some((n) => record.inSync.includes(n.nodeId))) throw noInSyncReplica(name, record.inSync);
   return { epoch, reachable };
+}
+
+/** A replica's node that answered its fence, with the activity log its replica keeps. */
+interface FencedHolder extends ClusterNode {
+  activityLog: ActivityLog | undefined;
 }
 
 /** Resolves true as soon as one of `calls` succeeds, false once all have failed. */
@@ -236,18 +235,8 @@ export async function fenceEveryFrontend(m: ClusterMembership, name: string): Pr
 }
 
 /** What a frontend at `epoch` needs from the cluster's metadata and the peers. */
-function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBytes: number): FrontendHooks {
-  /** Numbers the saves this frontend starts: one abandoned at its deadline must not land over a newer one. */
-  let saves = 0;
+function frontendHooks(m: ClusterMembership, name: string, epoch: number): FrontendHooks {
   return {
-    saveActivity: (extents) => {
-      const mine = ++saves;
-      return withDeadline(
-        saveActivityLog(m, name, epoch, sizeBytes, extents, () => mine === saves),
-        SYNC_UPDATE_DEADLINE_MS,
-        `saving the activity log of ${name}`,
-      );
-    },
     recordFault: (nodeId) => markOutOfSync(m, name, nodeId, epoch),
     recordInSync: (nodeId) => markInSync(m, name, nodeId, epoch),
     prepareReplica: async (nodeId) => {

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { MemoryMetadataStore } from "../metadata/memory-store.js";
-import type { MetadataStore, Transaction } from "../metadata/store.js";
 import type { ClusterMembership } from "./membership.js";
-import { loadActivityLog, markOutOfSync, saveActivityLog } from "./sync-marks.js";
+import { markOutOfSync, resyncPlanOf } from "./sync-marks.js";
 
 const record = (inSync: string[], minInSync?: number): ClusterVolumeRecord => ({
   name: "db",
@@ -57,42 +56,19 @@ describe("markOutOfSync", () => {
   });
 });
 
-describe("saveActivityLog", () => {
-  it("a save that runs late (abandoned at its deadline) never puts its older log over a newer save's", async () => {
-    const { store } = await cluster(["node1", "node2"]);
-    // The first commit is held back until released, as a slow etcd would land it late.
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((r) => (release = r));
-    let first = true;
-    const slow = {
-      get: store.get.bind(store),
-      commit: async (txn: Transaction) => {
-        if (first) {
-          first = false;
-          await held;
-        }
-        return store.commit(txn);
-      },
-    } as unknown as MetadataStore;
-    const m = { metadata: slow } as unknown as ClusterMembership;
-    let saves = 0;
-    const save = (extents: number[]) => {
-      const mine = ++saves;
-      return saveActivityLog(m, "db", 3, 64 << 20, extents, () => mine === saves);
-    };
-    const older = save([0, 1]).catch((e: unknown) => e);
-    await new Promise((r) => setTimeout(r, 10));
-    await save([5]);
-    release();
-    expect(await older).toMatchObject({ code: "UNAVAILABLE" });
-    const plan = await loadActivityLog(m, "db");
-    expect(Array.isArray(plan) && plan.map((r) => r.offset / (4 << 20))).toEqual([5]);
+describe("resyncPlanOf", () => {
+  const log = (extents: number[], all = false) => ({ epoch: 3, sequence: 1, extentBytes: 4 << 20, all, extents });
+
+  it("is the union of the replicas' logs, as the byte ranges of their extents", () => {
+    expect(resyncPlanOf([log([1, 5]), log([5, 2]), undefined])).toEqual([
+      { offset: 4 << 20, length: 4 << 20 },
+      { offset: 8 << 20, length: 4 << 20 },
+      { offset: 20 << 20, length: 4 << 20 },
+    ]);
   });
 
-  it("a save is read back as the ranges of its extents", async () => {
-    const { store } = await cluster(["node1", "node2"]);
-    const m = { metadata: store } as unknown as ClusterMembership;
-    await saveActivityLog(m, "db", 3, 64 << 20, [1]);
-    expect(await loadActivityLog(m, "db")).toEqual([{ offset: 4 << 20, length: 4 << 20 }]);
+  it("is everything when one replica's log says so, and nothing when none keeps one", () => {
+    expect(resyncPlanOf([log([1]), log([], true)])).toBe("all");
+    expect(resyncPlanOf([undefined, undefined])).toEqual([]);
   });
 });

@@ -1,77 +1,47 @@
-import { KeelsonError } from "@keelson/sdk";
-import { type ActivityRecord, type ClusterVolumeRecord, minInSyncOf, refs } from "../metadata/index.js";
-import { ACTIVITY_EXTENT_BYTES, type ActivityExtents } from "../replication/activity-log.js";
-import { RegionMap } from "../replication/region-map.js";
+import { type ActivityLog, KeelsonError } from "@keelson/sdk";
+import { type ClusterVolumeRecord, minInSyncOf, refs } from "../metadata/index.js";
 import type { ResyncPlan } from "../replication/resync.js";
 import { supersededError, whileEpoch } from "./epochs.js";
 import type { ClusterMembership } from "./membership.js";
 
 /**
- * What the last frontend's activity log says may differ between in-sync
- * replicas: its extents as byte ranges, or "all" when there is no log (an
- * attachment that never wrote one) or it says so.
+ * What the activity logs kept by the in-sync replicas say may differ between
+ * them: the union of their extents as byte ranges, or "all" when one says so.
+ * A replica that keeps none never had a frontend write to it. The logs live
+ * with the data (a frontend saves them on its replicas before it writes), so
+ * reading them needs the replicas, not etcd.
  */
-export async function loadActivityLog(m: ClusterMembership, name: string): Promise<ResyncPlan> {
-  const record = (await m.metadata.get(refs.activity(name)))?.value;
-  if (record === undefined) return "all";
-  if (record.all || record.bitmap === undefined) return "all";
-  if (record.bitmap === "") return [];
-  const bits = Buffer.from(record.bitmap, "base64");
-  const ranges: { offset: number; length: number }[] = [];
-  for (let e = 0; e < bits.length * 8; e++) {
-    if (((bits[e >> 3] as number) & (1 << (e & 7))) !== 0) {
-      ranges.push({ offset: e * record.extentBytes, length: record.extentBytes });
+export function resyncPlanOf(logs: readonly (ActivityLog | undefined)[]): ResyncPlan {
+  const ranges = new Map<number, { offset: number; length: number }>();
+  for (const log of logs) {
+    if (!log) continue;
+    if (log.all) return "all";
+    for (const e of log.extents) {
+      const offset = e * log.extentBytes;
+      const known = ranges.get(offset);
+      if (!known || known.length < log.extentBytes) ranges.set(offset, { offset, length: log.extentBytes });
     }
   }
-  return ranges;
+  return [...ranges.values()].sort((a, b) => a.offset - b.offset);
 }
+
+/** Longest wait for one replica's answer when its activity log is gathered. */
+const GATHER_TIMEOUT_MS = 2_000;
 
 /**
- * Saves the activity log of the frontend at `epoch`, only while that is the
- * volume's current epoch. `latest` says whether this is still the newest
- * save the frontend started: a save abandoned at its deadline (etcd slow)
- * may still be running, and must never put an older log over a newer one.
+ * Gathers the activity logs of the volume's in-sync replicas on live nodes
+ * (without fencing anyone: for a reader or a snapshot, which must know
+ * whether the last writer left the replicas different) and returns their
+ * plan (see {@link resyncPlanOf}). Replicas that do not answer are left out:
+ * only those that answer would be read from.
  */
-export async function saveActivityLog(
-  m: ClusterMembership,
-  name: string,
-  epoch: number,
-  sizeBytes: number,
-  extents: ActivityExtents,
-  latest: () => boolean = () => true,
-): Promise<void> {
-  const record: ActivityRecord = { epoch, extentBytes: ACTIVITY_EXTENT_BYTES };
-  if (extents === "all") record.all = true;
-  else {
-    // Sized to every extent, not only to the size at attach: the volume may have grown since.
-    const coveredBytes = extents.reduce((most, e) => Math.max(most, (e + 1) * ACTIVITY_EXTENT_BYTES), sizeBytes);
-    const map = new RegionMap(coveredBytes, ACTIVITY_EXTENT_BYTES);
-    for (const e of extents) map.add(e);
-    record.bitmap = Buffer.from(map.toBytes()).toString("base64");
-  }
-  // A compare-and-swap on the log as read just before, by the newest save only: an older one that
-  // runs late either finds a newer save started (and stops) or loses the compare to what it wrote.
-  const ref = refs.activity(name);
-  for (let attempt = 0; attempt < MAX_SYNC_UPDATE_ATTEMPTS; attempt++) {
-    const current = await m.metadata.get(ref);
-    if (!latest()) throw supersededSave(name);
-    const saved = await m.metadata.commit({
-      if: [whileEpoch(name, epoch), { ref, version: current?.version ?? null }],
-      put: [{ ref, value: record }],
-    });
-    if (saved) return;
-    const stale = await supersededError(m.metadata, name, epoch);
-    if (stale) throw stale;
-    if (!latest()) throw supersededSave(name);
-  }
-  throw new KeelsonError({
-    code: "UNAVAILABLE",
-    message: `volume ${name}: the activity log changed under every attempt to save it; retry`,
-  });
-}
-
-function supersededSave(name: string): KeelsonError {
-  return new KeelsonError({ code: "UNAVAILABLE", message: `volume ${name}: a newer save of the activity log replaced this one` });
+export async function gatherActivityLogs(m: ClusterMembership, record: ClusterVolumeRecord): Promise<ResyncPlan> {
+  const nodes = await m.nodes();
+  const holders = record.inSync.flatMap((id) => nodes.filter((n) => n.nodeId === id && n.alive));
+  const answers = await Promise.allSettled(
+    holders.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name: record.name, replicaOnly: true }), GATHER_TIMEOUT_MS)),
+  );
+  return resyncPlanOf(answers.flatMap((a) => (a.status === "fulfilled" ? [a.value.activityLog] : [])));
 }
 
 /** Attempts of the compare-and-swap that takes a replica out of sync. */

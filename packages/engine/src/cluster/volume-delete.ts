@@ -76,7 +76,7 @@ export async function deleteReplicatedVolume(
         }
       }),
     );
-    const gone = [refs.volume(name), refs.activity(name), refs.attachments(name), refs.status(name)];
+    const gone = [refs.volume(name), refs.attachments(name), refs.status(name)];
     const won = await m.metadata.commit({
       if: [{ ref: refs.volume(name), version: current.version }],
       delete: gone,

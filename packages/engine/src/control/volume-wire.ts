@@ -59,6 +59,7 @@ export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
     qos: policyToWire(v.record.qos ?? defaultPolicy()),
     qosStatus: ctx.qos.status(v.record.uid),
     epoch: v.record.epoch ?? 0,
+    activityLog: v.record.activity,
   };
 }
 
@@ -89,6 +90,7 @@ export function remoteVolumeToWire(ctx: ControlContext, v: RemoteVolume): WireVo
     qos: policyToWire(defaultPolicy()),
     qosStatus: ctx.qos.status(""),
     epoch: 0,
+    activityLog: undefined,
   };
 }
 

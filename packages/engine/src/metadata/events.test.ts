@@ -55,9 +55,8 @@ describe("key changes as events", () => {
     expect(eventOf(change(keyOf(refs.status("db")), status))).toEqual({ type: "status", volume: "db", status });
   });
 
-  it("keys that are no event give null: epochs, activity logs, disks, the election, a snapshot key without a name, a bad status", () => {
+  it("keys that are no event give null: epochs, disks, the election, a snapshot key without a name, a bad status", () => {
     expect(eventOf(change(keyOf(refs.epoch("db")), "3"))).toBeNull();
-    expect(eventOf(change(keyOf(refs.activity("db")), { epoch: 1, extentBytes: 1 }))).toBeNull();
     expect(eventOf(change(keyOf(refs.disk("a")), {}))).toBeNull();
     expect(eventOf(change("/keelson/v1/leader/123", "a"))).toBeNull();
     expect(eventOf(change("/keelson/v1/snapshots/db", {}))).toBeNull();

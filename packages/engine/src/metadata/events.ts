@@ -11,7 +11,7 @@ export interface KeyChange {
 
 /**
  * The event a key change is, or null for keys that are no event (epochs,
- * activity logs, disk reports, the election, foreign keys). A record that
+ * disk reports, the election, foreign keys). A record that
  * cannot be decoded reads as empty (a watch must not end on one bad record);
  * a status that cannot be decoded (or was deleted) is no event.
  */

@@ -6,7 +6,6 @@ export { EtcdMetadataStore, fromEtcdError } from "./etcd-store.js";
 export { eventOf, type KeyChange } from "./events.js";
 export { KEY_PREFIX, type RecordKind, type RecordRef, refs } from "./keys.js";
 export type {
-  ActivityRecord,
   AttachmentEntry,
   ClusterVolumeRecord,
   DiskRecord,

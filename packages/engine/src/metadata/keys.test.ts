@@ -7,7 +7,6 @@ describe("key layout", () => {
     expect(keyOf(refs.alive("n1"))).toBe("/keelson/v1/alive/n1");
     expect(keyOf(refs.epoch("db"))).toBe("/keelson/v1/epochs/db");
     expect(keyOf(refs.volume("db"))).toBe("/keelson/v1/volumes/db");
-    expect(keyOf(refs.activity("db"))).toBe("/keelson/v1/activity/db");
     expect(keyOf(refs.attachments("db"))).toBe("/keelson/v1/attachments/db");
     expect(keyOf(refs.snapshot("db", "s1"))).toBe("/keelson/v1/snapshots/db/s1");
     expect(keyOf(refs.disk("n1"))).toBe("/keelson/v1/disks/n1");

@@ -17,8 +17,6 @@ export const AREAS = {
   epoch: "epochs",
   /** Replicated volumes. */
   volume: "volumes",
-  /** Activity log of each replicated volume's last writer. */
-  activity: "activity",
   /** Attachments of each replicated volume. */
   attachments: "attachments",
   /** Snapshots of replicated volumes, `<volume>/<name>`. */
@@ -80,7 +78,6 @@ export const refs = {
   alive: (nodeId: string): RecordRef<"alive"> => ({ kind: "alive", id: nodeId }),
   epoch: (volume: string): RecordRef<"epoch"> => ({ kind: "epoch", id: volume }),
   volume: (volume: string): RecordRef<"volume"> => ({ kind: "volume", id: volume }),
-  activity: (volume: string): RecordRef<"activity"> => ({ kind: "activity", id: volume }),
   attachments: (volume: string): RecordRef<"attachments"> => ({ kind: "attachments", id: volume }),
   snapshot: (volume: string, name: string): RecordRef<"snapshot"> => ({ kind: "snapshot", id: snapshotId(volume, name) }),
   disk: (nodeId: string): RecordRef<"disk"> => ({ kind: "disk", id: nodeId }),

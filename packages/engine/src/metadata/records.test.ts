@@ -54,11 +54,6 @@ describe("record guards", () => {
       updatedAtMs: 7,
     };
     expect(decodeRecord(refs.disk("n1"), encodeRecord("disk", disk))).toEqual(disk);
-    expect(decodeRecord(refs.activity("db"), encodeRecord("activity", { epoch: 0, extentBytes: 4096, bitmap: "" }))).toEqual({
-      epoch: 0,
-      extentBytes: 4096,
-      bitmap: "",
-    });
     const status = {
       nodeId: "n1",
       epoch: 2,
@@ -105,7 +100,7 @@ describe("record guards", () => {
   it("optional fields may be absent but not of another type", () => {
     expect(recordProblem("volume", volume)).toBeNull();
     expect(recordProblem("volume", { ...volume, retired: [1] })).toBe("volume.retired[0] is not a string");
-    expect(recordProblem("activity", { epoch: 1, extentBytes: 4096, all: "yes" })).toBe("activity.all is not a boolean");
+    expect(recordProblem("volume", { ...volume, minInSync: "2" })).toBe("volume.minInSync is not a non-negative integer");
   });
 
   it("tryDecodeRecord gives null instead of an error", () => {

@@ -100,14 +100,6 @@ export interface DiskRecord {
   updatedAtMs: number;
 }
 
-/** A writer's activity log as the cluster keeps it: one bit per extent, or every extent. */
-export interface ActivityRecord {
-  epoch: number;
-  extentBytes: number;
-  all?: boolean;
-  /** Base64 bitmap of the extents in the log. */
-  bitmap?: string;
-}
 
 /** One replica in a {@link VolumeStatusRecord}. */
 export interface ReplicaStatusRecord {
@@ -152,7 +144,6 @@ export interface RecordTypes {
   /** The volume's current attachment epoch. */
   epoch: number;
   volume: ClusterVolumeRecord;
-  activity: ActivityRecord;
   attachments: AttachmentEntry[];
   snapshot: SnapshotRecord;
   disk: DiskRecord;
@@ -247,7 +238,6 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     declared: optional(object({ nodeId: str, reason: str, atMs: num })),
     createdAtMs: num,
   }),
-  activity: object({ epoch: count, extentBytes: count, all: optional(bool), bitmap: optional(str) }),
   attachments: arrayOf(attachmentEntry),
   snapshot: object({ volume: str, name: str, holders: arrayOf(str), labels: stringMap, createdAtMs: num }),
   disk: object({

@@ -8,6 +8,7 @@ import {
   Command,
   CommandFlag,
   Errno,
+  MAX_ACTIVITY_PAYLOAD_BYTES,
   MAX_REQUEST_BYTES,
   REQUEST_HEADER_BYTES,
   REQUEST_MAGIC,
@@ -73,6 +74,8 @@ interface PendingWrite {
   req: Request;
   offset: number;
   fua: boolean;
+  /** A KEELSON_ACTIVITY save rather than a WRITE. */
+  activity: boolean;
   data: Buffer;
   filled: number;
   /** Set when the request is refused once its payload is consumed. */
@@ -187,6 +190,7 @@ export class Connection {
     this.#throttle();
     const allowed = FLAGS_BY_COMMAND[type];
     if (type === Command.WRITE) return this.#startWrite(req, flags, offset, length);
+    if (type === Command.KEELSON_ACTIVITY) return this.#startActivity(req, flags, offset, length);
     if (allowed === undefined) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", `command ${type} is not supported`);
     if ((flags & ~allowed) !== 0) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", badFlags(type, flags));
     this.#dispatch(req, type, flags, offset, length);
@@ -271,8 +275,28 @@ export class Connection {
     else if (offset + length > exp.sizeBytes) {
       refusal = { errno: Errno.ENOSPC, code: "OUT_OF_RANGE", detail: this.#pastEnd(offset, length) };
     }
-    const data = length === 0 ? EMPTY : Buffer.allocUnsafe(length);
-    this.#pendingWrite = { req, offset, fua: (flags & CommandFlag.FUA) !== 0, data, filled: 0, refusal };
+    this.#awaitPayload({ req, offset, fua: (flags & CommandFlag.FUA) !== 0, activity: false, data: EMPTY, filled: 0, refusal }, length);
+  }
+
+  /** KEELSON_ACTIVITY: a payload like WRITE's, for exports that keep a write-intent log (replicas). */
+  #startActivity(req: Request, flags: number, offset: number, length: number): void {
+    if (length > MAX_ACTIVITY_PAYLOAD_BYTES) {
+      this.#discardLeft = length;
+      this.#state = length > 0 ? "discard" : "header";
+      return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", tooLarge(length));
+    }
+    let refusal: Refusal | null = null;
+    if (this.export.saveActivity === undefined) {
+      refusal = { errno: Errno.EINVAL, code: "INVALID_ARGUMENT", detail: `command ${Command.KEELSON_ACTIVITY} is not supported` };
+    } else if (flags !== 0 || offset !== 0) {
+      refusal = { errno: Errno.EINVAL, code: "INVALID_ARGUMENT", detail: "an activity log save takes no flags and offset 0" };
+    }
+    this.#awaitPayload({ req, offset, fua: false, activity: true, data: EMPTY, filled: 0, refusal }, length);
+  }
+
+  #awaitPayload(w: PendingWrite, length: number): void {
+    w.data = length === 0 ? EMPTY : Buffer.allocUnsafe(length);
+    this.#pendingWrite = w;
     if (length === 0) return this.#finishPayload();
     this.#state = "payload";
   }
@@ -303,7 +327,8 @@ export class Connection {
     const refusal = w.refusal;
     if (refusal) return this.#refuse(w.req, refusal.errno, refusal.code, refusal.detail);
     try {
-      this.export.write(w.offset, w.data, w.fua, w.req.done);
+      if (w.activity) (this.export.saveActivity as NonNullable<NbdExport["saveActivity"]>)(w.data, w.req.done);
+      else this.export.write(w.offset, w.data, w.fua, w.req.done);
     } catch (error) {
       this.complete(w.req, error);
     }

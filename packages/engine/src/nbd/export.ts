@@ -18,6 +18,12 @@ export interface NbdExport {
   /** WRITE_ZEROES (trim false) or TRIM (trim true). */
   zero(offset: number, length: number, options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void;
   flush(cb: ExportCallback): void;
+  /**
+   * Keeps a frontend's write-intent log with this replica (the
+   * KEELSON_ACTIVITY command's payload, checked by the export); only
+   * replica exports have it. Durable before it calls back.
+   */
+  saveActivity?(payload: Buffer, cb: ExportCallback): void;
   /** Releases the handle; called once, after the connection's last request completed. */
   close(): void;
 }

@@ -66,7 +66,17 @@ export const Command = {
   WRITE_ZEROES: 6,
   BLOCK_STATUS: 7,
   RESIZE: 8,
+  /**
+   * keelson's replica protocol, not the NBD standard's: a frontend saves its
+   * write-intent log on a replica (payload like WRITE's, offset 0, no
+   * flags). Served only by exports that keep one (a replica under an epoch);
+   * any other export refuses it as an unknown command.
+   */
+  KEELSON_ACTIVITY: 0x4b41,
 } as const;
+
+/** Largest payload of a KEELSON_ACTIVITY request (the export checks its content). */
+export const MAX_ACTIVITY_PAYLOAD_BYTES = 128 * 1024;
 
 export const CommandFlag = { FUA: 1 << 0, NO_HOLE: 1 << 1, DF: 1 << 2, REQ_ONE: 1 << 3, FAST_ZERO: 1 << 4 } as const;
 

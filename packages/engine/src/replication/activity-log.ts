@@ -1,6 +1,6 @@
 import { regionsOf } from "./region-map.js";
 
-/** Unit of the activity log: a write to an extent not in the log waits for one etcd update. */
+/** Unit of the activity log: a write to an extent not in the log waits for one save on the replicas. */
 export const ACTIVITY_EXTENT_BYTES = 4 * 1024 * 1024;
 /** An extent with no write in flight leaves the log after this long without one. */
 export const ACTIVITY_IDLE_MS = 2_000;
@@ -8,7 +8,7 @@ export const ACTIVITY_IDLE_MS = 2_000;
 /** What the log holds: the extents that may differ between replicas, or all of them. */
 export type ActivityExtents = readonly number[] | "all";
 
-/** Where the log is kept (etcd under the attachment's epoch in a cluster). */
+/** Where the log is kept: on every replica that takes writes, under the attachment's epoch. */
 export type SaveActivity = (extents: ActivityExtents) => Promise<void>;
 
 /**
@@ -169,6 +169,15 @@ export class ActivityLog {
     this.#lastUse.clear();
     this.#pinned = null;
     await this.#saveSoon();
+  }
+
+  /**
+   * A save of what the log holds now, started after every change so far: a
+   * replica that joins the writes (rebuilt) gets the log before it counts as
+   * holding it.
+   */
+  saveNow(): Promise<void> {
+    return this.#saveSoon();
   }
 
   /** Stops dropping extents; the log stays as last saved (a later attachment reads it). */

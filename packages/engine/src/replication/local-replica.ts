@@ -8,6 +8,8 @@ export interface ReplicaIo {
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
   flush(): Promise<void>;
+  /** Keeps the frontend's write-intent log (an encoded ActivityLogRecord) with the replica, durably. */
+  saveActivity(payload: Buffer): Promise<void>;
   close(): void;
 }
 
@@ -67,6 +69,12 @@ export class LocalReplica implements ReplicaIo {
 
   flush(): Promise<void> {
     return this.#run((cb) => this.#export.flush(cb));
+  }
+
+  saveActivity(payload: Buffer): Promise<void> {
+    const save = this.#export.saveActivity;
+    if (!save) return Promise.reject(new KeelsonError({ code: "INTERNAL", message: `${this.#export.name}: not a replica export` }));
+    return this.#run((cb) => save.call(this.#export, payload, cb));
   }
 
   /** Releases the export handle. Idempotent. */

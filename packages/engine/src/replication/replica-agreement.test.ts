@@ -7,6 +7,7 @@ import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
+import { decodeActivityLog } from "../store/activity-record.js";
 import { seededRandom } from "../testing/random.js";
 import { RebuildThrottle } from "./rebuild-throttle.js";
 import { type OpenOptions, ReplicatedVolume } from "./replicated-volume.js";
@@ -48,12 +49,23 @@ class ReorderingReplica implements NbdExport {
   write(offset: number, data: Buffer, _fua: boolean, cb: ExportCallback): void {
     if (this.full) return cb(new KeelsonError({ code: "NO_SPACE", message: "pool is full" }));
     const copy = Buffer.from(data);
+    this.events.push(`write:${offset}`);
     this.#later(() => copy.copy(this.data, offset), cb);
   }
   zero(offset: number, length: number, _o: unknown, cb: ExportCallback): void {
     this.#later(() => this.data.fill(0, offset, offset + length), cb);
   }
   flush(cb: ExportCallback): void {
+    cb(null);
+  }
+  /** What happened here, in order: "log:<extents>" for each activity log save, "write:<offset>" for each write taken. */
+  readonly events: string[] = [];
+  /** While set, activity log saves fail as a replica whose disk cannot keep them. */
+  logRefused = false;
+  saveActivity(payload: Buffer, cb: ExportCallback): void {
+    if (this.logRefused) return cb(new KeelsonError({ code: "INTERNAL", message: "metadata write failed" }));
+    const log = decodeActivityLog(payload, 1);
+    this.events.push(`log:${log.all ? "all" : log.extents.join(",")}`);
     cb(null);
   }
   close(): void {}
@@ -178,5 +190,29 @@ describe("the write quorum (minInSync)", () => {
     b.full = true;
     await rv.write(0, Buffer.alloc(BLOCK, 4), false);
     expect(rv.minInSync).toBe(1);
+  });
+});
+
+describe("the activity log, kept on the replicas", () => {
+  it("every replica keeps the log naming an extent before it gets a write to it, and a clean detach empties it on each", async () => {
+    const { rv, a, b } = await twoReplicas(13, 14);
+    await rv.write(0, Buffer.alloc(BLOCK, 1), false);
+    await rv.write(BLOCK, Buffer.alloc(BLOCK, 2), false);
+    // The first save (at open) holds nothing; the write to the cold extent 0 waits for one that names it.
+    for (const r of [a, b]) expect(r.events).toEqual(["log:", "log:0", "write:0", `write:${BLOCK}`]);
+    expect((await rv.detach(false)).clean).toBe(true);
+    for (const r of [a, b]) expect(r.events.at(-1)).toBe("log:");
+  });
+
+  it("a replica that cannot keep the log is faulted before it gets the write; the other acknowledges it", async () => {
+    const { rv, a, b } = await twoReplicas(15, 16);
+    b.logRefused = true;
+    await rv.write(0, Buffer.alloc(BLOCK, 3), false);
+    expect(rv.status().map((r) => [r.nodeId, r.state])).toEqual([
+      ["a", "healthy"],
+      ["b", "faulted"],
+    ]);
+    expect(b.events).toEqual(["log:"]);
+    expect(a.events).toEqual(["log:", "log:0", "write:0"]);
   });
 });

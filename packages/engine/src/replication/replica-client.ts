@@ -166,6 +166,10 @@ export class ReplicaClient {
     await this.#send(trim ? Command.TRIM : Command.WRITE_ZEROES, trim ? flags & CommandFlag.FUA : flags, offset, length, null, 0);
   }
 
+  async saveActivity(payload: Buffer): Promise<void> {
+    await this.#send(Command.KEELSON_ACTIVITY, 0, 0, payload.length, payload, 0);
+  }
+
   async flush(): Promise<void> {
     await this.#send(Command.FLUSH, 0, 0, 0, null, 0);
   }

@@ -1,7 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { messageOf } from "../util/errors.js";
-import { ActivityLog, type SaveActivity } from "./activity-log.js";
+import { ACTIVITY_EXTENT_BYTES, ActivityLog, type ActivityExtents } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
 import { isStale, Rebuilder } from "./rebuild.js";
@@ -18,6 +18,7 @@ import {
   type WriteTarget,
 } from "./replica-set.js";
 import { planResync, type ResyncPlan } from "./resync.js";
+import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
 
 const debug = createDebug("keelson:replication");
 
@@ -39,8 +40,6 @@ export interface FrontendHooks {
   prepareReplica(nodeId: string): Promise<ReplicaTarget>;
   /** The nodes that should hold replicas now (the leader replaces a lost one). */
   replicaSet(): Promise<readonly string[]>;
-  /** Saves the activity log under this epoch (EPOCH_STALE once superseded). */
-  saveActivity: SaveActivity;
 }
 
 /** How a frontend is opened. */
@@ -69,7 +68,6 @@ const NO_HOOKS: FrontendHooks = {
     throw new KeelsonError({ code: "UNAVAILABLE", message: `no way to reach replica ${nodeId}` });
   },
   replicaSet: async () => [],
-  saveActivity: async () => undefined,
 };
 
 /** One replica to open: where it is, and whether it holds every acknowledged write. */
@@ -118,6 +116,8 @@ export class ReplicatedVolume {
   readonly minInSync: number;
   /** Rebuilds finished since attach. */
   rebuildsCompleted = 0;
+  /** Activity log saves started: each replica keeps only the newest it got. */
+  #activitySaves = 0;
   #closed = false;
   /** Set once etcd said a newer attachment exists: this frontend serves nothing more. */
   #fenced = false;
@@ -142,7 +142,7 @@ export class ReplicatedVolume {
     this.#throttle = options.throttle;
     this.#openLocal = options.openLocal;
     this.minInSync = options.minInSync;
-    this.#activity = new ActivityLog(hooks.saveActivity);
+    this.#activity = new ActivityLog((extents) => this.#saveActivity(extents));
     this.#rebuilder = this.#newRebuilder();
   }
 
@@ -168,7 +168,12 @@ export class ReplicatedVolume {
       },
       read: (offset, length) => this.read(offset, length),
       recordFaults: () => this.#recordFaults(),
-      recordInSync: (nodeId) => this.#hooks.recordInSync(nodeId),
+      recordInSync: async (nodeId) => {
+        // It took writes since before this save began, but no log until now: it must hold the log
+        // before it counts as in sync, or a failover reaching it could miss an extent in flight.
+        await this.#activity.saveNow();
+        await this.#hooks.recordInSync(nodeId);
+      },
       connect: async (nodeId) => {
         const target = await this.#hooks.prepareReplica(nodeId);
         return connectReplica(target, `${this.name}#${this.epoch}`, this.#localNodeId, this.#timeoutMs, this.#openLocal);
@@ -256,6 +261,44 @@ export class ReplicatedVolume {
     if (!r.resyncing) return;
     r.resyncing = false;
     if (!this.#replicas.list.some((x) => x.resyncing)) this.#activity.unpin();
+  }
+
+  /**
+   * Saves the activity log on every replica that takes writes (the replicas
+   * keep it with the data; etcd is not asked). A replica that cannot keep it
+   * is faulted before any write it would take is sent, so every replica that
+   * may hold a write holds a log naming its extent. UNAVAILABLE when no
+   * healthy replica kept it; EPOCH_STALE once fenced.
+   */
+  async #saveActivity(extents: ActivityExtents): Promise<void> {
+    if (this.#fenced) throw fencedOut(this.name, this.epoch);
+    const all = extents === "all" || extents.length > MAX_ACTIVITY_EXTENTS;
+    const payload = encodeActivityLog({
+      sequence: ++this.#activitySaves,
+      extentBytes: ACTIVITY_EXTENT_BYTES,
+      all,
+      extents: all ? [] : [...extents],
+    });
+    const targets = this.#replicas.writable();
+    const started = Date.now();
+    const results = await Promise.allSettled(targets.map((t) => t.client.saveActivity(payload)));
+    let kept = 0;
+    let stale = false;
+    results.forEach((res, i) => {
+      const { replica: r, client } = targets[i] as WriteTarget;
+      if (res.status === "fulfilled") {
+        if (r.is.state === "healthy") kept++;
+        return;
+      }
+      stale ||= isStale(res.reason);
+      // Not if it was faulted and reconnected meanwhile: that is a new connection this save never used.
+      if (r.is.state !== "faulted" && r.is.client === client) this.#replicas.fault(r, res.reason, Date.now() - started, null);
+    });
+    if (stale) {
+      this.#fenced = true;
+      throw fencedOut(this.name, this.epoch);
+    }
+    if (kept === 0) throw this.#unavailable();
   }
 
   /** Still serving: not closed, and not fenced by a newer attachment. */

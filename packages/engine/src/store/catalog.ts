@@ -1,4 +1,5 @@
 import type { QosLimits } from "@keelson/sdk";
+import type { ActivityLogRecord } from "./activity-record.js";
 
 /**
  * A volume's QoS policy as the catalog stores it. The store keeps it as plain
@@ -62,6 +63,8 @@ export interface VolumeRecord {
   qosClass?: string;
   /** Highest attachment epoch fenced on this replica; I/O under an older epoch is refused. Absent means 0. */
   epoch?: number;
+  /** The write-intent log of the frontend that wrote here last (see activity-record.ts); absent when none saved one. */
+  activity?: ActivityLogRecord;
 }
 
 /**

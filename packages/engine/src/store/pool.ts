@@ -1,4 +1,5 @@
 import type { KeelsonError } from "@keelson/sdk";
+import type { ActivityLogRecord } from "./activity-record.js";
 import type { DiskCapabilityRecord, QosPolicyRecord } from "./catalog.js";
 import type { Layer } from "./layer.js";
 import { collectAll } from "./layer-gc.js";
@@ -16,6 +17,7 @@ import {
   createVolume,
   deleteVolume,
   fenceVolume,
+  saveActivityLog,
   reservedOn,
   resizeVolume,
   setVolumeQos,
@@ -231,6 +233,16 @@ export class Pool {
    */
   fenceVolume(name: string, epoch: number): Promise<Volume> {
     return this.#serial(() => fenceVolume(this.#core, name, epoch));
+  }
+
+  /**
+   * Keeps the write-intent log of the volume's frontend at `log.epoch` with
+   * the volume (durable before it returns): EPOCH_STALE when the volume is
+   * fenced past that epoch, INVALID_ARGUMENT for a save older than the one
+   * kept. The next frontend reads it from the volume's record.
+   */
+  saveActivityLog(name: string, log: ActivityLogRecord): Promise<Volume> {
+    return this.#serial(() => saveActivityLog(this.#core, name, log));
   }
 
   /**

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { KeelsonError } from "@keelson/sdk";
+import { type ActivityLogRecord, supersedes } from "./activity-record.js";
 import { absentQosPolicy, type QosPolicyRecord, type VolumeRecord, type VolumeSource } from "./catalog.js";
 import type { Layer } from "./layer.js";
 import { collect } from "./layer-gc.js";
@@ -188,6 +189,28 @@ export async function fenceVolume(core: PoolCore, name: string, epoch: number): 
   }
   if (epoch === current) return volume;
   return putVolume(core, volume, { ...volume.record, epoch });
+}
+
+/** See `Pool.saveActivityLog`. */
+export async function saveActivityLog(core: PoolCore, name: string, log: ActivityLogRecord): Promise<Volume> {
+  const volume = core.getVolume(name);
+  const fenced = volume.record.epoch ?? 0;
+  if (log.epoch < fenced) {
+    throw new KeelsonError({
+      code: "EPOCH_STALE",
+      message: `volume ${name} is fenced at epoch ${fenced}; an activity log of epoch ${log.epoch} is stale`,
+    });
+  }
+  // A save that lost a race with a newer one of its own frontend (its connection timed out and a
+  // new one saved since): taking it would put an older log over the newer one.
+  if (!supersedes(log, volume.record.activity)) {
+    const current = volume.record.activity as ActivityLogRecord;
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `volume ${name}: activity log save ${log.epoch}/${log.sequence} is older than the one kept (${current.epoch}/${current.sequence})`,
+    });
+  }
+  return putVolume(core, volume, { ...volume.record, activity: log });
 }
 
 /** See `Pool.setVolumeQos`. */

@@ -1,3 +1,6 @@
+import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
+import { messageOf } from "../util/errors.js";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
@@ -5,7 +8,7 @@ import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
 import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
 import type { BlockIo } from "./block-io.js";
-import { EpochFence, QosStage } from "./stages.js";
+import { EpochFence, QosStage, staleEpoch } from "./stages.js";
 
 /** What counts a target's open handles: a volume, a snapshot or a replicated volume (delete or detach refuses while any is open). */
 export interface HandleCounter {
@@ -22,6 +25,8 @@ export interface VolumeTargetParts {
   /** The first stage of the pipeline in front of `backend` (the backend itself when there is none). */
   head: BlockIo;
   handles: HandleCounter;
+  /** Keeps a frontend's write-intent log (replica targets only). */
+  saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
 }
 
 /**
@@ -37,6 +42,7 @@ export class VolumeTarget implements NbdExport {
   readonly #backend: TargetBackend;
   readonly #head: BlockIo;
   readonly #handles: HandleCounter;
+  readonly saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
   #closed = false;
 
   constructor(parts: VolumeTargetParts) {
@@ -46,6 +52,7 @@ export class VolumeTarget implements NbdExport {
     this.#backend = parts.backend;
     this.#head = parts.head;
     this.#handles = parts.handles;
+    if (parts.saveActivity) this.saveActivity = parts.saveActivity;
     parts.handles.openHandles++;
   }
 
@@ -100,7 +107,28 @@ export function localVolumeTarget(pool: Pool, volume: Volume, qos: QosManager | 
     backend,
     head: new EpochFence(volume, epoch, limited),
     handles: volume,
+    // Under an epoch it is a replica of a frontend, which keeps its write-intent log here.
+    ...(epoch > 0 ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) } : {}),
   });
+}
+
+/** Keeps the write-intent log of the frontend at `epoch` with this replica; EPOCH_STALE once fenced past it. */
+function saveActivity(pool: Pool, volume: Volume, epoch: number, payload: Buffer, cb: ExportCallback): void {
+  if (epoch < (volume.record.epoch ?? 0)) return cb(staleEpoch(volume, epoch));
+  let log: ActivityLogRecord;
+  try {
+    log = decodeActivityLog(payload, epoch);
+  } catch (error) {
+    return cb(asKeelsonError(error));
+  }
+  pool.saveActivityLog(volume.name, log).then(
+    () => cb(null),
+    (error: unknown) => cb(asKeelsonError(error)),
+  );
+}
+
+function asKeelsonError(error: unknown): KeelsonError {
+  return isKeelsonError(error) ? error : new KeelsonError({ code: "INTERNAL", message: messageOf(error), cause: error });
 }
 
 /** A snapshot of this pool, read-only: no epoch (nothing to fence) and no QoS, as it always was. */

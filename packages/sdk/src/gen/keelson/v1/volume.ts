@@ -179,11 +179,33 @@ export interface Volume {
     | undefined;
   /** Highest attachment epoch fenced on this replica (0: never fenced). */
   epoch: number;
+  /**
+   * The write-intent log this replica keeps for the volume's frontend; unset
+   * when none was saved here (and on a replicated volume's cluster view).
+   */
+  activityLog: ActivityLog | undefined;
 }
 
 export interface Volume_LabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * The write-intent log of a replicated volume's frontend as one replica keeps
+ * it: the extents a write may have been in flight in when that frontend
+ * stopped. The next frontend resyncs them across the replicas it reaches.
+ */
+export interface ActivityLog {
+  /** Attachment epoch of the frontend that saved it. */
+  epoch: number;
+  /** That frontend's save number (a later save replaces an earlier one). */
+  sequence: number;
+  extentBytes: number;
+  /** Every extent may differ. */
+  all: boolean;
+  /** Extent indexes, ascending (empty when all). */
+  extents: number[];
 }
 
 /** A rate with a burst allowance (token bucket). rate 0 means no limit. */
@@ -1570,6 +1592,7 @@ function createBaseVolume(): Volume {
     qos: undefined,
     qosStatus: undefined,
     epoch: 0,
+    activityLog: undefined,
   };
 }
 
@@ -1619,6 +1642,9 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.epoch !== 0) {
       writer.uint32(120).uint64(message.epoch);
+    }
+    if (message.activityLog !== undefined) {
+      ActivityLog.encode(message.activityLog, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -1759,6 +1785,14 @@ export const Volume: MessageFns<Volume> = {
             message.epoch = longToNumber(reader.uint64());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.activityLog = ActivityLog.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1805,6 +1839,9 @@ export const Volume: MessageFns<Volume> = {
       ? QosStatus.fromPartial(object.qosStatus)
       : undefined;
     message.epoch = object.epoch ?? 0;
+    message.activityLog = (object.activityLog !== undefined && object.activityLog !== null)
+      ? ActivityLog.fromPartial(object.activityLog)
+      : undefined;
     return message;
   },
 };
@@ -1872,6 +1909,123 @@ export const Volume_LabelsEntry: MessageFns<Volume_LabelsEntry> = {
     const message = createBaseVolume_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseActivityLog(): ActivityLog {
+  return { epoch: 0, sequence: 0, extentBytes: 0, all: false, extents: [] };
+}
+
+export const ActivityLog: MessageFns<ActivityLog> = {
+  encode(message: ActivityLog, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.epoch !== 0) {
+      writer.uint32(8).uint64(message.epoch);
+    }
+    if (message.sequence !== 0) {
+      writer.uint32(16).uint64(message.sequence);
+    }
+    if (message.extentBytes !== 0) {
+      writer.uint32(24).uint64(message.extentBytes);
+    }
+    if (message.all !== false) {
+      writer.uint32(32).bool(message.all);
+    }
+    if (message.extents.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.extents) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ActivityLog {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseActivityLog();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.extentBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.extents.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.extents.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ActivityLog>): ActivityLog {
+    return ActivityLog.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ActivityLog>): ActivityLog {
+    const message = createBaseActivityLog();
+    message.epoch = object.epoch ?? 0;
+    message.sequence = object.sequence ?? 0;
+    message.extentBytes = object.extentBytes ?? 0;
+    message.all = object.all ?? false;
+    message.extents = object.extents?.map((e) => e) || [];
     return message;
   },
 };
