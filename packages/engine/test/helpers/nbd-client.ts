@@ -27,10 +27,14 @@ export class RawConnection {
     socket.on("error", () => undefined);
   }
 
+  /** `address` is HOST:PORT, or the path of a unix socket. */
   static connect(address: string): Promise<RawConnection> {
     const at = address.lastIndexOf(":");
     return new Promise((resolve, reject) => {
-      const s = net.connect(Number(address.slice(at + 1)), address.slice(0, at), () => resolve(new RawConnection(s)));
+      const onConnect = () => resolve(new RawConnection(s));
+      const s = address.startsWith("/")
+        ? net.connect(address, onConnect)
+        : net.connect(Number(address.slice(at + 1)), address.slice(0, at), onConnect);
       s.once("error", reject);
     });
   }
