@@ -1,5 +1,6 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeActivityLog } from "../src/store/activity-record.js";
 import { startDaemon, type TestDaemon, tempDir } from "./helpers/daemon.js";
 import { NbdTestClient, RawConnection } from "./helpers/nbd-client.js";
 
@@ -228,6 +229,26 @@ describe("malformed transmission requests", () => {
     expect((await c.write(0, big)).error).toBe(EINVAL);
     expect((await c.read(0, 4096)).error).toBe(0);
     await c.disconnect();
+  });
+
+  it("keelson's activity log command: EINVAL on an application export, with a malformed or oversized payload, or with flags; the payload is skipped and the stream stays in sync", async () => {
+    const ACTIVITY = 0x4b41;
+    const good = encodeActivityLog({ sequence: 1, extentBytes: 4 * MIB, all: false, extents: [0] });
+    const app = await connected();
+    expect((await app.custom(ACTIVITY, 0, 0, good.length, good)).error).toBe(EINVAL);
+    expect((await app.read(0, 4096)).error).toBe(0);
+    await app.disconnect();
+    // A replica of its own: fencing it shuts out the plain export the other cases use.
+    await d.client().createVolume({ name: "replica", sizeBytes: 16 * MIB });
+    await d.client().fenceVolume({ name: "replica", epoch: 1 });
+    const replica = await NbdTestClient.open(d.nbdAddress, "replica#1");
+    expect((await replica.custom(ACTIVITY, 0, 0, 7, Buffer.alloc(7, 1))).error).toBe(EINVAL);
+    expect((await replica.custom(ACTIVITY, 1, 0, good.length, good)).error).toBe(EINVAL);
+    expect((await replica.custom(ACTIVITY, 0, 0, 200 * 1024, Buffer.alloc(200 * 1024, 1))).error).toBe(EINVAL);
+    expect((await replica.custom(ACTIVITY, 0, 0, good.length, good)).error).toBe(0);
+    expect((await replica.read(0, 4096)).error).toBe(0);
+    await replica.disconnect();
+    expect((await d.client().getVolume({ name: "replica" })).activityLog).toMatchObject({ epoch: 1, sequence: 1, extents: [0] });
   });
 
   it("WRITE_ZEROES with FAST_ZERO and NO_HOLE: ENOTSUP (it would be slow)", async () => {
