@@ -7,6 +7,7 @@ import { attachConflict, readAttachments, recordAttachment, removeAttachment } f
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { snapshotChain } from "./snapshot-copy.js";
 import {
   loadActivityLog,
   markInSync,
@@ -257,5 +258,6 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number, sizeBy
       return { nodeId, nbdAddress: node.nbdAddress };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,
+    snapshots: snapshotChain(m, name),
   };
 }

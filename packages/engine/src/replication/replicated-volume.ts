@@ -4,7 +4,7 @@ import { messageOf } from "../util/errors.js";
 import { ActivityLog, type SaveActivity } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
-import { isStale, Rebuilder } from "./rebuild.js";
+import { isStale, Rebuilder, type SnapshotChain } from "./rebuild.js";
 import { type RebuildThrottle, UNTHROTTLED } from "./rebuild-throttle.js";
 import { ReplicaClient } from "./replica-client.js";
 import {
@@ -41,6 +41,8 @@ export interface FrontendHooks {
   replicaSet(): Promise<readonly string[]>;
   /** Saves the activity log under this epoch (EPOCH_STALE once superseded). */
   saveActivity: SaveActivity;
+  /** Copies the volume's snapshots to a replica before its head is rebuilt; absent: only the head is copied. */
+  snapshots?: SnapshotChain;
 }
 
 /** How a frontend is opened. */
@@ -173,6 +175,7 @@ export class ReplicatedVolume {
         const target = await this.#hooks.prepareReplica(nodeId);
         return connectReplica(target, `${this.name}#${this.epoch}`, this.#localNodeId, this.#timeoutMs, this.#openLocal);
       },
+      snapshots: this.#hooks.snapshots,
       rebuilt: (r) => {
         this.rebuildsCompleted++;
         this.#resyncEnded(r);
