@@ -182,7 +182,7 @@ export async function dropHolder(m: ClusterMembership, volume: string, nodeId: s
   for (const entry of await m.metadata.list("snapshot", `${volume}/`)) {
     const ref = entry.ref;
     let current: Versioned<"snapshot"> | null = entry;
-    for (let attempt = 0; current && current.value.holders.includes(nodeId) && attempt < MAX_DROP_ATTEMPTS; attempt++) {
+    for (let attempt = 0; current?.value.holders.includes(nodeId) && attempt < MAX_DROP_ATTEMPTS; attempt++) {
       const updated = { ...current.value, holders: current.value.holders.filter((id) => id !== nodeId) };
       if (await m.metadata.commit({ if: [{ ref, version: current.version }], put: [{ ref, value: updated }] })) break;
       current = await m.metadata.get(ref);

@@ -146,4 +146,69 @@ describe("snapshots of a rebuilt replica", () => {
     expect(cloneAtt.replicas.map((r) => r.nodeId).sort()).toEqual(holders);
     expect((await readAll(addrOf(spare), "db-clone")).equals(expected.get("s-down") as Buffer), "the clone's data").toBe(true);
   }, 180_000);
+
+  it("replica's node killed and back: only the snapshots taken while it was down are copied to it (the ones it holds stay as they are), each with the right data, and it is their holder again", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const dir = path.join(os.tmpdir(), `keelson-returning-snaps-${process.pid}-${Date.now()}`);
+    const cluster = track(await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: 256 * MIB, leaseTtlS: 2 }));
+    const c1 = cluster.client(0);
+    const addr = (i: number) => cluster.nodes[i]?.nbdAddress as string;
+    await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+    await c1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    const model = Buffer.alloc(SIZE);
+    const expected = new Map<string, Buffer>();
+    const c = await NbdTestClient.open(addr(0), "db");
+    await writeChunks(
+      c,
+      model,
+      Array.from({ length: 32 }, (_, i) => [i, 100 + i]),
+    );
+    await c1.createSnapshot({ volume: "db", name: "s1" });
+    expected.set("s1", Buffer.from(model));
+    const s1Uid = (await cluster.client(2).getSnapshot({ volume: "db", name: "s1" })).uid;
+
+    await cluster.kill9(2);
+    await writeChunks(c, model, [
+      [2, 202],
+      [40, 240],
+      [5, 0],
+    ]);
+    await c1.createSnapshot({ volume: "db", name: "s2" });
+    expected.set("s2", Buffer.from(model));
+    await writeChunks(c, model, [
+      [41, 341],
+      [2, 302],
+    ]);
+    await c1.createSnapshot({ volume: "db", name: "s3" });
+    expected.set("s3", Buffer.from(model));
+    await writeChunks(c, model, [[42, 442]]);
+
+    await cluster.startNode(2);
+    const healed = await waitForAttachment(
+      c1,
+      (a) => a.replicas.every((r) => r.state === "healthy") && a.replicas.some((r) => r.nodeId === "node3" && r.lastRebuild),
+      60_000,
+    );
+    const node3 = healed.replicas.find((r) => r.nodeId === "node3");
+    console.log(
+      `node3 back: head rebuilt ${((node3?.lastRebuild?.bytes ?? 0) / MIB).toFixed(2)} MiB (full: ${node3?.lastRebuild?.full}) after s2 and s3 were copied to it`,
+    );
+    const c3 = cluster.client(2);
+    expect((await c3.getSnapshot({ volume: "db", name: "s1" })).uid, "node3's own s1 is kept, not copied again").toBe(s1Uid);
+    for (const [name, image] of expected) {
+      expect((await readAll(addr(2), `db@${name}`)).equals(image), `node3's db@${name}`).toBe(true);
+      expect([...(await c1.getSnapshot({ volume: "db", name })).holders].sort(), `holders of ${name}`).toEqual([
+        "node1",
+        "node2",
+        "node3",
+      ]);
+    }
+    // Its head rebuild covered only what changed above s3, not the whole volume.
+    expect(node3?.lastRebuild?.bytes ?? SIZE).toBeLessThan(SIZE / 4);
+    // Its head too: attached on node3, reads go to node3's own replica.
+    await c.disconnect();
+    await c1.detachVolume({ name: "db" });
+    await c3.attachVolume({ name: "db" });
+    expect((await readAll(addr(2), "db")).equals(model), "node3's head").toBe(true);
+  }, 120_000);
 });
