@@ -11,6 +11,7 @@ import {
   attachmentRecordFromWire,
   clusterNodeFromWire,
   eventFromWire,
+  extentsFromBitmap,
   nodeFromWire,
   policyToWire,
   snapshotFromWire,
@@ -36,6 +37,7 @@ import type {
   DetachVolumeRequest,
   EventCursor,
   FenceVolumeRequest,
+  GetSnapshotChangesRequest,
   GetVolumeRequest,
   KeelsonEvent,
   ListSnapshotsRequest,
@@ -45,6 +47,7 @@ import type {
   SetDiskCapabilityRequest,
   SetVolumeQosRequest,
   Snapshot,
+  SnapshotChanges,
   SnapshotRef,
   SnapshotThenCloneRequest,
   Volume,
@@ -441,6 +444,26 @@ export class KeelsonClient implements AsyncDisposable {
   async deleteSnapshot(request: DeleteSnapshotRequest, options?: CallOptions): Promise<DeleteVolumeResult> {
     const wire = { volume: request.volume, name: request.name, replicaOnly: request.replicaOnly ?? false };
     return await this.#call(this.#snapshots.deleteSnapshot, this.#snapshots, wire, options, false);
+  }
+
+  /**
+   * The extents of a snapshot (or of the volume's head) on this engine's own
+   * pool that may differ from an older snapshot of the same chain, from the
+   * layers' allocation maps: what an incremental copy of it needs.
+   * Idempotent. SNAPSHOT_NOT_FOUND / VOLUME_NOT_FOUND when either is absent
+   * here; INVALID_ARGUMENT when the base is not older in the same chain.
+   *
+   * @example
+   * const { extents, extentBytes } = await client.getSnapshotChanges({ volume: "pg-data", name: "nightly", baseSnapshot: "weekly" });
+   */
+  async getSnapshotChanges(request: GetSnapshotChangesRequest, options?: CallOptions): Promise<SnapshotChanges> {
+    const wire = { volume: request.volume, name: request.name ?? "", baseSnapshot: request.baseSnapshot ?? "" };
+    const res = await this.#call(this.#snapshots.getSnapshotChanges, this.#snapshots, wire, options, true);
+    return {
+      extentBytes: res.extentBytes,
+      sizeBytes: res.sizeBytes,
+      extents: extentsFromBitmap(res.extents, res.sizeBytes, res.extentBytes),
+    };
   }
 
   /**

@@ -300,3 +300,23 @@ export function eventFromWire(e: ev.Event): KeelsonEvent | null {
       return null;
   }
 }
+
+/**
+ * The extent numbers set in a bitmap (least significant bit first), never
+ * past `sizeBytes`: a peer's malformed answer cannot name more extents than
+ * the volume has.
+ */
+export function extentsFromBitmap(bitmap: Uint8Array, sizeBytes: number, extentBytes: number): number[] {
+  if (extentBytes <= 0) return [];
+  const count = Math.min(Math.ceil(sizeBytes / extentBytes), bitmap.length * 8);
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) if (((bitmap[i >> 3] as number) >> (i & 7)) & 1) out.push(i);
+  return out;
+}
+
+/** The bitmap of `extents` (numbers below `count`), least significant bit first. */
+export function extentsToBitmap(extents: readonly number[], count: number): Buffer {
+  const bitmap = Buffer.alloc(Math.ceil(count / 8));
+  for (const i of extents) if (i >= 0 && i < count) bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+  return bitmap;
+}

@@ -2,7 +2,7 @@
 // versions. Today: the raw generated control-API service definitions, which
 // the engine uses to serve the API and which tools may use for raw access.
 
-export { volumeStateToWire } from "./convert.js";
+export { extentsToBitmap, volumeStateToWire } from "./convert.js";
 export type {
   Event as WireEvent,
   EventServiceServer,
@@ -34,6 +34,7 @@ export type {
   QosPolicy as WireQosPolicy,
   ResizeVolumeRequest as WireResizeVolumeRequest,
   Snapshot as WireSnapshot,
+  SnapshotChanges as WireSnapshotChanges,
   SnapshotServiceServer,
   Volume as WireVolume,
   VolumeServiceServer,

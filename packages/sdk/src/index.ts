@@ -23,6 +23,7 @@ export {
   toServiceError,
 } from "./errors.js";
 export type {
+  ActivityLog,
   Attachment,
   AttachmentRecord,
   AttachmentsChangedEvent,
@@ -41,6 +42,7 @@ export type {
   DiskReport,
   EventCursor,
   FenceVolumeRequest,
+  GetSnapshotChangesRequest,
   GetVolumeRequest,
   InSyncDeclaration,
   KeelsonEvent,
@@ -60,9 +62,9 @@ export type {
   SetVolumeQosRequest,
   Snapshot,
   SnapshotChangedEvent,
+  SnapshotChanges,
   SnapshotRef,
   SnapshotThenCloneRequest,
-  ActivityLog,
   Volume,
   VolumeChangedEvent,
   VolumeExport,

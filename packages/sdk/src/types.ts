@@ -287,6 +287,25 @@ export interface ListSnapshotsRequest {
   volume?: string;
 }
 
+/** Request of {@link KeelsonClient.getSnapshotChanges}. */
+export interface GetSnapshotChangesRequest {
+  volume: string;
+  /** The snapshot whose changes are asked for; the volume's head when omitted or "". */
+  name?: string;
+  /** The older snapshot they are relative to; an empty volume when omitted or "". */
+  baseSnapshot?: string;
+}
+
+/** Extents of a snapshot (or head) that may differ from an older snapshot, on one engine's pool. */
+export interface SnapshotChanges {
+  /** Bytes each extent covers (the pool's extent size). */
+  extentBytes: number;
+  /** Size of the snapshot (or head). */
+  sizeBytes: number;
+  /** Extent numbers (offset / extentBytes) that may differ, ascending. */
+  extents: number[];
+}
+
 /** Request of {@link KeelsonClient.revertVolume}. */
 export interface RevertVolumeRequest {
   /** The volume to revert; it must have no open connections. */

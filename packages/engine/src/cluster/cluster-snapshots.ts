@@ -1,5 +1,5 @@
 import { isKeelsonError, KeelsonError, type Snapshot } from "@keelson/sdk";
-import { refs, type SnapshotRecord } from "../metadata/index.js";
+import { refs, type SnapshotRecord, type Versioned } from "../metadata/index.js";
 import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import { messageOf } from "../util/errors.js";
 import { readAttachments } from "./attachments.js";
@@ -167,4 +167,46 @@ export async function deleteReplicatedSnapshot(m: ClusterMembership, volume: str
     code: "UNAVAILABLE",
     message: `snapshot ${volume}@${name} is still on ${why.join("; ")}; delete it again once they are up`,
   });
+}
+
+/** Compare-and-swap attempts per snapshot record when a holder is dropped. */
+const MAX_DROP_ATTEMPTS = 5;
+
+/**
+ * Drops `nodeId` from the holders of every snapshot of `volume`: its replica
+ * was replaced, so its copies are no replica's any more (they are deleted
+ * with its stale copy once it is back, see {@link deleteUnheldSnapshots}).
+ * A record that keeps changing is left for the caller's next pass.
+ */
+export async function dropHolder(m: ClusterMembership, volume: string, nodeId: string): Promise<void> {
+  for (const entry of await m.metadata.list("snapshot", `${volume}/`)) {
+    const ref = entry.ref;
+    let current: Versioned<"snapshot"> | null = entry;
+    for (let attempt = 0; current?.value.holders.includes(nodeId) && attempt < MAX_DROP_ATTEMPTS; attempt++) {
+      const updated = { ...current.value, holders: current.value.holders.filter((id) => id !== nodeId) };
+      if (await m.metadata.commit({ if: [{ ref, version: current.version }], put: [{ ref, value: updated }] })) break;
+      current = await m.metadata.get(ref);
+    }
+  }
+}
+
+/**
+ * Deletes the snapshots of `volume` in `node`'s own pool that no record
+ * names it a holder of (copies of a replaced replica). Returns how many.
+ */
+export async function deleteUnheldSnapshots(m: ClusterMembership, volume: string, node: ClusterNode): Promise<number> {
+  const records = new Map((await listSnapshotRecords(m, volume)).map((r) => [r.name, r]));
+  let deleted = 0;
+  await m.peers.withPeer(node, async (c) => {
+    for (const s of await c.listSnapshots({ volume })) {
+      if (records.get(s.name)?.holders.includes(node.nodeId)) continue;
+      try {
+        await c.deleteSnapshot({ volume, name: s.name, replicaOnly: true });
+        deleted++;
+      } catch (error) {
+        if (!isKeelsonError(error, "SNAPSHOT_NOT_FOUND")) throw error;
+      }
+    }
+  });
+  return deleted;
 }

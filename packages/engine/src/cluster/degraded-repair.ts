@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
 import { messageOf } from "../util/errors.js";
+import { deleteUnheldSnapshots, dropHolder } from "./cluster-snapshots.js";
 import { peerPoolSpace } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
@@ -113,6 +114,8 @@ async function replaceReplica(
   };
   const won = await m.metadata.commit({ if: [{ ref, version: current.version }], put: [{ ref, value: updated }] });
   if (!won) throw new KeelsonError({ code: "UNAVAILABLE", message: `the record of ${record.name} changed; next pass` });
+  // Its snapshot copies are no replica's now: the new replica's rebuild copies the chain and becomes their holder.
+  await dropHolder(m, record.name, lostNodeId).catch(() => undefined);
   return pick.nodeId;
 }
 
@@ -126,7 +129,10 @@ async function removeRetiredCopy(m: ClusterMembership, name: string, node: Clust
   const current = await m.metadata.get(ref);
   if (current === null) return;
   const record = current.value;
-  if (!record.replicas.includes(node.nodeId)) await deleteCopy(m, name, node);
+  if (!record.replicas.includes(node.nodeId)) {
+    await deleteUnheldSnapshots(m, name, node);
+    await deleteCopy(m, name, node);
+  }
   const updated = { ...record, retired: (record.retired ?? []).filter((id) => id !== node.nodeId) };
   await m.metadata.commit({ if: [{ ref, version: current.version }], put: [{ ref, value: updated }] });
 }

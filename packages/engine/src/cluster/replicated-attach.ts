@@ -7,6 +7,7 @@ import { attachConflict, readAttachments, recordAttachment, removeAttachment } f
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
+import { snapshotChain } from "./snapshot-copy.js";
 import { gatherActivityLogs, markInSync, markOutOfSync, resyncPlanOf } from "./sync-marks.js";
 
 /** Deadline of fencing one replica: an unreachable one must not hold up a failover for long. */
@@ -246,5 +247,6 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number): Front
       return { nodeId, nbdAddress: node.nbdAddress };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,
+    snapshots: snapshotChain(m, name),
   };
 }

@@ -1,4 +1,10 @@
-import type { SnapshotServiceServer, WireDeleteSnapshotResponse, WireListSnapshotsResponse } from "@keelson/sdk/experimental";
+import {
+  extentsToBitmap,
+  type SnapshotServiceServer,
+  type WireDeleteSnapshotResponse,
+  type WireListSnapshotsResponse,
+  type WireSnapshotChanges,
+} from "@keelson/sdk/experimental";
 import {
   createReplicatedSnapshot,
   deleteReplicatedSnapshot,
@@ -43,6 +49,17 @@ export function snapshotService(ctx: ControlContext): SnapshotServiceServer {
       const records = m ? await listSnapshotRecords(m, volume) : [];
       const holders = new Map(records.map((r) => [`${r.volume}@${r.name}`, r.holders]));
       return { snapshots: pool.listSnapshots(volume).map((s) => snapshotToWire(ctx, s, holders.get(s.name))) };
+    }),
+    getSnapshotChanges: unary(ctx, "GetSnapshotChanges", async (req): Promise<WireSnapshotChanges> => {
+      const volume = requireString(req.volume, "volume");
+      // Always this pool's own layers: a replica rebuild asks each node about its copy.
+      const changes = pool.changes(volume, req.name, req.baseSnapshot);
+      const count = Math.ceil(changes.sizeBytes / changes.extentBytes);
+      return {
+        extentBytes: changes.extentBytes,
+        sizeBytes: changes.sizeBytes,
+        extents: extentsToBitmap(changes.extents, count),
+      };
     }),
     deleteSnapshot: unary(ctx, "DeleteSnapshot", async (req): Promise<WireDeleteSnapshotResponse> => {
       const volume = requireString(req.volume, "volume");

@@ -100,7 +100,6 @@ export interface DiskRecord {
   updatedAtMs: number;
 }
 
-
 /** One replica in a {@link VolumeStatusRecord}. */
 export interface ReplicaStatusRecord {
   nodeId: string;

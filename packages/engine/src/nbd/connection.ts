@@ -275,7 +275,10 @@ export class Connection {
     else if (offset + length > exp.sizeBytes) {
       refusal = { errno: Errno.ENOSPC, code: "OUT_OF_RANGE", detail: this.#pastEnd(offset, length) };
     }
-    this.#awaitPayload({ req, offset, fua: (flags & CommandFlag.FUA) !== 0, activity: false, data: EMPTY, filled: 0, refusal }, length);
+    this.#awaitPayload(
+      { req, offset, fua: (flags & CommandFlag.FUA) !== 0, activity: false, data: EMPTY, filled: 0, refusal },
+      length,
+    );
   }
 
   /** KEELSON_ACTIVITY: a payload like WRITE's, for exports that keep a write-intent log (replicas). */

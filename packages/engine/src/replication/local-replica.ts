@@ -73,7 +73,8 @@ export class LocalReplica implements ReplicaIo {
 
   saveActivity(payload: Buffer): Promise<void> {
     const save = this.#export.saveActivity;
-    if (!save) return Promise.reject(new KeelsonError({ code: "INTERNAL", message: `${this.#export.name}: not a replica export` }));
+    if (!save)
+      return Promise.reject(new KeelsonError({ code: "INTERNAL", message: `${this.#export.name}: not a replica export` }));
     return this.#run((cb) => save.call(this.#export, payload, cb));
   }
 

@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { messageOf } from "../util/errors.js";
 import type { ReplicaIo } from "./local-replica.js";
 import type { RangeGate } from "./range-gate.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
@@ -12,6 +13,47 @@ const debug = createDebug("keelson:replication");
 const REBUILD_PARALLEL = 4;
 
 const ZERO_REGION = Buffer.alloc(REGION_BYTES);
+
+/** A byte range of the volume. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** What {@link SnapshotChain.copyMissing} did. */
+export interface SnapshotCopyOutcome {
+  /** The newest snapshot the replica now shares with `source` (a healthy replica's node); null when the volume has none. */
+  base: { name: string; source: string } | null;
+  /** Snapshots copied to the replica. */
+  copied: number;
+  /** Every snapshot the copy considered (copied, held already, or left out); one missing and not in here was taken since. */
+  seen: ReadonlySet<string>;
+}
+
+/**
+ * The volume's snapshots as a rebuild copies them; the cluster provides it.
+ * A replica's snapshots are sealed from its own head, so they are copied
+ * before the head, while the replica takes no application write.
+ */
+export interface SnapshotChain {
+  /**
+   * Copies to replica `nodeId`, through `client` (its head at this epoch),
+   * every snapshot of the volume it does not hold, oldest first: for each,
+   * what may differ from the one before, read from a holder among `sources`,
+   * then sealed there under the same name and recorded with it as a holder.
+   * Idempotent (what it holds already is skipped). Throws when no source answers.
+   */
+  copyMissing(req: {
+    nodeId: string;
+    client: ReplicaIo;
+    sources: readonly string[];
+    throttle: RebuildThrottle;
+  }): Promise<SnapshotCopyOutcome>;
+  /** The byte ranges where the heads of `source` and of `nodeId` may differ from their shared snapshot `base`. */
+  headChanges(req: { nodeId: string; source: string; base: string }): Promise<ByteRange[]>;
+  /** Snapshots of the volume (recorded now) that `nodeId` does not hold. */
+  missingOn(nodeId: string): Promise<string[]>;
+}
 
 /** What a rebuild needs of the replicated volume it works for. */
 export interface RebuildHost {
@@ -38,6 +80,8 @@ export interface RebuildHost {
   connect(nodeId: string): Promise<ReplicaIo>;
   /** A rebuild finished and the replica serves again. */
   rebuilt(r: Replica): void;
+  /** Copies the snapshot chain before the head; absent: only the head is copied. */
+  readonly snapshots?: SnapshotChain | undefined;
 }
 
 /**
@@ -108,12 +152,16 @@ export class Rebuilder {
     const host = this.#host;
     const started = Date.now();
     if (r.is.state === "healthy") return;
-    const regions = r.is.missing === null ? null : [...r.is.missing];
-    const total = regions ? regions.length : Math.ceil(host.sizeBytes / REGION_BYTES);
-    // From here on it takes every write (and marks nothing more missing).
-    const state = setRebuilding(r, client, r.is, Math.min(total * REGION_BYTES, host.sizeBytes));
+    const snapshots = r.is.state === "faulted" ? await this.#copySnapshots(r, client) : null;
+    if (snapshots === "failed") return;
+    // Copied snapshots rewrote its head to the newest one: what it missed is then what changed since.
+    let regions = r.is.missing === null || (snapshots?.copied ?? 0) > 0 ? null : [...r.is.missing];
+    let total = regions ? regions.length : Math.ceil(host.sizeBytes / REGION_BYTES);
+    // From here on it takes every write (and marks nothing more missing). Copied snapshots make what
+    // it missed unknown to a later pass (its head changed), so it starts from nothing known then.
+    const since = regions === null ? { ...r.is, missing: null } : r.is;
+    const state = setRebuilding(r, client, since, Math.min(total * REGION_BYTES, host.sizeBytes));
     const full = state.full;
-    debug("volume %s: rebuilding %s (%s, %d regions)", host.name, r.nodeId, full ? "full" : "incremental", total);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < total && r.is === state && !host.closed) {
@@ -122,9 +170,17 @@ export class Rebuilder {
       }
     };
     try {
+      if (regions === null && snapshots?.base) {
+        // Both heads hold the same snapshot below them: only what changed above it on either side differs.
+        regions = await this.#headRegions(r.nodeId, snapshots.base);
+        total = regions.length;
+        state.totalBytes = Math.min(total * REGION_BYTES, host.sizeBytes);
+      }
+      debug("volume %s: rebuilding %s (%s, %d regions)", host.name, r.nodeId, full ? "full" : "incremental", total);
       await Promise.all(Array.from({ length: REBUILD_PARALLEL }, worker));
       if (r.is !== state || host.closed) return;
       await client.flush();
+      if (snapshots !== null) await this.#checkSnapshots(r.nodeId, snapshots);
       await host.recordInSync(r.nodeId);
       r.inRecord = true;
       // A replica the record kept in sync (held for the quorum) has nothing left to record.
@@ -139,6 +195,66 @@ export class Rebuilder {
     r.lastRebuild = { bytes: state.copiedBytes, ms: Date.now() - started, full };
     host.rebuilt(r);
     debug("volume %s: replica %s rebuilt (%d bytes in %d ms)", host.name, r.nodeId, state.copiedBytes, Date.now() - started);
+  }
+
+  /**
+   * Copies the snapshots `r` lacks while it still takes no write; null when
+   * the volume keeps no snapshot chain here, "failed" when they could not be
+   * copied (it stays faulted, and the next repair pass tries again).
+   */
+  async #copySnapshots(r: Replica, client: ReplicaIo): Promise<SnapshotCopyOutcome | null | "failed"> {
+    const host = this.#host;
+    if (!host.snapshots) return null;
+    const sources = host.replicas.healthy().map((h) => h.nodeId);
+    try {
+      const outcome = await host.snapshots.copyMissing({ nodeId: r.nodeId, client, sources, throttle: host.throttle });
+      if (host.closed || host.fenced || r.is.state !== "faulted") {
+        client.close();
+        return "failed";
+      }
+      return outcome;
+    } catch (error) {
+      client.close();
+      if (isStale(error)) host.markFenced();
+      if (r.is.state === "faulted") r.is.reason = `its snapshots could not be copied: ${messageOf(error)}`;
+      debug("volume %s: snapshots of %s not copied: %s", host.name, r.nodeId, messageOf(error));
+      return "failed";
+    }
+  }
+
+  /**
+   * The regions where `nodeId`'s head may differ from the healthy ones, both
+   * above snapshot `base`. Asked once every write sent before the replica
+   * took writes has finished (the whole range is taken once, then let go),
+   * so each of those is in the source's allocation map already.
+   */
+  async #headRegions(nodeId: string, base: { name: string; source: string }): Promise<number[]> {
+    const host = this.#host;
+    (await host.gate.lock(0, host.sizeBytes))();
+    const ranges = await (host.snapshots as SnapshotChain).headChanges({ nodeId, source: base.source, base: base.name });
+    const regions = new Set<number>();
+    for (const { offset, length } of ranges) {
+      const end = Math.min(offset + length, host.sizeBytes);
+      for (let at = Math.floor(offset / REGION_BYTES); at * REGION_BYTES < end; at++) regions.add(at);
+    }
+    return [...regions].sort((a, b) => a - b);
+  }
+
+  /**
+   * A snapshot taken while the head was copied (the replica took no part in
+   * it) is missing there: the rebuild does not count, and the next repair
+   * pass copies it first (what the head took since is covered: it is above
+   * the shared snapshot on the replica's own side).
+   */
+  async #checkSnapshots(nodeId: string, copied: SnapshotCopyOutcome | null): Promise<void> {
+    const chain = this.#host.snapshots;
+    if (!chain) return;
+    const since = (await chain.missingOn(nodeId)).filter((name) => !copied?.seen.has(name));
+    if (since.length === 0) return;
+    throw new KeelsonError({
+      code: "UNAVAILABLE",
+      message: `snapshot(s) ${since.join(", ")} taken while ${nodeId} was rebuilt: copied on the next pass`,
+    });
   }
 
   async #copyRegion(state: RebuildingReplica, client: ReplicaIo, region: number): Promise<void> {

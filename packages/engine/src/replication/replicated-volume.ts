@@ -1,10 +1,11 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
 import { messageOf } from "../util/errors.js";
-import { ACTIVITY_EXTENT_BYTES, ActivityLog, type ActivityExtents } from "./activity-log.js";
+import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
-import { isStale, Rebuilder } from "./rebuild.js";
+import { isStale, Rebuilder, type SnapshotChain } from "./rebuild.js";
 import { type RebuildThrottle, UNTHROTTLED } from "./rebuild-throttle.js";
 import { ReplicaClient } from "./replica-client.js";
 import {
@@ -18,7 +19,6 @@ import {
   type WriteTarget,
 } from "./replica-set.js";
 import { planResync, type ResyncPlan } from "./resync.js";
-import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
 
 const debug = createDebug("keelson:replication");
 
@@ -40,6 +40,8 @@ export interface FrontendHooks {
   prepareReplica(nodeId: string): Promise<ReplicaTarget>;
   /** The nodes that should hold replicas now (the leader replaces a lost one). */
   replicaSet(): Promise<readonly string[]>;
+  /** Copies the volume's snapshots to a replica before its head is rebuilt; absent: only the head is copied. */
+  snapshots?: SnapshotChain;
 }
 
 /** How a frontend is opened. */
@@ -178,6 +180,7 @@ export class ReplicatedVolume {
         const target = await this.#hooks.prepareReplica(nodeId);
         return connectReplica(target, `${this.name}#${this.epoch}`, this.#localNodeId, this.#timeoutMs, this.#openLocal);
       },
+      snapshots: this.#hooks.snapshots,
       rebuilt: (r) => {
         this.rebuildsCompleted++;
         this.#resyncEnded(r);

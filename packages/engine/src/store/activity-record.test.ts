@@ -33,9 +33,14 @@ describe("activity log payload", () => {
     badFlags.writeUInt32BE(6, 12);
     cases.push(badFlags);
     for (const c of cases) expect(() => decodeActivityLog(c, 1)).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
-    expect(() => encodeActivityLog(log(1, Array.from({ length: MAX_ACTIVITY_EXTENTS + 1 }, (_, i) => i)))).toThrow(
-      expect.objectContaining({ code: "INVALID_ARGUMENT" }),
-    );
+    expect(() =>
+      encodeActivityLog(
+        log(
+          1,
+          Array.from({ length: MAX_ACTIVITY_EXTENTS + 1 }, (_, i) => i),
+        ),
+      ),
+    ).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
   });
 });
 

@@ -30,14 +30,17 @@ const FLAG_ALL = 1;
 export function encodeActivityLog(log: Omit<ActivityLogRecord, "epoch">): Buffer {
   const extents = log.all ? [] : log.extents;
   if (extents.length > MAX_ACTIVITY_EXTENTS) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `activity log of ${extents.length} extents (most ${MAX_ACTIVITY_EXTENTS})` });
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `activity log of ${extents.length} extents (most ${MAX_ACTIVITY_EXTENTS})`,
+    });
   }
   const buf = Buffer.alloc(HEADER_BYTES + 4 * extents.length);
   buf.writeBigUInt64BE(BigInt(log.sequence), 0);
   buf.writeUInt32BE(log.extentBytes, 8);
   buf.writeUInt32BE(log.all ? FLAG_ALL : 0, 12);
   buf.writeUInt32BE(extents.length, 16);
-  extents.forEach((e, i) => buf.writeUInt32BE(e, HEADER_BYTES + 4 * i));
+  for (const [i, e] of extents.entries()) buf.writeUInt32BE(e, HEADER_BYTES + 4 * i);
   return buf;
 }
 

@@ -2,6 +2,7 @@ import type { KeelsonError } from "@keelson/sdk";
 import type { ActivityLogRecord } from "./activity-record.js";
 import type { DiskCapabilityRecord, QosPolicyRecord } from "./catalog.js";
 import type { Layer } from "./layer.js";
+import { type ChainChanges, chainChanges } from "./layer-diff.js";
 import { collectAll } from "./layer-gc.js";
 import { DEFAULT_EXTENT_SIZE_BYTES, type PoolLayout } from "./layout.js";
 import { openPoolCore, type PoolCore } from "./pool-core.js";
@@ -17,9 +18,9 @@ import {
   createVolume,
   deleteVolume,
   fenceVolume,
-  saveActivityLog,
   reservedOn,
   resizeVolume,
+  saveActivityLog,
   setVolumeQos,
 } from "./volume-ops.js";
 
@@ -188,6 +189,19 @@ export class Pool {
   /** A snapshot by export name `VOLUME@SNAPSHOT`, or undefined. */
   findSnapshot(exportName: string): Snapshot | undefined {
     return this.#core.snapshots.get(exportName);
+  }
+
+  /**
+   * The extents of volume `volumeName`'s head, or of its snapshot
+   * `snapshotName` when not "", that may differ from its snapshot
+   * `baseSnapshotName` (from an empty volume when ""), from the layers'
+   * allocation maps (see {@link chainChanges}). Reads only in-memory indexes.
+   * VOLUME_NOT_FOUND / SNAPSHOT_NOT_FOUND when either is missing.
+   */
+  changes(volumeName: string, snapshotName: string, baseSnapshotName: string): ChainChanges {
+    const view = snapshotName === "" ? this.getVolume(volumeName) : this.getSnapshot(volumeName, snapshotName);
+    const base = baseSnapshotName === "" ? null : this.getSnapshot(volumeName, baseSnapshotName);
+    return chainChanges(view, base, this.#core.layout.extentSizeBytes);
   }
 
   /** The newest snapshot below `snap` in its chain (its parent snapshot), if any. */

@@ -1,11 +1,11 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
-import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
-import { messageOf } from "../util/errors.js";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import type { QosManager } from "../qos/qos-manager.js";
+import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
+import { messageOf } from "../util/errors.js";
 import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
 import type { BlockIo } from "./block-io.js";
 import { EpochFence, QosStage, staleEpoch } from "./stages.js";
@@ -108,7 +108,9 @@ export function localVolumeTarget(pool: Pool, volume: Volume, qos: QosManager | 
     head: new EpochFence(volume, epoch, limited),
     handles: volume,
     // Under an epoch it is a replica of a frontend, which keeps its write-intent log here.
-    ...(epoch > 0 ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) } : {}),
+    ...(epoch > 0
+      ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) }
+      : {}),
   });
 }
 

@@ -343,6 +343,26 @@ export interface GetSnapshotRequest {
   name: string;
 }
 
+export interface GetSnapshotChangesRequest {
+  volume: string;
+  /** The snapshot whose changes are asked for; empty: the volume's head. */
+  name: string;
+  /**
+   * The older snapshot they are relative to; empty: an empty volume (every
+   * extent that holds data or zeroes).
+   */
+  baseSnapshot: string;
+}
+
+export interface SnapshotChanges {
+  /** Bytes each bit of `extents` covers (the pool's extent size). */
+  extentBytes: number;
+  /** Size of the snapshot (or head); bits past it are never set. */
+  sizeBytes: number;
+  /** One bit per extent, least significant bit first: set where it may differ. */
+  extents: Buffer;
+}
+
 export interface ListSnapshotsRequest {
   /** Empty lists the snapshots of every volume. */
   volume: string;
@@ -3349,6 +3369,164 @@ export const GetSnapshotRequest: MessageFns<GetSnapshotRequest> = {
   },
 };
 
+function createBaseGetSnapshotChangesRequest(): GetSnapshotChangesRequest {
+  return { volume: "", name: "", baseSnapshot: "" };
+}
+
+export const GetSnapshotChangesRequest: MessageFns<GetSnapshotChangesRequest> = {
+  encode(message: GetSnapshotChangesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.baseSnapshot !== "") {
+      writer.uint32(26).string(message.baseSnapshot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSnapshotChangesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSnapshotChangesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.baseSnapshot = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetSnapshotChangesRequest>): GetSnapshotChangesRequest {
+    return GetSnapshotChangesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetSnapshotChangesRequest>): GetSnapshotChangesRequest {
+    const message = createBaseGetSnapshotChangesRequest();
+    message.volume = object.volume ?? "";
+    message.name = object.name ?? "";
+    message.baseSnapshot = object.baseSnapshot ?? "";
+    return message;
+  },
+};
+
+function createBaseSnapshotChanges(): SnapshotChanges {
+  return { extentBytes: 0, sizeBytes: 0, extents: Buffer.alloc(0) };
+}
+
+export const SnapshotChanges: MessageFns<SnapshotChanges> = {
+  encode(message: SnapshotChanges, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.extentBytes !== 0) {
+      writer.uint32(8).uint64(message.extentBytes);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.extents.length !== 0) {
+      writer.uint32(26).bytes(message.extents);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotChanges {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotChanges();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.extentBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.extents = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SnapshotChanges>): SnapshotChanges {
+    return SnapshotChanges.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotChanges>): SnapshotChanges {
+    const message = createBaseSnapshotChanges();
+    message.extentBytes = object.extentBytes ?? 0;
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.extents = object.extents ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
 function createBaseListSnapshotsRequest(): ListSnapshotsRequest {
   return { volume: "" };
 }
@@ -5937,6 +6115,23 @@ export const SnapshotServiceService = {
       Buffer.from(DeleteSnapshotResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteSnapshotResponse => DeleteSnapshotResponse.decode(value),
   },
+  /**
+   * GetSnapshotChanges names the extents of a snapshot (or of the volume's
+   * head) on this engine's pool that may differ from an older snapshot in the
+   * same chain, read from the layers' allocation maps: copying only those onto
+   * a copy of the older one makes it equal (a replica rebuild copies a
+   * snapshot chain so). Always this node's own pool. Idempotent, read-only.
+   */
+  getSnapshotChanges: {
+    path: "/keelson.v1.SnapshotService/GetSnapshotChanges" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSnapshotChangesRequest): Buffer =>
+      Buffer.from(GetSnapshotChangesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSnapshotChangesRequest => GetSnapshotChangesRequest.decode(value),
+    responseSerialize: (value: SnapshotChanges): Buffer => Buffer.from(SnapshotChanges.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SnapshotChanges => SnapshotChanges.decode(value),
+  },
 } as const;
 
 export interface SnapshotServiceServer extends UntypedServiceImplementation {
@@ -5956,6 +6151,14 @@ export interface SnapshotServiceServer extends UntypedServiceImplementation {
    * its read-only export has connections.
    */
   deleteSnapshot: handleUnaryCall<DeleteSnapshotRequest, DeleteSnapshotResponse>;
+  /**
+   * GetSnapshotChanges names the extents of a snapshot (or of the volume's
+   * head) on this engine's pool that may differ from an older snapshot in the
+   * same chain, read from the layers' allocation maps: copying only those onto
+   * a copy of the older one makes it equal (a replica rebuild copies a
+   * snapshot chain so). Always this node's own pool. Idempotent, read-only.
+   */
+  getSnapshotChanges: handleUnaryCall<GetSnapshotChangesRequest, SnapshotChanges>;
 }
 
 export interface SnapshotServiceClient extends Client {
@@ -6030,6 +6233,28 @@ export interface SnapshotServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * GetSnapshotChanges names the extents of a snapshot (or of the volume's
+   * head) on this engine's pool that may differ from an older snapshot in the
+   * same chain, read from the layers' allocation maps: copying only those onto
+   * a copy of the older one makes it equal (a replica rebuild copies a
+   * snapshot chain so). Always this node's own pool. Idempotent, read-only.
+   */
+  getSnapshotChanges(
+    request: GetSnapshotChangesRequest,
+    callback: (error: ServiceError | null, response: SnapshotChanges) => void,
+  ): ClientUnaryCall;
+  getSnapshotChanges(
+    request: GetSnapshotChangesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SnapshotChanges) => void,
+  ): ClientUnaryCall;
+  getSnapshotChanges(
+    request: GetSnapshotChangesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SnapshotChanges) => void,
   ): ClientUnaryCall;
 }
 
