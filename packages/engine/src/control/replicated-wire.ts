@@ -40,6 +40,8 @@ export async function replicatedVolumeToWire(
     qosClass: record.qosClass ?? "",
     qos: policyToWire(policyOf(record)),
     qosStatus: ctx.qos.status(replicatedQosKey(record.name)),
+    // One replica's log is no fact about the volume: GetVolume with replica_only shows it.
+    activityLog: undefined,
   };
   if (local) return { ...volumeToWire(ctx, local), ...shared };
   const remote = remoteVolumeToWire(ctx, { ...record, replicas: record.replicas.length, labels });
