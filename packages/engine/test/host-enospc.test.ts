@@ -121,4 +121,25 @@ describe("host filesystem full under a file-backed pool", () => {
     d = await startDaemon({ poolPath, dir: dir.path });
     await expectAcked(d, "full", acked);
   });
+
+  it("new pool on a nearly full host filesystem: the disk calibration leaves the host space, keelsond starts and serves", async (t) => {
+    if (!canRun({ root: true, tools: ["mount", "umount"] }, t.task.name)) return t.skip();
+    using dir = tempDir("keelson-host-enospc-calibrate-");
+    await using cleanup = new Cleanup();
+    // Room for the metadata area of a 256M pool (15 MiB) but less than the 64 MiB a calibration writes over.
+    const small = await mountSmallTmpfs(dir.path, 40 * MIB, cleanup);
+    const poolPath = path.join(small.dir, "pool.img");
+    const d = await startDaemon({ poolPath, poolSize: POOL_SIZE, dir: dir.path });
+    cleanup.add("stop keelsond", () => d.stop());
+    const freeAfterStart = small.availableBytes();
+    console.log(`calibration on a 40 MiB host filesystem: ${(freeAfterStart / MIB).toFixed(1)} MiB left free after start`);
+    expect(freeAfterStart).toBeGreaterThan(8 * MIB);
+    expect(d.log()).toContain("disk calibrated");
+    await d.client().createVolume({ name: "v", sizeBytes: 64 * MIB });
+    const client = await NbdTestClient.open(d.nbdAddress, "v");
+    expect((await client.write(0, stamped(1, WRITE_BYTES))).error).toBe(0);
+    expect((await client.flush()).error).toBe(0);
+    expect((await client.read(0, WRITE_BYTES)).data.equals(stamped(1, WRITE_BYTES))).toBe(true);
+    await client.disconnect();
+  });
 });

@@ -18,6 +18,16 @@ export interface OpenPoolDeviceOptions {
   createSizeBytes?: number;
 }
 
+/**
+ * Bytes the filesystem holding a file pool still has free for this process
+ * (statfs f_bavail), or null for a block device, whose space is all its own.
+ */
+export function hostFreeBytes(device: Pick<PoolDevice, "path" | "isBlockDevice">): number | null {
+  if (device.isBlockDevice) return null;
+  const stat = fs.statfsSync(device.path);
+  return stat.bavail * stat.bsize;
+}
+
 function blockDeviceSizeBytes(path: string, stat: fs.Stats): number {
   const rdev = stat.rdev;
   const major = Math.floor(rdev / 256) & 0xfff;
