@@ -154,4 +154,32 @@ describe("host filesystem full under a file-backed pool", () => {
     expect((await client.read(0, WRITE_BYTES)).data.equals(stamped(1, WRITE_BYTES))).toBe(true);
     await client.disconnect();
   });
+
+  it("new pool on a host filesystem without room for its metadata area: keelsond fails NO_SPACE, and starts once the filesystem grows", async (t) => {
+    if (!canRun({ root: true, tools: ["mount", "umount"] }, t.task.name)) return t.skip();
+    using dir = tempDir("keelson-host-enospc-metadata-");
+    await using cleanup = new Cleanup();
+    // A 256M pool's metadata area is 15 MiB.
+    const small = await mountSmallTmpfs(dir.path, 8 * MIB, cleanup);
+    const poolPath = path.join(small.dir, "pool.img");
+    const options = { poolPath, poolSize: POOL_SIZE, dir: dir.path, extraArgs: ["--disk-capability", "50000:1G"] };
+    const refused = await startDaemon(options).then(
+      async (d) => {
+        await d.stop();
+        return "started";
+      },
+      (error: unknown) => String(error),
+    );
+    expect(refused).toContain('"code":"NO_SPACE"');
+    expect(refused).toContain("no room for the pool's");
+    await small.resize(40 * MIB);
+    const d = await startDaemon(options);
+    cleanup.add("stop keelsond", () => d.stop());
+    await d.client().createVolume({ name: "v", sizeBytes: 16 * MIB });
+    const client = await NbdTestClient.open(d.nbdAddress, "v");
+    expect((await client.write(0, stamped(7, WRITE_BYTES))).error).toBe(0);
+    expect((await client.flush()).error).toBe(0);
+    expect((await client.read(0, WRITE_BYTES)).data.equals(stamped(7, WRITE_BYTES))).toBe(true);
+    await client.disconnect();
+  });
 });

@@ -23,6 +23,8 @@ export interface SmallFs {
   free(name: string): void;
   /** Bytes still available, as statfs reports them. */
   availableBytes(): number;
+  /** Grows (or shrinks) the filesystem to `sizeBytes` in place, as an operator growing a volume would. */
+  resize(sizeBytes: number): Promise<void>;
 }
 
 /**
@@ -41,6 +43,9 @@ export async function mountSmallTmpfs(parent: string, sizeBytes: number, cleanup
     availableBytes: () => {
       const s = fs.statfsSync(dir);
       return s.bavail * s.bsize;
+    },
+    resize: async (size) => {
+      await run("mount", ["-o", `remount,size=${size}`, dir]);
     },
   };
 }
