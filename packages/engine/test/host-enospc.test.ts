@@ -108,8 +108,13 @@ describe("host filesystem full under a file-backed pool", () => {
     await expectAcked(d, "full", acked);
     client.close();
 
-    // 3. kill -9 while the host is still full: the pool opens again with every flushed write.
+    // 3. kill -9 while the host is still full: the pool opens again with every flushed write. So does a clean
+    // stop (its checkpoint goes to a preallocated slot), with the page its lock file gave back taken too.
     await d.kill9();
+    d = await startDaemon({ poolPath, dir: dir.path });
+    await expectAcked(d, "full", acked);
+    await d.stop();
+    small.fill("after-stop");
     d = await startDaemon({ poolPath, dir: dir.path });
     await expectAcked(d, "full", acked);
 
