@@ -50,6 +50,20 @@ export interface LocalClusterOptions {
   isolation?: "netns" | "loopback";
   /** Size of each node's disk (sparse). Default 1 GiB. */
   diskSizeBytes?: number;
+  /**
+   * Directory of node i's disk file at index i (default `dir`): a small
+   * filesystem of its own, say, to see what a full host filesystem does. The
+   * cluster removes the files it made there.
+   */
+  diskDirs?: ReadonlyArray<string | undefined>;
+  /**
+   * With netns isolation, "loop" (default) gives each node a loop device over
+   * its disk file, a block device as on a real node; "file" gives it the file
+   * itself as a file-backed pool (as loopback isolation always does). A loop
+   * device reports a full host filesystem as EIO at fsync, a file as ENOSPC
+   * at the write.
+   */
+  diskKind?: "loop" | "file";
   /** Zones to spread the nodes over (node i is in zone i mod zones). Default: one per node. */
   zones?: number;
   /** Seconds of each node's liveness lease. */
@@ -183,11 +197,12 @@ export class StartedLocalCluster implements AsyncDisposable {
   async addNode(index: number, options: LocalClusterOptions): Promise<void> {
     const net = this.state.network;
     const address = net ? await addNodeNamespace(net, index) : `127.0.0.${11 + index}`;
-    const diskFile = path.join(this.state.dir, `node${index + 1}.img`);
+    const diskFile = path.join(options.diskDirs?.[index] ?? this.state.dir, `node${index + 1}.img`);
     const fd = fs.openSync(diskFile, "w");
     fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
     fs.closeSync(fd);
-    const loopDevice = net ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
+    const loop = net !== null && (options.diskKind ?? "loop") === "loop";
+    const loopDevice = loop ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
     const zones = options.zones ?? options.nodes;
     const node: LocalNodeState = {
       index,
@@ -331,6 +346,8 @@ export class StartedLocalCluster implements AsyncDisposable {
     const problems: string[] = [];
     for (const n of this.state.nodes) {
       if (n?.loopDevice) await sh("losetup", ["-d", n.loopDevice]).catch((e: Error) => problems.push(e.message));
+      // A disk file outside the cluster's directory (diskDirs) goes with it too, and a file pool's lock.
+      if (n) for (const f of [n.diskFile, `${n.diskFile}.lock`]) fs.rmSync(f, { force: true });
     }
     if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
     fs.rmSync(this.state.etcd.dataDir, { recursive: true, force: true });

@@ -23,6 +23,7 @@ import {
   stateBytesOf,
 } from "./layout.js";
 import { recoverMetadata } from "./metadata-log.js";
+import { reserveMetadataArea } from "./metadata-reserve.js";
 import { type MetadataSource, MetadataWriter, type PendingMetadata } from "./metadata-writer.js";
 import { openPoolDevice, type PoolDevice } from "./pool-device.js";
 import { ReadTracker } from "./read-tracker.js";
@@ -42,35 +43,62 @@ export interface OpenPoolCoreOptions {
   overcommitPercent: number;
 }
 
-function readSuperblock(device: PoolDevice, forceFormat: boolean, extentSizeBytes: number): PoolLayout {
+/** The layout found on the device, or planned for a device formatted now (its superblock not yet written). */
+function readSuperblock(
+  device: PoolDevice,
+  forceFormat: boolean,
+  extentSizeBytes: number,
+): { layout: PoolLayout; formatNow: boolean } {
   const head = Buffer.alloc(SUPERBLOCK_SIZE_BYTES);
   fs.readSync(device.fd, head, 0, head.length, 0);
   const found = decodeSuperblock(head);
-  if (found.kind === "formatted" && !forceFormat) return found.layout;
+  if (found.kind === "formatted" && !forceFormat) return { layout: found.layout, formatNow: false };
   if (found.kind === "foreign" && !forceFormat) {
     throw new KeelsonError({
       code: "INVALID_ARGUMENT",
       message: `${device.path} holds data that is not a keelson pool; refusing to format it without --force-format`,
     });
   }
-  const layout = planLayout(device.sizeBytes, randomUUID(), extentSizeBytes);
+  return { layout: planLayout(device.sizeBytes, randomUUID(), extentSizeBytes), formatNow: true };
+}
+
+function writeSuperblock(device: PoolDevice, layout: PoolLayout): void {
   fs.writeSync(device.fd, encodeSuperblock(layout), 0, SUPERBLOCK_SIZE_BYTES, 0);
   fs.fdatasyncSync(device.fd);
   debug("formatted %s: %d extents", device.path, layout.extentCount);
-  return layout;
+}
+
+/**
+ * Allocates a file pool's metadata area on the host filesystem (see
+ * metadata-reserve.ts). A pool formatted now without room for it fails with
+ * NO_SPACE before its superblock is written, so the next open formats it
+ * again. An existing pool opens anyway, so its data stays readable; its
+ * commits then fail NO_SPACE while one lands in a hole on a full host
+ * filesystem, and the next open allocates what is missing.
+ */
+function reserveFileMetadata(device: PoolDevice, layout: PoolLayout, formatNow: boolean): void {
+  if (device.isBlockDevice) return;
+  try {
+    reserveMetadataArea(device.fd, device.path, layout);
+  } catch (error) {
+    if (formatNow || !(error instanceof KeelsonError) || error.code !== "NO_SPACE") throw error;
+    debug("opening %s without its whole metadata area allocated: %s", device.path, error.message);
+  }
 }
 
 /** Opens the device (formatting it when blank) and rebuilds the pool's state from its metadata. */
 export function openPoolCore(options: OpenPoolCoreOptions): PoolCore {
   const device = openPoolDevice(options);
   try {
-    const layout = readSuperblock(device, options.forceFormat, options.extentSizeBytes);
+    const { layout, formatNow } = readSuperblock(device, options.forceFormat, options.extentSizeBytes);
     if (layout.sizeBytes > device.sizeBytes) {
       throw new KeelsonError({
         code: "METADATA_CORRUPT",
         message: `${device.path} is ${device.sizeBytes} bytes but its pool was formatted for ${layout.sizeBytes}`,
       });
     }
+    reserveFileMetadata(device, layout, formatNow);
+    if (formatNow) writeSuperblock(device, layout);
     return new PoolCore(device, layout, options.admit, options.overcommitPercent);
   } catch (error) {
     device.close();

@@ -18,6 +18,16 @@ export interface OpenPoolDeviceOptions {
   createSizeBytes?: number;
 }
 
+/**
+ * Bytes the filesystem holding a file pool still has free for this process
+ * (statfs f_bavail), or null for a block device, whose space is all its own.
+ */
+export function hostFreeBytes(device: Pick<PoolDevice, "path" | "isBlockDevice">): number | null {
+  if (device.isBlockDevice) return null;
+  const stat = fs.statfsSync(device.path);
+  return stat.bavail * stat.bsize;
+}
+
 function blockDeviceSizeBytes(path: string, stat: fs.Stats): number {
   const rdev = stat.rdev;
   const major = Math.floor(rdev / 256) & 0xfff;
@@ -39,18 +49,36 @@ function isAlive(pid: number): boolean {
 }
 
 /**
+ * The pid a lock names: the target of the symlink, or the contents of a lock
+ * file an older engine wrote; 0 when it is gone or names nothing.
+ */
+function lockOwner(lockPath: string): number {
+  try {
+    return Number(fs.readlinkSync(lockPath));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return 0;
+    if (code !== "EINVAL") throw error;
+    return Number(fs.readFileSync(lockPath, "utf8"));
+  }
+}
+
+/**
  * Takes `<path>.lock` for a file-backed pool so two daemons never share one.
- * A lock left by a dead process (kill -9) is taken over.
+ * A lock left by a dead process (kill -9) is taken over. The lock is a symlink
+ * whose target is the owner's pid: creating it is atomic and needs no data
+ * block (the target fits in the inode), so a pool on a full host filesystem
+ * still opens, where writing a pid into a file failed with ENOSPC.
  */
 function lockFile(path: string): () => void {
   const lockPath = `${path}.lock`;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      fs.writeFileSync(lockPath, String(process.pid), { flag: "wx" });
+      fs.symlinkSync(String(process.pid), lockPath);
       return () => fs.rmSync(lockPath, { force: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = Number(fs.readFileSync(lockPath, "utf8"));
+      const owner = lockOwner(lockPath);
       if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
         throw new KeelsonError({ code: "VOLUME_IN_USE", message: `pool ${path} is in use by process ${owner} (${lockPath})` });
       }
