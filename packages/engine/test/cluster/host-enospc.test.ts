@@ -83,21 +83,31 @@ async function expectReplicasIdentical(c: StartedLocalCluster, epoch: number): P
   return images[0] as Buffer;
 }
 
+/**
+ * Creates and attaches the 3-replica volume on node1, writes 8 stamped
+ * chunks (ids 1-8) and flushes: the client and what it acknowledged.
+ */
+async function attachAndWriteFirst(c: StartedLocalCluster): Promise<{ front: NbdTestClient; acked: Map<number, number> }> {
+  const c1 = c.client(0);
+  await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+  await c1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+  const front = await NbdTestClient.open(c.nodes[0]?.nbdAddress as string, "db");
+  const acked = new Map<number, number>();
+  for (let at = 0, id = 1; at < 8 * STRIDE; at += STRIDE, id++) {
+    expect((await front.write(at, stamp(id))).error).toBe(0);
+    acked.set(at, id);
+  }
+  expect((await front.flush()).error).toBe(0);
+  return { front, acked };
+}
+
 describe("host filesystem full under replicas", () => {
   it("one replica's host filesystem full (loop-device disk): that replica is faulted, the volume takes writes degraded with no acknowledged write lost, and it is rebuilt once space is back", async (t) => {
     if (!canRun({ root: true, tools: ["etcd", "ip", "losetup", "mount"] }, t.task.name)) return t.skip();
     const { cluster: c, small } = await clusterWithSmallFs({ onSmallFs: [2], smallFsBytes: 64 * MIB, diskKind: "loop" });
     const c1 = c.client(0);
-    await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
-    await c1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
-    const front = await NbdTestClient.open(c.nodes[0]?.nbdAddress as string, "db");
-    const acked = new Map<number, number>();
-    let id = 0;
-    for (let at = 0; at < 8 * STRIDE; at += STRIDE) {
-      expect((await front.write(at, stamp(++id))).error).toBe(0);
-      acked.set(at, id);
-    }
-    expect((await front.flush()).error).toBe(0);
+    const { front, acked } = await attachAndWriteFirst(c);
+    let id = acked.size;
 
     // node3's host filesystem fills up; the next writes need new space under its loop device.
     small.fill("filler");
@@ -153,16 +163,8 @@ describe("host filesystem full under replicas", () => {
     // Three 256M pools reserve 15 MiB of metadata each on the shared filesystem.
     const { cluster: c, small } = await clusterWithSmallFs({ onSmallFs: [0, 1, 2], smallFsBytes: 80 * MIB, diskKind: "file" });
     const c1 = c.client(0);
-    await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
-    await c1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
-    const front = await NbdTestClient.open(c.nodes[0]?.nbdAddress as string, "db");
-    const acked = new Map<number, number>();
-    let id = 0;
-    for (let at = 0; at < 8 * STRIDE; at += STRIDE) {
-      expect((await front.write(at, stamp(++id))).error).toBe(0);
-      acked.set(at, id);
-    }
-    expect((await front.flush()).error).toBe(0);
+    const { front, acked } = await attachAndWriteFirst(c);
+    let id = acked.size;
 
     // The one host filesystem under all three pools fills up: every replica refuses a write that needs new space.
     small.fill("filler");
