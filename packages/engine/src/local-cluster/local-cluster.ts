@@ -50,6 +50,12 @@ export interface LocalClusterOptions {
   isolation?: "netns" | "loopback";
   /** Size of each node's disk (sparse). Default 1 GiB. */
   diskSizeBytes?: number;
+  /**
+   * Existing files to use as disks instead of fresh sparse ones, by node
+   * index (a gap gets a fresh one): a test puts a node's pool on a simulated
+   * disk this way (a slow one, or one that loses power). Not removed by `stop()`.
+   */
+  diskFiles?: ReadonlyArray<string | undefined>;
   /** Zones to spread the nodes over (node i is in zone i mod zones). Default: one per node. */
   zones?: number;
   /** Seconds of each node's liveness lease. */
@@ -183,10 +189,13 @@ export class StartedLocalCluster implements AsyncDisposable {
   async addNode(index: number, options: LocalClusterOptions): Promise<void> {
     const net = this.state.network;
     const address = net ? await addNodeNamespace(net, index) : `127.0.0.${11 + index}`;
-    const diskFile = path.join(this.state.dir, `node${index + 1}.img`);
-    const fd = fs.openSync(diskFile, "w");
-    fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
-    fs.closeSync(fd);
+    let diskFile = options.diskFiles?.[index];
+    if (diskFile === undefined) {
+      diskFile = path.join(this.state.dir, `node${index + 1}.img`);
+      const fd = fs.openSync(diskFile, "w");
+      fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
+      fs.closeSync(fd);
+    }
     const loopDevice = net ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
     const zones = options.zones ?? options.nodes;
     const node: LocalNodeState = {
@@ -235,6 +244,22 @@ export class StartedLocalCluster implements AsyncDisposable {
       await stopProcess(node.pid, "keelsond", 0).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Moves stopped node `index` to another disk file (its loop device, under
+   * netns isolation, is detached and a new one attached): after a simulated
+   * disk lost power, it comes back as a new file holding what survived.
+   * Start the node again with `startNode`.
+   */
+  async replaceDisk(index: number, diskFile: string): Promise<void> {
+    const node = this.state.nodes[index] as LocalNodeState;
+    if (node.loopDevice) {
+      await sh("losetup", ["-d", node.loopDevice]);
+      node.loopDevice = (await sh("losetup", ["--find", "--show", diskFile])).trim();
+    }
+    node.diskFile = diskFile;
+    this.#save();
   }
 
   /**
@@ -330,7 +355,14 @@ export class StartedLocalCluster implements AsyncDisposable {
     if (this.state.etcd.pid) await stopProcess(this.state.etcd.pid, "etcd", STOP_GRACE_MS);
     const problems: string[] = [];
     for (const n of this.state.nodes) {
-      if (n?.loopDevice) await sh("losetup", ["-d", n.loopDevice]).catch((e: Error) => problems.push(e.message));
+      if (!n?.loopDevice) continue;
+      // Forgotten once detached, so a second stop (a test's cleanup, then its tracker) does not fail on it.
+      await sh("losetup", ["-d", n.loopDevice]).then(
+        () => {
+          n.loopDevice = null;
+        },
+        (e: Error) => problems.push(e.message),
+      );
     }
     if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
     fs.rmSync(this.state.etcd.dataDir, { recursive: true, force: true });

@@ -15,13 +15,17 @@ export interface VolatileBlockDeviceOptions {
   random: () => number;
   latency?: DiskLatency;
   maxCachedBytes?: number;
+  /** Attach a loop device on the FUSE file (default); without, the caller attaches its own (a local cluster node). */
+  loop?: boolean;
 }
 
 /** A volatile test disk as a real block device: the disk's NBD export under nbdfuse, a loop device on the FUSE file. */
 export interface VolatileBlockDevice extends AsyncDisposable {
   readonly disk: VolatileDisk;
-  /** `/dev/loopN`: give it to a daemon as its pool. */
+  /** `/dev/loopN`: give it to a daemon as its pool ("" when asked for no loop device). */
   readonly loopDevice: string;
+  /** The disk as a file (nbdfuse's), for a loop device of the caller's. */
+  readonly file: string;
   /** Cuts the disk's power (see {@link VolatileDisk.powerCut}); the block device fails every request after it. */
   powerCut(): Promise<PowerCutReport>;
   /** Detaches the loop device, unmounts nbdfuse and stops the disk (flushing it unless power was cut). Idempotent. */
@@ -51,6 +55,7 @@ export async function attachVolatileDisk(options: VolatileBlockDeviceOptions): P
   });
   const mnt = fs.mkdtempSync(path.join(options.dir, "volatile-fuse-"));
   let fuse: ChildProcess | null = null;
+  const file = path.join(mnt, "nbd");
   let loopDevice = "";
   let detached = false;
   const detach = async (): Promise<void> => {
@@ -63,11 +68,10 @@ export async function attachVolatileDisk(options: VolatileBlockDeviceOptions): P
   };
   try {
     fuse = spawn("nbdfuse", [mnt, disk.uri], { stdio: "ignore" });
-    const file = path.join(mnt, "nbd");
     const deadline = Date.now() + FUSE_FILE_WAIT_MS;
     while (!fs.existsSync(file) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
     if (!fs.existsSync(file)) throw new Error(`nbdfuse did not expose ${disk.uri} in ${FUSE_FILE_WAIT_MS} ms`);
-    loopDevice = (await run("losetup", ["--find", "--show", "--direct-io=on", file])).stdout.trim();
+    if (options.loop !== false) loopDevice = (await run("losetup", ["--find", "--show", "--direct-io=on", file])).stdout.trim();
   } catch (error) {
     await detach();
     throw error;
@@ -75,6 +79,7 @@ export async function attachVolatileDisk(options: VolatileBlockDeviceOptions): P
   return {
     disk,
     loopDevice,
+    file,
     powerCut: () => disk.powerCut(),
     detach,
     [Symbol.asyncDispose]: detach,
