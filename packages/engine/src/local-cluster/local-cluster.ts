@@ -51,9 +51,11 @@ export interface LocalClusterOptions {
   /** Size of each node's disk (sparse). Default 1 GiB. */
   diskSizeBytes?: number;
   /**
-   * Existing files to use as disks instead of fresh sparse ones, by node
-   * index (a gap gets a fresh one): a test puts a node's pool on a simulated
-   * disk this way (a slow one, or one that loses power). Not removed by `stop()`.
+   * Existing files or block devices to use as disks instead of fresh sparse
+   * files, by node index (a gap gets a fresh one): a test puts a node's pool
+   * on a simulated disk this way (a slow one, or one that loses power). A
+   * file gets a loop device (netns); a block device is the pool itself.
+   * Neither is removed by `stop()`.
    */
   diskFiles?: ReadonlyArray<string | undefined>;
   /** Zones to spread the nodes over (node i is in zone i mod zones). Default: one per node. */
@@ -91,6 +93,10 @@ export interface LocalClusterOptions {
 function defaultEtcdDataDir(dir: string): string {
   if (!fs.existsSync("/dev/shm")) return path.join(dir, "etcd");
   return path.join("/dev/shm", `keelson-etcd-${path.basename(dir)}-${process.pid}-${Date.now().toString(36)}`);
+}
+
+function isBlockDevice(file: string): boolean {
+  return fs.statSync(file).isBlockDevice();
 }
 
 /** Brings up a local cluster: etcd and one keelsond per node, each with its own address and disk. */
@@ -196,7 +202,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
       fs.closeSync(fd);
     }
-    const loopDevice = net ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
+    const loopDevice = net && !isBlockDevice(diskFile) ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
     const zones = options.zones ?? options.nodes;
     const node: LocalNodeState = {
       index,
@@ -247,17 +253,16 @@ export class StartedLocalCluster implements AsyncDisposable {
   }
 
   /**
-   * Moves stopped node `index` to another disk file (its loop device, under
-   * netns isolation, is detached and a new one attached): after a simulated
-   * disk lost power, it comes back as a new file holding what survived.
-   * Start the node again with `startNode`.
+   * Moves stopped node `index` to another disk, a file or a block device as
+   * in {@link LocalClusterOptions.diskFiles} (a loop device of its own is
+   * detached): after a simulated disk lost power, it comes back as a new
+   * device holding what survived. Start the node again with `startNode`.
    */
   async replaceDisk(index: number, diskFile: string): Promise<void> {
     const node = this.state.nodes[index] as LocalNodeState;
-    if (node.loopDevice) {
-      await sh("losetup", ["-d", node.loopDevice]);
-      node.loopDevice = (await sh("losetup", ["--find", "--show", diskFile])).trim();
-    }
+    if (node.loopDevice) await sh("losetup", ["-d", node.loopDevice]);
+    node.loopDevice =
+      this.state.network && !isBlockDevice(diskFile) ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
     node.diskFile = diskFile;
     this.#save();
   }

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Attachment, KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { ACTIVITY_IDLE_MS } from "../../src/replication/activity-log.js";
 import { seededRandom, testSeed } from "../../src/testing/random.js";
 import { Cleanup } from "../helpers/cleanup.js";
 import { trackClusters } from "../helpers/clusters.js";
@@ -101,6 +102,18 @@ async function verifyAcked(address: string, load: AckRecord): Promise<void> {
   }
 }
 
+/** Writes `count` chunks from `firstChunk` on, one at a time, each acknowledged; no FLUSH. */
+async function writeBurst(address: string, record: AckRecord, firstChunk: number, count: number): Promise<void> {
+  const c = await NbdTestClient.open(address, "db");
+  for (let chunk = firstChunk; chunk < firstChunk + count; chunk++) {
+    const id = nextId++;
+    record.lastSent.set(chunk, id);
+    expect((await c.write(chunk * CHUNK, stamp(id))).error).toBe(0);
+    record.lastAcked.set(chunk, id);
+  }
+  c.close();
+}
+
 /** Polls the attachment of "db" until `ok` holds. */
 async function waitForAttachment(client: KeelsonClient, ok: (a: Attachment) => boolean, timeoutMs: number): Promise<Attachment> {
   const deadline = Date.now() + timeoutMs;
@@ -127,25 +140,21 @@ async function expectReplicasIdentical(cluster: StartedLocalCluster, epoch: numb
 const track = trackClusters();
 
 /**
- * A 3-node cluster whose node3 has its pool on a volatile test disk; the
- * cluster is stopped before the disk goes (the cleanup runs in reverse).
+ * A 3-node cluster whose node `volatileNode + 1` has its pool on a volatile
+ * test disk, and volume "db" attached on node1; the cluster is stopped before
+ * the disk goes (the cleanup runs in reverse).
  */
-async function clusterWithVolatileNode3(
+async function clusterWithVolatileNode(
   cleanup: Cleanup,
   medium: Parameters<typeof attachVolatileDisk>[0],
+  volatileNode: number,
 ): Promise<{ cluster: StartedLocalCluster; disk: { dev: VolatileBlockDevice } }> {
   const disk = { dev: await attachVolatileDisk(medium) };
-  cleanup.add("node3's volatile disk", () => disk.dev.detach());
+  cleanup.add(`node${volatileNode + 1}'s volatile disk`, () => disk.dev.detach());
   const dir = path.join(os.tmpdir(), `keelson-diskfault-${process.pid}-${Date.now()}`);
-  const cluster = track(
-    await LocalCluster.start({
-      nodes: 3,
-      dir,
-      diskSizeBytes: 512 * MIB,
-      leaseTtlS: 2,
-      diskFiles: [undefined, undefined, disk.dev.file],
-    }),
-  );
+  const diskFiles: Array<string | undefined> = [undefined, undefined, undefined];
+  diskFiles[volatileNode] = disk.dev.loopDevice;
+  const cluster = track(await LocalCluster.start({ nodes: 3, dir, diskSizeBytes: 512 * MIB, leaseTtlS: 2, diskFiles }));
   cleanup.add("cluster", () => cluster.stop());
   const n1 = cluster.client(0);
   await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
@@ -166,12 +175,12 @@ describe("disk faults under a replicated volume", () => {
       sizeBytes: 512 * MIB,
       dir: devDir.path,
       random: seededRandom(seed),
-      loop: false,
     };
-    const { cluster, disk } = await clusterWithVolatileNode3(cleanup, {
-      ...medium,
-      latency: { kind: "slow", minMs: 0, maxMs: 2 },
-    });
+    const { cluster, disk } = await clusterWithVolatileNode(
+      cleanup,
+      { ...medium, latency: { kind: "slow", minMs: 0, maxMs: 2 } },
+      2,
+    );
     const n1 = cluster.client(0);
     const address = cluster.nodes[0]?.nbdAddress as string;
     const record: AckRecord = { lastAcked: new Map(), lastSent: new Map() };
@@ -182,14 +191,7 @@ describe("disk faults under a replicated volume", () => {
     // The last writes before the cut go where nothing is written later and no FLUSH follows: every
     // replica acknowledged them, node3 still holds them only in caches. After the cut node3 has lost
     // them, and only a rebuild that knows they were unflushed brings them back.
-    const burst = await NbdTestClient.open(address, "db");
-    for (let chunk = half.chunks; chunk < half.chunks + 32; chunk++) {
-      const id = nextId++;
-      record.lastSent.set(chunk, id);
-      expect((await burst.write(chunk * CHUNK, stamp(id))).error).toBe(0);
-      record.lastAcked.set(chunk, id);
-    }
-    burst.close();
+    await writeBurst(address, record, half.chunks, 32);
     const cut = await disk.dev.powerCut();
     await cluster.kill9(2);
     const load = workload(address, record, half);
@@ -197,13 +199,63 @@ describe("disk faults under a replicated volume", () => {
     const stall = load.takeStall();
     await disk.dev.detach();
     disk.dev = await attachVolatileDisk(medium);
-    await cluster.replaceDisk(2, disk.dev.file);
+    await cluster.replaceDisk(2, disk.dev.loopDevice);
     await cluster.startNode(2);
     const healed = await waitForAttachment(n1, allHealthy, 90_000);
     await load.stop();
     const rebuild = healed.replicas.find((r) => r.nodeId === "node3")?.lastRebuild;
     console.log(
       `node3 lost power: disk cache at the cut ${JSON.stringify(cut)}; volume ${degraded.state}, write stall ${stall.writeMs} ms, FLUSH stall ${stall.flushMs} ms; node3 back and rebuilt (${rebuild?.full ? "full" : "incremental"}, ${((rebuild?.bytes ?? 0) / MIB).toFixed(1)} MiB in ${rebuild?.durationMs} ms) while ${load.writes()} writes went on`,
+    );
+    expect([...before.errors, ...load.errors]).toEqual([]);
+    await verifyAcked(address, record);
+    await expectReplicasIdentical(cluster, healed.epoch);
+  }, 180_000);
+
+  it("frontend node's disk loses power (its last writes acknowledged, never flushed, idle for longer than the activity log keeps them) and the node dies: the volume attached on another node holds every acknowledged write; the node returns and is rebuilt until all replicas are identical", async (t) => {
+    if (!canRun({ root: true, tools: TOOLS }, t.task.name)) return t.skip();
+    const seed = testSeed();
+    console.log(`frontend power cut seed=${seed} (rerun with KEELSON_SEED=${seed})`);
+    using devDir = tempDir("keelson-volatile-");
+    await using cleanup = new Cleanup();
+    const medium = {
+      backingFile: path.join(devDir.path, "node1.img"),
+      sizeBytes: 512 * MIB,
+      dir: devDir.path,
+      random: seededRandom(seed),
+    };
+    const { cluster, disk } = await clusterWithVolatileNode(
+      cleanup,
+      { ...medium, latency: { kind: "slow", minMs: 0, maxMs: 2 } },
+      0,
+    );
+    const record: AckRecord = { lastAcked: new Map(), lastSent: new Map() };
+    const half = { firstChunk: 0, chunks: SIZE / CHUNK / 2 };
+    const before = workload(cluster.nodes[0]?.nbdAddress as string, record, half);
+    await new Promise((r) => setTimeout(r, 1000 + seededRandom(seed + 1)() * 1000));
+    await before.stop();
+    // Acknowledged by every replica, never flushed, then idle past ACTIVITY_IDLE_MS: the old
+    // frontend's activity log no longer names these extents, and node1 loses them with its power.
+    await writeBurst(cluster.nodes[0]?.nbdAddress as string, record, half.chunks, 32);
+    await new Promise((r) => setTimeout(r, ACTIVITY_IDLE_MS + 1500));
+    const cut = await disk.dev.powerCut();
+    const cutAt = Date.now();
+    await cluster.kill9(0);
+    const n2 = cluster.client(1);
+    const att = await n2.attachVolume({ name: "db", replicaTimeoutMs: 1000, takeover: true }, { timeoutMs: 15_000 });
+    const address = cluster.nodes[1]?.nbdAddress as string;
+    await verifyAcked(address, record);
+    const rtoMs = Date.now() - cutAt;
+    const load = workload(address, record, half);
+    await disk.dev.detach();
+    disk.dev = await attachVolatileDisk(medium);
+    await cluster.replaceDisk(0, disk.dev.loopDevice);
+    await cluster.startNode(0);
+    const healed = await waitForAttachment(n2, allHealthy, 90_000);
+    await load.stop();
+    const rebuild = healed.replicas.find((r) => r.nodeId === "node1")?.lastRebuild;
+    console.log(
+      `node1 (frontend) lost power: disk cache at the cut ${JSON.stringify(cut)}; attached on node2 at epoch ${att.epoch} (${att.state}), every acknowledged write read back ${rtoMs} ms after the cut; node1 back and rebuilt (${rebuild?.full ? "full" : "incremental"}, ${((rebuild?.bytes ?? 0) / MIB).toFixed(1)} MiB in ${rebuild?.durationMs} ms)`,
     );
     expect([...before.errors, ...load.errors]).toEqual([]);
     await verifyAcked(address, record);
@@ -221,9 +273,8 @@ describe("disk faults under a replicated volume", () => {
       sizeBytes: 512 * MIB,
       dir: devDir.path,
       random: seededRandom(seed),
-      loop: false,
     };
-    const { cluster, disk } = await clusterWithVolatileNode3(cleanup, medium);
+    const { cluster, disk } = await clusterWithVolatileNode(cleanup, medium, 2);
     const n1 = cluster.client(0);
     const address = cluster.nodes[0]?.nbdAddress as string;
     const record: AckRecord = { lastAcked: new Map(), lastSent: new Map() };

@@ -15,17 +15,13 @@ export interface VolatileBlockDeviceOptions {
   random: () => number;
   latency?: DiskLatency;
   maxCachedBytes?: number;
-  /** Attach a loop device on the FUSE file (default); without, the caller attaches its own (a local cluster node). */
-  loop?: boolean;
 }
 
 /** A volatile test disk as a real block device: the disk's NBD export under nbdfuse, a loop device on the FUSE file. */
 export interface VolatileBlockDevice extends AsyncDisposable {
   readonly disk: VolatileDisk;
-  /** `/dev/loopN`: give it to a daemon as its pool ("" when asked for no loop device). */
+  /** `/dev/loopN`: give it to a daemon (or a local cluster node) as its pool. */
   readonly loopDevice: string;
-  /** The disk as a file (nbdfuse's), for a loop device of the caller's. */
-  readonly file: string;
   /** Cuts the disk's power (see {@link VolatileDisk.powerCut}); the block device fails every request after it. */
   powerCut(): Promise<PowerCutReport>;
   /** Detaches the loop device, unmounts nbdfuse and stops the disk (flushing it unless power was cut). Idempotent. */
@@ -71,7 +67,9 @@ export async function attachVolatileDisk(options: VolatileBlockDeviceOptions): P
     const deadline = Date.now() + FUSE_FILE_WAIT_MS;
     while (!fs.existsSync(file) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
     if (!fs.existsSync(file)) throw new Error(`nbdfuse did not expose ${disk.uri} in ${FUSE_FILE_WAIT_MS} ms`);
-    if (options.loop !== false) loopDevice = (await run("losetup", ["--find", "--show", "--direct-io=on", file])).stdout.trim();
+    // Direct I/O from the loop device to the FUSE file: through the FUSE file's page cache, writes are
+    // throttled hard (FUSE's strict dirty limit) and a replica on this disk missed its deadlines.
+    loopDevice = (await run("losetup", ["--find", "--show", "--direct-io=on", file])).stdout.trim();
   } catch (error) {
     await detach();
     throw error;
@@ -79,7 +77,6 @@ export async function attachVolatileDisk(options: VolatileBlockDeviceOptions): P
   return {
     disk,
     loopDevice,
-    file,
     powerCut: () => disk.powerCut(),
     detach,
     [Symbol.asyncDispose]: detach,
