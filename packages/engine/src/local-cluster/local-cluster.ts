@@ -64,6 +64,14 @@ export interface LocalClusterOptions {
    * at the write.
    */
   diskKind?: "loop" | "file";
+  /**
+   * Existing files or block devices to use as disks instead of fresh sparse
+   * files, by node index (a gap gets a fresh one): a test puts a node's pool
+   * on a simulated disk this way (a slow one, or one that loses power). A
+   * file gets a loop device (netns); a block device is the pool itself.
+   * Neither is removed by `stop()`.
+   */
+  diskFiles?: ReadonlyArray<string | undefined>;
   /** Zones to spread the nodes over (node i is in zone i mod zones). Default: one per node. */
   zones?: number;
   /** Seconds of each node's liveness lease. */
@@ -99,6 +107,10 @@ export interface LocalClusterOptions {
 function defaultEtcdDataDir(dir: string): string {
   if (!fs.existsSync("/dev/shm")) return path.join(dir, "etcd");
   return path.join("/dev/shm", `keelson-etcd-${path.basename(dir)}-${process.pid}-${Date.now().toString(36)}`);
+}
+
+function isBlockDevice(file: string): boolean {
+  return fs.statSync(file).isBlockDevice();
 }
 
 /** Brings up a local cluster: etcd and one keelsond per node, each with its own address and disk. */
@@ -197,11 +209,15 @@ export class StartedLocalCluster implements AsyncDisposable {
   async addNode(index: number, options: LocalClusterOptions): Promise<void> {
     const net = this.state.network;
     const address = net ? await addNodeNamespace(net, index) : `127.0.0.${11 + index}`;
-    const diskFile = path.join(options.diskDirs?.[index] ?? this.state.dir, `node${index + 1}.img`);
-    const fd = fs.openSync(diskFile, "w");
-    fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
-    fs.closeSync(fd);
-    const loop = net !== null && (options.diskKind ?? "loop") === "loop";
+    let diskFile = options.diskFiles?.[index];
+    const ownsDisk = diskFile === undefined;
+    if (diskFile === undefined) {
+      diskFile = path.join(options.diskDirs?.[index] ?? this.state.dir, `node${index + 1}.img`);
+      const fd = fs.openSync(diskFile, "w");
+      fs.ftruncateSync(fd, options.diskSizeBytes ?? 1024 ** 3);
+      fs.closeSync(fd);
+    }
+    const loop = net !== null && (options.diskKind ?? "loop") === "loop" && !isBlockDevice(diskFile);
     const loopDevice = loop ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
     const zones = options.zones ?? options.nodes;
     const node: LocalNodeState = {
@@ -214,6 +230,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       nbdSocket: path.join(this.state.dir, `node${index + 1}.nbd.sock`),
       netns: net ? nodeNetNames(net, index).netns : null,
       diskFile,
+      ownsDisk,
       loopDevice,
       pid: 0,
       logFile: path.join(this.state.dir, `node${index + 1}.log`),
@@ -250,6 +267,22 @@ export class StartedLocalCluster implements AsyncDisposable {
       await stopProcess(node.pid, "keelsond", 0).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Moves stopped node `index` to another disk, a file or a block device as
+   * in {@link LocalClusterOptions.diskFiles} (a loop device of its own is
+   * detached): after a simulated disk lost power, it comes back as a new
+   * device holding what survived. Start the node again with `startNode`.
+   */
+  async replaceDisk(index: number, diskFile: string): Promise<void> {
+    const node = this.state.nodes[index] as LocalNodeState;
+    if (node.loopDevice) await sh("losetup", ["-d", node.loopDevice]);
+    node.loopDevice =
+      this.state.network && !isBlockDevice(diskFile) ? (await sh("losetup", ["--find", "--show", diskFile])).trim() : null;
+    node.diskFile = diskFile;
+    node.ownsDisk = false;
+    this.#save();
   }
 
   /**
@@ -345,9 +378,18 @@ export class StartedLocalCluster implements AsyncDisposable {
     if (this.state.etcd.pid) await stopProcess(this.state.etcd.pid, "etcd", STOP_GRACE_MS);
     const problems: string[] = [];
     for (const n of this.state.nodes) {
-      if (n?.loopDevice) await sh("losetup", ["-d", n.loopDevice]).catch((e: Error) => problems.push(e.message));
-      // A disk file outside the cluster's directory (diskDirs) goes with it too, and a file pool's lock.
-      if (n) for (const f of [n.diskFile, `${n.diskFile}.lock`]) fs.rmSync(f, { force: true });
+      if (!n) continue;
+      // Forgotten once detached, so a second stop (a test's cleanup, then its tracker) does not fail on it.
+      if (n.loopDevice) {
+        await sh("losetup", ["-d", n.loopDevice]).then(
+          () => {
+            n.loopDevice = null;
+          },
+          (e: Error) => problems.push(e.message),
+        );
+      }
+      // A disk file this cluster made goes with it (also outside its directory: diskDirs), and a file pool's lock.
+      if (n.ownsDisk) for (const f of [n.diskFile, `${n.diskFile}.lock`]) fs.rmSync(f, { force: true });
     }
     if (this.state.network) problems.push(...(await removeNetwork(this.state.network, this.state.nodes.length)));
     fs.rmSync(this.state.etcd.dataDir, { recursive: true, force: true });

@@ -19,6 +19,7 @@ function netnsState(): LocalClusterState {
     nbdSocket: `/tmp/c/node${i + 1}.nbd.sock`,
     netns: `kn-ab12-${i}`,
     diskFile: `/tmp/c/node${i + 1}.img`,
+    ownsDisk: true,
     loopDevice: `/dev/loop${i}`,
     pid: 1000 + i,
     logFile: `/tmp/c/node${i + 1}.log`,

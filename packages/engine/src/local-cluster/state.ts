@@ -23,6 +23,8 @@ export interface LocalNodeState {
   netns: string | null;
   /** The file behind the node's disk, and the loop device on it (netns mode). */
   diskFile: string;
+  /** The cluster made the disk file (and removes it); false for a disk a test gave it. */
+  ownsDisk: boolean;
   loopDevice: string | null;
   pid: number;
   logFile: string;
@@ -91,6 +93,7 @@ const NODE_FIELDS: Record<keyof LocalNodeState, FieldKind> = {
   nbdSocket: "string",
   netns: "string|null",
   diskFile: "string",
+  ownsDisk: "boolean",
   loopDevice: "string|null",
   pid: "number",
   logFile: "string",
