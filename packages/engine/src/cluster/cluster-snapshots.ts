@@ -93,16 +93,16 @@ export async function createReplicatedSnapshot(
     }
     results = await local.quiesce((ids) => onReplicas(ids.filter((id) => nodes.some((n) => n.nodeId === id))));
   } else {
-    const log = await gatherActivityLogs(m, await getClusterVolume(m, req.volume));
-    if (log === "all" || log.length > 0) {
+    const record = await getClusterVolume(m, req.volume);
+    const { plan, answered } = await gatherActivityLogs(m, record);
+    if (plan === "all" || plan.length > 0) {
       throw new KeelsonError({
         code: "UNAVAILABLE",
         message: `volume ${req.volume}: its last writer did not detach cleanly, so its replicas may differ; attach it (that resyncs them) and snapshot again`,
       });
     }
-    const record = await getClusterVolume(m, req.volume);
-    const up = record.inSync.filter((id) => nodes.find((n) => n.nodeId === id)?.alive);
-    results = await onReplicas(up);
+    // Only the replicas whose log was read: one that did not answer may differ where only its log says.
+    results = await onReplicas(record.inSync.filter((id) => answered.includes(id)));
   }
   const taken = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const first = taken[0];

@@ -3,6 +3,7 @@ import { type ClusterVolumeRecord, minInSyncOf } from "../metadata/index.js";
 import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { type FrontendHooks, ReplicatedVolume } from "../replication/replicated-volume.js";
+import type { ResyncPlan } from "../replication/resync.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
@@ -66,13 +67,15 @@ const READER_ATTEMPTS = 3;
  * first to resync them, then detached cleanly.
  */
 async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
-  const plan = await gatherActivityLogs(m, await getClusterVolume(m, name));
-  if (plan === "all" || plan.length > 0) {
+  let logs = await gatherActivityLogs(m, await getClusterVolume(m, name));
+  if (isDirty(logs.plan)) {
     const writer = await openWriter(m, name, o);
     const deadline = Date.now() + RECOVERY_DEADLINE_MS;
     while (writer.resyncing && writer.serving && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const { clean } = await writer.detach(false);
-    if (!clean) {
+    // A replica that did not answer before may answer now with a log of its own.
+    if (clean) logs = await gatherActivityLogs(m, await getClusterVolume(m, name));
+    if (!clean || isDirty(logs.plan)) {
       throw new KeelsonError({
         code: "UNAVAILABLE",
         message: `volume ${name}: its last writer did not detach cleanly and its replicas could not be made equal; retry`,
@@ -88,7 +91,9 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
     epoch,
     record.replicas.map((nodeId) => {
       const node = nodes.find((n) => n.nodeId === nodeId);
-      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: node?.alive === true && record.inSync.includes(nodeId) };
+      // Only replicas whose log was read: one that did not answer may differ where only its log says.
+      const inSync = node?.alive === true && record.inSync.includes(nodeId) && logs.answered.includes(nodeId);
+      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync };
     }),
     m.nodeId,
     {
@@ -98,6 +103,10 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
       ...(o.openLocal ? { openLocal: o.openLocal } : {}),
     },
   );
+}
+
+function isDirty(plan: ResyncPlan): boolean {
+  return plan === "all" || plan.length > 0;
 }
 
 /** A writable frontend for the leader's repair of a volume attached nowhere (see idle-repair.ts). */
@@ -243,8 +252,8 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number): Front
     prepareReplica: async (nodeId) => {
       const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
       if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
-      await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
-      return { nodeId, nbdAddress: node.nbdAddress };
+      const fenced = await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
+      return { nodeId, nbdAddress: node.nbdAddress, keptLog: fenced.activityLog };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,
     snapshots: snapshotChain(m, name),

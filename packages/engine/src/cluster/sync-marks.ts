@@ -31,17 +31,21 @@ const GATHER_TIMEOUT_MS = 2_000;
 /**
  * Gathers the activity logs of the volume's in-sync replicas on live nodes
  * (without fencing anyone: for a reader or a snapshot, which must know
- * whether the last writer left the replicas different) and returns their
- * plan (see {@link resyncPlanOf}). Replicas that do not answer are left out:
- * only those that answer would be read from.
+ * whether the last writer left the replicas different): their plan (see
+ * {@link resyncPlanOf}) and the nodes that answered. Only those may be read
+ * from: one that did not answer may differ where only its own log says.
  */
-export async function gatherActivityLogs(m: ClusterMembership, record: ClusterVolumeRecord): Promise<ResyncPlan> {
+export async function gatherActivityLogs(
+  m: ClusterMembership,
+  record: ClusterVolumeRecord,
+): Promise<{ plan: ResyncPlan; answered: string[] }> {
   const nodes = await m.nodes();
   const holders = record.inSync.flatMap((id) => nodes.filter((n) => n.nodeId === id && n.alive));
   const answers = await Promise.allSettled(
     holders.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name: record.name, replicaOnly: true }), GATHER_TIMEOUT_MS)),
   );
-  return resyncPlanOf(answers.flatMap((a) => (a.status === "fulfilled" ? [a.value.activityLog] : [])));
+  const answered = holders.filter((_, i) => answers[i]?.status === "fulfilled").map((n) => n.nodeId);
+  return { plan: resyncPlanOf(answers.flatMap((a) => (a.status === "fulfilled" ? [a.value.activityLog] : []))), answered };
 }
 
 /** Attempts of the compare-and-swap that takes a replica out of sync. */

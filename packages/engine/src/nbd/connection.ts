@@ -286,7 +286,8 @@ export class Connection {
     if (length > MAX_ACTIVITY_PAYLOAD_BYTES) {
       this.#discardLeft = length;
       this.#state = length > 0 ? "discard" : "header";
-      return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", tooLarge(length));
+      const detail = `an activity log save of ${length} bytes exceeds the maximum of ${MAX_ACTIVITY_PAYLOAD_BYTES}`;
+      return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", detail);
     }
     let refusal: Refusal | null = null;
     if (this.export.saveActivity === undefined) {

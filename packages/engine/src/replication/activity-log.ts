@@ -8,6 +8,13 @@ export const ACTIVITY_IDLE_MS = 2_000;
 /** What the log holds: the extents that may differ between replicas, or all of them. */
 export type ActivityExtents = readonly number[] | "all";
 
+/** An activity log as a replica keeps it: what a frontend reads of it. */
+export interface KeptActivityLog {
+  extentBytes: number;
+  all: boolean;
+  extents: readonly number[];
+}
+
 /** Where the log is kept: on every replica that takes writes, under the attachment's epoch. */
 export type SaveActivity = (extents: ActivityExtents) => Promise<void>;
 

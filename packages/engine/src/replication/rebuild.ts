@@ -74,6 +74,8 @@ export interface RebuildHost {
   read(offset: number, length: number): Promise<Buffer>;
   /** Records every unrecorded fault in etcd (throws when it cannot); resolves with those the record keeps in sync for the quorum. */
   recordFaults(): Promise<string[]>;
+  /** Saves the activity log on every replica taking writes (faulting those that cannot keep it). */
+  saveActivity(): Promise<void>;
   /** Records a rebuilt replica in sync. */
   recordInSync(nodeId: string): Promise<void>;
   /** Fences a returning replica at this epoch and connects to it. */
@@ -181,10 +183,17 @@ export class Rebuilder {
       if (r.is !== state || host.closed) return;
       await client.flush();
       if (snapshots !== null) await this.#checkSnapshots(r.nodeId, snapshots);
-      await host.recordInSync(r.nodeId);
+      // It took writes since before this save began but holds no log naming them: it must, before it
+      // counts as in sync, or a failover reaching it could miss an extent in flight.
+      await host.saveActivity();
+      if (r.is !== state) return; // it could not keep the log: faulted
+      // In the record from the moment it is asked for: a fault from now on must be recorded (and the
+      // outcome of a record that fails is unknown).
       r.inRecord = true;
-      // A replica the record kept in sync (held for the quorum) has nothing left to record.
-      host.replicas.unrecorded.delete(r.nodeId);
+      await host.recordInSync(r.nodeId);
+      // A replica the record kept in sync (held for the quorum) has nothing left to record, unless it
+      // faulted while it was being recorded.
+      if (r.is === state) host.replicas.unrecorded.delete(r.nodeId);
     } catch (error) {
       if (isStale(error)) host.markFenced();
       if (r.is === state) host.replicas.fault(r, error, 0, null);

@@ -12,7 +12,7 @@ import { seededRandom } from "../testing/random.js";
 import { RebuildThrottle } from "./rebuild-throttle.js";
 import { type OpenOptions, ReplicatedVolume } from "./replicated-volume.js";
 
-const SIZE = 1024 * 1024;
+const SIZE = 8 * 1024 * 1024;
 const BLOCK = 4096;
 
 /**
@@ -62,6 +62,8 @@ class ReorderingReplica implements NbdExport {
   readonly events: string[] = [];
   /** While set, activity log saves fail as a replica whose disk cannot keep them. */
   logRefused = false;
+  /** While set, the replica cannot be opened (its node is away). */
+  away = false;
   saveActivity(payload: Buffer, cb: ExportCallback): void {
     if (this.logRefused) return cb(new KeelsonError({ code: "INTERNAL", message: "metadata write failed" }));
     const log = decodeActivityLog(payload, 1);
@@ -76,12 +78,17 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function twoReplicas(seedA: number, seedB: number, minInSync = 1, extra: Partial<OpenOptions> = {}) {
+async function twoReplicas(
+  seedA: number,
+  seedB: number,
+  minInSync = 1,
+  extra: Partial<OpenOptions> | ((bAddress: string, b: ReorderingReplica) => Partial<OpenOptions>) = {},
+) {
   const a = new ReorderingReplica("rv#1", seedA);
   const b = new ReorderingReplica("rv#1", seedB);
   const catalogB: ExportCatalog = {
     list: () => [],
-    open: (name) => (name === b.name ? b : null),
+    open: (name) => (name === b.name && !b.away ? b : null),
     describe: (name) => (name === b.name ? { sizeBytes: SIZE, readOnly: false, description: "" } : null),
   };
   const server = new NbdServer(catalogB);
@@ -95,7 +102,12 @@ async function twoReplicas(seedA: number, seedB: number, minInSync = 1, extra: P
       { nodeId: "b", nbdAddress: server.tcpAddress, inSync: true },
     ],
     "a",
-    { openLocal: (name) => (name === a.name ? a : null), timeoutMs: 10_000, minInSync, ...extra },
+    {
+      openLocal: (name) => (name === a.name ? a : null),
+      timeoutMs: 10_000,
+      minInSync,
+      ...(typeof extra === "function" ? extra(server.tcpAddress, b) : extra),
+    },
   );
   cleanups.push(() => rv.close());
   return { rv, a, b };
@@ -215,4 +227,64 @@ describe("the activity log, kept on the replicas", () => {
     expect(b.events).toEqual(["log:"]);
     expect(a.events).toEqual(["log:", "log:0", "write:0"]);
   });
+});
+
+describe("a rebuilt replica and the activity log", () => {
+  it("a rebuilt replica that cannot keep the log is not recorded in sync; once it can, it is", async () => {
+    const inSync: string[] = [];
+    const { rv, b } = await twoReplicas(17, 18, 1, (address) => ({
+      hooks: {
+        prepareReplica: async (nodeId) => ({ nodeId, nbdAddress: address }),
+        recordInSync: async (nodeId) => {
+          inSync.push(nodeId);
+        },
+      },
+    }));
+    b.full = true;
+    await rv.write(0, Buffer.alloc(BLOCK, 1), false);
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).toBe("faulted");
+    b.full = false;
+    b.logRefused = true;
+    // Repair passes (1 s apart) reconnect and rebuild it; each ends on the save it cannot keep.
+    await new Promise((r) => setTimeout(r, 3_500));
+    expect(inSync).toEqual([]);
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).not.toBe("healthy");
+    b.logRefused = false;
+    const deadline = Date.now() + 10_000;
+    while (rv.status().find((r) => r.nodeId === "b")?.state !== "healthy" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(inSync).toEqual(["b"]);
+    expect(b.events.at(-1)?.startsWith("log:")).toBe(true);
+  }, 20_000);
+
+  it("an in-sync replica not reached at attach is rebuilt over the extents its own log names, not only those of the logs read then", async () => {
+    // b is in sync but differs from a in extent 1, which only b's own log names; the logs read at
+    // attach (a's) name extent 0 only.
+    const EXTENT = 4 * 1024 * 1024;
+    const { rv, a, b } = await twoReplicas(19, 20, 1, (address, away) => {
+      away.away = true;
+      return {
+        resync: [{ offset: 0, length: EXTENT }],
+        hooks: {
+          prepareReplica: async (nodeId) => ({
+            nodeId,
+            nbdAddress: address,
+            keptLog: { extentBytes: EXTENT, all: false, extents: [1] },
+          }),
+        },
+      };
+    });
+    a.data.fill(1);
+    b.data.fill(1, 0, EXTENT);
+    b.data.fill(2, EXTENT);
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).toBe("faulted");
+    b.away = false;
+    const deadline = Date.now() + 10_000;
+    while (rv.status().find((r) => r.nodeId === "b")?.state !== "healthy" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(rv.status().find((r) => r.nodeId === "b")?.state).toBe("healthy");
+    expect(firstDifference(a.data, b.data)).toBe(-1);
+  }, 20_000);
 });

@@ -2,7 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
 import { messageOf } from "../util/errors.js";
-import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog } from "./activity-log.js";
+import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type KeptActivityLog } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
 import { RangeGate } from "./range-gate.js";
 import { isStale, Rebuilder, type SnapshotChain } from "./rebuild.js";
@@ -36,8 +36,11 @@ export interface FrontendHooks {
   recordFault(nodeId: string): Promise<"recorded" | "held">;
   /** Records a rebuilt replica in sync again. */
   recordInSync(nodeId: string): Promise<void>;
-  /** Fences a returning replica at this epoch (so no older frontend writes to it) and says where it is. */
-  prepareReplica(nodeId: string): Promise<ReplicaTarget>;
+  /**
+   * Fences a returning replica at this epoch (so no older frontend writes to
+   * it) and says where it is, with the activity log it keeps.
+   */
+  prepareReplica(nodeId: string): Promise<ReplicaTarget & { keptLog?: KeptActivityLog | undefined }>;
   /** The nodes that should hold replicas now (the leader replaces a lost one). */
   replicaSet(): Promise<readonly string[]>;
   /** Copies the volume's snapshots to a replica before its head is rebuilt; absent: only the head is copied. */
@@ -120,6 +123,8 @@ export class ReplicatedVolume {
   rebuildsCompleted = 0;
   /** Activity log saves started: each replica keeps only the newest it got. */
   #activitySaves = 0;
+  /** The last recording of a rebuilt replica in sync (settled): a fault is recorded only after it. */
+  #recordingInSync: Promise<void> = Promise.resolve();
   #closed = false;
   /** Set once etcd said a newer attachment exists: this frontend serves nothing more. */
   #fenced = false;
@@ -170,15 +175,24 @@ export class ReplicatedVolume {
       },
       read: (offset, length) => this.read(offset, length),
       recordFaults: () => this.#recordFaults(),
-      recordInSync: async (nodeId) => {
-        // It took writes since before this save began, but no log until now: it must hold the log
-        // before it counts as in sync, or a failover reaching it could miss an extent in flight.
-        await this.#activity.saveNow();
-        await this.#hooks.recordInSync(nodeId);
+      saveActivity: () => this.#activity.saveNow(),
+      recordInSync: (nodeId) => {
+        const recording = this.#hooks.recordInSync(nodeId);
+        // A fault recorded meanwhile must land after it (see #recordFaults).
+        this.#recordingInSync = recording.catch(() => undefined);
+        return recording;
       },
       connect: async (nodeId) => {
         const target = await this.#hooks.prepareReplica(nodeId);
-        return connectReplica(target, `${this.name}#${this.epoch}`, this.#localNodeId, this.#timeoutMs, this.#openLocal);
+        const client = await connectReplica(
+          target,
+          `${this.name}#${this.epoch}`,
+          this.#localNodeId,
+          this.#timeoutMs,
+          this.#openLocal,
+        );
+        this.#addKeptLog(nodeId, target.keptLog);
+        return client;
       },
       snapshots: this.#hooks.snapshots,
       rebuilt: (r) => {
@@ -304,6 +318,21 @@ export class ReplicatedVolume {
     if (kept === 0) throw this.#unavailable();
   }
 
+  /**
+   * A returning replica's own activity log names extents it may differ in
+   * that no log this frontend read names (it was not reached at attach, or
+   * was held out of the writes): they join what its rebuild copies.
+   */
+  #addKeptLog(nodeId: string, log: KeptActivityLog | undefined): void {
+    const r = this.#replicas.find(nodeId);
+    if (!log || r?.is.state !== "faulted" || r.is.missing === null) return;
+    if (log.all) {
+      r.is.missing = null;
+      return;
+    }
+    for (const e of log.extents) r.is.missing.addRange(e * log.extentBytes, log.extentBytes);
+  }
+
   /** Still serving: not closed, and not fenced by a newer attachment. */
   get serving(): boolean {
     return !this.#closed && !this.#fenced;
@@ -392,6 +421,9 @@ export class ReplicatedVolume {
    * recorded, but no write they miss may be acknowledged.
    */
   async #recordFaults(): Promise<string[]> {
+    // A replica being recorded in sync that faulted meanwhile: taking it out of the set before that
+    // record lands would be undone by it, and a write it missed acknowledged.
+    await this.#recordingInSync;
     const held: string[] = [];
     for (const nodeId of [...this.#replicas.unrecorded]) {
       let outcome: "recorded" | "held";

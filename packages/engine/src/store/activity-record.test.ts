@@ -45,7 +45,7 @@ describe("activity log payload", () => {
 });
 
 describe("Pool.saveActivityLog", () => {
-  it("keeps the log with the volume durably; refuses an epoch the volume is fenced past and a save older than the one kept", async () => {
+  it("keeps the log with the volume durably; refuses an epoch the volume is fenced past or not fenced at, and a save older than the one kept", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-activity-"));
     dirs.push(dir);
     const file = path.join(dir, "pool.img");
@@ -56,6 +56,8 @@ describe("Pool.saveActivityLog", () => {
     // A save that arrives late (sequence 1 after 2) is refused, as is a stale epoch.
     await expect(pool.saveActivityLog("db", { epoch: 3, ...log(1, [0, 1]) })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await expect(pool.saveActivityLog("db", { epoch: 2, ...log(9, []) })).rejects.toMatchObject({ code: "EPOCH_STALE" });
+    // Nor under an epoch nobody fenced it at: such a log would outrank every later frontend's.
+    await expect(pool.saveActivityLog("db", { epoch: 99, ...log(1, []) })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await pool.close();
     pool = await Pool.open({ admit: acceptEveryReservation, path: file });
     expect(pool.findVolume("db")?.record.activity).toEqual({ epoch: 3, ...log(2, [4]) });

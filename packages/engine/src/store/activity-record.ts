@@ -19,8 +19,12 @@ export interface ActivityLogRecord {
   extents: number[];
 }
 
-/** Most extents one log names; a frontend with more saves `all` instead (a full resync after a failover, never a lost one). */
-export const MAX_ACTIVITY_EXTENTS = 16_384;
+/**
+ * Most extents one log names (4 GiB of 4 MiB extents written within 2 s): a
+ * frontend with more saves `all` instead (a full resync after a failover,
+ * never a lost one). It bounds the log's size in the pool's catalog.
+ */
+export const MAX_ACTIVITY_EXTENTS = 1_024;
 const HEADER_BYTES = 24;
 /** Largest encoded log: what a replica accepts as the payload of one save. */
 export const MAX_ACTIVITY_RECORD_BYTES = HEADER_BYTES + 4 * MAX_ACTIVITY_EXTENTS;

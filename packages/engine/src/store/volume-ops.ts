@@ -201,6 +201,14 @@ export async function saveActivityLog(core: PoolCore, name: string, log: Activit
       message: `volume ${name} is fenced at epoch ${fenced}; an activity log of epoch ${log.epoch} is stale`,
     });
   }
+  // Only the frontend that fenced this replica keeps a log here: one under an epoch nobody fenced
+  // would outrank every later frontend's saves.
+  if (log.epoch > fenced) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `volume ${name} is fenced at epoch ${fenced}: an activity log of epoch ${log.epoch} needs a fence at that epoch first`,
+    });
+  }
   // A save that lost a race with a newer one of its own frontend (its connection timed out and a
   // new one saved since): taking it would put an older log over the newer one.
   if (!supersedes(log, volume.record.activity)) {

@@ -144,6 +144,9 @@ describe("replicated targets", () => {
     const poolB = await openPool("b");
     await poolA.createVolume({ name: "rv", sizeBytes: 4 * MIB });
     await poolB.createVolume({ name: "rv", sizeBytes: 4 * MIB });
+    // As an attach does: every replica fenced at the frontend's epoch first (its log is kept only then).
+    await poolA.fenceVolume("rv", 1);
+    await poolB.fenceVolume("rv", 1);
     const qosA = new QosManager(queueDepth);
     // As the engine does at start for every volume of its pool: the replica's own QoS state.
     qosA.apply(poolA.getVolume("rv").record.uid, defaultPolicy());
