@@ -1,7 +1,7 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
-import { handleWhen, noop, retry } from "cockatiel";
-import { type ComparatorBuilder, Etcd3, type IWatchResponse, isRecoverableError, type Lease } from "etcd3";
+import { noop } from "cockatiel";
+import { type ComparatorBuilder, Etcd3, type IWatchResponse, type Lease } from "etcd3";
 import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
@@ -36,9 +36,6 @@ export function fromEtcdError(error: unknown): KeelsonError {
   return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
 }
 
-/** Longest one attempt of a unary etcd call may take before it fails (UNAVAILABLE). */
-export const ETCD_CALL_DEADLINE_MS = 4_000;
-
 /** Runs one etcd call, converting its failures with {@link fromEtcdError}. */
 async function etcd<T>(call: () => Promise<T>): Promise<T> {
   try {
@@ -61,16 +58,7 @@ export class EtcdMetadataStore implements MetadataStore {
     this.endpoints = endpoints;
     // No per-host circuit breaker: after 3 failures it refused every call for 5 s, so a node came back
     // that long after etcd did. Callers bound and retry their own calls.
-    // Every unary call has a deadline: an etcd that stops answering (paused, partitioned after the
-    // connection was made) must fail a call, not hang it and everything waiting behind it.
-    this.#client = new Etcd3({
-      hosts: endpoints.split(","),
-      dialTimeout: DIAL_TIMEOUT_MS,
-      // One retry of a call that failed for the connection (a stale one after etcd restarted), not
-      // the client's three: with the deadline that bounds a call at 2 x ETCD_CALL_DEADLINE_MS.
-      faultHandling: { host: () => noop, global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }) },
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
-    });
+    this.#client = new Etcd3({ hosts: endpoints.split(","), dialTimeout: DIAL_TIMEOUT_MS, faultHandling: { host: () => noop } });
   }
 
   /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
