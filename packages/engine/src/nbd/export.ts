@@ -21,7 +21,7 @@ export interface NbdExport {
   /**
    * Keeps a frontend's write-intent log with this replica (the
    * KEELSON_ACTIVITY command's payload, checked by the export); only
-   * replica exports have it. Durable before it calls back.
+   * replica exports have it. Kept before it calls back, on disk soon after.
    */
   saveActivity?(payload: Buffer, cb: ExportCallback): void;
   /** Releases the handle; called once, after the connection's last request completed. */

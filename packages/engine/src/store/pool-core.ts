@@ -33,6 +33,8 @@ import { Snapshot, snapshotExportName, Volume } from "./volume.js";
 
 const debug = createDebug("keelson:store");
 
+/** Longest a change committed "soon" waits for its commit. */
+const COMMIT_SOON_MS = 1_000;
 /** What {@link openPoolCore} needs (the device half of `OpenPoolOptions`). */
 export interface OpenPoolCoreOptions {
   path: string;
@@ -187,6 +189,22 @@ export class PoolCore implements MetadataSource {
   flush(): Promise<void> {
     if (this.closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "pool is closed" }));
     return this.#writer.commit();
+  }
+
+  #commitTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Commits in the background within COMMIT_SOON_MS: for a change that must
+   * reach the disk soon but need not wait for it (a replica's activity log,
+   * which a full commit would make wait for every dirty page of the pool).
+   */
+  commitSoon(): void {
+    if (this.#commitTimer || this.closed) return;
+    this.#commitTimer = setTimeout(() => {
+      this.#commitTimer = null;
+      if (!this.closed) this.flush().catch(() => undefined);
+    }, COMMIT_SOON_MS);
+    this.#commitTimer.unref();
   }
 
   /** A commit started because free extents ran low, or null. */

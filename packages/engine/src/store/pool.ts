@@ -251,7 +251,8 @@ export class Pool {
 
   /**
    * Keeps the write-intent log of the volume's frontend at `log.epoch` with
-   * the volume (durable before it returns): EPOCH_STALE when the volume is
+   * the volume: in its record at once, on disk with the next commit (one
+   * starts within a second, and every FLUSH commits): EPOCH_STALE when the volume is
    * fenced past that epoch, INVALID_ARGUMENT for a save older than the one
    * kept. The next frontend reads it from the volume's record.
    */

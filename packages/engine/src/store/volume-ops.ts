@@ -218,7 +218,14 @@ export async function saveActivityLog(core: PoolCore, name: string, log: Activit
       message: `volume ${name}: activity log save ${log.epoch}/${log.sequence} is older than the one kept (${current.epoch}/${current.sequence})`,
     });
   }
-  return putVolume(core, volume, { ...volume.record, activity: log });
+  // Kept in memory at once (what the next frontend reads from this live replica) and committed
+  // within a second, not before the answer: a commit now would wait for every dirty page of the
+  // pool, and a frontend writing to a new extent waits for this save. On disk it is as durable as
+  // the data it covers, which the frontend's next FLUSH makes durable with it.
+  volume.record = { ...volume.record, activity: log };
+  core.record({ op: "putVolume", volume: volume.record });
+  core.commitSoon();
+  return volume;
 }
 
 /** See `Pool.setVolumeQos`. */
