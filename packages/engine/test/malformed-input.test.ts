@@ -40,11 +40,15 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await bystanderRoundTrip();
-  bystander.close();
-  await d.stop();
+  // The daemon goes whatever the bystander's last round trip says (a failed run must not leave it running).
+  try {
+    await bystanderRoundTrip();
+  } finally {
+    bystander.close();
+    await d.stop();
+    dir[Symbol.dispose]();
+  }
   expect(d.child.exitCode).toBe(0);
-  dir[Symbol.dispose]();
 });
 
 describe("malformed handshake: the prescribed reply or a clean close of that connection only", () => {
