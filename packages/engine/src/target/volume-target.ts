@@ -1,14 +1,13 @@
-import { isKeelsonError, KeelsonError } from "@keelson/sdk";
+import { asWireError } from "../nbd/errno.js";
 import type { ExportCallback, NbdExport } from "../nbd/export.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
-import { messageOf } from "../util/errors.js";
 import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
 import type { BlockIo } from "./block-io.js";
-import { EpochFence, QosStage, staleEpoch } from "./stages.js";
+import { EpochFence, QosStage } from "./stages.js";
 
 /** What counts a target's open handles: a volume, a snapshot or a replicated volume (delete or detach refuses while any is open). */
 export interface HandleCounter {
@@ -114,23 +113,18 @@ export function localVolumeTarget(pool: Pool, volume: Volume, qos: QosManager | 
   });
 }
 
-/** Keeps the write-intent log of the frontend at `epoch` with this replica; EPOCH_STALE once fenced past it. */
+/** Keeps the write-intent log of the frontend at `epoch` with this replica (the pool checks the epoch against its fence). */
 function saveActivity(pool: Pool, volume: Volume, epoch: number, payload: Buffer, cb: ExportCallback): void {
-  if (epoch < (volume.record.epoch ?? 0)) return cb(staleEpoch(volume, epoch));
   let log: ActivityLogRecord;
   try {
     log = decodeActivityLog(payload, epoch);
   } catch (error) {
-    return cb(asKeelsonError(error));
+    return cb(asWireError(error));
   }
   pool.saveActivityLog(volume.name, log).then(
     () => cb(null),
-    (error: unknown) => cb(asKeelsonError(error)),
+    (error: unknown) => cb(asWireError(error)),
   );
-}
-
-function asKeelsonError(error: unknown): KeelsonError {
-  return isKeelsonError(error) ? error : new KeelsonError({ code: "INTERNAL", message: messageOf(error), cause: error });
 }
 
 /** A snapshot of this pool, read-only: no epoch (nothing to fence) and no QoS, as it always was. */
