@@ -31,6 +31,8 @@ export interface JoinOptions {
   log?: Logger;
   /** How this node calls its peers (with its TLS credentials when the cluster runs on TLS). */
   peers: PeerDialer;
+  /** How long {@link ClusterMembership.join} keeps trying while etcd cannot be reached (default {@link DEFAULT_JOIN_TIMEOUT_MS}). */
+  joinTimeoutMs?: number;
 }
 
 function unavailable(message: string, cause: unknown): KeelsonError {
@@ -41,6 +43,14 @@ function unavailable(message: string, cause: unknown): KeelsonError {
 
 /** Delay before trying to take a lost lease again (a partition, an etcd restart). */
 const REJOIN_DELAY_MS = 1000;
+
+/**
+ * How long a starting node keeps trying to join while etcd cannot be reached: etcd starting at the
+ * same time as the node (a reboot), or answering slowly under load, is no reason to fail the start.
+ */
+export const DEFAULT_JOIN_TIMEOUT_MS = 30_000;
+const JOIN_RETRY_FIRST_MS = 250;
+const JOIN_RETRY_MAX_MS = 2_000;
 
 /**
  * This node's place in the cluster: its record and liveness lease in etcd,
@@ -77,19 +87,33 @@ export class ClusterMembership implements AsyncDisposable {
     return this.#leader;
   }
 
-  /** Registers the node, takes its liveness lease and stands for leader. */
+  /**
+   * Registers the node, takes its liveness lease and stands for leader. While etcd cannot be reached
+   * it tries again (backing off) for up to `joinTimeoutMs`, then fails UNAVAILABLE; any other
+   * failure (a corrupt record) fails at once.
+   */
   static async join(options: JoinOptions): Promise<ClusterMembership> {
     const metadata = EtcdMetadataStore.connect(options.endpoints);
     const m = new ClusterMembership(metadata, options);
-    try {
-      const now = Date.now();
-      const record: NodeRecord = { ...options.node, registeredAtMs: now, state: "up", stateSinceMs: now };
-      await metadata.put(refs.node(options.node.nodeId), record);
-      await m.#register();
-      return m;
-    } catch (error) {
-      metadata.close();
-      throw unavailable(`cannot join the cluster at ${options.endpoints}`, error);
+    const giveUpAt = Date.now() + (options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS);
+    let delayMs = JOIN_RETRY_FIRST_MS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const now = Date.now();
+        const record: NodeRecord = { ...options.node, registeredAtMs: now, state: "up", stateSinceMs: now };
+        await metadata.put(refs.node(options.node.nodeId), record);
+        await m.#register();
+        return m;
+      } catch (error) {
+        const failure = unavailable(`cannot join the cluster at ${options.endpoints}`, error);
+        if (failure.code !== "UNAVAILABLE" || Date.now() + delayMs >= giveUpAt) {
+          metadata.close();
+          throw failure;
+        }
+        options.log?.log("warn", "cannot reach etcd yet; trying again", { node: m.nodeId, attempt, error: failure.message });
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        delayMs = Math.min(delayMs * 2, JOIN_RETRY_MAX_MS);
+      }
     }
   }
 

@@ -1,7 +1,14 @@
 import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
-import { noop } from "cockatiel";
-import { type ComparatorBuilder, Etcd3, type IWatchResponse, type Lease } from "etcd3";
+import { handleWhen, noop, retry } from "cockatiel";
+import {
+  type ComparatorBuilder,
+  Etcd3,
+  GRPCDeadlineExceededError,
+  type IWatchResponse,
+  isRecoverableError,
+  type Lease,
+} from "etcd3";
 import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
 import { KEY_PREFIX, keyOf, kindPrefix, LEADER_ELECTION, type RecordKind, type RecordRef, refs } from "./keys.js";
@@ -36,6 +43,12 @@ export function fromEtcdError(error: unknown): KeelsonError {
   return new KeelsonError({ code: "UNAVAILABLE", message: `etcd: ${message}`, cause: error });
 }
 
+/**
+ * Longest one attempt of a unary etcd call may take before it fails (UNAVAILABLE). Not shorter: on a
+ * loaded 2-core CI machine a node's first call, which waits for the connection, took over 4 s.
+ */
+export const ETCD_CALL_DEADLINE_MS = 8_000;
+
 /** Runs one etcd call, converting its failures with {@link fromEtcdError}. */
 async function etcd<T>(call: () => Promise<T>): Promise<T> {
   try {
@@ -58,7 +71,23 @@ export class EtcdMetadataStore implements MetadataStore {
     this.endpoints = endpoints;
     // No per-host circuit breaker: after 3 failures it refused every call for 5 s, so a node came back
     // that long after etcd did. Callers bound and retry their own calls.
-    this.#client = new Etcd3({ hosts: endpoints.split(","), dialTimeout: DIAL_TIMEOUT_MS, faultHandling: { host: () => noop } });
+    // Every unary call has a deadline: an etcd that stops answering (paused, partitioned after the
+    // connection was made) must fail a call, not hang it and everything waiting behind it.
+    this.#client = new Etcd3({
+      hosts: endpoints.split(","),
+      dialTimeout: DIAL_TIMEOUT_MS,
+      // One retry of a call that failed for the connection (a stale one after etcd restarted), not
+      // the client's three; none of a call that ran out its deadline (etcd did not answer in time,
+      // and an immediate second try rarely does better): a call is bounded by ETCD_CALL_DEADLINE_MS.
+      faultHandling: {
+        host: () => noop,
+        global: retry(
+          handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCDeadlineExceededError)),
+          { maxAttempts: 1 },
+        ),
+      },
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+    });
   }
 
   /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
