@@ -113,6 +113,16 @@ class Negotiation {
     this.socket.write(buf);
   }
 
+  /** The export `name` opened, or null when there is none or it is refused (NBD_OPT_EXPORT_NAME cannot say why). */
+  async #open(name: string): Promise<NbdExport | null> {
+    try {
+      return await this.catalog.open(name);
+    } catch (error) {
+      debug("export %s refused: %s", name, messageOf(error));
+      return null;
+    }
+  }
+
   async run(): Promise<NbdExport | null> {
     const greeting = Buffer.alloc(18);
     NBDMAGIC.copy(greeting, 0);
@@ -146,10 +156,10 @@ class Negotiation {
     }
     const data = length > 0 ? await this.reader.read(length) : Buffer.alloc(0);
     debug("option %d (%d bytes)", option, length);
-    return this.dispatch(option, data);
+    return await this.dispatch(option, data);
   }
 
-  dispatch(option: number, data: Buffer): NbdExport | "continue" | "abort" {
+  async dispatch(option: number, data: Buffer): Promise<NbdExport | "continue" | "abort"> {
     switch (option) {
       case Option.EXPORT_NAME:
         return this.exportName(data);
@@ -157,7 +167,7 @@ class Negotiation {
         this.send(optionReply(option, OptionReply.ACK));
         return "abort";
       case Option.LIST:
-        this.list(data);
+        await this.list(data);
         return "continue";
       case Option.INFO:
       case Option.GO:
@@ -171,8 +181,8 @@ class Negotiation {
     }
   }
 
-  exportName(data: Buffer): NbdExport | "abort" {
-    const exp = this.catalog.open(data.toString("utf8"));
+  async exportName(data: Buffer): Promise<NbdExport | "abort"> {
+    const exp = await this.#open(data.toString("utf8"));
     // Old-style export selection has no way to report an error: the protocol says close.
     if (!exp) return "abort";
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
@@ -192,12 +202,12 @@ class Negotiation {
     this.send(optionReply(Option.STRUCTURED_REPLY, OptionReply.ACK));
   }
 
-  list(data: Buffer): void {
+  async list(data: Buffer): Promise<void> {
     if (data.length !== 0) {
       this.send(errorReply(Option.LIST, OptionReply.ERR_INVALID, "NBD_OPT_LIST takes no data"));
       return;
     }
-    for (const { name } of this.catalog.list()) {
+    for (const { name } of await this.catalog.list()) {
       const n = Buffer.from(name, "utf8");
       const payload = Buffer.alloc(4 + n.length);
       payload.writeUInt32BE(n.length, 0);
@@ -207,19 +217,32 @@ class Negotiation {
     this.send(optionReply(Option.LIST, OptionReply.ACK));
   }
 
-  infoOrGo(option: number, data: Buffer): NbdExport | "continue" {
+  async infoOrGo(option: number, data: Buffer): Promise<NbdExport | "continue"> {
     const req = parseInfoRequest(data);
     if (!req) {
       this.send(errorReply(option, OptionReply.ERR_INVALID, "malformed NBD_OPT_INFO/NBD_OPT_GO data"));
       return "continue";
     }
-    const info = this.catalog.describe(req.name);
+    let info: Awaited<ReturnType<ExportCatalog["describe"]>>;
+    try {
+      info = await this.catalog.describe(req.name);
+    } catch (error) {
+      // A refusal (not this client's export, an epoch etcd does not hold): said, and the client may go on.
+      this.send(errorReply(option, OptionReply.ERR_POLICY, messageOf(error)));
+      return "continue";
+    }
     if (!info) {
       this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
       return "continue";
     }
     // Open before replying to GO so that the size we report is the one we serve.
-    const exp = option === Option.GO ? this.catalog.open(req.name) : null;
+    let exp: NbdExport | null = null;
+    try {
+      exp = option === Option.GO ? await this.catalog.open(req.name) : null;
+    } catch (error) {
+      this.send(errorReply(option, OptionReply.ERR_POLICY, messageOf(error)));
+      return "continue";
+    }
     if (option === Option.GO && !exp) {
       this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
       return "continue";
