@@ -5,6 +5,7 @@ import {
   type ControlTls,
   DEFAULT_GRPC_ADDRESS,
   DEFAULT_NBD_ADDRESS,
+  DEFAULT_REPLICA_PORT,
   startEngine,
   validateOvercommitPercent,
   writeReadyFile,
@@ -30,7 +31,11 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
   --metrics-listen ADDR  Prometheus /metrics over HTTP, host:port (default: not served)
   --etcd URLS            join the cluster whose metadata is in this etcd (comma-separated client URLs)
-  --storage-address HOST address for replica traffic (default: the control address's host)
+  --storage-address HOST address for replica traffic (default: the control address's host):
+                         this node serves its replicas there and connects to its peers' from it
+  --replica-listen ADDR  the replica protocol's listener, host:port (default: the storage
+                         address, port ${DEFAULT_REPLICA_PORT}); engines only, over mutual TLS
+                         under the cluster CA when --tls-client-ca is given
   --zone ZONE            topology label used to spread replicas
   --lease-ttl SECONDS    liveness lease of this node in etcd (default 5)
   --replace-replica-after SECONDS
@@ -66,6 +71,7 @@ async function main(): Promise<void> {
       "metrics-listen": { type: "string" },
       etcd: { type: "string" },
       "storage-address": { type: "string" },
+      "replica-listen": { type: "string" },
       zone: { type: "string" },
       "lease-ttl": { type: "string" },
       "replace-replica-after": { type: "string" },
@@ -100,6 +106,7 @@ async function main(): Promise<void> {
     metricsAddress: values["metrics-listen"],
     etcdEndpoints: values.etcd,
     storageAddress: values["storage-address"],
+    replicaAddress: values["replica-listen"],
     zone: values.zone,
     leaseTtlS: seconds("--lease-ttl", values["lease-ttl"]),
     replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),

@@ -3,6 +3,7 @@ import createDebug from "debug";
 import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
 import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
+import type { ReplicaDial } from "../replication/replica-client.js";
 import type { PeerDialer } from "./peer-dialer.js";
 
 const debug = createDebug("keelson:cluster");
@@ -31,6 +32,8 @@ export interface JoinOptions {
   log?: Logger;
   /** How this node calls its peers (with its TLS credentials when the cluster runs on TLS). */
   peers: PeerDialer;
+  /** How this node's frontends open replicas on its peers (mutual TLS, the storage address to connect from). */
+  replicaDial?: ReplicaDial;
   /** How long {@link ClusterMembership.join} keeps trying while etcd cannot be reached (default {@link DEFAULT_JOIN_TIMEOUT_MS}). */
   joinTimeoutMs?: number;
 }
@@ -67,6 +70,8 @@ export class ClusterMembership implements AsyncDisposable {
   readonly endpoints: string;
   /** How this node calls its peers' control APIs. */
   readonly peers: PeerDialer;
+  /** How this node's frontends open replicas on its peers. */
+  readonly replicaDial: ReplicaDial;
   readonly #options: JoinOptions;
   /** This node's liveness lease and candidacy; null until registered. */
   #registration: Registration | null = null;
@@ -79,6 +84,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.endpoints = options.endpoints;
     this.nodeId = options.node.nodeId;
     this.peers = options.peers;
+    this.replicaDial = options.replicaDial ?? {};
     this.#options = options;
   }
 

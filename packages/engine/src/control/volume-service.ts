@@ -11,6 +11,7 @@ import type {
 import { readAttachments } from "../cluster/attachments.js";
 import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import { declareInSync } from "../cluster/declare-in-sync.js";
+import { currentEpoch } from "../cluster/epochs.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
@@ -91,7 +92,12 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       return attachmentToWire(ctx, rv);
     }),
     fenceVolume: unary(ctx, "FenceVolume", async (req) => {
-      const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
+      const name = requireString(req.name, "name");
+      // An engine fences a replica at an epoch it took in etcd: one etcd has not granted (a client's
+      // guess near 2^53) would shut the volume's every future writer out, so it is refused.
+      const m = requireCluster(ctx, "fencing a replica");
+      await requireGrantedEpoch(m, name, req.epoch);
+      const v = await pool.fenceVolume(name, req.epoch);
       ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
       return volumeToWire(ctx, v);
     }),
@@ -243,4 +249,14 @@ function replicatedSourceFromWire(
   if (!source) return undefined;
   if ("volumeName" in source) return { volume: source.volumeName };
   return { snapshot: { volume: source.snapshot.volumeName, name: source.snapshot.name } };
+}
+
+/** INVALID_ARGUMENT unless etcd has granted `epoch` for `volume` (it is at most the volume's current epoch there). */
+async function requireGrantedEpoch(m: ClusterMembership, volume: string, epoch: number): Promise<void> {
+  const current = await currentEpoch(m.metadata, volume);
+  if (epoch >= 1 && epoch <= current) return;
+  throw new KeelsonError({
+    code: "INVALID_ARGUMENT",
+    message: `epoch: volume ${volume} has no epoch ${epoch} (its current epoch is ${current}); epochs come from the cluster`,
+  });
 }

@@ -9,6 +9,7 @@ import { IdleVolumeRepairer } from "../cluster/idle-repair.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
+import { nodesOf, type ReplicaPeer, replicaAccess } from "../cluster/replica-access.js";
 import { openRepairFrontend } from "../cluster/replicated-attach.js";
 import { SpaceAlertPublisher } from "../cluster/space-alerts.js";
 import { VolumeAttacher } from "../cluster/volume-attacher.js";
@@ -18,15 +19,18 @@ import { nodeService } from "../control/node-service.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
+import type { NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import type { ReplicaDial } from "../replication/replica-client.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
+import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
@@ -38,6 +42,8 @@ export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/
 export const ENGINE_VERSION = "0.1.0";
 export const DEFAULT_GRPC_ADDRESS = "127.0.0.1:7420";
 export const DEFAULT_NBD_ADDRESS = "127.0.0.1:10809";
+/** Port of the replica protocol's listener on the storage address (a cluster node only). */
+export const DEFAULT_REPLICA_PORT = 10810;
 
 /** Options of {@link startEngine}. */
 export interface EngineOptions {
@@ -61,6 +67,8 @@ export interface EngineOptions {
   etcdEndpoints?: string;
   /** Address for replica (storage) traffic; default the control address's host. */
   storageAddress?: string;
+  /** The replica protocol's listener, `host:port` (port 0 picks one); default the storage address and {@link DEFAULT_REPLICA_PORT}. */
+  replicaAddress?: string;
   /** Topology label (zone) of this node. */
   zone?: string;
   /** Seconds the node's liveness lease lives without a keepalive. */
@@ -215,10 +223,77 @@ function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalo
 }
 
 async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
-  const nbd = new NbdServer(catalog);
+  const nbd = new NbdServer((peer) => catalog.forClient(peer));
   teardown.add(() => nbd.close());
   await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
   return nbd;
+}
+
+/** This node's storage address: where its replicas are served and where it connects to its peers' from. */
+function storageHost(options: EngineOptions, grpcAddress: string): string {
+  if (options.storageAddress) return options.storageAddress;
+  // A control API on a unix socket says nothing of the network: loopback, as the NBD default.
+  return grpcAddress.startsWith("unix:")
+    ? "127.0.0.1"
+    : grpcAddress.slice(0, grpcAddress.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+}
+
+/** The cluster CA and this node's certificate, for the replica protocol's mutual TLS; null without TLS. */
+function replicaTls(options: EngineOptions): { cert: Buffer; key: Buffer; ca: Buffer } | null {
+  if (!options.tls?.clientCaFile) return null;
+  return {
+    cert: readPem(options.tls.certFile, "--tls-cert"),
+    key: readPem(options.tls.keyFile, "--tls-key"),
+    ca: readPem(options.tls.clientCaFile, "--tls-client-ca"),
+  };
+}
+
+/** Who a replica connection's peer is: the node its certificate names (it must be a node's: OU=node), or its address. */
+function replicaPeer(peer: NbdPeer): ReplicaPeer {
+  if (peer.via !== "tls") return { certifiedNode: null, address: peer.address };
+  if (peer.subject?.ou !== "node" || !peer.subject.cn) {
+    throw new KeelsonError({
+      code: "PERMISSION_DENIED",
+      message: `the replica protocol is for engines: certificate ${JSON.stringify(peer.subject)} is no node's (OU=node)`,
+    });
+  }
+  return { certifiedNode: peer.subject.cn, address: peer.address };
+}
+
+/**
+ * The replica protocol's listener on the storage address (a cluster node only): peers' frontends open this
+ * node's replicas there, as etcd says they may; over mutual TLS under the cluster CA when the cluster runs on TLS.
+ */
+async function startReplicaServer(
+  pool: Pool,
+  qos: QosManager,
+  membership: () => ClusterMembership | null,
+  options: EngineOptions,
+  listenAt: string,
+  teardown: Teardown,
+): Promise<NbdServer> {
+  const joined = (): ClusterMembership => {
+    const m = membership();
+    if (m) return m;
+    throw new KeelsonError({ code: "UNAVAILABLE", message: "this node has not joined its cluster yet" });
+  };
+  const authority: ReplicaAuthority = {
+    grant: (volume, epoch, peer) => replicaAccess(joined(), volume, epoch, replicaPeer(peer)),
+    isNode: async (peer) => {
+      await nodesOf(joined(), replicaPeer(peer), "snapshot copy");
+    },
+  };
+  const tlsFiles = replicaTls(options);
+  const server = new NbdServer(new ReplicaCatalog(pool, qos, authority).forClient, tlsFiles ? { mutualTls: tlsFiles } : {});
+  teardown.add(() => server.close());
+  await server.listen({ tcp: listenAt });
+  return server;
+}
+
+/** How this node opens replicas on its peers: from its storage address, with its certificate when the cluster runs on TLS. */
+function replicaDial(options: EngineOptions, storage: string): ReplicaDial {
+  const tlsFiles = replicaTls(options);
+  return { localAddress: storage, ...(tlsFiles ? { tls: tlsFiles } : {}) };
 }
 
 /** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
@@ -251,6 +326,10 @@ interface JoinInputs {
   ctx: ControlContext;
   /** The control API's bound address: peers call this node there, so the node record holds it. */
   grpcAddress: string;
+  /** The replica protocol listener's bound address (peers open this node's replicas there). */
+  replicaAddress: string;
+  /** This node's storage address. */
+  storage: string;
   peers: PeerDialer;
   onLeadership: (leader: boolean) => void;
 }
@@ -264,11 +343,13 @@ async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown:
     leaseTtlS: options.leaseTtlS,
     log: ctx.log,
     peers: inputs.peers,
+    replicaDial: replicaDial(options, inputs.storage),
     node: {
       nodeId: ctx.nodeId,
       controlAddress: grpcAddress,
       nbdAddress: ctx.nbd.tcpAddress,
-      storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
+      storageAddress: inputs.storage,
+      replicaAddress: inputs.replicaAddress,
       zone: options.zone ?? "",
       version: ENGINE_VERSION,
     },
@@ -405,9 +486,24 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     let served: ClusterMembership | null = null;
     const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
     const grpcAddress = await startControl(ctx, options, teardown);
+    const storage = storageHost(options, grpcAddress);
+    // Replicas are served before the join too (the node record holds the address); until then every open is refused.
+    let joined: ClusterMembership | null = null;
+    const replicas = options.etcdEndpoints
+      ? await startReplicaServer(
+          pool,
+          qos,
+          () => joined,
+          options,
+          options.replicaAddress ?? `${storage}:${DEFAULT_REPLICA_PORT}`,
+          teardown,
+        )
+      : null;
     let duties: ClusterDuties | null = null;
     const onLeadership = (leader: boolean) => duties?.leadership(leader);
-    const membership = await joinCluster(options, { ctx, grpcAddress, peers, onLeadership }, teardown);
+    const replicaAddress = replicas?.tcpAddress ?? "";
+    const membership = await joinCluster(options, { ctx, grpcAddress, replicaAddress, storage, peers, onLeadership }, teardown);
+    joined = membership;
     if (membership) duties = await startClusterDuties(membership, ctx, { options, space }, teardown);
     // Checked from here on, so that a cluster node's first crossings (a pool found past 80% at start) reach the events too.
     space.start();
@@ -421,6 +517,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
+      replicaAddress,
       metricsAddress,
       etcd: options.etcdEndpoints ?? "",
     });

@@ -9,6 +9,7 @@ export type {
   AttachmentEntry,
   ClusterVolumeRecord,
   DiskRecord,
+  EpochHolderRecord,
   LeftoverRecord,
   NodeRecord,
   RecordTypes,

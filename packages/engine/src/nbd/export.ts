@@ -49,3 +49,16 @@ export interface ExportCatalog {
   /** Describes an export without opening it (NBD_OPT_INFO); null when there is none. */
   describe(name: string): ExportInfo | null | Promise<ExportInfo | null>;
 }
+
+/** Who is at the other end of an NBD connection, as the server knows it. */
+export interface NbdPeer {
+  /** "unix": the unix socket (only its owner, root, can connect); "tcp": plain TCP; "tls": TCP under mutual TLS. */
+  via: "unix" | "tcp" | "tls";
+  /** The remote IP address ("" on a unix socket). */
+  address: string;
+  /** Under mutual TLS, the subject of the client's certificate (CN, OU) as the server verified it; null otherwise. */
+  subject: { cn: string; ou: string } | null;
+}
+
+/** The catalog a server offers each client: the same for all, or one chosen by who the client is. */
+export type CatalogFor = (peer: NbdPeer) => ExportCatalog;

@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { isKeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { messageOf } from "../util/errors.js";
 import type { ExportCatalog, NbdExport } from "./export.js";
@@ -228,7 +229,7 @@ class Negotiation {
       info = await this.catalog.describe(req.name);
     } catch (error) {
       // A refusal (not this client's export, an epoch etcd does not hold): said, and the client may go on.
-      this.send(errorReply(option, OptionReply.ERR_POLICY, messageOf(error)));
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
       return "continue";
     }
     if (!info) {
@@ -240,7 +241,7 @@ class Negotiation {
     try {
       exp = option === Option.GO ? await this.catalog.open(req.name) : null;
     } catch (error) {
-      this.send(errorReply(option, OptionReply.ERR_POLICY, messageOf(error)));
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
       return "continue";
     }
     if (option === Option.GO && !exp) {
@@ -257,6 +258,11 @@ class Negotiation {
     this.send(optionReply(option, OptionReply.ACK));
     return exp ?? "continue";
   }
+}
+
+/** A catalog's refusal as the client reads it: `CODE: why` for a typed error (an engine keeps the code). */
+function refusalText(error: unknown): string {
+  return isKeelsonError(error) ? `${error.code}: ${error.message}` : messageOf(error);
 }
 
 /**

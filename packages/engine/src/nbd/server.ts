@@ -1,9 +1,10 @@
 import fs from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { Connection } from "./connection.js";
-import type { ExportCatalog } from "./export.js";
+import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
 import { negotiate } from "./handshake.js";
 
 const debug = createDebug("keelson:nbd");
@@ -12,6 +13,16 @@ const debug = createDebug("keelson:nbd");
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Connections one server accepts at once; more are refused at accept. */
 export const MAX_CONNECTIONS = 1024;
+
+/**
+ * Mutual TLS from the first byte (the replica protocol between engines): the server's certificate and
+ * key, and the CA every client's certificate must chain to. PEM contents.
+ */
+export interface NbdMutualTls {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
 
 /** Where an NBD server listens. */
 export interface NbdListenOptions {
@@ -46,9 +57,21 @@ function listen(server: net.Server, target: { host: string; port: number } | str
   });
 }
 
-/** Serves an export catalog over NBD on TCP and/or a unix socket. */
+/** The subject of a verified client certificate, or null. */
+function subjectOf(socket: tls.TLSSocket): NbdPeer["subject"] {
+  const subject = socket.getPeerCertificate().subject;
+  const pick = (v: string | string[] | undefined): string => (Array.isArray(v) ? (v[0] ?? "") : (v ?? ""));
+  return subject ? { cn: pick(subject.CN), ou: pick(subject.OU) } : null;
+}
+
+/**
+ * Serves an export catalog over NBD on TCP and/or a unix socket. The catalog
+ * may be chosen per client (by how and from where it connects); with
+ * `mutualTls` the TCP listener takes only clients whose certificate the CA signed.
+ */
 export class NbdServer {
-  readonly #catalog: ExportCatalog;
+  readonly #catalogFor: CatalogFor;
+  readonly #tls: NbdMutualTls | null;
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -60,8 +83,9 @@ export class NbdServer {
   #unixSocket = "";
   #count = 0;
 
-  constructor(catalog: ExportCatalog) {
-    this.#catalog = catalog;
+  constructor(catalog: ExportCatalog | CatalogFor, options: { mutualTls?: NbdMutualTls } = {}) {
+    this.#catalogFor = typeof catalog === "function" ? catalog : () => catalog;
+    this.#tls = options.mutualTls ?? null;
   }
 
   /** `host:port` of the TCP listener, or "". */
@@ -76,30 +100,39 @@ export class NbdServer {
 
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.tcp) {
-      const server = this.#newServer();
+      const server = this.#newServer(this.#tls ? "tls" : "tcp");
       await listen(server, parseHostPort(options.tcp));
       const addr = server.address() as net.AddressInfo;
       this.#tcpAddress = addr.family === "IPv6" ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
     }
     if (options.unixSocket) {
       fs.rmSync(options.unixSocket, { force: true });
-      await listen(this.#newServer(), options.unixSocket);
+      await listen(this.#newServer("unix"), options.unixSocket);
       this.#unixSocket = options.unixSocket;
     }
   }
 
-  #newServer(): net.Server {
-    const server = net.createServer((socket) => this.#accept(socket));
+  #newServer(via: NbdPeer["via"]): net.Server {
+    const server =
+      via === "tls" && this.#tls
+        ? tls.createServer({ ...this.#tls, requestCert: true, rejectUnauthorized: true }, (socket) =>
+            this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: subjectOf(socket) }),
+          )
+        : net.createServer((socket) =>
+            this.#accept(socket, { via, address: via === "unix" ? "" : (socket.remoteAddress ?? ""), subject: null }),
+          );
+    // A client that fails the TLS handshake (no certificate, another CA) never reaches the catalog.
+    server.on("tlsClientError", (e: Error) => debug("TLS handshake refused: %s", e.message));
     server.maxConnections = MAX_CONNECTIONS;
     this.#servers.push(server);
     return server;
   }
 
-  #accept(socket: net.Socket): void {
+  #accept(socket: net.Socket, peer: NbdPeer): void {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
-    negotiate(socket, this.#catalog).then((result) => {
+    negotiate(socket, this.#catalogFor(peer)).then((result) => {
       clearTimeout(timer);
       this.#handshaking.delete(socket);
       if (!result) {

@@ -1,4 +1,5 @@
 import net from "node:net";
+import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
 import {
   ClientFlag,
@@ -33,6 +34,60 @@ import { messageOf } from "../util/errors.js";
 export const MAX_REPLICA_INFLIGHT = 128;
 /** Time to connect and negotiate. */
 const CONNECT_TIMEOUT_MS = 5_000;
+
+/** Codes a replica server's refusal (NBD_REP_ERR_POLICY, its message `CODE: why`) keeps on this side. */
+const REFUSAL_CODES = ["EPOCH_STALE", "PERMISSION_DENIED"] as const;
+
+/** The typed error of an option error reply: ERR_UNKNOWN is a replica unknown or fenced past the epoch. */
+function refusal(exportName: string, type: number, data: Buffer): KeelsonError {
+  if (type === OptionReply.ERR_UNKNOWN) {
+    return new KeelsonError({
+      code: "EPOCH_STALE",
+      message: `replica refused export ${exportName}: unknown or fenced at a newer epoch`,
+    });
+  }
+  const said = data.toString("utf8", 0, Math.min(data.length, 1024));
+  const code = REFUSAL_CODES.find((c) => type === OptionReply.ERR_POLICY && said.startsWith(`${c}: `)) ?? "UNAVAILABLE";
+  return new KeelsonError({ code, message: `replica refused export ${exportName} (reply ${type - 2 ** 31}): ${said}` });
+}
+
+/** How an engine dials its peers' replica listeners. */
+export interface ReplicaDial {
+  /** Mutual TLS under the cluster CA (PEM contents): this node's certificate and key, and the CA peers' certificates chain to. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** The local address to connect from: this node's storage address (peers without TLS know a node by it). */
+  localAddress?: string;
+}
+
+/** Opens the socket to `address` (`host:port` or a unix socket path) as `dial` says; resolves once it may carry NBD. */
+function dialSocket(address: string, dial: ReplicaDial, what: string, failure: (m: string) => KeelsonError): Promise<net.Socket> {
+  const unix = address.startsWith("/");
+  const at = address.lastIndexOf(":");
+  const host = address.slice(0, at).replace(/^\[|\]$/g, "");
+  const port = Number(address.slice(at + 1));
+  const local = dial.localAddress ? { localAddress: dial.localAddress } : {};
+  const socket: net.Socket = unix
+    ? net.connect(address)
+    : dial.tls
+      ? tls.connect({ host, port, ...dial.tls, ...local })
+      : net.connect({ host, port, ...local });
+  if (!unix) socket.setNoDelay(true);
+  return new Promise<net.Socket>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(failure(`no connection in ${CONNECT_TIMEOUT_MS} ms`));
+    }, CONNECT_TIMEOUT_MS);
+    socket.once(dial.tls && !unix ? "secureConnect" : "connect", () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(replicaError("closed", `${what}: ${messageOf(e)}`));
+    });
+  });
+}
 /** Largest error chunk payload accepted: errno, message length, the longest message, an offset. */
 const MAX_ERROR_CHUNK_BYTES = ERROR_PREFIX_BYTES + MAX_ERROR_MESSAGE_BYTES + 8;
 
@@ -121,35 +176,24 @@ export class ReplicaClient {
     return this.#pending.size;
   }
 
-  /** Connects to `host:port` (or a unix socket path) and opens export `exportName` (e.g. `VOLUME#EPOCH`). */
-  static async connect(address: string, exportName: string, timeoutMs: number): Promise<ReplicaClient> {
-    const at = address.lastIndexOf(":");
-    const socket = address.startsWith("/")
-      ? net.connect(address)
-      : net.connect(Number(address.slice(at + 1)), address.slice(0, at));
-    if (!address.startsWith("/")) socket.setNoDelay(true);
-    const reader = new HandshakeReader(socket, `${exportName}@${address}`);
+  /**
+   * Connects to `host:port` (or a unix socket path) and opens export `exportName` (`VOLUME#EPOCH`, or
+   * `VOLUME@SNAPSHOT` to read a snapshot), over mutual TLS when `dial` has it.
+   */
+  static async connect(address: string, exportName: string, timeoutMs: number, dial: ReplicaDial = {}): Promise<ReplicaClient> {
+    const what = `${exportName}@${address}`;
+    const socket = await dialSocket(address, dial, what, (m) => replicaError("timeout", `${what}: ${m}`));
+    const reader = new HandshakeReader(socket, what);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(reader.failure(`no connection in ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
-        socket.once("connect", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        socket.once("error", (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
-      });
       const { sizeBytes, structured } = await negotiate(socket, reader, exportName);
       reader.detach();
-      const client = new ReplicaClient(socket, `${exportName}@${address}`, sizeBytes, timeoutMs, structured);
+      const client = new ReplicaClient(socket, what, sizeBytes, timeoutMs, structured);
       if (reader.rest.length > 0) client.#onData(reader.rest);
       return client;
     } catch (error) {
       socket.destroy();
       if (error instanceof KeelsonError) throw error;
-      throw replicaError("closed", `${exportName}@${address}: ${messageOf(error)}`);
+      throw replicaError("closed", `${what}: ${messageOf(error)}`);
     }
   }
 
@@ -397,12 +441,7 @@ async function negotiate(
       return { sizeBytes, structured };
     }
     if (type === OptionReply.INFO && data.length >= 12 && data.readUInt16BE(0) === 0) sizeBytes = Number(data.readBigUInt64BE(2));
-    else if (type >= 2 ** 31) {
-      throw new KeelsonError({
-        code: type === OptionReply.ERR_UNKNOWN ? "EPOCH_STALE" : "UNAVAILABLE",
-        message: `replica refused export ${exportName} (reply ${type - 2 ** 31}${type === OptionReply.ERR_UNKNOWN ? ": unknown or fenced at a newer epoch" : ""})`,
-      });
-    }
+    else if (type >= 2 ** 31) throw refusal(exportName, type, data);
   }
   throw r.failure("too many option replies");
 }

@@ -131,7 +131,7 @@ const faulted = (nodeId: string) => (a: Attachment) => a.replicas.find((r) => r.
 
 async function expectReplicasIdentical(cluster: StartedLocalCluster, epoch: number): Promise<void> {
   const images: Buffer[] = [];
-  for (const n of cluster.nodes) images.push(await readAll(n.nbdAddress, `db#${epoch}`, SIZE));
+  for (const n of cluster.nodes) images.push(await readAll(n.nbdSocket, `db#${epoch}`, SIZE));
   for (let k = 1; k < images.length; k++) {
     expect((images[k] as Buffer).equals(images[0] as Buffer), `replica on node${k + 1} differs`).toBe(true);
   }

@@ -65,7 +65,7 @@ async function waitFor(client: KeelsonClient, ok: (a: Attachment) => boolean, wh
 const healthy = (a: Attachment) => a.state === "healthy" && a.replicas.every((r) => r.state === "healthy");
 
 async function expectReplicasEqual(cluster: StartedLocalCluster, epoch: number): Promise<void> {
-  const images = await Promise.all(cluster.nodes.map((n) => readAll(n.nbdAddress, `db#${epoch}`, SIZE)));
+  const images = await Promise.all(cluster.nodes.map((n) => readAll(n.nbdSocket, `db#${epoch}`, SIZE)));
   for (const [k, image] of images.entries()) expect(image.equals(images[0] as Buffer), `node${k + 1}'s replica`).toBe(true);
 }
 
@@ -200,7 +200,7 @@ describe("partitions that leave etcd reachable", () => {
     expect(await writeAndFlush(cluster, 1, 2, 3)).toEqual([0, 0]);
     const healed = await waitFor(n2, (a) => a.replicas.find((r) => r.nodeId === "node3")?.state === "healthy", "node3 rebuilt");
     const images = await Promise.all(
-      [1, 2].map((i) => readAll(cluster.nodes[i]?.nbdAddress as string, `db#${healed.epoch}`, SIZE)),
+      [1, 2].map((i) => readAll(cluster.nodes[i]?.nbdSocket as string, `db#${healed.epoch}`, SIZE)),
     );
     expect((images[0] as Buffer).equals(images[1] as Buffer), "node2's and node3's replicas").toBe(true);
   }, 180_000);

@@ -4,6 +4,7 @@ import { type Attachment, isKeelsonError, type KeelsonClient, type KeelsonEvent 
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
 import { ReplicaClient } from "../../src/replication/replica-client.js";
+import { writeReplicaAsNode } from "../helpers/as-node.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
@@ -130,7 +131,7 @@ async function waitForAttachment(
 /** Every replica's bytes, read on its own node under the current epoch, must be the same. */
 async function expectReplicasIdentical(cluster: StartedLocalCluster, nodeIndexes: number[], epoch: number): Promise<void> {
   const images: Buffer[] = [];
-  for (const i of nodeIndexes) images.push(await readAll(cluster.nodes[i]?.nbdAddress as string, `db#${epoch}`));
+  for (const i of nodeIndexes) images.push(await readAll(cluster.nodes[i]?.nbdSocket as string, `db#${epoch}`));
   for (let k = 1; k < images.length; k++) {
     expect((images[k] as Buffer).equals(images[0] as Buffer), `replica on node${(nodeIndexes[k] as number) + 1} differs`).toBe(
       true,
@@ -270,9 +271,7 @@ describe("synchronous replication", () => {
     expect((await front.write(torn, stamp(2))).error).toBe(0);
     front.close();
     // As if node1 had sent its next write to node3 and died before node2 got it.
-    const onNode3 = await ReplicaClient.connect(cluster.nodes[2]?.nbdAddress as string, "db#1", 5_000);
-    await onNode3.write(torn + CHUNK, stamp(99), false);
-    onNode3.close();
+    await writeReplicaAsNode(cluster, 0, 2, "db#1", torn + CHUNK, stamp(99));
     await cluster.kill9(0);
     const att = await cluster
       .client(1)
