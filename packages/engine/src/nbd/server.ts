@@ -2,6 +2,7 @@ import fs from "node:fs";
 import net from "node:net";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { ExportCatalog } from "./export.js";
 import { negotiate } from "./handshake.js";
@@ -46,9 +47,17 @@ function listen(server: net.Server, target: { host: string; port: number } | str
   });
 }
 
+/** Settings of an NBD server. */
+export interface NbdServerOptions {
+  /** Bytes of request payloads and reply buffers all connections may hold at once (default {@link DEFAULT_NBD_BUFFER_BYTES}). */
+  bufferBytes?: number;
+}
+
 /** Serves an export catalog over NBD on TCP and/or a unix socket. */
 export class NbdServer {
   readonly #catalog: ExportCatalog;
+  /** Shared by every connection: what bounds the memory that clients (and replica peers) can make this server hold. */
+  readonly #budget: ByteBudget;
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -60,8 +69,19 @@ export class NbdServer {
   #unixSocket = "";
   #count = 0;
 
-  constructor(catalog: ExportCatalog) {
+  constructor(catalog: ExportCatalog, options: NbdServerOptions = {}) {
     this.#catalog = catalog;
+    this.#budget = new ByteBudget(options.bufferBytes ?? DEFAULT_NBD_BUFFER_BYTES);
+  }
+
+  /** Bytes of request payloads and reply buffers held now, all connections together. */
+  get bufferedBytes(): number {
+    return this.#budget.usedBytes;
+  }
+
+  /** The most that `bufferedBytes` may reach (a single larger request aside). */
+  get bufferLimitBytes(): number {
+    return this.#budget.limitBytes;
   }
 
   /** `host:port` of the TCP listener, or "". */
@@ -111,7 +131,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(socket, result, this.#budget, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });
