@@ -107,7 +107,9 @@ describe("hostile NBD client", () => {
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
-      console.log(`keelsond RSS: idle ${(idleRss / MIB).toFixed(0)} MiB, max under attack ${(maxRss / MIB).toFixed(0)} MiB; ${rounds} good round trips`);
+      console.log(
+        `keelsond RSS: idle ${(idleRss / MIB).toFixed(0)} MiB, max under attack ${(maxRss / MIB).toFixed(0)} MiB; ${rounds} good round trips`,
+      );
     }
     expect(maxRss).toBeLessThan(BOUND_BYTES);
     expect(await bufferedBytes()).toBeLessThanOrEqual(BUDGET_BYTES);

@@ -544,8 +544,7 @@ export class Connection implements BudgetWaiter {
    */
   #throttle(): void {
     if (this.#closing || this.#parsing) return;
-    const stop =
-      this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
+    const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
     if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
     if (stop && !this.#paused) {
       this.#paused = true;
