@@ -18,6 +18,7 @@ import { nodeService } from "../control/node-service.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
+import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
@@ -79,6 +80,12 @@ export interface EngineOptions {
   nbdAddress?: string;
   /** NBD unix socket path. */
   nbdSocket?: string;
+  /**
+   * Bytes of NBD request payloads and reply buffers held at once, all
+   * connections (clients and replica peers) together; past it requests wait
+   * and their connections stop being read. Default 256 MiB.
+   */
+  nbdBufferBytes?: number;
   nodeId?: string;
   log?: Logger;
 }
@@ -215,7 +222,14 @@ function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalo
 }
 
 async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
-  const nbd = new NbdServer(catalog);
+  const bufferBytes = options.nbdBufferBytes;
+  if (bufferBytes !== undefined && !(Number.isSafeInteger(bufferBytes) && bufferBytes > 0)) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `NBD buffer budget of ${bufferBytes} bytes: use a positive number of bytes (default ${DEFAULT_NBD_BUFFER_BYTES})`,
+    });
+  }
+  const nbd = new NbdServer(catalog, { bufferBytes });
   teardown.add(() => nbd.close());
   await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
   return nbd;
@@ -227,10 +241,11 @@ async function startMetrics(
   pool: Pool,
   qos: QosManager,
   space: SpaceWatch,
+  nbd: NbdServer,
   teardown: Teardown,
 ): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm));
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm, nbd));
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -400,7 +415,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());
-    const metricsAddress = await startMetrics(options, pool, qos, space, teardown);
+    const metricsAddress = await startMetrics(options, pool, qos, space, nbd, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
     const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
