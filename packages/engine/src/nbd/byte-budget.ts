@@ -55,7 +55,7 @@ export class ByteBudget {
    * returns false. A waiter waits for one request at a time.
    */
   acquire(bytes: number, waiter: BudgetWaiter): boolean {
-    assert(bytes > 0, `acquire of ${bytes} bytes`);
+    assert(bytes > 0, "acquire of no bytes");
     if (this.#waiting.length === 0 && this.#fits(bytes)) {
       this.#usedBytes += bytes;
       return true;
@@ -67,7 +67,8 @@ export class ByteBudget {
 
   /** Returns bytes taken by `acquire` (or granted to a waiter), and grants what now fits to the waiters in order. */
   release(bytes: number): void {
-    assert(bytes >= 0 && bytes <= this.#usedBytes, `release of ${bytes} bytes with ${this.#usedBytes} held`);
+    // A static message: this runs once per request, and a template would be built on every call.
+    assert(bytes >= 0 && bytes <= this.#usedBytes, "release of more bytes than are held");
     this.#usedBytes -= bytes;
     while (this.#waiting.length > 0) {
       const head = this.#waiting[0] as Waiting;
