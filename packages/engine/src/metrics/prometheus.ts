@@ -98,13 +98,13 @@ function nbdFamilies(nbd: NbdBufferState): Family[] {
   return [
     {
       name: "keelson_nbd_buffered_bytes",
-      help: "Bytes of NBD request payloads and reply buffers held now, all connections together.",
+      help: "Bytes of NBD request payloads and reply buffers held now, all connections (application and replica) together.",
       type: "gauge",
       samples: [[{}, nbd.bufferedBytes]],
     },
     {
       name: "keelson_nbd_buffer_limit_bytes",
-      help: "The NBD byte budget: past it requests wait and their connections stop being read.",
+      help: "The NBD byte budget of application and, apart, of replica connections: past it requests wait.",
       type: "gauge",
       samples: [[{}, nbd.bufferLimitBytes]],
     },

@@ -4,7 +4,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
-import type { ExportCatalog } from "./export.js";
+import type { ExportCatalog, NbdExport } from "./export.js";
 import { negotiate } from "./handshake.js";
 
 const debug = createDebug("keelson:nbd");
@@ -56,8 +56,15 @@ export interface NbdServerOptions {
 /** Serves an export catalog over NBD on TCP and/or a unix socket. */
 export class NbdServer {
   readonly #catalog: ExportCatalog;
-  /** Shared by every connection: what bounds the memory that clients (and replica peers) can make this server hold. */
+  /** Shared by every application connection: what bounds the memory that clients can make this server hold. */
   readonly #budget: ByteBudget;
+  /**
+   * The same bound for replica connections (peers' frontends writing here),
+   * apart: a frontend's requests hold its node's budget while they wait for
+   * replicas on other nodes, so if replica traffic waited on that budget too,
+   * two nodes replicating to each other could each wait for the other.
+   */
+  readonly #replicaBudget: ByteBudget;
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -72,14 +79,15 @@ export class NbdServer {
   constructor(catalog: ExportCatalog, options: NbdServerOptions = {}) {
     this.#catalog = catalog;
     this.#budget = new ByteBudget(options.bufferBytes ?? DEFAULT_NBD_BUFFER_BYTES);
+    this.#replicaBudget = new ByteBudget(options.bufferBytes ?? DEFAULT_NBD_BUFFER_BYTES);
   }
 
-  /** Bytes of request payloads and reply buffers held now, all connections together. */
+  /** Bytes of request payloads and reply buffers held now, all connections together (application and replica). */
   get bufferedBytes(): number {
-    return this.#budget.usedBytes;
+    return this.#budget.usedBytes + this.#replicaBudget.usedBytes;
   }
 
-  /** The most that `bufferedBytes` may reach (a single larger request aside). */
+  /** The limit of each budget (application, replica): `bufferedBytes` stays under twice this, a single larger request per budget aside. */
   get bufferLimitBytes(): number {
     return this.#budget.limitBytes;
   }
@@ -131,10 +139,15 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, this.#budget, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(socket, result, this.#budgetOf(result.export), () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });
+  }
+
+  /** A replica export (it keeps a frontend's write-intent log) draws on the replica budget. */
+  #budgetOf(exp: NbdExport): ByteBudget {
+    return exp.saveActivity ? this.#replicaBudget : this.#budget;
   }
 
   #forget(name: string, conn: Connection): void {
