@@ -10,7 +10,7 @@ const SIZE_BYTES = 64 * MIB;
 
 /** An in-memory export that can hold requests back, and counts what it holds. */
 class HeldExport implements NbdExport {
-  readonly name = "v";
+  readonly name: string = "v";
   readonly description = "test export";
   readonly sizeBytes = SIZE_BYTES;
   readonly readOnly = false;
@@ -57,11 +57,20 @@ class HeldExport implements NbdExport {
   close(): void {}
 }
 
-function catalogOf(exp: HeldExport): ExportCatalog {
+/** A replica export: it keeps a frontend's write-intent log, which is what makes the server see it as one. */
+class ReplicaExport extends HeldExport {
+  override readonly name: string = "replica";
+  saveActivity(_payload: Buffer, cb: ExportCallback): void {
+    cb(null);
+  }
+}
+
+function catalogOf(exp: HeldExport, replica: HeldExport = new ReplicaExport()): ExportCatalog {
+  const open = (name: string): NbdExport | null => (name === exp.name ? exp : name === replica.name ? replica : null);
   return {
     list: () => [],
-    open: (name) => (name === exp.name ? exp : null),
-    describe: (name) => (name === exp.name ? { sizeBytes: SIZE_BYTES, readOnly: false, description: "" } : null),
+    open,
+    describe: (name) => (open(name) ? { sizeBytes: SIZE_BYTES, readOnly: false, description: "" } : null),
   };
 }
 
@@ -87,13 +96,13 @@ class Raw {
     socket.on("error", () => undefined);
   }
 
-  static async open(address: string): Promise<Raw> {
+  static async open(address: string, exportName = "v"): Promise<Raw> {
     const at = address.lastIndexOf(":");
     const socket = net.connect(Number(address.slice(at + 1)), address.slice(0, at));
     await new Promise((resolve) => socket.once("connect", resolve));
     const raw = new Raw(socket);
     await raw.read(18);
-    const name = Buffer.from("v");
+    const name = Buffer.from(exportName);
     const opt = Buffer.alloc(4 + 16 + 4 + name.length + 2);
     opt.writeUInt32BE(3, 0);
     IHAVEOPT.copy(opt, 4);
@@ -165,8 +174,8 @@ async function serve(exp: HeldExport, bufferBytes: number): Promise<NbdServer> {
   return server;
 }
 
-async function client(s: NbdServer): Promise<Raw> {
-  const raw = await Raw.open(s.tcpAddress);
+async function client(s: NbdServer, exportName = "v"): Promise<Raw> {
+  const raw = await Raw.open(s.tcpAddress, exportName);
   raws.push(raw);
   return raw;
 }
@@ -239,6 +248,41 @@ describe("NBD connection back-pressure", () => {
       expect((await good.replies(4, MIB)).length).toBe(4);
     }
     hostile.socket.destroy();
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("a client gone mid-payload, and one gone while waiting for budget: their bytes go back, the next client is served", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, MIB);
+    const a = await client(s);
+    a.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
+    await waitUntil(() => s.bufferedBytes === MIB);
+    expect(s.bufferedBytes).toBe(MIB);
+    const b = await client(s);
+    b.socket.write(readBurst(1, MIB / 2));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.bufferedBytes).toBe(MIB);
+    b.socket.destroy();
+    a.socket.destroy();
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+    const c = await client(s);
+    c.socket.write(readBurst(2, MIB / 2));
+    expect((await c.replies(2, MIB / 2)).length).toBe(2);
+    expect(exp.data[0]).toBe(0);
+  });
+
+  it("replica connections have a budget of their own: with the application budget used up, a replica write still lands", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, MIB);
+    const app = await client(s);
+    app.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
+    await waitUntil(() => s.bufferedBytes === MIB);
+    const peer = await client(s, "replica");
+    peer.socket.write(Buffer.concat([header(1, 7, 0, MIB / 2), Buffer.alloc(MIB / 2, 9)]));
+    expect(await peer.replies(1, 0)).toEqual([7]);
+    app.socket.destroy();
     await waitUntil(() => s.bufferedBytes === 0);
     expect(s.bufferedBytes).toBe(0);
   });
