@@ -26,6 +26,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --grpc-listen ADDR     control API, host:port or unix:/path (default ${DEFAULT_GRPC_ADDRESS})
   --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
   --nbd-socket PATH      NBD over a unix socket
+  --nbd-buffer SIZE      request payloads and reply buffers all NBD connections may hold at once;
+                         past it requests wait and their connections stop being read (default 256M)
   --node-id ID           node identity (default: hostname)
   --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
   --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
       "grpc-listen": { type: "string" },
       "nbd-listen": { type: "string" },
       "nbd-socket": { type: "string" },
+      "nbd-buffer": { type: "string" },
       "node-id": { type: "string" },
       "qos-classes": { type: "string" },
       "disk-queue-depth": { type: "string" },
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
     grpcAddress: values["grpc-listen"],
     nbdAddress: values["nbd-listen"],
     nbdSocket: values["nbd-socket"],
+    nbdBufferBytes: values["nbd-buffer"] === undefined ? undefined : parseSizeBytes(values["nbd-buffer"]),
     nodeId: values["node-id"],
     qosClasses: values["qos-classes"]
       ? parseQosClasses(fs.readFileSync(values["qos-classes"], "utf8"), values["qos-classes"])

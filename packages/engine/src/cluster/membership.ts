@@ -1,9 +1,9 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
+import type { ReplicaDial } from "../replication/replica-client.js";
 import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
-import type { ReplicaDial } from "../replication/replica-client.js";
 import type { PeerDialer } from "./peer-dialer.js";
 
 const debug = createDebug("keelson:cluster");

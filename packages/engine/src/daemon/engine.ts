@@ -19,6 +19,7 @@ import { nodeService } from "../control/node-service.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
+import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
 import type { NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
@@ -87,6 +88,12 @@ export interface EngineOptions {
   nbdAddress?: string;
   /** NBD unix socket path. */
   nbdSocket?: string;
+  /**
+   * Bytes of NBD request payloads and reply buffers held at once, all
+   * connections (clients and replica peers) together; past it requests wait
+   * and their connections stop being read. Default 256 MiB.
+   */
+  nbdBufferBytes?: number;
   nodeId?: string;
   log?: Logger;
 }
@@ -223,7 +230,14 @@ function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalo
 }
 
 async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
-  const nbd = new NbdServer((peer) => catalog.forClient(peer));
+  const bufferBytes = options.nbdBufferBytes;
+  if (bufferBytes !== undefined && !(Number.isSafeInteger(bufferBytes) && bufferBytes > 0)) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `NBD buffer budget of ${bufferBytes} bytes: use a positive number of bytes (default ${DEFAULT_NBD_BUFFER_BYTES})`,
+    });
+  }
+  const nbd = new NbdServer((peer) => catalog.forClient(peer), { bufferBytes });
   teardown.add(() => nbd.close());
   await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
   return nbd;
@@ -284,7 +298,10 @@ async function startReplicaServer(
     },
   };
   const tlsFiles = replicaTls(options);
-  const server = new NbdServer(new ReplicaCatalog(pool, qos, authority).forClient, tlsFiles ? { mutualTls: tlsFiles } : {});
+  const server = new NbdServer(new ReplicaCatalog(pool, qos, authority).forClient, {
+    bufferBytes: options.nbdBufferBytes,
+    ...(tlsFiles ? { mutualTls: tlsFiles } : {}),
+  });
   teardown.add(() => server.close());
   await server.listen({ tcp: listenAt });
   return server;
@@ -302,10 +319,11 @@ async function startMetrics(
   pool: Pool,
   qos: QosManager,
   space: SpaceWatch,
+  nbd: NbdServer,
   teardown: Teardown,
 ): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm));
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm, nbd));
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -481,7 +499,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());
-    const metricsAddress = await startMetrics(options, pool, qos, space, teardown);
+    const metricsAddress = await startMetrics(options, pool, qos, space, nbd, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
     const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);

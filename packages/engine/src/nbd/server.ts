@@ -3,6 +3,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
 import { negotiate } from "./handshake.js";
@@ -64,6 +65,14 @@ function subjectOf(socket: tls.TLSSocket): NbdPeer["subject"] {
   return subject ? { cn: pick(subject.CN), ou: pick(subject.OU) } : null;
 }
 
+/** Settings of an NBD server. */
+export interface NbdServerOptions {
+  /** Bytes of request payloads and reply buffers all connections may hold at once (default {@link DEFAULT_NBD_BUFFER_BYTES}). */
+  bufferBytes?: number;
+  /** Mutual TLS on the TCP listener (the replica protocol). */
+  mutualTls?: NbdMutualTls;
+}
+
 /**
  * Serves an export catalog over NBD on TCP and/or a unix socket. The catalog
  * may be chosen per client (by how and from where it connects); with
@@ -72,6 +81,13 @@ function subjectOf(socket: tls.TLSSocket): NbdPeer["subject"] {
 export class NbdServer {
   readonly #catalogFor: CatalogFor;
   readonly #tls: NbdMutualTls | null;
+  /**
+   * Shared by every connection: what bounds the memory clients can make this server hold. The replica
+   * protocol has a server (and so a budget) of its own: a frontend's requests hold its node's application
+   * budget while they wait for replicas on other nodes, so if replica traffic waited on that budget too,
+   * two nodes replicating to each other could each wait for the other.
+   */
+  readonly #budget: ByteBudget;
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -83,9 +99,20 @@ export class NbdServer {
   #unixSocket = "";
   #count = 0;
 
-  constructor(catalog: ExportCatalog | CatalogFor, options: { mutualTls?: NbdMutualTls } = {}) {
+  constructor(catalog: ExportCatalog | CatalogFor, options: NbdServerOptions = {}) {
     this.#catalogFor = typeof catalog === "function" ? catalog : () => catalog;
     this.#tls = options.mutualTls ?? null;
+    this.#budget = new ByteBudget(options.bufferBytes ?? DEFAULT_NBD_BUFFER_BYTES);
+  }
+
+  /** Bytes of request payloads and reply buffers held now, all connections together. */
+  get bufferedBytes(): number {
+    return this.#budget.usedBytes;
+  }
+
+  /** The budget's limit: `bufferedBytes` stays under it, a single larger request aside. */
+  get bufferLimitBytes(): number {
+    return this.#budget.limitBytes;
   }
 
   /** `host:port` of the TCP listener, or "". */
@@ -144,7 +171,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(socket, result, this.#budget, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });

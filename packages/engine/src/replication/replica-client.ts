@@ -28,10 +28,21 @@ import {
   ReplyType,
   STRUCTURED_REPLY_MAGIC,
 } from "../nbd/structured-reply.js";
+import { ChunkQueue } from "../util/chunk-queue.js";
 import { messageOf } from "../util/errors.js";
 
-/** Requests one replica connection keeps in flight; more wait for a free slot. */
+/** Requests one replica connection keeps in flight; more wait for a free slot, in order. */
 export const MAX_REPLICA_INFLIGHT = 128;
+/**
+ * Requests that may wait for a slot. The frontend's NBD server lets each
+ * connection run 128 requests and bounds their payloads by its byte budget,
+ * so a burst stays far below this; past it a request fails LIMIT_EXCEEDED.
+ */
+export const MAX_REPLICA_QUEUED = 16_384;
+/** Bytes of write payloads and read replies the waiting requests may stand for (above the NBD server's default budget). */
+export const MAX_REPLICA_QUEUED_BYTES = 512 * 1024 * 1024;
+/** Most bytes the handshake may have buffered unread; a peer sending more is not an NBD server we can use. */
+const MAX_HANDSHAKE_BYTES = 1024 * 1024;
 /** Time to connect and negotiate. */
 const CONNECT_TIMEOUT_MS = 5_000;
 
@@ -137,6 +148,23 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** A request waiting for an in-flight slot: what `#send` needs to send it. */
+interface Queued {
+  type: number;
+  flags: number;
+  offset: number;
+  length: number;
+  payload: Buffer | null;
+  replyBytes: number;
+  resolve: (data: Buffer | null) => void;
+  reject: (error: KeelsonError) => void;
+}
+
+/** Bytes a request stands for while it waits: its payload, or the reply it will get. */
+function queuedBytes(q: Queued): number {
+  return (q.payload?.length ?? 0) + q.replyBytes;
+}
+
 /**
  * An NBD client for replica traffic: fixed newstyle negotiation with
  * structured replies (so errors keep their keelson code) and OPT_GO, then
@@ -152,8 +180,14 @@ export class ReplicaClient {
   /** Whether the replica agreed to structured replies; without them errors are bare errnos. */
   readonly #structured: boolean;
   readonly #pending = new Map<bigint, Pending>();
+  /** Requests waiting for an in-flight slot, oldest first (from `#queueHead` on). */
+  #queue: Array<Queued | undefined> = [];
+  #queueHead = 0;
+  /** Bytes the waiting requests stand for (see `queuedBytes`). */
+  #queuedBytes = 0;
   #nextHandle = 1n;
-  #buf: Buffer = Buffer.alloc(0);
+  /** Reply bytes received and not parsed yet. */
+  readonly #rx = new ChunkQueue();
   #closed: KeelsonError | null = null;
 
   private constructor(socket: net.Socket, name: string, sizeBytes: number, timeoutMs: number, structured: boolean) {
@@ -176,6 +210,11 @@ export class ReplicaClient {
     return this.#pending.size;
   }
 
+  /** Requests waiting for an in-flight slot. */
+  get queued(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
   /**
    * Connects to `host:port` (or a unix socket path) and opens export `exportName` (`VOLUME#EPOCH`, or
    * `VOLUME@SNAPSHOT` to read a snapshot), over mutual TLS when `dial` has it.
@@ -188,7 +227,7 @@ export class ReplicaClient {
       const { sizeBytes, structured } = await negotiate(socket, reader, exportName);
       reader.detach();
       const client = new ReplicaClient(socket, what, sizeBytes, timeoutMs, structured);
-      if (reader.rest.length > 0) client.#onData(reader.rest);
+      if (reader.rest.length > 0) client.#onData(reader.rest.take(reader.rest.length));
       return client;
     } catch (error) {
       socket.destroy();
@@ -232,9 +271,38 @@ export class ReplicaClient {
     replyBytes: number,
   ): Promise<Buffer | null> {
     if (this.#closed) return Promise.reject(this.#closed);
-    if (this.#pending.size >= MAX_REPLICA_INFLIGHT) {
-      return Promise.reject(replicaError("closed", `${this.name}: ${MAX_REPLICA_INFLIGHT} requests already in flight`));
+    return new Promise((resolve, reject) => {
+      const q: Queued = { type, flags, offset, length, payload, replyBytes, resolve, reject };
+      if (this.#pending.size < MAX_REPLICA_INFLIGHT && this.queued === 0) return this.#start(q);
+      if (this.queued >= MAX_REPLICA_QUEUED || this.#queuedBytes + queuedBytes(q) > MAX_REPLICA_QUEUED_BYTES) {
+        const what = `${this.queued} requests (${this.#queuedBytes} bytes) already wait behind ${MAX_REPLICA_INFLIGHT} in flight`;
+        return reject(new KeelsonError({ code: "LIMIT_EXCEEDED", message: `replica ${this.name}: ${what}` }));
+      }
+      this.#queue.push(q);
+      this.#queuedBytes += queuedBytes(q);
+    });
+  }
+
+  /** Sends waiting requests while slots are free. */
+  #startQueued(): void {
+    while (this.#closed === null && this.queued > 0 && this.#pending.size < MAX_REPLICA_INFLIGHT) {
+      const q = this.#queue[this.#queueHead] as Queued;
+      this.#queue[this.#queueHead++] = undefined;
+      this.#queuedBytes -= queuedBytes(q);
+      if (this.#queueHead === this.#queue.length) {
+        this.#queue = [];
+        this.#queueHead = 0;
+      } else if (this.#queueHead >= 1024) {
+        this.#queue = this.#queue.slice(this.#queueHead);
+        this.#queueHead = 0;
+      }
+      this.#start(q);
     }
+  }
+
+  /** Sends one request; its deadline starts now, not while it waited for a slot. */
+  #start(q: Queued): void {
+    const { type, flags, offset, length, payload, replyBytes, resolve, reject } = q;
     const handle = this.#nextHandle++;
     const header = Buffer.alloc(28);
     header.writeUInt32BE(REQUEST_MAGIC, 0);
@@ -243,46 +311,52 @@ export class ReplicaClient {
     header.writeBigUInt64BE(handle, 8);
     header.writeBigUInt64BE(BigInt(offset), 16);
     header.writeUInt32BE(length, 24);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
-      this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
-    });
+    const timer = setTimeout(() => {
+      this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
+    }, this.#timeoutMs);
+    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
+    this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
   }
 
   #onData(d: Buffer): void {
-    this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
+    this.#rx.push(d);
     while (this.#closed === null) {
-      const used = this.#buf.length >= 4 && this.#buf.readUInt32BE(0) === SIMPLE_REPLY_MAGIC ? this.#simple() : this.#chunk();
-      if (used === 0) return;
-      this.#buf = this.#buf.subarray(used);
+      const used =
+        this.#rx.length >= 4 && this.#rx.peek(4).readUInt32BE(0) === SIMPLE_REPLY_MAGIC ? this.#simple() : this.#chunk();
+      if (!used) break;
     }
+    this.#startQueued();
   }
 
-  /** Parses one simple reply at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
-  #simple(): number {
-    const buf = this.#buf;
-    if (buf.length < SIMPLE_REPLY_HEADER_BYTES) return 0;
-    const errno = buf.readUInt32BE(4);
-    const handle = buf.readBigUInt64BE(8);
+  /** A reply ended: its slot is free. */
+  #settled(handle: bigint, p: Pending): void {
+    this.#pending.delete(handle);
+    clearTimeout(p.timer);
+  }
+
+  /** Parses and consumes one simple reply; false while it is incomplete or after a failure. */
+  #simple(): boolean {
+    if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES) return false;
+    const head = this.#rx.peek(SIMPLE_REPLY_HEADER_BYTES);
+    const errno = head.readUInt32BE(4);
+    const handle = head.readBigUInt64BE(8);
     const p = this.#pending.get(handle);
     if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
     const payload = errno === 0 ? p.replyBytes : 0;
-    if (buf.length < SIMPLE_REPLY_HEADER_BYTES + payload) return 0;
-    const data = payload > 0 ? Buffer.from(buf.subarray(SIMPLE_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES + payload)) : null;
-    this.#pending.delete(handle);
-    clearTimeout(p.timer);
+    if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES + payload) return false;
+    this.#rx.skip(SIMPLE_REPLY_HEADER_BYTES);
+    // A copy: a view would keep a whole received chunk alive as long as the caller keeps the data.
+    const data = payload > 0 ? this.#rx.take(payload, true) : null;
+    this.#settled(handle, p);
     if (errno === 0) p.resolve(data);
     else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));
-    return SIMPLE_REPLY_HEADER_BYTES + payload;
+    return true;
   }
 
-  /** Parses one structured reply chunk at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
-  #chunk(): number {
-    const buf = this.#buf;
-    if (buf.length < CHUNK_HEADER_BYTES) return 0;
+  /** Parses and consumes one structured reply chunk; false while it is incomplete or after a failure. */
+  #chunk(): boolean {
+    if (this.#rx.length < CHUNK_HEADER_BYTES) return false;
+    const buf = this.#rx.peek(CHUNK_HEADER_BYTES);
     if (!this.#structured || buf.readUInt32BE(0) !== STRUCTURED_REPLY_MAGIC) return this.#protocolError("bad reply magic");
     const flags = buf.readUInt16BE(4);
     const type = buf.readUInt16BE(6);
@@ -293,19 +367,19 @@ export class ReplicaClient {
     if (length > Math.max(OFFSET_DATA_PREFIX_BYTES + p.replyBytes, MAX_ERROR_CHUNK_BYTES)) {
       return this.#protocolError(`reply chunk of ${length} bytes for a request of ${p.replyBytes}`);
     }
-    if (buf.length < CHUNK_HEADER_BYTES + length) return 0;
-    const problem = this.#applyChunk(p, type, buf.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + length));
+    if (this.#rx.length < CHUNK_HEADER_BYTES + length) return false;
+    this.#rx.skip(CHUNK_HEADER_BYTES);
+    const problem = this.#applyChunk(p, type, this.#rx.take(length));
     if (problem) return this.#protocolError(problem);
     if ((flags & ReplyFlag.DONE) !== 0) {
       if (!p.error && p.filledBytes !== p.replyBytes) {
         return this.#protocolError(`reply ended with ${p.filledBytes} of ${p.replyBytes} bytes`);
       }
-      this.#pending.delete(handle);
-      clearTimeout(p.timer);
+      this.#settled(handle, p);
       if (p.error) p.reject(p.error);
       else p.resolve(p.data);
     }
-    return CHUNK_HEADER_BYTES + length;
+    return true;
   }
 
   /** Adds one chunk's content to its reply; a description of the protocol violation, or null. */
@@ -333,19 +407,26 @@ export class ReplicaClient {
   }
 
   /** The replica broke the protocol: nothing more on this connection can be trusted. */
-  #protocolError(detail: string): number {
+  #protocolError(detail: string): false {
     this.#fail(replicaError("closed", `${this.name}: ${detail}`));
-    return 0;
+    return false;
   }
 
   #fail(error: KeelsonError): void {
     if (!this.#closed) this.#closed = error;
     this.#socket.destroy();
+    this.#rx.clear();
     for (const p of this.#pending.values()) {
       clearTimeout(p.timer);
       p.reject(error);
     }
     this.#pending.clear();
+    const queue = this.#queue;
+    const head = this.#queueHead;
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    for (let i = head; i < queue.length; i++) queue[i]?.reject(error);
   }
 }
 
@@ -354,11 +435,17 @@ class HandshakeReader {
   readonly #socket: net.Socket;
   /** `EXPORT@ADDRESS`, named in every handshake failure. */
   readonly #where: string;
-  rest: Buffer = Buffer.alloc(0);
+  /** Bytes received and not taken; what is left after the handshake belongs to the first replies. */
+  readonly rest = new ChunkQueue();
   #waiter: (() => void) | null = null;
   #ended = false;
   readonly #onData = (d: Buffer): void => {
-    this.rest = Buffer.concat([this.rest, d]);
+    this.rest.push(d);
+    // Nothing in the negotiation is this large: a peer sending more is not a usable NBD server.
+    if (this.rest.length > MAX_HANDSHAKE_BYTES) {
+      this.#ended = true;
+      this.#socket.destroy();
+    }
     this.#waiter?.();
   };
   readonly #onEnd = (): void => {
@@ -384,9 +471,7 @@ class HandshakeReader {
       });
       this.#waiter = null;
     }
-    const out = this.rest.subarray(0, n);
-    this.rest = this.rest.subarray(n);
-    return out;
+    return this.rest.take(n);
   }
 
   /** A failed handshake: the replica is not usable at this address, UNAVAILABLE like a refused connection. */

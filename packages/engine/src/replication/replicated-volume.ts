@@ -244,7 +244,10 @@ export class ReplicatedVolume {
           return r;
         }
         try {
-          setHealthy(r, await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal, options.dial ?? {}));
+          setHealthy(
+            r,
+            await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal, options.dial ?? {}),
+          );
         } catch (error) {
           const reason = `unreachable at attach: ${messageOf(error)}`;
           r.is = { state: "faulted", reason, faultedAtMs: Date.now(), missing: null };
@@ -265,7 +268,13 @@ export class ReplicatedVolume {
       localNodeId,
       replicas,
       { ...NO_HOOKS, ...hooks },
-      { timeoutMs, throttle, openLocal: options.openLocal, minInSync: Math.max(1, options.minInSync ?? 1), dial: options.dial ?? {} },
+      {
+        timeoutMs,
+        throttle,
+        openLocal: options.openLocal,
+        minInSync: Math.max(1, options.minInSync ?? 1),
+        dial: options.dial ?? {},
+      },
     );
     // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
     if (readOnly) return v;
