@@ -8,7 +8,7 @@ import { positive, requireString, unary } from "./unary.js";
 /** Runs a handler through the unary adapter as grpc-js would; what reached the callback, and the log levels. */
 async function call<Res>(fn: (req: string) => Promise<Res>) {
   const levels: LogLevel[] = [];
-  const handler = unary({ log: { log: (level) => levels.push(level) } }, "Test", fn);
+  const handler = unary({ log: { log: (level) => levels.push(level) } }, "GetNode", fn);
   const result = await new Promise<{ error: Partial<ServiceError> | null; value: Res | null | undefined }>((resolve) =>
     handler({ request: "req" } as ServerUnaryCall<string, Res>, (error, value) =>
       resolve({ error: error as Partial<ServiceError> | null, value }),

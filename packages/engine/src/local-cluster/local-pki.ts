@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { KeelsonError } from "@keelson/sdk";
+import type { Role } from "../control/roles.js";
 import { messageOf } from "../util/errors.js";
 
 /** PEM files of one certificate and its key. */
@@ -51,14 +52,27 @@ export function createLocalPki(dir: string): LocalPki {
   return pki;
 }
 
+/** What {@link issueCert} makes. */
+export interface CertRequest {
+  /** The subject CN (a node's id) and the files' base name in the PKI directory. */
+  name: string;
+  /**
+   * The subject OU: the role the control API grants the holder (control/roles.ts); "etcd" for etcd's
+   * own certificate, which the control API grants nothing.
+   */
+  role: Role | "etcd";
+  /** IP addresses the certificate is valid for as a server; none: a client certificate only. */
+  ips: readonly string[];
+}
+
 /**
- * A certificate signed by the cluster CA: a node's is valid for its
- * addresses and for both ends of a connection (engines call each other), a
- * client's only for calling.
+ * A certificate signed by the cluster CA: a server's (a node's, etcd's) is valid for its addresses and for
+ * both ends of a connection (engines call each other and etcd), a client's only for calling.
  */
-export function issueCert(pki: LocalPki, name: string, ips: readonly string[]): CertFiles {
+export function issueCert(pki: LocalPki, req: CertRequest): CertFiles {
+  const { name, role, ips } = req;
   const at = (ext: string) => path.join(pki.dir, `${name}.${ext}`);
-  openssl(["req", ...EC_KEY, "-subj", `/CN=${name}`, "-keyout", at("key"), "-out", at("csr")]);
+  openssl(["req", ...EC_KEY, "-subj", `/OU=${role}/CN=${name}`, "-keyout", at("key"), "-out", at("csr")]);
   const san = ips.length > 0 ? `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(",")}\n` : "";
   const usage = ips.length > 0 ? "serverAuth,clientAuth" : "clientAuth";
   fs.writeFileSync(at("ext"), `${san}extendedKeyUsage=${usage}\n`);

@@ -4,7 +4,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { Connection } from "./connection.js";
 import type { ExportCatalog } from "./export.js";
-import { negotiate } from "./handshake.js";
+import { type NbdTls, negotiate } from "./handshake.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -19,6 +19,11 @@ export interface NbdListenOptions {
   tcp?: string;
   /** Path of a unix socket; omitted for none. */
   unixSocket?: string;
+  /**
+   * TLS of the TCP listener: clients must negotiate NBD_OPT_STARTTLS. The unix socket stays plaintext (only
+   * this host reaches it, guarded by its file permissions), and answers STARTTLS with NBD_REP_ERR_POLICY.
+   */
+  tls?: NbdTls;
 }
 
 function parseHostPort(address: string): { host: string; port: number } {
@@ -76,7 +81,7 @@ export class NbdServer {
 
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.tcp) {
-      const server = this.#newServer();
+      const server = this.#newServer(options.tls);
       await listen(server, parseHostPort(options.tcp));
       const addr = server.address() as net.AddressInfo;
       this.#tcpAddress = addr.family === "IPv6" ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
@@ -88,18 +93,18 @@ export class NbdServer {
     }
   }
 
-  #newServer(): net.Server {
-    const server = net.createServer((socket) => this.#accept(socket));
+  #newServer(tls?: NbdTls): net.Server {
+    const server = net.createServer((socket) => this.#accept(socket, tls));
     server.maxConnections = MAX_CONNECTIONS;
     this.#servers.push(server);
     return server;
   }
 
-  #accept(socket: net.Socket): void {
+  #accept(socket: net.Socket, tls: NbdTls | undefined): void {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
-    negotiate(socket, this.#catalog).then((result) => {
+    negotiate(socket, this.#catalog, tls).then((result) => {
       clearTimeout(timer);
       this.#handshaking.delete(socket);
       if (!result) {
@@ -111,7 +116,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(result.socket, result, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });
