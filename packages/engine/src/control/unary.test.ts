@@ -54,6 +54,32 @@ describe("the unary edge", () => {
   });
 });
 
+describe("the unary edge on mutual TLS", () => {
+  it("a caller whose certificate role may not call the method gets PERMISSION_DENIED, and the handler never runs", async () => {
+    let ran = 0;
+    const handler = unary({ log: { log: () => undefined }, callerCheck: "certificate-role" }, "CreateVolume", async () => {
+      ran++;
+      return "made";
+    });
+    const answer = (OU: string) =>
+      new Promise<{ error: Partial<ServiceError> | null; value: unknown }>((resolve) =>
+        handler(
+          {
+            request: "req",
+            getAuthContext: () => ({ transportSecurityType: "ssl", sslPeerCertificate: { subject: { OU, CN: "c" } } }),
+          } as unknown as ServerUnaryCall<string, string>,
+          (error, value) => resolve({ error: error as Partial<ServiceError> | null, value }),
+        ),
+      );
+    const denied = await answer("read-only");
+    expect(denied.error?.code).toBe(status.PERMISSION_DENIED);
+    expect(denied.error?.metadata?.get(ERROR_CODE_METADATA_KEY)).toEqual(["PERMISSION_DENIED"]);
+    expect(ran).toBe(0);
+    expect((await answer("admin")).value).toBe("made");
+    expect(ran).toBe(1);
+  });
+});
+
 describe("argument checks", () => {
   it("requireString takes a non-empty string and refuses anything else with INVALID_ARGUMENT naming the field", () => {
     expect(requireString("v", "name")).toBe("v");
