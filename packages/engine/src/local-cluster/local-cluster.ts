@@ -3,7 +3,6 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
-import { isLoopbackAddress } from "../daemon/listen-policy.js";
 import { messageOf } from "../util/errors.js";
 import {
   addNodeNamespace,
@@ -293,7 +292,8 @@ export class StartedLocalCluster implements AsyncDisposable {
    * must say `--insecure`: keelsond refuses such an address otherwise.
    */
   #nodeTlsArgs(node: LocalNodeState): string[] {
-    if (!this.state.tls) return isLoopbackAddress(node.grpcAddress) ? [] : ["--insecure"];
+    // Namespace addresses are the non-loopback ones; loopback isolation's 127.0.0.x need no flag.
+    if (!this.state.tls) return this.state.network ? ["--insecure"] : [];
     const { pki } = this.state.tls;
     const cert = `${path.join(pki.dir, node.nodeId)}.pem`;
     const key = `${path.join(pki.dir, node.nodeId)}.key`;

@@ -2,7 +2,6 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { KeelsonError } from "@keelson/sdk";
-import type { Role } from "../control/roles.js";
 import { messageOf } from "../util/errors.js";
 
 /** PEM files of one certificate and its key. */
@@ -52,15 +51,19 @@ export function createLocalPki(dir: string): LocalPki {
   return pki;
 }
 
+/**
+ * A certificate's subject OU: a control-API role (`Role` of the engine's control/roles.ts, which this
+ * harness may not import: it drives keelsond processes, it does not link the engine), or "etcd" for
+ * etcd's own certificate, to which the control API grants nothing.
+ */
+export type CertRole = "admin" | "node" | "read-only" | "etcd";
+
 /** What {@link issueCert} makes. */
 export interface CertRequest {
   /** The subject CN (a node's id) and the files' base name in the PKI directory. */
   name: string;
-  /**
-   * The subject OU: the role the control API grants the holder (control/roles.ts); "etcd" for etcd's
-   * own certificate, which the control API grants nothing.
-   */
-  role: Role | "etcd";
+  /** The subject OU: the role the control API grants the holder. */
+  role: CertRole;
   /** IP addresses the certificate is valid for as a server; none: a client certificate only. */
   ips: readonly string[];
 }
