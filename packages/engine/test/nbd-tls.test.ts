@@ -13,6 +13,7 @@ const NBD_OPT_LIST = 3;
 const NBD_OPT_STARTTLS = 5;
 const NBD_REP_ACK = 1;
 const NBD_REP_ERR_POLICY = 2 ** 31 + 2;
+const NBD_REP_ERR_INVALID = 2 ** 31 + 3;
 const NBD_REP_ERR_TLS_REQD = 2 ** 31 + 5;
 
 /**
@@ -89,6 +90,26 @@ describe("NBD over TLS (NBD_OPT_STARTTLS)", () => {
       expect((await raw.optionReply())?.type).toBe(NBD_REP_ACK);
     } finally {
       raw.close();
+    }
+
+    // STARTTLS with data is invalid; bytes sent behind STARTTLS before its ACK (plaintext that would be read as if it had
+    // come over TLS: the STARTTLS injection of other protocols) end the connection after the ACK.
+    const eager = await RawConnection.connect(d.nbdAddress);
+    try {
+      await eager.greet();
+      eager.sendOption(NBD_OPT_STARTTLS, Buffer.from("x"));
+      expect((await eager.optionReply())?.type).toBe(NBD_REP_ERR_INVALID);
+      const starttls = Buffer.alloc(16);
+      Buffer.from("IHAVEOPT").copy(starttls, 0);
+      starttls.writeUInt32BE(NBD_OPT_STARTTLS, 8);
+      const injected = Buffer.alloc(16);
+      Buffer.from("IHAVEOPT").copy(injected, 0);
+      injected.writeUInt32BE(NBD_OPT_LIST, 8);
+      eager.write(Buffer.concat([starttls, injected]));
+      expect((await eager.optionReply())?.type).toBe(NBD_REP_ACK);
+      expect(await eager.waitClosed()).toBe(true);
+    } finally {
+      eager.close();
     }
 
     // TLS without a client certificate: the server requires one.
