@@ -229,6 +229,10 @@ describe("control API over TLS", () => {
       // A certificate the CA signed without a keelson role (none, or etcd's) may call nothing, not even a read.
       expect(await codeOf(noRole.getNode())).toBe("PERMISSION_DENIED");
       expect(await codeOf(etcd.listVolumes())).toBe("PERMISSION_DENIED");
+      // Watch is checked too, before anything else: a reader is told it needs a cluster, a certificate without a role is refused.
+      const firstEvent = (c: typeof admin) => c.watch().next();
+      expect(await codeOf(firstEvent(readOnly))).toBe("INVALID_ARGUMENT");
+      expect(await codeOf(firstEvent(noRole))).toBe("PERMISSION_DENIED");
       expect((await admin.listVolumes()).map((v) => v.name).sort()).toEqual(["replica", "v"]);
       expect(d.log()).toContain("PERMISSION_DENIED");
     } finally {
