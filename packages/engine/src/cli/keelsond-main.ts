@@ -10,6 +10,7 @@ import {
   validateOvercommitPercent,
   writeReadyFile,
 } from "../daemon/engine.js";
+import type { EtcdTlsFiles, NbdTlsFiles } from "../daemon/engine-tls.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger } from "../util/log.js";
@@ -45,7 +46,16 @@ const USAGE = `usage: keelsond --pool PATH [options]
                          has been down this long (default 60)
   --tls-cert FILE --tls-key FILE
                          serve the control API over TLS with this PEM certificate and key
-  --tls-client-ca FILE   and require client certificates signed by this CA (mutual TLS)
+  --tls-client-ca FILE   and require client certificates signed by this CA (mutual TLS); each caller's
+                         role is its certificate's subject OU: admin, node or read-only
+  --insecure             serve the control API on a non-loopback address without TLS (refused
+                         otherwise: every caller would be admin); logged as a warning
+  --etcd-ca FILE --etcd-cert FILE --etcd-key FILE
+                         reach an etcd on TLS (https:// URLs) with this node's certificate
+  --nbd-tls-cert FILE --nbd-tls-key FILE
+                         NBD over TCP requires TLS (NBD_OPT_STARTTLS) with this certificate
+  --nbd-tls-client-ca FILE
+                         and a client certificate signed by this CA
   --disk-capability IOPS:SIZE
                          what the disk can do (e.g. 50000:1G): a new pool takes it instead
                          of measuring the disk (the measurement loads the machine for ~1 s)
@@ -83,6 +93,13 @@ async function main(): Promise<void> {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "tls-client-ca": { type: "string" },
+      insecure: { type: "boolean" },
+      "etcd-ca": { type: "string" },
+      "etcd-cert": { type: "string" },
+      "etcd-key": { type: "string" },
+      "nbd-tls-cert": { type: "string" },
+      "nbd-tls-key": { type: "string" },
+      "nbd-tls-client-ca": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -117,6 +134,9 @@ async function main(): Promise<void> {
     rebuildBytesPerSec: values["rebuild-rate"] === undefined ? undefined : parseSizeBytes(values["rebuild-rate"]),
     diskCapability: values["disk-capability"] === undefined ? undefined : parseCapability(values["disk-capability"]),
     tls: tlsOptions(values["tls-cert"], values["tls-key"], values["tls-client-ca"]),
+    insecure: values.insecure ?? false,
+    etcdTls: etcdTlsOptions(values["etcd-ca"], values["etcd-cert"], values["etcd-key"]),
+    nbdTls: nbdTlsOptions(values["nbd-tls-cert"], values["nbd-tls-key"], values["nbd-tls-client-ca"]),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -155,6 +175,24 @@ function tlsOptions(cert?: string, key?: string, clientCa?: string): ControlTls 
   if (!cert && !key && !clientCa) return undefined;
   if (!cert || !key) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--tls-cert and --tls-key must be given together" });
+  }
+  return { certFile: cert, keyFile: key, ...(clientCa ? { clientCaFile: clientCa } : {}) };
+}
+
+/** --etcd-ca, --etcd-cert and --etcd-key go together (etcd on TLS checks its clients' certificates). */
+function etcdTlsOptions(ca?: string, cert?: string, key?: string): EtcdTlsFiles | undefined {
+  if (!ca && !cert && !key) return undefined;
+  if (!ca || !cert || !key) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--etcd-ca, --etcd-cert and --etcd-key must be given together" });
+  }
+  return { caFile: ca, certFile: cert, keyFile: key };
+}
+
+/** --nbd-tls-cert and --nbd-tls-key go together; --nbd-tls-client-ca needs them. */
+function nbdTlsOptions(cert?: string, key?: string, clientCa?: string): NbdTlsFiles | undefined {
+  if (!cert && !key && !clientCa) return undefined;
+  if (!cert || !key) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--nbd-tls-cert and --nbd-tls-key must be given together" });
   }
   return { certFile: cert, keyFile: key, ...(clientCa ? { clientCaFile: clientCa } : {}) };
 }

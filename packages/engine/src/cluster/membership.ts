@@ -1,6 +1,13 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
+import {
+  type EtcdClientTls,
+  EtcdMetadataStore,
+  type MetadataStore,
+  type NodeRecord,
+  type Registration,
+  refs,
+} from "../metadata/index.js";
 import type { ReplicaDial } from "../replication/replica-client.js";
 import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
@@ -24,6 +31,8 @@ export interface ClusterNode extends NodeRecord {
 export interface JoinOptions {
   /** etcd client URLs, comma-separated. */
   endpoints: string;
+  /** This node's certificate for an etcd on TLS with client-certificate auth; none: plaintext. */
+  etcdTls?: EtcdClientTls;
   node: Omit<NodeRecord, "registeredAtMs" | "state" | "stateSinceMs">;
   leaseTtlS?: number;
   /** Called when this node becomes leader (and with false when it stops being it). */
@@ -99,7 +108,7 @@ export class ClusterMembership implements AsyncDisposable {
    * failure (a corrupt record) fails at once.
    */
   static async join(options: JoinOptions): Promise<ClusterMembership> {
-    const metadata = EtcdMetadataStore.connect(options.endpoints);
+    const metadata = EtcdMetadataStore.connect(options.endpoints, options.etcdTls);
     const m = new ClusterMembership(metadata, options);
     const giveUpAt = Date.now() + (options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS);
     let delayMs = JOIN_RETRY_FIRST_MS;

@@ -35,6 +35,8 @@ import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog
 import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
+import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls } from "./engine-tls.js";
+import { checkControlListen } from "./listen-policy.js";
 import { SpaceWatch } from "./space-watch.js";
 
 export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/provisioning.js";
@@ -96,6 +98,12 @@ export interface EngineOptions {
   nbdBufferBytes?: number;
   nodeId?: string;
   log?: Logger;
+  /** Serve the control API on a non-loopback address without TLS (refused otherwise); logged as a warning. */
+  insecure?: boolean;
+  /** This node's certificate for an etcd on TLS with client-certificate auth (`https://` endpoints); none: plaintext. */
+  etcdTls?: EtcdTlsFiles;
+  /** TLS of the NBD TCP listener (STARTTLS required); none: plaintext. */
+  nbdTls?: NbdTlsFiles;
 }
 
 /** A running engine; `close()` stops serving and checkpoints the pool. */
@@ -239,7 +247,8 @@ async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown
   }
   const nbd = new NbdServer((peer) => catalog.forClient(peer), { bufferBytes });
   teardown.add(() => nbd.close());
-  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+  const tls = nbdServerTls(options.nbdTls);
+  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket, ...(tls ? { tls } : {}) });
   return nbd;
 }
 
@@ -335,7 +344,7 @@ async function startControl(ctx: ControlContext, options: EngineOptions, teardow
   grpc.addService(VolumeServiceService, volumeService(ctx));
   grpc.addService(SnapshotServiceService, snapshotService(ctx));
   grpc.addService(NodeServiceService, nodeService(ctx));
-  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log));
+  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log, ctx.callerCheck));
   return bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
 }
 
@@ -358,6 +367,7 @@ async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown:
   const { ctx, grpcAddress } = inputs;
   const membership = await ClusterMembership.join({
     endpoints: options.etcdEndpoints,
+    etcdTls: etcdClientTls(options.etcdTls),
     leaseTtlS: options.leaseTtlS,
     log: ctx.log,
     peers: inputs.peers,
@@ -480,6 +490,7 @@ function controlContext(
     calibrate: () => calibratePool(parts.pool),
     nodeId,
     version: ENGINE_VERSION,
+    callerCheck: callerCheckOf(options.tls),
   };
 }
 
@@ -490,6 +501,14 @@ function controlContext(
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
   const peers = peerDialer(options);
+  // Before anything is opened: a refused listen address must not format a pool first.
+  checkControlListen({
+    address: options.grpcAddress ?? DEFAULT_GRPC_ADDRESS,
+    tls: options.tls !== undefined,
+    insecure: options.insecure ?? false,
+    callerCheck: callerCheckOf(options.tls),
+    log,
+  });
   const teardown = new Teardown();
   teardown.add(watchLoopStalls(log, { pool: options.poolPath }));
   try {

@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import tls from "node:tls";
 import { isKeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { messageOf } from "../util/errors.js";
@@ -35,6 +36,19 @@ export interface HandshakeResult {
   leftover: Buffer;
   /** Whether the client negotiated NBD_OPT_STRUCTURED_REPLY. */
   structuredReplies: boolean;
+  /** The socket to serve the export on: the accepted one, or the TLS socket over it after NBD_OPT_STARTTLS. */
+  socket: Socket;
+}
+
+/**
+ * TLS of an NBD listener. With it the listener is in the protocol's "forced TLS" mode: a client must send
+ * NBD_OPT_STARTTLS before anything but NBD_OPT_ABORT (other options get NBD_REP_ERR_TLS_REQD, and
+ * NBD_OPT_EXPORT_NAME, which cannot be answered with an error, a closed connection).
+ */
+export interface NbdTls {
+  secureContext: tls.SecureContext;
+  /** Require a client certificate signed by the context's CA (mutual TLS). */
+  requireClientCert: boolean;
 }
 
 function transmissionFlags(readOnly: boolean): number {
@@ -97,17 +111,24 @@ function parseInfoRequest(data: Buffer): { name: string; requests: number[] } | 
 }
 
 class Negotiation {
-  readonly socket: Socket;
-  readonly reader: SocketReader;
+  /** The connection: the accepted socket, replaced by the TLS socket over it after NBD_OPT_STARTTLS. */
+  socket: Socket;
+  /** Reads `socket` (replaced with it). */
+  reader: SocketReader;
   readonly catalog: ExportCatalog;
+  /** This listener's TLS; undefined: plaintext only (NBD_OPT_STARTTLS is refused). */
+  readonly tls: NbdTls | undefined;
+  /** Set once the connection is on TLS. */
+  secured = false;
   noZeroes = false;
   /** Set once the client asked for structured replies (NBD_OPT_STRUCTURED_REPLY) and we acknowledged. */
   structuredReplies = false;
 
-  constructor(socket: Socket, catalog: ExportCatalog) {
+  constructor(socket: Socket, catalog: ExportCatalog, tls: NbdTls | undefined) {
     this.socket = socket;
     this.reader = new SocketReader(socket);
     this.catalog = catalog;
+    this.tls = tls;
   }
 
   send(buf: Buffer): void {
@@ -161,6 +182,13 @@ class Negotiation {
   }
 
   async dispatch(option: number, data: Buffer): Promise<NbdExport | "continue" | "abort"> {
+    if (option === Option.STARTTLS) return this.startTls(data);
+    if (this.tls && !this.secured && option !== Option.ABORT) {
+      // Forced TLS: nothing but STARTTLS and ABORT in plaintext. EXPORT_NAME has no error reply: the protocol says close.
+      if (option === Option.EXPORT_NAME) return "abort";
+      this.send(errorReply(option, OptionReply.ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first"));
+      return "continue";
+    }
     switch (option) {
       case Option.EXPORT_NAME:
         return this.exportName(data);
@@ -180,6 +208,40 @@ class Negotiation {
         this.send(errorReply(option, OptionReply.ERR_UNSUP, `option ${option} is not supported`));
         return "continue";
     }
+  }
+
+  /**
+   * NBD_OPT_STARTTLS: acknowledged, then the connection is upgraded and negotiation continues on the TLS
+   * socket. The client must wait for the acknowledgement before its TLS handshake, so bytes already
+   * buffered are a protocol violation (and plaintext that must not be read as if it came over TLS): abort.
+   */
+  startTls(data: Buffer): "continue" | "abort" {
+    if (data.length !== 0) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_INVALID, "NBD_OPT_STARTTLS takes no data"));
+      return "continue";
+    }
+    if (!this.tls) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_POLICY, "TLS is not configured on this listener"));
+      return "continue";
+    }
+    if (this.secured) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_INVALID, "the connection is on TLS already"));
+      return "continue";
+    }
+    this.send(optionReply(Option.STARTTLS, OptionReply.ACK));
+    if (this.reader.detach().length > 0) return "abort";
+    const secure = new tls.TLSSocket(this.socket, {
+      isServer: true,
+      secureContext: this.tls.secureContext,
+      requestCert: this.tls.requireClientCert,
+      rejectUnauthorized: this.tls.requireClientCert,
+    });
+    // A failed TLS handshake (no or a foreign client certificate) closes the socket, which ends the read below.
+    secure.on("error", (e) => debug("TLS error during the handshake: %s", e.message));
+    this.socket = secure;
+    this.reader = new SocketReader(secure);
+    this.secured = true;
+    return "continue";
   }
 
   async exportName(data: Buffer): Promise<NbdExport | "abort"> {
@@ -266,19 +328,25 @@ function refusalText(error: unknown): string {
 }
 
 /**
- * Runs fixed-newstyle negotiation on a fresh connection. Resolves with the
- * chosen export, or null when the client aborted or the handshake failed (the
- * caller closes the socket).
+ * Runs fixed-newstyle negotiation on a fresh connection (on TLS after
+ * NBD_OPT_STARTTLS; required when `tls` is given). Resolves with the chosen
+ * export and the socket to serve it on, or null when the client aborted or the
+ * handshake failed (the caller closes the socket).
  */
-export async function negotiate(socket: Socket, catalog: ExportCatalog): Promise<HandshakeResult | null> {
-  const n = new Negotiation(socket, catalog);
+export async function negotiate(socket: Socket, catalog: ExportCatalog, tls?: NbdTls): Promise<HandshakeResult | null> {
+  const n = new Negotiation(socket, catalog, tls);
   try {
     const exp = await n.run();
     const leftover = n.reader.detach();
-    if (!exp) return null;
-    return { export: exp, leftover, structuredReplies: n.structuredReplies };
+    if (!exp) {
+      // On TLS the TLS socket ends the connection, so that its last reply (ABORT's ACK) goes out encrypted first.
+      if (n.socket !== socket) n.socket.end();
+      return null;
+    }
+    return { export: exp, leftover, structuredReplies: n.structuredReplies, socket: n.socket };
   } catch (error) {
     n.reader.detach();
+    if (n.socket !== socket) n.socket.end();
     debug("handshake ended: %s", messageOf(error));
     return null;
   }

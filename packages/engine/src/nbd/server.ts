@@ -6,7 +6,7 @@ import createDebug from "debug";
 import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
-import { negotiate } from "./handshake.js";
+import { type NbdTls, negotiate } from "./handshake.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -31,6 +31,11 @@ export interface NbdListenOptions {
   tcp?: string;
   /** Path of a unix socket; omitted for none. */
   unixSocket?: string;
+  /**
+   * TLS of the TCP listener: clients must negotiate NBD_OPT_STARTTLS. The unix socket stays plaintext (only
+   * this host reaches it, guarded by its file permissions), and answers STARTTLS with NBD_REP_ERR_POLICY.
+   */
+  tls?: NbdTls;
 }
 
 function parseHostPort(address: string): { host: string; port: number } {
@@ -127,7 +132,7 @@ export class NbdServer {
 
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.tcp) {
-      const server = this.#newServer(this.#tls ? "tls" : "tcp");
+      const server = this.#newServer(this.#tls ? "tls" : "tcp", options.tls);
       await listen(server, parseHostPort(options.tcp));
       const addr = server.address() as net.AddressInfo;
       this.#tcpAddress = addr.family === "IPv6" ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
@@ -139,14 +144,14 @@ export class NbdServer {
     }
   }
 
-  #newServer(via: NbdPeer["via"]): net.Server {
+  #newServer(via: NbdPeer["via"], starttls?: NbdTls): net.Server {
     const server =
       via === "tls" && this.#tls
         ? tls.createServer({ ...this.#tls, requestCert: true, rejectUnauthorized: true }, (socket) =>
-            this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: subjectOf(socket) }),
+            this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: subjectOf(socket) }, undefined),
           )
         : net.createServer((socket) =>
-            this.#accept(socket, { via, address: via === "unix" ? "" : (socket.remoteAddress ?? ""), subject: null }),
+            this.#accept(socket, { via, address: via === "unix" ? "" : (socket.remoteAddress ?? ""), subject: null }, starttls),
           );
     // A client that fails the TLS handshake (no certificate, another CA) never reaches the catalog.
     server.on("tlsClientError", (e: Error) => debug("TLS handshake refused: %s", e.message));
@@ -155,11 +160,11 @@ export class NbdServer {
     return server;
   }
 
-  #accept(socket: net.Socket, peer: NbdPeer): void {
+  #accept(socket: net.Socket, peer: NbdPeer, starttls: NbdTls | undefined): void {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
-    negotiate(socket, this.#catalogFor(peer)).then((result) => {
+    negotiate(socket, this.#catalogFor(peer), starttls).then((result) => {
       clearTimeout(timer);
       this.#handshaking.delete(socket);
       if (!result) {
@@ -171,7 +176,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, this.#budget, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(result.socket, result, this.#budget, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });
