@@ -242,15 +242,29 @@ class Negotiation {
  * caller closes the socket).
  */
 export async function negotiate(socket: Socket, catalog: ExportCatalog): Promise<HandshakeResult | null> {
-  const n = new Negotiation(socket, catalog);
   try {
-    const exp = await n.run();
-    const leftover = n.reader.detach();
-    if (!exp) return null;
-    return { export: exp, leftover, structuredReplies: n.structuredReplies };
+    return await negotiateOrThrow(socket, catalog);
   } catch (error) {
-    n.reader.detach();
     debug("handshake ended: %s", messageOf(error));
     return null;
   }
+}
+
+/**
+ * {@link negotiate} without the catch: a misbehaving client rejects it with
+ * HandshakeAborted, and anything else that rejects it is a bug here (the
+ * fuzz harness tells the two apart; `negotiate` hides both from the server).
+ */
+export async function negotiateOrThrow(socket: Socket, catalog: ExportCatalog): Promise<HandshakeResult | null> {
+  const n = new Negotiation(socket, catalog);
+  let exp: NbdExport | null;
+  try {
+    exp = await n.run();
+  } catch (error) {
+    n.reader.detach();
+    throw error;
+  }
+  const leftover = n.reader.detach();
+  if (!exp) return null;
+  return { export: exp, leftover, structuredReplies: n.structuredReplies };
 }
