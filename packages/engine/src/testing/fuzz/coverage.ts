@@ -33,6 +33,41 @@ export interface RunCoverage {
 }
 
 /**
+ * Block starts of one function seen so far, sorted. V8 reports a nested
+ * block only where its count differs from its parent's (it merges the rest),
+ * so one run's ranges do not list every block: a block is known from the run
+ * where it was reported and judged in every later run by the innermost range
+ * around it.
+ */
+class FunctionBlocks {
+  readonly #offsets = new Set<number>();
+  #sorted: number[] = [];
+
+  learn(ranges: readonly { startOffset: number; endOffset: number }[]): void {
+    const before = this.#offsets.size;
+    for (const r of ranges) {
+      this.#offsets.add(r.startOffset);
+      this.#offsets.add(r.endOffset);
+    }
+    if (this.#offsets.size !== before) this.#sorted = [...this.#offsets].sort((x, y) => x - y);
+  }
+
+  get sorted(): readonly number[] {
+    return this.#sorted;
+  }
+}
+
+/** The count of the innermost range around `offset` (ranges come parent first, sorted by start). */
+function countAt(ranges: readonly { startOffset: number; endOffset: number; count: number }[], offset: number): number {
+  let count = 0;
+  for (const r of ranges) {
+    if (r.startOffset > offset) break;
+    if (offset < r.endOffset) count = r.count;
+  }
+  return count;
+}
+
+/**
  * A session on this thread's own V8 isolate with precise, block-level
  * coverage turned on. There is one per thread, started once and never
  * stopped: after V8's precise coverage is stopped and started again it
@@ -41,6 +76,7 @@ export interface RunCoverage {
  */
 class BlockCoverage {
   readonly #session = new Session();
+  readonly #functions = new Map<string, FunctionBlocks>();
 
   async start(): Promise<void> {
     this.#session.connect();
@@ -49,19 +85,31 @@ class BlockCoverage {
     await this.#session.post("Profiler.startPreciseCoverage", { callCount: true, detailed: true });
   }
 
-  /** Blocks run since the last call (or since start). */
-  async take(): Promise<RunCoverage> {
+  /** Blocks of scripts `covers` accepts run since the last call (or since start). */
+  async take(covers: (url: string) => boolean = isCodeUnderTest): Promise<RunCoverage> {
     const { result } = await this.#session.post("Profiler.takePreciseCoverage");
     const blocks: string[] = [];
     const features: string[] = [];
     for (const script of result) {
-      if (!isCodeUnderTest(script.url)) continue;
+      if (!covers(script.url)) continue;
       for (const fn of script.functions) {
-        for (const r of fn.ranges) {
-          if (r.count === 0) continue;
-          const key = `${script.url}#${r.startOffset}-${r.endOffset}`;
+        const whole = fn.ranges[0];
+        if (!whole) continue;
+        const id = `${script.url}#${whole.startOffset}`;
+        let known = this.#functions.get(id);
+        if (!known) {
+          known = new FunctionBlocks();
+          this.#functions.set(id, known);
+        }
+        known.learn(fn.ranges);
+        if (whole.count === 0) continue;
+        for (const offset of known.sorted) {
+          if (offset < whole.startOffset || offset >= whole.endOffset) continue;
+          const count = countAt(fn.ranges, offset);
+          if (count === 0) continue;
+          const key = `${id}:${offset}`;
           blocks.push(key);
-          features.push(`${key}@${bucketOf(r.count)}`);
+          features.push(`${key}@${bucketOf(count)}`);
         }
       }
     }
@@ -72,7 +120,7 @@ class BlockCoverage {
 let shared: Promise<BlockCoverage> | null = null;
 
 /** This thread's coverage session, started on first use. */
-export function blockCoverage(): Promise<{ take(): Promise<RunCoverage> }> {
+export function blockCoverage(): Promise<{ take(covers?: (url: string) => boolean): Promise<RunCoverage> }> {
   shared ??= (async () => {
     const c = new BlockCoverage();
     await c.start();

@@ -108,6 +108,14 @@ const MUTATIONS: readonly Mutation[] = [
     out.writeUInt32BE(Math.min(rest, below(random, rest + 1) + (random() < 0.5 ? rest : 0)), at);
     return out;
   },
+  // A small number into a big-endian u16 or u32 (codes, counts and short lengths of binary protocols).
+  (input, { random }) => {
+    if (input.length < 2) return input;
+    const out = Buffer.from(input);
+    const width = out.length >= 4 && random() < 0.5 ? 4 : 2;
+    writeInt(out, below(random, out.length - width + 1), below(random, 33), width, false);
+    return out;
+  },
   // Insert or overwrite with a dictionary token.
   (input, { random, dictionary }) => {
     if (dictionary.length === 0) return input;
@@ -126,10 +134,11 @@ const MUTATIONS: readonly Mutation[] = [
   },
 ];
 
-/** One to eight stacked mutations of `input`, cut to `maxLen`. */
+/** Up to eight stacked mutations of `input` (one half of the time, two a quarter, ...), cut to `maxLen`. */
 export function mutate(input: Buffer, options: MutateOptions): Buffer {
   let out = input;
-  const n = 1 + below(options.random, 8);
+  let n = 1;
+  while (n < 8 && options.random() < 0.5) n++;
   for (let i = 0; i < n; i++) out = pick(options.random, MUTATIONS)(out, options);
   return out.length > options.maxLen ? out.subarray(0, options.maxLen) : out;
 }
