@@ -1,7 +1,8 @@
+import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { corpusDir, readCorpus, saveInput } from "./corpus.js";
-import { fuzz, measure, randomInputs } from "./fuzzer.js";
+import { distil, fuzz, measure, randomInputs } from "./fuzzer.js";
 import { TARGETS } from "./targets/index.js";
 
 const USAGE = `usage: npm run fuzz -w @keelson/engine -- --target <name|all> [--seconds 60] [--runs N] [--seed N] [--save] [--compare]
@@ -10,7 +11,8 @@ const USAGE = `usage: npm run fuzz -w @keelson/engine -- --target <name|all> [--
   --runs     stop after this many mutated inputs
   --seed     PRNG seed (default: random, printed)
   --save     write inputs that reach new coverage into fuzz/corpus/<target>/
-  --compare  print blocks reached by the kept corpus vs by as many random inputs, then fuzz`;
+  --compare  print blocks reached by the kept corpus vs by as many random inputs, then fuzz
+  --merge    after fuzzing, rewrite fuzz/corpus/<target>/ to the smallest inputs that keep its coverage`;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -21,6 +23,7 @@ async function main(): Promise<number> {
       seed: { type: "string" },
       save: { type: "boolean", default: false },
       compare: { type: "boolean", default: false },
+      merge: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -38,7 +41,9 @@ async function main(): Promise<number> {
     if (values.compare) {
       const kept = await measure(target, corpus);
       const random = await measure(target, randomInputs(seed, corpus.length, target.maxLen));
-      console.log(`${target.name}: ${corpus.length} corpus inputs reach ${kept.blocks} blocks; as many random inputs reach ${random.blocks}`);
+      console.log(
+        `${target.name}: ${corpus.length} corpus inputs reach ${kept.blocks} blocks; as many random inputs reach ${random.blocks}`,
+      );
     }
     const dir = corpusDir(target.name);
     let saved = 0;
@@ -57,6 +62,13 @@ async function main(): Promise<number> {
     });
     const { failure, ...figures } = report;
     console.log(JSON.stringify({ ...figures, saved }));
+    if (values.merge && !failure) {
+      const files = readCorpus(target.name);
+      const kept = await distil(target, [...target.seeds(), ...files]);
+      fs.rmSync(dir, { recursive: true, force: true });
+      for (const input of kept) saveInput(dir, input);
+      console.log(`${target.name}: corpus merged from ${files.length} files to ${kept.length}`);
+    }
     if (failure) {
       failed = true;
       const file = saveInput(path.join(dir, "..", "..", "crashes", target.name), failure.input);

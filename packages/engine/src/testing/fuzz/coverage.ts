@@ -39,7 +39,7 @@ export interface RunCoverage {
  * where it was reported and judged in every later run by the innermost range
  * around it.
  */
-class FunctionBlocks {
+export class FunctionBlocks {
   readonly #offsets = new Set<number>();
   #sorted: number[] = [];
 
@@ -74,9 +74,8 @@ function countAt(ranges: readonly { startOffset: number; endOffset: number; coun
  * reports about half the blocks it did the first time (measured: 52, then 25
  * for the same inputs), so a second session would undercount.
  */
-class BlockCoverage {
+export class BlockCoverage {
   readonly #session = new Session();
-  readonly #functions = new Map<string, FunctionBlocks>();
 
   async start(): Promise<void> {
     this.#session.connect();
@@ -85,8 +84,12 @@ class BlockCoverage {
     await this.#session.post("Profiler.startPreciseCoverage", { callCount: true, detailed: true });
   }
 
-  /** Blocks of scripts `covers` accepts run since the last call (or since start). */
-  async take(covers: (url: string) => boolean = isCodeUnderTest): Promise<RunCoverage> {
+  /**
+   * Blocks of scripts `covers` accepts run since the last call (or since
+   * start); `known` holds the blocks learned so far (one map per fuzzing
+   * session, so a session's result depends only on its own runs).
+   */
+  async take(covers: (url: string) => boolean, known: Map<string, FunctionBlocks>): Promise<RunCoverage> {
     const { result } = await this.#session.post("Profiler.takePreciseCoverage");
     const blocks: string[] = [];
     const features: string[] = [];
@@ -96,14 +99,14 @@ class BlockCoverage {
         const whole = fn.ranges[0];
         if (!whole) continue;
         const id = `${script.url}#${whole.startOffset}`;
-        let known = this.#functions.get(id);
-        if (!known) {
-          known = new FunctionBlocks();
-          this.#functions.set(id, known);
+        let fnBlocks = known.get(id);
+        if (!fnBlocks) {
+          fnBlocks = new FunctionBlocks();
+          known.set(id, fnBlocks);
         }
-        known.learn(fn.ranges);
+        fnBlocks.learn(fn.ranges);
         if (whole.count === 0) continue;
-        for (const offset of known.sorted) {
+        for (const offset of fnBlocks.sorted) {
           if (offset < whole.startOffset || offset >= whole.endOffset) continue;
           const count = countAt(fn.ranges, offset);
           if (count === 0) continue;
@@ -120,7 +123,7 @@ class BlockCoverage {
 let shared: Promise<BlockCoverage> | null = null;
 
 /** This thread's coverage session, started on first use. */
-export function blockCoverage(): Promise<{ take(covers?: (url: string) => boolean): Promise<RunCoverage> }> {
+export function blockCoverage(): Promise<BlockCoverage> {
   shared ??= (async () => {
     const c = new BlockCoverage();
     await c.start();

@@ -14,7 +14,9 @@ describe.each([...TARGETS.values()])("fuzz target $name", (target) => {
     if (kept.failure) console.error(`${target.name}: corpus input ${corpusName(kept.failure.input)} broke an invariant`);
     expect(kept.failure?.error ?? null).toBeNull();
     const random = await measure(target, randomInputs(1, corpus.length, target.maxLen));
-    console.log(`${target.name}: ${corpus.length} corpus inputs reach ${kept.blocks} blocks, as many random inputs ${random.blocks}`);
+    console.log(
+      `${target.name}: ${corpus.length} corpus inputs reach ${kept.blocks} blocks, as many random inputs ${random.blocks}`,
+    );
     expect(kept.blocks).toBeGreaterThan(random.blocks);
   });
 

@@ -1,5 +1,5 @@
 import { seededRandom } from "../random.js";
-import { blockCoverage, isCodeUnderTest } from "./coverage.js";
+import { blockCoverage, type FunctionBlocks, isCodeUnderTest } from "./coverage.js";
 import { mutate, randomInput } from "./mutate.js";
 import type { FuzzTarget } from "./target.js";
 
@@ -74,6 +74,8 @@ async function attempt(target: FuzzTarget, input: Buffer): Promise<FuzzFailure |
 
 /** Seen blocks and features of one run of the fuzzer. */
 class CoverageMap {
+  /** Block starts learned per function (see FunctionBlocks). */
+  readonly known = new Map<string, FunctionBlocks>();
   readonly blocks = new Set<string>();
   readonly features = new Set<string>();
 
@@ -113,10 +115,10 @@ export async function fuzz(options: FuzzOptions): Promise<FuzzReport> {
   let runs = 0;
   let failure: FuzzFailure | null = null;
   const covers = options.covers ?? isCodeUnderTest;
-  await coverage.take(covers);
+  await coverage.take(covers, seen.known);
   for (const input of options.corpus) {
     failure = await attempt(target, input);
-    seen.add(await coverage.take(covers));
+    seen.add(await coverage.take(covers, seen.known));
     corpus.push(input);
     if (failure) break;
   }
@@ -131,10 +133,10 @@ export async function fuzz(options: FuzzOptions): Promise<FuzzReport> {
       runs++;
       batch.push(input);
     }
-    if (failure || !seen.hasNewBlock(await coverage.take(covers))) continue;
+    if (failure || !seen.hasNewBlock(await coverage.take(covers, seen.known))) continue;
     for (const input of batch) {
       await attempt(target, input);
-      if (!seen.add(await coverage.take(covers))) continue;
+      if (!seen.add(await coverage.take(covers, seen.known))) continue;
       if (corpus.length < MAX_CORPUS_INPUTS) corpus.push(input);
       options.onNewInput?.(input);
     }
@@ -160,11 +162,11 @@ export async function measure(
 ): Promise<{ blocks: number; failure: FuzzFailure | null }> {
   const coverage = await blockCoverage();
   const seen = new CoverageMap();
-  await coverage.take(covers);
+  await coverage.take(covers, seen.known);
   let failure: FuzzFailure | null = null;
   for (const input of inputs) {
     failure ??= await attempt(target, input);
-    seen.add(await coverage.take(covers));
+    seen.add(await coverage.take(covers, seen.known));
   }
   return { blocks: seen.blocks.size, failure };
 }
@@ -173,4 +175,20 @@ export async function measure(
 export function randomInputs(seed: number, count: number, maxLen: number): Buffer[] {
   const random = seededRandom(seed);
   return Array.from({ length: count }, () => randomInput(random, maxLen));
+}
+
+/**
+ * The inputs worth keeping: smallest first, each that reaches a feature the
+ * ones before it did not (what `npm run fuzz -- --merge` writes back).
+ */
+export async function distil(target: FuzzTarget, inputs: Buffer[]): Promise<Buffer[]> {
+  const coverage = await blockCoverage();
+  const seen = new CoverageMap();
+  const kept: Buffer[] = [];
+  await coverage.take(isCodeUnderTest, seen.known);
+  for (const input of [...inputs].sort((a, b) => a.length - b.length || Buffer.compare(a, b))) {
+    await attempt(target, input);
+    if (seen.add(await coverage.take(isCodeUnderTest, seen.known))) kept.push(input);
+  }
+  return kept;
 }

@@ -157,7 +157,14 @@ function call(handler: Handler, request: unknown, name: string): Promise<Partial
 export const controlRequests: FuzzTarget = {
   name: "control-requests",
   maxLen: 1024,
-  dictionary: [Buffer.from("gold"), Buffer.from("db"), Buffer.from("@"), Buffer.from([0x0a]), Buffer.from([0x10]), Buffer.from([0x1a])],
+  dictionary: [
+    Buffer.from("gold"),
+    Buffer.from("db"),
+    Buffer.from("@"),
+    Buffer.from([0x0a]),
+    Buffer.from([0x10]),
+    Buffer.from([0x1a]),
+  ],
   seeds: controlSeeds,
   async run(input) {
     const method = METHODS[(input[0] ?? 0) % METHODS.length] as Method;

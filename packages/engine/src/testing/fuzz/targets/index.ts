@@ -4,4 +4,6 @@ import { nbdHandshake } from "./nbd-handshake.js";
 import { nbdTransmission } from "./nbd-transmission.js";
 
 /** Every fuzz target by name. */
-export const TARGETS: ReadonlyMap<string, FuzzTarget> = new Map([nbdHandshake, nbdTransmission, controlRequests].map((t) => [t.name, t]));
+export const TARGETS: ReadonlyMap<string, FuzzTarget> = new Map(
+  [nbdHandshake, nbdTransmission, controlRequests].map((t) => [t.name, t]),
+);

@@ -155,7 +155,8 @@ export const nbdHandshake: FuzzTarget = {
     );
     for (const chunk of chunksOf(client, chunkSize)) {
       socket.emit("data", chunk);
-      if (chunkSize !== 0) await tick();
+      // A microtask turn lets the negotiation read what came so far (a full event-loop turn costs 20 times more).
+      if (chunkSize !== 0) await Promise.resolve();
     }
     // Everything sent is read before the client hangs up: after its EOF a reply can no longer reach it.
     await tick();

@@ -60,7 +60,8 @@ class CheckingExport implements NbdExport {
   }
 
   read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
-    if (buf.length < bufOffset + length) this.violations.push(`read of ${length} bytes into a buffer of ${buf.length} at ${bufOffset}`);
+    if (buf.length < bufOffset + length)
+      this.violations.push(`read of ${length} bytes into a buffer of ${buf.length} at ${bufOffset}`);
     else if (length > 0) {
       buf[bufOffset] = 0xa5;
       buf[bufOffset + length - 1] = 0x5a;
@@ -92,7 +93,10 @@ class CheckingExport implements NbdExport {
     if (this.#b.throwing && offset % 5 === 2) throw new TypeError(`fuzz export: ${what} threw`);
     const error =
       this.#b.failing && offset % 3 === 1
-        ? new KeelsonError({ code: FAILURE_CODES[offset % FAILURE_CODES.length] as ErrorCode, message: `fuzz export: ${what} failed` })
+        ? new KeelsonError({
+            code: FAILURE_CODES[offset % FAILURE_CODES.length] as ErrorCode,
+            message: `fuzz export: ${what} failed`,
+          })
         : null;
     if (!this.#b.async) return cb(error);
     this.pending++;
@@ -216,7 +220,9 @@ export const nbdTransmission: FuzzTarget = {
       await settle(() => !socket.isPaused);
       if (socket.isPaused || socket.destroyed || socket.ended) break;
       socket.emit("data", chunk);
-      if (chunkSize !== 0 || behaviour.async) await tick();
+      // Requests of an async export complete on later event-loop turns: let some complete between chunks.
+      if (behaviour.async) await tick();
+      else if (chunkSize !== 0) await Promise.resolve();
     }
     await settle(() => exp.pending === 0);
     await tick();
