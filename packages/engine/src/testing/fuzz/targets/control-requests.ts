@@ -34,14 +34,17 @@ const CALL_BOUND_MS = 2_000;
  * has passed the checks under test and ends cleanly.
  */
 function beyondValidation(what: string): object {
-  return new Proxy(
-    {},
-    {
-      get: (_t, prop) => {
-        throw new KeelsonError({ code: "UNAVAILABLE", message: `fuzz harness: ${what}.${String(prop)} is past validation` });
-      },
+  const past = (member: string) =>
+    new KeelsonError({ code: "UNAVAILABLE", message: `fuzz harness: ${what}${member} is past validation` });
+  // A function as the target, so that calling it (ctx.calibrate()) is refused the same way.
+  return new Proxy(() => undefined, {
+    get: (_t, prop) => {
+      throw past(`.${String(prop)}`);
     },
-  );
+    apply: () => {
+      throw past("()");
+    },
+  });
 }
 
 /** A control context with no pool, NBD server or cluster behind it; QoS classes and the membership as the input picks. */

@@ -91,22 +91,29 @@ function conversationOf(client: Buffer): ClientConversation {
   return out;
 }
 
-/** Parses the server's output: greeting, option replies, then `tailBytes` of an EXPORT_NAME answer. */
-function repliesOf(output: Buffer, tailBytes: number): OptionReplyMessage[] {
+/**
+ * Parses the server's output: greeting, option replies, and at the end the
+ * answer to an EXPORT_NAME when `exportReplyBytes` is not 0 (it has no magic:
+ * it starts with the export's size).
+ */
+function repliesOf(output: Buffer, exportReplyBytes: number): { replies: OptionReplyMessage[]; exportReply: boolean } {
   assert.ok(output.length >= GREETING_BYTES, "the server sent no greeting");
   assert.ok(output.subarray(0, 8).equals(NBDMAGIC) && output.subarray(8, 16).equals(IHAVEOPT), "bad greeting");
-  const out: OptionReplyMessage[] = [];
+  const replies: OptionReplyMessage[] = [];
   let at = GREETING_BYTES;
-  while (at < output.length - tailBytes) {
-    const rest = output.length - tailBytes - at;
+  while (at < output.length) {
+    const rest = output.length - at;
+    if (exportReplyBytes > 0 && rest === exportReplyBytes && output.readBigUInt64BE(at) !== OPTION_REPLY_MAGIC) {
+      return { replies, exportReply: true };
+    }
     assert.ok(rest >= 20, `a truncated option reply of ${rest} bytes`);
     assert.equal(output.readBigUInt64BE(at), OPTION_REPLY_MAGIC, `bad option reply magic at byte ${at}`);
     const length = output.readUInt32BE(at + 16);
     assert.ok(rest - 20 >= length, `option reply at byte ${at} claims ${length} bytes, ${rest - 20} follow`);
-    out.push({ option: output.readUInt32BE(at + 8), type: output.readUInt32BE(at + 12) });
+    replies.push({ option: output.readUInt32BE(at + 8), type: output.readUInt32BE(at + 12) });
     at += 20 + length;
   }
-  return out;
+  return { replies, exportReply: false };
 }
 
 /** Checks that every complete option got its final reply, in order, unless the handshake had ended. */
@@ -168,9 +175,10 @@ export const nbdHandshake: FuzzTarget = {
     assert.ok(socket.writtenBytes <= 64 * 1024 + 2 * client.length, `the server wrote ${socket.writtenBytes} bytes`);
     const output = Buffer.concat(socket.written);
     const sent = conversationOf(client);
-    const viaExportName = result !== null && sent.exportName;
-    const replies = repliesOf(output, viaExportName ? (sent.noZeroes ? 10 : 134) : 0);
-    checkAnswered(sent.options, replies, result !== null && !viaExportName);
+    // A returned export was picked by GO (whose ACK ends the replies) or by EXPORT_NAME (whose answer ends the output).
+    const exportReplyBytes = result !== null && sent.exportName ? (sent.noZeroes ? 10 : 134) : 0;
+    const { replies, exportReply } = repliesOf(output, exportReplyBytes);
+    checkAnswered(sent.options, replies, result !== null && !exportReply);
   },
 };
 
