@@ -334,20 +334,34 @@ function refusalText(error: unknown): string {
  * handshake failed (the caller closes the socket).
  */
 export async function negotiate(socket: Socket, catalog: ExportCatalog, tls?: NbdTls): Promise<HandshakeResult | null> {
-  const n = new Negotiation(socket, catalog, tls);
   try {
-    const exp = await n.run();
-    const leftover = n.reader.detach();
-    if (!exp) {
-      // On TLS the TLS socket ends the connection, so that its last reply (ABORT's ACK) goes out encrypted first.
-      if (n.socket !== socket) n.socket.end();
-      return null;
-    }
-    return { export: exp, leftover, structuredReplies: n.structuredReplies, socket: n.socket };
+    return await negotiateOrThrow(socket, catalog, tls);
   } catch (error) {
-    n.reader.detach();
-    if (n.socket !== socket) n.socket.end();
     debug("handshake ended: %s", messageOf(error));
     return null;
   }
+}
+
+/**
+ * {@link negotiate} without the catch: a misbehaving client rejects it with
+ * HandshakeAborted, and anything else that rejects it is a bug here (the
+ * fuzz harness tells the two apart; `negotiate` hides both from the server).
+ */
+export async function negotiateOrThrow(socket: Socket, catalog: ExportCatalog, tls?: NbdTls): Promise<HandshakeResult | null> {
+  const n = new Negotiation(socket, catalog, tls);
+  let exp: NbdExport | null;
+  try {
+    exp = await n.run();
+  } catch (error) {
+    n.reader.detach();
+    if (n.socket !== socket) n.socket.end();
+    throw error;
+  }
+  const leftover = n.reader.detach();
+  if (!exp) {
+    // On TLS the TLS socket ends the connection, so that its last reply (ABORT's ACK) goes out encrypted first.
+    if (n.socket !== socket) n.socket.end();
+    return null;
+  }
+  return { export: exp, leftover, structuredReplies: n.structuredReplies, socket: n.socket };
 }
