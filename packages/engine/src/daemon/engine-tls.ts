@@ -22,7 +22,8 @@ export interface NbdTlsFiles {
   clientCaFile?: string;
 }
 
-function readPem(file: string, flag: string): Buffer {
+/** A PEM file's contents; INVALID_ARGUMENT naming the flag that gave it when it cannot be read. */
+export function readPem(file: string, flag: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (error) {

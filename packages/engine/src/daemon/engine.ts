@@ -32,10 +32,9 @@ import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replicatio
 import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog.js";
-import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
-import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls } from "./engine-tls.js";
+import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls, readPem } from "./engine-tls.js";
 import { checkControlListen } from "./listen-policy.js";
 import { SpaceWatch } from "./space-watch.js";
 
@@ -124,14 +123,6 @@ export interface ControlTls {
   certFile: string;
   keyFile: string;
   clientCaFile?: string;
-}
-
-function readPem(file: string, what: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch (error) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${messageOf(error)}` });
-  }
 }
 
 function serverCredentials(tls: ControlTls | undefined): ServerCredentials {
