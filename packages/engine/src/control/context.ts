@@ -10,7 +10,6 @@ import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Pool } from "../store/pool.js";
 import type { Logger } from "../util/log.js";
-import type { CallerCheck } from "./roles.js";
 
 /** What the control API serves from. */
 export interface ControlContext {
@@ -38,8 +37,6 @@ export interface ControlContext {
   nodeId: string;
   version: string;
   log: Logger;
-  /** "certificate-role" on mutual TLS: each call is checked against roles.ts; "none": every caller is admin. */
-  callerCheck: CallerCheck;
 }
 
 /** This engine's membership, or INVALID_ARGUMENT naming `what` needs a cluster. */

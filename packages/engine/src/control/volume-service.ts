@@ -11,7 +11,6 @@ import type {
 import { readAttachments } from "../cluster/attachments.js";
 import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import { declareInSync } from "../cluster/declare-in-sync.js";
-import { currentEpoch } from "../cluster/epochs.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
@@ -92,15 +91,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       return attachmentToWire(ctx, rv);
     }),
     fenceVolume: unary(ctx, "FenceVolume", async (req) => {
-      const name = requireString(req.name, "name");
-      // An engine fences a replica at an epoch it took in etcd: one etcd has not granted (a client's
-      // guess near 2^53) would shut the volume's every future writer out, so it is refused. The next
-      // epoch needs no etcd read (an attach fences every replica at once, and a replica's node whose
-      // etcd answers slowly must not fail it); one past that is checked against etcd.
-      const m = requireCluster(ctx, "fencing a replica");
-      const fencedAt = pool.findVolume(name)?.record.epoch ?? 0;
-      if (req.epoch > fencedAt + 1) await requireGrantedEpoch(m, name, req.epoch);
-      const v = await pool.fenceVolume(name, req.epoch);
+      const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
       ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
       return volumeToWire(ctx, v);
     }),
@@ -252,14 +243,4 @@ function replicatedSourceFromWire(
   if (!source) return undefined;
   if ("volumeName" in source) return { volume: source.volumeName };
   return { snapshot: { volume: source.snapshot.volumeName, name: source.snapshot.name } };
-}
-
-/** INVALID_ARGUMENT unless etcd has granted `epoch` for `volume` (it is at most the volume's current epoch there). */
-async function requireGrantedEpoch(m: ClusterMembership, volume: string, epoch: number): Promise<void> {
-  const current = await currentEpoch(m.metadata, volume);
-  if (epoch >= 1 && epoch <= current) return;
-  throw new KeelsonError({
-    code: "INVALID_ARGUMENT",
-    message: `epoch: volume ${volume} has no epoch ${epoch} (its current epoch is ${current}); epochs come from the cluster`,
-  });
 }

@@ -9,7 +9,6 @@ import { IdleVolumeRepairer } from "../cluster/idle-repair.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
-import { nodesOf, type ReplicaPeer, replicaAccess } from "../cluster/replica-access.js";
 import { openRepairFrontend } from "../cluster/replicated-attach.js";
 import { SpaceAlertPublisher } from "../cluster/space-alerts.js";
 import { VolumeAttacher } from "../cluster/volume-attacher.js";
@@ -19,23 +18,18 @@ import { nodeService } from "../control/node-service.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
-import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
-import type { NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
-import type { ReplicaDial } from "../replication/replica-client.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
-import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog.js";
+import { messageOf } from "../util/errors.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
-import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls, readPem } from "./engine-tls.js";
-import { checkControlListen } from "./listen-policy.js";
 import { SpaceWatch } from "./space-watch.js";
 
 export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/provisioning.js";
@@ -44,8 +38,6 @@ export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/
 export const ENGINE_VERSION = "0.1.0";
 export const DEFAULT_GRPC_ADDRESS = "127.0.0.1:7420";
 export const DEFAULT_NBD_ADDRESS = "127.0.0.1:10809";
-/** Port of the replica protocol's listener on the storage address (a cluster node only). */
-export const DEFAULT_REPLICA_PORT = 10810;
 
 /** Options of {@link startEngine}. */
 export interface EngineOptions {
@@ -69,8 +61,6 @@ export interface EngineOptions {
   etcdEndpoints?: string;
   /** Address for replica (storage) traffic; default the control address's host. */
   storageAddress?: string;
-  /** The replica protocol's listener, `host:port` (port 0 picks one); default the storage address and {@link DEFAULT_REPLICA_PORT}. */
-  replicaAddress?: string;
   /** Topology label (zone) of this node. */
   zone?: string;
   /** Seconds the node's liveness lease lives without a keepalive. */
@@ -89,20 +79,8 @@ export interface EngineOptions {
   nbdAddress?: string;
   /** NBD unix socket path. */
   nbdSocket?: string;
-  /**
-   * Bytes of NBD request payloads and reply buffers held at once, all
-   * connections (clients and replica peers) together; past it requests wait
-   * and their connections stop being read. Default 256 MiB.
-   */
-  nbdBufferBytes?: number;
   nodeId?: string;
   log?: Logger;
-  /** Serve the control API on a non-loopback address without TLS (refused otherwise); logged as a warning. */
-  insecure?: boolean;
-  /** This node's certificate for an etcd on TLS with client-certificate auth (`https://` endpoints); none: plaintext. */
-  etcdTls?: EtcdTlsFiles;
-  /** TLS of the NBD TCP listener (STARTTLS required); none: plaintext. */
-  nbdTls?: NbdTlsFiles;
 }
 
 /** A running engine; `close()` stops serving and checkpoints the pool. */
@@ -123,6 +101,14 @@ export interface ControlTls {
   certFile: string;
   keyFile: string;
   clientCaFile?: string;
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${messageOf(error)}` });
+  }
 }
 
 function serverCredentials(tls: ControlTls | undefined): ServerCredentials {
@@ -229,88 +215,10 @@ function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalo
 }
 
 async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
-  const bufferBytes = options.nbdBufferBytes;
-  if (bufferBytes !== undefined && !(Number.isSafeInteger(bufferBytes) && bufferBytes > 0)) {
-    throw new KeelsonError({
-      code: "INVALID_ARGUMENT",
-      message: `NBD buffer budget of ${bufferBytes} bytes: use a positive number of bytes (default ${DEFAULT_NBD_BUFFER_BYTES})`,
-    });
-  }
-  const nbd = new NbdServer((peer) => catalog.forClient(peer), { bufferBytes });
+  const nbd = new NbdServer(catalog);
   teardown.add(() => nbd.close());
-  const tls = nbdServerTls(options.nbdTls);
-  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket, ...(tls ? { tls } : {}) });
+  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
   return nbd;
-}
-
-/** This node's storage address: where its replicas are served and where it connects to its peers' from. */
-function storageHost(options: EngineOptions, grpcAddress: string): string {
-  if (options.storageAddress) return options.storageAddress;
-  // A control API on a unix socket says nothing of the network: loopback, as the NBD default.
-  return grpcAddress.startsWith("unix:")
-    ? "127.0.0.1"
-    : grpcAddress.slice(0, grpcAddress.lastIndexOf(":")).replace(/^\[|\]$/g, "");
-}
-
-/** The cluster CA and this node's certificate, for the replica protocol's mutual TLS; null without TLS. */
-function replicaTls(options: EngineOptions): { cert: Buffer; key: Buffer; ca: Buffer } | null {
-  if (!options.tls?.clientCaFile) return null;
-  return {
-    cert: readPem(options.tls.certFile, "--tls-cert"),
-    key: readPem(options.tls.keyFile, "--tls-key"),
-    ca: readPem(options.tls.clientCaFile, "--tls-client-ca"),
-  };
-}
-
-/** Who a replica connection's peer is: the node its certificate names (it must be a node's: OU=node), or its address. */
-function replicaPeer(peer: NbdPeer): ReplicaPeer {
-  if (peer.via !== "tls") return { certifiedNode: null, address: peer.address };
-  if (peer.subject?.ou !== "node" || !peer.subject.cn) {
-    throw new KeelsonError({
-      code: "PERMISSION_DENIED",
-      message: `the replica protocol is for engines: certificate ${JSON.stringify(peer.subject)} is no node's (OU=node)`,
-    });
-  }
-  return { certifiedNode: peer.subject.cn, address: peer.address };
-}
-
-/**
- * The replica protocol's listener on the storage address (a cluster node only): peers' frontends open this
- * node's replicas there, as etcd says they may; over mutual TLS under the cluster CA when the cluster runs on TLS.
- */
-async function startReplicaServer(
-  pool: Pool,
-  qos: QosManager,
-  membership: () => ClusterMembership | null,
-  options: EngineOptions,
-  listenAt: string,
-  teardown: Teardown,
-): Promise<NbdServer> {
-  const joined = (): ClusterMembership => {
-    const m = membership();
-    if (m) return m;
-    throw new KeelsonError({ code: "UNAVAILABLE", message: "this node has not joined its cluster yet" });
-  };
-  const authority: ReplicaAuthority = {
-    grant: (volume, epoch, peer) => replicaAccess(joined(), volume, epoch, replicaPeer(peer)),
-    isNode: async (peer) => {
-      await nodesOf(joined(), replicaPeer(peer), "snapshot copy");
-    },
-  };
-  const tlsFiles = replicaTls(options);
-  const server = new NbdServer(new ReplicaCatalog(pool, qos, authority).forClient, {
-    bufferBytes: options.nbdBufferBytes,
-    ...(tlsFiles ? { mutualTls: tlsFiles } : {}),
-  });
-  teardown.add(() => server.close());
-  await server.listen({ tcp: listenAt });
-  return server;
-}
-
-/** How this node opens replicas on its peers: from its storage address, with its certificate when the cluster runs on TLS. */
-function replicaDial(options: EngineOptions, storage: string): ReplicaDial {
-  const tlsFiles = replicaTls(options);
-  return { localAddress: storage, ...(tlsFiles ? { tls: tlsFiles } : {}) };
 }
 
 /** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
@@ -319,11 +227,10 @@ async function startMetrics(
   pool: Pool,
   qos: QosManager,
   space: SpaceWatch,
-  nbd: NbdServer,
   teardown: Teardown,
 ): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm, nbd));
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm));
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -335,7 +242,7 @@ async function startControl(ctx: ControlContext, options: EngineOptions, teardow
   grpc.addService(VolumeServiceService, volumeService(ctx));
   grpc.addService(SnapshotServiceService, snapshotService(ctx));
   grpc.addService(NodeServiceService, nodeService(ctx));
-  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log, ctx.callerCheck));
+  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log));
   return bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
 }
 
@@ -344,10 +251,6 @@ interface JoinInputs {
   ctx: ControlContext;
   /** The control API's bound address: peers call this node there, so the node record holds it. */
   grpcAddress: string;
-  /** The replica protocol listener's bound address (peers open this node's replicas there). */
-  replicaAddress: string;
-  /** This node's storage address. */
-  storage: string;
   peers: PeerDialer;
   onLeadership: (leader: boolean) => void;
 }
@@ -358,17 +261,14 @@ async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown:
   const { ctx, grpcAddress } = inputs;
   const membership = await ClusterMembership.join({
     endpoints: options.etcdEndpoints,
-    etcdTls: etcdClientTls(options.etcdTls),
     leaseTtlS: options.leaseTtlS,
     log: ctx.log,
     peers: inputs.peers,
-    replicaDial: replicaDial(options, inputs.storage),
     node: {
       nodeId: ctx.nodeId,
       controlAddress: grpcAddress,
       nbdAddress: ctx.nbd.tcpAddress,
-      storageAddress: inputs.storage,
-      replicaAddress: inputs.replicaAddress,
+      storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
       zone: options.zone ?? "",
       version: ENGINE_VERSION,
     },
@@ -481,7 +381,6 @@ function controlContext(
     calibrate: () => calibratePool(parts.pool),
     nodeId,
     version: ENGINE_VERSION,
-    callerCheck: callerCheckOf(options.tls),
   };
 }
 
@@ -492,14 +391,6 @@ function controlContext(
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
   const peers = peerDialer(options);
-  // Before anything is opened: a refused listen address must not format a pool first.
-  checkControlListen({
-    address: options.grpcAddress ?? DEFAULT_GRPC_ADDRESS,
-    tls: options.tls !== undefined,
-    insecure: options.insecure ?? false,
-    callerCheck: callerCheckOf(options.tls),
-    log,
-  });
   const teardown = new Teardown();
   teardown.add(watchLoopStalls(log, { pool: options.poolPath }));
   try {
@@ -509,29 +400,14 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());
-    const metricsAddress = await startMetrics(options, pool, qos, space, nbd, teardown);
+    const metricsAddress = await startMetrics(options, pool, qos, space, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
     const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
     const grpcAddress = await startControl(ctx, options, teardown);
-    const storage = storageHost(options, grpcAddress);
-    // Replicas are served before the join too (the node record holds the address); until then every open is refused.
-    let joined: ClusterMembership | null = null;
-    const replicas = options.etcdEndpoints
-      ? await startReplicaServer(
-          pool,
-          qos,
-          () => joined,
-          options,
-          options.replicaAddress ?? `${storage}:${DEFAULT_REPLICA_PORT}`,
-          teardown,
-        )
-      : null;
     let duties: ClusterDuties | null = null;
     const onLeadership = (leader: boolean) => duties?.leadership(leader);
-    const replicaAddress = replicas?.tcpAddress ?? "";
-    const membership = await joinCluster(options, { ctx, grpcAddress, replicaAddress, storage, peers, onLeadership }, teardown);
-    joined = membership;
+    const membership = await joinCluster(options, { ctx, grpcAddress, peers, onLeadership }, teardown);
     if (membership) duties = await startClusterDuties(membership, ctx, { options, space }, teardown);
     // Checked from here on, so that a cluster node's first crossings (a pool found past 80% at start) reach the events too.
     space.start();
@@ -545,7 +421,6 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
-      replicaAddress,
       metricsAddress,
       etcd: options.etcdEndpoints ?? "",
     });

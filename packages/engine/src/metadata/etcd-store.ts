@@ -27,16 +27,6 @@ import {
   type WatchHandlers,
 } from "./store.js";
 
-/**
- * PEM contents for an etcd on TLS: the CA its server certificate chains to, and this client's certificate
- * and key (an etcd run with --client-cert-auth refuses clients without one).
- */
-export interface EtcdClientTls {
-  caPem: Buffer;
-  certPem: Buffer;
-  keyPem: Buffer;
-}
-
 /** How long connecting to etcd may take before a call fails. */
 const DIAL_TIMEOUT_MS = 3000;
 
@@ -77,7 +67,7 @@ export class EtcdMetadataStore implements MetadataStore {
   readonly #client: Etcd3;
   #closed = false;
 
-  private constructor(endpoints: string, tls?: EtcdClientTls) {
+  private constructor(endpoints: string) {
     this.endpoints = endpoints;
     // No per-host circuit breaker: after 3 failures it refused every call for 5 s, so a node came back
     // that long after etcd did. Callers bound and retry their own calls.
@@ -86,7 +76,6 @@ export class EtcdMetadataStore implements MetadataStore {
     this.#client = new Etcd3({
       hosts: endpoints.split(","),
       dialTimeout: DIAL_TIMEOUT_MS,
-      ...(tls ? { credentials: { rootCertificate: tls.caPem, certChain: tls.certPem, privateKey: tls.keyPem } } : {}),
       // One retry of a call that failed for the connection (a stale one after etcd restarted), not
       // the client's three; none of a call that ran out its deadline (etcd did not answer in time,
       // and an immediate second try rarely does better): a call is bounded by ETCD_CALL_DEADLINE_MS.
@@ -101,12 +90,9 @@ export class EtcdMetadataStore implements MetadataStore {
     });
   }
 
-  /**
-   * A store on the etcd at `endpoints` (client URLs, comma-separated; `https://` ones with `tls`). Connects
-   * lazily: the first call fails when it cannot.
-   */
-  static connect(endpoints: string, tls?: EtcdClientTls): EtcdMetadataStore {
-    return new EtcdMetadataStore(endpoints, tls);
+  /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
+  static connect(endpoints: string): EtcdMetadataStore {
+    return new EtcdMetadataStore(endpoints);
   }
 
   async get<K extends RecordKind>(ref: RecordRef<K>): Promise<Versioned<K> | null> {
