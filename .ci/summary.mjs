@@ -7,12 +7,14 @@ let skipped = 0;
 // The engine runs its multi-node cluster tests in a second vitest run, one file at a time (their
 // nodes hold 2 s etcd leases, which lapsed when two clusters shared the 2 cores), and its QoS
 // tests in a third, alone, since they measure rates. The conformance suite runs its unit tests,
-// then its multi-process tests (whole suite runs against a local cluster) one file at a time.
+// then its multi-process tests (whole suite runs against a local cluster) one file at a time. The CSI
+// driver's tests (one of them on a 3-node cluster) run one file at a time too.
 const expected = [
   "packages/sdk/.vitest-results.json",
   "packages/engine/.vitest-results.json",
   "packages/engine/.vitest-results-cluster.json",
   "packages/engine/.vitest-results-qos.json",
+  "packages/csi/.vitest-results.json",
   "packages/conformance/.vitest-results.json",
   "packages/conformance/.vitest-results-suite.json",
 ];
@@ -28,4 +30,6 @@ for (const file of expected) {
   skipped += r.numPendingTests + (r.numTodoTests ?? 0);
 }
 console.log(`Tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
-process.exit(failed > 0 || passed === 0 ? 1 : 0);
+// CI runs on a host with every tool, as root: a skipped or todo test there hid a test that did not run (issue 13).
+if (skipped > 0) console.log(`${skipped} skipped or todo: CI does not allow skipping a test`);
+process.exit(failed > 0 || skipped > 0 || passed === 0 ? 1 : 0);

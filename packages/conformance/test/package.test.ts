@@ -1,5 +1,5 @@
 // The packed @keelson/conformance, installed into a fresh project with the
-// packed sdk and engine it depends on, as a vendor would get it: the
+// packed sdk, engine and csi it depends on, as a vendor would get it: the
 // `keelson-conformance` binary lists the checks, prints the profile, and runs
 // a check against a local cluster made from the installed engine.
 
@@ -40,7 +40,10 @@ describe("the packed @keelson/conformance", () => {
         expect.arrayContaining(["dist/cli.js", "dist/index.d.ts", "schema/report.schema.json", "profiles/keelson-local.yaml"]),
       );
       expect(conformance.files.filter((f) => f.startsWith("src/") || f.includes(".test.") || f.startsWith("test/"))).toEqual([]);
-      const tarballs = [pack("sdk", dir).tarball, pack("engine", dir).tarball, conformance.tarball];
+      // The csi target loads keelson-csi's csi.proto: the driver package ships it.
+      const csi = pack("csi", dir);
+      expect(csi.files).toEqual(expect.arrayContaining(["proto/csi/v1/csi.proto", "dist/index.js"]));
+      const tarballs = [pack("sdk", dir).tarball, pack("engine", dir).tarball, csi.tarball, conformance.tarball];
       const app = path.join(dir, "app");
       fs.mkdirSync(app);
       fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "vendor-ci", private: true, type: "module" }));

@@ -3,6 +3,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { LocalCluster } from "../src/local-cluster/local-cluster.js";
 import { startDaemon, tempDir } from "./helpers/daemon.js";
 import { canRun } from "./helpers/env.js";
 import { run } from "./helpers/process.js";
@@ -72,24 +73,31 @@ describe("real NBD clients against keelsond", () => {
   });
 
   it("nbdcopy (libnbd, structured replies): a read after the attachment was fenced fails EPERM, and libnbd gets the server's EPOCH_STALE message", async (t) => {
-    if (!canRun({ tools: ["nbdcopy"] }, t.task.name)) return t.skip();
+    if (!canRun({ tools: ["nbdcopy", "etcd"] }, t.task.name)) return t.skip();
     using dir = tempDir("keelson-sr-");
-    await using d = await startDaemon({ poolPath: path.join(dir.path, "pool.img"), poolSize: "256M", dir: dir.path });
-    const c = d.client();
-    await c.createVolume({ name: "f", sizeBytes: 16 * MIB });
-    await c.fenceVolume({ name: "f", epoch: 1 });
+    // Epochs are the cluster's: a two-node cluster grants them; the replica is read at epoch 1 through the
+    // node's unix socket (read-only inspection), and a new attachment (epoch 2) fences it.
+    await using cluster = await LocalCluster.start({ nodes: 2, dir: dir.path, isolation: "loopback" });
+    const c = cluster.client(0);
+    const node = cluster.nodes[0];
+    if (!node) throw new Error("no node");
+    await c.createVolume({ name: "f", sizeBytes: 16 * MIB, replicas: 2 });
+    expect((await c.attachVolume({ name: "f" })).epoch).toBe(1);
     // nbdcopy reads into a pipe nobody drains yet, so it stalls after its first reads with the
     // connection open; the volume is then fenced at epoch 2 and every later read is refused.
-    const copy = spawn("nbdcopy", ["-v", d.uri("f%231"), "-"], { stdio: ["ignore", "pipe", "pipe"] });
+    const replicaConnections = async () => (await c.getVolume({ name: "f", replicaOnly: true })).connections;
+    // The frontend's own handle on its local replica counts too: nbdcopy's come on top of it.
+    const before = await replicaConnections();
+    const uri = `nbd+unix:///f%231?socket=${encodeURIComponent(node.nbdSocket)}`;
+    const copy = spawn("nbdcopy", ["-v", uri, "-"], { stdio: ["ignore", "pipe", "pipe"] });
     const stderr: Buffer[] = [];
     copy.stderr.on("data", (b: Buffer) => stderr.push(b));
     const exited = new Promise<number | null>((resolve) => copy.on("close", resolve));
     try {
-      for (let i = 0; i < 100 && (await c.getVolume({ name: "f" })).connections === 0; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      expect((await c.getVolume({ name: "f" })).connections).toBe(1);
-      await c.fenceVolume({ name: "f", epoch: 2 });
+      for (let i = 0; i < 100 && (await replicaConnections()) === before; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await replicaConnections()).toBeGreaterThan(before);
+      await c.detachVolume({ name: "f" });
+      expect((await c.attachVolume({ name: "f" })).epoch).toBe(2);
       let copiedBytes = 0;
       copy.stdout.on("data", (b: Buffer) => {
         copiedBytes += b.length;

@@ -7,6 +7,7 @@ import { startDaemon, tempDir } from "./helpers/daemon.js";
 import { canRun } from "./helpers/env.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
 import { run } from "./helpers/process.js";
+import { waitFor } from "./helpers/wait.js";
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -87,6 +88,8 @@ describe("snapshots", () => {
     let stop = false;
     let callBegan = Number.POSITIVE_INFINITY;
     let callReturned = Number.POSITIVE_INFINITY;
+    /** Writes acknowledged so far: the call is made with writes behind it, and returns with writes still going. */
+    let acked = 0;
     const worker = async (w: number): Promise<void> => {
       const c = await NbdTestClient.open(d.nbdAddress, "busy");
       while (!stop) {
@@ -101,15 +104,20 @@ describe("snapshots", () => {
         const r = await c.write(chunk * CHUNK, data);
         expect(r.error).toBe(0);
         rec.ackedAt = ++clock;
+        acked++;
       }
       await c.disconnect();
     };
     const workers = Array.from({ length: WORKERS }, (_, w) => worker(w));
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => acked >= 16 * WORKERS, { what: "writes acknowledged before the snapshot", timeoutMs: 30_000 });
     callBegan = ++clock;
     await client.createSnapshot({ volume: "busy", name: "mid" });
     callReturned = ++clock;
-    await new Promise((r) => setTimeout(r, 200));
+    const ackedAtReturn = acked;
+    await waitFor(() => acked >= ackedAtReturn + 4 * WORKERS, {
+      what: "writes acknowledged after the snapshot",
+      timeoutMs: 30_000,
+    });
     stop = true;
     await Promise.all(workers);
 

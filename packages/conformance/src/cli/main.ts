@@ -16,6 +16,7 @@ import { readReport } from "../report/validate.js";
 import { reRender } from "../report/write.js";
 import { runSuite } from "../run/run-suite.js";
 import { TARGET_KINDS, type TargetKind } from "../target/create.js";
+import { parseParameterList } from "../target/csi/csi-target.js";
 import { CAPABILITY_TEXT } from "../target/target.js";
 import { TerminalProgress } from "../ui/terminal.js";
 
@@ -24,6 +25,8 @@ const USAGE = `keelson-conformance: conformance and benchmark suite for block st
   keelson-conformance run [--target local] [--nodes 3] [--suite ha,qos,latency,snapshot]
                           [--out DIR] [--duration short|standard|long] [--profile FILE]
                           [--faults N] [--seed N] [--check ID,...]
+  keelson-conformance run --target csi --endpoint unix:///path/csi.sock
+                          [--parameters KEY=VALUE,...] [--faults-script FILE] [same options]
   keelson-conformance list                       the checks, one line each on what they measure
   keelson-conformance compare BASELINE.json CURRENT.json [--max-regression 10%]
   keelson-conformance report DIR                 re-render report.html and junit.xml from DIR/report.json
@@ -59,6 +62,9 @@ async function run(args: string[]): Promise<number> {
       seed: { type: "string" },
       check: { type: "string" },
       isolation: { type: "string" },
+      endpoint: { type: "string" },
+      parameters: { type: "string" },
+      "faults-script": { type: "string" },
     },
     strict: true,
   });
@@ -84,10 +90,23 @@ async function run(args: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("SIGHUP", onSignal);
+  const target = oneOf(values.target as string, TARGET_KINDS, "--target") as TargetKind;
+  if (target !== "csi" && (values.endpoint || values.parameters || values["faults-script"])) {
+    throw usage("--endpoint, --parameters and --faults-script go with --target csi");
+  }
+  if (target === "csi" && !values.endpoint) throw usage("--target csi needs --endpoint unix:///path/csi.sock");
+  const csi = values.endpoint
+    ? {
+        endpoint: values.endpoint,
+        ...(values.parameters ? { parameters: parseParameterList(values.parameters) } : {}),
+        ...(values["faults-script"] ? { faultsScript: values["faults-script"] } : {}),
+      }
+    : undefined;
   const seed = values.seed ? integer(values.seed, "--seed", 0) : Date.now() % 2 ** 31;
   try {
     const { report, paths } = await runSuiteOrInternal(() => internalError, {
-      target: oneOf(values.target as string, TARGET_KINDS, "--target") as TargetKind,
+      target,
+      ...(csi ? { csi } : {}),
       nodes: integer(values.nodes as string, "--nodes", 1),
       suites,
       out: values.out as string,

@@ -32,8 +32,8 @@ function lines(text: string): string[] {
 }
 
 describe("fioJobFile", () => {
-  it("nbd: the nbd engine on the URI, one connection per job, fio accepts it", () => {
-    if (!canRun({ tools: ["fio"] }, "fioJobFile nbd")) return;
+  it("nbd: the nbd engine on the URI, one connection per job, fio accepts it", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const text = fioJobFile({ kind: "nbd", uri: "nbd+unix:///vol?socket=/run/k.sock" }, { ...JOB, numjobs: 4 });
     expect(lines(text)).toEqual(
       expect.arrayContaining(["ioengine=nbd", "uri=nbd+unix:///vol?socket=/run/k.sock", "numjobs=4", "thread=1"]),
@@ -45,8 +45,8 @@ describe("fioJobFile", () => {
     expect(cmd).toContain("--numjobs=4");
   });
 
-  it("block: libaio with O_DIRECT on the device, region and rate as given", () => {
-    if (!canRun({ tools: ["fio"] }, "fioJobFile block")) return;
+  it("block: libaio with O_DIRECT on the device, region and rate as given", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const job = { ...JOB, offsetBytes: 1048576, sizeBytes: 8388608, rateIops: 500 };
     const text = fioJobFile({ kind: "block", devicePath: "/dev/nbd0" }, job);
     expect(lines(text)).toEqual(
@@ -62,8 +62,8 @@ describe("fioJobFile", () => {
     expect(fioReads(text)).toContain("--rate_iops=500");
   });
 
-  it("filesystem: a file named for the job in the mount, 256 MiB unless sized, and fio creates it there", () => {
-    if (!canRun({ tools: ["fio"] }, "fioJobFile filesystem")) return;
+  it("filesystem: a file named for the job in the mount, 256 MiB unless sized, and fio creates it there", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const mount: DataPath = { kind: "filesystem", mountPath: dir, fsType: "ext4" };
     expect(fioJobFile(mount, JOB)).toContain(`size=${DEFAULT_FILESYSTEM_FILE_BYTES}\n`);
     expect(fioJobFile(mount, JOB, { defaultFileSizeBytes: 1048576 })).toContain("size=1048576\n");

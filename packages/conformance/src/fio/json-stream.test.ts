@@ -54,8 +54,8 @@ function split(text: string, chunkSizes: () => number): { objects: string[]; spl
 }
 
 describe("FioJsonSplitter", () => {
-  it("splits fio's real status stream, fed in random chunks, into every object it printed", () => {
-    if (!canRun({ tools: ["fio"] }, "FioJsonSplitter real output")) return;
+  it("splits fio's real status stream, fed in random chunks, into every object it printed", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const text = recordFioOutput();
     const expected = text.split("\n").filter((l) => l === "{").length;
     expect(expected).toBeGreaterThanOrEqual(3); // two statuses and the final report

@@ -26,8 +26,8 @@ describe("BENCH_PROFILES", () => {
     expect(benchProfile("mixed-70-30-4k-qd1")).toMatchObject({ rw: "randrw", readPercent: 70, blockSizeBytes: 4096, iodepth: 1 });
   });
 
-  it("every profile, given a runtime and region, is a job fio runs on a file", () => {
-    if (!canRun({ tools: ["fio"] }, "BENCH_PROFILES run")) return;
+  it("every profile, given a runtime and region, is a job fio runs on a file", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-profiles-"));
     try {
       for (const profile of BENCH_PROFILES) {

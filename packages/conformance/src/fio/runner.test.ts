@@ -84,8 +84,8 @@ async function expectRejects(promise: Promise<unknown>, code: string): Promise<C
 }
 
 describe("runFio", () => {
-  it("filesystem: a time-based randread on a temp file reports IOPS, ascending percentiles and a second-by-second series", async () => {
-    if (!canRun({ tools: ["fio"] }, "runFio filesystem")) return;
+  it("filesystem: a time-based randread on a temp file reports IOPS, ascending percentiles and a second-by-second series", async (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const samples: LiveSample[] = [];
     const job = {
       name: "fs-randread",
@@ -115,8 +115,8 @@ describe("runFio", () => {
     expect(samples.at(-1)!.remainingS).toBe(0);
   });
 
-  it("filesystem: a verified write reads every block back and finds no mismatch", async () => {
-    if (!canRun({ tools: ["fio"] }, "runFio verify")) return;
+  it("filesystem: a verified write reads every block back and finds no mismatch", async (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const r = await runFio({
       dataPath: { kind: "filesystem", mountPath: dir, fsType: "ext4" },
       job: { name: "fs-verify", rw: "randwrite", blockSizeBytes: 4096, iodepth: 8, sizeBytes: 8 * MIB, verify: true },
@@ -128,8 +128,8 @@ describe("runFio", () => {
     expect(r.read.ioBytes).toBe(8 * MIB);
   });
 
-  it("nbd: the mixed profile over nbdkit reports both directions, and the ramp second stays in the series", async () => {
-    if (!canRun({ tools: ["fio", "nbdkit"] }, "runFio nbd")) return;
+  it("nbd: the mixed profile over nbdkit reports both directions, and the ramp second stays in the series", async (t) => {
+    if (!canRun({ tools: ["fio", "nbdkit"] }, t.task.name)) return t.skip();
     const nbd = await startNbdkit();
     try {
       const job = profileJob(benchProfile("mixed-70-30-4k-qd1"), { runtimeS: 3, rampS: 1, sizeBytes: 64 * MIB, numjobs: 2 });
@@ -149,8 +149,8 @@ describe("runFio", () => {
     }
   });
 
-  it("nbd stall: nbdkit stopped for 2 s shows as seconds with no completed IOs in the series", async () => {
-    if (!canRun({ tools: ["fio", "nbdkit"] }, "runFio stall")) return;
+  it("nbd stall: nbdkit stopped for 2 s shows as seconds with no completed IOs in the series", async (t) => {
+    if (!canRun({ tools: ["fio", "nbdkit"] }, t.task.name)) return t.skip();
     const nbd = await startNbdkit();
     const samples: LiveSample[] = [];
     try {
@@ -185,8 +185,8 @@ describe("runFio", () => {
     }
   });
 
-  it("abort: rejects CANCELLED and leaves no fio process, also when fio is blocked in I/O", async () => {
-    if (!canRun({ tools: ["fio", "nbdkit"] }, "runFio abort")) return;
+  it("abort: rejects CANCELLED and leaves no fio process, also when fio is blocked in I/O", async (t) => {
+    if (!canRun({ tools: ["fio", "nbdkit"] }, t.task.name)) return t.skip();
     const nbd = await startNbdkit();
     try {
       const controller = new AbortController();
@@ -232,8 +232,8 @@ describe("runFio", () => {
     expect(fs.existsSync(filesystemJobPath(dir, "never"))).toBe(false);
   });
 
-  it("bad job: fio failing to connect rejects TOOL_FAILED with fio's message", async () => {
-    if (!canRun({ tools: ["fio"] }, "runFio bad job")) return;
+  it("bad job: fio failing to connect rejects TOOL_FAILED with fio's message", async (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const uri = `nbd+unix:///?socket=${path.join(dir, "no-such.sock")}`;
     const job = { name: "bad", rw: "read", blockSizeBytes: 4096, iodepth: 1, sizeBytes: MIB } as const;
     const error = await expectRejects(runFio({ dataPath: { kind: "nbd", uri }, job, workDir: dir }), "TOOL_FAILED");

@@ -4,8 +4,8 @@ import { canRun } from "../testing/env.js";
 import { fioVersion } from "./version.js";
 
 describe("fioVersion", () => {
-  it("is what the installed fio says it is", () => {
-    if (!canRun({ tools: ["fio"] }, "fioVersion")) return;
+  it("is what the installed fio says it is", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
     const version = fioVersion();
     expect(version).toMatch(/^fio-\d+\.\d+/);
     expect(version).toBe(execFileSync("fio", ["--version"], { encoding: "utf8" }).trim());

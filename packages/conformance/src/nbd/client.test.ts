@@ -405,7 +405,13 @@ describe.skipIf(!HAS_NBDKIT)("NBD client against nbdkit", () => {
   });
 
   it("close() sends NBD_CMD_DISC after outstanding replies and resolves whenClosed", async () => {
-    const nbdkit = await startNbdkit({ socketPath: path.join(dir, "nbdkit.sock"), plugin: ["memory", "64M"] });
+    // Writes take 300 ms: NBD_CMD_DISC sent at once would reach nbdkit while the write runs, and nbdkit
+    // answers that write ESHUTDOWN (a CI run saw it without the delay too).
+    const nbdkit = await startNbdkit({
+      socketPath: path.join(dir, "nbdkit.sock"),
+      filters: ["delay"],
+      plugin: ["memory", "64M", "wdelay=300ms"],
+    });
     try {
       const conn = await openNbd(nbdkit.uri, { timeoutMs: 5_000 });
       const data = randomBytes(4096);

@@ -95,6 +95,8 @@ class NbdClient implements NbdClientConnection {
   #closing = false;
   /** The socket is gone and every pending request has settled "closed". */
   #socketClosed = false;
+  /** NBD_CMD_DISC went out (after close(), once nothing was in flight). */
+  #discSent = false;
   /** The first reason the connection ended; set once. */
   #closeReason: string | undefined;
   /** After close(): destroys the socket if the server has not closed it within CLOSE_GRACE_MS. */
@@ -171,12 +173,20 @@ class NbdClient implements NbdClientConnection {
     this.#closing = true;
     this.#closeReason ??= "closed by the client";
     this.#refuseWaiters();
+    // Soft disconnect once every outstanding request has its reply: a server that reads NBD_CMD_DISC
+    // while it still runs earlier requests may answer them ESHUTDOWN (nbdkit's parallel threads do).
+    this.#disconnectWhenIdle();
+    this.#closeTimer = setTimeout(() => this.#socket.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  /** After close(): sends NBD_CMD_DISC and ends the socket once nothing is in flight (once). */
+  #disconnectWhenIdle(): void {
+    if (!this.#closing || this.#discSent || this.#pending.size > 0) return;
+    this.#discSent = true;
     if (this.#socket.writable) {
-      // Soft disconnect: the server finishes outstanding requests, then closes.
       this.#socket.write(this.#header(COMMAND.DISC, 0, 0, 0, 0));
       this.#socket.end();
     }
-    this.#closeTimer = setTimeout(() => this.#socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -320,6 +330,7 @@ class NbdClient implements NbdClientConnection {
       this.#releaseSlot();
       // The protocol says a client receiving ESHUTDOWN must disconnect softly.
       if (error === NBD_ERRNO.ESHUTDOWN) this.close();
+      this.#disconnectWhenIdle();
     }
   }
 }

@@ -24,8 +24,8 @@ describe("report HTML in headless chromium", () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  it("the sample report renders with no console error and screenshots to a PNG", async () => {
-    if (!canRun({ tools: ["chromium"] }, "report HTML renders in chromium")) return;
+  it("the sample report renders with no console error and screenshots to a PNG", async (t) => {
+    if (!canRun({ tools: ["chromium"] }, t.task.name)) return t.skip();
     const htmlPath = join(freshDir(), "report.html");
     writeFileSync(htmlPath, renderHtml(sampleReport()));
     const result = await renderInChromium({ htmlPath, screenshotPath: SCREENSHOT_PATH, timeoutMs: RENDER_TIMEOUT_MS });
@@ -37,8 +37,8 @@ describe("report HTML in headless chromium", () => {
     expect(png.readUInt32BE(20)).toBeGreaterThan(900);
   });
 
-  it("a page that throws and logs errors: every one is collected", async () => {
-    if (!canRun({ tools: ["chromium"] }, "chromium collects console errors")) return;
+  it("a page that throws and logs errors: every one is collected", async (t) => {
+    if (!canRun({ tools: ["chromium"] }, t.task.name)) return t.skip();
     const dir = freshDir();
     const htmlPath = join(dir, "broken.html");
     writeFileSync(
@@ -52,8 +52,8 @@ describe("report HTML in headless chromium", () => {
     expect(result.consoleErrors[2]).toContain("Error: third");
   });
 
-  it("a missing file: TOOL_FAILED naming it, and the browser is gone", async () => {
-    if (!canRun({ tools: ["chromium"] }, "chromium reports a missing file")) return;
+  it("a missing file: TOOL_FAILED naming it, and the browser is gone", async (t) => {
+    if (!canRun({ tools: ["chromium"] }, t.task.name)) return t.skip();
     const dir = freshDir();
     const htmlPath = join(dir, "missing.html");
     await expect(

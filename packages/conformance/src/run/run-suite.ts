@@ -12,7 +12,7 @@ import { loadProfile } from "../profile/load.js";
 import type { CheckResult, DurationSetting, Family, Report } from "../report/types.js";
 import { REPORT_SCHEMA_VERSION } from "../report/types.js";
 import { writeReport } from "../report/write.js";
-import { createTarget, type TargetKind } from "../target/create.js";
+import { type CreateTargetOptions, createTarget, type TargetKind } from "../target/create.js";
 import type { Target } from "../target/target.js";
 import type { Progress } from "../ui/progress.js";
 import { environment } from "./environment.js";
@@ -31,6 +31,8 @@ export interface SuiteOptions {
   progress: Progress;
   signal: AbortSignal;
   isolation?: "netns" | "loopback";
+  /** The `csi` target's driver socket, parameters and faults script. */
+  csi?: CreateTargetOptions["csi"];
   /** Only these check ids (default: every check of `suites`). */
   only?: string[];
   /** Wraps the target before checks see it (the negative tests break it on purpose). */
@@ -118,12 +120,17 @@ async function runWith(
   scratch: string,
   onTarget: (target: Target) => void,
 ): Promise<SuiteResult> {
-  options.progress.step(`starting the ${options.target} target (${options.nodes} nodes)`);
+  options.progress.step(
+    options.target === "csi"
+      ? `connecting to the CSI driver at ${options.csi?.endpoint}`
+      : `starting the ${options.target} target (${options.nodes} nodes)`,
+  );
   const made = await createTarget({
     kind: options.target,
     nodes: options.nodes,
     dir: path.join(scratch, "target"),
     ...(options.isolation ? { isolation: options.isolation } : {}),
+    ...(options.csi ? { csi: options.csi } : {}),
   });
   onTarget(made);
   if (options.signal.aborted) throw new ConformanceError({ code: "CANCELLED", message: "run interrupted" });

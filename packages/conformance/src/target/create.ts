@@ -1,7 +1,8 @@
-// Builds the target a run asks for. `local` is here; `csi`, `kind` and
-// `kubeconfig` map onto the same interface (see the package README).
+// Builds the target a run asks for: `local` (a keelson cluster here) or `csi` (any CSI driver on
+// this host); `kind` and `kubeconfig` map onto the same interface (see the package README).
 
 import { ConformanceError } from "../errors.js";
+import { type CsiTargetOptions, startCsiTarget } from "./csi/csi-target.js";
 import { startLocalTarget } from "./local.js";
 import type { Target } from "./target.js";
 
@@ -16,6 +17,8 @@ export interface CreateTargetOptions {
   /** Scratch directory of the target (removed by its close()). */
   dir: string;
   isolation?: "netns" | "loopback";
+  /** The `csi` target's driver socket, parameters and faults script. */
+  csi?: Omit<CsiTargetOptions, "dir">;
 }
 
 export async function createTarget(options: CreateTargetOptions): Promise<Target> {
@@ -26,8 +29,14 @@ export async function createTarget(options: CreateTargetOptions): Promise<Target
       ...(options.isolation ? { isolation: options.isolation } : {}),
     });
   }
+  if (options.kind === "csi") {
+    if (!options.csi?.endpoint) {
+      throw new ConformanceError({ code: "INVALID_ARGUMENT", message: "--target csi needs --endpoint unix:///path/csi.sock" });
+    }
+    return startCsiTarget({ ...options.csi, dir: options.dir });
+  }
   throw new ConformanceError({
     code: "NOT_SUPPORTED",
-    message: `target ${options.kind} is not built yet (only local is); the package README says how it maps onto the target interface`,
+    message: `target ${options.kind} is not built yet (local and csi are); the package README says how it maps onto the target interface`,
   });
 }

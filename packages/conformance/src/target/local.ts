@@ -183,7 +183,11 @@ class LocalTarget implements Target {
     if (v.replicas > 1) {
       nodeIndex = request.nodeId ? this.#index(request.nodeId) : (this.#cluster.nodes.findIndex((_, k) => this.#up(k)) ?? 0);
       const nodeId = this.#cluster.nodes[nodeIndex]?.nodeId as string;
-      await keelsonCall(`attach ${request.volume} on ${nodeId}`, () =>
+      // Retried while keelson says UNAVAILABLE, as Kubernetes' attacher retries: a node whose liveness
+      // lease blinked under load is back within seconds, and an attach is idempotent. A takeover is
+      // not: the ha checks retry it themselves, and time it.
+      const call = request.takeover ? keelsonCall : keelsonCallRetrying;
+      await call(`attach ${request.volume} on ${nodeId}`, () =>
         this.#anyClient().attachVolume(
           {
             name: request.volume,
@@ -392,10 +396,12 @@ class LocalTarget implements Target {
     const health = await this.health(volume);
     if (!health.servingNode) throw new ConformanceError({ code: "TARGET_FAILED", message: `${volume} is attached nowhere` });
     const i = this.#index(health.servingNode);
-    // A node dies whole: its storage process and its network.
-    await this.#cluster.kill9(i);
+    // A node dies whole: its storage process, its kernel's connections (nothing it queued is
+    // delivered after the restore) and its network. On loopback only the process can die.
+    const whole = this.capabilities.has("fault-partition-node");
+    await (whole ? this.#cluster.powerOff(i) : this.#cluster.kill9(i));
     (this.#nodeFaults[i] as NodeFaults).killed = true;
-    if (this.capabilities.has("fault-partition-node")) await this.#partition(health.servingNode);
+    if (whole) await this.#partition(health.servingNode);
     return health.servingNode;
   }
 

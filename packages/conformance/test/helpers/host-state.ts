@@ -59,3 +59,21 @@ export function leftovers(before: HostState, after: HostState): HostState {
 }
 
 export const NOTHING_LEFT: HostState = { netns: [], loops: [], mounts: [], processes: [] };
+
+/**
+ * Undoes what a failed run left under `dir`: loop devices over files there (while their backing paths
+ * still show), then mounts there, lazily, innermost first (a FUSE server exits once its mount goes).
+ */
+export function undoUnder(dir: string): void {
+  for (const line of lines("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"])) {
+    const [name, file] = line.split(/\s+/);
+    if (name && file?.startsWith(dir)) lines("losetup", ["--detach", name]);
+  }
+  const points = fs
+    .readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p.startsWith(dir))
+    .reverse();
+  for (const p of points) lines("umount", ["-l", p]);
+}

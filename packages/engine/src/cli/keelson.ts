@@ -54,7 +54,9 @@ commands:
   up [--nodes N] [--dir DIR] [--loopback] [--tls] [--disk-size SIZE] [--overcommit-percent N]
                                                      start a local cluster: etcd + N keelsond (as root: a network
                                                      namespace, address and loop-device disk per node; --tls:
-                                                     control APIs on mutual TLS under a CA made for it);
+                                                     control APIs on mutual TLS and etcd on TLS with client
+                                                     certificates, under a CA made for it: certificates per
+                                                     role in DIR/tls, admin.pem for this CLI);
                                                      --disk-size: each node's disk, sparse (default 1G, 64M-16T);
                                                      --overcommit-percent: each node's keelsond limit (default 200)
   down [--dir DIR]                                   stop it and remove everything it made
@@ -75,7 +77,8 @@ options:
   --address ADDR   control API of the engine (default $KEELSON_ADDRESS or ${DEFAULT_GRPC_ADDRESS})
   --tls-ca FILE    call it over TLS, checking its certificate against this CA; with --tls-cert FILE
                    and --tls-key FILE, present a client certificate (mutual TLS). A cluster made by
-                   \`keelson up --tls\` keeps them in DIR/tls (ca.pem, admin.pem, admin.key)
+                   \`keelson up --tls\` keeps them in DIR/tls (ca.pem, admin.pem, admin.key; read-only.pem
+                   and read-only.key may only read). The certificate's subject OU is the caller's role
   --json           print JSON instead of a table
 `;
 

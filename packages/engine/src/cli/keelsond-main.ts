@@ -5,10 +5,12 @@ import {
   type ControlTls,
   DEFAULT_GRPC_ADDRESS,
   DEFAULT_NBD_ADDRESS,
+  DEFAULT_REPLICA_PORT,
   startEngine,
   validateOvercommitPercent,
   writeReadyFile,
 } from "../daemon/engine.js";
+import type { EtcdTlsFiles, NbdTlsFiles } from "../daemon/engine-tls.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger } from "../util/log.js";
@@ -25,12 +27,18 @@ const USAGE = `usage: keelsond --pool PATH [options]
   --grpc-listen ADDR     control API, host:port or unix:/path (default ${DEFAULT_GRPC_ADDRESS})
   --nbd-listen ADDR      NBD over TCP, host:port; "" disables (default ${DEFAULT_NBD_ADDRESS})
   --nbd-socket PATH      NBD over a unix socket
+  --nbd-buffer SIZE      request payloads and reply buffers all NBD connections may hold at once;
+                         past it requests wait and their connections stop being read (default 256M)
   --node-id ID           node identity (default: hostname)
   --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
   --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
   --metrics-listen ADDR  Prometheus /metrics over HTTP, host:port (default: not served)
   --etcd URLS            join the cluster whose metadata is in this etcd (comma-separated client URLs)
-  --storage-address HOST address for replica traffic (default: the control address's host)
+  --storage-address HOST address for replica traffic (default: the control address's host):
+                         this node serves its replicas there and connects to its peers' from it
+  --replica-listen ADDR  the replica protocol's listener, host:port (default: the storage
+                         address, port ${DEFAULT_REPLICA_PORT}); engines only, over mutual TLS
+                         under the cluster CA when --tls-client-ca is given
   --zone ZONE            topology label used to spread replicas
   --lease-ttl SECONDS    liveness lease of this node in etcd (default 5)
   --replace-replica-after SECONDS
@@ -38,7 +46,16 @@ const USAGE = `usage: keelsond --pool PATH [options]
                          has been down this long (default 60)
   --tls-cert FILE --tls-key FILE
                          serve the control API over TLS with this PEM certificate and key
-  --tls-client-ca FILE   and require client certificates signed by this CA (mutual TLS)
+  --tls-client-ca FILE   and require client certificates signed by this CA (mutual TLS); each caller's
+                         role is its certificate's subject OU: admin, node or read-only
+  --insecure             serve the control API on a non-loopback address without TLS (refused
+                         otherwise: every caller would be admin); logged as a warning
+  --etcd-ca FILE --etcd-cert FILE --etcd-key FILE
+                         reach an etcd on TLS (https:// URLs) with this node's certificate
+  --nbd-tls-cert FILE --nbd-tls-key FILE
+                         NBD over TCP requires TLS (NBD_OPT_STARTTLS) with this certificate
+  --nbd-tls-client-ca FILE
+                         and a client certificate signed by this CA
   --disk-capability IOPS:SIZE
                          what the disk can do (e.g. 50000:1G): a new pool takes it instead
                          of measuring the disk (the measurement loads the machine for ~1 s)
@@ -60,12 +77,14 @@ async function main(): Promise<void> {
       "grpc-listen": { type: "string" },
       "nbd-listen": { type: "string" },
       "nbd-socket": { type: "string" },
+      "nbd-buffer": { type: "string" },
       "node-id": { type: "string" },
       "qos-classes": { type: "string" },
       "disk-queue-depth": { type: "string" },
       "metrics-listen": { type: "string" },
       etcd: { type: "string" },
       "storage-address": { type: "string" },
+      "replica-listen": { type: "string" },
       zone: { type: "string" },
       "lease-ttl": { type: "string" },
       "replace-replica-after": { type: "string" },
@@ -74,6 +93,13 @@ async function main(): Promise<void> {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "tls-client-ca": { type: "string" },
+      insecure: { type: "boolean" },
+      "etcd-ca": { type: "string" },
+      "etcd-cert": { type: "string" },
+      "etcd-key": { type: "string" },
+      "nbd-tls-cert": { type: "string" },
+      "nbd-tls-key": { type: "string" },
+      "nbd-tls-client-ca": { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -92,6 +118,7 @@ async function main(): Promise<void> {
     grpcAddress: values["grpc-listen"],
     nbdAddress: values["nbd-listen"],
     nbdSocket: values["nbd-socket"],
+    nbdBufferBytes: values["nbd-buffer"] === undefined ? undefined : parseSizeBytes(values["nbd-buffer"]),
     nodeId: values["node-id"],
     qosClasses: values["qos-classes"]
       ? parseQosClasses(fs.readFileSync(values["qos-classes"], "utf8"), values["qos-classes"])
@@ -100,12 +127,16 @@ async function main(): Promise<void> {
     metricsAddress: values["metrics-listen"],
     etcdEndpoints: values.etcd,
     storageAddress: values["storage-address"],
+    replicaAddress: values["replica-listen"],
     zone: values.zone,
     leaseTtlS: seconds("--lease-ttl", values["lease-ttl"]),
     replaceReplicaAfterMs: mul1000(seconds("--replace-replica-after", values["replace-replica-after"])),
     rebuildBytesPerSec: values["rebuild-rate"] === undefined ? undefined : parseSizeBytes(values["rebuild-rate"]),
     diskCapability: values["disk-capability"] === undefined ? undefined : parseCapability(values["disk-capability"]),
     tls: tlsOptions(values["tls-cert"], values["tls-key"], values["tls-client-ca"]),
+    insecure: values.insecure ?? false,
+    etcdTls: etcdTlsOptions(values["etcd-ca"], values["etcd-cert"], values["etcd-key"]),
+    nbdTls: nbdTlsOptions(values["nbd-tls-cert"], values["nbd-tls-key"], values["nbd-tls-client-ca"]),
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -144,6 +175,24 @@ function tlsOptions(cert?: string, key?: string, clientCa?: string): ControlTls 
   if (!cert && !key && !clientCa) return undefined;
   if (!cert || !key) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--tls-cert and --tls-key must be given together" });
+  }
+  return { certFile: cert, keyFile: key, ...(clientCa ? { clientCaFile: clientCa } : {}) };
+}
+
+/** --etcd-ca, --etcd-cert and --etcd-key go together (etcd on TLS checks its clients' certificates). */
+function etcdTlsOptions(ca?: string, cert?: string, key?: string): EtcdTlsFiles | undefined {
+  if (!ca && !cert && !key) return undefined;
+  if (!ca || !cert || !key) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--etcd-ca, --etcd-cert and --etcd-key must be given together" });
+  }
+  return { caFile: ca, certFile: cert, keyFile: key };
+}
+
+/** --nbd-tls-cert and --nbd-tls-key go together; --nbd-tls-client-ca needs them. */
+function nbdTlsOptions(cert?: string, key?: string, clientCa?: string): NbdTlsFiles | undefined {
+  if (!cert && !key && !clientCa) return undefined;
+  if (!cert || !key) {
+    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: "--nbd-tls-cert and --nbd-tls-key must be given together" });
   }
   return { certFile: cert, keyFile: key, ...(clientCa ? { clientCaFile: clientCa } : {}) };
 }

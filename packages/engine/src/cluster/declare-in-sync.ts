@@ -48,7 +48,7 @@ export async function declareInSync(m: ClusterMembership, req: InSyncDeclaration
   const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
   if (!node?.alive)
     throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive; its replica cannot be checked` });
-  const epoch = await nextEpoch(m.metadata, name);
+  const epoch = await nextEpoch(m.metadata, name, m.nodeId);
   // Fenced at the new epoch: a frontend of an older one can write it no more.
   await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), PEER_TIMEOUT_MS);
   const ref = refs.volume(name);

@@ -5,16 +5,23 @@ import { type Condition, type MetadataStore, refs } from "../metadata/index.js";
 const MAX_EPOCH_ATTEMPTS = 32;
 
 /**
- * Takes the next attachment epoch of a volume: a compare-and-swap on the
- * volume's epoch record, so two attachers racing never get the same epoch
- * and every epoch is larger than all before it.
+ * Takes the next attachment epoch of a volume for node `holder`: a
+ * compare-and-swap on the volume's epoch record, so two attachers racing
+ * never get the same epoch and every epoch is larger than all before it.
+ * The holder is recorded with it: replicas let only that node write at it.
  */
-export async function nextEpoch(metadata: MetadataStore, volume: string): Promise<number> {
+export async function nextEpoch(metadata: MetadataStore, volume: string, holder: string): Promise<number> {
   const ref = refs.epoch(volume);
   for (let attempt = 0; attempt < MAX_EPOCH_ATTEMPTS; attempt++) {
     const current = await metadata.get(ref);
     const next = (current === null ? 0 : current.value) + 1;
-    const won = await metadata.commit({ if: [{ ref, version: current?.version ?? null }], put: [{ ref, value: next }] });
+    const won = await metadata.commit({
+      if: [{ ref, version: current?.version ?? null }],
+      put: [
+        { ref, value: next },
+        { ref: refs.epochHolder(volume), value: { epoch: next, nodeId: holder } },
+      ],
+    });
     if (won) return next;
   }
   throw new KeelsonError({
@@ -45,4 +52,12 @@ export async function supersededError(metadata: MetadataStore, volume: string, e
 /** The volume's current attachment epoch (0 when never attached). */
 export async function currentEpoch(metadata: MetadataStore, volume: string): Promise<number> {
   return (await metadata.get(refs.epoch(volume)))?.value ?? 0;
+}
+
+/** The volume's current epoch and the node that took it; epoch 0 and no holder when never attached. */
+export async function epochAndHolder(metadata: MetadataStore, volume: string): Promise<{ epoch: number; holder: string | null }> {
+  const [epoch, holder] = await Promise.all([metadata.get(refs.epoch(volume)), metadata.get(refs.epochHolder(volume))]);
+  const current = epoch?.value ?? 0;
+  // A holder record of another epoch (written by an engine from before holders were kept) names nobody.
+  return { epoch: current, holder: holder?.value.epoch === current ? holder.value.nodeId : null };
 }

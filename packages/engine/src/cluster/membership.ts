@@ -1,6 +1,14 @@
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
-import { EtcdMetadataStore, type MetadataStore, type NodeRecord, type Registration, refs } from "../metadata/index.js";
+import {
+  type EtcdClientTls,
+  EtcdMetadataStore,
+  type MetadataStore,
+  type NodeRecord,
+  type Registration,
+  refs,
+} from "../metadata/index.js";
+import type { ReplicaDial } from "../replication/replica-client.js";
 import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
 import type { PeerDialer } from "./peer-dialer.js";
@@ -23,6 +31,8 @@ export interface ClusterNode extends NodeRecord {
 export interface JoinOptions {
   /** etcd client URLs, comma-separated. */
   endpoints: string;
+  /** This node's certificate for an etcd on TLS with client-certificate auth; none: plaintext. */
+  etcdTls?: EtcdClientTls;
   node: Omit<NodeRecord, "registeredAtMs" | "state" | "stateSinceMs">;
   leaseTtlS?: number;
   /** Called when this node becomes leader (and with false when it stops being it). */
@@ -31,6 +41,8 @@ export interface JoinOptions {
   log?: Logger;
   /** How this node calls its peers (with its TLS credentials when the cluster runs on TLS). */
   peers: PeerDialer;
+  /** How this node's frontends open replicas on its peers (mutual TLS, the storage address to connect from). */
+  replicaDial?: ReplicaDial;
   /** How long {@link ClusterMembership.join} keeps trying while etcd cannot be reached (default {@link DEFAULT_JOIN_TIMEOUT_MS}). */
   joinTimeoutMs?: number;
 }
@@ -67,6 +79,8 @@ export class ClusterMembership implements AsyncDisposable {
   readonly endpoints: string;
   /** How this node calls its peers' control APIs. */
   readonly peers: PeerDialer;
+  /** How this node's frontends open replicas on its peers. */
+  readonly replicaDial: ReplicaDial;
   readonly #options: JoinOptions;
   /** This node's liveness lease and candidacy; null until registered. */
   #registration: Registration | null = null;
@@ -79,6 +93,7 @@ export class ClusterMembership implements AsyncDisposable {
     this.endpoints = options.endpoints;
     this.nodeId = options.node.nodeId;
     this.peers = options.peers;
+    this.replicaDial = options.replicaDial ?? {};
     this.#options = options;
   }
 
@@ -93,7 +108,7 @@ export class ClusterMembership implements AsyncDisposable {
    * failure (a corrupt record) fails at once.
    */
   static async join(options: JoinOptions): Promise<ClusterMembership> {
-    const metadata = EtcdMetadataStore.connect(options.endpoints);
+    const metadata = EtcdMetadataStore.connect(options.endpoints, options.etcdTls);
     const m = new ClusterMembership(metadata, options);
     const giveUpAt = Date.now() + (options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS);
     let delayMs = JOIN_RETRY_FIRST_MS;

@@ -83,7 +83,7 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
     }
   }
   let epoch = await currentEpoch(m.metadata, name);
-  if (epoch === 0) epoch = await nextEpoch(m.metadata, name); // never attached: an epoch to open replicas under
+  if (epoch === 0) epoch = await nextEpoch(m.metadata, name, m.nodeId); // never attached: an epoch to open replicas under
   const record = await getClusterVolume(m, name);
   const nodes = await m.nodes();
   return ReplicatedVolume.open(
@@ -93,7 +93,7 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
       const node = nodes.find((n) => n.nodeId === nodeId);
       // Only replicas whose log was read: one that did not answer may differ where only its log says.
       const inSync = node?.alive === true && record.inSync.includes(nodeId) && logs.answered.includes(nodeId);
-      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync };
+      return { nodeId, replicaAddress: node?.replicaAddress ?? "", inSync };
     }),
     m.nodeId,
     {
@@ -101,6 +101,7 @@ async function openReader(m: ClusterMembership, name: string, o: AttachOptions):
       readOnly: true,
       sizeBytes: record.sizeBytes,
       ...(o.openLocal ? { openLocal: o.openLocal } : {}),
+      dial: m.replicaDial,
     },
   );
 }
@@ -134,7 +135,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
       const node = reachable.find((n) => n.nodeId === nodeId);
       // An in-sync replica that did not answer stays in sync in the record: unreachable is not out of
       // sync. The frontend records it out of sync before it acknowledges a write that replica misses.
-      return { nodeId, nbdAddress: node?.nbdAddress ?? "", inSync: record.inSync.includes(nodeId) };
+      return { nodeId, replicaAddress: node?.replicaAddress ?? "", inSync: record.inSync.includes(nodeId) };
     }),
     m.nodeId,
     {
@@ -145,6 +146,7 @@ async function openWriter(m: ClusterMembership, name: string, o: AttachOptions):
       minInSync: minInSyncOf(record),
       sizeBytes: record.sizeBytes,
       ...(o.openLocal ? { openLocal: o.openLocal } : {}),
+      dial: m.replicaDial,
     },
   );
 }
@@ -173,7 +175,7 @@ async function fenceAtNewEpoch(
     const probes = inSync.map((n) => m.peers.withPeer(n, (c) => c.getVolume({ name, replicaOnly: true }), FENCE_TIMEOUT_MS));
     if (!(await anyAnswers(probes))) throw noInSyncReplica(name, record.inSync);
   }
-  const epoch = await nextEpoch(m.metadata, name);
+  const epoch = await nextEpoch(m.metadata, name, m.nodeId);
   const fenced = await Promise.all(
     holders.map((n) =>
       m.peers
@@ -234,7 +236,7 @@ export async function forgetAttachment(m: ClusterMembership, name: string, nodeI
 export async function fenceEveryFrontend(m: ClusterMembership, name: string): Promise<number> {
   const record = await getClusterVolume(m, name);
   const nodes = await m.nodes();
-  const epoch = await nextEpoch(m.metadata, name);
+  const epoch = await nextEpoch(m.metadata, name, m.nodeId);
   await Promise.allSettled(
     record.replicas.flatMap((id) => {
       const node = nodes.find((n) => n.nodeId === id);
@@ -253,7 +255,7 @@ function frontendHooks(m: ClusterMembership, name: string, epoch: number): Front
       const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
       if (!node?.alive) throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive` });
       const fenced = await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), FENCE_TIMEOUT_MS);
-      return { nodeId, nbdAddress: node.nbdAddress, keptLog: fenced.activityLog };
+      return { nodeId, replicaAddress: node.replicaAddress ?? "", keptLog: fenced.activityLog };
     },
     replicaSet: async () => (await getClusterVolume(m, name)).replicas,
     snapshots: snapshotChain(m, name),

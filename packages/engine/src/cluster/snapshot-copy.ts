@@ -110,7 +110,12 @@ async function copyOne(m: ClusterMembership, o: CopyOne, req: CopyRequest): Prom
     changesOn(m, target, { volume, name: "", baseSnapshot }),
   ]);
   const ranges = unionRanges([theirs, mine]).map((r) => ({ ...r, length: Math.min(r.length, theirs.sizeBytes - r.offset) }));
-  const reader = await ReplicaClient.connect(o.source.nbdAddress, `${volume}@${name}`, SOURCE_READ_TIMEOUT_MS);
+  const reader = await ReplicaClient.connect(
+    o.source.replicaAddress ?? "",
+    `${volume}@${name}`,
+    SOURCE_READ_TIMEOUT_MS,
+    m.replicaDial,
+  );
   try {
     await copyRanges(
       ranges.filter((r) => r.length > 0),

@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { ClusterMembership } from "../cluster/membership.js";
+import type { ReplicaAccess } from "../cluster/replica-access.js";
 import type { VolumeAttacher } from "../cluster/volume-attacher.js";
 import type { NbdServer } from "../nbd/server.js";
 import type { DiskCapability } from "../qos/admission.js";
@@ -10,6 +11,7 @@ import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import type { ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { Pool } from "../store/pool.js";
 import type { Logger } from "../util/log.js";
+import type { CallerCheck } from "./roles.js";
 
 /** What the control API serves from. */
 export interface ControlContext {
@@ -25,6 +27,8 @@ export interface ControlContext {
    * after the control API is bound, since its node record holds the bound address).
    */
   membership(): ClusterMembership | null;
+  /** Who may open this node's replicas (a cluster node only): FenceVolume tells it who fenced. */
+  replicaAccess: ReplicaAccess | null;
   /** Replicated volumes attached on this node, by name (the NBD catalog serves them). */
   frontends: Map<string, ReplicatedVolume>;
   /** Paces the rebuilds of every frontend on this node. */
@@ -37,6 +41,8 @@ export interface ControlContext {
   nodeId: string;
   version: string;
   log: Logger;
+  /** "certificate-role" on mutual TLS: each call is checked against roles.ts; "none": every caller is admin. */
+  callerCheck: CallerCheck;
 }
 
 /** This engine's membership, or INVALID_ARGUMENT naming `what` needs a cluster. */

@@ -5,6 +5,8 @@ import type { ClusterMembership } from "../cluster/membership.js";
 import { ALL_OF_REVISION, type MetadataEvent, type MetadataWatch } from "../metadata/index.js";
 import { messageOf } from "../util/errors.js";
 import type { Logger } from "../util/log.js";
+import { refuseUndecodable } from "./request-decoding.js";
+import { authorizeCall, type CallerCheck } from "./roles.js";
 
 type EventKind = NonNullable<WireEvent["kind"]>;
 
@@ -99,10 +101,21 @@ async function serveWatch(m: ClusterMembership, call: ServerWritableStream<WireW
   if (ended) void watch.cancel();
 }
 
-/** keelson.v1.EventService of one engine (cluster only). */
-export function eventService(membership: () => ClusterMembership | null, log: Logger): EventServiceServer {
+/** keelson.v1.EventService of one engine (cluster only); with `callerCheck` "certificate-role" only the roles RPC_ROLES.Watch names may watch. */
+export function eventService(
+  membership: () => ClusterMembership | null,
+  log: Logger,
+  callerCheck: CallerCheck = "none",
+): EventServiceServer {
   return {
     watch: (call) => {
+      try {
+        authorizeCall(callerCheck, "Watch", call.getAuthContext?.()?.sslPeerCertificate);
+        refuseUndecodable("Watch", call.request);
+      } catch (error) {
+        call.emit("error", toServiceError(error as KeelsonError));
+        return;
+      }
       const m = membership();
       if (!m) {
         call.emit(

@@ -8,7 +8,7 @@ import { positive, requireString, unary } from "./unary.js";
 /** Runs a handler through the unary adapter as grpc-js would; what reached the callback, and the log levels. */
 async function call<Res>(fn: (req: string) => Promise<Res>) {
   const levels: LogLevel[] = [];
-  const handler = unary({ log: { log: (level) => levels.push(level) } }, "Test", fn);
+  const handler = unary({ log: { log: (level) => levels.push(level) } }, "GetNode", fn);
   const result = await new Promise<{ error: Partial<ServiceError> | null; value: Res | null | undefined }>((resolve) =>
     handler({ request: "req" } as ServerUnaryCall<string, Res>, (error, value) =>
       resolve({ error: error as Partial<ServiceError> | null, value }),
@@ -51,6 +51,32 @@ describe("the unary edge", () => {
     expect(error?.code).toBe(status.INTERNAL);
     expect(error?.details).toBe("bug");
     expect(levels).toEqual(["error"]);
+  });
+});
+
+describe("the unary edge on mutual TLS", () => {
+  it("a caller whose certificate role may not call the method gets PERMISSION_DENIED, and the handler never runs", async () => {
+    let ran = 0;
+    const handler = unary({ log: { log: () => undefined }, callerCheck: "certificate-role" }, "CreateVolume", async () => {
+      ran++;
+      return "made";
+    });
+    const answer = (OU: string) =>
+      new Promise<{ error: Partial<ServiceError> | null; value: unknown }>((resolve) =>
+        handler(
+          {
+            request: "req",
+            getAuthContext: () => ({ transportSecurityType: "ssl", sslPeerCertificate: { subject: { OU, CN: "c" } } }),
+          } as unknown as ServerUnaryCall<string, string>,
+          (error, value) => resolve({ error: error as Partial<ServiceError> | null, value }),
+        ),
+      );
+    const denied = await answer("read-only");
+    expect(denied.error?.code).toBe(status.PERMISSION_DENIED);
+    expect(denied.error?.metadata?.get(ERROR_CODE_METADATA_KEY)).toEqual(["PERMISSION_DENIED"]);
+    expect(ran).toBe(0);
+    expect((await answer("admin")).value).toBe("made");
+    expect(ran).toBe(1);
   });
 });
 

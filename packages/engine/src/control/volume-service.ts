@@ -11,6 +11,7 @@ import type {
 import { readAttachments } from "../cluster/attachments.js";
 import { createReplicatedVolume, findClusterVolume, getClusterVolume, listClusterVolumes } from "../cluster/cluster-volumes.js";
 import { declareInSync } from "../cluster/declare-in-sync.js";
+import { currentEpoch } from "../cluster/epochs.js";
 import type { ClusterMembership } from "../cluster/membership.js";
 import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated-qos.js";
 import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
@@ -49,6 +50,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const uid = pool.getVolume(name).record.uid;
       const freedBytes = await pool.deleteVolume(name);
       ctx.qos.remove(uid);
+      ctx.replicaAccess?.forget(name);
       ctx.log.log("info", "volume deleted", { volume: name, freedBytes });
       return { freedBytes };
     }),
@@ -90,8 +92,19 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       if (!rv) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `volume ${name} is not attached on ${ctx.nodeId}` });
       return attachmentToWire(ctx, rv);
     }),
-    fenceVolume: unary(ctx, "FenceVolume", async (req) => {
-      const v = await pool.fenceVolume(requireString(req.name, "name"), req.epoch);
+    fenceVolume: unary(ctx, "FenceVolume", async (req, caller) => {
+      const name = requireString(req.name, "name");
+      // An engine fences a replica at an epoch it took in etcd: one etcd has not granted (a client's
+      // guess near 2^53) would shut the volume's every future writer out, so it is refused. The next
+      // epoch needs no etcd read (an attach fences every replica at once, and a replica's node whose
+      // etcd answers slowly must not fail it); one past that is checked against etcd.
+      const m = requireCluster(ctx, "fencing a replica");
+      const fencedAt = pool.findVolume(name)?.record.epoch ?? 0;
+      if (req.epoch > fencedAt + 1) await requireGrantedEpoch(m, name, req.epoch);
+      const v = await pool.fenceVolume(name, req.epoch);
+      // The fencer's frontend opens this replica next: who it is decides that open when etcd cannot be asked.
+      // Only a fence that raised the epoch counts (one at the current epoch changes nothing).
+      if (req.epoch > fencedAt) ctx.replicaAccess?.fenced(name, req.epoch, caller);
       ctx.log.log("info", "volume fenced", { volume: v.name, epoch: req.epoch });
       return volumeToWire(ctx, v);
     }),
@@ -243,4 +256,14 @@ function replicatedSourceFromWire(
   if (!source) return undefined;
   if ("volumeName" in source) return { volume: source.volumeName };
   return { snapshot: { volume: source.snapshot.volumeName, name: source.snapshot.name } };
+}
+
+/** INVALID_ARGUMENT unless etcd has granted `epoch` for `volume` (it is at most the volume's current epoch there). */
+async function requireGrantedEpoch(m: ClusterMembership, volume: string, epoch: number): Promise<void> {
+  const current = await currentEpoch(m.metadata, volume);
+  if (epoch >= 1 && epoch <= current) return;
+  throw new KeelsonError({
+    code: "INVALID_ARGUMENT",
+    message: `epoch: volume ${volume} has no epoch ${epoch} (its current epoch is ${current}); epochs come from the cluster`,
+  });
 }

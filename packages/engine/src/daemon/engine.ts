@@ -9,27 +9,34 @@ import { IdleVolumeRepairer } from "../cluster/idle-repair.js";
 import { ClusterMembership } from "../cluster/membership.js";
 import { PeerDialer } from "../cluster/peer-dialer.js";
 import { Reconciler } from "../cluster/reconciler.js";
+import { ReplicaAccess, type ReplicaPeer } from "../cluster/replica-access.js";
 import { openRepairFrontend } from "../cluster/replicated-attach.js";
 import { SpaceAlertPublisher } from "../cluster/space-alerts.js";
 import { VolumeAttacher } from "../cluster/volume-attacher.js";
 import type { ControlContext } from "../control/context.js";
 import { eventService } from "../control/event-service.js";
 import { nodeService } from "../control/node-service.js";
+import { withTypedDecodeErrors } from "../control/request-decoding.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
+import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
+import type { NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation, DEFAULT_HEADROOM, type DiskCapability } from "../qos/admission.js";
 import { calibrate } from "../qos/calibrate.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { QosManager } from "../qos/qos-manager.js";
 import { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import type { ReplicaDial } from "../replication/replica-client.js";
 import { DEFAULT_REPLICA_TIMEOUT_MS, type ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
-import { messageOf } from "../util/errors.js";
+import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
+import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls, readPem } from "./engine-tls.js";
+import { checkControlListen } from "./listen-policy.js";
 import { SpaceWatch } from "./space-watch.js";
 
 export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/provisioning.js";
@@ -38,6 +45,8 @@ export { DEFAULT_OVERCOMMIT_PERCENT, validateOvercommitPercent } from "../store/
 export const ENGINE_VERSION = "0.1.0";
 export const DEFAULT_GRPC_ADDRESS = "127.0.0.1:7420";
 export const DEFAULT_NBD_ADDRESS = "127.0.0.1:10809";
+/** Port of the replica protocol's listener on the storage address (a cluster node only). */
+export const DEFAULT_REPLICA_PORT = 10810;
 
 /** Options of {@link startEngine}. */
 export interface EngineOptions {
@@ -61,6 +70,8 @@ export interface EngineOptions {
   etcdEndpoints?: string;
   /** Address for replica (storage) traffic; default the control address's host. */
   storageAddress?: string;
+  /** The replica protocol's listener, `host:port` (port 0 picks one); default the storage address and {@link DEFAULT_REPLICA_PORT}. */
+  replicaAddress?: string;
   /** Topology label (zone) of this node. */
   zone?: string;
   /** Seconds the node's liveness lease lives without a keepalive. */
@@ -79,8 +90,20 @@ export interface EngineOptions {
   nbdAddress?: string;
   /** NBD unix socket path. */
   nbdSocket?: string;
+  /**
+   * Bytes of NBD request payloads and reply buffers held at once, all
+   * connections (clients and replica peers) together; past it requests wait
+   * and their connections stop being read. Default 256 MiB.
+   */
+  nbdBufferBytes?: number;
   nodeId?: string;
   log?: Logger;
+  /** Serve the control API on a non-loopback address without TLS (refused otherwise); logged as a warning. */
+  insecure?: boolean;
+  /** This node's certificate for an etcd on TLS with client-certificate auth (`https://` endpoints); none: plaintext. */
+  etcdTls?: EtcdTlsFiles;
+  /** TLS of the NBD TCP listener (STARTTLS required); none: plaintext. */
+  nbdTls?: NbdTlsFiles;
 }
 
 /** A running engine; `close()` stops serving and checkpoints the pool. */
@@ -101,14 +124,6 @@ export interface ControlTls {
   certFile: string;
   keyFile: string;
   clientCaFile?: string;
-}
-
-function readPem(file: string, what: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch (error) {
-    throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `${what} ${file}: ${messageOf(error)}` });
-  }
 }
 
 function serverCredentials(tls: ControlTls | undefined): ServerCredentials {
@@ -215,10 +230,83 @@ function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalo
 }
 
 async function startNbd(catalog: EngineCatalog, options: EngineOptions, teardown: Teardown): Promise<NbdServer> {
-  const nbd = new NbdServer(catalog);
+  const bufferBytes = options.nbdBufferBytes;
+  if (bufferBytes !== undefined && !(Number.isSafeInteger(bufferBytes) && bufferBytes > 0)) {
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `NBD buffer budget of ${bufferBytes} bytes: use a positive number of bytes (default ${DEFAULT_NBD_BUFFER_BYTES})`,
+    });
+  }
+  const nbd = new NbdServer((peer) => catalog.forClient(peer), { bufferBytes });
   teardown.add(() => nbd.close());
-  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket });
+  const tls = nbdServerTls(options.nbdTls);
+  await nbd.listen({ tcp: options.nbdAddress ?? DEFAULT_NBD_ADDRESS, unixSocket: options.nbdSocket, ...(tls ? { tls } : {}) });
   return nbd;
+}
+
+/** This node's storage address: where its replicas are served and where it connects to its peers' from. */
+function storageHost(options: EngineOptions, grpcAddress: string): string {
+  if (options.storageAddress) return options.storageAddress;
+  // A control API on a unix socket says nothing of the network: loopback, as the NBD default.
+  return grpcAddress.startsWith("unix:")
+    ? "127.0.0.1"
+    : grpcAddress.slice(0, grpcAddress.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+}
+
+/** The cluster CA and this node's certificate, for the replica protocol's mutual TLS; null without TLS. */
+function replicaTls(options: EngineOptions): { cert: Buffer; key: Buffer; ca: Buffer } | null {
+  if (!options.tls?.clientCaFile) return null;
+  return {
+    cert: readPem(options.tls.certFile, "--tls-cert"),
+    key: readPem(options.tls.keyFile, "--tls-key"),
+    ca: readPem(options.tls.clientCaFile, "--tls-client-ca"),
+  };
+}
+
+/** Who a replica connection's peer is: the node its certificate names (it must be a node's: OU=node), or its address. */
+function replicaPeer(peer: NbdPeer): ReplicaPeer {
+  if (peer.via !== "tls") return { certifiedNode: null, address: peer.address };
+  if (peer.subject?.ou !== "node" || !peer.subject.cn) {
+    throw new KeelsonError({
+      code: "PERMISSION_DENIED",
+      message: `the replica protocol is for engines: certificate ${JSON.stringify(peer.subject)} is no node's (OU=node)`,
+    });
+  }
+  return { certifiedNode: peer.subject.cn, address: peer.address };
+}
+
+/**
+ * The replica protocol's listener on the storage address (a cluster node only): peers' frontends open this
+ * node's replicas there, as etcd says they may; over mutual TLS under the cluster CA when the cluster runs on TLS.
+ */
+async function startReplicaServer(
+  pool: Pool,
+  qos: QosManager,
+  access: ReplicaAccess,
+  options: EngineOptions,
+  listenAt: string,
+  teardown: Teardown,
+): Promise<NbdServer> {
+  const authority: ReplicaAuthority = {
+    grant: (volume, epoch, fencedAt, peer) => access.grant(volume, epoch, fencedAt, replicaPeer(peer)),
+    isNode: async (peer) => {
+      await access.nodesOf(replicaPeer(peer), "snapshot copy");
+    },
+  };
+  const tlsFiles = replicaTls(options);
+  const server = new NbdServer(new ReplicaCatalog(pool, qos, authority).forClient, {
+    bufferBytes: options.nbdBufferBytes,
+    ...(tlsFiles ? { mutualTls: tlsFiles } : {}),
+  });
+  teardown.add(() => server.close());
+  await server.listen({ tcp: listenAt });
+  return server;
+}
+
+/** How this node opens replicas on its peers: from its storage address, with its certificate when the cluster runs on TLS. */
+function replicaDial(options: EngineOptions, storage: string): ReplicaDial {
+  const tlsFiles = replicaTls(options);
+  return { localAddress: storage, ...(tlsFiles ? { tls: tlsFiles } : {}) };
 }
 
 /** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
@@ -227,10 +315,11 @@ async function startMetrics(
   pool: Pool,
   qos: QosManager,
   space: SpaceWatch,
+  nbd: NbdServer,
   teardown: Teardown,
 ): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm));
+  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm, nbd));
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -239,10 +328,11 @@ async function startMetrics(
 async function startControl(ctx: ControlContext, options: EngineOptions, teardown: Teardown): Promise<string> {
   const grpc = new Server();
   teardown.add(() => grpc.forceShutdown());
-  grpc.addService(VolumeServiceService, volumeService(ctx));
-  grpc.addService(SnapshotServiceService, snapshotService(ctx));
-  grpc.addService(NodeServiceService, nodeService(ctx));
-  grpc.addService(EventServiceService, eventService(ctx.membership, ctx.log));
+  // A request that does not decode is the client's fault: INVALID_ARGUMENT, not grpc-js's INTERNAL.
+  grpc.addService(withTypedDecodeErrors(VolumeServiceService), volumeService(ctx));
+  grpc.addService(withTypedDecodeErrors(SnapshotServiceService), snapshotService(ctx));
+  grpc.addService(withTypedDecodeErrors(NodeServiceService), nodeService(ctx));
+  grpc.addService(withTypedDecodeErrors(EventServiceService), eventService(ctx.membership, ctx.log, ctx.callerCheck));
   return bindGrpc(grpc, options.grpcAddress ?? DEFAULT_GRPC_ADDRESS, options.tls);
 }
 
@@ -251,6 +341,10 @@ interface JoinInputs {
   ctx: ControlContext;
   /** The control API's bound address: peers call this node there, so the node record holds it. */
   grpcAddress: string;
+  /** The replica protocol listener's bound address (peers open this node's replicas there). */
+  replicaAddress: string;
+  /** This node's storage address. */
+  storage: string;
   peers: PeerDialer;
   onLeadership: (leader: boolean) => void;
 }
@@ -261,14 +355,17 @@ async function joinCluster(options: EngineOptions, inputs: JoinInputs, teardown:
   const { ctx, grpcAddress } = inputs;
   const membership = await ClusterMembership.join({
     endpoints: options.etcdEndpoints,
+    etcdTls: etcdClientTls(options.etcdTls),
     leaseTtlS: options.leaseTtlS,
     log: ctx.log,
     peers: inputs.peers,
+    replicaDial: replicaDial(options, inputs.storage),
     node: {
       nodeId: ctx.nodeId,
       controlAddress: grpcAddress,
       nbdAddress: ctx.nbd.tcpAddress,
-      storageAddress: options.storageAddress ?? grpcAddress.slice(0, grpcAddress.lastIndexOf(":")),
+      storageAddress: inputs.storage,
+      replicaAddress: inputs.replicaAddress,
       zone: options.zone ?? "",
       version: ENGINE_VERSION,
     },
@@ -354,7 +451,7 @@ function diskReport(pool: Pool): Omit<DiskRecord, "nodeId" | "updatedAtMs"> {
 
 /** What the control API serves from, complete: the membership is read through a getter, null until joined. */
 function controlContext(
-  parts: Pick<ControlContext, "pool" | "nbd" | "qos" | "log" | "membership">,
+  parts: Pick<ControlContext, "pool" | "nbd" | "qos" | "log" | "membership" | "replicaAccess">,
   catalog: EngineCatalog,
   options: EngineOptions,
 ): ControlContext {
@@ -381,6 +478,7 @@ function controlContext(
     calibrate: () => calibratePool(parts.pool),
     nodeId,
     version: ENGINE_VERSION,
+    callerCheck: callerCheckOf(options.tls),
   };
 }
 
@@ -391,6 +489,14 @@ function controlContext(
 export async function startEngine(options: EngineOptions): Promise<StartedEngine> {
   const log = options.log ?? jsonLogger("keelsond");
   const peers = peerDialer(options);
+  // Before anything is opened: a refused listen address must not format a pool first.
+  checkControlListen({
+    address: options.grpcAddress ?? DEFAULT_GRPC_ADDRESS,
+    tls: options.tls !== undefined,
+    insecure: options.insecure ?? false,
+    callerCheck: callerCheckOf(options.tls),
+    log,
+  });
   const teardown = new Teardown();
   teardown.add(watchLoopStalls(log, { pool: options.poolPath }));
   try {
@@ -400,14 +506,35 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());
-    const metricsAddress = await startMetrics(options, pool, qos, space, teardown);
+    const metricsAddress = await startMetrics(options, pool, qos, space, nbd, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
-    const ctx = controlContext({ pool, nbd, qos, log, membership: () => served }, catalog, options);
+    // Replicas are served before the join too (the node record holds the address); until then every open is refused.
+    let joined: ClusterMembership | null = null;
+    const replicaAccess = options.etcdEndpoints
+      ? new ReplicaAccess(() => {
+          if (joined) return joined.metadata;
+          throw new KeelsonError({ code: "UNAVAILABLE", message: "this node has not joined its cluster yet" });
+        }, log)
+      : null;
+    const ctx = controlContext({ pool, nbd, qos, log, membership: () => served, replicaAccess }, catalog, options);
     const grpcAddress = await startControl(ctx, options, teardown);
+    const storage = storageHost(options, grpcAddress);
+    const replicas = replicaAccess
+      ? await startReplicaServer(
+          pool,
+          qos,
+          replicaAccess,
+          options,
+          options.replicaAddress ?? `${storage}:${DEFAULT_REPLICA_PORT}`,
+          teardown,
+        )
+      : null;
     let duties: ClusterDuties | null = null;
     const onLeadership = (leader: boolean) => duties?.leadership(leader);
-    const membership = await joinCluster(options, { ctx, grpcAddress, peers, onLeadership }, teardown);
+    const replicaAddress = replicas?.tcpAddress ?? "";
+    const membership = await joinCluster(options, { ctx, grpcAddress, replicaAddress, storage, peers, onLeadership }, teardown);
+    joined = membership;
     if (membership) duties = await startClusterDuties(membership, ctx, { options, space }, teardown);
     // Checked from here on, so that a cluster node's first crossings (a pool found past 80% at start) reach the events too.
     space.start();
@@ -421,6 +548,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       grpcAddress,
       nbdAddress: nbd.tcpAddress,
       nbdSocket: nbd.unixSocket,
+      replicaAddress,
       metricsAddress,
       etcd: options.etcdEndpoints ?? "",
     });

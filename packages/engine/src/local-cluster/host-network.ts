@@ -86,6 +86,21 @@ export async function setNodeLink(net: HostNetwork, index: number, up: boolean):
   await sh("ip", ["-n", nodeNetNames(net, index).netns, "link", "set", "eth0", up ? "up" : "down"]);
 }
 
+/**
+ * Aborts every TCP connection left in node `index`'s namespace. A killed process's sockets
+ * outlive it in the kernel: one with data still queued keeps retransmitting, and delivers
+ * that data once its route returns. A machine that lost power sends nothing more.
+ */
+export async function abortNodeConnections(net: HostNetwork, index: number): Promise<void> {
+  await sh("ip", ["netns", "exec", nodeNetNames(net, index).netns, "ss", "-K", "-t", "-a"]);
+}
+
+/** The TCP connections in node `index`'s namespace that can still carry data (not TIME-WAIT), one per line. */
+export async function nodeConnections(net: HostNetwork, index: number): Promise<string[]> {
+  const out = await sh("ip", ["netns", "exec", nodeNetNames(net, index).netns, "ss", "-H", "-t", "-n", "exclude", "time-wait"]);
+  return out.split("\n").filter((l) => l.trim() !== "");
+}
+
 /** Removes what {@link createNetwork} and {@link addNodeNamespace} made; missing pieces are skipped. */
 export async function removeNetwork(net: HostNetwork, nodes: number): Promise<string[]> {
   const problems: string[] = [];

@@ -5,9 +5,11 @@ import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import { createClient, isKeelsonError, type KeelsonClient, KeelsonError } from "@keelson/sdk";
 import { messageOf } from "../util/errors.js";
 import {
+  abortNodeConnections,
   addNodeNamespace,
   createNetwork,
   type HostNetwork,
+  nodeConnections,
   nodeNetNames,
   removeNetwork,
   setNodeLink,
@@ -15,15 +17,37 @@ import {
 } from "./host-network.js";
 import { type CertFiles, createLocalPki, issueCert, type LocalPki } from "./local-pki.js";
 import { freePort, startProcess, stopProcess, waitForFile, waitForPort } from "./local-process.js";
-import { type LocalClusterState, type LocalNodeState, readStateFile, stateFile } from "./state.js";
+import { type LocalClusterState, type LocalClusterTls, type LocalNodeState, readStateFile, stateFile } from "./state.js";
 
 /** What a client of a TLS local cluster presents: the admin certificate, and the cluster CA to check the nodes. */
 export function adminCredentials(tls: { pki: LocalPki; admin: CertFiles }): ChannelCredentials {
-  return credentials.createSsl(
-    fs.readFileSync(tls.pki.caFile),
-    fs.readFileSync(tls.admin.keyFile),
-    fs.readFileSync(tls.admin.certFile),
-  );
+  return certCredentials(tls.pki, tls.admin);
+}
+
+/** Client credentials of a TLS local cluster with certificate `cert` (one of its roles' or a node's). */
+export function certCredentials(pki: LocalPki, cert: CertFiles): ChannelCredentials {
+  return credentials.createSsl(fs.readFileSync(pki.caFile), fs.readFileSync(cert.keyFile), fs.readFileSync(cert.certFile));
+}
+
+/** A local cluster's PKI: its CA, a client certificate per control-API role, etcd's for the host address. */
+function createClusterTls(dir: string, hostAddress: string): LocalClusterTls {
+  const pki = createLocalPki(path.join(dir, "tls"));
+  return {
+    pki,
+    admin: issueCert(pki, { name: "admin", role: "admin", ips: [] }),
+    readOnly: issueCert(pki, { name: "read-only", role: "read-only", ips: [] }),
+    etcd: issueCert(pki, { name: "etcd", role: "etcd", ips: [...new Set([hostAddress, "127.0.0.1"])] }),
+  };
+}
+
+/** etcd's flags for TLS: the server's certificate, and clients (engines, etcdctl) and peers must present one the CA signed. */
+function etcdTlsArgs(tls: LocalClusterTls): string[] {
+  const { caFile } = tls.pki;
+  const { certFile, keyFile } = tls.etcd;
+  return [
+    ...["--cert-file", certFile, "--key-file", keyFile, "--client-cert-auth", "--trusted-ca-file", caFile],
+    ...["--peer-cert-file", certFile, "--peer-key-file", keyFile, "--peer-client-cert-auth", "--peer-trusted-ca-file", caFile],
+  ];
 }
 
 /** The built daemon; from the sources (tests run them directly) that is the package's dist/. */
@@ -136,10 +160,7 @@ export const LocalCluster = {
       keelsondArgs: [...(options.calibrate ? [] : ["--disk-capability", LOCAL_DISK_CAPABILITY]), ...(options.keelsondArgs ?? [])],
       tls: null,
     };
-    if (options.tls) {
-      const pki = createLocalPki(path.join(options.dir, "tls"));
-      state.tls = { pki, admin: issueCert(pki, "admin", []) };
-    }
+    if (options.tls) state.tls = createClusterTls(options.dir, network?.hostAddress ?? "127.0.0.1");
     const cluster = new StartedLocalCluster(state);
     try {
       await cluster.startEtcd();
@@ -194,12 +215,14 @@ export class StartedLocalCluster implements AsyncDisposable {
     const known = e.endpoint ? Number(e.endpoint.slice(e.endpoint.lastIndexOf(":") + 1)) : 0;
     const clientPort = known || (this.state.network ? 2379 : await freePort(host));
     const peerPort = this.state.network ? 2380 : clientPort === known ? e.peerPort : await freePort(host);
-    e.endpoint = `http://${host}:${clientPort}`;
+    const scheme = this.state.tls ? "https" : "http";
+    e.endpoint = `${scheme}://${host}:${clientPort}`;
     e.peerPort = peerPort;
+    const peerUrl = `${scheme}://${host}:${peerPort}`;
     const args = ["--name", "keelson", "--data-dir", e.dataDir, "--listen-client-urls", e.endpoint];
-    args.push("--advertise-client-urls", e.endpoint, "--listen-peer-urls", `http://${host}:${peerPort}`);
-    args.push("--initial-advertise-peer-urls", `http://${host}:${peerPort}`);
-    args.push("--initial-cluster", `keelson=http://${host}:${peerPort}`);
+    args.push("--advertise-client-urls", e.endpoint, "--listen-peer-urls", peerUrl);
+    args.push("--initial-advertise-peer-urls", peerUrl, "--initial-cluster", `keelson=${peerUrl}`);
+    if (this.state.tls) args.push(...etcdTlsArgs(this.state.tls));
     e.pid = startProcess("etcd", args, e.logFile, this.state.detached);
     this.#save();
     await waitForPort(host, clientPort, 20_000);
@@ -236,7 +259,7 @@ export class StartedLocalCluster implements AsyncDisposable {
       logFile: path.join(this.state.dir, `node${index + 1}.log`),
     };
     this.state.nodes[index] = node;
-    if (this.state.tls) issueCert(this.state.tls.pki, node.nodeId, [address, "127.0.0.1"]);
+    if (this.state.tls) issueCert(this.state.tls.pki, { name: node.nodeId, role: "node", ips: [address, "127.0.0.1"] });
     await this.startNode(index);
   }
 
@@ -249,11 +272,7 @@ export class StartedLocalCluster implements AsyncDisposable {
     args.push("--grpc-listen", node.grpcAddress, "--nbd-listen", node.nbdAddress, "--nbd-socket", node.nbdSocket);
     args.push("--etcd", this.state.etcd.endpoint);
     args.push("--lease-ttl", String(this.state.leaseTtlS), "--ready-file", ready, ...this.state.keelsondArgs);
-    if (this.state.tls) {
-      const { pki } = this.state.tls;
-      const own = path.join(pki.dir, node.nodeId);
-      args.push("--tls-cert", `${own}.pem`, "--tls-key", `${own}.key`, "--tls-client-ca", pki.caFile);
-    }
+    args.push(...this.#nodeTlsArgs(node));
     const [cmd, cmdArgs] = node.netns
       ? ["ip", ["netns", "exec", node.netns, process.execPath, ...args]]
       : [process.execPath, args];
@@ -267,6 +286,23 @@ export class StartedLocalCluster implements AsyncDisposable {
       await stopProcess(node.pid, "keelsond", 0).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Node `node`'s keelsond flags for TLS: its certificate (OU=node, CN=its id) for its control API and,
+   * as a client, for its peers and etcd. A cluster without TLS on namespace addresses (not loopback)
+   * must say `--insecure`: keelsond refuses such an address otherwise.
+   */
+  #nodeTlsArgs(node: LocalNodeState): string[] {
+    // Namespace addresses are the non-loopback ones; loopback isolation's 127.0.0.x need no flag.
+    if (!this.state.tls) return this.state.network ? ["--insecure"] : [];
+    const { pki } = this.state.tls;
+    const cert = `${path.join(pki.dir, node.nodeId)}.pem`;
+    const key = `${path.join(pki.dir, node.nodeId)}.key`;
+    return [
+      ...["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", pki.caFile],
+      ...["--etcd-ca", pki.caFile, "--etcd-cert", cert, "--etcd-key", key],
+    ];
   }
 
   /**
@@ -347,6 +383,22 @@ export class StartedLocalCluster implements AsyncDisposable {
   /** SIGKILL node `index`'s keelsond, as a crash would; resolves once it is gone. */
   async kill9(index: number): Promise<void> {
     await stopProcess((this.state.nodes[index] as LocalNodeState).pid, "keelsond", 0);
+  }
+
+  /**
+   * Node `index` lost whole, as a power cut: keelsond gets SIGKILL and its kernel's connections
+   * are aborted, so nothing it had queued reaches a peer later (after {@link kill9} alone, it
+   * can). Netns only: on loopback a node has no kernel of its own (INVALID_ARGUMENT).
+   */
+  async powerOff(index: number): Promise<void> {
+    const net = this.#netnsNetwork();
+    await this.kill9(index);
+    await abortNodeConnections(net, index);
+  }
+
+  /** The TCP connections still open in node `index`'s namespace (netns only), as `ss` lists them. */
+  async connectionsOf(index: number): Promise<string[]> {
+    return await nodeConnections(this.#netnsNetwork(), index);
   }
 
   /** Stops node `index` cleanly (SIGTERM). */

@@ -52,13 +52,30 @@ export function createLocalPki(dir: string): LocalPki {
 }
 
 /**
- * A certificate signed by the cluster CA: a node's is valid for its
- * addresses and for both ends of a connection (engines call each other), a
- * client's only for calling.
+ * A certificate's subject OU: a control-API role (`Role` of the engine's control/roles.ts, which this
+ * harness may not import: it drives keelsond processes, it does not link the engine), or "etcd" for
+ * etcd's own certificate, to which the control API grants nothing.
  */
-export function issueCert(pki: LocalPki, name: string, ips: readonly string[]): CertFiles {
+export type CertRole = "admin" | "node" | "read-only" | "etcd";
+
+/** What {@link issueCert} makes. */
+export interface CertRequest {
+  /** The subject CN (a node's id) and the files' base name in the PKI directory. */
+  name: string;
+  /** The subject OU: the role the control API grants the holder. */
+  role: CertRole;
+  /** IP addresses the certificate is valid for as a server; none: a client certificate only. */
+  ips: readonly string[];
+}
+
+/**
+ * A certificate signed by the cluster CA: a server's (a node's, etcd's) is valid for its addresses and for
+ * both ends of a connection (engines call each other and etcd), a client's only for calling.
+ */
+export function issueCert(pki: LocalPki, req: CertRequest): CertFiles {
+  const { name, role, ips } = req;
   const at = (ext: string) => path.join(pki.dir, `${name}.${ext}`);
-  openssl(["req", ...EC_KEY, "-subj", `/CN=${name}`, "-keyout", at("key"), "-out", at("csr")]);
+  openssl(["req", ...EC_KEY, "-subj", `/OU=${role}/CN=${name}`, "-keyout", at("key"), "-out", at("csr")]);
   const san = ips.length > 0 ? `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(",")}\n` : "";
   const usage = ips.length > 0 ? "serverAuth,clientAuth" : "clientAuth";
   fs.writeFileSync(at("ext"), `${san}extendedKeyUsage=${usage}\n`);

@@ -36,6 +36,8 @@ function netnsState(): LocalClusterState {
     tls: {
       pki: { dir: "/tmp/c/tls", caFile: "/tmp/c/tls/ca.pem", caKeyFile: "/tmp/c/tls/ca.key" },
       admin: { certFile: "/tmp/c/tls/admin.pem", keyFile: "/tmp/c/tls/admin.key" },
+      readOnly: { certFile: "/tmp/c/tls/read-only.pem", keyFile: "/tmp/c/tls/read-only.key" },
+      etcd: { certFile: "/tmp/c/tls/etcd.pem", keyFile: "/tmp/c/tls/etcd.key" },
     },
   };
 }
@@ -91,8 +93,10 @@ describe("local cluster state file", () => {
     expect(refusal(JSON.stringify({ ...netnsState(), network: { id: "ab12" } }))).toMatch(
       /network\.bridge is missing, not a string/,
     );
-    const noCert = { ...netnsState(), tls: { pki: netnsState().tls?.pki, admin: { keyFile: "/tmp/c/tls/admin.key" } } };
+    const noCert = { ...netnsState(), tls: { ...netnsState().tls, admin: { keyFile: "/tmp/c/tls/admin.key" } } };
     expect(refusal(JSON.stringify(noCert))).toMatch(/tls\.admin\.certFile is missing/);
+    const noEtcdCert = { ...netnsState(), tls: { ...netnsState().tls, etcd: undefined } };
+    expect(refusal(JSON.stringify(noEtcdCert))).toMatch(/tls\.etcd is not an object/);
     expect(refusal(JSON.stringify({ ...netnsState(), detached: "yes" }))).toMatch(/detached is "yes", not a boolean/);
   });
 });

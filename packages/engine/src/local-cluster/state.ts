@@ -30,6 +30,21 @@ export interface LocalNodeState {
   logFile: string;
 }
 
+/**
+ * The PKI of a local cluster on TLS (control APIs on mutual TLS, etcd on TLS with client certificates): the
+ * CA, the client certificates of the control API's roles (each node's own is `DIR/tls/<nodeId>.pem`), and
+ * etcd's server certificate.
+ */
+export interface LocalClusterTls {
+  pki: LocalPki;
+  /** OU=admin: the CLI's and `client(i)`'s. */
+  admin: CertFiles;
+  /** OU=read-only: may Get, List and Watch. */
+  readOnly: CertFiles;
+  /** etcd's server certificate (OU=etcd: no role on the control API). */
+  etcd: CertFiles;
+}
+
 /** Everything a local cluster made, so `keelson down` (another process) can undo it. */
 export interface LocalClusterState {
   isolation: "netns" | "loopback";
@@ -40,8 +55,8 @@ export interface LocalClusterState {
   leaseTtlS: number;
   detached: boolean;
   keelsondArgs: string[];
-  /** The cluster CA and the admin client certificate, when the control APIs run on TLS. */
-  tls: { pki: LocalPki; admin: CertFiles } | null;
+  /** The cluster's PKI when it runs on TLS (see {@link LocalClusterTls}); null: plaintext. */
+  tls: LocalClusterTls | null;
 }
 
 /** Where the state of the cluster in `dir` is kept. */
@@ -129,7 +144,12 @@ function stateProblem(value: unknown): string | null {
 function tlsProblem(tls: unknown): string | null {
   if (tls === null) return null;
   if (!isRecord(tls)) return "tls is neither null nor an object";
-  return fieldsProblem(tls.pki, PKI_FIELDS, "tls.pki") ?? fieldsProblem(tls.admin, CERT_FIELDS, "tls.admin");
+  return (
+    fieldsProblem(tls.pki, PKI_FIELDS, "tls.pki") ??
+    fieldsProblem(tls.admin, CERT_FIELDS, "tls.admin") ??
+    fieldsProblem(tls.readOnly, CERT_FIELDS, "tls.readOnly") ??
+    fieldsProblem(tls.etcd, CERT_FIELDS, "tls.etcd")
+  );
 }
 
 function listProblem(list: unknown, at: string, itemProblem: (item: unknown, at: string) => string | null): string | null {

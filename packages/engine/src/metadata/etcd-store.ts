@@ -5,9 +5,11 @@ import {
   type ComparatorBuilder,
   Etcd3,
   GRPCDeadlineExceededError,
+  type IDuplexStream,
+  type ILeaseKeepAliveRequest,
+  type ILeaseKeepAliveResponse,
   type IWatchResponse,
   isRecoverableError,
-  type Lease,
 } from "etcd3";
 import { messageOf } from "../util/errors.js";
 import { eventOf } from "./events.js";
@@ -27,8 +29,15 @@ import {
   type WatchHandlers,
 } from "./store.js";
 
-/** How long connecting to etcd may take before a call fails. */
-const DIAL_TIMEOUT_MS = 3000;
+/**
+ * PEM contents for an etcd on TLS: the CA its server certificate chains to, and this client's certificate
+ * and key (an etcd run with --client-cert-auth refuses clients without one).
+ */
+export interface EtcdClientTls {
+  caPem: Buffer;
+  certPem: Buffer;
+  keyPem: Buffer;
+}
 
 /**
  * A failure of an etcd client call as a KeelsonError: etcd away (restarting,
@@ -61,38 +70,62 @@ async function etcd<T>(call: () => Promise<T>): Promise<T> {
 /** The version token of a stored value: its exact bytes (a compare-and-swap compares the value). */
 const versionOf = (stored: string): Version => stored as Version;
 
+/**
+ * An etcd3 client for `endpoints`. No per-host circuit breaker: after 3 failures it refused every call
+ * for 5 s, so a node came back that long after etcd did; callers bound and retry their own calls. Every
+ * unary call has a deadline: an etcd that stops answering (paused, partitioned after the connection was
+ * made) must fail a call, not hang it and everything waiting behind it.
+ */
+function createClient(endpoints: string, tls?: EtcdClientTls): Etcd3 {
+  return new Etcd3({
+    hosts: endpoints.split(","),
+    ...(tls ? { credentials: { rootCertificate: tls.caPem, certChain: tls.certPem, privateKey: tls.keyPem } } : {}),
+    // Each channel gets connections of its own, not ones shared through grpc-js's process-wide pool:
+    // the library closes and reopens channels after a failure, and a new channel then starts from a
+    // fresh connection instead of one another channel is tearing down.
+    grpcOptions: { "grpc.use_local_subchannel_pool": 1 },
+    // One retry of a call that failed for the connection (a stale one after etcd restarted), not
+    // the client's three; none of a call that ran out its deadline (etcd did not answer in time,
+    // and an immediate second try rarely does better): a call is bounded by ETCD_CALL_DEADLINE_MS.
+    faultHandling: {
+      host: () => noop,
+      global: retry(
+        handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCDeadlineExceededError)),
+        { maxAttempts: 1 },
+      ),
+    },
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+  });
+}
+
 /** {@link MetadataStore} on an etcd cluster (v3 API), with the key layout of keys.ts. */
 export class EtcdMetadataStore implements MetadataStore {
   readonly endpoints: string;
   readonly #client: Etcd3;
+  /**
+   * The liveness lease, its keepalives and the leader campaign run on a client of their own. The etcd3
+   * library closes every channel of a host when any call or stream on it fails with a recoverable error
+   * (a deadline, a cancel): with one client, a list that ran out its deadline under load took the
+   * keepalive streams down with it, and one late keepalive took the watches down. Apart, a fault on one
+   * side reconnects that side only.
+   */
+  readonly #livenessClient: Etcd3;
+  readonly #tls: EtcdClientTls | undefined;
   #closed = false;
 
-  private constructor(endpoints: string) {
+  private constructor(endpoints: string, tls?: EtcdClientTls) {
     this.endpoints = endpoints;
-    // No per-host circuit breaker: after 3 failures it refused every call for 5 s, so a node came back
-    // that long after etcd did. Callers bound and retry their own calls.
-    // Every unary call has a deadline: an etcd that stops answering (paused, partitioned after the
-    // connection was made) must fail a call, not hang it and everything waiting behind it.
-    this.#client = new Etcd3({
-      hosts: endpoints.split(","),
-      dialTimeout: DIAL_TIMEOUT_MS,
-      // One retry of a call that failed for the connection (a stale one after etcd restarted), not
-      // the client's three; none of a call that ran out its deadline (etcd did not answer in time,
-      // and an immediate second try rarely does better): a call is bounded by ETCD_CALL_DEADLINE_MS.
-      faultHandling: {
-        host: () => noop,
-        global: retry(
-          handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCDeadlineExceededError)),
-          { maxAttempts: 1 },
-        ),
-      },
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
-    });
+    this.#tls = tls;
+    this.#client = createClient(endpoints, tls);
+    this.#livenessClient = createClient(endpoints, tls);
   }
 
-  /** A store on the etcd at `endpoints` (client URLs, comma-separated). Connects lazily: the first call fails when it cannot. */
-  static connect(endpoints: string): EtcdMetadataStore {
-    return new EtcdMetadataStore(endpoints);
+  /**
+   * A store on the etcd at `endpoints` (client URLs, comma-separated; `https://` ones with `tls`). Connects
+   * lazily: the first call fails when it cannot.
+   */
+  static connect(endpoints: string, tls?: EtcdClientTls): EtcdMetadataStore {
+    return new EtcdMetadataStore(endpoints, tls);
   }
 
   async get<K extends RecordKind>(ref: RecordRef<K>): Promise<Versioned<K> | null> {
@@ -140,7 +173,7 @@ export class EtcdMetadataStore implements MetadataStore {
   }
 
   async register(nodeId: string, ttlS: number, on: RegistrationHandlers): Promise<Registration> {
-    const lease = this.#client.lease(ttlS, { autoKeepAlive: false });
+    const lease = this.#livenessClient.lease(ttlS, { autoKeepAlive: false });
     try {
       await etcd(() =>
         lease
@@ -152,8 +185,9 @@ export class EtcdMetadataStore implements MetadataStore {
       void lease.revoke().catch(() => undefined);
       throw error;
     }
-    const keepalive = keepLeaseAlive(lease, ttlS, on);
-    const campaign = this.#client.election(LEADER_ELECTION, ttlS).campaign(nodeId);
+    const leaseId = await lease.grant();
+    const keepalive = keepLeaseAlive(leaseId, ttlS, new KeepaliveConnection(this.endpoints, this.#tls), on);
+    const campaign = this.#livenessClient.election(LEADER_ELECTION, ttlS).campaign(nodeId);
     campaign.on("elected", () => on.elected());
     campaign.on("error", (error) => on.campaignFailed(error));
     let released: Promise<void> | null = null;
@@ -233,48 +267,143 @@ export class EtcdMetadataStore implements MetadataStore {
     if (this.#closed) return;
     this.#closed = true;
     this.#client.close();
+    this.#livenessClient.close();
   }
 }
 
 /**
- * Keeps `lease` alive with one keepalive every third of its TTL, each on a
- * fresh stream with its own deadline, rather than the client's long-lived
- * stream: that stream could go silent for seconds (no reply, no error) while
- * etcd and the node were fine, and the client then reported the lease lost
- * only after twice its TTL. Here a keepalive that does not answer in time is
- * simply replaced by the next; once a whole TTL passed without an answer the
- * lease has expired in etcd, and it is reported lost at once (as it is when
- * etcd answers that it expired).
+ * The connection keepalives go over: its own etcd3 client, replaced by a fresh one (a new TCP
+ * connection) when a keepalive on it goes unanswered. CI runs showed a node whose keepalive streams
+ * got no answer for seconds right after it started, while its unary calls and the other nodes were
+ * answered: the lease lapsed although the node and etcd were fine. A keepalive renews the lease
+ * whichever connection carries it, so the next one goes out on a new connection within a third of the TTL.
  */
-function keepLeaseAlive(lease: Lease, ttlS: number, on: RegistrationHandlers): { stop(): void } {
+class KeepaliveConnection {
+  readonly #endpoints: string;
+  readonly #tls: EtcdClientTls | undefined;
+  #client: Etcd3;
+  /** Connections made so far (1 + replacements), for the lost-lease report. */
+  made = 1;
+
+  constructor(endpoints: string, tls: EtcdClientTls | undefined) {
+    this.#endpoints = endpoints;
+    this.#tls = tls;
+    this.#client = createClient(endpoints, tls);
+  }
+
+  get client(): Etcd3 {
+    return this.#client;
+  }
+
+  /** Moves on to a new connection; the old one closes once its streams have ended. */
+  replace(): void {
+    const old = this.#client;
+    this.#client = createClient(this.#endpoints, this.#tls);
+    this.made++;
+    setTimeout(() => old.close(), KEEPALIVE_CLOSE_DELAY_MS).unref();
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}
+
+/** How long a replaced keepalive connection stays open for the streams still ending on it. */
+const KEEPALIVE_CLOSE_DELAY_MS = 1_000;
+
+/**
+ * One keepalive of lease `leaseId` on its own stream: resolves with the TTL etcd renewed it to (0: etcd
+ * no longer knows the lease), or null when no answer came within `timeoutMs`. The stream is ended before
+ * it is cancelled, so the etcd3 library does not take the cancel for a broken connection (it would close
+ * every channel of the client).
+ */
+function keepaliveOnce(client: Etcd3, leaseId: string, timeoutMs: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    let stream: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | null = null;
+    let settled = false;
+    const settle = (ttl: number | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (stream) {
+        stream.end();
+        if (ttl === null) stream.cancel();
+      }
+      resolve(ttl);
+    };
+    const timer = setTimeout(() => settle(null), timeoutMs);
+    client.leaseClient.leaseKeepAlive().then(
+      (s) => {
+        stream = s;
+        s.on("data", (res) => settle(Number(res.TTL)));
+        s.on("error", () => settle(null));
+        if (settled) {
+          s.end();
+          s.cancel();
+          return;
+        }
+        s.write({ ID: leaseId });
+      },
+      () => settle(null),
+    );
+  });
+}
+
+/**
+ * Keeps the lease alive with one keepalive every third of its TTL, each on a fresh stream bounded by the
+ * TTL (a slow etcd still renews). When a keepalive is still unanswered at the next tick, the next goes
+ * out on a new connection (see {@link KeepaliveConnection}). Once a whole TTL passed without an answer
+ * the lease has expired in etcd, and it is reported lost at once, as it is when etcd answers TTL 0.
+ */
+function keepLeaseAlive(leaseId: string, ttlS: number, conn: KeepaliveConnection, on: RegistrationHandlers): { stop(): void } {
   const intervalMs = (ttlS * 1000) / 3;
   let lastOkMs = Date.now();
   let stopped = false;
   let lost = false;
+  // What a lost lease's report says of the node's side: how late this process's timers ran (an event
+  // loop held up, or a starved CPU) and how many keepalives were still waiting for etcd.
+  let lastTickMs = Date.now();
+  let worstLateMs = 0;
+  let inFlight = 0;
   const loseIt = (error: unknown) => {
     if (stopped || lost) return;
     lost = true;
     clearInterval(timer);
+    conn.close();
     on.lost(error);
   };
-  // keepaliveOnce reports an expired lease through "lost" too (and throws).
-  lease.on("lost", loseIt);
   const tick = () => {
     if (stopped || lost) return;
-    if (Date.now() - lastOkMs > ttlS * 1000) {
-      return loseIt(new KeelsonError({ code: "UNAVAILABLE", message: `no keepalive answered for ${ttlS} s: the lease expired` }));
+    const now = Date.now();
+    worstLateMs = Math.max(worstLateMs, now - lastTickMs - intervalMs);
+    lastTickMs = now;
+    if (now - lastOkMs > ttlS * 1000) {
+      return loseIt(
+        new KeelsonError({
+          code: "UNAVAILABLE",
+          message: `no keepalive answered for ${ttlS} s: the lease expired (${inFlight} keepalives unanswered over ${conn.made} connections; timers ran up to ${Math.max(0, Math.round(worstLateMs))} ms late)`,
+        }),
+      );
     }
+    // The last one is still waiting: do not wait on that connection too.
+    if (inFlight > 0) conn.replace();
     // The lease runs from when etcd renewed it, which is no earlier than the send: count from there.
-    const sentMs = Date.now();
-    // Each may take up to a TTL (a slow etcd still renews); the next one goes out meanwhile.
-    lease.keepaliveOnce({ deadline: new Date(sentMs + ttlS * 1000) }).then(
-      (res) => {
-        if (Number(res.TTL) > 0) lastOkMs = Math.max(lastOkMs, sentMs);
-      },
-      (error: unknown) => {
-        if (!stopped && !lost) on.keepaliveFailed?.(error);
-      },
-    );
+    const sentMs = now;
+    inFlight++;
+    void keepaliveOnce(conn.client, leaseId, ttlS * 1000).then((ttl) => {
+      inFlight--;
+      if (stopped || lost) return;
+      if (ttl === null) {
+        on.keepaliveFailed?.(
+          new KeelsonError({ code: "UNAVAILABLE", message: `etcd did not answer a keepalive within ${ttlS} s` }),
+        );
+      } else if (ttl <= 0) {
+        loseIt(new KeelsonError({ code: "UNAVAILABLE", message: "etcd no longer knows the lease: it expired" }));
+      } else if (sentMs >= lastOkMs) {
+        lastOkMs = sentMs;
+        worstLateMs = 0;
+      }
+    });
   };
   const timer = setInterval(tick, intervalMs);
   timer.unref();
@@ -283,6 +412,7 @@ function keepLeaseAlive(lease: Lease, ttlS: number, on: RegistrationHandlers): {
     stop: () => {
       stopped = true;
       clearInterval(timer);
+      conn.close();
     },
   };
 }

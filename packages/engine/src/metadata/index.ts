@@ -2,13 +2,14 @@
  * Cluster metadata: the key layout, the records and their validation, and
  * the store they live in. The only module that knows etcd.
  */
-export { EtcdMetadataStore, fromEtcdError } from "./etcd-store.js";
+export { type EtcdClientTls, EtcdMetadataStore, fromEtcdError } from "./etcd-store.js";
 export { eventOf, type KeyChange } from "./events.js";
 export { KEY_PREFIX, type RecordKind, type RecordRef, refs } from "./keys.js";
 export type {
   AttachmentEntry,
   ClusterVolumeRecord,
   DiskRecord,
+  EpochHolderRecord,
   LeftoverRecord,
   NodeRecord,
   RecordTypes,

@@ -15,6 +15,8 @@ export const AREAS = {
   alive: "alive",
   /** Attachment epoch of each volume. */
   epoch: "epochs",
+  /** The node that took each volume's current epoch: the only one whose replica connections may write. */
+  epochHolder: "epoch-holders",
   /** Replicated volumes. */
   volume: "volumes",
   /** Attachments of each replicated volume. */
@@ -77,6 +79,7 @@ export const refs = {
   node: (nodeId: string): RecordRef<"node"> => ({ kind: "node", id: nodeId }),
   alive: (nodeId: string): RecordRef<"alive"> => ({ kind: "alive", id: nodeId }),
   epoch: (volume: string): RecordRef<"epoch"> => ({ kind: "epoch", id: volume }),
+  epochHolder: (volume: string): RecordRef<"epochHolder"> => ({ kind: "epochHolder", id: volume }),
   volume: (volume: string): RecordRef<"volume"> => ({ kind: "volume", id: volume }),
   attachments: (volume: string): RecordRef<"attachments"> => ({ kind: "attachments", id: volume }),
   snapshot: (volume: string, name: string): RecordRef<"snapshot"> => ({ kind: "snapshot", id: snapshotId(volume, name) }),

@@ -12,6 +12,11 @@ export interface NodeRecord {
   nbdAddress: string;
   /** Address for replica (storage) traffic; the control address's host when not set apart. */
   storageAddress: string;
+  /**
+   * The replica protocol's `host:port` (on the storage address): where peers' frontends open this
+   * node's replicas. Absent in records of engines from before it was split from the application export.
+   */
+  replicaAddress?: string;
   /** Topology label used to spread replicas. */
   zone: string;
   version: string;
@@ -62,6 +67,12 @@ export function defaultMinInSync(replicas: number): number {
 /** The volume's write quorum: its own, or the default; at least 1 and never more than its replicas. */
 export function minInSyncOf(record: ClusterVolumeRecord): number {
   return Math.max(1, Math.min(record.minInSync ?? defaultMinInSync(record.replicas.length), record.replicas.length));
+}
+
+/** Who took a volume's epoch: written with the epoch, in the same transaction. */
+export interface EpochHolderRecord {
+  epoch: number;
+  nodeId: string;
 }
 
 /** One node's attachment of a volume. */
@@ -142,6 +153,7 @@ export interface RecordTypes {
   alive: number;
   /** The volume's current attachment epoch. */
   epoch: number;
+  epochHolder: EpochHolderRecord;
   volume: ClusterVolumeRecord;
   attachments: AttachmentEntry[];
   snapshot: SnapshotRecord;
@@ -217,6 +229,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
     controlAddress: str,
     nbdAddress: str,
     storageAddress: str,
+    replicaAddress: optional(str),
     zone: str,
     version: str,
     registeredAtMs: num,
@@ -225,6 +238,7 @@ const CHECKS: { readonly [K in RecordKind]: Check } = {
   }),
   alive: num,
   epoch: count,
+  epochHolder: object({ epoch: count, nodeId: str }),
   volume: object({
     name: str,
     sizeBytes: count,

@@ -88,8 +88,31 @@ function provisioningFamilies(pool: Pool, alarm: SpaceAlarm): Family[] {
   ];
 }
 
+/** What the NBD server holds for request payloads and replies (its byte budget). */
+export interface NbdBufferState {
+  readonly bufferedBytes: number;
+  readonly bufferLimitBytes: number;
+}
+
+function nbdFamilies(nbd: NbdBufferState): Family[] {
+  return [
+    {
+      name: "keelson_nbd_buffered_bytes",
+      help: "Bytes of NBD request payloads and reply buffers held now, all connections (application and replica) together.",
+      type: "gauge",
+      samples: [[{}, nbd.bufferedBytes]],
+    },
+    {
+      name: "keelson_nbd_buffer_limit_bytes",
+      help: "The NBD byte budget of application and, apart, of replica connections: past it requests wait.",
+      type: "gauge",
+      samples: [[{}, nbd.bufferLimitBytes]],
+    },
+  ];
+}
+
 /** The metric families of one engine, now. */
-export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm): string {
+export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm, nbd?: NbdBufferState): string {
   const disk = { pool: pool.device.path };
   const space = pool.space();
   const reserved = pool.reserved();
@@ -97,6 +120,7 @@ export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm): 
   const perVolume = (fn: (uid: string) => number): Array<[Labels, number]> =>
     volumes.map((v) => [{ volume: v.name }, fn(v.record.uid)]);
   return render([
+    ...(nbd ? nbdFamilies(nbd) : []),
     {
       name: "keelson_pool_bytes",
       help: "Pool space by state.",

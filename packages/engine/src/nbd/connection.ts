@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import type { BudgetWaiter, ByteBudget } from "./byte-budget.js";
 import { asWireError, errnoOf } from "./errno.js";
 import type { NbdExport } from "./export.js";
 import type { HandshakeResult } from "./handshake.js";
@@ -58,12 +59,17 @@ class Request {
   offset = 0;
   /** Reply buffer of a READ: header followed by the data. */
   reply: Buffer | null = null;
+  /** Bytes of the byte budget this request holds (its WRITE payload or READ reply buffer); 0 once released. */
+  chargedBytes = 0;
   /** Typed as the export contract says; `complete` still converts anything else that arrives at run time. */
   readonly done: (error: KeelsonError | null) => void;
+  /** The socket handed the reply to the kernel, or gave up on it: its buffer's bytes go back to the budget. */
+  readonly flushed: () => void;
 
   constructor(conn: Connection) {
     this.conn = conn;
     this.done = (error) => this.conn.complete(this, error);
+    this.flushed = () => this.conn.replyFlushed(this);
   }
 }
 
@@ -93,16 +99,35 @@ interface Refusal {
  * The transmission phase of one NBD connection: parses requests from the
  * byte stream, runs them against the export concurrently, and replies in
  * completion order (the handle tells the client which request a reply ends).
+ *
+ * Memory is bounded whatever the client sends: parsing stops at a request
+ * header (the socket is paused and the rest of the chunk kept) while
+ * {@link MAX_INFLIGHT_PER_CONNECTION} requests run, while replies back up in
+ * the socket (the client does not read them), while this connection holds
+ * its share of the daemon's byte budget, or while the budget cannot give the
+ * next request's payload or reply buffer; it goes on when that clears.
  */
-export class Connection {
+export class Connection implements BudgetWaiter {
   readonly socket: Socket;
   readonly export: NbdExport;
   /** Whether the client negotiated structured replies (every reply is then a chunk, errors carry a message). */
   readonly structuredReplies: boolean;
   /** Where a READ's data starts in its reply buffer: after the simple header, or after the chunk header and offset. */
   readonly #dataAt: number;
-  /** Bytes received but not parsed yet (a partial header). */
+  /** The daemon-wide budget that request payloads and reply buffers are taken from before they are allocated. */
+  readonly #budget: ByteBudget;
+  /** Bytes received but not parsed yet: a partial header, or the rest of a chunk when parsing stopped. */
   #carry: Buffer | null = null;
+  /** Whether `#parse` runs now (a completion inside it must not start a second, nested parse). */
+  #parsing = false;
+  /** Budget bytes this connection holds: its requests' charges and `#reservedBytes`. */
+  #heldBytes = 0;
+  /** Budget bytes taken for the next request header, not yet charged to its request. */
+  #reservedBytes = 0;
+  /** Bytes the next request header waits for in the budget's queue; 0 when not waiting. */
+  #waitingBytes = 0;
+  /** The next request would take this connection past its share of the budget: wait for its own releases. */
+  #overShare = false;
   #state: ParseState = "header";
   /** The WRITE whose payload is being received. */
   #pendingWrite: PendingWrite | null = null;
@@ -115,9 +140,10 @@ export class Connection {
   #closed = false;
   readonly #onClosed: () => void;
 
-  constructor(socket: Socket, handshake: HandshakeResult, onClosed: () => void) {
+  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, onClosed: () => void) {
     const leftover = handshake.leftover;
     this.socket = socket;
+    this.#budget = budget;
     this.export = handshake.export;
     this.structuredReplies = handshake.structuredReplies;
     this.#dataAt = this.structuredReplies ? CHUNK_HEADER_BYTES + OFFSET_DATA_PREFIX_BYTES : SIMPLE_REPLY_HEADER_BYTES;
@@ -142,18 +168,21 @@ export class Connection {
   }
 
   #onData(chunk: Buffer): void {
-    let buf = chunk;
-    if (this.#carry) {
-      buf = Buffer.concat([this.#carry, chunk]);
-      this.#carry = null;
-    }
+    // A carry is a partial header (under 28 bytes) or, once parsing stopped, at most one chunk: the socket is paused then.
+    this.#carry = this.#carry ? Buffer.concat([this.#carry, chunk]) : chunk;
+    this.#parse();
+  }
+
+  /** Parses the carried bytes until they run out or a request must wait; keeps what is left. */
+  #parse(): void {
+    const buf = this.#carry;
+    if (this.#parsing || buf === null) return;
+    this.#parsing = true;
+    this.#carry = null;
     let at = 0;
     while (at < buf.length && !this.#closing) {
       if (this.#state === "header") {
-        if (buf.length - at < REQUEST_HEADER_BYTES) {
-          this.#carry = Buffer.from(buf.subarray(at));
-          return;
-        }
+        if (buf.length - at < REQUEST_HEADER_BYTES || !this.#mayStart(buf, at)) break;
         this.#header(buf, at);
         at += REQUEST_HEADER_BYTES;
       } else if (this.#state === "payload") {
@@ -165,6 +194,79 @@ export class Connection {
         if (this.#discardLeft === 0) this.#state = "header";
       }
     }
+    if (at < buf.length && !this.#closing) {
+      // A partial header is copied so that it does not keep the whole chunk alive.
+      const rest = buf.subarray(at);
+      this.#carry = rest.length < REQUEST_HEADER_BYTES ? Buffer.from(rest) : rest;
+    }
+    this.#parsing = false;
+    this.#throttle();
+  }
+
+  /**
+   * Whether the request whose header is at `at` may start now: the
+   * connection is not throttled and the budget gave its buffer's bytes (kept
+   * in `#reservedBytes` for `#header`). When the budget cannot, the
+   * connection queues for them and `onBudget` resumes it.
+   */
+  #mayStart(buf: Buffer, at: number): boolean {
+    if (this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare) {
+      return false;
+    }
+    const need = this.#bufferBytes(buf, at);
+    if (need === 0 || this.#reservedBytes > 0) return true;
+    if (this.#heldBytes > 0 && this.#heldBytes + need > this.#budget.shareBytes) {
+      this.#overShare = true;
+      return false;
+    }
+    if (!this.#budget.acquire(need, this)) {
+      this.#waitingBytes = need;
+      return false;
+    }
+    this.#reservedBytes = need;
+    this.#heldBytes += need;
+    return true;
+  }
+
+  /** Buffer bytes the request at `at` will allocate: its WRITE payload or READ reply; 0 for one refused unread. */
+  #bufferBytes(buf: Buffer, at: number): number {
+    if (buf.readUInt32BE(at) !== REQUEST_MAGIC) return 0;
+    const type = buf.readUInt16BE(at + 6);
+    const length = buf.readUInt32BE(at + 24);
+    if (length === 0) return 0;
+    if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : this.#dataAt + length;
+    if (type === Command.WRITE) return length > MAX_REQUEST_BYTES ? 0 : length;
+    if (type === Command.KEELSON_ACTIVITY) return length > MAX_ACTIVITY_PAYLOAD_BYTES ? 0 : length;
+    return 0;
+  }
+
+  /** The budget gave the bytes the next header waited for (BudgetWaiter). */
+  onBudget(): void {
+    this.#heldBytes += this.#waitingBytes;
+    this.#reservedBytes = this.#waitingBytes;
+    this.#waitingBytes = 0;
+    if (this.#closing) return this.#releaseReserved();
+    this.#throttle();
+  }
+
+  #releaseReserved(): void {
+    const bytes = this.#reservedBytes;
+    this.#reservedBytes = 0;
+    this.#release(bytes);
+  }
+
+  /** Gives `bytes` back to the budget; the connection may then start what waited for its share. */
+  #release(bytes: number): void {
+    if (bytes === 0) return;
+    this.#heldBytes -= bytes;
+    this.#overShare = false;
+    this.#budget.release(bytes);
+    this.#throttle();
+  }
+
+  /** Budget bytes this connection holds now. */
+  get heldBytes(): number {
+    return this.#heldBytes;
   }
 
   #take(): Request {
@@ -182,12 +284,13 @@ export class Connection {
     const flags = buf.readUInt16BE(at + 4);
     const type = buf.readUInt16BE(at + 6);
     const req = this.#take();
+    req.chargedBytes = this.#reservedBytes;
+    this.#reservedBytes = 0;
     req.handleHi = buf.readUInt32BE(at + 8);
     req.handleLo = buf.readUInt32BE(at + 12);
     const offset = buf.readUInt32BE(at + 16) * 2 ** 32 + buf.readUInt32BE(at + 20);
     const length = buf.readUInt32BE(at + 24);
     this.#inflight++;
-    this.#throttle();
     const allowed = FLAGS_BY_COMMAND[type];
     if (type === Command.WRITE) return this.#startWrite(req, flags, offset, length);
     if (type === Command.KEELSON_ACTIVITY) return this.#startActivity(req, flags, offset, length);
@@ -363,7 +466,7 @@ export class Connection {
     } else {
       this.#writeSimpleHeader(reply, req, 0);
     }
-    this.#send(req, reply);
+    this.#sendData(req, reply);
   }
 
   #writeSimpleHeader(buf: Buffer, req: Request, errno: number): void {
@@ -401,25 +504,52 @@ export class Connection {
     return `${length} bytes at offset ${offset} reach past the end of export ${this.export.name} (${this.export.sizeBytes} bytes)`;
   }
 
+  /** Sends a reply without data; the request's payload (if any) was used, so its charge goes back now. */
   #send(req: Request, buf: Buffer): void {
     this.#inflight--;
+    const charged = req.chargedBytes;
+    req.chargedBytes = 0;
     this.#recycle(req);
     if (!this.socket.destroyed && !this.socket.write(buf)) this.#draining = true;
+    this.#release(charged);
     this.#throttle();
     if (this.#closing && this.#inflight === 0) this.#finishClose();
+  }
+
+  /** Sends a READ's reply buffer; its charge goes back once the socket flushed it (`replyFlushed`). */
+  #sendData(req: Request, reply: Buffer): void {
+    this.#inflight--;
+    if (this.socket.destroyed) this.replyFlushed(req);
+    else if (!this.socket.write(reply, req.flushed)) this.#draining = true;
+    this.#throttle();
+    if (this.#closing && this.#inflight === 0) this.#finishClose();
+  }
+
+  /** A READ reply left the process (or the socket was destroyed with it): its bytes go back to the budget. */
+  replyFlushed(req: Request): void {
+    const charged = req.chargedBytes;
+    req.chargedBytes = 0;
+    this.#recycle(req);
+    this.#release(charged);
   }
 
   #recycle(req: Request): void {
     if (this.#free.length < MAX_FREE_REQUESTS) this.#free.push(req);
   }
 
-  /** Stops reading while too many requests run or replies back up; resumes when both clear. */
+  /**
+   * Stops reading while a request cannot start (too many run, replies back
+   * up, no budget); when that clears, parses what was kept first and reads
+   * again only once it is used up.
+   */
   #throttle(): void {
-    const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining;
+    if (this.#closing || this.#parsing) return;
+    const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
+    if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
     if (stop && !this.#paused) {
       this.#paused = true;
       this.socket.pause();
-    } else if (!stop && this.#paused && !this.#closing) {
+    } else if (!stop && this.#paused) {
       this.#paused = false;
       this.socket.resume();
     }
@@ -445,11 +575,18 @@ export class Connection {
   /** Releases the export once nothing runs any more. */
   #shutdown(): void {
     this.#closing = true;
+    this.#carry = null;
+    if (this.#waitingBytes > 0) {
+      this.#waitingBytes = 0;
+      this.#budget.cancel(this);
+    }
+    this.#releaseReserved();
     if (this.#pendingWrite && this.socket.destroyed) {
       // The client vanished mid-payload: that write never started, so it never completes.
-      this.#recycle(this.#pendingWrite.req);
+      const req = this.#pendingWrite.req;
       this.#pendingWrite = null;
       this.#inflight--;
+      this.replyFlushed(req);
     }
     if (this.#closed || this.#inflight > 0) return;
     this.#closed = true;

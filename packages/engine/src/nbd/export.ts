@@ -28,12 +28,37 @@ export interface NbdExport {
   close(): void;
 }
 
-/** The exports a server offers. */
+/** What NBD_OPT_INFO tells of an export. */
+export interface ExportInfo {
+  sizeBytes: number;
+  readOnly: boolean;
+  description: string;
+}
+
+/**
+ * The exports a server offers one client. Each method may answer at once or
+ * later (a replica export is checked against the cluster's metadata); a
+ * method that throws refuses the client (a typed error, sent as
+ * NBD_REP_ERR_POLICY where the protocol can say so).
+ */
 export interface ExportCatalog {
   /** Exports for NBD_OPT_LIST, in a stable order. */
-  list(): Array<{ name: string; description: string }>;
+  list(): Array<{ name: string; description: string }> | Promise<Array<{ name: string; description: string }>>;
   /** Opens an export by name; null when there is none. */
-  open(name: string): NbdExport | null;
+  open(name: string): NbdExport | null | Promise<NbdExport | null>;
   /** Describes an export without opening it (NBD_OPT_INFO); null when there is none. */
-  describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null;
+  describe(name: string): ExportInfo | null | Promise<ExportInfo | null>;
 }
+
+/** Who is at the other end of an NBD connection, as the server knows it. */
+export interface NbdPeer {
+  /** "unix": the unix socket (only its owner, root, can connect); "tcp": plain TCP; "tls": TCP under mutual TLS. */
+  via: "unix" | "tcp" | "tls";
+  /** The remote IP address ("" on a unix socket). */
+  address: string;
+  /** Under mutual TLS, the subject of the client's certificate (CN, OU) as the server verified it; null otherwise. */
+  subject: { cn: string; ou: string } | null;
+}
+
+/** The catalog a server offers each client: the same for all, or one chosen by who the client is. */
+export type CatalogFor = (peer: NbdPeer) => ExportCatalog;

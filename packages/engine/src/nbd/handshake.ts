@@ -1,4 +1,6 @@
 import type { Socket } from "node:net";
+import tls from "node:tls";
+import { isKeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import { messageOf } from "../util/errors.js";
 import type { ExportCatalog, NbdExport } from "./export.js";
@@ -34,6 +36,19 @@ export interface HandshakeResult {
   leftover: Buffer;
   /** Whether the client negotiated NBD_OPT_STRUCTURED_REPLY. */
   structuredReplies: boolean;
+  /** The socket to serve the export on: the accepted one, or the TLS socket over it after NBD_OPT_STARTTLS. */
+  socket: Socket;
+}
+
+/**
+ * TLS of an NBD listener. With it the listener is in the protocol's "forced TLS" mode: a client must send
+ * NBD_OPT_STARTTLS before anything but NBD_OPT_ABORT (other options get NBD_REP_ERR_TLS_REQD, and
+ * NBD_OPT_EXPORT_NAME, which cannot be answered with an error, a closed connection).
+ */
+export interface NbdTls {
+  secureContext: tls.SecureContext;
+  /** Require a client certificate signed by the context's CA (mutual TLS). */
+  requireClientCert: boolean;
 }
 
 function transmissionFlags(readOnly: boolean): number {
@@ -96,21 +111,38 @@ function parseInfoRequest(data: Buffer): { name: string; requests: number[] } | 
 }
 
 class Negotiation {
-  readonly socket: Socket;
-  readonly reader: SocketReader;
+  /** The connection: the accepted socket, replaced by the TLS socket over it after NBD_OPT_STARTTLS. */
+  socket: Socket;
+  /** Reads `socket` (replaced with it). */
+  reader: SocketReader;
   readonly catalog: ExportCatalog;
+  /** This listener's TLS; undefined: plaintext only (NBD_OPT_STARTTLS is refused). */
+  readonly tls: NbdTls | undefined;
+  /** Set once the connection is on TLS. */
+  secured = false;
   noZeroes = false;
   /** Set once the client asked for structured replies (NBD_OPT_STRUCTURED_REPLY) and we acknowledged. */
   structuredReplies = false;
 
-  constructor(socket: Socket, catalog: ExportCatalog) {
+  constructor(socket: Socket, catalog: ExportCatalog, tls: NbdTls | undefined) {
     this.socket = socket;
     this.reader = new SocketReader(socket);
     this.catalog = catalog;
+    this.tls = tls;
   }
 
   send(buf: Buffer): void {
     this.socket.write(buf);
+  }
+
+  /** The export `name` opened, or null when there is none or it is refused (NBD_OPT_EXPORT_NAME cannot say why). */
+  async #open(name: string): Promise<NbdExport | null> {
+    try {
+      return await this.catalog.open(name);
+    } catch (error) {
+      debug("export %s refused: %s", name, messageOf(error));
+      return null;
+    }
   }
 
   async run(): Promise<NbdExport | null> {
@@ -146,10 +178,17 @@ class Negotiation {
     }
     const data = length > 0 ? await this.reader.read(length) : Buffer.alloc(0);
     debug("option %d (%d bytes)", option, length);
-    return this.dispatch(option, data);
+    return await this.dispatch(option, data);
   }
 
-  dispatch(option: number, data: Buffer): NbdExport | "continue" | "abort" {
+  async dispatch(option: number, data: Buffer): Promise<NbdExport | "continue" | "abort"> {
+    if (option === Option.STARTTLS) return this.startTls(data);
+    if (this.tls && !this.secured && option !== Option.ABORT) {
+      // Forced TLS: nothing but STARTTLS and ABORT in plaintext. EXPORT_NAME has no error reply: the protocol says close.
+      if (option === Option.EXPORT_NAME) return "abort";
+      this.send(errorReply(option, OptionReply.ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first"));
+      return "continue";
+    }
     switch (option) {
       case Option.EXPORT_NAME:
         return this.exportName(data);
@@ -157,7 +196,7 @@ class Negotiation {
         this.send(optionReply(option, OptionReply.ACK));
         return "abort";
       case Option.LIST:
-        this.list(data);
+        await this.list(data);
         return "continue";
       case Option.INFO:
       case Option.GO:
@@ -171,8 +210,42 @@ class Negotiation {
     }
   }
 
-  exportName(data: Buffer): NbdExport | "abort" {
-    const exp = this.catalog.open(data.toString("utf8"));
+  /**
+   * NBD_OPT_STARTTLS: acknowledged, then the connection is upgraded and negotiation continues on the TLS
+   * socket. The client must wait for the acknowledgement before its TLS handshake, so bytes already
+   * buffered are a protocol violation (and plaintext that must not be read as if it came over TLS): abort.
+   */
+  startTls(data: Buffer): "continue" | "abort" {
+    if (data.length !== 0) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_INVALID, "NBD_OPT_STARTTLS takes no data"));
+      return "continue";
+    }
+    if (!this.tls) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_POLICY, "TLS is not configured on this listener"));
+      return "continue";
+    }
+    if (this.secured) {
+      this.send(errorReply(Option.STARTTLS, OptionReply.ERR_INVALID, "the connection is on TLS already"));
+      return "continue";
+    }
+    this.send(optionReply(Option.STARTTLS, OptionReply.ACK));
+    if (this.reader.detach().length > 0) return "abort";
+    const secure = new tls.TLSSocket(this.socket, {
+      isServer: true,
+      secureContext: this.tls.secureContext,
+      requestCert: this.tls.requireClientCert,
+      rejectUnauthorized: this.tls.requireClientCert,
+    });
+    // A failed TLS handshake (no or a foreign client certificate) closes the socket, which ends the read below.
+    secure.on("error", (e) => debug("TLS error during the handshake: %s", e.message));
+    this.socket = secure;
+    this.reader = new SocketReader(secure);
+    this.secured = true;
+    return "continue";
+  }
+
+  async exportName(data: Buffer): Promise<NbdExport | "abort"> {
+    const exp = await this.#open(data.toString("utf8"));
     // Old-style export selection has no way to report an error: the protocol says close.
     if (!exp) return "abort";
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
@@ -192,12 +265,12 @@ class Negotiation {
     this.send(optionReply(Option.STRUCTURED_REPLY, OptionReply.ACK));
   }
 
-  list(data: Buffer): void {
+  async list(data: Buffer): Promise<void> {
     if (data.length !== 0) {
       this.send(errorReply(Option.LIST, OptionReply.ERR_INVALID, "NBD_OPT_LIST takes no data"));
       return;
     }
-    for (const { name } of this.catalog.list()) {
+    for (const { name } of await this.catalog.list()) {
       const n = Buffer.from(name, "utf8");
       const payload = Buffer.alloc(4 + n.length);
       payload.writeUInt32BE(n.length, 0);
@@ -207,19 +280,32 @@ class Negotiation {
     this.send(optionReply(Option.LIST, OptionReply.ACK));
   }
 
-  infoOrGo(option: number, data: Buffer): NbdExport | "continue" {
+  async infoOrGo(option: number, data: Buffer): Promise<NbdExport | "continue"> {
     const req = parseInfoRequest(data);
     if (!req) {
       this.send(errorReply(option, OptionReply.ERR_INVALID, "malformed NBD_OPT_INFO/NBD_OPT_GO data"));
       return "continue";
     }
-    const info = this.catalog.describe(req.name);
+    let info: Awaited<ReturnType<ExportCatalog["describe"]>>;
+    try {
+      info = await this.catalog.describe(req.name);
+    } catch (error) {
+      // A refusal (not this client's export, an epoch etcd does not hold): said, and the client may go on.
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
+      return "continue";
+    }
     if (!info) {
       this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
       return "continue";
     }
     // Open before replying to GO so that the size we report is the one we serve.
-    const exp = option === Option.GO ? this.catalog.open(req.name) : null;
+    let exp: NbdExport | null = null;
+    try {
+      exp = option === Option.GO ? await this.catalog.open(req.name) : null;
+    } catch (error) {
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
+      return "continue";
+    }
     if (option === Option.GO && !exp) {
       this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
       return "continue";
@@ -236,21 +322,46 @@ class Negotiation {
   }
 }
 
+/** A catalog's refusal as the client reads it: `CODE: why` for a typed error (an engine keeps the code). */
+function refusalText(error: unknown): string {
+  return isKeelsonError(error) ? `${error.code}: ${error.message}` : messageOf(error);
+}
+
 /**
- * Runs fixed-newstyle negotiation on a fresh connection. Resolves with the
- * chosen export, or null when the client aborted or the handshake failed (the
- * caller closes the socket).
+ * Runs fixed-newstyle negotiation on a fresh connection (on TLS after
+ * NBD_OPT_STARTTLS; required when `tls` is given). Resolves with the chosen
+ * export and the socket to serve it on, or null when the client aborted or the
+ * handshake failed (the caller closes the socket).
  */
-export async function negotiate(socket: Socket, catalog: ExportCatalog): Promise<HandshakeResult | null> {
-  const n = new Negotiation(socket, catalog);
+export async function negotiate(socket: Socket, catalog: ExportCatalog, tls?: NbdTls): Promise<HandshakeResult | null> {
   try {
-    const exp = await n.run();
-    const leftover = n.reader.detach();
-    if (!exp) return null;
-    return { export: exp, leftover, structuredReplies: n.structuredReplies };
+    return await negotiateOrThrow(socket, catalog, tls);
   } catch (error) {
-    n.reader.detach();
     debug("handshake ended: %s", messageOf(error));
     return null;
   }
+}
+
+/**
+ * {@link negotiate} without the catch: a misbehaving client rejects it with
+ * HandshakeAborted, and anything else that rejects it is a bug here (the
+ * fuzz harness tells the two apart; `negotiate` hides both from the server).
+ */
+export async function negotiateOrThrow(socket: Socket, catalog: ExportCatalog, tls?: NbdTls): Promise<HandshakeResult | null> {
+  const n = new Negotiation(socket, catalog, tls);
+  let exp: NbdExport | null;
+  try {
+    exp = await n.run();
+  } catch (error) {
+    n.reader.detach();
+    if (n.socket !== socket) n.socket.end();
+    throw error;
+  }
+  const leftover = n.reader.detach();
+  if (!exp) {
+    // On TLS the TLS socket ends the connection, so that its last reply (ABORT's ACK) goes out encrypted first.
+    if (n.socket !== socket) n.socket.end();
+    return null;
+  }
+  return { export: exp, leftover, structuredReplies: n.structuredReplies, socket: n.socket };
 }

@@ -1,10 +1,12 @@
 import fs from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
-import type { ExportCatalog } from "./export.js";
-import { negotiate } from "./handshake.js";
+import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
+import { type NbdTls, negotiate } from "./handshake.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -13,12 +15,27 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Connections one server accepts at once; more are refused at accept. */
 export const MAX_CONNECTIONS = 1024;
 
+/**
+ * Mutual TLS from the first byte (the replica protocol between engines): the server's certificate and
+ * key, and the CA every client's certificate must chain to. PEM contents.
+ */
+export interface NbdMutualTls {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
 /** Where an NBD server listens. */
 export interface NbdListenOptions {
   /** `host:port` (port 0 picks a free one); omitted for no TCP listener. */
   tcp?: string;
   /** Path of a unix socket; omitted for none. */
   unixSocket?: string;
+  /**
+   * TLS of the TCP listener: clients must negotiate NBD_OPT_STARTTLS. The unix socket stays plaintext (only
+   * this host reaches it, guarded by its file permissions), and answers STARTTLS with NBD_REP_ERR_POLICY.
+   */
+  tls?: NbdTls;
 }
 
 function parseHostPort(address: string): { host: string; port: number } {
@@ -46,9 +63,36 @@ function listen(server: net.Server, target: { host: string; port: number } | str
   });
 }
 
-/** Serves an export catalog over NBD on TCP and/or a unix socket. */
+/** The subject of a verified client certificate, or null. */
+function subjectOf(socket: tls.TLSSocket): NbdPeer["subject"] {
+  const subject = socket.getPeerCertificate().subject;
+  const pick = (v: string | string[] | undefined): string => (Array.isArray(v) ? (v[0] ?? "") : (v ?? ""));
+  return subject ? { cn: pick(subject.CN), ou: pick(subject.OU) } : null;
+}
+
+/** Settings of an NBD server. */
+export interface NbdServerOptions {
+  /** Bytes of request payloads and reply buffers all connections may hold at once (default {@link DEFAULT_NBD_BUFFER_BYTES}). */
+  bufferBytes?: number;
+  /** Mutual TLS on the TCP listener (the replica protocol). */
+  mutualTls?: NbdMutualTls;
+}
+
+/**
+ * Serves an export catalog over NBD on TCP and/or a unix socket. The catalog
+ * may be chosen per client (by how and from where it connects); with
+ * `mutualTls` the TCP listener takes only clients whose certificate the CA signed.
+ */
 export class NbdServer {
-  readonly #catalog: ExportCatalog;
+  readonly #catalogFor: CatalogFor;
+  readonly #tls: NbdMutualTls | null;
+  /**
+   * Shared by every connection: what bounds the memory clients can make this server hold. The replica
+   * protocol has a server (and so a budget) of its own: a frontend's requests hold its node's application
+   * budget while they wait for replicas on other nodes, so if replica traffic waited on that budget too,
+   * two nodes replicating to each other could each wait for the other.
+   */
+  readonly #budget: ByteBudget;
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -60,8 +104,20 @@ export class NbdServer {
   #unixSocket = "";
   #count = 0;
 
-  constructor(catalog: ExportCatalog) {
-    this.#catalog = catalog;
+  constructor(catalog: ExportCatalog | CatalogFor, options: NbdServerOptions = {}) {
+    this.#catalogFor = typeof catalog === "function" ? catalog : () => catalog;
+    this.#tls = options.mutualTls ?? null;
+    this.#budget = new ByteBudget(options.bufferBytes ?? DEFAULT_NBD_BUFFER_BYTES);
+  }
+
+  /** Bytes of request payloads and reply buffers held now, all connections together. */
+  get bufferedBytes(): number {
+    return this.#budget.usedBytes;
+  }
+
+  /** The budget's limit: `bufferedBytes` stays under it, a single larger request aside. */
+  get bufferLimitBytes(): number {
+    return this.#budget.limitBytes;
   }
 
   /** `host:port` of the TCP listener, or "". */
@@ -76,30 +132,39 @@ export class NbdServer {
 
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.tcp) {
-      const server = this.#newServer();
+      const server = this.#newServer(this.#tls ? "tls" : "tcp", options.tls);
       await listen(server, parseHostPort(options.tcp));
       const addr = server.address() as net.AddressInfo;
       this.#tcpAddress = addr.family === "IPv6" ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
     }
     if (options.unixSocket) {
       fs.rmSync(options.unixSocket, { force: true });
-      await listen(this.#newServer(), options.unixSocket);
+      await listen(this.#newServer("unix"), options.unixSocket);
       this.#unixSocket = options.unixSocket;
     }
   }
 
-  #newServer(): net.Server {
-    const server = net.createServer((socket) => this.#accept(socket));
+  #newServer(via: NbdPeer["via"], starttls?: NbdTls): net.Server {
+    const server =
+      via === "tls" && this.#tls
+        ? tls.createServer({ ...this.#tls, requestCert: true, rejectUnauthorized: true }, (socket) =>
+            this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: subjectOf(socket) }, undefined),
+          )
+        : net.createServer((socket) =>
+            this.#accept(socket, { via, address: via === "unix" ? "" : (socket.remoteAddress ?? ""), subject: null }, starttls),
+          );
+    // A client that fails the TLS handshake (no certificate, another CA) never reaches the catalog.
+    server.on("tlsClientError", (e: Error) => debug("TLS handshake refused: %s", e.message));
     server.maxConnections = MAX_CONNECTIONS;
     this.#servers.push(server);
     return server;
   }
 
-  #accept(socket: net.Socket): void {
+  #accept(socket: net.Socket, peer: NbdPeer, starttls: NbdTls | undefined): void {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
-    negotiate(socket, this.#catalog).then((result) => {
+    negotiate(socket, this.#catalogFor(peer), starttls).then((result) => {
       clearTimeout(timer);
       this.#handshaking.delete(socket);
       if (!result) {
@@ -111,7 +176,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(socket, result, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(result.socket, result, this.#budget, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });

@@ -98,8 +98,8 @@ async function twoReplicas(
     "rv",
     1,
     [
-      { nodeId: "a", nbdAddress: "", inSync: true },
-      { nodeId: "b", nbdAddress: server.tcpAddress, inSync: true },
+      { nodeId: "a", replicaAddress: "", inSync: true },
+      { nodeId: "b", replicaAddress: server.tcpAddress, inSync: true },
     ],
     "a",
     {
@@ -234,7 +234,7 @@ describe("a rebuilt replica and the activity log", () => {
     const inSync: string[] = [];
     const { rv, b } = await twoReplicas(17, 18, 1, (address) => ({
       hooks: {
-        prepareReplica: async (nodeId) => ({ nodeId, nbdAddress: address }),
+        prepareReplica: async (nodeId) => ({ nodeId, replicaAddress: address }),
         recordInSync: async (nodeId) => {
           inSync.push(nodeId);
         },
@@ -269,7 +269,7 @@ describe("a rebuilt replica and the activity log", () => {
         hooks: {
           prepareReplica: async (nodeId) => ({
             nodeId,
-            nbdAddress: address,
+            replicaAddress: address,
             keptLog: { extentBytes: EXTENT, all: false, extents: [1] },
           }),
         },

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { ExportCallback, ExportCatalog, NbdExport } from "../nbd/export.js";
 import { IHAVEOPT, NBDMAGIC, OPTION_REPLY_MAGIC, Option, OptionReply, SIMPLE_REPLY_MAGIC } from "../nbd/protocol.js";
 import { NbdServer } from "../nbd/server.js";
-import { ReplicaClient } from "./replica-client.js";
+import { MAX_REPLICA_INFLIGHT, MAX_REPLICA_QUEUED, ReplicaClient } from "./replica-client.js";
 
 const SIZE_BYTES = 1024 * 1024;
 
@@ -137,6 +137,34 @@ describe("replica client error identity across the NBD wire", () => {
       }
     },
   );
+});
+
+describe("replica client under a burst", () => {
+  it("a burst of 1,000 writes and reads past the in-flight limit: all complete in order of their data, and the replica is not faulted", async () => {
+    const c = await connect("plain");
+    const writes = Array.from({ length: 1000 }, (_, i) => c.write(i * 1024, Buffer.alloc(1024, (i % 250) + 1), false));
+    expect(c.inflight).toBe(MAX_REPLICA_INFLIGHT);
+    expect(c.queued).toBe(1000 - MAX_REPLICA_INFLIGHT);
+    await Promise.all(writes);
+    const reads = await Promise.all(Array.from({ length: 1000 }, (_, i) => c.read(i * 1024, 1024)));
+    reads.forEach((r, i) => {
+      expect(r.equals(Buffer.alloc(1024, (i % 250) + 1))).toBe(true);
+    });
+    expect(c.closed).toBe(false);
+    expect(c.queued).toBe(0);
+  });
+
+  it("past the queue's bound a request fails LIMIT_EXCEEDED at once; the others complete and the connection stays up", async () => {
+    const c = await connect("plain");
+    const total = MAX_REPLICA_INFLIGHT + MAX_REPLICA_QUEUED + 1;
+    const results = await Promise.allSettled(Array.from({ length: total }, () => c.flush()));
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ i, error: r.reason as unknown }] : []));
+    expect(failed.map((f) => f.i)).toEqual([total - 1]);
+    expect(isKeelsonError(failed[0]?.error) && failed[0]?.error.code).toBe("LIMIT_EXCEEDED");
+    expect(c.closed).toBe(false);
+    await c.write(0, Buffer.alloc(512, 7), false);
+    expect((await c.read(0, 512)).equals(Buffer.alloc(512, 7))).toBe(true);
+  });
 });
 
 /**

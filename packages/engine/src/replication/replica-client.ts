@@ -1,4 +1,5 @@
 import net from "node:net";
+import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
 import {
   ClientFlag,
@@ -27,12 +28,77 @@ import {
   ReplyType,
   STRUCTURED_REPLY_MAGIC,
 } from "../nbd/structured-reply.js";
+import { ChunkQueue } from "../util/chunk-queue.js";
 import { messageOf } from "../util/errors.js";
 
-/** Requests one replica connection keeps in flight; more wait for a free slot. */
+/** Requests one replica connection keeps in flight; more wait for a free slot, in order. */
 export const MAX_REPLICA_INFLIGHT = 128;
+/**
+ * Requests that may wait for a slot. The frontend's NBD server lets each
+ * connection run 128 requests and bounds their payloads by its byte budget,
+ * so a burst stays far below this; past it a request fails LIMIT_EXCEEDED.
+ */
+export const MAX_REPLICA_QUEUED = 16_384;
+/** Bytes of write payloads and read replies the waiting requests may stand for (above the NBD server's default budget). */
+export const MAX_REPLICA_QUEUED_BYTES = 512 * 1024 * 1024;
+/** Most bytes the handshake may have buffered unread; a peer sending more is not an NBD server we can use. */
+const MAX_HANDSHAKE_BYTES = 1024 * 1024;
 /** Time to connect and negotiate. */
 const CONNECT_TIMEOUT_MS = 5_000;
+
+/** Codes a replica server's refusal (NBD_REP_ERR_POLICY, its message `CODE: why`) keeps on this side. */
+const REFUSAL_CODES = ["EPOCH_STALE", "PERMISSION_DENIED"] as const;
+
+/** The typed error of an option error reply: ERR_UNKNOWN is a replica unknown or fenced past the epoch. */
+function refusal(exportName: string, type: number, data: Buffer): KeelsonError {
+  if (type === OptionReply.ERR_UNKNOWN) {
+    return new KeelsonError({
+      code: "EPOCH_STALE",
+      message: `replica refused export ${exportName}: unknown or fenced at a newer epoch`,
+    });
+  }
+  const said = data.toString("utf8", 0, Math.min(data.length, 1024));
+  const code = REFUSAL_CODES.find((c) => type === OptionReply.ERR_POLICY && said.startsWith(`${c}: `)) ?? "UNAVAILABLE";
+  return new KeelsonError({ code, message: `replica refused export ${exportName} (reply ${type - 2 ** 31}): ${said}` });
+}
+
+/** How an engine dials its peers' replica listeners. */
+export interface ReplicaDial {
+  /** Mutual TLS under the cluster CA (PEM contents): this node's certificate and key, and the CA peers' certificates chain to. */
+  tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+  /** The local address to connect from: this node's storage address (peers without TLS know a node by it). */
+  localAddress?: string;
+}
+
+/** Opens the socket to `address` (`host:port` or a unix socket path) as `dial` says; resolves once it may carry NBD. */
+function dialSocket(address: string, dial: ReplicaDial, what: string, failure: (m: string) => KeelsonError): Promise<net.Socket> {
+  const unix = address.startsWith("/");
+  const at = address.lastIndexOf(":");
+  const host = address.slice(0, at).replace(/^\[|\]$/g, "");
+  const port = Number(address.slice(at + 1));
+  const local = dial.localAddress ? { localAddress: dial.localAddress } : {};
+  const socket: net.Socket = unix
+    ? net.connect(address)
+    : dial.tls
+      ? tls.connect({ host, port, ...dial.tls, ...local })
+      : net.connect({ host, port, ...local });
+  if (!unix) socket.setNoDelay(true);
+  return new Promise<net.Socket>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(failure(`no connection in ${CONNECT_TIMEOUT_MS} ms`));
+    }, CONNECT_TIMEOUT_MS);
+    socket.once(dial.tls && !unix ? "secureConnect" : "connect", () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(replicaError("closed", `${what}: ${messageOf(e)}`));
+    });
+  });
+}
 /** Largest error chunk payload accepted: errno, message length, the longest message, an offset. */
 const MAX_ERROR_CHUNK_BYTES = ERROR_PREFIX_BYTES + MAX_ERROR_MESSAGE_BYTES + 8;
 
@@ -82,6 +148,23 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** A request waiting for an in-flight slot: what `#send` needs to send it. */
+interface Queued {
+  type: number;
+  flags: number;
+  offset: number;
+  length: number;
+  payload: Buffer | null;
+  replyBytes: number;
+  resolve: (data: Buffer | null) => void;
+  reject: (error: KeelsonError) => void;
+}
+
+/** Bytes a request stands for while it waits: its payload, or the reply it will get. */
+function queuedBytes(q: Queued): number {
+  return (q.payload?.length ?? 0) + q.replyBytes;
+}
+
 /**
  * An NBD client for replica traffic: fixed newstyle negotiation with
  * structured replies (so errors keep their keelson code) and OPT_GO, then
@@ -97,8 +180,14 @@ export class ReplicaClient {
   /** Whether the replica agreed to structured replies; without them errors are bare errnos. */
   readonly #structured: boolean;
   readonly #pending = new Map<bigint, Pending>();
+  /** Requests waiting for an in-flight slot, oldest first (from `#queueHead` on). */
+  #queue: Array<Queued | undefined> = [];
+  #queueHead = 0;
+  /** Bytes the waiting requests stand for (see `queuedBytes`). */
+  #queuedBytes = 0;
   #nextHandle = 1n;
-  #buf: Buffer = Buffer.alloc(0);
+  /** Reply bytes received and not parsed yet. */
+  readonly #rx = new ChunkQueue();
   #closed: KeelsonError | null = null;
 
   private constructor(socket: net.Socket, name: string, sizeBytes: number, timeoutMs: number, structured: boolean) {
@@ -121,35 +210,29 @@ export class ReplicaClient {
     return this.#pending.size;
   }
 
-  /** Connects to `host:port` (or a unix socket path) and opens export `exportName` (e.g. `VOLUME#EPOCH`). */
-  static async connect(address: string, exportName: string, timeoutMs: number): Promise<ReplicaClient> {
-    const at = address.lastIndexOf(":");
-    const socket = address.startsWith("/")
-      ? net.connect(address)
-      : net.connect(Number(address.slice(at + 1)), address.slice(0, at));
-    if (!address.startsWith("/")) socket.setNoDelay(true);
-    const reader = new HandshakeReader(socket, `${exportName}@${address}`);
+  /** Requests waiting for an in-flight slot. */
+  get queued(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /**
+   * Connects to `host:port` (or a unix socket path) and opens export `exportName` (`VOLUME#EPOCH`, or
+   * `VOLUME@SNAPSHOT` to read a snapshot), over mutual TLS when `dial` has it.
+   */
+  static async connect(address: string, exportName: string, timeoutMs: number, dial: ReplicaDial = {}): Promise<ReplicaClient> {
+    const what = `${exportName}@${address}`;
+    const socket = await dialSocket(address, dial, what, (m) => replicaError("timeout", `${what}: ${m}`));
+    const reader = new HandshakeReader(socket, what);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(reader.failure(`no connection in ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
-        socket.once("connect", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        socket.once("error", (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
-      });
       const { sizeBytes, structured } = await negotiate(socket, reader, exportName);
       reader.detach();
-      const client = new ReplicaClient(socket, `${exportName}@${address}`, sizeBytes, timeoutMs, structured);
-      if (reader.rest.length > 0) client.#onData(reader.rest);
+      const client = new ReplicaClient(socket, what, sizeBytes, timeoutMs, structured);
+      if (reader.rest.length > 0) client.#onData(reader.rest.take(reader.rest.length));
       return client;
     } catch (error) {
       socket.destroy();
       if (error instanceof KeelsonError) throw error;
-      throw replicaError("closed", `${exportName}@${address}: ${messageOf(error)}`);
+      throw replicaError("closed", `${what}: ${messageOf(error)}`);
     }
   }
 
@@ -188,9 +271,38 @@ export class ReplicaClient {
     replyBytes: number,
   ): Promise<Buffer | null> {
     if (this.#closed) return Promise.reject(this.#closed);
-    if (this.#pending.size >= MAX_REPLICA_INFLIGHT) {
-      return Promise.reject(replicaError("closed", `${this.name}: ${MAX_REPLICA_INFLIGHT} requests already in flight`));
+    return new Promise((resolve, reject) => {
+      const q: Queued = { type, flags, offset, length, payload, replyBytes, resolve, reject };
+      if (this.#pending.size < MAX_REPLICA_INFLIGHT && this.queued === 0) return this.#start(q);
+      if (this.queued >= MAX_REPLICA_QUEUED || this.#queuedBytes + queuedBytes(q) > MAX_REPLICA_QUEUED_BYTES) {
+        const what = `${this.queued} requests (${this.#queuedBytes} bytes) already wait behind ${MAX_REPLICA_INFLIGHT} in flight`;
+        return reject(new KeelsonError({ code: "LIMIT_EXCEEDED", message: `replica ${this.name}: ${what}` }));
+      }
+      this.#queue.push(q);
+      this.#queuedBytes += queuedBytes(q);
+    });
+  }
+
+  /** Sends waiting requests while slots are free. */
+  #startQueued(): void {
+    while (this.#closed === null && this.queued > 0 && this.#pending.size < MAX_REPLICA_INFLIGHT) {
+      const q = this.#queue[this.#queueHead] as Queued;
+      this.#queue[this.#queueHead++] = undefined;
+      this.#queuedBytes -= queuedBytes(q);
+      if (this.#queueHead === this.#queue.length) {
+        this.#queue = [];
+        this.#queueHead = 0;
+      } else if (this.#queueHead >= 1024) {
+        this.#queue = this.#queue.slice(this.#queueHead);
+        this.#queueHead = 0;
+      }
+      this.#start(q);
     }
+  }
+
+  /** Sends one request; its deadline starts now, not while it waited for a slot. */
+  #start(q: Queued): void {
+    const { type, flags, offset, length, payload, replyBytes, resolve, reject } = q;
     const handle = this.#nextHandle++;
     const header = Buffer.alloc(28);
     header.writeUInt32BE(REQUEST_MAGIC, 0);
@@ -199,46 +311,52 @@ export class ReplicaClient {
     header.writeBigUInt64BE(handle, 8);
     header.writeBigUInt64BE(BigInt(offset), 16);
     header.writeUInt32BE(length, 24);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
-      this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
-    });
+    const timer = setTimeout(() => {
+      this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
+    }, this.#timeoutMs);
+    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
+    this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
   }
 
   #onData(d: Buffer): void {
-    this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
+    this.#rx.push(d);
     while (this.#closed === null) {
-      const used = this.#buf.length >= 4 && this.#buf.readUInt32BE(0) === SIMPLE_REPLY_MAGIC ? this.#simple() : this.#chunk();
-      if (used === 0) return;
-      this.#buf = this.#buf.subarray(used);
+      const used =
+        this.#rx.length >= 4 && this.#rx.peek(4).readUInt32BE(0) === SIMPLE_REPLY_MAGIC ? this.#simple() : this.#chunk();
+      if (!used) break;
     }
+    this.#startQueued();
   }
 
-  /** Parses one simple reply at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
-  #simple(): number {
-    const buf = this.#buf;
-    if (buf.length < SIMPLE_REPLY_HEADER_BYTES) return 0;
-    const errno = buf.readUInt32BE(4);
-    const handle = buf.readBigUInt64BE(8);
+  /** A reply ended: its slot is free. */
+  #settled(handle: bigint, p: Pending): void {
+    this.#pending.delete(handle);
+    clearTimeout(p.timer);
+  }
+
+  /** Parses and consumes one simple reply; false while it is incomplete or after a failure. */
+  #simple(): boolean {
+    if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES) return false;
+    const head = this.#rx.peek(SIMPLE_REPLY_HEADER_BYTES);
+    const errno = head.readUInt32BE(4);
+    const handle = head.readBigUInt64BE(8);
     const p = this.#pending.get(handle);
     if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
     const payload = errno === 0 ? p.replyBytes : 0;
-    if (buf.length < SIMPLE_REPLY_HEADER_BYTES + payload) return 0;
-    const data = payload > 0 ? Buffer.from(buf.subarray(SIMPLE_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES + payload)) : null;
-    this.#pending.delete(handle);
-    clearTimeout(p.timer);
+    if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES + payload) return false;
+    this.#rx.skip(SIMPLE_REPLY_HEADER_BYTES);
+    // A copy: a view would keep a whole received chunk alive as long as the caller keeps the data.
+    const data = payload > 0 ? this.#rx.take(payload, true) : null;
+    this.#settled(handle, p);
     if (errno === 0) p.resolve(data);
     else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));
-    return SIMPLE_REPLY_HEADER_BYTES + payload;
+    return true;
   }
 
-  /** Parses one structured reply chunk at the start of the buffer; the bytes it used, 0 while incomplete or after a failure. */
-  #chunk(): number {
-    const buf = this.#buf;
-    if (buf.length < CHUNK_HEADER_BYTES) return 0;
+  /** Parses and consumes one structured reply chunk; false while it is incomplete or after a failure. */
+  #chunk(): boolean {
+    if (this.#rx.length < CHUNK_HEADER_BYTES) return false;
+    const buf = this.#rx.peek(CHUNK_HEADER_BYTES);
     if (!this.#structured || buf.readUInt32BE(0) !== STRUCTURED_REPLY_MAGIC) return this.#protocolError("bad reply magic");
     const flags = buf.readUInt16BE(4);
     const type = buf.readUInt16BE(6);
@@ -249,19 +367,19 @@ export class ReplicaClient {
     if (length > Math.max(OFFSET_DATA_PREFIX_BYTES + p.replyBytes, MAX_ERROR_CHUNK_BYTES)) {
       return this.#protocolError(`reply chunk of ${length} bytes for a request of ${p.replyBytes}`);
     }
-    if (buf.length < CHUNK_HEADER_BYTES + length) return 0;
-    const problem = this.#applyChunk(p, type, buf.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + length));
+    if (this.#rx.length < CHUNK_HEADER_BYTES + length) return false;
+    this.#rx.skip(CHUNK_HEADER_BYTES);
+    const problem = this.#applyChunk(p, type, this.#rx.take(length));
     if (problem) return this.#protocolError(problem);
     if ((flags & ReplyFlag.DONE) !== 0) {
       if (!p.error && p.filledBytes !== p.replyBytes) {
         return this.#protocolError(`reply ended with ${p.filledBytes} of ${p.replyBytes} bytes`);
       }
-      this.#pending.delete(handle);
-      clearTimeout(p.timer);
+      this.#settled(handle, p);
       if (p.error) p.reject(p.error);
       else p.resolve(p.data);
     }
-    return CHUNK_HEADER_BYTES + length;
+    return true;
   }
 
   /** Adds one chunk's content to its reply; a description of the protocol violation, or null. */
@@ -289,19 +407,26 @@ export class ReplicaClient {
   }
 
   /** The replica broke the protocol: nothing more on this connection can be trusted. */
-  #protocolError(detail: string): number {
+  #protocolError(detail: string): false {
     this.#fail(replicaError("closed", `${this.name}: ${detail}`));
-    return 0;
+    return false;
   }
 
   #fail(error: KeelsonError): void {
     if (!this.#closed) this.#closed = error;
     this.#socket.destroy();
+    this.#rx.clear();
     for (const p of this.#pending.values()) {
       clearTimeout(p.timer);
       p.reject(error);
     }
     this.#pending.clear();
+    const queue = this.#queue;
+    const head = this.#queueHead;
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    for (let i = head; i < queue.length; i++) queue[i]?.reject(error);
   }
 }
 
@@ -310,11 +435,17 @@ class HandshakeReader {
   readonly #socket: net.Socket;
   /** `EXPORT@ADDRESS`, named in every handshake failure. */
   readonly #where: string;
-  rest: Buffer = Buffer.alloc(0);
+  /** Bytes received and not taken; what is left after the handshake belongs to the first replies. */
+  readonly rest = new ChunkQueue();
   #waiter: (() => void) | null = null;
   #ended = false;
   readonly #onData = (d: Buffer): void => {
-    this.rest = Buffer.concat([this.rest, d]);
+    this.rest.push(d);
+    // Nothing in the negotiation is this large: a peer sending more is not a usable NBD server.
+    if (this.rest.length > MAX_HANDSHAKE_BYTES) {
+      this.#ended = true;
+      this.#socket.destroy();
+    }
     this.#waiter?.();
   };
   readonly #onEnd = (): void => {
@@ -340,9 +471,7 @@ class HandshakeReader {
       });
       this.#waiter = null;
     }
-    const out = this.rest.subarray(0, n);
-    this.rest = this.rest.subarray(n);
-    return out;
+    return this.rest.take(n);
   }
 
   /** A failed handshake: the replica is not usable at this address, UNAVAILABLE like a refused connection. */
@@ -397,12 +526,7 @@ async function negotiate(
       return { sizeBytes, structured };
     }
     if (type === OptionReply.INFO && data.length >= 12 && data.readUInt16BE(0) === 0) sizeBytes = Number(data.readBigUInt64BE(2));
-    else if (type >= 2 ** 31) {
-      throw new KeelsonError({
-        code: type === OptionReply.ERR_UNKNOWN ? "EPOCH_STALE" : "UNAVAILABLE",
-        message: `replica refused export ${exportName} (reply ${type - 2 ** 31}${type === OptionReply.ERR_UNKNOWN ? ": unknown or fenced at a newer epoch" : ""})`,
-      });
-    }
+    else if (type >= 2 ** 31) throw refusal(exportName, type, data);
   }
   throw r.failure("too many option replies");
 }

@@ -8,8 +8,8 @@ const debug = createDebug("keelson:replication");
 /** Where one replica of a volume lives. */
 export interface ReplicaTarget {
   nodeId: string;
-  /** NBD `host:port` of the replica's node. */
-  nbdAddress: string;
+  /** `host:port` of the replica node's replica protocol listener (its storage address). */
+  replicaAddress: string;
 }
 
 /** A replica's state as the frontend sees it. */

@@ -7,7 +7,7 @@ import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-repl
 import { RangeGate } from "./range-gate.js";
 import { isStale, Rebuilder, type SnapshotChain } from "./rebuild.js";
 import { type RebuildThrottle, UNTHROTTLED } from "./rebuild-throttle.js";
-import { ReplicaClient } from "./replica-client.js";
+import { ReplicaClient, type ReplicaDial } from "./replica-client.js";
 import {
   newReplica,
   type Replica,
@@ -60,6 +60,8 @@ export interface OpenOptions {
   rebuildThrottle?: RebuildThrottle;
   /** Reaches this node's own replica in-process instead of over NBD. */
   openLocal?: OpenLocalExport;
+  /** How to dial peers' replica listeners (mutual TLS, the storage address to connect from). */
+  dial?: ReplicaDial;
   /** Write quorum: in-sync replicas that must hold a write (or flush) before it is acknowledged; 1 unless given. */
   minInSync?: number;
   /** The volume's size as recorded: served even when replicas are larger (a resize cut short). */
@@ -116,6 +118,7 @@ export class ReplicatedVolume {
   readonly #activity: ActivityLog;
   readonly #throttle: RebuildThrottle;
   readonly #openLocal: OpenLocalExport | undefined;
+  readonly #dial: ReplicaDial;
   readonly #rebuilder: Rebuilder;
   /** In-sync replicas a write needs before it is acknowledged. */
   readonly minInSync: number;
@@ -136,7 +139,13 @@ export class ReplicatedVolume {
     localNodeId: string,
     replicas: Replica[],
     hooks: FrontendHooks,
-    options: { timeoutMs: number; throttle: RebuildThrottle; openLocal: OpenLocalExport | undefined; minInSync: number },
+    options: {
+      timeoutMs: number;
+      throttle: RebuildThrottle;
+      openLocal: OpenLocalExport | undefined;
+      minInSync: number;
+      dial: ReplicaDial;
+    },
   ) {
     this.readOnly = volume.readOnly;
     this.name = volume.name;
@@ -148,6 +157,7 @@ export class ReplicatedVolume {
     this.#timeoutMs = options.timeoutMs;
     this.#throttle = options.throttle;
     this.#openLocal = options.openLocal;
+    this.#dial = options.dial;
     this.minInSync = options.minInSync;
     this.#activity = new ActivityLog((extents) => this.#saveActivity(extents));
     this.#rebuilder = this.#newRebuilder();
@@ -190,6 +200,7 @@ export class ReplicatedVolume {
           this.#localNodeId,
           this.#timeoutMs,
           this.#openLocal,
+          this.#dial,
         );
         this.#addKeptLog(nodeId, target.keptLog);
         return client;
@@ -233,7 +244,10 @@ export class ReplicatedVolume {
           return r;
         }
         try {
-          setHealthy(r, await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal));
+          setHealthy(
+            r,
+            await connectReplica(target, `${name}#${epoch}`, localNodeId, timeoutMs, options.openLocal, options.dial ?? {}),
+          );
         } catch (error) {
           const reason = `unreachable at attach: ${messageOf(error)}`;
           r.is = { state: "faulted", reason, faultedAtMs: Date.now(), missing: null };
@@ -254,7 +268,13 @@ export class ReplicatedVolume {
       localNodeId,
       replicas,
       { ...NO_HOOKS, ...hooks },
-      { timeoutMs, throttle, openLocal: options.openLocal, minInSync: Math.max(1, options.minInSync ?? 1) },
+      {
+        timeoutMs,
+        throttle,
+        openLocal: options.openLocal,
+        minInSync: Math.max(1, options.minInSync ?? 1),
+        dial: options.dial ?? {},
+      },
     );
     // A reader changes nothing: no log, no resync, no repair (replicas it cannot reach stay in sync for the record).
     if (readOnly) return v;
@@ -655,9 +675,10 @@ async function connectReplica(
   localNodeId: string,
   timeoutMs: number,
   openLocal: OpenLocalExport | undefined,
+  dial: ReplicaDial,
 ): Promise<ReplicaIo> {
   if (openLocal && target.nodeId === localNodeId) return LocalReplica.open(openLocal, exportName);
-  return ReplicaClient.connect(target.nbdAddress, exportName, timeoutMs);
+  return ReplicaClient.connect(target.replicaAddress, exportName, timeoutMs, dial);
 }
 
 function fencedOut(name: string, epoch: number): KeelsonError {

@@ -1,8 +1,9 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { ExportCatalog, NbdExport } from "../nbd/export.js";
+import type { ExportCatalog, ExportInfo, NbdExport, NbdPeer } from "../nbd/export.js";
 import { DEFAULT_WEIGHT, type QosPolicy } from "../qos/policy.js";
 import type { QosManager, VolumeQosStatus } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
+import type { Volume } from "../store/volume.js";
 import type { ReplicatedIo } from "./backends.js";
 import {
   describeSnapshot,
@@ -14,7 +15,7 @@ import {
 } from "./volume-target.js";
 
 /** `VOLUME#EPOCH` -> its parts; a name without `#` has epoch 0. Null for a malformed epoch. */
-function parseEpochName(name: string): { volume: string; epoch: number } | null {
+export function parseEpochName(name: string): { volume: string; epoch: number } | null {
   const at = name.lastIndexOf("#");
   if (at < 0) return { volume: name, epoch: 0 };
   const epoch = Number(name.slice(at + 1));
@@ -44,11 +45,23 @@ export function openLocalReplica(pool: Pool, qos: QosManager | null, exportName:
   return localVolumeTarget(pool, v, qos, parsed.epoch);
 }
 
+/** Label of a pool volume that is a replica of a cluster volume (set where the cluster creates it). */
+const REPLICA_OF_LABEL = "keelson.io/replica-of";
+
+/** A pool volume that belongs to a cluster volume: served only through the replica protocol (or read-only for inspection). */
+function isReplica(v: Volume): boolean {
+  return (v.record.epoch ?? 0) > 0 || v.record.labels[REPLICA_OF_LABEL] !== undefined;
+}
+
 /**
  * Every target an application reaches on this node, by export name: a
- * replicated volume attached here under its name, a local volume under its
- * name (or `VOLUME#EPOCH`), a snapshot read-only under `VOLUME@SNAPSHOT`.
- * `F` is the replicated volume type the engine registers in `frontends`.
+ * replicated volume attached here under its name, a volume of this pool
+ * that is no replica under its name, a snapshot read-only under
+ * `VOLUME@SNAPSHOT`. A replica is not an application's: writes reach it only
+ * through its frontend. On the unix socket (its owner is root, who can read
+ * the disk anyway) `VOLUME#EPOCH` opens this node's replica read-only, so
+ * that an operator or a test can compare replicas. `F` is the replicated
+ * volume type the engine registers in `frontends`.
  */
 export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements ExportCatalog {
   readonly #pool: Pool;
@@ -61,36 +74,78 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
     this.#qos = qos;
   }
 
+  /** What a client over TCP sees (no replica inspection). */
   list(): Array<{ name: string; description: string }> {
-    const volumes = this.#pool.listVolumes().map((v) => ({ name: v.name, description: describeVolume(v) }));
-    const snapshots = this.#pool.listSnapshots().map((s) => ({ name: s.name, description: describeSnapshot(s) }));
-    return [...volumes, ...snapshots];
+    return this.#list();
   }
 
-  describe(name: string): { sizeBytes: number; readOnly: boolean; description: string } | null {
+  describe(name: string): ExportInfo | null {
+    return this.#describe(name, false);
+  }
+
+  open(name: string): NbdExport | null {
+    return this.#open(name, false);
+  }
+
+  /** The exports `peer` may see and open. */
+  forClient(peer: NbdPeer): ExportCatalog {
+    const inspect = peer.via === "unix";
+    return {
+      list: () => this.#list(),
+      describe: (name) => this.#describe(name, inspect),
+      open: (name) => this.#open(name, inspect),
+    };
+  }
+
+  /** Attached replicated volumes, volumes that are no replica, and snapshots of those. */
+  #list(): Array<{ name: string; description: string }> {
+    const frontends = [...this.frontends.values()].map((f) => ({
+      name: f.name,
+      description: `keelson replicated volume ${f.name}`,
+    }));
+    const volumes = this.#pool
+      .listVolumes()
+      .filter((v) => !isReplica(v) && !this.frontends.has(v.name))
+      .map((v) => ({ name: v.name, description: describeVolume(v) }));
+    const local = new Set([...volumes.map((v) => v.name), ...this.frontends.keys()]);
+    const snapshots = this.#pool
+      .listSnapshots()
+      .filter((s) => local.has(s.record.volumeName))
+      .map((s) => ({ name: s.name, description: describeSnapshot(s) }));
+    return [...frontends, ...volumes, ...snapshots];
+  }
+
+  #describe(name: string, inspect: boolean): ExportInfo | null {
     const frontend = this.frontends.get(name);
     if (frontend) {
       return { sizeBytes: frontend.sizeBytes, readOnly: frontend.readOnly, description: `keelson replicated volume ${name}` };
     }
-    const parsed = parseEpochName(name);
-    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
-    if (v) return { sizeBytes: v.sizeBytes, readOnly: false, description: describeVolume(v) };
+    const v = this.#volume(name, inspect);
+    if (v) return { sizeBytes: v.volume.sizeBytes, readOnly: v.epoch > 0, description: describeVolume(v.volume) };
     const s = this.#pool.findSnapshot(name);
     return s ? { sizeBytes: s.sizeBytes, readOnly: true, description: describeSnapshot(s) } : null;
   }
 
-  /** Opens a replicated volume attached here, `VOLUME`, `VOLUME#EPOCH` (refused once the volume is fenced past EPOCH) or `VOLUME@SNAPSHOT`. */
-  open(name: string): NbdExport | null {
+  #open(name: string, inspect: boolean): NbdExport | null {
     const frontend = this.frontends.get(name);
     if (frontend) return replicatedTarget(frontend, this.#qos);
-    const parsed = parseEpochName(name);
-    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
-    if (v && parsed) {
-      if (parsed.epoch < (v.record.epoch ?? 0)) return null;
-      return localVolumeTarget(this.#pool, v, this.#qos, parsed.epoch);
-    }
+    const v = this.#volume(name, inspect);
+    if (v) return localVolumeTarget(this.#pool, v.volume, this.#qos, v.epoch, { readOnly: v.epoch > 0 });
     const s = this.#pool.findSnapshot(name);
     return s ? snapshotTarget(this.#pool, s) : null;
+  }
+
+  /**
+   * The volume `name` names for an application: one that is no replica by its name, or (`inspect`, on the
+   * unix socket) a replica as `VOLUME#EPOCH` at an epoch it is not fenced past, to be opened read-only.
+   */
+  #volume(name: string, inspect: boolean): { volume: Volume; epoch: number } | null {
+    const parsed = parseEpochName(name);
+    const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
+    if (!v || !parsed) return null;
+    if (parsed.epoch === 0) return isReplica(v) ? null : { volume: v, epoch: 0 };
+    if (!inspect || parsed.epoch < (v.record.epoch ?? 0)) return null;
+    return { volume: v, epoch: parsed.epoch };
   }
 
   /**

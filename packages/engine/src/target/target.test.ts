@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { isKeelsonError, type KeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { NbdExport } from "../nbd/export.js";
+import type { NbdExport, NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
 import { admitReservation } from "../qos/admission.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
@@ -12,6 +12,7 @@ import { ReplicatedVolume } from "../replication/replicated-volume.js";
 import { Pool } from "../store/pool.js";
 import { readVolume } from "../store/volume-io.js";
 import { openLocalReplica, TargetCatalog } from "./catalog.js";
+import { type ReplicaAuthority, ReplicaCatalog } from "./replica-catalog.js";
 import { VolumeTarget } from "./volume-target.js";
 
 const MIB = 1024 * 1024;
@@ -58,6 +59,9 @@ function writeLimit(writeIops: number): QosPolicy {
   return { ...defaultPolicy(), limits: { writeIops: { rate: writeIops, burst: 1 } } };
 }
 
+/** A client on the engine's unix socket. */
+const UNIX: NbdPeer = { via: "unix", address: "", subject: null };
+
 describe("local targets", () => {
   it("a volume's target writes and reads back the same bytes, counts its handle, and is one VolumeTarget type", async () => {
     const pool = await openPool("p");
@@ -78,7 +82,7 @@ describe("local targets", () => {
     const pool = await openPool("p");
     await pool.createVolume({ name: "v", sizeBytes: 4 * MIB });
     const catalog = new TargetCatalog(pool);
-    const old = catalog.open("v#3");
+    const old = openLocalReplica(pool, null, "v#3");
     if (!old) throw new Error("no target v#3");
     await write(old, 0, pattern(1));
     await pool.fenceVolume("v", 5);
@@ -87,12 +91,41 @@ describe("local targets", () => {
     expect(isKeelsonError(await errorOf(read(old, 0, BLOCK)), "EPOCH_STALE")).toBe(true);
     old.close();
     // Not opened at all under a stale epoch, neither by name nor as a frontend's local replica.
-    expect(catalog.open("v#4")).toBeNull();
+    expect(catalog.forClient(UNIX).open("v#4")).toBeNull();
     expect(openLocalReplica(pool, null, "v#4")).toBeNull();
     const current = openLocalReplica(pool, null, "v#5");
     if (!current) throw new Error("no local replica v#5");
     expect(await read(current, 0, BLOCK)).toEqual(pattern(1));
     current.close();
+  });
+
+  it("an application never writes a replica: no VOLUME#EPOCH over TCP, a fenced volume not by its name, and read-only inspection on the unix socket", async () => {
+    const pool = await openPool("p");
+    await pool.createVolume({ name: "plain", sizeBytes: 4 * MIB });
+    await pool.createVolume({ name: "r", sizeBytes: 4 * MIB, labels: { "keelson.io/replica-of": "r" } });
+    await pool.createVolume({ name: "fenced", sizeBytes: 4 * MIB });
+    await pool.fenceVolume("fenced", 2);
+    await pool.createSnapshot({ volumeName: "plain", name: "s1" });
+    await pool.createSnapshot({ volumeName: "r", name: "s1" });
+    const catalog = new TargetCatalog(pool);
+    const tcp = catalog.forClient({ via: "tcp", address: "127.0.0.1", subject: null });
+    expect((await tcp.list()).map((e) => e.name)).toEqual(["plain", "plain@s1"]);
+    for (const name of ["r", "fenced", "fenced#2", "fenced#99", "r#1", "plain#1"]) {
+      expect(await tcp.open(name), name).toBeNull();
+      expect(await tcp.describe(name), name).toBeNull();
+    }
+    const plain = await tcp.open("plain");
+    expect(plain?.readOnly).toBe(false);
+    plain?.close();
+    const unix = catalog.forClient(UNIX);
+    expect(await unix.open("fenced#1")).toBeNull();
+    const inspect = await unix.open("fenced#2");
+    if (!inspect) throw new Error("no inspection of fenced#2");
+    expect(inspect.readOnly).toBe(true);
+    expect(inspect.saveActivity).toBeUndefined();
+    expect(await read(inspect, 0, BLOCK)).toEqual(Buffer.alloc(BLOCK));
+    inspect.close();
+    expect((await unix.describe("r#1"))?.readOnly).toBe(true);
   });
 
   it("a snapshot's target is read-only: writes fail with READ_ONLY and the bytes stay the snapshot's", async () => {
@@ -139,7 +172,7 @@ describe("replicated targets", () => {
    */
   async function replicated(
     queueDepth = 32,
-  ): Promise<{ rv: ReplicatedVolume; catalog: TargetCatalog<ReplicatedVolume>; poolB: Pool; qosA: QosManager }> {
+  ): Promise<{ rv: ReplicatedVolume; catalog: TargetCatalog<ReplicatedVolume>; poolA: Pool; poolB: Pool; qosA: QosManager }> {
     const poolA = await openPool("a");
     const poolB = await openPool("b");
     await poolA.createVolume({ name: "rv", sizeBytes: 4 * MIB });
@@ -150,15 +183,17 @@ describe("replicated targets", () => {
     const qosA = new QosManager(queueDepth);
     // As the engine does at start for every volume of its pool: the replica's own QoS state.
     qosA.apply(poolA.getVolume("rv").record.uid, defaultPolicy());
-    const serverB = new NbdServer(new TargetCatalog(poolB, new QosManager(32)));
+    // Node b's replica listener; the cluster's authority (etcd) is stood in for by one that lets a write.
+    const authority: ReplicaAuthority = { grant: async () => "write", isNode: async () => undefined };
+    const serverB = new NbdServer(new ReplicaCatalog(poolB, new QosManager(32), authority).forClient);
     await serverB.listen({ tcp: "127.0.0.1:0" });
     cleanups.push(() => serverB.close());
     const rv = await ReplicatedVolume.open(
       "rv",
       1,
       [
-        { nodeId: "a", nbdAddress: "", inSync: true },
-        { nodeId: "b", nbdAddress: serverB.tcpAddress, inSync: true },
+        { nodeId: "a", replicaAddress: "", inSync: true },
+        { nodeId: "b", replicaAddress: serverB.tcpAddress, inSync: true },
       ],
       "a",
       { openLocal: (name) => openLocalReplica(poolA, qosA, name) },
@@ -166,7 +201,7 @@ describe("replicated targets", () => {
     cleanups.push(() => rv.close());
     const catalog = new TargetCatalog<ReplicatedVolume>(poolA, qosA);
     catalog.frontends.set("rv", rv);
-    return { rv, catalog, poolB, qosA };
+    return { rv, catalog, poolA, poolB, qosA };
   }
 
   it("a policy applied to a replicated volume throttles its frontend's writes, on a connection already open; both replicas hold the bytes", async () => {
@@ -252,9 +287,9 @@ describe("replicated targets", () => {
   });
 
   it("a replicated volume's policy does not touch a local volume's QoS state, nor the reverse", async () => {
-    const { catalog } = await replicated();
+    const { catalog, poolA, qosA } = await replicated();
     catalog.applyQos("rv", writeLimit(20));
-    const local = catalog.open("rv#1");
+    const local = openLocalReplica(poolA, qosA, "rv#1");
     if (!local) throw new Error("no local target rv#1");
     expect(local).toBeInstanceOf(VolumeTarget);
     // The local replica volume "rv" has no policy of its own here: writes to it are not delayed.

@@ -92,22 +92,30 @@ export function describeSnapshot(s: Snapshot): string {
 }
 
 /**
- * A writable volume of this pool under the attachment epoch `epoch` (0
- * without one): epoch fence -> QoS (the volume's state, keyed by its uid;
- * none without a QosManager) -> local store.
+ * A volume of this pool under the attachment epoch `epoch` (0 without one):
+ * epoch fence -> QoS (the volume's state, keyed by its uid; none without a
+ * QosManager) -> local store. Writable unless `readOnly` (a reader's
+ * frontend, an inspection of a replica): then it keeps no activity log either.
  */
-export function localVolumeTarget(pool: Pool, volume: Volume, qos: QosManager | null, epoch: number): VolumeTarget {
+export function localVolumeTarget(
+  pool: Pool,
+  volume: Volume,
+  qos: QosManager | null,
+  epoch: number,
+  options: { readOnly?: boolean } = {},
+): VolumeTarget {
+  const readOnly = options.readOnly ?? false;
   const backend = new LocalVolumeBackend(pool, volume);
   const limited: BlockIo = qos ? new QosStage(qos, volume.record.uid, volume.name, backend) : backend;
   return new VolumeTarget({
     name: volume.name,
     description: describeVolume(volume),
-    readOnly: false,
+    readOnly,
     backend,
     head: new EpochFence(volume, epoch, limited),
     handles: volume,
     // Under an epoch it is a replica of a frontend, which keeps its write-intent log here.
-    ...(epoch > 0
+    ...(epoch > 0 && !readOnly
       ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) }
       : {}),
   });

@@ -63,7 +63,7 @@ function firstWrong(image: Buffer, from: number, to: number): number {
 }
 
 async function expectReplicasEqual(cluster: StartedLocalCluster, epoch: number): Promise<void> {
-  const images = await Promise.all(cluster.nodes.map((n) => readAll(n.nbdAddress, `db#${epoch}`, SIZE)));
+  const images = await Promise.all(cluster.nodes.map((n) => readAll(n.nbdSocket, `db#${epoch}`, SIZE)));
   for (const [k, image] of images.entries()) expect(image.equals(images[0] as Buffer), `node${k + 1}'s replica`).toBe(true);
 }
 

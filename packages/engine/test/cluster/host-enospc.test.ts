@@ -76,7 +76,7 @@ function expectChunks(image: Buffer, acked: ReadonlyMap<number, number>, what: s
 /** Each node's replica of "db" read on its own node under `epoch`: all the same. */
 async function expectReplicasIdentical(c: StartedLocalCluster, epoch: number): Promise<Buffer> {
   const images: Buffer[] = [];
-  for (const n of c.nodes) images.push(await readAll(n.nbdAddress, `db#${epoch}`, SIZE));
+  for (const n of c.nodes) images.push(await readAll(n.nbdSocket, `db#${epoch}`, SIZE));
   for (let k = 1; k < images.length; k++) {
     expect((images[k] as Buffer).equals(images[0] as Buffer), `replica on node${k + 1} differs from node1's`).toBe(true);
   }

@@ -71,7 +71,7 @@ async function waitHealthy(cluster: StartedLocalCluster, timeoutMs = 60_000): Pr
 /** Each replica read on its own node under `epoch`; the index of the first 4 KiB block where one differs from node1's. */
 async function compareReplicas(cluster: StartedLocalCluster, epoch: number): Promise<string[]> {
   const images: Buffer[] = [];
-  for (const n of cluster.nodes) images.push(await readAll(n.nbdAddress, `db#${epoch}`, SIZE));
+  for (const n of cluster.nodes) images.push(await readAll(n.nbdSocket, `db#${epoch}`, SIZE));
   const differences: string[] = [];
   const first = images[0] as Buffer;
   images.forEach((image, k) => {

@@ -7,6 +7,7 @@ import { canRun } from "../helpers/env.js";
 import { codeOf } from "../helpers/errors.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
 import { CHUNK, readAll as readAllOf, stamp } from "../helpers/stamps.js";
+import { waitFor } from "../helpers/wait.js";
 
 const MIB = 1024 * 1024;
 const SIZE = 32 * MIB;
@@ -34,6 +35,8 @@ describe("snapshots of replicated volumes", () => {
     // Writers own disjoint chunks; ids grow, so "sent after the call returned" is an id bound.
     const lastAcked = new Map<number, number>();
     let nextId = 1;
+    /** Writes acknowledged so far: the workload is under way once each writer has one, and goes on between snapshots. */
+    let acked = 0;
     let running = true;
     const writers = Array.from({ length: WRITERS }, async (_, w) => {
       const c = await NbdTestClient.open(addr(0), "db");
@@ -43,10 +46,11 @@ describe("snapshots of replicated volumes", () => {
         const r = await c.write(chunk * CHUNK, stamp(id));
         if (r.error !== 0) throw new Error(`write ${id} failed with NBD error ${r.error}`);
         lastAcked.set(chunk, id);
+        acked++;
       }
       await c.disconnect();
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => acked >= WRITERS, { what: "the workload under way", timeoutMs: 30_000 });
     const taken: { name: string; ackedBefore: Map<number, number>; firstIdAfter: number }[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       const ackedBefore = new Map(lastAcked);
@@ -55,7 +59,8 @@ describe("snapshots of replicated volumes", () => {
       taken.push({ name: snap.name, ackedBefore, firstIdAfter: nextId });
       expect([...snap.holders].sort()).toEqual(["node1", "node2", "node3"]);
       expect(snap.export.exportName).toBe(`db@s${round}`);
-      await new Promise((r) => setTimeout(r, 150));
+      const ackedAtSnapshot = acked;
+      await waitFor(() => acked >= ackedAtSnapshot + WRITERS, { what: `writes acknowledged after s${round}`, timeoutMs: 30_000 });
     }
     running = false;
     await Promise.all(writers);

@@ -4,17 +4,31 @@ import { type Attachment, isKeelsonError, type KeelsonClient, type KeelsonEvent 
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
 import { ReplicaClient } from "../../src/replication/replica-client.js";
+import { writeReplicaAsNode } from "../helpers/as-node.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
 import { NbdTestClient } from "../helpers/nbd-client.js";
 import { run } from "../helpers/process.js";
 import { CHUNK, readAll as readAllOf, stamp } from "../helpers/stamps.js";
+import { waitFor } from "../helpers/wait.js";
 
 const MIB = 1024 * 1024;
 const SIZE = 64 * MIB;
 /** fio's part of the volume in the replica-loss test; the chunk writers use the rest. */
 const FIO_BYTES = 40 * MIB;
 const WRITERS = 4;
+/** The replica deadline (`replicaTimeoutMs`) these tests attach with. */
+const REPLICA_TIMEOUT_MS = 1000;
+/**
+ * Slack over the replica deadline for the stall a replica loss may cause: a
+ * loaded machine's timers fire late. A correctness bound (no write waits on a
+ * lost replica much past its deadline), not a benchmark.
+ */
+const STALL_MARGIN_MS = 2000;
+/** Chunks acknowledged before a kill, so that a lost acknowledged write would show (8 MiB). */
+const ACKED_BEFORE_KILL = 128;
+/** The start of the cluster's history: a watch from here sees every event, however late it is opened. */
+const HISTORY_START = { revision: 1, index: 0 };
 
 /**
  * Writers that own disjoint chunks and write them one at a time, so each
@@ -130,7 +144,7 @@ async function waitForAttachment(
 /** Every replica's bytes, read on its own node under the current epoch, must be the same. */
 async function expectReplicasIdentical(cluster: StartedLocalCluster, nodeIndexes: number[], epoch: number): Promise<void> {
   const images: Buffer[] = [];
-  for (const i of nodeIndexes) images.push(await readAll(cluster.nodes[i]?.nbdAddress as string, `db#${epoch}`));
+  for (const i of nodeIndexes) images.push(await readAll(cluster.nodes[i]?.nbdSocket as string, `db#${epoch}`));
   for (let k = 1; k < images.length; k++) {
     expect((images[k] as Buffer).equals(images[0] as Buffer), `replica on node${(nodeIndexes[k] as number) + 1} differs`).toBe(
       true,
@@ -174,7 +188,7 @@ describe("synchronous replication", () => {
     const cluster = await threeNodeCluster();
     const n1 = cluster.client(0);
     await n1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
-    const att = await n1.attachVolume({ name: "db", replicaTimeoutMs: 1000 });
+    const att = await n1.attachVolume({ name: "db", replicaTimeoutMs: REPLICA_TIMEOUT_MS });
     expect(att).toMatchObject({ state: "healthy", epoch: 1 });
     expect(att.replicas.map((r) => r.nodeId).sort()).toEqual(["node1", "node2", "node3"]);
     const address = cluster.nodes[0]?.nbdAddress as string;
@@ -192,10 +206,14 @@ describe("synchronous replication", () => {
     );
     expect(degraded.state).toBe("degraded");
     expect(degraded.replicas.find((r) => r.nodeId === "node3")?.state).toBe("faulted");
+    // Every request to a replica has the replica deadline: a lost one stalls writes that long at most.
+    expect(degraded.maxStallMs, "a write waited on the lost replica past its deadline").toBeLessThan(
+      REPLICA_TIMEOUT_MS + STALL_MARGIN_MS,
+    );
 
     // node3 comes back while writers keep going: it is rebuilt under load.
     const load = workload(address, "db", { firstChunk: FIO_BYTES / CHUNK, chunks: (SIZE - FIO_BYTES) / CHUNK });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => load.lastAcked.size >= WRITERS, { what: "a write acknowledged to every writer", timeoutMs: 30_000 });
     await cluster.startNode(2);
     const { attachment: healed, seen } = await waitForAttachment(n1, allHealthy);
     await load.stop();
@@ -221,7 +239,10 @@ describe("synchronous replication", () => {
     await cluster.client(0).createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
     await cluster.client(0).attachVolume({ name: "db", replicaTimeoutMs: 1000 });
     const load = workload(cluster.nodes[0]?.nbdAddress as string, "db");
-    await new Promise((r) => setTimeout(r, 1000));
+    await waitFor(() => load.lastAcked.size >= ACKED_BEFORE_KILL, {
+      what: `${ACKED_BEFORE_KILL} chunks acknowledged`,
+      timeoutMs: 30_000,
+    });
     const killedAt = Date.now();
     await cluster.kill9(0);
     await load.stop();
@@ -268,11 +289,11 @@ describe("synchronous replication", () => {
     expect((await front.write(0, stamp(1))).error).toBe(0);
     const torn = 16 * MIB;
     expect((await front.write(torn, stamp(2))).error).toBe(0);
+    // As if node1 had sent its next write to node3 and died before node2 got it. The same write again
+    // keeps the extent in node1's activity log (writing as node1 takes a process start).
+    await writeReplicaAsNode(cluster, 0, 2, "db#1", torn + CHUNK, stamp(99));
+    expect((await front.write(torn, stamp(2))).error).toBe(0);
     front.close();
-    // As if node1 had sent its next write to node3 and died before node2 got it.
-    const onNode3 = await ReplicaClient.connect(cluster.nodes[2]?.nbdAddress as string, "db#1", 5_000);
-    await onNode3.write(torn + CHUNK, stamp(99), false);
-    onNode3.close();
     await cluster.kill9(0);
     const att = await cluster
       .client(1)
@@ -314,7 +335,12 @@ describe("synchronous replication", () => {
     await cluster.kill9(2);
     const load = workload(cluster.nodes[0]?.nbdAddress as string, "db");
     await waitForAttachment(c1, (a) => a.replicas.find((r) => r.nodeId === "node3")?.state === "faulted");
-    await new Promise((r) => setTimeout(r, 1000));
+    // node3 misses half the volume, so the paced copy below takes seconds and the kill lands in it.
+    const writesAtFault = load.writes();
+    await waitFor(() => load.writes() - writesAtFault >= SIZE / CHUNK / 2, {
+      what: "writes to half the volume's chunks after node3 faulted",
+      timeoutMs: 60_000,
+    });
     await cluster.startNode(2);
     // At 16 MiB/s the copy takes seconds: node3 dies again in the middle of it.
     const { attachment: midway } = await waitForAttachment(c1, (a) => {
@@ -358,13 +384,19 @@ describe("synchronous replication", () => {
     // Nobody attaches it again; node3 returns, and the leader's repair brings its replica back in sync.
     const ac = new AbortController();
     const giveUp = setTimeout(() => ac.abort(), 30_000); // the watch ends, and the test fails below
-    const watch = c1.watch({ volume: "db", signal: ac.signal })[Symbol.asyncIterator]();
-    const first = watch.next();
-    await new Promise((r) => setTimeout(r, 300));
+    // From the start of the history, not from now: a watch opened now is live only some time after
+    // the call returns, and a repair done before then would be missed. node3 back in sync is the
+    // first volume event naming it in sync after one that did not.
+    const watch = c1.watch({ volume: "db", after: HISTORY_START, signal: ac.signal })[Symbol.asyncIterator]();
     const startedAt = Date.now();
     await cluster.startNode(2);
-    let next = await first;
-    while (!next.done && !(next.value.kind === "volume" && next.value.inSync.includes("node3"))) next = await watch.next();
+    let outOfSync = false;
+    let next = await watch.next();
+    for (; !next.done; next = await watch.next()) {
+      if (next.value.kind !== "volume") continue;
+      if (!next.value.inSync.includes("node3")) outOfSync = true;
+      else if (outOfSync) break;
+    }
     const repairedMs = Date.now() - startedAt;
     expect(next.done, "node3 back in sync").toBe(false);
     console.log(`volume attached nowhere: node3 back in sync ${repairedMs} ms after its restart, with no attach`);
@@ -420,7 +452,11 @@ describe("synchronous replication", () => {
     const fresh = await NbdTestClient.open(cluster.nodes[1]?.nbdAddress as string, "db");
     expect((await fresh.write(2 * CHUNK, stamp(3))).error).toBe(0);
     await cluster.heal(0);
-    await new Promise((r) => setTimeout(r, 1500));
+    // Healed once node1 reaches etcd again (its lease lapsed while cut off; it is alive again once renewed).
+    await waitFor(async () => (await cluster.client(1).listNodes()).find((n) => n.nodeId === "node1")?.alive, {
+      what: "node1 alive again after the heal",
+      timeoutMs: 30_000,
+    });
     // Healed, the old frontend still gets nothing acknowledged: it learns it was fenced.
     const late: string[] = [];
     for (let i = 0; i < 3; i++) late.push(await writeOnNode(n0.nbdSocket, 3 * CHUNK, 100 + i));
@@ -455,7 +491,10 @@ describe("synchronous replication", () => {
     const otherHolder = att.replicas.map((r) => r.nodeId).find((id) => id !== frontId) as string;
     const victims = [...new Set([leaderId as string, otherHolder])];
     const load = workload(cluster.nodes[front]?.nbdAddress as string, "db");
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(() => load.lastAcked.size >= ACKED_BEFORE_KILL, {
+      what: `${ACKED_BEFORE_KILL} chunks acknowledged`,
+      timeoutMs: 30_000,
+    });
     const killedAt = Date.now();
     for (const id of victims) await cluster.kill9(cluster.nodes.findIndex((n) => n.nodeId === id));
     const { attachment } = await waitForAttachment(

@@ -63,14 +63,12 @@ describe("watch", () => {
     const watcherClient = createClient({ address: cluster.nodes[2]?.grpcAddress as string, retryBaseDelayMs: 50 });
     const referenceClient = createClient({ address: cluster.nodes[1]?.grpcAddress as string });
     const start = await (async () => {
-      // Both start after the same point: the reference watch's opening cursor.
-      const it = referenceClient.watch({ signal: ac.signal });
-      const first = it.next(); // a generator starts watching only when asked for its first event
-      await new Promise((r) => setTimeout(r, 500));
+      // Both start after the same point: the marker's creation, found in the cluster's history. A
+      // watch opened "from now" is live only some time after the call, so it could miss the marker.
       await c1.createVolume({ name: "marker", sizeBytes: 16 * MIB, replicas: 2 });
-      const value = (await first).value as KeelsonEvent;
-      await it.return(undefined);
-      return value.cursor;
+      const history = referenceClient.watch({ volume: "marker", after: { revision: 1, index: 0 }, signal: ac.signal });
+      for await (const e of history) if (e.kind === "volume") return e.cursor;
+      throw new Error("the reference watch ended before the marker's creation");
     })();
     const watched = collect(watcherClient.watch({ after: start, signal: ac.signal }));
     const reference = collect(referenceClient.watch({ after: start, signal: ac.signal }));

@@ -1,8 +1,10 @@
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isConformanceError } from "../../errors.js";
+import { canRun } from "../../testing/env.js";
 import { mustFlush, mustRead, mustWrite, openVolumeIo } from "./volume-io.js";
 
 describe("raw I/O on a block data path", () => {
@@ -28,6 +30,24 @@ describe("raw I/O on a block data path", () => {
       expect((await mustRead(io, 1 << 20, 6 << 20)).equals(data)).toBe(true);
     } finally {
       await io.close();
+    }
+  });
+
+  it("a block device node under another name (a CSI driver's published block volume) has its device's size", async (t) => {
+    if (!canRun({ root: true, tools: ["losetup", "mknod"] }, t.task.name)) return t.skip();
+    const loop = execFileSync("losetup", ["--find", "--show", file], { encoding: "utf8" }).trim();
+    try {
+      const { rdev } = fs.statSync(loop);
+      const node = path.join(dir, "published-block-volume");
+      execFileSync("mknod", [node, "b", String((rdev >> 8) & 0xfff), String((rdev & 0xff) | ((rdev >> 12) & 0xfff00))]);
+      const io = await openVolumeIo({ kind: "block", devicePath: node }, { readOnly: true });
+      try {
+        expect(io.sizeBytes).toBe(8 << 20);
+      } finally {
+        await io.close();
+      }
+    } finally {
+      execFileSync("losetup", ["--detach", loop]);
     }
   });
 

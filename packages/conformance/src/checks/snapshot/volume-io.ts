@@ -4,7 +4,6 @@
 // has no raw access; the checks that need one say so.
 
 import fs from "node:fs";
-import path from "node:path";
 import { ConformanceError } from "../../errors.js";
 import { openNbd } from "../../nbd/client.js";
 import type { NbdReplyError } from "../../nbd/types.js";
@@ -57,18 +56,33 @@ async function openNbdIo(uri: string): Promise<VolumeIo> {
   };
 }
 
-/** A block device's size from sysfs (fstat says 0 for devices); a plain file's from fstat. */
-function deviceSizeBytes(devicePath: string, fd: number): number {
-  const stat = fs.fstatSync(fd);
-  if (stat.isFile()) return stat.size;
-  const name = path.basename(fs.realpathSync(devicePath));
-  return Number(fs.readFileSync(`/sys/class/block/${name}/size`, "utf8").trim()) * 512;
+/**
+ * A block device's size from sysfs by its device number (fstat says 0 for devices; the node may sit
+ * anywhere, as a CSI driver's published block volume does, not under /dev with its kernel name); a
+ * plain file's from fstat.
+ */
+function deviceSizeBytes(fd: number): number {
+  const stat = fs.fstatSync(fd, { bigint: true });
+  if (stat.isFile()) return Number(stat.size);
+  if (!stat.isBlockDevice()) {
+    throw new ConformanceError({ code: "TARGET_FAILED", message: "the data path is neither a file nor a block device" });
+  }
+  const major = Number((stat.rdev >> 8n) & 0xfffn);
+  const minor = Number((stat.rdev & 0xffn) | ((stat.rdev >> 12n) & 0xfff00n));
+  return Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, "utf8").trim()) * 512;
 }
 
 async function openBlockIo(devicePath: string, readOnly: boolean): Promise<VolumeIo> {
   const flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_DSYNC;
   const handle = await fs.promises.open(devicePath, flags);
-  const sizeBytes = deviceSizeBytes(devicePath, handle.fd);
+  let sizeBytes: number;
+  try {
+    sizeBytes = deviceSizeBytes(handle.fd);
+  } catch (error) {
+    // Never left open: an open device keeps its node busy, and the detach that follows could not unmount it.
+    await handle.close().catch(() => undefined);
+    throw error;
+  }
   const failed = (what: string, error: unknown) => `${what} on ${devicePath}: ${(error as Error).message}`;
   return {
     sizeBytes,

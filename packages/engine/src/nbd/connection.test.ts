@@ -1,0 +1,296 @@
+import net from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { MAX_INFLIGHT_PER_CONNECTION } from "./connection.js";
+import type { ExportCallback, ExportCatalog, NbdExport } from "./export.js";
+import { IHAVEOPT, Option, REQUEST_MAGIC } from "./protocol.js";
+import { NbdServer } from "./server.js";
+
+const MIB = 1024 * 1024;
+const SIZE_BYTES = 64 * MIB;
+
+/** An in-memory export that can hold requests back, and counts what it holds. */
+class HeldExport implements NbdExport {
+  readonly name: string = "v";
+  readonly description = "test export";
+  readonly sizeBytes = SIZE_BYTES;
+  readonly readOnly = false;
+  readonly data = Buffer.alloc(SIZE_BYTES);
+  /** While true, requests wait in `held` until `releaseAll`. */
+  hold = false;
+  readonly held: Array<() => void> = [];
+  /** Bytes of requests started and not called back yet, and the most ever. */
+  runningBytes = 0;
+  maxRunningBytes = 0;
+
+  #run(bytes: number, work: () => void, cb: ExportCallback): void {
+    this.runningBytes += bytes;
+    this.maxRunningBytes = Math.max(this.maxRunningBytes, this.runningBytes);
+    const finish = (): void => {
+      work();
+      this.runningBytes -= bytes;
+      cb(null);
+    };
+    if (this.hold) this.held.push(finish);
+    else setImmediate(finish);
+  }
+
+  releaseAll(): void {
+    for (const f of this.held.splice(0)) f();
+  }
+
+  read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    this.#run(length, () => this.data.copy(buf, bufOffset, offset, offset + length), cb);
+  }
+
+  write(offset: number, data: Buffer, _fua: boolean, cb: ExportCallback): void {
+    this.#run(data.length, () => data.copy(this.data, offset), cb);
+  }
+
+  zero(offset: number, length: number, _options: { trim: boolean }, cb: ExportCallback): void {
+    this.#run(0, () => this.data.fill(0, offset, offset + length), cb);
+  }
+
+  flush(cb: ExportCallback): void {
+    this.#run(0, () => undefined, cb);
+  }
+
+  close(): void {}
+}
+
+/** A replica export: it keeps a frontend's write-intent log, which is what makes the server see it as one. */
+class ReplicaExport extends HeldExport {
+  override readonly name: string = "replica";
+  saveActivity(_payload: Buffer, cb: ExportCallback): void {
+    cb(null);
+  }
+}
+
+function catalogOf(exp: HeldExport, replica: HeldExport = new ReplicaExport()): ExportCatalog {
+  const open = (name: string): NbdExport | null => (name === exp.name ? exp : name === replica.name ? replica : null);
+  return {
+    list: () => [],
+    open,
+    describe: (name) => (open(name) ? { sizeBytes: SIZE_BYTES, readOnly: false, description: "" } : null),
+  };
+}
+
+/** A raw NBD client with an exact-length reader over a chunk list. */
+class Raw {
+  readonly socket: net.Socket;
+  readonly #chunks: Buffer[] = [];
+  #buffered = 0;
+  #wake: (() => void) | null = null;
+  #closed = false;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("data", (d: Buffer) => {
+      this.#chunks.push(d);
+      this.#buffered += d.length;
+      this.#wake?.();
+    });
+    socket.on("close", () => {
+      this.#closed = true;
+      this.#wake?.();
+    });
+    socket.on("error", () => undefined);
+  }
+
+  static async open(address: string, exportName = "v"): Promise<Raw> {
+    const at = address.lastIndexOf(":");
+    const socket = net.connect(Number(address.slice(at + 1)), address.slice(0, at));
+    await new Promise((resolve) => socket.once("connect", resolve));
+    const raw = new Raw(socket);
+    await raw.read(18);
+    const name = Buffer.from(exportName);
+    const opt = Buffer.alloc(4 + 16 + 4 + name.length + 2);
+    opt.writeUInt32BE(3, 0);
+    IHAVEOPT.copy(opt, 4);
+    opt.writeUInt32BE(Option.GO, 12);
+    opt.writeUInt32BE(4 + name.length + 2, 16);
+    opt.writeUInt32BE(name.length, 20);
+    name.copy(opt, 24);
+    socket.write(opt);
+    for (;;) {
+      const h = await raw.read(20);
+      await raw.read(h.readUInt32BE(16));
+      if (h.readUInt32BE(12) === 1) return raw;
+    }
+  }
+
+  async read(n: number): Promise<Buffer> {
+    while (this.#buffered < n) {
+      if (this.#closed) throw new Error("closed");
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+      this.#wake = null;
+    }
+    const all = Buffer.concat(this.#chunks);
+    this.#chunks.length = 0;
+    if (all.length > n) this.#chunks.push(all.subarray(n));
+    this.#buffered -= n;
+    return all.subarray(0, n);
+  }
+
+  /** Reads `count` simple replies of `dataBytes` each; their handles. */
+  async replies(count: number, dataBytes: number): Promise<number[]> {
+    const handles: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const h = await this.read(16);
+      expect(h.readUInt32BE(4)).toBe(0);
+      handles.push(Number(h.readBigUInt64BE(8)));
+      if (dataBytes > 0) await this.read(dataBytes);
+    }
+    return handles;
+  }
+}
+
+function header(type: number, handle: number, offset: number, length: number): Buffer {
+  const h = Buffer.alloc(28);
+  h.writeUInt32BE(REQUEST_MAGIC, 0);
+  h.writeUInt16BE(type, 6);
+  h.writeBigUInt64BE(BigInt(handle), 8);
+  h.writeBigUInt64BE(BigInt(offset), 16);
+  h.writeUInt32BE(length, 24);
+  return h;
+}
+
+function readBurst(count: number, length: number): Buffer {
+  return Buffer.concat(Array.from({ length: count }, (_, i) => header(0, i + 1, (i * length) % (SIZE_BYTES - length), length)));
+}
+
+const waitUntil = async (what: () => boolean, ms = 5_000): Promise<void> => {
+  const deadline = Date.now() + ms;
+  while (!what() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+};
+
+let server: NbdServer | null = null;
+const raws: Raw[] = [];
+
+async function serve(exp: HeldExport, bufferBytes: number): Promise<NbdServer> {
+  server = new NbdServer(catalogOf(exp), { bufferBytes });
+  await server.listen({ tcp: "127.0.0.1:0" });
+  return server;
+}
+
+async function client(s: NbdServer, exportName = "v"): Promise<Raw> {
+  const raw = await Raw.open(s.tcpAddress, exportName);
+  raws.push(raw);
+  return raw;
+}
+
+afterEach(async () => {
+  for (const r of raws.splice(0)) r.socket.destroy();
+  await server?.close();
+  server = null;
+});
+
+describe("NBD connection back-pressure", () => {
+  it("one chunk of 1,000 READ headers: the export never sees more than the in-flight limit, and every request is answered", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 256 * MIB);
+    const raw = await client(s);
+    raw.socket.write(readBurst(1000, 512));
+    await waitUntil(() => exp.held.length >= MAX_INFLIGHT_PER_CONNECTION);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(exp.held.length).toBe(MAX_INFLIGHT_PER_CONNECTION);
+    const replies = raw.replies(1000, 512);
+    while (exp.held.length > 0) {
+      exp.releaseAll();
+      await waitUntil(() => exp.held.length > 0, 1_000);
+    }
+    expect(new Set(await replies).size).toBe(1000);
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("reads of 1 MiB from two clients with a 4 MiB budget: the export never holds more than the budget, all complete, the budget returns to 0", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, 4 * MIB);
+    const [a, b] = [await client(s), await client(s)];
+    a.socket.write(readBurst(50, MIB));
+    b.socket.write(readBurst(50, MIB));
+    const done = await Promise.all([a.replies(50, MIB), b.replies(50, MIB)]);
+    expect(done.map((h) => new Set(h).size)).toEqual([50, 50]);
+    expect(exp.maxRunningBytes).toBeLessThanOrEqual(4 * MIB);
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("pipelined WRITEs larger than a connection's share: each waits for budget, all land, the budget returns to 0", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, 2 * MIB);
+    const raw = await client(s);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 20; i++) parts.push(header(1, i + 1, i * 768 * 1024, 768 * 1024), Buffer.alloc(768 * 1024, i + 1));
+    raw.socket.write(Buffer.concat(parts));
+    expect(new Set(await raw.replies(20, 0)).size).toBe(20);
+    for (let i = 0; i < 20; i++) expect(exp.data[i * 768 * 1024 + 1000]).toBe(i + 1);
+    expect(exp.maxRunningBytes).toBeLessThanOrEqual(2 * MIB);
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("a client that never reads its replies holds at most its share of the budget; another client's reads complete; all is released when it goes", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, 8 * MIB);
+    const hostile = await client(s);
+    hostile.socket.pause();
+    hostile.socket.write(readBurst(1000, MIB));
+    await new Promise((r) => setTimeout(r, 300));
+    // Its share is a quarter of the budget; one more request may be on its way when it reached it.
+    expect(s.bufferedBytes).toBeLessThanOrEqual(2 * MIB + 2 * (MIB + 16));
+    const good = await client(s);
+    for (let round = 0; round < 5; round++) {
+      good.socket.write(readBurst(4, MIB));
+      expect((await good.replies(4, MIB)).length).toBe(4);
+    }
+    hostile.socket.destroy();
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("a client gone mid-payload, and one gone while waiting for budget: their bytes go back, the next client is served", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, MIB);
+    const a = await client(s);
+    a.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
+    await waitUntil(() => s.bufferedBytes === MIB);
+    expect(s.bufferedBytes).toBe(MIB);
+    const b = await client(s);
+    b.socket.write(readBurst(1, MIB / 2));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.bufferedBytes).toBe(MIB);
+    b.socket.destroy();
+    a.socket.destroy();
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+    const c = await client(s);
+    c.socket.write(readBurst(2, MIB / 2));
+    expect((await c.replies(2, MIB / 2)).length).toBe(2);
+    expect(exp.data[0]).toBe(0);
+  });
+
+  it("servers have budgets of their own (the engine serves replicas on a server apart): with one server's budget used up, a write to another still lands", async () => {
+    const exp = new HeldExport();
+    const s = await serve(exp, MIB);
+    const replicas = new NbdServer(catalogOf(new HeldExport()), { bufferBytes: MIB });
+    await replicas.listen({ tcp: "127.0.0.1:0" });
+    try {
+      const app = await client(s);
+      app.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
+      await waitUntil(() => s.bufferedBytes === MIB);
+      const peer = await client(replicas, "replica");
+      peer.socket.write(Buffer.concat([header(1, 7, 0, MIB / 2), Buffer.alloc(MIB / 2, 9)]));
+      expect(await peer.replies(1, 0)).toEqual([7]);
+      app.socket.destroy();
+      await waitUntil(() => s.bufferedBytes === 0);
+      expect(s.bufferedBytes).toBe(0);
+      expect(replicas.bufferedBytes).toBe(0);
+    } finally {
+      await replicas.close();
+    }
+  });
+});
