@@ -4,6 +4,7 @@ import type { OpenLocalExport } from "../replication/local-replica.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
 import { type FrontendHooks, ReplicatedVolume } from "../replication/replicated-volume.js";
 import type { ResyncPlan } from "../replication/resync.js";
+import type { Logger } from "../util/log.js";
 import { attachConflict, readAttachments, recordAttachment, removeAttachment } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import { currentEpoch, nextEpoch } from "./epochs.js";
@@ -24,6 +25,8 @@ export interface AttachOptions {
   readOnly: boolean;
   /** Take a writable attachment over from another node. */
   takeover: boolean;
+  /** Where a read-only attach says it is waiting for a replica. */
+  log?: Logger;
 }
 
 /** Longest a read-only attach waits for the replicas to be made equal after an unclean detach. */
@@ -61,12 +64,45 @@ export async function attachReplicatedVolume(m: ClusterMembership, name: string,
 const READER_ATTEMPTS = 3;
 
 /**
+ * How long a read-only attach waits for replicas the record holds in sync
+ * that did not answer its first open. A node that just started may miss a
+ * liveness renewal or answer its first calls late; a reader that took such a
+ * replica as faulted would read from fewer copies for the whole attachment
+ * (nothing repairs a reader's view), so it opens again while this lasts.
+ */
+const READER_WAIT_MS = 3_000;
+const READER_RETRY_MS = 300;
+
+async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+  const deadline = Date.now() + READER_WAIT_MS;
+  for (;;) {
+    const rv = await openReaderOnce(m, name, o);
+    const missing = await missingInSync(m, name, rv);
+    if (missing.length === 0 || Date.now() + READER_RETRY_MS >= deadline) return rv;
+    o.log?.log("info", "read-only attach: replicas in sync on record did not answer; opening again", {
+      volume: name,
+      missing: missing.join(", "),
+    });
+    rv.close();
+    await new Promise((r) => setTimeout(r, READER_RETRY_MS));
+  }
+}
+
+/** Replicas the record holds in sync that `rv` did not open: "faulted: reason" for each. */
+async function missingInSync(m: ClusterMembership, name: string, rv: ReplicatedVolume): Promise<string[]> {
+  const faulted = rv.status().filter((r) => r.state === "faulted");
+  if (faulted.length === 0) return [];
+  const record = await getClusterVolume(m, name);
+  return faulted.filter((r) => record.inSync.includes(r.nodeId)).map((r) => `${r.nodeId}: ${r.reason ?? "faulted"}`);
+}
+
+/**
  * A read-only frontend at the current epoch (no new one: nothing is fenced).
  * Readers need the in-sync replicas equal: when the last writer did not
  * detach cleanly (its activity log is not empty), a writer is opened here
  * first to resync them, then detached cleanly.
  */
-async function openReader(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
+async function openReaderOnce(m: ClusterMembership, name: string, o: AttachOptions): Promise<ReplicatedVolume> {
   let logs = await gatherActivityLogs(m, await getClusterVolume(m, name));
   if (isDirty(logs.plan)) {
     const writer = await openWriter(m, name, o);

@@ -143,6 +143,7 @@ export class VolumeAttacher {
       openLocal: this.#o.openLocal,
       readOnly: req.readOnly,
       takeover: req.takeover,
+      log: this.#o.log,
     }).then(async (rv) => {
       // Inside the attach under way: nothing may run between it ending and the frontend being registered.
       await this.#applyRecord(m, rv);

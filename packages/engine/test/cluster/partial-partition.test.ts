@@ -207,4 +207,26 @@ describe("partitions that leave etcd reachable", () => {
     );
     expect((images[0] as Buffer).equals(images[1] as Buffer), "node2's and node3's replicas").toBe(true);
   }, 180_000);
+
+  it("a reader's node cut from one replica for a moment as it attaches: the read-only attach opens again and gets all three replicas, not a replica faulted for the whole attachment", async (t) => {
+    if (!canRun({ root: true, tools: ["etcd", "ip", "losetup"] }, t.task.name)) return t.skip();
+    const cluster = await threeNodes();
+    const c1 = cluster.client(0);
+    await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+    await c1.attachVolume({ name: "db" });
+    const writer = await NbdTestClient.open(cluster.nodes[0]?.nbdAddress as string, "db");
+    expect((await writer.write(BLOCK, Buffer.alloc(BLOCK, 7))).error).toBe(0);
+    expect((await writer.flush()).error).toBe(0);
+    await writer.disconnect();
+    await c1.detachVolume({ name: "db" });
+    // node2 cannot reach node3 as its read-only attach begins (a replica node that answers late: one
+    // just restarted, or a lost packet); the route returns 600 ms later, well inside the attach.
+    await cut(cluster, 1, [2], true);
+    const attaching = cluster.client(1).attachVolume({ name: "db", readOnly: true });
+    await new Promise((r) => setTimeout(r, 600));
+    await cut(cluster, 1, [2], false);
+    const reader = await attaching;
+    expect(reader.replicas.filter((r) => r.state !== "healthy")).toEqual([]);
+    expect(await blockOn(cluster, 1, "db", 1)).toBe(7);
+  }, 120_000);
 });
