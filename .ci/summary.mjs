@@ -14,6 +14,7 @@ const expected = [
   "packages/engine/.vitest-results.json",
   "packages/engine/.vitest-results-cluster.json",
   "packages/engine/.vitest-results-qos.json",
+  "packages/engine/.vitest-results-threadpool.json",
   "packages/csi/.vitest-results.json",
   "packages/conformance/.vitest-results.json",
   "packages/conformance/.vitest-results-suite.json",

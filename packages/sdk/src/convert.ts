@@ -179,6 +179,8 @@ export function nodeFromWire(n: pb.Node): NodeInfo {
     zone: n.zone,
     leader: n.leader,
     etcdEndpoints: n.etcdEndpoints,
+    ioEngine: n.ioEngine === "io_uring" || n.ioEngine === "threadpool" ? n.ioEngine : "unknown",
+    ioEngineNote: n.ioEngineNote,
   };
 }
 

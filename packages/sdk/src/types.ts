@@ -354,6 +354,10 @@ export interface NodeInfo {
   leader: boolean;
   /** etcd client URLs of the cluster, or "" for a single engine. */
   etcdEndpoints: string;
+  /** How the engine's disk I/O reaches the kernel. */
+  ioEngine: "io_uring" | "threadpool" | "unknown";
+  /** Why that engine (asked for, or why io_uring could not be used); "" when io_uring was chosen by default. */
+  ioEngineNote: string;
 }
 
 /** A node of the cluster as etcd knows it. */

@@ -499,7 +499,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
   const n = await client.getNode();
   print(args, n, () =>
     table([
-      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "PROVISIONED", "CAPABILITY", "RESERVED", "NBD"],
+      ["NODE", "POOL", "TOTAL", "ALLOCATED", "FREE", "VOLUMES", "PROVISIONED", "CAPABILITY", "RESERVED", "NBD", "I/O"],
       [
         n.nodeId,
         n.pool.path,
@@ -511,6 +511,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
         n.pool.capability ? `${n.pool.capability.iops} IOPS ${formatBytes(n.pool.capability.bytesPerSec)}/s` : "-",
         `${n.pool.reservedIops} IOPS`,
         n.nbdTcpAddress || n.nbdUnixSocket,
+        n.ioEngineNote ? `${n.ioEngine} (${n.ioEngineNote})` : n.ioEngine,
       ],
     ]),
   );

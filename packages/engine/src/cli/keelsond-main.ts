@@ -11,6 +11,7 @@ import {
   writeReadyFile,
 } from "../daemon/engine.js";
 import type { EtcdTlsFiles, NbdTlsFiles } from "../daemon/engine-tls.js";
+import { type IoEngineChoice, isIoEngineChoice } from "../device-io/device-io.js";
 import { parseQosClasses } from "../qos/policy.js";
 import { messageOf } from "../util/errors.js";
 import { jsonLogger } from "../util/log.js";
@@ -61,6 +62,8 @@ const USAGE = `usage: keelsond --pool PATH [options]
                          of measuring the disk (the measurement loads the machine for ~1 s)
   --rebuild-rate SIZE    bytes a second this node's rebuilds may copy, all volumes together,
                          e.g. 100M (default 0: no limit)
+  --io ENGINE            disk I/O: io_uring, threadpool or auto (default: KEELSON_IO, else auto:
+                         io_uring where the addon loads and the kernel allows it); shown in node info
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
@@ -100,6 +103,7 @@ async function main(): Promise<void> {
       "nbd-tls-cert": { type: "string" },
       "nbd-tls-key": { type: "string" },
       "nbd-tls-client-ca": { type: "string" },
+      io: { type: "string" },
       "ready-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -109,6 +113,7 @@ async function main(): Promise<void> {
     process.exit(values.help ? 0 : 2);
   }
   const overcommitPercent = usageChecked(() => overcommitPercentFlag(values["overcommit-percent"]));
+  const ioEngine = usageChecked(() => ioEngineFlag(values.io));
   const engine = await startEngine({
     poolPath: values.pool,
     poolSizeBytes: values["pool-size"] ? parseSizeBytes(values["pool-size"]) : undefined,
@@ -137,6 +142,7 @@ async function main(): Promise<void> {
     insecure: values.insecure ?? false,
     etcdTls: etcdTlsOptions(values["etcd-ca"], values["etcd-cert"], values["etcd-key"]),
     nbdTls: nbdTlsOptions(values["nbd-tls-cert"], values["nbd-tls-key"], values["nbd-tls-client-ca"]),
+    ioEngine,
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -168,6 +174,17 @@ function usageChecked<T>(parse: () => T): T {
 function overcommitPercentFlag(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   return validateOvercommitPercent(/^\d+$/.test(value) ? Number(value) : value);
+}
+
+/** --io: an engine name; unset leaves the choice to KEELSON_IO (else auto). */
+function ioEngineFlag(value: string | undefined): IoEngineChoice | undefined {
+  if (value === undefined) return undefined;
+  if (!isIoEngineChoice(value))
+    throw new KeelsonError({
+      code: "INVALID_ARGUMENT",
+      message: `--io ${JSON.stringify(value)}: expected io_uring, threadpool or auto`,
+    });
+  return value;
 }
 
 /** --tls-cert and --tls-key go together; --tls-client-ca needs them. */

@@ -1,6 +1,7 @@
 import type { WireClusterNode, WireNode } from "@keelson/sdk/experimental";
 import type { DiskRecord } from "../cluster/disk-reports.js";
 import type { ClusterNode } from "../cluster/membership.js";
+import { ioEngineReport } from "../device-io/select.js";
 import type { ControlContext } from "./context.js";
 import { capabilityToWire, policyToWire } from "./qos-wire.js";
 
@@ -10,6 +11,7 @@ export function nodeToWire(ctx: ControlContext): WireNode {
   const reserved = ctx.pool.reserved();
   const provisioning = ctx.pool.provisioning();
   const membership = ctx.membership();
+  const io = ioEngineReport();
   return {
     nodeId: ctx.nodeId,
     version: ctx.version,
@@ -35,6 +37,8 @@ export function nodeToWire(ctx: ControlContext): WireNode {
     zone: ctx.zone,
     leader: membership ? membership.isLeader : true,
     etcdEndpoints: membership ? membership.endpoints : "",
+    ioEngine: io.engine,
+    ioEngineNote: io.note,
   };
 }
 

@@ -19,6 +19,8 @@ import { nodeService } from "../control/node-service.js";
 import { withTypedDecodeErrors } from "../control/request-decoding.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
+import type { IoEngineChoice } from "../device-io/device-io.js";
+import { ioEngineFromEnv, useIoEngine } from "../device-io/select.js";
 import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
 import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
 import type { NbdPeer } from "../nbd/export.js";
@@ -50,6 +52,8 @@ export const DEFAULT_REPLICA_PORT = 10810;
 
 /** Options of {@link startEngine}. */
 export interface EngineOptions {
+  /** The disk I/O engine (keelsond --io); default: KEELSON_IO, else auto (io_uring where it works). */
+  ioEngine?: IoEngineChoice;
   /** Block device or file of the disk pool. */
   poolPath: string;
   /** Creates the pool file with this size when it does not exist. */
@@ -500,6 +504,8 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   const teardown = new Teardown();
   teardown.add(watchLoopStalls(log, { pool: options.poolPath }));
   try {
+    const io = useIoEngine(options.ioEngine ?? ioEngineFromEnv());
+    log.log("info", "disk I/O engine", { engine: io.engine, ...(io.note ? { note: io.note } : {}) });
     const pool = await openPool(options, teardown);
     await ensureDiskCapability(pool, options, log);
     const { qos, catalog } = startQos(pool, options);

@@ -1,4 +1,5 @@
 import http from "node:http";
+import { deviceIo, ioEngineReport } from "../device-io/select.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
 import type { SpaceAlarm } from "../store/space-alarm.js";
@@ -119,8 +120,21 @@ export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm, n
   const volumes = pool.listVolumes();
   const perVolume = (fn: (uid: string) => number): Array<[Labels, number]> =>
     volumes.map((v) => [{ volume: v.name }, fn(v.record.uid)]);
+  const io = ioEngineReport();
   return render([
     ...(nbd ? nbdFamilies(nbd) : []),
+    {
+      name: "keelson_io_engine_info",
+      help: "The disk I/O engine in use (1): io_uring, or the thread pool with the reason in `note`.",
+      type: "gauge",
+      samples: [[{ engine: io.engine, note: io.note }, 1]],
+    },
+    {
+      name: "keelson_io_requests_in_flight",
+      help: "Disk reads, writes and flushes handed to the I/O engine and not completed.",
+      type: "gauge",
+      samples: [[{ engine: io.engine }, deviceIo().inFlight]],
+    },
     {
       name: "keelson_pool_bytes",
       help: "Pool space by state.",

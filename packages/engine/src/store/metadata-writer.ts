@@ -1,15 +1,12 @@
-import fs from "node:fs";
-import { promisify } from "node:util";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import type { DeviceIo } from "../device-io/device-io.js";
 import { messageOf } from "../util/errors.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord } from "./catalog.js";
 import type { PoolLayout } from "./layout.js";
 import { encodeBatch, encodeCheckpoint, metadataSalt } from "./metadata-log.js";
 
 const debug = createDebug("keelson:store");
-const fdatasync = promisify(fs.fdatasync);
-const write = promisify(fs.write);
 
 /** What a commit takes from the store at the moment it starts. */
 export interface PendingMetadata {
@@ -34,12 +31,23 @@ export interface JournalPosition {
   activeSlot: 0 | 1;
 }
 
-async function writeAll(fd: number, buf: Buffer, position: number): Promise<void> {
+function writeOnce(io: DeviceIo, fd: number, buf: Buffer, offset: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    io.write(fd, buf, offset, buf.length - offset, position, (error, n) => (error ? reject(error) : resolve(n))),
+  );
+}
+
+async function writeAll(io: DeviceIo, fd: number, buf: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < buf.length) {
-    const { bytesWritten } = await write(fd, buf, done, buf.length - done, position + done);
+    const bytesWritten = await writeOnce(io, fd, buf, done, position + done);
+    if (bytesWritten === 0) throw new KeelsonError({ code: "INTERNAL", message: "metadata write made no progress" });
     done += bytesWritten;
   }
+}
+
+function fdatasync(io: DeviceIo, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => io.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
 }
 
 /**
@@ -49,6 +57,7 @@ async function writeAll(fd: number, buf: Buffer, position: number): Promise<void
  * so every later commit fails instead of pretending.
  */
 export class MetadataWriter {
+  readonly #deviceIo: DeviceIo;
   readonly #fd: number;
   readonly #layout: PoolLayout;
   readonly #source: MetadataSource;
@@ -59,7 +68,8 @@ export class MetadataWriter {
   /** Set when an fsync failed; every later commit rejects with it. */
   #failure: KeelsonError | null = null;
 
-  constructor(fd: number, layout: PoolLayout, source: MetadataSource, position: JournalPosition) {
+  constructor(io: DeviceIo, fd: number, layout: PoolLayout, source: MetadataSource, position: JournalPosition) {
+    this.#deviceIo = io;
     this.#fd = fd;
     this.#layout = layout;
     this.#source = source;
@@ -129,13 +139,13 @@ export class MetadataWriter {
     // Data barrier: mappings must not become durable before the data they point at.
     await this.#sync();
     if (batch && fits) {
-      await this.#io(() => writeAll(this.#fd, batch, this.#layout.journalOffset + this.#position.tailBytes));
+      await this.#io(() => writeAll(this.#deviceIo, this.#fd, batch, this.#layout.journalOffset + this.#position.tailBytes));
       await this.#sync();
       this.#position = { ...this.#position, nextSeq: seq + 1, tailBytes: this.#position.tailBytes + batch.length };
       return;
     }
     const slot: 0 | 1 = this.#position.activeSlot === 0 ? 1 : 0;
-    await this.#io(() => writeAll(this.#fd, checkpoint as Buffer, this.#layout.slotOffsets[slot]));
+    await this.#io(() => writeAll(this.#deviceIo, this.#fd, checkpoint as Buffer, this.#layout.slotOffsets[slot]));
     await this.#sync();
     debug("checkpoint seq=%d slot=%d bytes=%d", seq, slot, (checkpoint as Buffer).length);
     this.#position = { nextSeq: seq + 1, tailBytes: 0, activeSlot: slot };
@@ -164,7 +174,7 @@ export class MetadataWriter {
 
   async #sync(): Promise<void> {
     try {
-      await fdatasync(this.#fd);
+      await fdatasync(this.#deviceIo, this.#fd);
     } catch (error) {
       this.#failure = new KeelsonError({
         code: "INTERNAL",

@@ -167,7 +167,7 @@ export class PoolCore implements MetadataSource {
     const inUse: number[] = [];
     for (const layer of this.layers.values()) for (const e of layer.extents.values()) if (e.phys >= 0) inUse.push(e.phys);
     this.allocator = new ExtentAllocator(layout.extentCount, inUse);
-    this.#writer = new MetadataWriter(device.fd, layout, this, {
+    this.#writer = new MetadataWriter(device.io, device.fd, layout, this, {
       nextSeq: recovered.nextSeq,
       tailBytes: recovered.journalTailBytes,
       activeSlot: recovered.checkpoint?.slot ?? 1,

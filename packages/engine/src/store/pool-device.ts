@@ -1,5 +1,7 @@
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
+import type { DeviceIo } from "../device-io/device-io.js";
+import { deviceIo } from "../device-io/select.js";
 
 /** The block device or file a pool lives on, opened for direct use by the store. */
 export interface PoolDevice {
@@ -7,6 +9,8 @@ export interface PoolDevice {
   fd: number;
   sizeBytes: number;
   isBlockDevice: boolean;
+  /** How the store's reads, writes and flushes reach the device (io_uring or the thread pool; shared by the process's pools). */
+  io: DeviceIo;
   /** Releases the device (and the lock file of a file-backed pool). */
   close(): void;
 }
@@ -16,6 +20,8 @@ export interface OpenPoolDeviceOptions {
   path: string;
   /** Creates a sparse file of this size when `path` does not exist. */
   createSizeBytes?: number;
+  /** The disk I/O engine; default: the process's ({@link deviceIo}). */
+  io?: DeviceIo;
 }
 
 /**
@@ -103,9 +109,10 @@ export function openPoolDevice(options: OpenPoolDeviceOptions): PoolDevice {
     fs.closeSync(fd);
   }
   const stat = fs.statSync(path);
+  const io = options.io ?? deviceIo();
   if (stat.isBlockDevice()) {
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_EXCL);
-    return { path, fd, sizeBytes: blockDeviceSizeBytes(path, stat), isBlockDevice: true, close: () => fs.closeSync(fd) };
+    return { path, fd, sizeBytes: blockDeviceSizeBytes(path, stat), isBlockDevice: true, io, close: () => fs.closeSync(fd) };
   }
   if (!stat.isFile()) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `pool ${path} is neither a block device nor a regular file` });
@@ -118,6 +125,7 @@ export function openPoolDevice(options: OpenPoolDeviceOptions): PoolDevice {
       fd,
       sizeBytes: stat.size,
       isBlockDevice: false,
+      io,
       close: () => {
         fs.closeSync(fd);
         unlock();

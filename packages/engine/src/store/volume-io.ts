@@ -1,4 +1,3 @@
-import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import { BlockState, hasData, isEmpty, setStates } from "./block-states.js";
 import { Completion, checkRange, type IoCallback, ioError } from "./io-completion.js";
@@ -65,7 +64,14 @@ class WritePart {
 
   start(): void {
     const pos = this.pool.layout.dataOffset + this.entry.phys * this.pool.layout.extentSizeBytes + this.from + this.written;
-    fs.write(this.pool.device.fd, this.data, this.written, this.to - this.from - this.written, pos, this.onWrite);
+    this.pool.device.io.write(
+      this.pool.device.fd,
+      this.data,
+      this.written,
+      this.to - this.from - this.written,
+      pos,
+      this.onWrite,
+    );
   }
 
   #onWrite(error: NodeJS.ErrnoException | null, n: number): void {

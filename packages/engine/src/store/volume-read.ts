@@ -1,5 +1,4 @@
 import assert from "node:assert";
-import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import { allStates, BlockState, getState } from "./block-states.js";
 import { Completion, checkRange, type IoCallback, ioError } from "./io-completion.js";
@@ -16,18 +15,41 @@ const chainEntries: Array<ExtentEntry | undefined> = [];
 
 class ReadPart {
   readonly completion: Completion;
+  readonly pool: PoolCore;
+  readonly buf: Buffer;
+  readonly at: number;
   readonly length: number;
+  readonly position: number;
+  /** Bytes read so far: a read may return fewer than asked (io_uring does, near a signal), and the rest is asked again. */
+  done = 0;
   readonly onRead: (error: NodeJS.ErrnoException | null, bytesRead: number) => void;
 
-  constructor(completion: Completion, length: number) {
+  constructor(completion: Completion, pool: PoolCore, buf: Buffer, at: number, length: number, position: number) {
     this.completion = completion;
+    this.pool = pool;
+    this.buf = buf;
+    this.at = at;
     this.length = length;
+    this.position = position;
     this.onRead = (error, bytesRead) => {
-      if (error) this.completion.done(ioError(error, "pool read"));
-      else if (bytesRead !== this.length)
-        this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool" }));
-      else this.completion.done(null);
+      if (error) return this.completion.done(ioError(error, "pool read"));
+      this.done += bytesRead;
+      if (this.done === this.length) return this.completion.done(null);
+      if (bytesRead > 0) return this.start();
+      this.completion.done(new KeelsonError({ code: "INTERNAL", message: "short read from the pool (past its end)" }));
     };
+  }
+
+  start(): void {
+    const { done } = this;
+    this.pool.device.io.read(
+      this.pool.device.fd,
+      this.buf,
+      this.at + done,
+      this.length - done,
+      this.position + done,
+      this.onRead,
+    );
   }
 }
 
@@ -49,9 +71,8 @@ function emitRead(pool: PoolCore, c: Completion, src: number, from: number, to: 
     return;
   }
   c.pending++;
-  const part = new ReadPart(c, to - from);
   const position = pool.layout.dataOffset + src * pool.layout.extentSizeBytes + from;
-  fs.read(pool.device.fd, buf, at, to - from, position, part.onRead);
+  new ReadPart(c, pool, buf, at, to - from, position).start();
 }
 
 /** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */

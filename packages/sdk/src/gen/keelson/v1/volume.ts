@@ -498,6 +498,10 @@ export interface Node {
   leader: boolean;
   /** etcd client URLs of the cluster; empty for a single engine. */
   etcdEndpoints: string;
+  /** How the engine's disk I/O reaches the kernel: "io_uring" or "threadpool". */
+  ioEngine: string;
+  /** Why that engine: asked for, or why io_uring could not be used; empty when auto chose io_uring. */
+  ioEngineNote: string;
 }
 
 export interface Node_QosClassesEntry {
@@ -4577,6 +4581,8 @@ function createBaseNode(): Node {
     zone: "",
     leader: false,
     etcdEndpoints: "",
+    ioEngine: "",
+    ioEngineNote: "",
   };
 }
 
@@ -4608,6 +4614,12 @@ export const Node: MessageFns<Node> = {
     }
     if (message.etcdEndpoints !== "") {
       writer.uint32(74).string(message.etcdEndpoints);
+    }
+    if (message.ioEngine !== "") {
+      writer.uint32(82).string(message.ioEngine);
+    }
+    if (message.ioEngineNote !== "") {
+      writer.uint32(90).string(message.ioEngineNote);
     }
     return writer;
   },
@@ -4700,6 +4712,22 @@ export const Node: MessageFns<Node> = {
             message.etcdEndpoints = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.ioEngine = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.ioEngineNote = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4734,6 +4762,8 @@ export const Node: MessageFns<Node> = {
     message.zone = object.zone ?? "";
     message.leader = object.leader ?? false;
     message.etcdEndpoints = object.etcdEndpoints ?? "";
+    message.ioEngine = object.ioEngine ?? "";
+    message.ioEngineNote = object.ioEngineNote ?? "";
     return message;
   },
 };

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "keelson_uring",
+      "sources": ["uring.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-luring"]
+    }
+  ]
+}

@@ -1,0 +1,48 @@
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { messageOf } from "../util/errors.js";
+
+// Loads keelson's io_uring addon (native/uring, built at install by
+// scripts/build-native.mjs). Its absence is no error: the engine then runs on
+// the thread pool and says why.
+
+/** An io_uring's handle; opaque to JavaScript. */
+export type RingHandle = object & { readonly __ring: unique symbol };
+
+/** The addon's functions (native/uring/uring.c). Results are 0 or a request count, or -errno. */
+export interface UringAddon {
+  open(capacity: number, onCompletions: (count: number) => void, results: Int32Array): RingHandle;
+  read(ring: RingHandle, fd: number, buffer: Buffer, offset: number, length: number, position: number, token: number): number;
+  write(ring: RingHandle, fd: number, buffer: Buffer, offset: number, length: number, position: number, token: number): number;
+  fdatasync(ring: RingHandle, fd: number, token: number): number;
+  submit(ring: RingHandle): number;
+  close(ring: RingHandle): number;
+}
+
+/** Where the build puts the addon (the same from src/ and from dist/). */
+export const ADDON_PATH = fileURLToPath(new URL("../../native/uring/build/Release/keelson_uring.node", import.meta.url));
+
+let loaded: { addon: UringAddon; why: null } | { addon: null; why: string } | undefined;
+
+/** The addon and null, or null and why it cannot be used here (not built, or the kernel refuses io_uring). */
+export function uringAddon(): { addon: UringAddon; why: null } | { addon: null; why: string } {
+  if (loaded) return loaded;
+  if (!fs.existsSync(ADDON_PATH)) {
+    loaded = {
+      addon: null,
+      why: `the io_uring addon is not built (${ADDON_PATH}; needs liburing-dev and a C compiler at install)`,
+    };
+    return loaded;
+  }
+  try {
+    const addon = createRequire(import.meta.url)(ADDON_PATH) as UringAddon;
+    // The kernel may refuse io_uring (kernel.io_uring_disabled, seccomp in a container): try one ring.
+    const probe = addon.open(2, () => undefined, new Int32Array(4));
+    addon.close(probe);
+    loaded = { addon, why: null };
+  } catch (error) {
+    loaded = { addon: null, why: `io_uring is not available: ${messageOf(error)}` };
+  }
+  return loaded;
+}

@@ -1,0 +1,202 @@
+import assert from "node:assert";
+import os from "node:os";
+import { type DeviceIo, DeviceIoError, type RwCallback, type SyncCallback } from "./device-io.js";
+import type { RingHandle, UringAddon } from "./uring-addon.js";
+
+/** Requests in the kernel at once (the ring's submission queue; its completion queue is twice that). */
+export const URING_CAPACITY = 512;
+/** Requests waiting for a free place in the ring; past this, a request fails with EAGAIN (callers bound their own queues well below). */
+export const MAX_WAITING = 65_536;
+
+const READ = 0;
+const WRITE = 1;
+const SYNC = 2;
+type Op = typeof READ | typeof WRITE | typeof SYNC;
+
+const { EAGAIN, EBUSY, EINTR, EBADF } = os.constants.errno;
+
+interface Waiting {
+  op: Op;
+  fd: number;
+  buffer: Buffer | null;
+  offset: number;
+  length: number;
+  position: number;
+  cb: RwCallback | SyncCallback;
+}
+
+/**
+ * Disk I/O through io_uring. Requests made during one event-loop turn reach
+ * the kernel in one submission (from a microtask); completions come back on
+ * the event loop, all that are waiting in one call. A request holds a token
+ * (a slot in the ring) from its submission to its completion; with every token
+ * taken, requests wait in order. Buffers are referenced by their token until
+ * the kernel is done with them.
+ */
+export class UringIo implements DeviceIo {
+  readonly engine = "io_uring";
+  readonly #addon: UringAddon;
+  readonly #ring: RingHandle;
+  readonly #results: Int32Array;
+  readonly #ops: Uint8Array;
+  readonly #callbacks: Array<RwCallback | SyncCallback | undefined>;
+  readonly #buffers: Array<Buffer | null>;
+  readonly #free: number[] = [];
+  readonly #waiting: Waiting[] = [];
+  #waitingHead = 0;
+  /** Tokens taken: requests prepared or in the kernel. */
+  #taken = 0;
+  /** Requests prepared and not yet handed to the kernel. */
+  #prepared = 0;
+  #submitScheduled = false;
+  #closed = false;
+
+  constructor(addon: UringAddon, capacity = URING_CAPACITY) {
+    this.#addon = addon;
+    this.#results = new Int32Array(2 * capacity);
+    this.#ops = new Uint8Array(capacity);
+    this.#callbacks = new Array(capacity).fill(undefined);
+    this.#buffers = new Array(capacity).fill(null);
+    for (let t = capacity - 1; t >= 0; t--) this.#free.push(t);
+    this.#ring = addon.open(capacity, (count) => this.#completed(count), this.#results);
+  }
+
+  get inFlight(): number {
+    return this.#taken + this.#waiting.length - this.#waitingHead;
+  }
+
+  read(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void {
+    this.#request(READ, fd, buffer, offset, length, position, cb);
+  }
+
+  write(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void {
+    this.#request(WRITE, fd, buffer, offset, length, position, cb);
+  }
+
+  fdatasync(fd: number, cb: SyncCallback): void {
+    this.#request(SYNC, fd, null, 0, 0, 0, cb);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    if (this.inFlight > 0) throw new DeviceIoError(EBUSY, "io_uring close", `${this.inFlight} request(s) in flight`);
+    const rc = this.#addon.close(this.#ring);
+    if (rc < 0) throw new DeviceIoError(rc, "io_uring close");
+    this.#closed = true;
+  }
+
+  #request(
+    op: Op,
+    fd: number,
+    buffer: Buffer | null,
+    offset: number,
+    length: number,
+    position: number,
+    cb: RwCallback | SyncCallback,
+  ): void {
+    if (this.#closed) return failLater(cb, new DeviceIoError(EBADF, opName(op), "the io_uring engine is closed"));
+    // In order: nothing overtakes a request already waiting.
+    if (this.#free.length > 0 && this.#waitingHead === this.#waiting.length) {
+      this.#start(op, fd, buffer, offset, length, position, cb);
+      return;
+    }
+    if (this.#waiting.length - this.#waitingHead >= MAX_WAITING)
+      return failLater(cb, new DeviceIoError(EAGAIN, opName(op), `${MAX_WAITING} requests already wait for the ring`));
+    this.#waiting.push({ op, fd, buffer, offset, length, position, cb });
+  }
+
+  #start(
+    op: Op,
+    fd: number,
+    buffer: Buffer | null,
+    offset: number,
+    length: number,
+    position: number,
+    cb: RwCallback | SyncCallback,
+  ): void {
+    const token = this.#free.pop() as number;
+    let rc: number;
+    if (op === SYNC) rc = this.#addon.fdatasync(this.#ring, fd, token);
+    else if (op === READ) rc = this.#addon.read(this.#ring, fd, buffer as Buffer, offset, length, position, token);
+    else rc = this.#addon.write(this.#ring, fd, buffer as Buffer, offset, length, position, token);
+    if (rc < 0) {
+      // The ring refused this one request: it fails alone and its token goes back.
+      this.#free.push(token);
+      failLater(cb, new DeviceIoError(rc, opName(op)));
+      return;
+    }
+    this.#ops[token] = op;
+    this.#callbacks[token] = cb;
+    this.#buffers[token] = buffer;
+    this.#taken++;
+    this.#prepared++;
+    this.#scheduleSubmit();
+  }
+
+  #scheduleSubmit(): void {
+    if (this.#submitScheduled) return;
+    this.#submitScheduled = true;
+    queueMicrotask(this.#submit);
+  }
+
+  readonly #submit = (): void => {
+    this.#submitScheduled = false;
+    if (this.#prepared === 0 || this.#closed) return;
+    const n = this.#addon.submit(this.#ring);
+    if (n > 0) this.#prepared -= n;
+    if (this.#prepared > 0) {
+      // The kernel took part of the batch, or was short of resources (EAGAIN, EBUSY, EINTR): try again next turn.
+      assert(n >= 0 || n === -EAGAIN || n === -EBUSY || n === -EINTR, `io_uring submit failed: errno ${-n}`);
+      this.#submitScheduled = true;
+      setImmediate(this.#submit);
+    }
+  };
+
+  #completed(count: number): void {
+    let thrown: { error: unknown } | null = null;
+    for (let i = 0; i < count; i++) {
+      const token = this.#results[2 * i] as number;
+      const result = this.#results[2 * i + 1] as number;
+      const op = this.#ops[token] as Op;
+      const cb = this.#callbacks[token];
+      assert(cb !== undefined, `io_uring completion for a free token ${token}`);
+      this.#callbacks[token] = undefined;
+      this.#buffers[token] = null;
+      this.#free.push(token);
+      this.#taken--;
+      // A callback that throws must not lose the rest of the batch: it is rethrown once all are done.
+      try {
+        const error = result < 0 ? new DeviceIoError(result, opName(op)) : null;
+        if (op === SYNC) (cb as SyncCallback)(error);
+        else (cb as RwCallback)(error, Math.max(result, 0));
+      } catch (error) {
+        thrown ??= { error };
+      }
+    }
+    this.#startWaiting();
+    if (thrown) throw thrown.error;
+  }
+
+  #startWaiting(): void {
+    while (this.#free.length > 0 && this.#waitingHead < this.#waiting.length) {
+      const w = this.#waiting[this.#waitingHead] as Waiting;
+      this.#waiting[this.#waitingHead++] = undefined as unknown as Waiting;
+      this.#start(w.op, w.fd, w.buffer, w.offset, w.length, w.position, w.cb);
+    }
+    if (this.#waitingHead === this.#waiting.length) {
+      this.#waiting.length = 0;
+      this.#waitingHead = 0;
+    } else if (this.#waitingHead > 4096 && this.#waitingHead * 2 > this.#waiting.length) {
+      this.#waiting.splice(0, this.#waitingHead);
+      this.#waitingHead = 0;
+    }
+  }
+}
+
+function opName(op: Op): string {
+  return op === READ ? "pread" : op === WRITE ? "pwrite" : "fdatasync";
+}
+
+function failLater(cb: RwCallback | SyncCallback, error: DeviceIoError): void {
+  process.nextTick(() => (cb as RwCallback)(error, 0));
+}
