@@ -313,6 +313,39 @@ static napi_value ring_close(napi_env env, napi_callback_info info) {
   return int_value(env, 0);
 }
 
+// missingOps(handle) -> the names of the ops keelson uses that this kernel's
+// io_uring lacks ([] when it has them all). A kernel that opens rings but
+// lacks one fails each such request with EINVAL, so the engine checks first.
+static napi_value ring_missing_ops(napi_env env, napi_callback_info info) {
+  static const struct {
+    int op;
+    const char *name;
+  } needed[] = {{IORING_OP_READ, "READ"}, {IORING_OP_WRITE, "WRITE"}, {IORING_OP_FSYNC, "FSYNC"}};
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = argc == 1 ? ring_of(env, argv[0]) : NULL;
+  if (r == NULL) return NULL;
+  // IORING_REGISTER_PROBE came with IORING_OP_READ and _WRITE (Linux 5.6): a kernel that cannot answer lacks them too.
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
+  if (probe == NULL) {
+    napi_throw_error(env, "KEELSON_URING", "the kernel cannot list its io_uring ops (IORING_REGISTER_PROBE needs Linux 5.6 or later)");
+    return NULL;
+  }
+  const char *missing[sizeof needed / sizeof needed[0]];
+  uint32_t n = 0;
+  for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++)
+    if (!io_uring_opcode_supported(probe, needed[i].op)) missing[n++] = needed[i].name;
+  io_uring_free_probe(probe);
+  napi_value out, name;
+  CHECK(napi_create_array_with_length(env, n, &out));
+  for (uint32_t i = 0; i < n; i++) {
+    CHECK(napi_create_string_utf8(env, missing[i], NAPI_AUTO_LENGTH, &name));
+    CHECK(napi_set_element(env, out, i, name));
+  }
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"open", NULL, open_ring, NULL, NULL, NULL, napi_default, NULL},
@@ -321,6 +354,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fdatasync", NULL, ring_fdatasync, NULL, NULL, NULL, napi_default, NULL},
       {"submit", NULL, ring_submit, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, ring_close, NULL, NULL, NULL, napi_default, NULL},
+      {"missingOps", NULL, ring_missing_ops, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -4,11 +4,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { KeelsonError } from "@keelson/sdk";
 import { afterAll, describe, expect, it } from "vitest";
 import { type DeviceIo, DeviceIoError } from "./device-io.js";
-import { chooseIoEngine, ioEngineFromEnv } from "./select.js";
+import { chooseIoEngine, deviceIo, ioEngineFromEnv, useIoEngine } from "./select.js";
 import { ThreadPoolIo } from "./threadpool-io.js";
-import { ADDON_PATH, uringAddon } from "./uring-addon.js";
+import { ADDON_PATH, probeUring, type UringAddon, uringAddon } from "./uring-addon.js";
 import { UringIo } from "./uring-io.js";
 
 const exec = promisify(execFile);
@@ -30,6 +31,32 @@ const rw = (io: DeviceIo, op: "read" | "write", fd: number, buf: Buffer, pos: nu
   );
 const sync = (io: DeviceIo, fd: number) =>
   new Promise<void>((resolve, reject) => io.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
+
+/** The addon, where {@link uringOrExplain} said it is there. */
+const realAddon = (): UringAddon => uringAddon().addon as UringAddon;
+
+/** A fresh file of `bytes` random bytes, open for reading and writing. */
+function randomFile(bytes: number): { fd: number; data: Buffer } {
+  const file = path.join(dir, `f-${crypto.randomUUID()}`);
+  const data = crypto.randomBytes(bytes);
+  fs.writeFileSync(file, data);
+  return { fd: fs.openSync(file, "r+"), data };
+}
+
+/** Writes fresh bytes through `io`, flushes, reads them back and checks they are the same. */
+async function roundTrip(io: DeviceIo): Promise<void> {
+  const { fd } = randomFile(4096);
+  try {
+    const data = crypto.randomBytes(4096);
+    expect(await rw(io, "write", fd, data, 0)).toBe(4096);
+    await sync(io, fd);
+    const got = Buffer.alloc(4096);
+    expect(await rw(io, "read", fd, got, 0)).toBe(4096);
+    expect(got.equals(data)).toBe(true);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 function engines(): Array<[string, () => DeviceIo]> {
   const list: Array<[string, () => DeviceIo]> = [["threadpool", () => new ThreadPoolIo()]];
@@ -117,6 +144,99 @@ describe("device I/O engines", () => {
     io.close();
     await expect(rw(io, "read", fd, Buffer.alloc(16), 0)).rejects.toMatchObject({ code: "EBADF" });
     fs.closeSync(fd);
+  });
+
+  it("io_uring: past the waiting limit a read fails with EAGAIN, but a flush is never refused for a full queue (a failed flush fails the pool)", async () => {
+    if (!uringOrExplain()) return;
+    // One request in the ring, at most two waiting: the fourth read is past the limit.
+    const io = new UringIo(realAddon(), 1, 2);
+    const { fd, data } = randomFile(4 * 4096);
+    try {
+      const buffers = [0, 1, 2, 3].map(() => Buffer.alloc(4096));
+      const reads = buffers.map((b, i) => rw(io, "read", fd, b, i * 4096).catch((e: unknown) => e));
+      const flushes = [sync(io, fd), sync(io, fd)].map((p) => p.then(() => "flushed").catch((e: unknown) => e));
+      // Everything settles before any assertion, so nothing is left in flight on a failure.
+      const results = await Promise.all(reads);
+      expect(await Promise.all(flushes)).toEqual(["flushed", "flushed"]);
+      expect(results.slice(0, 3)).toEqual([4096, 4096, 4096]);
+      expect(results[3]).toBeInstanceOf(DeviceIoError);
+      expect(results[3]).toMatchObject({ code: "EAGAIN", errno: -os.constants.errno.EAGAIN, syscall: "pread" });
+      for (let i = 0; i < 3; i++) expect(buffers[i]?.equals(data.subarray(i * 4096, (i + 1) * 4096))).toBe(true);
+      expect(io.inFlight).toBe(0);
+    } finally {
+      fs.closeSync(fd);
+      io.close();
+    }
+  });
+
+  it("errno names: the first name node lists for a number wins (11 is EAGAIN, not EWOULDBLOCK)", () => {
+    const { EAGAIN, ENOTSUP, EIO } = os.constants.errno;
+    expect(new DeviceIoError(EAGAIN, "pread")).toMatchObject({ code: "EAGAIN", errno: -EAGAIN });
+    expect(new DeviceIoError(-EAGAIN, "pread").message).toMatch(/^EAGAIN: pread failed/);
+    expect(new DeviceIoError(ENOTSUP, "pwrite").code).toBe("ENOTSUP");
+    expect(new DeviceIoError(-EIO, "fdatasync").code).toBe("EIO");
+    expect(new DeviceIoError(100_000, "pread").code).toBe("E100000");
+  });
+
+  it("auto: when the full-size ring cannot be opened after the probe ring worked, the thread pool serves and the note says why; io_uring asked for is UNAVAILABLE", async () => {
+    // The probe (a ring of 2) passed; the ring of URING_CAPACITY is refused, as RLIMIT_MEMLOCK does on kernels before 5.12.
+    const refusing = {
+      open: () => {
+        throw new Error("Cannot allocate memory");
+      },
+    } as unknown as UringAddon;
+    const load = () => ({ addon: refusing, why: null });
+    const { io, report } = chooseIoEngine("auto", load);
+    expect(report.engine).toBe("threadpool");
+    expect(report.note).toMatch(/io_uring.*Cannot allocate memory/);
+    await roundTrip(io);
+    io.close();
+    let error: unknown;
+    try {
+      chooseIoEngine("io_uring", load);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(KeelsonError);
+    expect(error).toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/Cannot allocate memory/) });
+  });
+
+  it("io_uring probe: a kernel without the READ, WRITE or FSYNC op is refused with the missing ops named, and auto falls back to the thread pool", async () => {
+    if (!uringOrExplain()) return;
+    const real = realAddon();
+    // This kernel has all three (the addon loaded).
+    expect(real.missingOps).toBeTypeOf("function");
+    expect(probeUring(real)).toEqual({ addon: real, why: null });
+    // The addon's own properties are read-only: a kernel without FSYNC is played by a copy that answers so.
+    const { open, read, write, fdatasync, submit, close } = real;
+    const noFsync: UringAddon = { open, read, write, fdatasync, submit, close, missingOps: () => ["FSYNC"] };
+    const probed = probeUring(noFsync);
+    expect(probed.addon).toBeNull();
+    expect(probed.why).toMatch(/FSYNC/);
+    const { io, report } = chooseIoEngine("auto", () => probeUring(noFsync));
+    expect(report).toEqual({ engine: "threadpool", note: probed.why });
+    await roundTrip(io);
+    io.close();
+  });
+
+  it("useIoEngine: choosing the process's engine again with the same choice keeps it (no new ring)", async () => {
+    useIoEngine("auto");
+    const first = deviceIo();
+    const report = useIoEngine("auto");
+    expect(deviceIo()).toBe(first);
+    expect(report.engine).toBe(first.engine);
+    await roundTrip(deviceIo());
+  });
+
+  it("useIoEngine: an idle engine that is replaced is closed (its ring is not left open)", async () => {
+    if (!uringOrExplain()) return;
+    useIoEngine("io_uring");
+    const old = deviceIo();
+    await roundTrip(old);
+    expect(useIoEngine("threadpool").engine).toBe("threadpool");
+    expect(deviceIo()).not.toBe(old);
+    await expect(roundTrip(old)).rejects.toMatchObject({ code: "EBADF" });
+    await roundTrip(deviceIo());
   });
 
   it("KEELSON_IO picks the engine; anything else is INVALID_ARGUMENT", () => {

@@ -30,7 +30,13 @@ export interface DeviceIo {
   close(): void;
 }
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
+/**
+ * errno number to name. Where node lists two names for one number (EAGAIN and
+ * EWOULDBLOCK, ENOTSUP and EOPNOTSUPP) the first wins: it is the name node's
+ * own fs errors carry, and the store compares codes across both engines.
+ */
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(os.constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
 
 /**
  * An error the engine reports for one request, shaped as node's fs reports

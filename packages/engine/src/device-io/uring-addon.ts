@@ -18,15 +18,20 @@ export interface UringAddon {
   fdatasync(ring: RingHandle, fd: number, token: number): number;
   submit(ring: RingHandle): number;
   close(ring: RingHandle): number;
+  /** Which of the ops keelson uses (READ, WRITE, FSYNC) this kernel's io_uring lacks; throws where the kernel cannot tell (before Linux 5.6). */
+  missingOps(ring: RingHandle): string[];
 }
+
+/** The addon and null, or null and why io_uring cannot be used here. */
+export type UringLoad = { addon: UringAddon; why: null } | { addon: null; why: string };
 
 /** Where the build puts the addon (the same from src/ and from dist/). */
 export const ADDON_PATH = fileURLToPath(new URL("../../native/uring/build/Release/keelson_uring.node", import.meta.url));
 
-let loaded: { addon: UringAddon; why: null } | { addon: null; why: string } | undefined;
+let loaded: UringLoad | undefined;
 
-/** The addon and null, or null and why it cannot be used here (not built, or the kernel refuses io_uring). */
-export function uringAddon(): { addon: UringAddon; why: null } | { addon: null; why: string } {
+/** The addon and null, or null and why it cannot be used here (not built, or the kernel refuses io_uring or lacks an op). */
+export function uringAddon(): UringLoad {
   if (loaded) return loaded;
   if (!fs.existsSync(ADDON_PATH)) {
     loaded = {
@@ -35,14 +40,36 @@ export function uringAddon(): { addon: UringAddon; why: null } | { addon: null; 
     };
     return loaded;
   }
+  let addon: UringAddon;
   try {
-    const addon = createRequire(import.meta.url)(ADDON_PATH) as UringAddon;
-    // The kernel may refuse io_uring (kernel.io_uring_disabled, seccomp in a container): try one ring.
-    const probe = addon.open(2, () => undefined, new Int32Array(4));
-    addon.close(probe);
-    loaded = { addon, why: null };
+    addon = createRequire(import.meta.url)(ADDON_PATH) as UringAddon;
   } catch (error) {
     loaded = { addon: null, why: `io_uring is not available: ${messageOf(error)}` };
+    return loaded;
   }
+  loaded = probeUring(addon);
   return loaded;
+}
+
+/** `addon` and null where this kernel runs keelson's requests through io_uring, else null and why not. */
+export function probeUring(addon: UringAddon): UringLoad {
+  let missing: string[];
+  try {
+    // The kernel may refuse io_uring (kernel.io_uring_disabled, seccomp in a container): try one ring.
+    const probe = addon.open(2, () => undefined, new Int32Array(4));
+    try {
+      missing = addon.missingOps(probe);
+    } finally {
+      addon.close(probe);
+    }
+  } catch (error) {
+    return { addon: null, why: `io_uring is not available: ${messageOf(error)}` };
+  }
+  // A kernel that opens rings but lacks an op would fail every such request (EINVAL), flushes included, which fails the pool.
+  if (missing.length > 0)
+    return {
+      addon: null,
+      why: `io_uring is not usable: this kernel's io_uring lacks ${missing.join(", ")} (keelson needs READ, WRITE and FSYNC: Linux 5.6 or later)`,
+    };
+  return { addon, why: null };
 }

@@ -5,8 +5,13 @@ import type { RingHandle, UringAddon } from "./uring-addon.js";
 
 /** Requests in the kernel at once (the ring's submission queue; its completion queue is twice that). */
 export const URING_CAPACITY = 512;
-/** Requests waiting for a free place in the ring; past this, a request fails with EAGAIN (callers bound their own queues well below). */
-export const MAX_WAITING = 65_536;
+/**
+ * Reads and writes waiting for a free place in the ring; past this, one fails
+ * with EAGAIN. Callers bound their own queues well below: this only stops a
+ * runaway caller from growing the queue without end. Flushes are never
+ * refused here (see {@link UringIo}).
+ */
+export const MAX_WAITING = 2 ** 20;
 
 const READ = 0;
 const WRITE = 1;
@@ -31,7 +36,8 @@ interface Waiting {
  * the event loop, all that are waiting in one call. A request holds a token
  * (a slot in the ring) from its submission to its completion; with every token
  * taken, requests wait in order. Buffers are referenced by their token until
- * the kernel is done with them.
+ * the kernel is done with them. With `maxWaiting` requests waiting, a read or
+ * write fails with EAGAIN; a flush is never refused for a full queue.
  */
 export class UringIo implements DeviceIo {
   readonly engine = "io_uring";
@@ -44,6 +50,8 @@ export class UringIo implements DeviceIo {
   readonly #free: number[] = [];
   readonly #waiting: Waiting[] = [];
   #waitingHead = 0;
+  /** Reads and writes may wait only while fewer than this many requests wait. */
+  readonly #maxWaiting: number;
   /** Tokens taken: requests prepared or in the kernel. */
   #taken = 0;
   /** Requests prepared and not yet handed to the kernel. */
@@ -51,8 +59,10 @@ export class UringIo implements DeviceIo {
   #submitScheduled = false;
   #closed = false;
 
-  constructor(addon: UringAddon, capacity = URING_CAPACITY) {
+  constructor(addon: UringAddon, capacity = URING_CAPACITY, maxWaiting = MAX_WAITING) {
+    assert(Number.isInteger(maxWaiting) && maxWaiting >= 0, `maxWaiting must be a whole number >= 0, got ${maxWaiting}`);
     this.#addon = addon;
+    this.#maxWaiting = maxWaiting;
     this.#results = new Int32Array(2 * capacity);
     this.#ops = new Uint8Array(capacity);
     this.#callbacks = new Array(capacity).fill(undefined);
@@ -100,8 +110,12 @@ export class UringIo implements DeviceIo {
       this.#start(op, fd, buffer, offset, length, position, cb);
       return;
     }
-    if (this.#waiting.length - this.#waitingHead >= MAX_WAITING)
-      return failLater(cb, new DeviceIoError(EAGAIN, opName(op), `${MAX_WAITING} requests already wait for the ring`));
+    // A failed fdatasync fails the pool until restart, and a queue full in our
+    // own code is no disk error: a flush always waits its turn. Flushes stay
+    // few without a limit here: the store's metadata writer runs one commit,
+    // so at most one flush, at a time per pool.
+    if (op !== SYNC && this.#waiting.length - this.#waitingHead >= this.#maxWaiting)
+      return failLater(cb, new DeviceIoError(EAGAIN, opName(op), `${this.#maxWaiting} requests already wait for the ring`));
     this.#waiting.push({ op, fd, buffer, offset, length, position, cb });
   }
 
