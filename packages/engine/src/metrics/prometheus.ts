@@ -3,6 +3,7 @@ import { deviceIo, ioEngineReport } from "../device-io/select.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
 import type { SpaceAlarm } from "../store/space-alarm.js";
+import type { Volume } from "../store/volume.js";
 
 // Prometheus text exposition (format 0.0.4) of what the engine knows: pool
 // space, thin provisioning and space alerts, the disk's capability against its reservations, and per volume its
@@ -112,6 +113,29 @@ function nbdFamilies(nbd: NbdBufferState): Family[] {
   ];
 }
 
+/** What clients asked of each volume through its exports (requests as they arrived, not their outcome). */
+function volumeIoFamilies(volumes: Volume[]): Family[] {
+  const counter = (name: string, help: string, fn: (v: Volume) => number): Family => ({
+    name,
+    help,
+    type: "counter",
+    samples: volumes.map((v) => [{ volume: v.name }, fn(v)]),
+  });
+  return [
+    counter("keelson_volume_read_requests_total", "NBD READ requests of the volume.", (v) => v.io.readOps),
+    counter("keelson_volume_read_bytes_total", "Bytes NBD READ requests of the volume asked for.", (v) => v.io.readBytes),
+    counter("keelson_volume_write_requests_total", "NBD WRITE requests of the volume.", (v) => v.io.writeOps),
+    counter("keelson_volume_write_bytes_total", "Payload bytes of NBD WRITE requests of the volume.", (v) => v.io.writeBytes),
+    counter("keelson_volume_zero_requests_total", "NBD WRITE_ZEROES and TRIM requests of the volume.", (v) => v.io.zeroOps),
+    counter("keelson_volume_flush_requests_total", "NBD FLUSH requests on the volume's exports.", (v) => v.io.flushOps),
+    counter(
+      "keelson_volume_block_status_requests_total",
+      "NBD BLOCK_STATUS queries of the volume (answered from metadata).",
+      (v) => v.io.blockStatusOps,
+    ),
+  ];
+}
+
 /** The metric families of one engine, now. */
 export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm, nbd?: NbdBufferState): string {
   const disk = { pool: pool.device.path };
@@ -188,6 +212,7 @@ export function collectMetrics(pool: Pool, qos: QosManager, alarm: SpaceAlarm, n
       type: "gauge",
       samples: volumes.map((v) => [{ volume: v.name }, pool.layerBytes(v.head)]),
     },
+    ...volumeIoFamilies(volumes),
     {
       name: "keelson_volume_qos_throttled_seconds_total",
       help: "Time during which I/O of the volume waited on its limits.",

@@ -1,15 +1,17 @@
 import type { Socket } from "node:net";
-import type { ErrorCode, KeelsonError } from "@keelson/sdk";
+import { type ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { BudgetWaiter, ByteBudget } from "./byte-budget.js";
 import { asWireError, errnoOf } from "./errno.js";
-import type { NbdExport } from "./export.js";
+import type { AllocationRun, BlockStatusCallback, NbdExport } from "./export.js";
 import type { HandshakeResult } from "./handshake.js";
 import {
+  AllocationState,
   Command,
   CommandFlag,
   Errno,
   MAX_ACTIVITY_PAYLOAD_BYTES,
+  MAX_BLOCK_STATUS_DESCRIPTORS,
   MAX_REQUEST_BYTES,
   REQUEST_HEADER_BYTES,
   REQUEST_MAGIC,
@@ -40,7 +42,11 @@ const FLAGS_BY_COMMAND: Readonly<Record<number, number>> = {
   [Command.TRIM]: CommandFlag.FUA,
   [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
   [Command.DISC]: CommandFlag.FUA,
+  [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
 };
+
+/** A BLOCK_STATUS reply's payload: the context id, then (length, status) per descriptor. */
+const BLOCK_STATUS_REPLY_MAX_BYTES = CHUNK_HEADER_BYTES + 4 + 8 * MAX_BLOCK_STATUS_DESCRIPTORS;
 
 function badFlags(type: number, flags: number): string {
   return `flags 0x${flags.toString(16)} are not valid for command ${type}`;
@@ -57,6 +63,9 @@ class Request {
   handleLo = 0;
   /** Offset of a READ (its structured reply names it). */
   offset = 0;
+  /** Length of a BLOCK_STATUS query, and the most descriptors its reply may hold (the export's answer is checked against both). */
+  statusLength = 0;
+  statusMaxRuns = 0;
   /** Reply buffer of a READ: header followed by the data. */
   reply: Buffer | null = null;
   /** Bytes of the byte budget this request holds (its WRITE payload or READ reply buffer); 0 once released. */
@@ -65,10 +74,13 @@ class Request {
   readonly done: (error: KeelsonError | null) => void;
   /** The socket handed the reply to the kernel, or gave up on it: its buffer's bytes go back to the budget. */
   readonly flushed: () => void;
+  /** Completion of a BLOCK_STATUS query. */
+  readonly statusDone: BlockStatusCallback;
 
   constructor(conn: Connection) {
     this.conn = conn;
     this.done = (error) => this.conn.complete(this, error);
+    this.statusDone = (error, runs) => this.conn.completeBlockStatus(this, error, runs);
     this.flushed = () => this.conn.replyFlushed(this);
   }
 }
@@ -112,6 +124,8 @@ export class Connection implements BudgetWaiter {
   readonly export: NbdExport;
   /** Whether the client negotiated structured replies (every reply is then a chunk, errors carry a message). */
   readonly structuredReplies: boolean;
+  /** The id of base:allocation when the client selected it (NBD_CMD_BLOCK_STATUS is refused otherwise). */
+  readonly allocationContextId: number | null;
   /** Where a READ's data starts in its reply buffer: after the simple header, or after the chunk header and offset. */
   readonly #dataAt: number;
   /** The daemon-wide budget that request payloads and reply buffers are taken from before they are allocated. */
@@ -146,6 +160,7 @@ export class Connection implements BudgetWaiter {
     this.#budget = budget;
     this.export = handshake.export;
     this.structuredReplies = handshake.structuredReplies;
+    this.allocationContextId = handshake.allocationContextId;
     this.#dataAt = this.structuredReplies ? CHUNK_HEADER_BYTES + OFFSET_DATA_PREFIX_BYTES : SIMPLE_REPLY_HEADER_BYTES;
     this.#onClosed = onClosed;
     socket.setNoDelay(true);
@@ -237,6 +252,7 @@ export class Connection implements BudgetWaiter {
     if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : this.#dataAt + length;
     if (type === Command.WRITE) return length > MAX_REQUEST_BYTES ? 0 : length;
     if (type === Command.KEELSON_ACTIVITY) return length > MAX_ACTIVITY_PAYLOAD_BYTES ? 0 : length;
+    if (type === Command.BLOCK_STATUS) return this.allocationContextId === null ? 0 : BLOCK_STATUS_REPLY_MAX_BYTES;
     return 0;
   }
 
@@ -332,6 +348,8 @@ export class Connection implements BudgetWaiter {
       case Command.TRIM:
       case Command.WRITE_ZEROES:
         return this.#zero(req, type, flags, offset, length);
+      case Command.BLOCK_STATUS:
+        return this.#blockStatus(req, flags, offset, length);
       case Command.DISC:
         this.#inflight--;
         this.#recycle(req);
@@ -361,6 +379,56 @@ export class Connection implements BudgetWaiter {
     } catch (error) {
       this.complete(req, error);
     }
+  }
+
+  #blockStatus(req: Request, flags: number, offset: number, length: number): void {
+    const exp = this.export;
+    if (this.allocationContextId === null) {
+      const detail = "NBD_CMD_BLOCK_STATUS needs base:allocation selected with NBD_OPT_SET_META_CONTEXT";
+      return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", detail);
+    }
+    if (length === 0) return this.#refuse(req, Errno.EINVAL, "INVALID_ARGUMENT", "a block status query of 0 bytes");
+    if (offset + length > exp.sizeBytes) return this.#refuse(req, Errno.EINVAL, "OUT_OF_RANGE", this.#pastEnd(offset, length));
+    req.statusLength = length;
+    req.statusMaxRuns = (flags & CommandFlag.REQ_ONE) !== 0 ? 1 : MAX_BLOCK_STATUS_DESCRIPTORS;
+    if (exp.blockStatus === undefined) return this.completeBlockStatus(req, null, [{ lengthBytes: length, status: "data" }]);
+    try {
+      exp.blockStatus(offset, length, req.statusMaxRuns, req.statusDone);
+    } catch (error) {
+      this.completeBlockStatus(req, error, null);
+    }
+  }
+
+  /**
+   * Completion of a BLOCK_STATUS query: one BLOCK_STATUS chunk (DONE) with a
+   * descriptor per run. An answer the protocol forbids (no run, an empty
+   * run, more runs than asked, or more bytes than asked) is a bug below and
+   * is sent as INTERNAL rather than passed to the client.
+   */
+  completeBlockStatus(req: Request, error: unknown, runs: readonly AllocationRun[] | null): void {
+    if (error !== null && error !== undefined) return this.complete(req, error);
+    const contextId = this.allocationContextId;
+    let bad = runs === null || runs.length === 0 || runs.length > req.statusMaxRuns || contextId === null;
+    let total = 0;
+    for (const run of runs ?? []) {
+      if (!(run.lengthBytes > 0)) bad = true;
+      total += run.lengthBytes;
+    }
+    if (bad || total > req.statusLength || runs === null || contextId === null) {
+      const detail = `the export answered a block status query of ${req.statusLength} bytes with ${runs?.length ?? 0} runs of ${total} bytes`;
+      return this.complete(req, new KeelsonError({ code: "INTERNAL", message: detail }));
+    }
+    const payloadBytes = 4 + 8 * runs.length;
+    const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + payloadBytes);
+    writeChunkHeader(buf, 0, ReplyFlag.DONE, ReplyType.BLOCK_STATUS, req.handleHi, req.handleLo, payloadBytes);
+    buf.writeUInt32BE(contextId, CHUNK_HEADER_BYTES);
+    let at = CHUNK_HEADER_BYTES + 4;
+    for (const run of runs) {
+      buf.writeUInt32BE(run.lengthBytes, at);
+      buf.writeUInt32BE(run.status === "hole" ? AllocationState.HOLE | AllocationState.ZERO : 0, at + 4);
+      at += 8;
+    }
+    this.#send(req, buf);
   }
 
   #startWrite(req: Request, flags: number, offset: number, length: number): void {

@@ -3,6 +3,15 @@ import type { KeelsonError } from "@keelson/sdk";
 /** Completion of an export operation. */
 export type ExportCallback = (error: KeelsonError | null) => void;
 
+/** A run of bytes in an answer to NBD_CMD_BLOCK_STATUS (base:allocation): data, or a hole that reads as zeros. */
+export interface AllocationRun {
+  lengthBytes: number;
+  status: "data" | "hole";
+}
+
+/** Completion of a block status query: the runs on success (null on error). */
+export type BlockStatusCallback = (error: KeelsonError | null, runs: readonly AllocationRun[] | null) => void;
+
 /**
  * What the NBD server serves: one open export (a volume, later a snapshot or
  * a replicated frontend). Methods call back exactly once.
@@ -18,6 +27,14 @@ export interface NbdExport {
   /** WRITE_ZEROES (trim false) or TRIM (trim true). */
   zero(offset: number, length: number, options: { trim: boolean; noHole: boolean; fua: boolean }, cb: ExportCallback): void;
   flush(cb: ExportCallback): void;
+  /**
+   * NBD_CMD_BLOCK_STATUS for base:allocation: consecutive runs from `offset`,
+   * at least one and at most `maxRuns`, covering at most `length` bytes (the
+   * client asks again from where they end). Answers from metadata only; a
+   * hole must read as zeros. Without it the server answers the whole range as
+   * data, which the protocol allows for any block.
+   */
+  blockStatus?(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void;
   /**
    * Keeps a frontend's write-intent log with this replica (the
    * KEELSON_ACTIVITY command's payload, checked by the export); only

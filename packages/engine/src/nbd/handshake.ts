@@ -5,6 +5,8 @@ import createDebug from "debug";
 import { messageOf } from "../util/errors.js";
 import type { ExportCatalog, NbdExport } from "./export.js";
 import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_ID,
   ClientFlag,
   HandshakeFlag,
   IHAVEOPT,
@@ -28,6 +30,8 @@ export const MAX_OPTIONS_PER_CONNECTION = 256;
 export const MAX_OPTION_BYTES = 16 * 1024;
 const MAX_OPTION_DRAIN_BYTES = 1024 * 1024;
 const NAME_MAX_BYTES = 4096;
+/** Queries one LIST/SET_META_CONTEXT may carry (each at least 4 bytes of the option's 16 KiB). */
+const MAX_META_CONTEXT_QUERIES = 64;
 
 /** Result of a successful handshake. */
 export interface HandshakeResult {
@@ -36,6 +40,8 @@ export interface HandshakeResult {
   leftover: Buffer;
   /** Whether the client negotiated NBD_OPT_STRUCTURED_REPLY. */
   structuredReplies: boolean;
+  /** The id of base:allocation when the client selected it for this export (NBD_CMD_BLOCK_STATUS); null otherwise. */
+  allocationContextId: number | null;
   /** The socket to serve the export on: the accepted one, or the TLS socket over it after NBD_OPT_STARTTLS. */
   socket: Socket;
 }
@@ -97,6 +103,35 @@ function infoString(type: number, text: string): Buffer {
   return b;
 }
 
+/** Parses NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data: export name and queries; null when malformed. */
+function parseMetaContextRequest(data: Buffer): { name: string; queries: string[] } | null {
+  if (data.length < 8) return null;
+  const nameLen = data.readUInt32BE(0);
+  if (nameLen > NAME_MAX_BYTES || 4 + nameLen + 4 > data.length) return null;
+  const name = data.toString("utf8", 4, 4 + nameLen);
+  const count = data.readUInt32BE(4 + nameLen);
+  if (count > MAX_META_CONTEXT_QUERIES) return null;
+  const queries: string[] = [];
+  let at = 4 + nameLen + 4;
+  for (let i = 0; i < count; i++) {
+    if (at + 4 > data.length) return null;
+    const len = data.readUInt32BE(at);
+    if (len > NAME_MAX_BYTES || at + 4 + len > data.length) return null;
+    queries.push(data.toString("utf8", at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  return at === data.length ? { name, queries } : null;
+}
+
+/** A META_CONTEXT reply: the context's id and name. */
+function metaContextReply(option: number, id: number, name: string): Buffer {
+  const n = Buffer.from(name, "utf8");
+  const payload = Buffer.alloc(4 + n.length);
+  payload.writeUInt32BE(id, 0);
+  n.copy(payload, 4);
+  return optionReply(option, OptionReply.META_CONTEXT, payload);
+}
+
 /** Parses NBD_OPT_INFO / NBD_OPT_GO data: name and requested info types; null when malformed. */
 function parseInfoRequest(data: Buffer): { name: string; requests: number[] } | null {
   if (data.length < 6) return null;
@@ -123,6 +158,10 @@ class Negotiation {
   noZeroes = false;
   /** Set once the client asked for structured replies (NBD_OPT_STRUCTURED_REPLY) and we acknowledged. */
   structuredReplies = false;
+  /** The export the client selected base:allocation for (NBD_OPT_SET_META_CONTEXT); null while none is selected. */
+  allocationContextFor: string | null = null;
+  /** The export chosen; base:allocation counts only when it is the one the context was selected for. */
+  chosenName = "";
 
   constructor(socket: Socket, catalog: ExportCatalog, tls: NbdTls | undefined) {
     this.socket = socket;
@@ -204,6 +243,10 @@ class Negotiation {
       case Option.STRUCTURED_REPLY:
         this.structuredReply(data);
         return "continue";
+      case Option.LIST_META_CONTEXT:
+      case Option.SET_META_CONTEXT:
+        await this.metaContext(option, data);
+        return "continue";
       default:
         this.send(errorReply(option, OptionReply.ERR_UNSUP, `option ${option} is not supported`));
         return "continue";
@@ -252,7 +295,51 @@ class Negotiation {
     reply.writeBigUInt64BE(BigInt(exp.sizeBytes), 0);
     reply.writeUInt16BE(transmissionFlags(exp.readOnly), 8);
     this.send(reply);
+    this.chosenName = data.toString("utf8");
     return exp;
+  }
+
+  /**
+   * NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT. The one context is
+   * base:allocation. LIST with no query, `base:` or `base:allocation` names
+   * it; SET selects it only by its full name and replaces what an earlier SET
+   * selected. Both need structured replies first and an export that exists.
+   */
+  async metaContext(option: number, data: Buffer): Promise<void> {
+    if (!this.structuredReplies) {
+      this.send(errorReply(option, OptionReply.ERR_INVALID, "meta contexts need NBD_OPT_STRUCTURED_REPLY first"));
+      return;
+    }
+    const req = parseMetaContextRequest(data);
+    if (!req) {
+      this.send(errorReply(option, OptionReply.ERR_INVALID, "malformed NBD_OPT_LIST/SET_META_CONTEXT data"));
+      return;
+    }
+    let info: Awaited<ReturnType<ExportCatalog["describe"]>>;
+    try {
+      info = await this.catalog.describe(req.name);
+    } catch (error) {
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
+      return;
+    }
+    if (!info) {
+      this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
+      return;
+    }
+    if (option === Option.LIST_META_CONTEXT) {
+      const listed = req.queries.length === 0 || req.queries.some((q) => q === "base:" || q === BASE_ALLOCATION);
+      if (listed) this.send(metaContextReply(option, 0, BASE_ALLOCATION));
+    } else {
+      const selected = req.queries.includes(BASE_ALLOCATION);
+      this.allocationContextFor = selected ? req.name : null;
+      if (selected) this.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
+    }
+    this.send(optionReply(option, OptionReply.ACK));
+  }
+
+  /** The context id of base:allocation for the chosen export, or null when it was selected for none or another. */
+  get allocationContextId(): number | null {
+    return this.allocationContextFor !== null && this.allocationContextFor === this.chosenName ? BASE_ALLOCATION_ID : null;
   }
 
   /** NBD_OPT_STRUCTURED_REPLY takes no data; asking twice is acknowledged twice (the setting just stays on). */
@@ -318,6 +405,7 @@ class Negotiation {
       this.send(optionReply(option, OptionReply.INFO, infoString(Info.DESCRIPTION, info.description)));
     }
     this.send(optionReply(option, OptionReply.ACK));
+    if (exp) this.chosenName = req.name;
     return exp ?? "continue";
   }
 }
@@ -363,5 +451,11 @@ export async function negotiateOrThrow(socket: Socket, catalog: ExportCatalog, t
     if (n.socket !== socket) n.socket.end();
     return null;
   }
-  return { export: exp, leftover, structuredReplies: n.structuredReplies, socket: n.socket };
+  return {
+    export: exp,
+    leftover,
+    structuredReplies: n.structuredReplies,
+    allocationContextId: n.allocationContextId,
+    socket: n.socket,
+  };
 }

@@ -28,6 +28,7 @@ export const OptionReply = {
   ACK: 1,
   SERVER: 2,
   INFO: 3,
+  META_CONTEXT: 4,
   ERR_UNSUP: ERR + 1,
   ERR_POLICY: ERR + 2,
   ERR_INVALID: ERR + 3,
@@ -77,6 +78,15 @@ export const Command = {
 
 /** Largest payload of a KEELSON_ACTIVITY request (the export checks its content). */
 export const MAX_ACTIVITY_PAYLOAD_BYTES = 128 * 1024;
+
+/** The one metadata context served: which blocks hold data (NBD_CMD_BLOCK_STATUS). */
+export const BASE_ALLOCATION = "base:allocation";
+/** The id this server gives base:allocation when a client selects it (any non-reserved number would do). */
+export const BASE_ALLOCATION_ID = 1;
+/** base:allocation's status bits: the block takes no space (HOLE) and reads as zeros (ZERO). */
+export const AllocationState = { HOLE: 1 << 0, ZERO: 1 << 1 } as const;
+/** Descriptors one BLOCK_STATUS reply holds at most (8 bytes each); a client asks again from where they end. */
+export const MAX_BLOCK_STATUS_DESCRIPTORS = 2048;
 
 export const CommandFlag = { FUA: 1 << 0, NO_HOLE: 1 << 1, DF: 1 << 2, REQ_ONE: 1 << 3, FAST_ZERO: 1 << 4 } as const;
 

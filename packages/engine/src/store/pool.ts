@@ -11,7 +11,8 @@ import { DEFAULT_OVERCOMMIT_PERCENT, type Provisioning, provisioningOf, validate
 import type { AdmitReservation, Reservations } from "./reservations.js";
 import type { ScratchRegion } from "./scratch.js";
 import { type CreateSnapshotOptions, createSnapshot, deleteSnapshot, parentSnapshotOf, revertVolume } from "./snapshot-ops.js";
-import type { Snapshot, Volume } from "./volume.js";
+import type { ChainView, Snapshot, Volume } from "./volume.js";
+import { type AllocationRun, allocationMap } from "./volume-allocation.js";
 import {
   type CloneSource,
   type CreateVolumeOptions,
@@ -202,6 +203,16 @@ export class Pool {
     const view = snapshotName === "" ? this.getVolume(volumeName) : this.getSnapshot(volumeName, snapshotName);
     const base = baseSnapshotName === "" ? null : this.getSnapshot(volumeName, baseSnapshotName);
     return chainChanges(view, base, this.#core.layout.extentSizeBytes);
+  }
+
+  /**
+   * Which bytes of `view` (a volume or snapshot of this pool) from `offset`
+   * hold data and which are holes, in at most `maxRuns` runs covering at most
+   * `length` bytes (see {@link allocationMap}). Reads only in-memory indexes.
+   * OUT_OF_RANGE past the end; VOLUME_NOT_FOUND once deleted.
+   */
+  allocation(view: ChainView, offset: number, length: number, maxRuns: number): AllocationRun[] {
+    return allocationMap(view, this.#core.layout.extentSizeBytes, offset, length, maxRuns);
   }
 
   /** The newest snapshot below `snap` in its chain (its parent snapshot), if any. */

@@ -1,4 +1,5 @@
 import type { SnapshotRecord, VolumeRecord } from "./catalog.js";
+import { IoCounters } from "./io-counters.js";
 import type { Layer } from "./layer.js";
 import { WriteGate } from "./write-gate.js";
 
@@ -18,6 +19,8 @@ export class Volume implements ChainView {
   /** The layers read for a block, writable head first. */
   chain: Layer[];
   readonly gate = new WriteGate();
+  /** Requests its exports served since the daemon started. */
+  readonly io = new IoCounters();
   /** Open export handles (NBD connections); delete refuses while any is open. */
   openHandles = 0;
   /** Set when the volume is deleted; I/O through stale handles fails. */
@@ -49,6 +52,8 @@ export class Snapshot implements ChainView {
   /** Open read-only export handles; delete refuses while any is open. */
   openHandles = 0;
   deleted = false;
+  /** Requests its exports served since the daemon started. */
+  readonly io = new IoCounters();
 
   constructor(record: SnapshotRecord, chain: Layer[]) {
     this.record = record;

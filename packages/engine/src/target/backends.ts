@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { ExportCallback } from "../nbd/export.js";
+import { asWireError } from "../nbd/errno.js";
+import type { BlockStatusCallback, ExportCallback } from "../nbd/export.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import { flushVolume, readVolume, writeVolume, type ZeroOptions, zeroVolume } from "../store/volume-io.js";
@@ -9,6 +10,26 @@ import type { BlockIo } from "./block-io.js";
 export interface TargetBackend extends BlockIo {
   /** Size now (a volume may grow; a client sees the new size when it reconnects). */
   readonly sizeBytes: number;
+  /** Which runs hold data (NBD_CMD_BLOCK_STATUS); absent where the backend cannot tell, and all is reported as data. */
+  blockStatus?(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void;
+}
+
+/** A pool's allocation map as a block status answer: synchronous, from in-memory indexes. */
+function poolBlockStatus(
+  pool: Pool,
+  view: Volume | Snapshot,
+  offset: number,
+  length: number,
+  maxRuns: number,
+  cb: BlockStatusCallback,
+): void {
+  let runs: ReturnType<Pool["allocation"]>;
+  try {
+    runs = pool.allocation(view, offset, length, maxRuns);
+  } catch (error) {
+    return cb(asWireError(error), null);
+  }
+  cb(null, runs);
 }
 
 /** A volume of this node's pool: the store's own calls, nothing in between. */
@@ -40,6 +61,10 @@ export class LocalVolumeBackend implements TargetBackend {
   flush(cb: ExportCallback): void {
     flushVolume(this.#pool, cb);
   }
+
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    poolBlockStatus(this.#pool, this.#volume, offset, length, maxRuns, cb);
+  }
 }
 
 /** A snapshot of this node's pool: reads from its layers; writes fail with READ_ONLY (EPERM); a flush has nothing to do. */
@@ -70,6 +95,10 @@ export class SnapshotBackend implements TargetBackend {
 
   flush(cb: ExportCallback): void {
     cb(null);
+  }
+
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    poolBlockStatus(this.#pool, this.#snapshot, offset, length, maxRuns, cb);
   }
 
   #readOnly(): KeelsonError {

@@ -1,7 +1,8 @@
 import { asWireError } from "../nbd/errno.js";
-import type { ExportCallback, NbdExport } from "../nbd/export.js";
+import type { BlockStatusCallback, ExportCallback, NbdExport } from "../nbd/export.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
+import { IoCounters } from "../store/io-counters.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
@@ -24,6 +25,8 @@ export interface VolumeTargetParts {
   /** The first stage of the pipeline in front of `backend` (the backend itself when there is none). */
   head: BlockIo;
   handles: HandleCounter;
+  /** Where its requests are counted (a volume's or snapshot's own; a replicated volume's are not exported yet). */
+  counters?: IoCounters;
   /** Keeps a frontend's write-intent log (replica targets only). */
   saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
 }
@@ -41,6 +44,7 @@ export class VolumeTarget implements NbdExport {
   readonly #backend: TargetBackend;
   readonly #head: BlockIo;
   readonly #handles: HandleCounter;
+  readonly #io: IoCounters;
   readonly saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
   #closed = false;
 
@@ -51,6 +55,7 @@ export class VolumeTarget implements NbdExport {
     this.#backend = parts.backend;
     this.#head = parts.head;
     this.#handles = parts.handles;
+    this.#io = parts.counters ?? new IoCounters();
     if (parts.saveActivity) this.saveActivity = parts.saveActivity;
     parts.handles.openHandles++;
   }
@@ -60,19 +65,36 @@ export class VolumeTarget implements NbdExport {
   }
 
   read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    this.#io.readOps++;
+    this.#io.readBytes += length;
     this.#head.read(offset, length, buf, bufOffset, cb);
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    this.#io.writeOps++;
+    this.#io.writeBytes += data.length;
     this.#head.write(offset, data, fua, cb);
   }
 
   zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void {
+    this.#io.zeroOps++;
     this.#head.zero(offset, length, options, cb);
   }
 
   flush(cb: ExportCallback): void {
+    this.#io.flushOps++;
     this.#head.flush(cb);
+  }
+
+  /**
+   * Straight to the backend: an answer from metadata costs the disk nothing,
+   * so QoS does not count it. A backend that cannot tell reports all data.
+   */
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    this.#io.blockStatusOps++;
+    const backend = this.#backend;
+    if (backend.blockStatus) return backend.blockStatus(offset, length, maxRuns, cb);
+    cb(null, [{ lengthBytes: length, status: "data" }]);
   }
 
   /** Releases the handle. Idempotent. */
@@ -114,6 +136,7 @@ export function localVolumeTarget(
     backend,
     head: new EpochFence(volume, epoch, limited),
     handles: volume,
+    counters: volume.io,
     // Under an epoch it is a replica of a frontend, which keeps its write-intent log here.
     ...(epoch > 0 && !readOnly
       ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) }
@@ -145,6 +168,7 @@ export function snapshotTarget(pool: Pool, snapshot: Snapshot): VolumeTarget {
     backend,
     head: backend,
     handles: snapshot,
+    counters: snapshot.io,
   });
 }
 

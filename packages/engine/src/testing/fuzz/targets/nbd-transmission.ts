@@ -2,8 +2,9 @@ import assert from "node:assert";
 import { type ErrorCode, KeelsonError } from "@keelson/sdk";
 import { ByteBudget } from "../../../nbd/byte-budget.js";
 import { Connection } from "../../../nbd/connection.js";
-import type { ExportCallback, NbdExport } from "../../../nbd/export.js";
+import type { BlockStatusCallback, ExportCallback, NbdExport } from "../../../nbd/export.js";
 import {
+  BASE_ALLOCATION_ID,
   Command,
   CommandFlag,
   Errno,
@@ -83,6 +84,16 @@ class CheckingExport implements NbdExport {
 
   flush(cb: ExportCallback): void {
     this.#op("flush", 0, 0, cb);
+  }
+
+  /** Alternating runs of up to 4 KiB, as many as allowed: the connection must frame whatever it is given. */
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    if (maxRuns < 1) this.violations.push(`block status asked for ${maxRuns} runs`);
+    const runs: Array<{ lengthBytes: number; status: "data" | "hole" }> = [];
+    for (let at = 0; at < length && runs.length < maxRuns; at += 4096) {
+      runs.push({ lengthBytes: Math.min(4096, length - at), status: runs.length % 2 === 0 ? "data" : "hole" });
+    }
+    this.#op("status", offset, length, (error) => cb(error, error ? null : runs));
   }
 
   close(): void {
@@ -168,8 +179,14 @@ function checkReply(reply: Buffer, structured: boolean): string {
   assert.equal(reply.readUInt32BE(0), STRUCTURED_REPLY_MAGIC, "structured reply magic");
   assert.equal(reply.readUInt16BE(4), ReplyFlag.DONE, "every reply is one final chunk");
   const type = reply.readUInt16BE(6);
-  assert.ok([ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.ERROR].includes(type as 0), `chunk type ${type}`);
+  const types: number[] = [ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.BLOCK_STATUS, ReplyType.ERROR];
+  assert.ok(types.includes(type), `chunk type ${type}`);
   assert.equal(reply.readUInt32BE(16), reply.length - CHUNK_HEADER_BYTES, "chunk length field");
+  if (type === ReplyType.BLOCK_STATUS) {
+    const payload = reply.length - CHUNK_HEADER_BYTES;
+    assert.ok(payload >= 12 && (payload - 4) % 8 === 0, `a block status payload of ${payload} bytes`);
+    assert.equal(reply.readUInt32BE(CHUNK_HEADER_BYTES), BASE_ALLOCATION_ID, "block status context id");
+  }
   if (type === ReplyType.ERROR) assert.ok(WIRE_ERRNOS.has(reply.readUInt32BE(20)), `error chunk errno ${reply.readUInt32BE(20)}`);
   return reply.toString("hex", 8, 16);
 }
@@ -223,7 +240,14 @@ export const nbdTransmission: FuzzTarget = {
     const budget = new ByteBudget(FUZZ_BUDGET_BYTES);
     const conn = new Connection(
       raw,
-      { export: exp, leftover, structuredReplies: structured, socket: raw },
+      // With structured replies the client selected base:allocation, so BLOCK_STATUS reaches the export.
+      {
+        export: exp,
+        leftover,
+        structuredReplies: structured,
+        allocationContextId: structured ? BASE_ALLOCATION_ID : null,
+        socket: raw,
+      },
       budget,
       () => closedCalls++,
     );
