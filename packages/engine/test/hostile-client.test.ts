@@ -83,57 +83,79 @@ afterAll(async () => {
   }
 });
 
-describe("hostile NBD client", () => {
-  it("10,000 READs of 32 MiB sent at once, replies never read: RSS stays under budget + 300 MiB, others keep working, budget returns to 0", async () => {
-    const good = await NbdTestClient.open(d.nbdSocket, "target");
-    await roundTrip(good, 0);
-    const idleRss = rssBytes(d.pid);
+/**
+ * `connections` hostile clients each send `requests` READs of 32 MiB at once
+ * and never read a reply. The daemon must hold their replies to its byte
+ * budget (back-pressure: it stops reading their sockets), keep serving a
+ * well-behaved client, and give every byte back once they leave.
+ */
+async function hostileReads(connections: number, requests: number): Promise<void> {
+  const good = await NbdTestClient.open(d.nbdSocket, "target");
+  await roundTrip(good, 0);
+  const idleRss = rssBytes(d.pid);
 
+  const hostiles: RawConnection[] = [];
+  for (let c = 0; c < connections; c++) {
     const hostile = await RawConnection.connect(d.nbdSocket);
+    hostiles.push(hostile);
     await hostile.greet();
     expect(await hostile.go("target")).toBe(64 * MIB);
     // From here on the hostile client reads nothing: its replies pile up on the daemon's side.
     hostile.socket.pause();
-    const burst = Buffer.alloc(HOSTILE_REQUESTS * 28);
-    for (let i = 0; i < HOSTILE_REQUESTS; i++) RawConnection.header(0, 0, i + 1, 0, HOSTILE_READ_BYTES).copy(burst, i * 28);
-    hostile.write(burst);
-
-    // Sampled on a timer of its own, so that a round trip stuck in a swamped daemon cannot delay the kill at the cap.
-    let maxRss = 0;
-    let killed = false;
-    const monitor = setInterval(() => {
-      if (killed) return;
-      maxRss = Math.max(maxRss, rssBytes(d.pid));
-      if (maxRss > KILL_AT_BYTES) {
-        killed = true;
-        d.child.kill("SIGKILL");
-      }
-    }, 20);
-    let rounds = 0;
-    const started = Date.now();
-    try {
-      while (Date.now() - started < SAMPLE_FOR_MS && !killed) {
-        await roundTrip(good, ++rounds);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    } finally {
-      clearInterval(monitor);
-      console.log(
-        `keelsond RSS: idle ${(idleRss / MIB).toFixed(0)} MiB, max under attack ${(maxRss / MIB).toFixed(0)} MiB${killed ? " (killed at the cap)" : ""}; ${rounds} good round trips`,
-      );
+  }
+  for (const [c, hostile] of hostiles.entries()) {
+    const burst = Buffer.alloc(requests * 28);
+    for (let i = 0; i < requests; i++) {
+      RawConnection.header(0, 0, c * requests + i + 1, (i % 32) * MIB, HOSTILE_READ_BYTES).copy(burst, i * 28);
     }
-    expect(maxRss).toBeLessThan(BOUND_BYTES);
-    expect(await bufferedBytes()).toBeLessThanOrEqual(BUDGET_BYTES);
+    hostile.write(burst);
+  }
 
-    hostile.close();
-    // Once the hostile client is gone its buffers are released: the budget is back to 0.
-    const deadline = Date.now() + 20_000;
-    while ((await bufferedBytes()) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(await bufferedBytes()).toBe(0);
-    await roundTrip(good, ++rounds);
-    const afterRss = rssBytes(d.pid);
-    console.log(`keelsond RSS after the hostile client left: ${(afterRss / MIB).toFixed(0)} MiB`);
-    expect(afterRss).toBeLessThan(BOUND_BYTES);
-    good.close();
+  // Sampled on a timer of its own, so that a round trip stuck in a swamped daemon cannot delay the kill at the cap.
+  let maxRss = 0;
+  let killed = false;
+  const monitor = setInterval(() => {
+    if (killed) return;
+    maxRss = Math.max(maxRss, rssBytes(d.pid));
+    if (maxRss > KILL_AT_BYTES) {
+      killed = true;
+      d.child.kill("SIGKILL");
+    }
+  }, 20);
+  let rounds = 0;
+  const started = Date.now();
+  try {
+    while (Date.now() - started < SAMPLE_FOR_MS && !killed) {
+      await roundTrip(good, ++rounds);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    clearInterval(monitor);
+    console.log(
+      `${connections} hostile connections x ${requests} READs of 32 MiB: keelsond RSS idle ${(idleRss / MIB).toFixed(0)} MiB, max under attack ${(maxRss / MIB).toFixed(0)} MiB${killed ? " (killed at the cap)" : ""}; ${rounds} good round trips`,
+    );
+  }
+  expect(maxRss).toBeLessThan(BOUND_BYTES);
+  expect(await bufferedBytes()).toBeLessThanOrEqual(BUDGET_BYTES);
+
+  for (const hostile of hostiles) hostile.close();
+  // Once the hostile clients are gone their buffers are released: the budget is back to 0.
+  const deadline = Date.now() + 20_000;
+  while ((await bufferedBytes()) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  expect(await bufferedBytes()).toBe(0);
+  await roundTrip(good, ++rounds);
+  const afterRss = rssBytes(d.pid);
+  console.log(`keelsond RSS after the hostile clients left: ${(afterRss / MIB).toFixed(0)} MiB`);
+  expect(afterRss).toBeLessThan(BOUND_BYTES);
+  good.close();
+}
+
+describe("hostile NBD client", () => {
+  it("10,000 READs of 32 MiB sent at once, replies never read: RSS stays under budget + 300 MiB, others keep working, budget returns to 0", async () => {
+    await hostileReads(1, HOSTILE_REQUESTS);
+  });
+
+  it("64 connections each with 128 READs of 32 MiB in flight (256 GiB asked), replies never read: RSS stays under budget + 300 MiB, others keep working, budget returns to 0", async () => {
+    await hostileReads(64, 128);
   });
 });

@@ -10,7 +10,7 @@ class Waiter implements BudgetWaiter {
 
 describe("ByteBudget", () => {
   it("grants what fits, queues the rest in FIFO order, and is back to 0 when all is released", () => {
-    const b = new ByteBudget(100);
+    const b = new ByteBudget(100, { smallReserveBytes: 0 });
     const [a, c, e] = [new Waiter(), new Waiter(), new Waiter()];
     expect(b.acquire(60, a)).toBe(true);
     expect(b.acquire(50, c)).toBe(false);
@@ -27,7 +27,7 @@ describe("ByteBudget", () => {
   });
 
   it("a request larger than the whole budget runs alone once nothing else is held", () => {
-    const b = new ByteBudget(100);
+    const b = new ByteBudget(100, { smallReserveBytes: 0 });
     const [a, big] = [new Waiter(), new Waiter()];
     expect(b.acquire(30, a)).toBe(true);
     expect(b.acquire(500, big)).toBe(false);
@@ -42,7 +42,7 @@ describe("ByteBudget", () => {
   });
 
   it("a cancelled head waiter stops blocking the ones behind it", () => {
-    const b = new ByteBudget(100);
+    const b = new ByteBudget(100, { smallReserveBytes: 0 });
     const [a, big, small] = [new Waiter(), new Waiter(), new Waiter()];
     expect(b.acquire(50, a)).toBe(true);
     expect(b.acquire(80, big)).toBe(false);
@@ -54,8 +54,28 @@ describe("ByteBudget", () => {
     expect(b.usedBytes).toBe(0);
   });
 
+  it("large requests that are never released cannot take the small requests' reserve; small ones run from it while a large one waits", () => {
+    const b = new ByteBudget(1000, { smallReserveBytes: 200 });
+    const [h1, h2, big, s1, s2, s3] = Array.from({ length: 6 }, () => new Waiter());
+    // Two holders that never give back (clients that stopped reading their replies) take all a large request may.
+    expect(b.acquire(400, h1)).toBe(true);
+    expect(b.acquire(400, h2)).toBe(true);
+    expect(b.acquire(300, big)).toBe(false);
+    // A small request still runs: the reserve is its own.
+    expect(b.acquire(150, s1)).toBe(true);
+    // While the large one waits, small ones stay within the reserve, so that releases gather for it.
+    expect(b.acquire(100, s2)).toBe(false);
+    b.release(400);
+    expect([big.granted, s2.granted]).toEqual([1, 1]);
+    expect(b.usedBytes).toBe(950);
+    // With no large waiter, a small request may use what is free beyond the reserve.
+    expect(b.acquire(50, s3)).toBe(true);
+    for (const n of [400, 300, 150, 100, 50]) b.release(n);
+    expect([b.usedBytes, b.waiters]).toEqual([0, 0]);
+  });
+
   it("releasing more than is held is a programming error", () => {
-    const b = new ByteBudget(100);
+    const b = new ByteBudget(100, { smallReserveBytes: 0 });
     expect(() => b.release(1)).toThrow();
   });
 
