@@ -1,11 +1,26 @@
 #!/usr/bin/env node
-// Runs the bench profiles (BENCH_PROFILES of @keelson/conformance) against
-// keelson and, in the same run and on the same backing file, against
-// nbdkit-file, qemu-nbd (cache=none, aio=native) and the raw loop device;
-// prints a table with keelson/peer ratios and writes the same as JSON under
-// bench/results/.
+// Runs the bench profiles against keelson and, in the same run and on the same
+// backing file (a sparse file on the host filesystem, prefilled afresh for each
+// target and fsynced between targets), against its peers; prints one table and
+// writes it as JSON, with the machine's facts (cpu model, cores, memory, kernel,
+// node, fio and peer versions, runtime, load average), to bench/results/ (every
+// run, git-ignored) and bench/baselines/bench-<N>cpu-<YYYY-MM-DD>.json (kept; a
+// later run on the same day replaces it).
 //
-//   npm run bench                      all profiles, all peers available here
+// Targets, in this order:
+//   keelson             keelsond with its default disk I/O (--io auto: io_uring where it loads)
+//   keelson-threadpool  keelsond with --io threadpool (libuv's thread pool)
+//   nbdkit-file         nbdkit's file plugin (buffered)
+//   qemu-nbd            qemu-nbd --cache=none --aio=native (O_DIRECT)
+//   raw-loop            a loop device over the file, --direct-io=on; fio with libaio, O_DIRECT
+// Profiles: BENCH_PROFILES of @keelson/conformance, then bench's own EXTRA_PROFILES
+// (randwrite-4k-qd1-flush16: 4 KiB random writes at qd1 with a flush every 16 writes).
+// Columns: cache (whether the target's I/O goes through the host page cache, read from
+// the server's open flags in /proc or the loop device's sysfs, not assumed), IOPS, MiB/s,
+// p50/p99/p99.9/p99.99 completion latency of the direction that moved more data,
+// keelson/peer (keelson's IOPS over the peer's) and keelson/keelson-threadpool.
+//
+//   npm run bench                      all profiles, all targets available here
 //   BENCH_RUNTIME_S=5 npm run bench    shorter runs
 //   BENCH_PROFILES=randread-4k-qd32 BENCH_TARGETS=keelson,nbdkit-file npm run bench
 import { spawn, spawnSync } from "node:child_process";
@@ -20,13 +35,30 @@ const MIB = 1024 * 1024;
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 10);
 const REGION_MIB = Number(process.env.BENCH_REGION_MIB ?? 512);
 const POOL_MIB = REGION_MIB + 256;
-const ALL_TARGETS = ["keelson", "nbdkit-file", "qemu-nbd", "raw-loop"];
+const RAMP_S = 1;
+const ALL_TARGETS = ["keelson", "keelson-threadpool", "nbdkit-file", "qemu-nbd", "raw-loop"];
+/** Targets compared against keelson in the keelson/peer column (keelson-threadpool has its own). */
+const PEERS = ["nbdkit-file", "qemu-nbd", "raw-loop"];
 const TARGETS = (process.env.BENCH_TARGETS ?? ALL_TARGETS.join(",")).split(",").filter(Boolean);
+/**
+ * Bench's profiles beyond the conformance suite's BENCH_PROFILES (the suite's
+ * latency checks do not run these), run after them.
+ */
+const EXTRA_PROFILES = [
+  {
+    name: "randwrite-4k-qd1-flush16",
+    rw: "randwrite",
+    blockSizeBytes: 4096,
+    iodepth: 1,
+    fsyncEvery: 16,
+    description: "4 KiB random writes, one at a time, a flush (NBD FLUSH, fsync) after every 16: the price of durability.",
+  },
+];
 /** Aborted on SIGINT: the running fio is stopped and everything started is cleaned up. */
 const interrupted = new AbortController();
 /** The conformance package's fio runner and profiles (loaded in main, once the build is checked). */
 let fioKit;
-/** Profile names to run, in BENCH_PROFILES order unless BENCH_PROFILES names them. */
+/** Profile names to run, in BENCH_PROFILES then EXTRA_PROFILES order unless BENCH_PROFILES names them. */
 let profiles = [];
 let workDir = "";
 
@@ -63,8 +95,8 @@ async function waitFor(file, child, what) {
 }
 
 /** Runs one job through the conformance runner; bench's figures of it (a mixed job counts both directions). */
-async function fio(target, job) {
-  const r = await fioKit.runFio({ dataPath: target.dataPath, job, workDir, signal: interrupted.signal });
+async function fio(target, job, onSample) {
+  const r = await fioKit.runFio({ dataPath: target.dataPath, job, workDir, signal: interrupted.signal, onSample });
   // Percentiles of the direction that moved more data (the only one, but for a mix).
   const side = r.write.ioBytes > r.read.ioBytes ? r.write : r.read;
   const pct = (p) => side.percentiles.find((x) => x.percentile === p)?.latencyUs ?? 0;
@@ -74,6 +106,7 @@ async function fio(target, job) {
     p50Us: pct(50),
     p99Us: pct(99),
     p999Us: pct(99.9),
+    p9999Us: pct(99.99),
   };
 }
 
@@ -82,22 +115,99 @@ async function prefill(target) {
   await fio(target, { name: "prefill", rw: "write", blockSizeBytes: MIB, iodepth: 8, sizeBytes: REGION_MIB * MIB });
 }
 
+/** All profiles bench knows: the suite's, then its own. */
+function knownProfiles() {
+  return [...fioKit.BENCH_PROFILES, ...EXTRA_PROFILES];
+}
+
+function profileNamed(name) {
+  const profile = knownProfiles().find((p) => p.name === name);
+  if (!profile)
+    throw new Error(
+      `unknown profile ${JSON.stringify(name)}: use ${knownProfiles()
+        .map((p) => p.name)
+        .join(", ")}`,
+    );
+  return profile;
+}
+
+/**
+ * Runs every profile on `target` and returns what it learnt of the target's cache.
+ * An NBD server may open the backing file only while a client is connected
+ * (nbdkit's file plugin opens it per connection), so the cache is probed at start
+ * and, until known, at each of fio's once-a-second samples.
+ */
 async function runProfiles(target, results) {
+  let cache = target.probeCache();
+  const probe = () => {
+    cache ??= target.probeCache();
+  };
   await prefill(target);
   for (const profile of profiles) {
-    const job = fioKit.profileJob(fioKit.benchProfile(profile), { sizeBytes: REGION_MIB * MIB, runtimeS: RUNTIME_S, rampS: 1 });
-    const r = await fio(target, job);
+    const job = fioKit.profileJob(profileNamed(profile), { sizeBytes: REGION_MIB * MIB, runtimeS: RUNTIME_S, rampS: RAMP_S });
+    const r = await fio(target, job, probe);
     results.push({ target: target.name, profile, ...r });
     console.error(
-      `  ${target.name.padEnd(12)} ${profile.padEnd(18)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s p99 ${r.p99Us.toFixed(0)} us`,
+      `  ${target.name.padEnd(18)} ${profile.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s p99 ${r.p99Us.toFixed(0)} us`,
     );
+  }
+  return {
+    name: target.name,
+    ...(target.facts ?? {}),
+    ...(cache ?? { cache: "unknown", cacheHow: "the backing file was never seen open" }),
+  };
+}
+
+/**
+ * Whether process `pid` reads and writes `file` through the page cache: from the
+ * flags of its open descriptors of it (/proc/PID/fdinfo). Undefined while it has none open.
+ * One descriptor without O_DIRECT is enough for buffered.
+ */
+function openFlagsCache(pid, file) {
+  const real = fs.realpathSync(file);
+  const fdDir = `/proc/${pid}/fd`;
+  let direct = 0;
+  let buffered = 0;
+  let fds = [];
+  try {
+    fds = fs.readdirSync(fdDir);
+  } catch {
+    return undefined; // the process has gone; its runner reports why
+  }
+  for (const fd of fds) {
+    let flags;
+    try {
+      if (fs.readlinkSync(path.join(fdDir, fd)) !== real) continue;
+      flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))?.[1];
+    } catch {
+      continue; // closed since the listing
+    }
+    if (flags === undefined) continue;
+    if (Number.parseInt(flags, 8) & fs.constants.O_DIRECT) direct++;
+    else buffered++;
+  }
+  if (buffered > 0) return { cache: "buffered", cacheHow: `${buffered} of ${buffered + direct} open fds without O_DIRECT` };
+  if (direct > 0) return { cache: "none", cacheHow: `${direct} open fd(s), all O_DIRECT` };
+  return undefined;
+}
+
+/** The backing file's dirty pages reach the disk before the next target starts, not during its run. */
+function syncBacking(backing) {
+  const fd = fs.openSync(backing, "r+");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
-async function withKeelson(dir, backing, fn) {
-  const ready = path.join(dir, "keelson.ready");
+/** keelsond on `backing` with disk I/O `io` (auto or threadpool); the target is named `name`. */
+async function withKeelson(name, io, dir, backing, fn) {
+  const ready = path.join(dir, `${name}.ready`);
   const d = startChild(process.execPath, [
     packageBin("@keelson/engine", "keelsond"),
+    "--io",
+    io,
     "--pool",
     backing,
     "--force-format",
@@ -106,7 +216,7 @@ async function withKeelson(dir, backing, fn) {
     "--nbd-listen",
     "",
     "--nbd-socket",
-    path.join(dir, "keelson.sock"),
+    path.join(dir, `${name}.sock`),
     "--ready-file",
     ready,
   ]);
@@ -115,20 +225,36 @@ async function withKeelson(dir, backing, fn) {
     const { grpcAddress, nbdSocket } = JSON.parse(fs.readFileSync(ready, "utf8"));
     const { createClient } = await importBuilt("@keelson/sdk");
     const client = createClient({ address: grpcAddress });
-    await client.createVolume({ name: "bench", sizeBytes: REGION_MIB * 1048576 });
-    client.close();
-    await fn({ name: "keelson", dataPath: { kind: "nbd", uri: `nbd+unix:///bench?socket=${nbdSocket}` } });
+    let node;
+    try {
+      await client.createVolume({ name: "bench", sizeBytes: REGION_MIB * 1048576 });
+      node = await client.getNode();
+    } finally {
+      client.close();
+    }
+    // The engine keelsond chose, and why (auto falls back to the thread pool where io_uring cannot be used).
+    const ioEngine = `${node.ioEngine}: ${node.ioEngineNote || `chosen by --io ${io}`}`;
+    return await fn({
+      name,
+      dataPath: { kind: "nbd", uri: `nbd+unix:///bench?socket=${nbdSocket}` },
+      probeCache: () => openFlagsCache(d.pid, backing),
+      facts: { ioEngine },
+    });
   } finally {
     await stopChild(d);
   }
 }
 
 /** Runs an NBD server that serves `backing` on a unix socket, for the duration of `fn`. */
-async function withNbdPeer(name, sock, cmd, args, fn) {
+async function withNbdPeer(name, sock, backing, cmd, args, fn) {
   const p = startChild(cmd, args);
   try {
     await waitFor(sock, p, cmd);
-    await fn({ name, dataPath: { kind: "nbd", uri: `nbd+unix:///?socket=${sock}` } });
+    return await fn({
+      name,
+      dataPath: { kind: "nbd", uri: `nbd+unix:///?socket=${sock}` },
+      probeCache: () => openFlagsCache(p.pid, backing),
+    });
   } finally {
     await stopChild(p);
   }
@@ -136,82 +262,168 @@ async function withNbdPeer(name, sock, cmd, args, fn) {
 
 function withNbdkit(dir, backing, fn) {
   const sock = path.join(dir, "nbdkit.sock");
-  return withNbdPeer("nbdkit-file", sock, "nbdkit", ["-f", "-U", sock, "file", `file=${backing}`], fn);
+  // The file plugin's default cache=default: plain pread/pwrite through the page cache.
+  return withNbdPeer("nbdkit-file", sock, backing, "nbdkit", ["-f", "-U", sock, "file", `file=${backing}`], fn);
 }
 
 function withQemuNbd(dir, backing, fn) {
   const sock = path.join(dir, "qemu.sock");
   const args = ["-f", "raw", "--cache=none", "--aio=native", "--shared=16", "-t", "-k", sock, backing];
-  return withNbdPeer("qemu-nbd", sock, "qemu-nbd", args, fn);
+  return withNbdPeer("qemu-nbd", sock, backing, "qemu-nbd", args, fn);
 }
 
+/**
+ * A loop device over `backing` with direct I/O on, so that neither fio (direct=1 on the
+ * device) nor the loop driver (O_DIRECT on the file) goes through the page cache.
+ * losetup only warns when the kernel refuses direct I/O, so the cache column reads sysfs.
+ */
 async function withLoop(_dir, backing, fn) {
-  const r = spawnSync("losetup", ["--find", "--show", backing], { encoding: "utf8" });
+  const r = spawnSync("losetup", ["--find", "--show", "--direct-io=on", backing], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`losetup failed: ${r.stderr}`);
   const device = r.stdout.trim();
   try {
-    await fn({ name: "raw-loop", dataPath: { kind: "block", devicePath: device } });
+    const dio = () => fs.readFileSync(`/sys/block/${path.basename(device)}/loop/dio`, "utf8").trim();
+    return await fn({
+      name: "raw-loop",
+      dataPath: { kind: "block", devicePath: device },
+      probeCache: () =>
+        dio() === "1"
+          ? { cache: "none", cacheHow: "loop dio=1, fio direct=1" }
+          : { cache: "buffered", cacheHow: `loop dio=0 (${r.stderr.trim() || "direct I/O refused"})` },
+    });
   } finally {
     spawnSync("losetup", ["-d", device]);
   }
 }
 
 const RUNNERS = {
-  keelson: { need: [], fn: withKeelson },
+  keelson: { need: [], fn: (dir, backing, fn) => withKeelson("keelson", "auto", dir, backing, fn) },
+  "keelson-threadpool": { need: [], fn: (dir, backing, fn) => withKeelson("keelson-threadpool", "threadpool", dir, backing, fn) },
   "nbdkit-file": { need: ["nbdkit"], fn: withNbdkit },
   "qemu-nbd": { need: ["qemu-nbd"], fn: withQemuNbd },
   "raw-loop": { need: ["losetup"], root: true, fn: withLoop },
 };
 
-function report(results, skipped) {
+/** The table: one row per profile and target; ratios are of IOPS (keelson's over the other's). */
+function report(results, targets, skipped) {
   const by = (t, p) => results.find((r) => r.target === t && r.profile === p);
-  const peers = TARGETS.filter((t) => t !== "keelson" && !skipped[t]);
-  const lines = [];
-  const header = ["profile", "target", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us", "keelson/peer"];
+  const cacheOf = (t) => targets.find((x) => x.name === t)?.cache ?? "";
+  const ratio = (a, b) => (a && b && b.iops > 0 ? `${(a.iops / b.iops).toFixed(2)}x` : "");
+  const header = [
+    "profile",
+    "target",
+    "cache",
+    "IOPS",
+    "MiB/s",
+    "p50 us",
+    "p99 us",
+    "p99.9 us",
+    "p99.99 us",
+    "keelson/peer",
+    "keelson/keelson-threadpool",
+  ];
   const rows = [header];
   for (const profile of profiles) {
     const k = by("keelson", profile);
-    for (const t of ["keelson", ...peers]) {
+    for (const t of TARGETS) {
       const r = by(t, profile);
       if (!r) continue;
-      const ratio = t === "keelson" || !k ? "" : `${(k.iops / r.iops).toFixed(2)}x`;
+      const us = (v) => v.toFixed(0);
       rows.push([
         profile,
         t,
+        cacheOf(t),
         r.iops.toFixed(0),
         r.mibps.toFixed(1),
-        r.p50Us.toFixed(0),
-        r.p99Us.toFixed(0),
-        r.p999Us.toFixed(0),
-        ratio,
+        us(r.p50Us),
+        us(r.p99Us),
+        us(r.p999Us),
+        us(r.p9999Us),
+        PEERS.includes(t) ? ratio(k, r) : "",
+        t === "keelson-threadpool" ? ratio(k, r) : "",
       ]);
     }
   }
   const widths = header.map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const r of rows) lines.push(r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  "));
+  const lines = rows.map((r) =>
+    r
+      .map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join("  ")
+      .trimEnd(),
+  );
+  lines.push("");
+  for (const t of targets) {
+    const io = t.ioEngine ? `; disk I/O ${t.ioEngine}` : "";
+    lines.push(`${t.name}: cache ${t.cache} (${t.cacheHow})${io}`);
+  }
   for (const [t, why] of Object.entries(skipped)) lines.push(`skipped ${t}: ${why}`);
   return lines.join("\n");
+}
+
+/** First line of `cmd --version`, or "" when it is not installed. */
+function toolVersion(cmd) {
+  const r = spawnSync(cmd, ["--version"], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.split("\n")[0].trim() : "";
+}
+
+/** The machine and tools a run's figures belong to. */
+function machineFacts() {
+  return {
+    host: os.hostname(),
+    cpuModel: os.cpus()[0]?.model.trim() ?? "",
+    cpuCount: os.cpus().length,
+    memoryBytes: os.totalmem(),
+    kernel: `${os.type()} ${os.release()}`,
+    nodeVersion: process.version,
+    fioVersion: fioKit.fioVersion(),
+    nbdkitVersion: toolVersion("nbdkit"),
+    qemuNbdVersion: toolVersion("qemu-nbd"),
+  };
+}
+
+/** Writes the run to bench/results/ (every run, git-ignored) and bench/baselines/ (one a day per core count; the day's last run). */
+function writeRun(run) {
+  const day = run.meta.startedAt.slice(0, 10);
+  const files = [
+    path.join(ROOT, "bench", "results", `bench-${run.meta.startedAt.replace(/[:.]/g, "-")}.json`),
+    path.join(ROOT, "bench", "baselines", `bench-${run.meta.cpuCount}cpu-${day}.json`),
+  ];
+  for (const file of files) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, `${JSON.stringify(run, null, 2)}\n`);
+  }
+  return files;
 }
 
 async function main() {
   fioKit = await importBuilt("@keelson/conformance");
   if (!fioKit.fioVersion()) throw new Error("fio is not installed (apt-get install fio)");
-  profiles = (process.env.BENCH_PROFILES ?? fioKit.BENCH_PROFILES.map((p) => p.name).join(",")).split(",").filter(Boolean);
-  for (const p of profiles) fioKit.benchProfile(p); // an unknown name fails here, listing the valid ones
+  profiles = (
+    process.env.BENCH_PROFILES ??
+    knownProfiles()
+      .map((p) => p.name)
+      .join(",")
+  )
+    .split(",")
+    .filter(Boolean);
+  for (const p of profiles) profileNamed(p); // an unknown name fails here, listing the valid ones
+  for (const t of TARGETS) if (!RUNNERS[t]) throw new Error(`unknown target ${t}: use ${ALL_TARGETS.join(", ")}`);
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), "keelson-bench-"));
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
   workDir = path.join(dir, "fio");
   const backing = path.join(dir, "backing.img");
   fs.closeSync(fs.openSync(backing, "w"));
   fs.truncateSync(backing, POOL_MIB * 1048576);
+  const startedAt = new Date().toISOString();
+  const loadAvg1mAtStart = os.loadavg()[0];
   const results = [];
+  const targets = [];
   const skipped = {};
   console.error(
     `bench: ${profiles.length} profiles x ${TARGETS.join(", ")}; ${RUNTIME_S}s each on a ${REGION_MIB} MiB region of ${backing}`,
   );
   for (const t of TARGETS) {
     const runner = RUNNERS[t];
-    if (!runner) throw new Error(`unknown target ${t}: use ${ALL_TARGETS.join(", ")}`);
     const missing = runner.need.filter((n) => !has(n));
     if (runner.root && process.getuid?.() !== 0) missing.push("root");
     if (missing.length > 0) {
@@ -219,21 +431,23 @@ async function main() {
       continue;
     }
     interrupted.signal.throwIfAborted();
-    await runner.fn(dir, backing, (target) => runProfiles(target, results));
+    targets.push(await runner.fn(dir, backing, (target) => runProfiles(target, results)));
+    syncBacking(backing);
   }
   const meta = {
-    date: new Date().toISOString(),
-    host: os.hostname(),
-    cpus: os.cpus().length,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    ...machineFacts(),
+    // The 1-minute load average around the run: other work on the machine shows here.
+    loadAvg1mAtStart,
+    loadAvg1mAtEnd: os.loadavg()[0],
     runtimeS: RUNTIME_S,
+    rampS: RAMP_S,
     regionMiB: REGION_MIB,
   };
-  const outDir = path.join(ROOT, "bench", "results");
-  fs.mkdirSync(outDir, { recursive: true });
-  const out = path.join(outDir, `bench-${meta.date.replace(/[:.]/g, "-")}.json`);
-  fs.writeFileSync(out, JSON.stringify({ meta, skipped, results }, null, 2));
-  console.log(report(results, skipped));
-  console.log(`\nJSON: ${path.relative(process.cwd(), out)}`);
+  const files = writeRun({ meta, targets, skipped, results });
+  console.log(report(results, targets, skipped));
+  console.log(`\nJSON: ${files.map((f) => path.relative(process.cwd(), f)).join(", ")}`);
 }
 
 const finish = async (code) => {

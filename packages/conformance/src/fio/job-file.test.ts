@@ -112,6 +112,31 @@ describe("fioJobFile", () => {
     expect(lines(text)).toEqual(expect.arrayContaining(["rw=randrw", "rwmixread=70"]));
   });
 
+  it("fsyncEvery: a flush every N writes, as fio's fsync=N, which fio accepts", (t) => {
+    const text = fioJobFile({ kind: "nbd", uri: "nbd://h/v" }, { ...JOB, rw: "randwrite", iodepth: 1, fsyncEvery: 16 });
+    expect(lines(text)).toEqual(expect.arrayContaining(["rw=randwrite", "iodepth=1", "fsync=16"]));
+    expect(fioJobFile({ kind: "nbd", uri: "nbd://h/v" }, JOB)).not.toContain("fsync");
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
+    const block = fioJobFile(
+      { kind: "block", devicePath: "/dev/nbd0" },
+      { ...JOB, rw: "randrw", readPercent: 50, fsyncEvery: 1 },
+    );
+    expect(fioReads(block)).toContain("--fsync=1");
+  });
+
+  it("fsyncEvery: fio flushes a file after every 4th write", (t) => {
+    if (!canRun({ tools: ["fio"] }, t.task.name)) return t.skip();
+    const mount: DataPath = { kind: "filesystem", mountPath: dir, fsType: "ext4" };
+    const job: FioJobSpec = { name: "flush4", rw: "write", blockSizeBytes: 4096, iodepth: 1, sizeBytes: 65536, fsyncEvery: 4 };
+    const file = path.join(dir, "job.fio");
+    fs.writeFileSync(file, fioJobFile(mount, job));
+    const out = JSON.parse(execFileSync("fio", ["--output-format=json", file], { encoding: "utf8" }));
+    // 16 writes of 4 KiB. fio sends the flush that follows every 4th write as it asks for the next
+    // I/O, so the run ends after the 16th write without one: 3 flushes, after writes 4, 8 and 12.
+    expect(out.jobs[0].write.total_ios).toBe(16);
+    expect(out.jobs[0].sync.total_ios).toBe(3);
+  });
+
   it.each([
     [{ name: "has space" }, "job name"],
     [{ name: "../up" }, "job name"],
@@ -123,6 +148,11 @@ describe("fioJobFile", () => {
     [{ offsetBytes: 100 }, "offsetBytes 100 is not a multiple of 512"],
     [{ runtimeS: 1.5 }, "runtimeS 1.5"],
     [{ rateIops: 0 }, "rateIops 0"],
+    [{ rw: "randwrite", fsyncEvery: 0 }, "fsyncEvery 0 is not an integer in [1, 1000000]"],
+    [{ rw: "randwrite", fsyncEvery: -16 }, "fsyncEvery -16 is not an integer"],
+    [{ rw: "write", fsyncEvery: 2.5 }, "fsyncEvery 2.5 is not an integer"],
+    [{ rw: "randwrite", fsyncEvery: Number.NaN }, "fsyncEvery NaN"],
+    [{ fsyncEvery: 16 }, 'fsyncEvery needs a writing rw ("write", "randwrite", "randrw" or "rw"), not "randread"'],
   ] as [Partial<FioJobSpec>, string][])("rejects %j with INVALID_ARGUMENT naming the value", (change, message) => {
     const error = catchError(() => fioJobFile({ kind: "nbd", uri: "nbd://h/v" }, { ...JOB, ...change }));
     expect(error.code).toBe("INVALID_ARGUMENT");

@@ -15,6 +15,8 @@ export const PERCENTILE_LIST = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99
 const SECTOR_BYTES = 512;
 const MAX_IODEPTH = 1024;
 const MAX_NUMJOBS = 64;
+/** fio keeps `fsync` in an unsigned int; a flush every million writes is as good as none. */
+const MAX_FSYNC_EVERY = 1_000_000;
 /** One day: the runner keeps one point per status second, so a run's length is bounded. */
 export const MAX_RUNTIME_S = 86_400;
 /** A job name is a fio section name and part of a file name: keep it to a safe alphabet. */
@@ -86,6 +88,7 @@ function workloadLines(job: FioJobSpec): string[] {
   if (job.readPercent !== undefined) lines.push(`rwmixread=${job.readPercent}`);
   if (job.numjobs !== undefined && job.numjobs !== 1) lines.push(`numjobs=${job.numjobs}`);
   if (job.rateIops !== undefined) lines.push(`rate_iops=${job.rateIops}`);
+  if (job.fsyncEvery !== undefined) lines.push(`fsync=${job.fsyncEvery}`);
   if (job.verify) lines.push("verify=crc32c", "verify_fatal=1", "do_verify=1");
   return lines;
 }
@@ -115,6 +118,13 @@ function validateJob(job: FioJobSpec): void {
   if (job.runtimeS !== undefined) checkInt("runtimeS", job.runtimeS, 1, MAX_RUNTIME_S);
   if (job.rampS !== undefined) checkInt("rampS", job.rampS, 0, MAX_RUNTIME_S);
   if (job.rateIops !== undefined) checkInt("rateIops", job.rateIops, 1, 100_000_000);
+  if (job.fsyncEvery !== undefined) {
+    // fio counts writes towards fsync=N: on a job that only reads it would never flush, silently.
+    if (job.rw === "read" || job.rw === "randread") {
+      invalid(`fsyncEvery needs a writing rw ("write", "randwrite", "randrw" or "rw"), not ${JSON.stringify(job.rw)}`);
+    }
+    checkInt("fsyncEvery", job.fsyncEvery, 1, MAX_FSYNC_EVERY);
+  }
 }
 
 function checkSize(field: string, sizeBytes: number, blockSizeBytes: number): void {

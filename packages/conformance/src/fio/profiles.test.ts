@@ -62,6 +62,12 @@ describe("BENCH_PROFILES", () => {
     expect(profileJob(profile)).not.toHaveProperty("description");
   });
 
+  it("profileJob carries a profile's fsyncEvery (bench's flush profile), and none when the profile has none", () => {
+    const flush16 = { ...benchProfile("randwrite-4k-qd1"), name: "randwrite-4k-qd1-flush16", fsyncEvery: 16 };
+    expect(profileJob(flush16, { runtimeS: 3 })).toMatchObject({ rw: "randwrite", iodepth: 1, fsyncEvery: 16, runtimeS: 3 });
+    expect(profileJob(benchProfile("randwrite-4k-qd1"))).not.toHaveProperty("fsyncEvery");
+  });
+
   it("an unknown name is INVALID_ARGUMENT listing the valid ones", () => {
     let error: unknown;
     try {

@@ -9,7 +9,8 @@ const KIB = 1024;
 const MIB = 1024 * KIB;
 
 /** A bench workload: a job without a length or region, plus what it is for. */
-export interface FioProfile extends Readonly<Pick<FioJobSpec, "name" | "rw" | "blockSizeBytes" | "iodepth" | "readPercent">> {
+export interface FioProfile
+  extends Readonly<Pick<FioJobSpec, "name" | "rw" | "blockSizeBytes" | "iodepth" | "readPercent" | "fsyncEvery">> {
   /** One line on what the profile measures. */
   readonly description: string;
 }
@@ -103,6 +104,7 @@ export function profileJob(profile: FioProfile, run: ProfileRun = {}): FioJobSpe
     iodepth: profile.iodepth,
   };
   if (profile.readPercent !== undefined) job.readPercent = profile.readPercent;
+  if (profile.fsyncEvery !== undefined) job.fsyncEvery = profile.fsyncEvery;
   for (const key of ["runtimeS", "rampS", "sizeBytes", "offsetBytes", "numjobs", "rateIops"] as const) {
     const value = run[key];
     if (value !== undefined) job[key] = value;

@@ -23,6 +23,11 @@ export interface FioJobSpec {
   rampS?: number;
   /** Caps the rate (IOPS) the job sends; unlimited by default. */
   rateIops?: number;
+  /**
+   * A flush after every this many writes (fio's `fsync=N`: fsync(2) on a block device or file,
+   * NBD_CMD_FLUSH on nbd), so that durability is part of the figures; none by default.
+   */
+  fsyncEvery?: number;
   /** Write with crc32c verify headers and verify them (fatal on mismatch). */
   verify?: boolean;
 }
