@@ -44,8 +44,11 @@ interface Cycle {
 /** The stamp a block holds now as far as acknowledged operations tell (nothing of it is in flight: blocks are locked). */
 function current(c: Cycle, block: number): number {
   const ops = c.history[block] as Op[];
-  const last = ops.findLast((o) => o.ackedAt !== Number.POSITIVE_INFINITY);
-  return last ? last.stamp : (c.base[block] as number);
+  for (let i = ops.length - 1; i >= 0; i--) {
+    const op = ops[i] as Op;
+    if (op.ackedAt !== Number.POSITIVE_INFINITY) return op.stamp;
+  }
+  return c.base[block] as number;
 }
 
 async function load(
@@ -128,7 +131,8 @@ async function load(
 /** The stamps a block may hold after the crash: the last operation acknowledged before the durable cut, or any later one. */
 function allowed(c: Cycle, block: number): Set<number> {
   const ops = c.history[block] as Op[];
-  const durableAt = ops.findLastIndex((o) => o.ackedAt < c.durableCut);
+  let durableAt = ops.length - 1;
+  while (durableAt >= 0 && (ops[durableAt] as Op).ackedAt >= c.durableCut) durableAt--;
   const out = new Set<number>([durableAt < 0 ? (c.base[block] as number) : (ops[durableAt] as Op).stamp]);
   for (const op of ops.slice(durableAt + 1)) out.add(op.stamp);
   return out;

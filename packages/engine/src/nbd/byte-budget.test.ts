@@ -56,7 +56,7 @@ describe("ByteBudget", () => {
 
   it("large requests that are never released cannot take the small requests' reserve; small ones run from it while a large one waits", () => {
     const b = new ByteBudget(1000, { smallReserveBytes: 200 });
-    const [h1, h2, big, s1, s2, s3] = Array.from({ length: 6 }, () => new Waiter());
+    const [h1, h2, big, s1, s2, s3] = [new Waiter(), new Waiter(), new Waiter(), new Waiter(), new Waiter(), new Waiter()];
     // Two holders that never give back (clients that stopped reading their replies) take all a large request may.
     expect(b.acquire(400, h1)).toBe(true);
     expect(b.acquire(400, h2)).toBe(true);
