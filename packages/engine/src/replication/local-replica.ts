@@ -1,5 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { NbdExport } from "../nbd/export.js";
+import type { AllocationRun, NbdExport } from "../nbd/export.js";
 
 /** What a frontend does with one replica: the NBD ReplicaClient for a peer's, a LocalReplica for its own node's. */
 export interface ReplicaIo {
@@ -8,6 +8,12 @@ export interface ReplicaIo {
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
   flush(): Promise<void>;
+  /**
+   * Which runs from `offset` hold data and which are holes (read as zeros),
+   * at most `maxRuns` covering at most `length` bytes; all data where the
+   * replica cannot tell (a peer that did not offer base:allocation).
+   */
+  blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]>;
   /** Keeps the frontend's write-intent log (an encoded ActivityLogRecord) with the replica, durably. */
   saveActivity(payload: Buffer): Promise<void>;
   close(): void;
@@ -69,6 +75,15 @@ export class LocalReplica implements ReplicaIo {
 
   flush(): Promise<void> {
     return this.#run((cb) => this.#export.flush(cb));
+  }
+
+  blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
+    const exp = this.#export;
+    if (this.#closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "local replica closed" }));
+    if (!exp.blockStatus) return Promise.resolve([{ lengthBytes: length, status: "data" }]);
+    return new Promise((resolve, reject) =>
+      exp.blockStatus?.(offset, length, maxRuns, (error, runs) => (error || !runs ? reject(error) : resolve([...runs]))),
+    );
   }
 
   saveActivity(payload: Buffer): Promise<void> {

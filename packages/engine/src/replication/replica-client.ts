@@ -1,12 +1,16 @@
 import net from "node:net";
 import tls from "node:tls";
 import { KeelsonError } from "@keelson/sdk";
+import type { AllocationRun } from "../nbd/export.js";
 import {
+  AllocationState,
+  BASE_ALLOCATION,
   ClientFlag,
   Command,
   CommandFlag,
   Errno,
   IHAVEOPT,
+  MAX_BLOCK_STATUS_DESCRIPTORS,
   NBDMAGIC,
   OPTION_REPLY_MAGIC,
   Option,
@@ -101,6 +105,8 @@ function dialSocket(address: string, dial: ReplicaDial, what: string, failure: (
 }
 /** Largest error chunk payload accepted: errno, message length, the longest message, an offset. */
 const MAX_ERROR_CHUNK_BYTES = ERROR_PREFIX_BYTES + MAX_ERROR_MESSAGE_BYTES + 8;
+/** A BLOCK_STATUS chunk's payload at most: the context id and the descriptors a query may ask for. */
+const MAX_STATUS_CHUNK_BYTES = 4 + 8 * MAX_BLOCK_STATUS_DESCRIPTORS;
 
 /**
  * Why a replica request failed: the replica answered an error, or it could not
@@ -145,6 +151,8 @@ interface Pending {
   filledBytes: number;
   /** The first error chunk of this reply; the reply fails with it once DONE arrives. */
   error: KeelsonError | null;
+  /** A BLOCK_STATUS query: its reply is one BLOCK_STATUS chunk, kept whole in `data`. */
+  status: boolean;
   timer: NodeJS.Timeout;
 }
 
@@ -179,6 +187,8 @@ export class ReplicaClient {
   readonly #timeoutMs: number;
   /** Whether the replica agreed to structured replies; without them errors are bare errnos. */
   readonly #structured: boolean;
+  /** The replica's id for base:allocation; null when it offered none (block status then answers all data). */
+  readonly #allocationContextId: number | null;
   readonly #pending = new Map<bigint, Pending>();
   /** Requests waiting for an in-flight slot, oldest first (from `#queueHead` on). */
   #queue: Array<Queued | undefined> = [];
@@ -190,9 +200,16 @@ export class ReplicaClient {
   readonly #rx = new ChunkQueue();
   #closed: KeelsonError | null = null;
 
-  private constructor(socket: net.Socket, name: string, sizeBytes: number, timeoutMs: number, structured: boolean) {
+  private constructor(
+    socket: net.Socket,
+    name: string,
+    sizeBytes: number,
+    timeoutMs: number,
+    negotiated: { structured: boolean; allocationContextId: number | null },
+  ) {
     this.#socket = socket;
-    this.#structured = structured;
+    this.#structured = negotiated.structured;
+    this.#allocationContextId = negotiated.allocationContextId;
     this.name = name;
     this.sizeBytes = sizeBytes;
     this.#timeoutMs = timeoutMs;
@@ -224,9 +241,9 @@ export class ReplicaClient {
     const socket = await dialSocket(address, dial, what, (m) => replicaError("timeout", `${what}: ${m}`));
     const reader = new HandshakeReader(socket, what);
     try {
-      const { sizeBytes, structured } = await negotiate(socket, reader, exportName);
+      const { sizeBytes, ...negotiated } = await negotiate(socket, reader, exportName);
       reader.detach();
-      const client = new ReplicaClient(socket, what, sizeBytes, timeoutMs, structured);
+      const client = new ReplicaClient(socket, what, sizeBytes, timeoutMs, negotiated);
       if (reader.rest.length > 0) client.#onData(reader.rest.take(reader.rest.length));
       return client;
     } catch (error) {
@@ -255,6 +272,42 @@ export class ReplicaClient {
 
   async flush(): Promise<void> {
     await this.#send(Command.FLUSH, 0, 0, 0, null, 0);
+  }
+
+  /**
+   * NBD_CMD_BLOCK_STATUS (base:allocation) on the replica. A descriptor is a
+   * hole only when the replica says both HOLE and ZERO; an answer the protocol
+   * forbids closes the connection like any other protocol violation.
+   */
+  async blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
+    const contextId = this.#allocationContextId;
+    if (contextId === null) return [{ lengthBytes: length, status: "data" }];
+    const payload = (await this.#send(
+      Command.BLOCK_STATUS,
+      maxRuns === 1 ? CommandFlag.REQ_ONE : 0,
+      offset,
+      length,
+      null,
+      0,
+    )) as Buffer;
+    const runs: AllocationRun[] = [];
+    let total = 0;
+    for (let at = 4; at + 8 <= payload.length && runs.length < maxRuns; at += 8) {
+      const lengthBytes = payload.readUInt32BE(at);
+      const flags = payload.readUInt32BE(at + 4);
+      const hole = (flags & (AllocationState.HOLE | AllocationState.ZERO)) === (AllocationState.HOLE | AllocationState.ZERO);
+      total += lengthBytes;
+      if (lengthBytes === 0 || total > length) break;
+      const status = hole ? "hole" : "data";
+      const last = runs[runs.length - 1];
+      if (last?.status === status) last.lengthBytes += lengthBytes;
+      else runs.push({ lengthBytes, status });
+    }
+    if (payload.readUInt32BE(0) !== contextId || runs.length === 0 || total > length) {
+      this.#protocolError(`block status reply for context ${payload.readUInt32BE(0)} with ${runs.length} runs of ${total} bytes`);
+      throw this.#closed ?? replicaError("closed", `${this.name}: bad block status reply`);
+    }
+    return runs;
   }
 
   /** Closes the connection; requests in flight fail. Idempotent. */
@@ -314,7 +367,8 @@ export class ReplicaClient {
     const timer = setTimeout(() => {
       this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
     }, this.#timeoutMs);
-    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, timer });
+    const status = type === Command.BLOCK_STATUS;
+    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, status, timer });
     this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
   }
 
@@ -364,7 +418,9 @@ export class ReplicaClient {
     const length = buf.readUInt32BE(16);
     const p = this.#pending.get(handle);
     if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
-    if (length > Math.max(OFFSET_DATA_PREFIX_BYTES + p.replyBytes, MAX_ERROR_CHUNK_BYTES)) {
+    if (
+      length > Math.max(OFFSET_DATA_PREFIX_BYTES + p.replyBytes, MAX_ERROR_CHUNK_BYTES, p.status ? MAX_STATUS_CHUNK_BYTES : 0)
+    ) {
       return this.#protocolError(`reply chunk of ${length} bytes for a request of ${p.replyBytes}`);
     }
     if (this.#rx.length < CHUNK_HEADER_BYTES + length) return false;
@@ -385,6 +441,13 @@ export class ReplicaClient {
   /** Adds one chunk's content to its reply; a description of the protocol violation, or null. */
   #applyChunk(p: Pending, type: number, payload: Buffer): string | null {
     if (type === ReplyType.NONE) return payload.length === 0 ? null : "NONE chunk with a payload";
+    if (type === ReplyType.BLOCK_STATUS) {
+      if (!p.status || p.data !== null) return "BLOCK_STATUS chunk for a request that is not a block status query";
+      if (payload.length < 12 || (payload.length - 4) % 8 !== 0) return `BLOCK_STATUS chunk of ${payload.length} bytes`;
+      // A copy: the chunk queue's buffer is reused.
+      p.data = Buffer.from(payload);
+      return null;
+    }
     if (type === ReplyType.OFFSET_DATA || type === ReplyType.OFFSET_HOLE) {
       const isData = type === ReplyType.OFFSET_DATA;
       if (isData ? payload.length <= OFFSET_DATA_PREFIX_BYTES : payload.length !== OFFSET_HOLE_PAYLOAD_BYTES)
@@ -485,12 +548,31 @@ class HandshakeReader {
   }
 }
 
-/** Fixed newstyle negotiation: structured replies, then OPT_GO; resolves with the export size and whether replies are structured. */
+/** NBD_OPT_SET_META_CONTEXT data: the export and the one query, base:allocation. */
+function setMetaContextOption(name: Buffer): Buffer {
+  const query = Buffer.from(BASE_ALLOCATION, "utf8");
+  const opt = Buffer.alloc(16 + 4 + name.length + 4 + 4 + query.length);
+  IHAVEOPT.copy(opt, 0);
+  opt.writeUInt32BE(Option.SET_META_CONTEXT, 8);
+  opt.writeUInt32BE(opt.length - 16, 12);
+  opt.writeUInt32BE(name.length, 16);
+  name.copy(opt, 20);
+  opt.writeUInt32BE(1, 20 + name.length);
+  opt.writeUInt32BE(query.length, 24 + name.length);
+  query.copy(opt, 28 + name.length);
+  return opt;
+}
+
+/**
+ * Fixed newstyle negotiation: structured replies, base:allocation, then
+ * OPT_GO; resolves with the export size, whether replies are structured and
+ * the id of base:allocation (null when the replica offered none).
+ */
 async function negotiate(
   socket: net.Socket,
   r: HandshakeReader,
   exportName: string,
-): Promise<{ sizeBytes: number; structured: boolean }> {
+): Promise<{ sizeBytes: number; structured: boolean; allocationContextId: number | null }> {
   const greeting = await r.take(18);
   if (!greeting.subarray(0, 8).equals(NBDMAGIC) || !greeting.subarray(8, 16).equals(IHAVEOPT)) {
     throw r.failure("not an NBD server (bad greeting)");
@@ -508,9 +590,10 @@ async function negotiate(
   opt.writeUInt32BE(name.length, 16);
   name.copy(opt, 20);
   opt.writeUInt16BE(0, 20 + name.length);
-  socket.write(Buffer.concat([flags, askStructured, opt]));
+  socket.write(Buffer.concat([flags, askStructured, setMetaContextOption(name), opt]));
   let sizeBytes = -1;
   let structured = false;
+  let allocationContextId: number | null = null;
   for (let replies = 0; replies < 64; replies++) {
     const head = await r.take(20);
     if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw r.failure("bad option reply magic");
@@ -521,9 +604,16 @@ async function negotiate(
       structured = type === OptionReply.ACK;
       continue;
     }
+    if (head.readUInt32BE(8) === Option.SET_META_CONTEXT) {
+      // Any error (no structured replies, an older peer) leaves block status answered as all data.
+      if (type === OptionReply.META_CONTEXT && data.length > 4 && data.toString("utf8", 4) === BASE_ALLOCATION) {
+        allocationContextId = data.readUInt32BE(0);
+      }
+      continue;
+    }
     if (type === OptionReply.ACK) {
       if (sizeBytes < 0) throw r.failure("server acknowledged OPT_GO without export info");
-      return { sizeBytes, structured };
+      return { sizeBytes, structured: structured, allocationContextId: structured ? allocationContextId : null };
     }
     if (type === OptionReply.INFO && data.length >= 12 && data.readUInt16BE(0) === 0) sizeBytes = Number(data.readBigUInt64BE(2));
     else if (type >= 2 ** 31) throw refusal(exportName, type, data);

@@ -23,6 +23,7 @@ function fakeClient(): ReplicaIo & { closed: boolean } {
     write: async () => undefined,
     zero: async () => undefined,
     flush: async () => undefined,
+    blockStatus: async (_offset, length) => [{ lengthBytes: length, status: "data" }],
     saveActivity: async () => undefined,
     close() {
       this.closed = true;

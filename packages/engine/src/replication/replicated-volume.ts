@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import type { AllocationRun } from "../nbd/export.js";
 import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
 import { messageOf } from "../util/errors.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type KeptActivityLog } from "./activity-log.js";
@@ -626,6 +627,33 @@ export class ReplicatedVolume {
           throw fencedOut(this.name, this.epoch);
         }
         if (r.is.state === "healthy") this.#replicas.fault(r, error, Date.now() - started, null);
+      }
+    }
+    throw this.#unavailable();
+  }
+
+  /**
+   * Which runs hold data, from one healthy replica (the local one first):
+   * every healthy replica reads the same, so a hole on one (zeros there) is
+   * zeros on all. A replica that cannot answer is passed over, not faulted
+   * (reads and writes judge its health); UNAVAILABLE when none answers.
+   */
+  async blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
+    if (this.#fenced) throw fencedOut(this.name, this.epoch);
+    const order = this.#replicas
+      .healthy()
+      .sort((a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId));
+    for (const r of order) {
+      const is = r.is;
+      if (is.state !== "healthy") continue;
+      try {
+        return await is.client.blockStatus(offset, length, maxRuns);
+      } catch (error) {
+        if (isStale(error)) {
+          this.#fenced = true;
+          throw fencedOut(this.name, this.epoch);
+        }
+        debug("volume %s: block status from %s failed: %s", this.name, r.nodeId, messageOf(error));
       }
     }
     throw this.#unavailable();

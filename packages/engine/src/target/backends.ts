@@ -1,6 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import { asWireError } from "../nbd/errno.js";
-import type { BlockStatusCallback, ExportCallback } from "../nbd/export.js";
+import type { AllocationRun, BlockStatusCallback, ExportCallback } from "../nbd/export.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import { flushVolume, readVolume, writeVolume, type ZeroOptions, zeroVolume } from "../store/volume-io.js";
@@ -123,6 +123,8 @@ export interface ReplicatedIo {
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
   flush(): Promise<void>;
+  /** Allocation from one healthy replica (see NbdExport.blockStatus). */
+  blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]>;
 }
 
 /**
@@ -171,6 +173,13 @@ export class ReplicatedBackend implements TargetBackend {
     this.#volume.flush().then(
       () => cb(null),
       (e: KeelsonError) => cb(e),
+    );
+  }
+
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    this.#volume.blockStatus(offset, length, maxRuns).then(
+      (runs) => cb(null, runs),
+      (e: KeelsonError) => cb(e, null),
     );
   }
 }
