@@ -23,6 +23,9 @@
 //   npm run bench                      all profiles, all targets available here
 //   BENCH_RUNTIME_S=5 npm run bench    shorter runs
 //   BENCH_PROFILES=randread-4k-qd32 BENCH_TARGETS=keelson,nbdkit-file npm run bench
+//   npm run bench -- --profile         also a V8 CPU profile of each keelsond for the same run
+//                                      (bench/results/profile-<time>/, open in Chrome DevTools),
+//                                      with its top functions by self time printed
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -39,6 +42,10 @@ const RAMP_S = 1;
 const ALL_TARGETS = ["keelson", "keelson-threadpool", "nbdkit-file", "qemu-nbd", "raw-loop"];
 /** Targets compared against keelson in the keelson/peer column (keelson-threadpool has its own). */
 const PEERS = ["nbdkit-file", "qemu-nbd", "raw-loop"];
+/** `--profile`: where each keelsond writes its CPU profile (null: no profiling, the default). */
+const PROFILE_DIR = process.argv.includes("--profile")
+  ? path.join(ROOT, "bench", "results", `profile-${new Date().toISOString().replace(/[:.]/g, "-")}`)
+  : null;
 const TARGETS = (process.env.BENCH_TARGETS ?? ALL_TARGETS.join(",")).split(",").filter(Boolean);
 /**
  * Bench's profiles beyond the conformance suite's BENCH_PROFILES (the suite's
@@ -204,7 +211,9 @@ function syncBacking(backing) {
 /** keelsond on `backing` with disk I/O `io` (auto or threadpool); the target is named `name`. */
 async function withKeelson(name, io, dir, backing, fn) {
   const ready = path.join(dir, `${name}.ready`);
+  const profiling = PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
   const d = startChild(process.execPath, [
+    ...profiling,
     packageBin("@keelson/engine", "keelsond"),
     "--io",
     io,
@@ -241,8 +250,29 @@ async function withKeelson(name, io, dir, backing, fn) {
       facts: { ioEngine },
     });
   } finally {
+    // keelsond exits on SIGTERM after closing its pool, and V8 writes the profile at that exit.
     await stopChild(d);
+    if (PROFILE_DIR) printProfile(path.join(PROFILE_DIR, `${name}.cpuprofile`));
   }
+}
+
+/** The functions that took most of a CPU profile's samples (self time), to stderr. */
+function printProfile(file) {
+  if (!fs.existsSync(file)) {
+    console.error(`bench: no CPU profile at ${file} (keelsond did not exit cleanly)`);
+    return;
+  }
+  const profile = JSON.parse(fs.readFileSync(file, "utf8"));
+  const hits = new Map();
+  for (const node of profile.nodes) {
+    const f = node.callFrame;
+    const where = `${f.functionName || "(anonymous)"} ${f.url ? `${path.basename(f.url)}:${f.lineNumber + 1}` : ""}`.trim();
+    hits.set(where, (hits.get(where) ?? 0) + (node.hitCount ?? 0));
+  }
+  const total = [...hits.values()].reduce((a, b) => a + b, 0);
+  const top = [...hits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  console.error(`bench: CPU profile ${file}, top functions by self time of ${total} samples:`);
+  for (const [where, n] of top) console.error(`  ${((100 * n) / total).toFixed(1).padStart(5)}%  ${where}`);
 }
 
 /** Runs an NBD server that serves `backing` on a unix socket, for the duration of `fn`. */
