@@ -1,6 +1,7 @@
 import http from "node:http";
 import { deviceIo, ioEngineReport } from "../device-io/select.js";
 import type { QosManager } from "../qos/qos-manager.js";
+import { LATENCY_BUCKETS_S, type LatencyHistogram } from "../store/io-counters.js";
 import type { Pool } from "../store/pool.js";
 import type { SpaceAlarm } from "../store/space-alarm.js";
 import type { Volume } from "../store/volume.js";
@@ -15,8 +16,9 @@ type Labels = Record<string, string>;
 interface Family {
   name: string;
   help: string;
-  type: "gauge" | "counter";
-  samples: Array<[Labels, number]>;
+  type: "gauge" | "counter" | "histogram";
+  /** Labels, value, and for a histogram the sample's suffix (`_bucket`, `_sum`, `_count`). */
+  samples: Array<[Labels, number] | [Labels, number, string]>;
 }
 
 function escapeLabel(v: string): string {
@@ -27,11 +29,12 @@ function render(families: Family[]): string {
   const lines: string[] = [];
   for (const f of families) {
     lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
-    for (const [labels, value] of f.samples) {
+    for (const [labels, value, suffix] of f.samples) {
       const l = Object.entries(labels)
         .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
         .join(",");
-      lines.push(`${f.name}${l ? `{${l}}` : ""} ${Number.isFinite(value) ? value : 0}`);
+      const shown = Number.isFinite(value) ? value : value === Number.POSITIVE_INFINITY ? "+Inf" : 0;
+      lines.push(`${f.name}${suffix ?? ""}${l ? `{${l}}` : ""} ${shown}`);
     }
   }
   return `${lines.join("\n")}\n`;
@@ -113,6 +116,18 @@ function nbdFamilies(nbd: NbdBufferState): Family[] {
   ];
 }
 
+/** A histogram's samples in the exposition's shape: cumulative buckets with `le`, then sum and count. */
+function histogramSamples(labels: Labels, h: LatencyHistogram): Array<[Labels, number, string]> {
+  const out: Array<[Labels, number, string]> = [];
+  let cumulative = 0;
+  LATENCY_BUCKETS_S.forEach((le, i) => {
+    cumulative += h.counts[i] as number;
+    out.push([{ ...labels, le: String(le) }, cumulative, "_bucket"]);
+  });
+  out.push([{ ...labels, le: "+Inf" }, h.count, "_bucket"], [labels, h.sumSeconds, "_sum"], [labels, h.count, "_count"]);
+  return out;
+}
+
 /** What clients asked of each volume through its exports (requests as they arrived, not their outcome). */
 function volumeIoFamilies(volumes: Volume[]): Family[] {
   const counter = (name: string, help: string, fn: (v: Volume) => number): Family => ({
@@ -121,7 +136,29 @@ function volumeIoFamilies(volumes: Volume[]): Family[] {
     type: "counter",
     samples: volumes.map((v) => [{ volume: v.name }, fn(v)]),
   });
+  const latency: Array<[Labels, number] | [Labels, number, string]> = [];
+  for (const v of volumes) {
+    const kinds: Array<[string, LatencyHistogram]> = [
+      ["read", v.io.readLatency],
+      ["write", v.io.writeLatency],
+      ["zero", v.io.zeroLatency],
+      ["flush", v.io.flushLatency],
+    ];
+    for (const [op, h] of kinds) latency.push(...histogramSamples({ volume: v.name, op }, h));
+  }
   return [
+    {
+      name: "keelson_volume_request_duration_seconds",
+      help: "Time from an NBD request's arrival (a write's once its payload is in) to its completion, by kind.",
+      type: "histogram",
+      samples: latency,
+    },
+    {
+      name: "keelson_volume_requests_in_flight",
+      help: "Reads, writes, zeroes and flushes of the volume started and not completed.",
+      type: "gauge",
+      samples: volumes.map((v) => [{ volume: v.name }, v.io.inFlight]),
+    },
     counter("keelson_volume_read_requests_total", "NBD READ requests of the volume.", (v) => v.io.readOps),
     counter("keelson_volume_read_bytes_total", "Bytes NBD READ requests of the volume asked for.", (v) => v.io.readBytes),
     counter("keelson_volume_write_requests_total", "NBD WRITE requests of the volume.", (v) => v.io.writeOps),

@@ -63,6 +63,9 @@ class Request {
   handleLo = 0;
   /** Offset of a READ (its structured reply names it). */
   offset = 0;
+  /** The command, and when it was handed to the export (performance.now(), ms), for the export's latency figures. */
+  command = 0;
+  startedMs = 0;
   /** Length of a BLOCK_STATUS query, and the most descriptors its reply may hold (the export's answer is checked against both). */
   statusLength = 0;
   statusMaxRuns = 0;
@@ -307,6 +310,8 @@ export class Connection implements BudgetWaiter {
     const offset = buf.readUInt32BE(at + 16) * 2 ** 32 + buf.readUInt32BE(at + 20);
     const length = buf.readUInt32BE(at + 24);
     this.#inflight++;
+    req.command = type;
+    req.startedMs = performance.now();
     const allowed = FLAGS_BY_COMMAND[type];
     if (type === Command.WRITE) return this.#startWrite(req, flags, offset, length);
     if (type === Command.KEELSON_ACTIVITY) return this.#startActivity(req, flags, offset, length);
@@ -501,6 +506,8 @@ export class Connection implements BudgetWaiter {
     this.#state = "header";
     const refusal = w.refusal;
     if (refusal) return this.#refuse(w.req, refusal.errno, refusal.code, refusal.detail);
+    // A write's time starts once its payload is in: how fast the client sent it is not the volume's latency.
+    w.req.startedMs = performance.now();
     try {
       if (w.activity) (this.export.saveActivity as NonNullable<NbdExport["saveActivity"]>)(w.data, w.req.done);
       else this.export.write(w.offset, w.data, w.fua, w.req.done);
@@ -516,6 +523,7 @@ export class Connection implements BudgetWaiter {
    * errno 0, which the client would read as success.
    */
   complete(req: Request, error: unknown): void {
+    this.export.observe?.(req.command, performance.now() - req.startedMs);
     if (error !== null && error !== undefined) {
       const typed = asWireError(error);
       debug("request failed: %s %s", typed.code, typed.message);

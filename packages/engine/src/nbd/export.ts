@@ -41,6 +41,12 @@ export interface NbdExport {
    * replica exports have it. Kept before it calls back, on disk soon after.
    */
   saveActivity?(payload: Buffer, cb: ExportCallback): void;
+  /**
+   * A request this export ran (READ, WRITE, WRITE_ZEROES, TRIM, FLUSH, ...)
+   * completed, `elapsedMs` after it was handed over, successfully or not.
+   * Called once per request, after its callback; for latency figures only.
+   */
+  observe?(command: number, elapsedMs: number): void;
   /** Releases the handle; called once, after the connection's last request completed. */
   close(): void;
 }

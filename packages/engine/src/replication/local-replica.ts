@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { AllocationRun, NbdExport } from "../nbd/export.js";
+import { Command } from "../nbd/protocol.js";
 
 /** What a frontend does with one replica: the NBD ReplicaClient for a peer's, a LocalReplica for its own node's. */
 export interface ReplicaIo {
@@ -54,27 +55,38 @@ export class LocalReplica implements ReplicaIo {
     return this.#export.sizeBytes;
   }
 
-  #run(start: (cb: (error: KeelsonError | null) => void) => void): Promise<void> {
+  /** Runs one request on the export, and reports its latency to it as an NBD connection would. */
+  #run(command: number, start: (cb: (error: KeelsonError | null) => void) => void): Promise<void> {
     if (this.#closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "local replica closed" }));
-    return new Promise((resolve, reject) => start((error) => (error ? reject(error) : resolve())));
+    const exp = this.#export;
+    const startedMs = performance.now();
+    return new Promise((resolve, reject) =>
+      start((error) => {
+        exp.observe?.(command, performance.now() - startedMs);
+        if (error) reject(error);
+        else resolve();
+      }),
+    );
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
-    await this.#run((cb) => this.#export.read(offset, length, buf, 0, cb));
+    await this.#run(Command.READ, (cb) => this.#export.read(offset, length, buf, 0, cb));
     return buf;
   }
 
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.#run((cb) => this.#export.write(offset, data, fua, cb));
+    return this.#run(Command.WRITE, (cb) => this.#export.write(offset, data, fua, cb));
   }
 
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void> {
-    return this.#run((cb) => this.#export.zero(offset, length, { trim, noHole, fua }, cb));
+    return this.#run(trim ? Command.TRIM : Command.WRITE_ZEROES, (cb) =>
+      this.#export.zero(offset, length, { trim, noHole, fua }, cb),
+    );
   }
 
   flush(): Promise<void> {
-    return this.#run((cb) => this.#export.flush(cb));
+    return this.#run(Command.FLUSH, (cb) => this.#export.flush(cb));
   }
 
   blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
@@ -90,7 +102,7 @@ export class LocalReplica implements ReplicaIo {
     const save = this.#export.saveActivity;
     if (!save)
       return Promise.reject(new KeelsonError({ code: "INTERNAL", message: `${this.#export.name}: not a replica export` }));
-    return this.#run((cb) => save.call(this.#export, payload, cb));
+    return this.#run(Command.KEELSON_ACTIVITY, (cb) => save.call(this.#export, payload, cb));
   }
 
   /** Releases the export handle. Idempotent. */

@@ -1,5 +1,6 @@
 import { asWireError } from "../nbd/errno.js";
 import type { BlockStatusCallback, ExportCallback, NbdExport } from "../nbd/export.js";
+import { Command } from "../nbd/protocol.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
 import { IoCounters } from "../store/io-counters.js";
@@ -84,6 +85,16 @@ export class VolumeTarget implements NbdExport {
   flush(cb: ExportCallback): void {
     this.#io.flushOps++;
     this.#head.flush(cb);
+  }
+
+  /** Latency of a request it ran, into the volume's histogram of its kind (other commands are not timed). */
+  observe(command: number, elapsedMs: number): void {
+    const io = this.#io;
+    const seconds = elapsedMs / 1000;
+    if (command === Command.READ) io.readLatency.observe(seconds);
+    else if (command === Command.WRITE) io.writeLatency.observe(seconds);
+    else if (command === Command.WRITE_ZEROES || command === Command.TRIM) io.zeroLatency.observe(seconds);
+    else if (command === Command.FLUSH) io.flushLatency.observe(seconds);
   }
 
   /**
