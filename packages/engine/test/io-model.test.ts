@@ -168,6 +168,7 @@ describe("I/O model", () => {
         for (const client of clients) client.close();
         console.log(`cycle ${cycle}: ${JSON.stringify(c.counts)}; ${c.reads} reads checked while running`);
         expect(c.mismatches.slice(0, 5), `seed ${seed} cycle ${cycle}`).toEqual([]);
+        expect(c.reads, "reads checked against the model while the load ran").toBeGreaterThan(50);
         expect(c.durableCut, "no FLUSH was acknowledged before the kill").toBeGreaterThan(0);
 
         d = await startDaemon({ poolPath, dir: dir.path });

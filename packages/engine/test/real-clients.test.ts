@@ -83,6 +83,10 @@ describe("real NBD clients against keelsond", () => {
     if (!node) throw new Error("no node");
     await c.createVolume({ name: "f", sizeBytes: 16 * MIB, replicas: 2 });
     expect((await c.attachVolume({ name: "f" })).epoch).toBe(1);
+    // Data everywhere: nbdcopy asks for block status and would read nothing from an empty volume.
+    const src = path.join(dir.path, "f.bin");
+    fs.writeFileSync(src, crypto.randomBytes(16 * MIB));
+    await run("nbdcopy", [src, `nbd+unix:///f?socket=${encodeURIComponent(node.nbdSocket)}`]);
     // nbdcopy reads into a pipe nobody drains yet, so it stalls after its first reads with the
     // connection open; the volume is then fenced at epoch 2 and every later read is refused.
     const replicaConnections = async () => (await c.getVolume({ name: "f", replicaOnly: true })).connections;

@@ -35,6 +35,7 @@ describe("per-volume request metrics", () => {
     expect(get('keelson_volume_flush_requests_total{volume="a"}')).toBe(1);
     expect(get('keelson_volume_zero_requests_total{volume="a"}')).toBe(1);
     expect(get('keelson_volume_read_requests_total{volume="b"}')).toBe(0);
+    expect(get('keelson_volume_block_status_requests_total{volume="a"}')).toBe(0);
     expect(get('keelson_volume_requests_in_flight{volume="a"}')).toBe(0);
     for (const [op, n] of [
       ["read", 5],

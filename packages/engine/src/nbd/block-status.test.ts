@@ -211,7 +211,7 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     ]);
   });
 
-  it("refuses with EINVAL: no context selected, a query of 0 bytes, one past the end, an unknown flag", async () => {
+  it("refuses with EINVAL: no context selected, a query of 0 bytes, one past the end, a flag not for queries; FUA is accepted", async () => {
     const exp = new MapExport();
     const plain = await connect(exp);
     await plain.option(Option.STRUCTURED_REPLY, Buffer.alloc(0));
@@ -225,13 +225,16 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     for (const [flags, offset, length] of [
       [0, 0, 0],
       [0, SIZE_BYTES - 4096, 8192],
-      [CommandFlag.FUA, 0, 4096],
+      [CommandFlag.NO_HOLE, 0, 4096],
     ] as const) {
       const r = await c.request(Command.BLOCK_STATUS, flags, offset, length);
       expect(r.type, `flags ${flags} offset ${offset} length ${length}`).toBe(ReplyType.ERROR);
       expect(r.payload.readUInt32BE(0)).toBe(Errno.EINVAL);
     }
     expect(exp.queries).toEqual([]);
+    // The server advertises FUA, so it must accept it on every command (it means nothing to a query).
+    const fua = await c.request(Command.BLOCK_STATUS, CommandFlag.FUA, 0, 4096);
+    expect(fua.type).toBe(ReplyType.BLOCK_STATUS);
   });
 
   it("an answer the protocol forbids (no run, an empty run, too many bytes or runs) reaches the client as an error, never as a chunk", async () => {
@@ -288,5 +291,15 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     expect((await d.option(Option.SET_META_CONTEXT, metaContextData("v", []))).map(([t]) => t)).toEqual([OptionReply.ACK]);
     await d.option(Option.GO, goData("v"));
     expect((await d.request(Command.BLOCK_STATUS, 0, 0, 4096)).type).toBe(ReplyType.ERROR);
+
+    // A SET that fails still replaces the selection (the protocol says so): nothing is selected after it.
+    const f = await connect(exp, ["v", "w"]);
+    await f.option(Option.STRUCTURED_REPLY, Buffer.alloc(0));
+    await f.option(Option.SET_META_CONTEXT, metaContextData("v", ["base:allocation"]));
+    expect((await f.option(Option.SET_META_CONTEXT, metaContextData("nope", ["base:allocation"]))).map(([t]) => t)).toEqual([
+      OptionReply.ERR_UNKNOWN,
+    ]);
+    await f.option(Option.GO, goData("v"));
+    expect((await f.request(Command.BLOCK_STATUS, 0, 0, 4096)).type).toBe(ReplyType.ERROR);
   });
 });

@@ -74,6 +74,23 @@ describe("ByteBudget", () => {
     expect([b.usedBytes, b.waiters]).toEqual([0, 0]);
   });
 
+  it("a large request that can only run alone is not starved by a stream of small ones: they queue behind it", () => {
+    const b = new ByteBudget(1000, { smallReserveBytes: 200 });
+    const [small, big, next] = [new Waiter(), new Waiter(), new Waiter()];
+    expect(b.acquire(100, small)).toBe(true);
+    // Larger than the 800 bytes large requests may hold together: it runs once nothing else is held.
+    expect(b.acquire(900, big)).toBe(false);
+    // Small requests keep coming; each waits behind it instead of keeping the budget from ever emptying.
+    expect(b.acquire(50, next)).toBe(false);
+    expect(next.granted).toBe(0);
+    // Once the budget empties the large one runs first; the small one fits beside it.
+    b.release(100);
+    expect([big.granted, next.granted, b.usedBytes]).toEqual([1, 1, 950]);
+    b.release(900);
+    b.release(50);
+    expect([b.usedBytes, b.waiters]).toEqual([0, 0]);
+  });
+
   it("releasing more than is held is a programming error", () => {
     const b = new ByteBudget(100, { smallReserveBytes: 0 });
     expect(() => b.release(1)).toThrow();

@@ -98,6 +98,7 @@ export class ByteBudget {
     assert(bytes >= 0 && bytes <= this.#usedBytes, "release of more bytes than are held");
     this.#usedBytes -= bytes;
     if (bytes > 0 && this.#isSmall(bytes)) this.#usedSmallBytes -= bytes;
+    assert(this.#usedSmallBytes >= 0 && this.#usedSmallBytes <= this.#usedBytes, "released bytes match no acquire");
     this.#grant();
   }
 
@@ -150,10 +151,18 @@ export class ByteBudget {
     return this.#usedBytes + bytes <= this.limitBytes && largeHeld + bytes <= this.limitBytes - this.smallReserveBytes;
   }
 
-  /** A small request uses the whole budget, but only its reserve while a large one waits. */
+  /**
+   * A small request uses the whole budget, but only its reserve while a large
+   * one waits, and nothing while the one waiting can only run alone (larger
+   * than the part of the budget large requests may use): it waits for the
+   * budget to empty, which a stream of small requests would never let happen.
+   */
   #fitsSmall(bytes: number): boolean {
     if (this.#usedBytes === 0) return true;
     if (this.#usedBytes + bytes > this.limitBytes) return false;
-    return this.#large.length === 0 || this.#usedSmallBytes + bytes <= this.smallReserveBytes;
+    const large = this.#large[0];
+    if (large === undefined) return true;
+    if (large.bytes > this.limitBytes - this.smallReserveBytes) return false;
+    return this.#usedSmallBytes + bytes <= this.smallReserveBytes;
   }
 }

@@ -42,7 +42,8 @@ const FLAGS_BY_COMMAND: Readonly<Record<number, number>> = {
   [Command.TRIM]: CommandFlag.FUA,
   [Command.WRITE_ZEROES]: CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
   [Command.DISC]: CommandFlag.FUA,
-  [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
+  // FUA means nothing to a query, but the protocol says a server advertising it accepts it on every command.
+  [Command.BLOCK_STATUS]: CommandFlag.FUA | CommandFlag.REQ_ONE,
 };
 
 /** A BLOCK_STATUS reply's payload: the context id, then (length, status) per descriptor. */
@@ -433,7 +434,9 @@ export class Connection implements BudgetWaiter {
       buf.writeUInt32BE(run.status === "hole" ? AllocationState.HOLE | AllocationState.ZERO : 0, at + 4);
       at += 8;
     }
-    this.#send(req, buf);
+    this.export.observe?.(req.command, performance.now() - req.startedMs);
+    // Like a READ's reply, its charge goes back once the socket flushed it, not when it is queued.
+    this.#sendData(req, buf);
   }
 
   #startWrite(req: Request, flags: number, offset: number, length: number): void {

@@ -306,6 +306,8 @@ class Negotiation {
    * selected. Both need structured replies first and an export that exists.
    */
   async metaContext(option: number, data: Buffer): Promise<void> {
+    // A SET replaces the selection even when it fails (the protocol says so): clear it before any check.
+    if (option === Option.SET_META_CONTEXT) this.allocationContextFor = null;
     if (!this.structuredReplies) {
       this.send(errorReply(option, OptionReply.ERR_INVALID, "meta contexts need NBD_OPT_STRUCTURED_REPLY first"));
       return;

@@ -1,4 +1,5 @@
 import { KeelsonError } from "@keelson/sdk";
+import { asWireError } from "../nbd/errno.js";
 import type { AllocationRun, NbdExport } from "../nbd/export.js";
 import { Command } from "../nbd/protocol.js";
 
@@ -60,13 +61,19 @@ export class LocalReplica implements ReplicaIo {
     if (this.#closed) return Promise.reject(new KeelsonError({ code: "UNAVAILABLE", message: "local replica closed" }));
     const exp = this.#export;
     const startedMs = performance.now();
-    return new Promise((resolve, reject) =>
-      start((error) => {
+    return new Promise((resolve, reject) => {
+      const done = (error: KeelsonError | null): void => {
         exp.observe?.(command, performance.now() - startedMs);
         if (error) reject(error);
         else resolve();
-      }),
-    );
+      };
+      try {
+        start(done);
+      } catch (error) {
+        // Counted as started by the export: it must be observed as ended too, or its in-flight count never drops.
+        done(asWireError(error));
+      }
+    });
   }
 
   async read(offset: number, length: number): Promise<Buffer> {

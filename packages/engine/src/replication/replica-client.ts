@@ -282,29 +282,27 @@ export class ReplicaClient {
   async blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
     const contextId = this.#allocationContextId;
     if (contextId === null) return [{ lengthBytes: length, status: "data" }];
-    const payload = (await this.#send(
-      Command.BLOCK_STATUS,
-      maxRuns === 1 ? CommandFlag.REQ_ONE : 0,
-      offset,
-      length,
-      null,
-      0,
-    )) as Buffer;
+    const payload = await this.#send(Command.BLOCK_STATUS, maxRuns === 1 ? CommandFlag.REQ_ONE : 0, offset, length, null, 0);
     const runs: AllocationRun[] = [];
     let total = 0;
-    for (let at = 4; at + 8 <= payload.length && runs.length < maxRuns; at += 8) {
-      const lengthBytes = payload.readUInt32BE(at);
+    let bad = payload === null ? "a block status reply without a BLOCK_STATUS chunk" : null;
+    if (payload !== null && payload.readUInt32BE(0) !== contextId)
+      bad = `a block status reply for context ${payload.readUInt32BE(0)}`;
+    for (let at = 4; payload !== null && bad === null && at + 8 <= payload.length && total < length; at += 8) {
+      // The last descriptor may reach past the query (the protocol allows it without REQ_ONE): cut to the query.
+      const lengthBytes = Math.min(payload.readUInt32BE(at), length - total);
+      if (lengthBytes === 0) bad = "a block status descriptor of 0 bytes";
       const flags = payload.readUInt32BE(at + 4);
       const hole = (flags & (AllocationState.HOLE | AllocationState.ZERO)) === (AllocationState.HOLE | AllocationState.ZERO);
-      total += lengthBytes;
-      if (lengthBytes === 0 || total > length) break;
       const status = hole ? "hole" : "data";
       const last = runs[runs.length - 1];
       if (last?.status === status) last.lengthBytes += lengthBytes;
-      else runs.push({ lengthBytes, status });
+      else if (runs.length < maxRuns) runs.push({ lengthBytes, status });
+      else break;
+      total += lengthBytes;
     }
-    if (payload.readUInt32BE(0) !== contextId || runs.length === 0 || total > length) {
-      this.#protocolError(`block status reply for context ${payload.readUInt32BE(0)} with ${runs.length} runs of ${total} bytes`);
+    if (bad !== null || runs.length === 0) {
+      this.#protocolError(bad ?? "a block status reply without descriptors");
       throw this.#closed ?? replicaError("closed", `${this.name}: bad block status reply`);
     }
     return runs;
@@ -609,6 +607,8 @@ async function negotiate(
       if (type === OptionReply.META_CONTEXT && data.length > 4 && data.toString("utf8", 4) === BASE_ALLOCATION) {
         allocationContextId = data.readUInt32BE(0);
       }
+      // An error after context replies voids them (the protocol says to disregard them).
+      if (type >= 2 ** 31) allocationContextId = null;
       continue;
     }
     if (type === OptionReply.ACK) {

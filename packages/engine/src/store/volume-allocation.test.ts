@@ -32,7 +32,9 @@ function randomChain(random: () => number, extents: number, depth: number): Laye
       if (random() < 0.4) continue;
       const states = newStates(BLOCKS_PER_EXTENT / 4);
       // Some extents written through, the rest in random runs of states.
-      if (random() < 0.2) setStates(states, 0, BLOCKS_PER_EXTENT, BlockState.DATA);
+      const whole = random();
+      if (whole < 0.15) setStates(states, 0, BLOCKS_PER_EXTENT, BlockState.DATA);
+      else if (whole < 0.25) setStates(states, 0, BLOCKS_PER_EXTENT, BlockState.ZERO);
       else
         for (let b = 0; b < BLOCKS_PER_EXTENT; ) {
           const run = 1 + Math.floor(random() * 5);

@@ -69,12 +69,18 @@ export function allocationMap(
       pos = extentEnd;
       continue;
     }
-    const top = entries[0];
+    // The newest layer holding this extent decides every block it holds: when it holds all of the range as
+    // data (a volume written through) or as zeros (a trimmed one), one run, without resolving block by block.
+    const first = entries.find((e) => e !== undefined) as ExtentEntry;
     const firstBlock = Math.floor((pos - logical * extentBytes) / BLOCK_SIZE_BYTES);
     const endBlock = Math.ceil((extentEnd - logical * extentBytes) / BLOCK_SIZE_BYTES);
-    if (top !== undefined && allStates(top.states, firstBlock, endBlock, BlockState.DATA)) {
-      // The newest layer holds every block (a volume written through): one run, without resolving block by block.
-      if (!add(pos, extentEnd, "data")) break;
+    const whole = allStates(first.states, firstBlock, endBlock, BlockState.DATA)
+      ? "data"
+      : allStates(first.states, firstBlock, endBlock, BlockState.ZERO)
+        ? "hole"
+        : null;
+    if (whole !== null) {
+      if (!add(pos, extentEnd, whole)) break;
       pos = extentEnd;
       continue;
     }

@@ -1,4 +1,4 @@
-import type { ExportCallback } from "../nbd/export.js";
+import type { BlockStatusCallback, ExportCallback } from "../nbd/export.js";
 import type { ZeroOptions } from "../store/volume-io.js";
 
 // A target is a chain of stages ending in a backend: epoch fence -> QoS ->
@@ -15,4 +15,12 @@ export interface BlockIo {
   /** WRITE_ZEROES (trim false) or TRIM (trim true). */
   zero(offset: number, length: number, options: ZeroOptions, cb: ExportCallback): void;
   flush(cb: ExportCallback): void;
+  /** Allocation (NBD_CMD_BLOCK_STATUS); a stage passes it on, a backend that cannot tell leaves it out. */
+  blockStatus?(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void;
+}
+
+/** Block status through `next`, or the whole range as data where it cannot tell (the protocol allows that for any block). */
+export function blockStatusOf(next: BlockIo, offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+  if (next.blockStatus) return next.blockStatus(offset, length, maxRuns, cb);
+  cb(null, [{ lengthBytes: length, status: "data" }]);
 }

@@ -1,8 +1,8 @@
 import { KeelsonError } from "@keelson/sdk";
-import type { ExportCallback } from "../nbd/export.js";
+import type { BlockStatusCallback, ExportCallback } from "../nbd/export.js";
 import type { QosManager, VolumeQos } from "../qos/qos-manager.js";
 import type { ZeroOptions } from "../store/volume-io.js";
-import type { BlockIo } from "./block-io.js";
+import { type BlockIo, blockStatusOf } from "./block-io.js";
 import { ReadIo, throttleQueueFull, WriteIo, ZeroIo } from "./qos-io.js";
 
 /** What an epoch fence guards: a volume whose record holds the highest epoch fenced on it (absent means 0). */
@@ -56,6 +56,13 @@ export class EpochFence implements BlockIo {
 
   flush(cb: ExportCallback): void {
     if (this.#current(cb)) this.#next.flush(cb);
+  }
+
+  /** Fenced like I/O: a superseded frontend learns it is stale from its first query too. */
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    const stale = this.#epoch >= (this.#volume.record.epoch ?? 0) ? null : staleEpoch(this.#volume, this.#epoch);
+    if (stale) return cb(stale, null);
+    blockStatusOf(this.#next, offset, length, maxRuns, cb);
   }
 }
 
@@ -115,5 +122,10 @@ export class QosStage implements BlockIo {
 
   flush(cb: ExportCallback): void {
     this.#next.flush(cb);
+  }
+
+  /** Not throttled: it is answered from metadata and costs the disk nothing. */
+  blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
+    blockStatusOf(this.#next, offset, length, maxRuns, cb);
   }
 }

@@ -8,7 +8,7 @@ import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
 import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
-import type { BlockIo } from "./block-io.js";
+import { type BlockIo, blockStatusOf } from "./block-io.js";
 import { EpochFence, QosStage } from "./stages.js";
 
 /** What counts a target's open handles: a volume, a snapshot or a replicated volume (delete or detach refuses while any is open). */
@@ -97,15 +97,10 @@ export class VolumeTarget implements NbdExport {
     else if (command === Command.FLUSH) io.flushLatency.observe(seconds);
   }
 
-  /**
-   * Straight to the backend: an answer from metadata costs the disk nothing,
-   * so QoS does not count it. A backend that cannot tell reports all data.
-   */
+  /** Through the stages (the epoch fence refuses a superseded handle; QoS does not throttle it) to the backend. */
   blockStatus(offset: number, length: number, maxRuns: number, cb: BlockStatusCallback): void {
     this.#io.blockStatusOps++;
-    const backend = this.#backend;
-    if (backend.blockStatus) return backend.blockStatus(offset, length, maxRuns, cb);
-    cb(null, [{ lengthBytes: length, status: "data" }]);
+    blockStatusOf(this.#head, offset, length, maxRuns, cb);
   }
 
   /** Releases the handle. Idempotent. */
