@@ -2,6 +2,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { allocationMap } from "./helpers/allocation-map.js";
 import { startDaemon, type TestDaemon, tempDir } from "./helpers/daemon.js";
 import { canRun } from "./helpers/env.js";
 import { scrape } from "./helpers/metrics.js";
@@ -18,24 +19,6 @@ const REQUEST_BYTES = 256 * 1024;
 
 async function readBytes(d: TestDaemon, volume: string): Promise<number> {
   return (await scrape(d)).get(`keelson_volume_read_bytes_total{volume="${volume}"}`) ?? Number.NaN;
-}
-
-interface MapRun {
-  offset: number;
-  length: number;
-  type: number;
-}
-
-/** `nbdinfo --map --json` of an export: runs of base:allocation, adjacent runs of one type merged. */
-async function allocationMap(uri: string): Promise<MapRun[]> {
-  const out = await run("nbdinfo", ["--map", "--json", uri]);
-  const merged: MapRun[] = [];
-  for (const r of JSON.parse(out.stdout) as MapRun[]) {
-    const last = merged[merged.length - 1];
-    if (last && last.type === r.type && last.offset + last.length === r.offset) last.length += r.length;
-    else merged.push({ offset: r.offset, length: r.length, type: r.type });
-  }
-  return merged;
 }
 
 describe("block status (base:allocation)", () => {

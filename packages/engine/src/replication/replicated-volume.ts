@@ -608,12 +608,17 @@ export class ReplicatedVolume {
     return this.#everywhere(null, (c) => c.flush());
   }
 
+  /** The healthy replicas, this node's own first: where reads and queries go. */
+  #readOrder(): ReturnType<ReplicaSet["healthy"]> {
+    return this.#replicas
+      .healthy()
+      .sort((a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId));
+  }
+
   /** Reads from the local replica while healthy, else from the others in turn. */
   async read(offset: number, length: number): Promise<Buffer> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
-    const order = this.#replicas
-      .healthy()
-      .sort((a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId));
+    const order = this.#readOrder();
     for (const r of order) {
       // Faulted while an earlier replica was tried: skipped (a replica reconnected since is read as before this split).
       const is = r.is;
@@ -640,9 +645,7 @@ export class ReplicatedVolume {
    */
   async blockStatus(offset: number, length: number, maxRuns: number): Promise<AllocationRun[]> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
-    const order = this.#replicas
-      .healthy()
-      .sort((a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId));
+    const order = this.#readOrder();
     for (const r of order) {
       const is = r.is;
       if (is.state !== "healthy") continue;

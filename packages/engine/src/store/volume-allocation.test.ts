@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { seededRandom, testSeed } from "../testing/random.js";
 import { BlockState, newStates, setStates } from "./block-states.js";
 import { ExtentEntry, Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES } from "./layout.js";
@@ -11,18 +12,6 @@ import { type AllocationRun, allocationMap } from "./volume-allocation.js";
 
 const EXTENT_BYTES = 64 * 1024;
 const BLOCKS_PER_EXTENT = EXTENT_BYTES / BLOCK_SIZE_BYTES;
-
-/** A deterministic generator (mulberry32), so that a failure names a seed that reproduces it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function randomChain(random: () => number, extents: number, depth: number): Layer[] {
   const chain: Layer[] = [];
@@ -70,9 +59,9 @@ function view(chain: Layer[], sizeBytes: number): ChainView {
 
 describe("allocationMap", () => {
   it("matches the model byte for byte over random chains and ranges; runs alternate, cover the range unless cut at maxRuns", () => {
-    const seed = Number(process.env.KEELSON_SEED ?? Date.now() % 1_000_000);
+    const seed = testSeed();
     console.log(`allocation map model: seed ${seed} (KEELSON_SEED=${seed} reproduces it)`);
-    const random = rng(seed);
+    const random = seededRandom(seed);
     for (let round = 0; round < 200; round++) {
       const extents = 1 + Math.floor(random() * 6);
       const sizeBytes = extents * EXTENT_BYTES - Math.floor(random() * 3) * 512;
@@ -101,7 +90,7 @@ describe("allocationMap", () => {
   });
 
   it("refuses a range past the end (OUT_OF_RANGE) and a deleted view (VOLUME_NOT_FOUND)", () => {
-    const chain = randomChain(rng(1), 2, 1);
+    const chain = randomChain(seededRandom(1), 2, 1);
     expect(() => allocationMap(view(chain, 2 * EXTENT_BYTES), EXTENT_BYTES, EXTENT_BYTES, 2 * EXTENT_BYTES, 10)).toThrow(
       expect.objectContaining({ code: "OUT_OF_RANGE" }),
     );

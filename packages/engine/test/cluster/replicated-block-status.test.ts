@@ -2,29 +2,13 @@ import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { LocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { allocationMap, type MapRun } from "../helpers/allocation-map.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
 import { run } from "../helpers/process.js";
 
 const MIB = 1024 * 1024;
 const track = trackClusters();
-
-interface MapRun {
-  offset: number;
-  length: number;
-  type: number;
-}
-
-/** `nbdinfo --map --json`, adjacent runs of one type merged. */
-async function allocationMap(uri: string): Promise<MapRun[]> {
-  const merged: MapRun[] = [];
-  for (const r of JSON.parse((await run("nbdinfo", ["--map", "--json", uri])).stdout) as MapRun[]) {
-    const last = merged[merged.length - 1];
-    if (last && last.type === r.type && last.offset + last.length === r.offset) last.length += r.length;
-    else merged.push({ offset: r.offset, length: r.length, type: r.type });
-  }
-  return merged;
-}
 
 describe("block status of a replicated volume", () => {
   it("nbdinfo --map through the frontend shows the replicas' allocation, from the local replica and from a peer's over the replica protocol", async (t) => {
