@@ -257,7 +257,7 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     }
   });
 
-  it("LIST names base:allocation for no query, `base:` or its full name, nothing for another namespace; SET needs structured replies and an export that exists", async () => {
+  it("LIST names base:allocation for no query, `base:` or its full name, nothing for another namespace; LIST needs an export that exists; SET needs structured replies", async () => {
     const exp = new MapExport();
     const early = await connect(exp);
     const refused = await early.option(Option.SET_META_CONTEXT, metaContextData("v", ["base:allocation"]));
@@ -272,7 +272,7 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     }
     const other = await c.option(Option.LIST_META_CONTEXT, metaContextData("v", ["qemu:dirty-bitmap:x"]));
     expect(other.map(([t]) => t)).toEqual([OptionReply.ACK]);
-    const unknown = await c.option(Option.SET_META_CONTEXT, metaContextData("nope", ["base:allocation"]));
+    const unknown = await c.option(Option.LIST_META_CONTEXT, metaContextData("nope", ["base:allocation"]));
     expect(unknown.map(([t]) => t)).toEqual([OptionReply.ERR_UNKNOWN]);
     const malformed = await c.option(Option.SET_META_CONTEXT, metaContextData("v", ["base:allocation"]).subarray(0, 10));
     expect(malformed.map(([t]) => t)).toEqual([OptionReply.ERR_INVALID]);
@@ -296,9 +296,8 @@ describe("meta contexts and NBD_CMD_BLOCK_STATUS", () => {
     const f = await connect(exp, ["v", "w"]);
     await f.option(Option.STRUCTURED_REPLY, Buffer.alloc(0));
     await f.option(Option.SET_META_CONTEXT, metaContextData("v", ["base:allocation"]));
-    expect((await f.option(Option.SET_META_CONTEXT, metaContextData("nope", ["base:allocation"]))).map(([t]) => t)).toEqual([
-      OptionReply.ERR_UNKNOWN,
-    ]);
+    const malformed = metaContextData("v", ["base:allocation"]).subarray(0, 9);
+    expect((await f.option(Option.SET_META_CONTEXT, malformed)).map(([t]) => t)).toEqual([OptionReply.ERR_INVALID]);
     await f.option(Option.GO, goData("v"));
     expect((await f.request(Command.BLOCK_STATUS, 0, 0, 4096)).type).toBe(ReplyType.ERROR);
   });

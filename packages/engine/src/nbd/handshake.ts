@@ -302,8 +302,12 @@ class Negotiation {
   /**
    * NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT. The one context is
    * base:allocation. LIST with no query, `base:` or `base:allocation` names
-   * it; SET selects it only by its full name and replaces what an earlier SET
-   * selected. Both need structured replies first and an export that exists.
+   * it, for an export that exists; SET selects it only by its full name and
+   * replaces what an earlier SET selected. Both need structured replies
+   * first. SET does not ask the catalog whether the export exists: the
+   * selection binds to the name and counts only if GO then opens that export,
+   * which checks it. Asking here costs a replica's opener a second check
+   * against the cluster (etcd) for every replica it opens.
    */
   async metaContext(option: number, data: Buffer): Promise<void> {
     // A SET replaces the selection even when it fails (the protocol says so): clear it before any check.
@@ -317,17 +321,7 @@ class Negotiation {
       this.send(errorReply(option, OptionReply.ERR_INVALID, "malformed NBD_OPT_LIST/SET_META_CONTEXT data"));
       return;
     }
-    let info: Awaited<ReturnType<ExportCatalog["describe"]>>;
-    try {
-      info = await this.catalog.describe(req.name);
-    } catch (error) {
-      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
-      return;
-    }
-    if (!info) {
-      this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(req.name)} does not exist`));
-      return;
-    }
+    if (option === Option.LIST_META_CONTEXT && !(await this.#exists(option, req.name))) return;
     if (option === Option.LIST_META_CONTEXT) {
       const listed = req.queries.length === 0 || req.queries.some((q) => q === "base:" || q === BASE_ALLOCATION);
       if (listed) this.send(metaContextReply(option, 0, BASE_ALLOCATION));
@@ -337,6 +331,19 @@ class Negotiation {
       if (selected) this.send(metaContextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION));
     }
     this.send(optionReply(option, OptionReply.ACK));
+  }
+
+  /** Whether export `name` exists (LIST_META_CONTEXT answers for existing exports only); says why not when not. */
+  async #exists(option: number, name: string): Promise<boolean> {
+    let info: Awaited<ReturnType<ExportCatalog["describe"]>>;
+    try {
+      info = await this.catalog.describe(name);
+    } catch (error) {
+      this.send(errorReply(option, OptionReply.ERR_POLICY, refusalText(error)));
+      return false;
+    }
+    if (!info) this.send(errorReply(option, OptionReply.ERR_UNKNOWN, `export ${JSON.stringify(name)} does not exist`));
+    return info !== null;
   }
 
   /** The context id of base:allocation for the chosen export, or null when it was selected for none or another. */

@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createClient } from "@keelson/sdk";
@@ -27,7 +28,16 @@ describe("a local cluster on mutual TLS", () => {
     const [c1, c3] = [cluster.client(0), cluster.client(2)];
     // Placement asks every peer for its free space; the attach is forwarded to node2; the snapshot goes to node2's frontend.
     await c1.createVolume({ name: "db", sizeBytes: 32 * MIB, replicas: 3 });
-    const att = await c3.attachVolume({ name: "db", nodeId: "node2" });
+    // Forwarded by node3 to node2, which opens three replicas over TLS. Three fresh-clone CI runs saw this
+    // call pass its 5 s default deadline (it takes about 200 ms here): the deadline is wider, and a slow
+    // attach prints the nodes' logs, so that the next one tells where the time went.
+    const started = Date.now();
+    const att = await c3.attachVolume({ name: "db", nodeId: "node2" }, { timeoutMs: 20_000 }).finally(() => {
+      const ms = Date.now() - started;
+      if (ms < 5_000) return;
+      console.log(`forwarded attach took ${ms} ms; node logs follow`);
+      for (const n of cluster.nodes) console.log(`--- ${n.nodeId}\n${fs.readFileSync(n.logFile, "utf8").slice(-20_000)}`);
+    });
     expect(att).toMatchObject({ nodeId: "node2", state: "healthy" });
     const nbd = await NbdTestClient.open(cluster.nodes[1]?.nbdAddress as string, "db");
     expect((await nbd.write(0, stamp(5))).error).toBe(0);
