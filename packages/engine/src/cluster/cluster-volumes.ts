@@ -1,11 +1,12 @@
 import { KeelsonError, type Volume, type VolumeSource } from "@keelson/sdk";
 import { type ClusterVolumeRecord, defaultMinInSync, refs } from "../metadata/index.js";
 import type { QosPolicy } from "../qos/policy.js";
+import { REPLICA_OF_LABEL } from "../store/volume.js";
 import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import type { PeerDialer } from "./peer-dialer.js";
 import { type PlacementCandidate, placeReplicas } from "./placement.js";
-import { deleteCopy, REPLICA_OF_LABEL } from "./stale-copies.js";
+import { deleteCopy } from "./stale-copies.js";
 
 export type { ClusterVolumeRecord };
 

@@ -1,12 +1,13 @@
 import { KeelsonError } from "@keelson/sdk";
 import { type ClusterVolumeRecord, refs } from "../metadata/index.js";
+import { REPLICA_OF_LABEL } from "../store/volume.js";
 import { messageOf } from "../util/errors.js";
 import { deleteUnheldSnapshots, dropHolder } from "./cluster-snapshots.js";
 import { peerPoolSpace } from "./cluster-volumes.js";
 import type { IdleVolumeRepairer } from "./idle-repair.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
 import { whyNotQualified } from "./placement.js";
-import { deleteCopy, REPLICA_OF_LABEL, removeLeftovers } from "./stale-copies.js";
+import { deleteCopy, removeLeftovers } from "./stale-copies.js";
 
 /** How long a replica's node may stay down before the leader places the replica elsewhere, unless configured. */
 export const DEFAULT_REPLACE_AFTER_MS = 60_000;

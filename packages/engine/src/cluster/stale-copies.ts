@@ -1,10 +1,9 @@
 import { isKeelsonError } from "@keelson/sdk";
 import { refs } from "../metadata/index.js";
+import { REPLICA_OF_LABEL } from "../store/volume.js";
 import { messageOf } from "../util/errors.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
-
-/** The label every replica of a replicated volume carries: only such a copy is ever deleted as stale. */
-export const REPLICA_OF_LABEL = "keelson.io/replica-of";
+import { PEER_CALL_TIMEOUT_MS } from "./peer-dialer.js";
 
 /** Compare-and-swap attempts on a leftover record before the next pass tries again. */
 const MAX_LEFTOVER_ATTEMPTS = 8;
@@ -14,20 +13,29 @@ const MAX_LEFTOVER_ATTEMPTS = 8;
  * there is one and it is labelled a replica of that volume: a user's volume
  * of the same name is never touched. Returns the bytes freed. Idempotent.
  */
-export async function deleteCopy(m: ClusterMembership, name: string, node: ClusterNode): Promise<number> {
-  return m.peers.withPeer(node, async (c) => {
-    const local = await c.getVolume({ name, replicaOnly: true }).catch((e: unknown) => {
-      if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
-      throw e;
-    });
-    if (local?.labels[REPLICA_OF_LABEL] !== name) return 0;
-    try {
-      return (await c.deleteVolume({ name, force: true, replicaOnly: true })).freedBytes;
-    } catch (error) {
-      if (isKeelsonError(error, "VOLUME_NOT_FOUND")) return 0;
-      throw error;
-    }
-  });
+export async function deleteCopy(
+  m: ClusterMembership,
+  name: string,
+  node: ClusterNode,
+  timeoutMs = PEER_CALL_TIMEOUT_MS,
+): Promise<number> {
+  return m.peers.withPeer(
+    node,
+    async (c) => {
+      const local = await c.getVolume({ name, replicaOnly: true }).catch((e: unknown) => {
+        if (isKeelsonError(e, "VOLUME_NOT_FOUND")) return null;
+        throw e;
+      });
+      if (local?.labels[REPLICA_OF_LABEL] !== name) return 0;
+      try {
+        return (await c.deleteVolume({ name, force: true, replicaOnly: true })).freedBytes;
+      } catch (error) {
+        if (isKeelsonError(error, "VOLUME_NOT_FOUND")) return 0;
+        throw error;
+      }
+    },
+    timeoutMs,
+  );
 }
 
 /**

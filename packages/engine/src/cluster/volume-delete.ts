@@ -10,6 +10,13 @@ import type { VolumeAttacher } from "./volume-attacher.js";
 /** Rounds of "delete the copies, then the record" when the record changes under the delete (a replica replaced meanwhile). */
 const MAX_DELETE_ROUNDS = 4;
 
+/**
+ * Deadline of the delete on a node whose liveness key is gone: a node that is down costs the delete this
+ * long, and one whose keepalive only came late (a loaded machine) answers well within it and loses its
+ * copy now, instead of keeping it until the leader's pass finds it alive again.
+ */
+const NOT_ALIVE_DELETE_TIMEOUT_MS = 1_000;
+
 /** What a replicated delete did. */
 export interface ReplicatedDeleteResult {
   /** Bytes the replicas deleted now returned to their pools, together. */
@@ -61,13 +68,9 @@ export async function deleteReplicatedVolume(
       holders.map(async (id) => {
         const node = nodes.find((n) => n.nodeId === id);
         if (!node) return; // gone from the cluster, its disk with it
-        if (!node.alive) {
-          leftOn.push(id);
-          return;
-        }
         try {
           // Read after the await: `freedBytes += await …` would add to the value read before it.
-          const freed = await deleteCopy(m, name, node);
+          const freed = await deleteCopy(m, name, node, node.alive ? undefined : NOT_ALIVE_DELETE_TIMEOUT_MS);
           freedBytes += freed;
           deleted.add(id);
         } catch (error) {

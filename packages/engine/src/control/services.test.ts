@@ -74,3 +74,31 @@ describe("a replicated create is validated before the cluster is asked", () => {
     expect(asked).toEqual([]);
   });
 });
+
+describe("on a cluster node, a copy of a replicated volume is no volume of the node's own", () => {
+  it("a copy whose record is gone (a delete left it for the leader) is VOLUME_NOT_FOUND to GetVolume, DeleteVolume, ResizeVolume and SetVolumeQos, and ListVolumes leaves it out", async () => {
+    const copy = { name: "db", sizeBytes: 1 << 20, record: { uid: "u1", epoch: 3, labels: { "keelson.io/replica-of": "db" } } };
+    const missing = () => {
+      throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: "no such volume" });
+    };
+    const pool = {
+      getVolume: (name: string) => (name === "db" ? copy : missing()),
+      findVolume: (name: string) => (name === "db" ? copy : undefined),
+      listVolumes: () => [copy],
+    };
+    // No record in the cluster: the volume was deleted.
+    const metadata = { get: async () => null, list: async () => [] };
+    const membership = { metadata, nodeId: "node3" };
+    const volumes = volumeService({ ...ctx, pool, membership: () => membership } as unknown as ControlContext);
+    for (const method of ["getVolume", "deleteVolume", "resizeVolume", "setVolumeQos"] as const) {
+      const request = { name: "db", sizeBytes: 2 << 20, force: true, replicaOnly: false, qosClass: "", labels: {} };
+      expect(`${method}: ${await codeOf(volumes[method], request)}`).toBe(`${method}: VOLUME_NOT_FOUND`);
+    }
+    const listed = await new Promise((resolve) =>
+      (volumes.listVolumes as unknown as Handler)({ request: {} } as ServerUnaryCall<unknown, unknown>, (_e, value) =>
+        resolve(value),
+      ),
+    );
+    expect(listed).toEqual({ volumes: [] });
+  });
+});

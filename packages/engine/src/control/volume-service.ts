@@ -1,4 +1,4 @@
-import { KeelsonError, type SnapshotRef } from "@keelson/sdk";
+import { isKeelsonError, KeelsonError, type SnapshotRef } from "@keelson/sdk";
 import type {
   VolumeServiceServer,
   WireAttachment,
@@ -19,6 +19,7 @@ import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
 import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
+import { isReplicaCopy, type Volume } from "../store/volume.js";
 import { type ControlContext, requireCluster } from "./context.js";
 import { resolvePolicy } from "./qos-wire.js";
 import { replicatedVolumeToWire } from "./replicated-wire.js";
@@ -38,17 +39,15 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const m = ctx.membership();
       const replicated = m ? await findClusterVolume(m, name) : null;
       if (m && replicated) return replicatedVolumeToWire(ctx, m, replicated);
-      return volumeToWire(ctx, pool.getVolume(name));
+      return volumeToWire(ctx, ownVolume(ctx, name));
     }),
     listVolumes: unary(ctx, "ListVolumes", () => listVolumes(ctx)),
     deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
       const name = requireString(req.name, "name");
       const m = ctx.membership();
       if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return deleteReplicated(ctx, m, name, req.force);
-      pool.getVolume(name);
-      if (req.force) await ctx.nbd.disconnectExport(name);
-      const uid = pool.getVolume(name).record.uid;
-      const freedBytes = await pool.deleteVolume(name);
+      const { uid } = (req.replicaOnly ? pool.getVolume(name) : ownVolume(ctx, name)).record;
+      const freedBytes = await deleteLocal(ctx, name, req.force);
       ctx.qos.remove(uid);
       ctx.replicaAccess?.forget(name);
       ctx.log.log("info", "volume deleted", { volume: name, freedBytes });
@@ -58,6 +57,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const name = requireString(req.name, "name");
       const m = ctx.membership();
       if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return resizeReplicated(ctx, m, name, req.sizeBytes);
+      if (!req.replicaOnly) ownVolume(ctx, name);
       return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
     }),
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
@@ -66,6 +66,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const m = ctx.membership();
       const replicated = m ? await findClusterVolume(m, name) : null;
       if (m && replicated) return setReplicatedQos(ctx, m, name, { policy, qosClass: qosClass ?? "" });
+      ownVolume(ctx, name);
       const v = await pool.setVolumeQos(name, policy, qosClass);
       ctx.qos.apply(v.record.uid, policy);
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
@@ -117,6 +118,44 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
   };
 }
 
+/**
+ * Volume `name` of this node's pool as an application's volume. On a cluster node a copy of a replicated
+ * volume is VOLUME_NOT_FOUND under its name alone, as it is to NBD clients: once its record is gone it is
+ * a copy a delete could not remove then (its node did not answer), which the leader removes later, and
+ * must not reappear as a volume of its own.
+ */
+function ownVolume(ctx: ControlContext, name: string): Volume {
+  const v = ctx.pool.getVolume(name);
+  if (ctx.membership() && isReplicaCopy(v)) {
+    throw new KeelsonError({
+      code: "VOLUME_NOT_FOUND",
+      message: `volume ${name} not found: ${ctx.nodeId} holds only a copy of a deleted replicated volume of that name, which the cluster's leader removes`,
+    });
+  }
+  return v;
+}
+
+/** Attempts at a forced delete whose volume an opening connection took again after its connections were cut. */
+const FORCED_DELETE_ATTEMPTS = 5;
+
+/**
+ * Deletes this pool's volume `name`; with `force` its NBD connections are cut first. A connection whose
+ * handshake was past the open when they were cut registers only afterwards (a replica open waits on its
+ * grant), so a forced delete that finds the volume in use again cuts again, a bounded number of times.
+ */
+async function deleteLocal(ctx: ControlContext, name: string, force: boolean): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    if (force) await ctx.nbd.disconnectExport(name);
+    try {
+      return await ctx.pool.deleteVolume(name);
+    } catch (error) {
+      if (!force || attempt >= FORCED_DELETE_ATTEMPTS || !isKeelsonError(error, "VOLUME_IN_USE")) throw error;
+      ctx.log.log("warn", "forced delete: a connection opened meanwhile; cutting again", { volume: name, attempt });
+      await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+    }
+  }
+}
+
 /** A volume of this node's pool alone (one replica), with its QoS applied at once. */
 async function createLocal(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
   if (req.minInSync > 1) {
@@ -151,7 +190,7 @@ async function listVolumes(ctx: ControlContext): Promise<WireListVolumesResponse
   const volumes = [
     ...ctx.pool
       .listVolumes()
-      .filter((v) => !replicated.has(v.name))
+      .filter((v) => !replicated.has(v.name) && !(m && isReplicaCopy(v)))
       .map((v) => volumeToWire(ctx, v)),
     ...(m ? await Promise.all(records.map((r) => replicatedVolumeToWire(ctx, m, r))) : []),
   ];

@@ -13,6 +13,18 @@ export interface ChainView {
   readonly deleted: boolean;
 }
 
+/** Label of a pool volume that is a copy (replica) of the cluster volume it names; set where the cluster creates it. */
+export const REPLICA_OF_LABEL = "keelson.io/replica-of";
+
+/**
+ * Whether a pool volume belongs to a cluster volume (a replica, or a copy a delete left behind) rather than
+ * being an application's volume of this node: such a copy is reached through the replica protocol or its
+ * cluster record, never under its name alone.
+ */
+export function isReplicaCopy(v: Volume): boolean {
+  return (v.record.epoch ?? 0) > 0 || v.record.labels[REPLICA_OF_LABEL] !== undefined;
+}
+
 /** A volume at run time. */
 export class Volume implements ChainView {
   record: VolumeRecord;

@@ -3,7 +3,7 @@ import type { ExportCatalog, ExportInfo, NbdExport, NbdPeer } from "../nbd/expor
 import { DEFAULT_WEIGHT, type QosPolicy } from "../qos/policy.js";
 import type { QosManager, VolumeQosStatus } from "../qos/qos-manager.js";
 import type { Pool } from "../store/pool.js";
-import type { Volume } from "../store/volume.js";
+import { isReplicaCopy, type Volume } from "../store/volume.js";
 import type { ReplicatedIo } from "./backends.js";
 import {
   describeSnapshot,
@@ -43,14 +43,6 @@ export function openLocalReplica(pool: Pool, qos: QosManager | null, exportName:
   const v = parsed ? pool.findVolume(parsed.volume) : undefined;
   if (!v || !parsed || parsed.epoch < (v.record.epoch ?? 0)) return null;
   return localVolumeTarget(pool, v, qos, parsed.epoch);
-}
-
-/** Label of a pool volume that is a replica of a cluster volume (set where the cluster creates it). */
-const REPLICA_OF_LABEL = "keelson.io/replica-of";
-
-/** A pool volume that belongs to a cluster volume: served only through the replica protocol (or read-only for inspection). */
-function isReplica(v: Volume): boolean {
-  return (v.record.epoch ?? 0) > 0 || v.record.labels[REPLICA_OF_LABEL] !== undefined;
 }
 
 /**
@@ -105,7 +97,7 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
     }));
     const volumes = this.#pool
       .listVolumes()
-      .filter((v) => !isReplica(v) && !this.frontends.has(v.name))
+      .filter((v) => !isReplicaCopy(v) && !this.frontends.has(v.name))
       .map((v) => ({ name: v.name, description: describeVolume(v) }));
     const local = new Set([...volumes.map((v) => v.name), ...this.frontends.keys()]);
     const snapshots = this.#pool
@@ -143,7 +135,7 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
     const parsed = parseEpochName(name);
     const v = parsed ? this.#pool.findVolume(parsed.volume) : undefined;
     if (!v || !parsed) return null;
-    if (parsed.epoch === 0) return isReplica(v) ? null : { volume: v, epoch: 0 };
+    if (parsed.epoch === 0) return isReplicaCopy(v) ? null : { volume: v, epoch: 0 };
     if (!inspect || parsed.epoch < (v.record.epoch ?? 0)) return null;
     return { volume: v, epoch: parsed.epoch };
   }

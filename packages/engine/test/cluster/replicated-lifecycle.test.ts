@@ -3,6 +3,7 @@ import path from "node:path";
 import type { KeelsonClient } from "@keelson/sdk";
 import { describe, expect, it } from "vitest";
 import { LocalCluster, type StartedLocalCluster } from "../../src/local-cluster/local-cluster.js";
+import { EtcdMetadataStore, refs } from "../../src/metadata/index.js";
 import { trackClusters } from "../helpers/clusters.js";
 import { canRun } from "../helpers/env.js";
 import { codeOf } from "../helpers/errors.js";
@@ -38,7 +39,7 @@ async function listedNames(c: KeelsonClient): Promise<string[]> {
 /** Whether node `c`'s own pool holds volume `name` (its replica): only a local volume has a uid. */
 async function holdsReplica(c: KeelsonClient, name: string): Promise<boolean> {
   try {
-    return (await c.getVolume({ name })).uid !== "";
+    return (await c.getVolume({ name, replicaOnly: true })).uid !== "";
   } catch {
     return false;
   }
@@ -106,6 +107,27 @@ describe("replicated volumes through the control API", () => {
     expect((await c2.getVolume({ name: "logs" })).replicas).toBe(2);
     await logs.disconnect();
   }, 180_000);
+
+  it("delete reaches a node whose liveness key lapsed but which answers: its copy goes with the delete, not later", async (t) => {
+    if (!canRun(needs, t.task.name)) return t.skip();
+    const cluster = await startCluster("lapse");
+    const [c1, c3] = [cluster.client(0), cluster.client(2)];
+    await c1.createVolume({ name: "db", sizeBytes: SIZE, replicas: 3 });
+    // A keepalive that came late under load: etcd dropped node3's liveness key, node3 itself runs on.
+    const etcd = EtcdMetadataStore.connect(cluster.etcdEndpoint);
+    try {
+      const alive = await etcd.get(refs.alive("node3"));
+      expect(alive, "node3 is alive before").not.toBeNull();
+      expect(
+        await etcd.commit({ if: [{ ref: refs.alive("node3"), version: alive?.version ?? null }], delete: [refs.alive("node3")] }),
+      ).toBe(true);
+    } finally {
+      etcd.close();
+    }
+    await c1.deleteVolume({ name: "db" });
+    expect(await holdsReplica(c3, "db"), "node3's copy is deleted by the delete itself").toBe(false);
+    expect(await codeOf(c3.getVolume({ name: "db" }))).toBe("VOLUME_NOT_FOUND");
+  }, 120_000);
 
   it("a replicated create that fails on one node leaves no replica and no record behind", async (t) => {
     if (!canRun(needs, t.task.name)) return t.skip();
