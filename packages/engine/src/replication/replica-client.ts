@@ -15,6 +15,7 @@ import {
   OPTION_REPLY_MAGIC,
   Option,
   OptionReply,
+  REQUEST_HEADER_BYTES,
   REQUEST_MAGIC,
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
@@ -153,7 +154,8 @@ interface Pending {
   error: KeelsonError | null;
   /** A BLOCK_STATUS query: its reply is one BLOCK_STATUS chunk, kept whole in `data`. */
   status: boolean;
-  timer: NodeJS.Timeout;
+  /** When it was sent (ms, monotonic): its deadline is this plus the replica timeout. */
+  sentAtMs: number;
 }
 
 /** A request waiting for an in-flight slot: what `#send` needs to send it. */
@@ -189,13 +191,19 @@ export class ReplicaClient {
   readonly #structured: boolean;
   /** The replica's id for base:allocation; null when it offered none (block status then answers all data). */
   readonly #allocationContextId: number | null;
-  readonly #pending = new Map<bigint, Pending>();
+  /** Requests sent and not answered, by handle; in the order sent (a Map keeps insertion order). */
+  readonly #pending = new Map<number, Pending>();
+  /** The one timer that watches the oldest request's deadline (a timer per request cost more than the send). */
+  #deadlineTimer: NodeJS.Timeout | null = null;
+  /** Whether the socket is corked until the end of this turn (requests sent in one turn go in one write). */
+  #corked = false;
   /** Requests waiting for an in-flight slot, oldest first (from `#queueHead` on). */
   #queue: Array<Queued | undefined> = [];
   #queueHead = 0;
   /** Bytes the waiting requests stand for (see `queuedBytes`). */
   #queuedBytes = 0;
-  #nextHandle = 1n;
+  /** Handles are numbers below 2^53 (a Map of numbers is cheaper than one of bigints); the wire carries 64 bits. */
+  #nextHandle = 1;
   /** Reply bytes received and not parsed yet. */
   readonly #rx = new ChunkQueue();
   #closed: KeelsonError | null = null;
@@ -351,23 +359,51 @@ export class ReplicaClient {
     }
   }
 
-  /** Sends one request; its deadline starts now, not while it waited for a slot. */
+  /**
+   * Sends one request; its deadline starts now, not while it waited for a slot. The payload is not
+   * copied: the socket holds it until the kernel has it, so the caller must not change it before the
+   * request settles. Requests sent in one turn of the event loop leave in one write (the socket is
+   * corked until the turn ends), one syscall per replica connection per batch.
+   */
   #start(q: Queued): void {
     const { type, flags, offset, length, payload, replyBytes, resolve, reject } = q;
     const handle = this.#nextHandle++;
-    const header = Buffer.alloc(28);
+    const header = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
     header.writeUInt32BE(REQUEST_MAGIC, 0);
     header.writeUInt16BE(flags, 4);
     header.writeUInt16BE(type, 6);
-    header.writeBigUInt64BE(handle, 8);
-    header.writeBigUInt64BE(BigInt(offset), 16);
+    header.writeUInt32BE(Math.floor(handle / 2 ** 32), 8);
+    header.writeUInt32BE(handle >>> 0, 12);
+    header.writeUInt32BE(Math.floor(offset / 2 ** 32), 16);
+    header.writeUInt32BE(offset >>> 0, 20);
     header.writeUInt32BE(length, 24);
-    const timer = setTimeout(() => {
-      this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
-    }, this.#timeoutMs);
     const status = type === Command.BLOCK_STATUS;
-    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, status, timer });
-    this.#socket.write(payload ? Buffer.concat([header, payload]) : header);
+    const sentAtMs = performance.now();
+    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, status, sentAtMs });
+    this.#deadlineTimer ??= setTimeout(() => this.#checkDeadline(), this.#timeoutMs);
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
+    this.#socket.write(header);
+    if (payload && payload.length > 0) this.#socket.write(payload);
+  }
+
+  /** The oldest request missed its deadline: the connection fails (a stalled replica must not stall the volume). */
+  #checkDeadline(): void {
+    this.#deadlineTimer = null;
+    const oldest = this.#pending.values().next();
+    if (oldest.done) return;
+    const late = performance.now() - oldest.value.sentAtMs;
+    if (late >= this.#timeoutMs) {
+      this.#fail(replicaError("timeout", `${this.name}: no reply in ${this.#timeoutMs} ms`));
+      return;
+    }
+    this.#deadlineTimer = setTimeout(() => this.#checkDeadline(), this.#timeoutMs - late);
   }
 
   #onData(d: Buffer): void {
@@ -381,9 +417,12 @@ export class ReplicaClient {
   }
 
   /** A reply ended: its slot is free. */
-  #settled(handle: bigint, p: Pending): void {
+  #settled(handle: number): void {
     this.#pending.delete(handle);
-    clearTimeout(p.timer);
+    if (this.#pending.size === 0 && this.#deadlineTimer) {
+      clearTimeout(this.#deadlineTimer);
+      this.#deadlineTimer = null;
+    }
   }
 
   /** Parses and consumes one simple reply; false while it is incomplete or after a failure. */
@@ -391,7 +430,7 @@ export class ReplicaClient {
     if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES) return false;
     const head = this.#rx.peek(SIMPLE_REPLY_HEADER_BYTES);
     const errno = head.readUInt32BE(4);
-    const handle = head.readBigUInt64BE(8);
+    const handle = head.readUInt32BE(8) * 2 ** 32 + head.readUInt32BE(12);
     const p = this.#pending.get(handle);
     if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
     const payload = errno === 0 ? p.replyBytes : 0;
@@ -399,7 +438,7 @@ export class ReplicaClient {
     this.#rx.skip(SIMPLE_REPLY_HEADER_BYTES);
     // A copy: a view would keep a whole received chunk alive as long as the caller keeps the data.
     const data = payload > 0 ? this.#rx.take(payload, true) : null;
-    this.#settled(handle, p);
+    this.#settled(handle);
     if (errno === 0) p.resolve(data);
     else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));
     return true;
@@ -412,7 +451,7 @@ export class ReplicaClient {
     if (!this.#structured || buf.readUInt32BE(0) !== STRUCTURED_REPLY_MAGIC) return this.#protocolError("bad reply magic");
     const flags = buf.readUInt16BE(4);
     const type = buf.readUInt16BE(6);
-    const handle = buf.readBigUInt64BE(8);
+    const handle = buf.readUInt32BE(8) * 2 ** 32 + buf.readUInt32BE(12);
     const length = buf.readUInt32BE(16);
     const p = this.#pending.get(handle);
     if (!p) return this.#protocolError(`reply for unknown handle ${handle}`);
@@ -429,7 +468,7 @@ export class ReplicaClient {
       if (!p.error && p.filledBytes !== p.replyBytes) {
         return this.#protocolError(`reply ended with ${p.filledBytes} of ${p.replyBytes} bytes`);
       }
-      this.#settled(handle, p);
+      this.#settled(handle);
       if (p.error) p.reject(p.error);
       else p.resolve(p.data);
     }
@@ -477,10 +516,9 @@ export class ReplicaClient {
     if (!this.#closed) this.#closed = error;
     this.#socket.destroy();
     this.#rx.clear();
-    for (const p of this.#pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(error);
-    }
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = null;
+    for (const p of this.#pending.values()) p.reject(error);
     this.#pending.clear();
     const queue = this.#queue;
     const head = this.#queueHead;
