@@ -154,6 +154,15 @@ export class Connection implements BudgetWaiter {
   #free: Request[] = [];
   #paused = false;
   #draining = false;
+  /**
+   * Replies of this turn of the event loop not yet handed to the socket: they leave together when
+   * the turn ends, in one write (io_uring completions are reaped in batches, so one turn often
+   * answers many requests). At most one per request in flight.
+   */
+  readonly #outbox: Buffer[] = [];
+  /** For each reply in `#outbox`, what runs once the socket flushed it (a READ's charge going back), or null. */
+  readonly #outboxFlushed: Array<(() => void) | null> = [];
+  #flushQueued = false;
   #closing = false;
   #closed = false;
   readonly #onClosed: () => void;
@@ -589,7 +598,7 @@ export class Connection implements BudgetWaiter {
     const charged = req.chargedBytes;
     req.chargedBytes = 0;
     this.#recycle(req);
-    if (!this.socket.destroyed && !this.socket.write(buf)) this.#draining = true;
+    this.#queueReply(buf, null);
     this.#release(charged);
     this.#throttle();
     if (this.#closing && this.#inflight === 0) this.#finishClose();
@@ -599,10 +608,41 @@ export class Connection implements BudgetWaiter {
   #sendData(req: Request, reply: Buffer): void {
     this.#inflight--;
     if (this.socket.destroyed) this.replyFlushed(req);
-    else if (!this.socket.write(reply, req.flushed)) this.#draining = true;
+    else this.#queueReply(reply, req.flushed);
     this.#throttle();
     if (this.#closing && this.#inflight === 0) this.#finishClose();
   }
+
+  #queueReply(buf: Buffer, flushed: (() => void) | null): void {
+    this.#outbox.push(buf);
+    this.#outboxFlushed.push(flushed);
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    process.nextTick(this.#flushReplies);
+  }
+
+  /** Hands this turn's replies to the socket: one write, or for several a corked run that leaves as one writev. */
+  readonly #flushReplies = (): void => {
+    this.#flushQueued = false;
+    const n = this.#outbox.length;
+    if (n === 0) return;
+    let ok = true;
+    if (this.socket.destroyed) {
+      for (const flushed of this.#outboxFlushed) flushed?.();
+    } else if (n === 1) {
+      ok = this.socket.write(this.#outbox[0] as Buffer, this.#outboxFlushed[0] ?? undefined);
+    } else {
+      this.socket.cork();
+      for (let i = 0; i < n; i++) ok = this.socket.write(this.#outbox[i] as Buffer, this.#outboxFlushed[i] ?? undefined);
+      this.socket.uncork();
+    }
+    this.#outbox.length = 0;
+    this.#outboxFlushed.length = 0;
+    if (!ok) {
+      this.#draining = true;
+      this.#throttle();
+    }
+  };
 
   /** A READ reply left the process (or the socket was destroyed with it): its bytes go back to the budget. */
   replyFlushed(req: Request): void {
@@ -647,6 +687,7 @@ export class Connection implements BudgetWaiter {
   }
 
   #finishClose(): void {
+    this.#flushReplies();
     this.socket.end();
     this.#shutdown();
   }
