@@ -21,7 +21,7 @@ import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
 import type { IoEngineChoice } from "../device-io/device-io.js";
 import { ioEngineFromEnv, useIoEngine } from "../device-io/select.js";
-import { collectMetrics, serveMetrics } from "../metrics/prometheus.js";
+import { type EngineMetricsSources, engineRegistry, serveMetrics } from "../metrics/prometheus.js";
 import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
 import type { NbdPeer } from "../nbd/export.js";
 import { NbdServer } from "../nbd/server.js";
@@ -314,16 +314,9 @@ function replicaDial(options: EngineOptions, storage: string): ReplicaDial {
 }
 
 /** Prometheus `/metrics` when an address is configured; its address, "" when not served. */
-async function startMetrics(
-  options: EngineOptions,
-  pool: Pool,
-  qos: QosManager,
-  space: SpaceWatch,
-  nbd: NbdServer,
-  teardown: Teardown,
-): Promise<string> {
+async function startMetrics(options: EngineOptions, sources: EngineMetricsSources, teardown: Teardown): Promise<string> {
   if (!options.metricsAddress) return "";
-  const metrics = await serveMetrics(options.metricsAddress, () => collectMetrics(pool, qos, space.alarm, nbd));
+  const metrics = await serveMetrics({ address: options.metricsAddress, registry: engineRegistry(sources) });
   teardown.add(() => metrics.close());
   return metrics.address;
 }
@@ -512,7 +505,8 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());
-    const metricsAddress = await startMetrics(options, pool, qos, space, nbd, teardown);
+    const metricsSources = { pool, qos, alarm: space.alarm, nbd, frontends: catalog.frontends };
+    const metricsAddress = await startMetrics(options, metricsSources, teardown);
     // The control API serves before the join (the node record holds its bound address): until then it sees no cluster.
     let served: ClusterMembership | null = null;
     // Replicas are served before the join too (the node record holds the address); until then every open is refused.
