@@ -307,6 +307,7 @@ export class Connection implements BudgetWaiter {
       // Without a valid header we cannot find the next one: the protocol says hard disconnect.
       debug("bad request magic; closing");
       this.#closing = true;
+      this.#flushReplies(); // the replies of requests before the bad one still go out
       this.socket.destroy();
       return;
     }

@@ -31,11 +31,17 @@ export class FakeSocket extends EventEmitter {
     return this as unknown as Socket;
   }
 
-  write(data: Buffer | Uint8Array | string): boolean {
+  /** Corks taken and not yet released (writes are recorded as they come either way). */
+  corked = 0;
+
+  write(data: Buffer | Uint8Array | string, flushed?: (error?: Error | null) => void): boolean {
     if (this.ended || this.destroyed) {
       this.lateWrites++;
+      if (flushed) process.nextTick(flushed, new Error("write after end"));
       return false;
     }
+    // As a real socket calls it once the kernel has the bytes: later, never inside write().
+    if (flushed) process.nextTick(flushed, null);
     const buf = Buffer.from(data);
     this.written.push(buf);
     this.writtenBytes += buf.length;
@@ -67,6 +73,14 @@ export class FakeSocket extends EventEmitter {
   resume(): this {
     this.isPaused = false;
     return this;
+  }
+
+  cork(): void {
+    this.corked++;
+  }
+
+  uncork(): void {
+    if (this.corked > 0) this.corked--;
   }
 
   setNoDelay(): this {
