@@ -1,3 +1,4 @@
+import assert from "node:assert";
 import type { Socket } from "node:net";
 import { type ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
@@ -18,6 +19,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
+import { REPLY_HEADER_ROOM_BYTES, type ReplyBuffers } from "./reply-buffers.js";
 import {
   CHUNK_HEADER_BYTES,
   errorChunk,
@@ -70,8 +72,10 @@ class Request {
   /** Length of a BLOCK_STATUS query, and the most descriptors its reply may hold (the export's answer is checked against both). */
   statusLength = 0;
   statusMaxRuns = 0;
-  /** Reply buffer of a READ: header followed by the data. */
+  /** Reply of a READ: header followed by the data; the start of `replyBuffer`. */
   reply: Buffer | null = null;
+  /** The whole pooled buffer `reply` lies in: it goes back to the pool once the reply is flushed. */
+  replyBuffer: Buffer | null = null;
   /** Bytes of the byte budget this request holds (its WRITE payload or READ reply buffer); 0 once released. */
   chargedBytes = 0;
   /** Typed as the export contract says; `complete` still converts anything else that arrives at run time. */
@@ -134,6 +138,8 @@ export class Connection implements BudgetWaiter {
   readonly #dataAt: number;
   /** The daemon-wide budget that request payloads and reply buffers are taken from before they are allocated. */
   readonly #budget: ByteBudget;
+  /** Where READ reply buffers come from and go back to (the server's, shared by its connections). */
+  readonly #replies: ReplyBuffers;
   /** Bytes received but not parsed yet: a partial header, or the rest of a chunk when parsing stopped. */
   #carry: Buffer | null = null;
   /** Whether `#parse` runs now (a completion inside it must not start a second, nested parse). */
@@ -167,14 +173,16 @@ export class Connection implements BudgetWaiter {
   #closed = false;
   readonly #onClosed: () => void;
 
-  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, onClosed: () => void) {
+  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, replies: ReplyBuffers, onClosed: () => void) {
     const leftover = handshake.leftover;
     this.socket = socket;
     this.#budget = budget;
+    this.#replies = replies;
     this.export = handshake.export;
     this.structuredReplies = handshake.structuredReplies;
     this.allocationContextId = handshake.allocationContextId;
     this.#dataAt = this.structuredReplies ? CHUNK_HEADER_BYTES + OFFSET_DATA_PREFIX_BYTES : SIMPLE_REPLY_HEADER_BYTES;
+    assert.ok(this.#dataAt <= REPLY_HEADER_ROOM_BYTES, "a reply header fits the room reply buffers keep for it");
     this.#onClosed = onClosed;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
@@ -349,7 +357,8 @@ export class Connection implements BudgetWaiter {
           }
         }
         req.offset = offset;
-        req.reply = Buffer.allocUnsafe(this.#dataAt + length);
+        req.replyBuffer = this.#replies.take(length);
+        req.reply = req.replyBuffer.subarray(0, this.#dataAt + length);
         try {
           return exp.read(offset, length, req.reply, this.#dataAt, req.done);
         } catch (error) {
@@ -540,7 +549,9 @@ export class Connection implements BudgetWaiter {
     if (error !== null && error !== undefined) {
       const typed = asWireError(error);
       debug("request failed: %s %s", typed.code, typed.message);
+      // A failed read's buffer is not reused: whatever failed below might still hold it.
       req.reply = null;
+      req.replyBuffer = null;
       return this.#refuse(req, errnoOf(typed.code), typed.code, typed.message);
     }
     const reply = req.reply;
@@ -649,6 +660,10 @@ export class Connection implements BudgetWaiter {
   replyFlushed(req: Request): void {
     const charged = req.chargedBytes;
     req.chargedBytes = 0;
+    if (req.replyBuffer !== null) {
+      this.#replies.give(req.replyBuffer);
+      req.replyBuffer = null;
+    }
     this.#recycle(req);
     this.#release(charged);
   }

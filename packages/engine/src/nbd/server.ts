@@ -7,6 +7,7 @@ import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
 import { type NbdTls, negotiate } from "./handshake.js";
+import { ReplyBuffers } from "./reply-buffers.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -93,6 +94,8 @@ export class NbdServer {
    * two nodes replicating to each other could each wait for the other.
    */
   readonly #budget: ByteBudget;
+  /** READ reply buffers, reused across this server's connections. */
+  readonly #replies = new ReplyBuffers();
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();
@@ -176,7 +179,7 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(result.socket, result, this.#budget, () => this.#forget(name, conn));
+      const conn: Connection = new Connection(result.socket, result, this.#budget, this.#replies, () => this.#forget(name, conn));
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
+import { KeelsonError } from "@keelson/sdk";
 
 /**
  * The part of a net.Socket the NBD server uses, in memory: the harness emits
@@ -37,7 +38,7 @@ export class FakeSocket extends EventEmitter {
   write(data: Buffer | Uint8Array | string, flushed?: (error?: Error | null) => void): boolean {
     if (this.ended || this.destroyed) {
       this.lateWrites++;
-      if (flushed) process.nextTick(flushed, new Error("write after end"));
+      if (flushed) process.nextTick(flushed, new KeelsonError({ code: "UNAVAILABLE", message: "write after end" }));
       return false;
     }
     // As a real socket calls it once the kernel has the bytes: later, never inside write().

@@ -1,0 +1,69 @@
+import assert from "node:assert";
+import { MAX_REQUEST_BYTES } from "./protocol.js";
+
+/** Smallest size class: a 4 KiB read (and any smaller) gets a buffer of this much data room. */
+const MIN_CLASS_BYTES = 4096;
+/** Room before the data for the largest reply header (a structured chunk header and its offset). */
+export const REPLY_HEADER_ROOM_BYTES = 32;
+/** Bytes of idle buffers kept for reuse by default; a buffer given back beyond it is left to the garbage collector. */
+export const DEFAULT_KEPT_REPLY_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The reply buffers of READs, reused. A read's reply is as large as its data,
+ * and a fresh buffer per read (a megabyte for a 1 MiB read) is memory the
+ * garbage collector must trace and free; here a buffer goes back to a free
+ * list once the socket has handed its bytes to the kernel, and the next read
+ * of its size class takes it. Classes are powers of two of the data length
+ * from 4 KiB; the bytes kept idle are bounded (what is in use is bounded by
+ * the NBD byte budget, not here). One server's connections share it (one
+ * thread: no locking).
+ */
+export class ReplyBuffers {
+  /** Idle buffers by class (index: log2 of the class's data bytes over the smallest). */
+  readonly #free: Buffer[][];
+  readonly #maxKeptBytes: number;
+  #keptBytes = 0;
+
+  constructor(maxKeptBytes = DEFAULT_KEPT_REPLY_BYTES) {
+    this.#maxKeptBytes = maxKeptBytes;
+    this.#free = Array.from({ length: classOf(MAX_REQUEST_BYTES) + 1 }, () => []);
+  }
+
+  /** Bytes of idle buffers kept now. */
+  get keptBytes(): number {
+    return this.#keptBytes;
+  }
+
+  /**
+   * A buffer with room for `REPLY_HEADER_ROOM_BYTES` and `dataBytes` (at least; give the whole buffer
+   * back, not a slice of it). Its content is whatever the last reply left.
+   */
+  take(dataBytes: number): Buffer {
+    const c = classOf(dataBytes);
+    const idle = this.#free[c]?.pop();
+    if (idle) {
+      this.#keptBytes -= idle.length;
+      return idle;
+    }
+    return Buffer.allocUnsafeSlow(REPLY_HEADER_ROOM_BYTES + MIN_CLASS_BYTES * 2 ** c);
+  }
+
+  /** A buffer `take` gave, no longer used by anyone (its reply flushed): kept for the next read of its class, within the bound. */
+  give(buf: Buffer): void {
+    const c = classOf(buf.length - REPLY_HEADER_ROOM_BYTES);
+    const list = this.#free[c];
+    assert.ok(
+      list !== undefined && buf.length === REPLY_HEADER_ROOM_BYTES + MIN_CLASS_BYTES * 2 ** c,
+      `a buffer of ${buf.length} bytes is not one ReplyBuffers gave`,
+    );
+    if (this.#keptBytes + buf.length > this.#maxKeptBytes) return;
+    this.#keptBytes += buf.length;
+    list.push(buf);
+  }
+}
+
+/** The size class of `dataBytes`: 0 for up to 4 KiB, then one per doubling. */
+function classOf(dataBytes: number): number {
+  if (dataBytes <= MIN_CLASS_BYTES) return 0;
+  return Math.ceil(Math.log2(dataBytes / MIN_CLASS_BYTES));
+}
