@@ -120,11 +120,12 @@ function contentSource(req: {
 
 /** Where a volume is published (its attachments' nodes) and whether it is abnormal (degraded, rebuilding or faulted). */
 /**
- * True when nodes use the volume through attachments in the cluster: a replicated volume. A one-replica
- * volume lives on its engine's pool and is served there without one (also in a cluster).
+ * True when nodes use the volume through attachments in the cluster: a cluster volume (replicas > 1, or
+ * made with `replicated`). A plain one-replica volume lives on its engine's pool and is served there
+ * without one (also in a cluster).
  */
-function isAttachable(v: Pick<Volume, "replicas">, cluster: boolean): boolean {
-  return cluster && v.replicas > 1;
+function isAttachable(v: Pick<Volume, "replicated">, cluster: boolean): boolean {
+  return cluster && v.replicated;
 }
 
 async function volumeStatus(engine: ControllerEngine, v: Volume, cluster: boolean) {
@@ -171,7 +172,7 @@ export function controllerService(engine: ControllerEngine): UntypedServiceImple
         const size = source && !req.capacity_range ? 0 : sizeFor(req.capacity_range, DEFAULT_VOLUME_BYTES);
         return locks.run(name, "CreateVolume", async () => {
           const holder = await engine.getNode();
-          if (params.replicas === 1) {
+          if (params.replicas === 1 && !params.replicated) {
             const excluded = excludedBy(req.accessibility_requirements, holder);
             if (excluded) throw new CsiError(status.RESOURCE_EXHAUSTED, excluded);
           }
@@ -179,6 +180,7 @@ export function controllerService(engine: ControllerEngine): UntypedServiceImple
             name,
             sizeBytes: size,
             replicas: params.replicas,
+            ...(params.replicated ? { replicated: true } : {}),
             labels: { "csi.keelson.io/created-by": "keelson-csi" },
             ...(source ? { source } : {}),
             ...(params.qosClass ? { qosClass: params.qosClass } : {}),

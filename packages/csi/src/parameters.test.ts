@@ -15,6 +15,7 @@ describe("StorageClass parameters", () => {
   it("defaults: one replica, ext4, no QoS, no locality; the sidecars' csi.storage.k8s.io/ keys are not the driver's", () => {
     expect(parseParameters({ "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/fstype": "xfs" })).toEqual({
       replicas: 1,
+      replicated: false,
       qosClass: undefined,
       qos: undefined,
       fsType: "ext4",
@@ -27,6 +28,7 @@ describe("StorageClass parameters", () => {
     expect(
       parseParameters({
         replicas: "3",
+        replicated: "true",
         qosClass: "gold",
         fsType: "xfs",
         mkfsOptions: "-m reflink=0  -L data",
@@ -40,6 +42,7 @@ describe("StorageClass parameters", () => {
       }),
     ).toEqual({
       replicas: 3,
+      replicated: true,
       qosClass: "gold",
       fsType: "xfs",
       mkfsOptions: ["-m", "reflink=0", "-L", "data"],
@@ -58,6 +61,8 @@ describe("StorageClass parameters", () => {
     expect(refusal({ replicas: "0" })).toMatch(/parameter replicas: a positive integer/);
     expect(refusal({ replicas: "9" })).toMatch(/parameter replicas: at most 5/);
     expect(refusal({ replicas: "two" })).toMatch(/parameter replicas/);
+    expect(refusal({ replicated: "yes" })).toMatch(/^INVALID_ARGUMENT: StorageClass parameter replicated: one of true, false/);
+    expect(parseParameters({ replicated: "false" }).replicated).toBe(false);
     expect(refusal({ fsType: "btrfs" })).toMatch(/parameter fsType: one of ext4, xfs/);
     expect(refusal({ dataLocality: "always" })).toMatch(/parameter dataLocality: one of none, preferred, required/);
     expect(refusal({ mkfsOptions: "-L x; rm -rf /" })).toMatch(/parameter mkfsOptions: only letters/);

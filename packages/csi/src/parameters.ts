@@ -3,6 +3,12 @@ import { KeelsonError, type QosLimits, type QosPolicy } from "@keelson/sdk";
 /** What a StorageClass's parameters ask of a volume, validated. */
 export interface VolumeParameters {
   replicas: number;
+  /**
+   * A cluster volume even with one replica (`replicated: "true"`): attachable on any node, served by
+   * the replicated frontend. Implied by replicas > 1; a plain one-replica volume lives on the
+   * controller's engine's pool and is usable on that node only.
+   */
+  replicated: boolean;
   /** A QoS class from the engine's configuration, or undefined. */
   qosClass: string | undefined;
   /** Explicit limits and reservations (over the class's, when both are given); undefined when none. */
@@ -39,6 +45,7 @@ export const QOS_PARAMETERS: ReadonlySet<string> = new Set([
 ]);
 const KNOWN = new Set([
   "replicas",
+  "replicated",
   "qosClass",
   "fsType",
   "mkfsOptions",
@@ -79,6 +86,7 @@ function oneOf<T extends string>(key: string, value: string, allowed: readonly T
 export function parseParameters(parameters: Readonly<Record<string, string>>): VolumeParameters {
   const p: VolumeParameters = {
     replicas: 1,
+    replicated: false,
     qosClass: undefined,
     qos: undefined,
     fsType: "ext4",
@@ -94,6 +102,9 @@ export function parseParameters(parameters: Readonly<Record<string, string>>): V
       case "replicas":
         p.replicas = positiveInteger(key, value, 1000);
         if (p.replicas > MAX_REPLICAS) throw invalid(key, `at most ${MAX_REPLICAS}, got ${p.replicas}`);
+        break;
+      case "replicated":
+        p.replicated = oneOf(key, value, ["true", "false"] as const) === "true";
         break;
       case "qosClass":
         if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(value))

@@ -21,12 +21,12 @@ export function nodeTopology(node: { nodeId: string; zone: string }): WireTopolo
 }
 
 /**
- * Where a volume can be used: a replicated volume anywhere (its frontend runs on whichever node attaches
- * it, its replicas are reached over the network), so no constraint; a one-replica volume only on the node
- * whose pool holds it.
+ * Where a volume can be used: a cluster volume (replicated, whatever its replica count) anywhere (its
+ * frontend runs on whichever node attaches it, its replicas are reached over the network), so no
+ * constraint; a plain one-replica volume only on the node whose pool holds it.
  */
-export function volumeTopology(v: Pick<Volume, "replicas">, holder: { nodeId: string; zone: string }): WireTopology[] {
-  return v.replicas > 1 ? [] : [nodeTopology(holder)];
+export function volumeTopology(v: Pick<Volume, "replicated">, holder: { nodeId: string; zone: string }): WireTopology[] {
+  return v.replicated ? [] : [nodeTopology(holder)];
 }
 
 /** True when `t` names `node` in every key it sets (a key this driver does not know never matches). */
@@ -36,7 +36,7 @@ function matches(t: WireTopology, node: { nodeId: string; zone: string }): boole
 }
 
 /**
- * Why a one-replica volume on `holder` would break the CO's requirement, or null when it would not: the
+ * Why a plain one-replica volume on `holder` would break the CO's requirement, or null when it would not: the
  * volume must be accessible from at least one requisite topology.
  */
 export function excludedBy(
@@ -47,5 +47,5 @@ export function excludedBy(
   const allowed = req?.requisite ?? [];
   if (allowed.length === 0 || allowed.some((t) => matches(t, holder))) return null;
   const asked = allowed.map((t) => JSON.stringify(t.segments)).join(", ");
-  return `a one-replica volume lives on the pool of the controller's engine node ${holder.nodeId} (zone ${JSON.stringify(holder.zone)}), which none of the accessibility requirements allows (${asked}); ask for replicas >= 2 to place it across the cluster`;
+  return `a one-replica volume lives on the pool of the controller's engine node ${holder.nodeId} (zone ${JSON.stringify(holder.zone)}), which none of the accessibility requirements allows (${asked}); ask for replicas >= 2 or replicated "true" to make it a cluster volume, attachable on any node`;
 }

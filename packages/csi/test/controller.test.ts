@@ -53,6 +53,14 @@ describe("keelson-csi Controller over its unix socket, on a real engine", () => 
         await c.code("CreateVolume", { ...req, name: "btrfs", volume_capabilities: [mount("SINGLE_NODE_WRITER", "btrfs")] }),
       ).toBe(status.INVALID_ARGUMENT);
       expect(await c.code("CreateVolume", { ...req, name: "typo", parameters: { replica: "3" } })).toBe(status.INVALID_ARGUMENT);
+      expect(await c.code("CreateVolume", { ...req, name: "rep-yes", parameters: { replicated: "yes" } })).toBe(
+        status.INVALID_ARGUMENT,
+      );
+      // A cluster volume needs a cluster: this engine has none, and makes no plain volume instead.
+      expect(await c.code("CreateVolume", { ...req, name: "rep-one", parameters: { replicated: "true" } })).toBe(
+        status.INVALID_ARGUMENT,
+      );
+      expect(await c.code("ControllerGetVolume", { volume_id: "rep-one" })).toBe(status.NOT_FOUND);
       expect(await c.code("CreateVolume", { ...req, name: "enc", parameters: { encryption: "true" } })).toBe(
         status.INVALID_ARGUMENT,
       );

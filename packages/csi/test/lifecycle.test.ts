@@ -118,6 +118,28 @@ describe("keelson-csi on a 3-node local cluster, driven as kubelet and the sidec
           expect(listed.map((e) => e.volume.volume_id)).toContain("pvc-single");
           await ctl.call("ControllerUnpublishVolume", { volume_id: "pvc-single", node_id: "node1" });
           await ctl.call("DeleteVolume", { volume_id: "pvc-single" });
+          // replicated "true": one replica, but a cluster volume: no topology, published on a node by attaching it
+          // there (node2 holds no replica of it: the controller's engine node1 does), unpublished by detaching.
+          const oneReplica = (
+            await ctl.call("CreateVolume", {
+              name: "pvc-one-replica",
+              volume_capabilities: [cap],
+              capacity_range: { required_bytes: String(16 * MIB) },
+              parameters: { replicated: "true" },
+            })
+          ).volume as { volume_id: string; accessible_topology: unknown };
+          expect(oneReplica.accessible_topology).toEqual([]);
+          expect((await cluster.client(1).getVolume({ name: "pvc-one-replica" })).replicas).toBe(1);
+          const publishOne = { volume_id: "pvc-one-replica", volume_capability: cap, readonly: false };
+          await ctl.call("ControllerPublishVolume", { ...publishOne, node_id: "node2" });
+          const onNode2 = await cluster.client(1).getAttachment({ name: "pvc-one-replica" });
+          expect(onNode2.replicas.map((r) => [r.nodeId, r.state])).toEqual([["node1", "healthy"]]);
+          expect(await ctl.call("ControllerGetVolume", { volume_id: "pvc-one-replica" })).toMatchObject({
+            status: { published_node_ids: ["node2"], volume_condition: { abnormal: false } },
+          });
+          await ctl.call("ControllerUnpublishVolume", { volume_id: "pvc-one-replica", node_id: "node2" });
+          expect(await cluster.client(0).listAttachments({ name: "pvc-one-replica" })).toEqual([]);
+          await ctl.call("DeleteVolume", { volume_id: "pvc-one-replica" });
           await ctl.call("DeleteVolume", { volume_id: clone.volume_id });
           await ctl.call("DeleteSnapshot", { snapshot_id: snap.snapshot_id });
           await ctl.call("DeleteVolume", { volume_id: id });

@@ -168,6 +168,11 @@ describe("@keelson/sdk against a live engine", () => {
     expect(await codeOf(c.snapshotThenClone({ volume: "nope", snapshot: "s", clone: "c" }))).toBe("VOLUME_NOT_FOUND");
     // Attachments, replication and events need a cluster.
     expect(await codeOf(c.createAndAttach({ name: "r", sizeBytes: 8 * MIB, replicas: 2 }))).toBe("INVALID_ARGUMENT");
+    // A cluster volume with one replica too, and nothing is made on this pool instead.
+    const one = await c.createVolume({ name: "r1", sizeBytes: 8 * MIB, replicas: 1, replicated: true }).catch((e: unknown) => e);
+    expect(one).toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining("replicated: true") });
+    expect(await codeOf(c.getVolume({ name: "r1" }))).toBe("VOLUME_NOT_FOUND");
+    expect((await c.getVolume({ name: "prod" })).replicated, "a volume of this pool is no cluster volume").toBe(false);
     expect(await codeOf(c.attachVolume({ name: "prod" }))).toBe("INVALID_ARGUMENT");
     expect(await codeOf(c.detachVolume({ name: "prod" }))).toBe("INVALID_ARGUMENT");
     expect(await codeOf(c.listAttachments({ name: "prod" }))).toBe("INVALID_ARGUMENT");

@@ -117,10 +117,13 @@ export class KeelsonClient implements AsyncDisposable {
    * Idempotent: the same name, size, labels and source again return the
    * existing volume; anything different fails with ALREADY_EXISTS. Bad names
    * or sizes fail with INVALID_ARGUMENT; a missing source with
-   * VOLUME_NOT_FOUND or SNAPSHOT_NOT_FOUND.
+   * VOLUME_NOT_FOUND or SNAPSHOT_NOT_FOUND. `replicas` > 1 or `replicated`
+   * make a cluster volume (attachable on any node); without a cluster that
+   * fails with INVALID_ARGUMENT.
    *
    * @example
    * const vol = await client.createVolume({ name: "pg-data", sizeBytes: 10 * 2 ** 30 });
+   * const one = await client.createVolume({ name: "scratch", sizeBytes: 2 ** 30, replicas: 1, replicated: true });
    * const copy = await client.createVolume({ name: "pg-test", sizeBytes: 0, source: { snapshot: { volume: "pg-data", name: "nightly" } } });
    */
   async createVolume(request: CreateVolumeRequest, options?: CallOptions): Promise<Volume> {
@@ -133,6 +136,7 @@ export class KeelsonClient implements AsyncDisposable {
       qosClass: request.qosClass ?? "",
       qos: policyToWire(request.qos),
       minInSync: request.minInSync ?? 0,
+      replicated: request.replicated ?? false,
     };
     return volumeFromWire(await this.#call(this.#volumes.createVolume, this.#volumes, wire, options, true));
   }
@@ -287,7 +291,8 @@ export class KeelsonClient implements AsyncDisposable {
 
   /**
    * Creates a volume and attaches it (idempotent, like both calls); resolves
-   * with both. A replicated volume (`replicas` > 1) needs a cluster.
+   * with both. Only a cluster volume (`replicas` > 1 or `replicated`) is
+   * attached, and it needs a cluster.
    *
    * @example
    * const { volume, attachment } = await client.createAndAttach({ name: "pg-data", sizeBytes: 2 ** 30, replicas: 3 });

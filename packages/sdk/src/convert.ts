@@ -145,6 +145,8 @@ export function volumeFromWire(v: pb.Volume): Volume {
     qosStatus: qosStatusFromWire(v.qosStatus),
     epoch: v.epoch,
     ...(v.activityLog ? { activityLog: { ...v.activityLog, extents: [...v.activityLog.extents] } } : {}),
+    // An engine from before the field says nothing: more than one replica is a cluster volume all the same.
+    replicated: v.replicated || v.replicas > 1,
   };
 }
 

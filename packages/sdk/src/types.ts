@@ -38,6 +38,12 @@ export interface Volume {
   epoch: number;
   /** The write-intent log this replica keeps for the volume's frontend; undefined when none was saved here. */
   activityLog?: ActivityLog;
+  /**
+   * A cluster volume: recorded in the cluster, attachable on any node and
+   * served by the replicated frontend, whatever `replicas` is. False for a
+   * volume of one node's pool (served by that node only).
+   */
+  replicated: boolean;
 }
 
 /**
@@ -414,6 +420,13 @@ export interface CreateVolumeRequest {
    * UNAVAILABLE). Default 2 from 3 replicas up, else 1; at most `replicas`.
    */
   minInSync?: number;
+  /**
+   * Make a cluster volume even with one replica: recorded in the cluster,
+   * attachable on any node, served by the replicated frontend. Implied by
+   * `replicas` > 1; without it one replica is a volume of this node's pool,
+   * served by this node only. INVALID_ARGUMENT on an engine not in a cluster.
+   */
+  replicated?: boolean;
 }
 
 /** Request naming one volume. */

@@ -23,10 +23,12 @@ import { formatBytes, parseSizeBytes } from "../util/size.js";
 const USAGE = `usage: keelson [--address ADDR] [--json] <command>
 
 commands:
-  volume create NAME --size SIZE [--replicas N] [--min-in-sync Q] [--label k=v]... [QOS]
+  volume create NAME --size SIZE [--replicas N] [--replicated] [--min-in-sync Q] [--label k=v]... [QOS]
                                                      create a thin volume (idempotent); N > 1 needs a cluster:
                                                      one replica on each of N nodes; a write is acknowledged
-                                                     once Q in-sync replicas hold it (default 2 from 3 up)
+                                                     once Q in-sync replicas hold it (default 2 from 3 up);
+                                                     --replicated: a cluster volume even with one replica
+                                                     (attachable on any node, the replicated frontend)
   volume attach NAME [--node ID] [--read-only] [--takeover] [--replica-timeout MS]
                                                      serve a replicated volume from a node (default: this one);
                                                      writable: a new epoch, one node at a time (--takeover
@@ -105,6 +107,7 @@ interface Args {
   overcommitPercent?: string;
   loopback: boolean;
   replicas?: string;
+  replicated: boolean;
   replicaTimeout?: string;
   minInSync?: string;
   reason?: string;
@@ -390,6 +393,7 @@ async function volumeCommand(client: KeelsonClient, args: Args): Promise<void> {
         sizeBytes: parseSizeBytes(need(args.size, "--size")),
         labels: parseLabels(args.labels),
         ...(args.replicas ? { replicas: number(args.replicas, "--replicas") } : {}),
+        ...(args.replicated ? { replicated: true } : {}),
         ...(args.minInSync ? { minInSync: number(args.minInSync, "--min-in-sync") } : {}),
         ...(args.qosClass ? { qosClass: args.qosClass } : {}),
         ...(qos ? { qos } : {}),
@@ -543,6 +547,7 @@ async function main(): Promise<number> {
       "overcommit-percent": { type: "string" },
       loopback: { type: "boolean" },
       replicas: { type: "string" },
+      replicated: { type: "boolean" },
       "replica-timeout": { type: "string" },
       "min-in-sync": { type: "string" },
       reason: { type: "string" },
@@ -583,6 +588,7 @@ async function main(): Promise<number> {
     overcommitPercent: values["overcommit-percent"],
     loopback: values.loopback ?? false,
     replicas: values.replicas,
+    replicated: values.replicated ?? false,
     replicaTimeout: values["replica-timeout"],
     minInSync: values["min-in-sync"],
     reason: values.reason,

@@ -95,7 +95,8 @@ export async function createReplicatedSnapshot(
   } else {
     const record = await getClusterVolume(m, req.volume);
     const { plan, answered } = await gatherActivityLogs(m, record);
-    if (plan === "all" || plan.length > 0) {
+    // One replica in sync (a one-replica volume) has no other to differ from: its log names nothing to make equal.
+    if (record.inSync.length > 1 && (plan === "all" || plan.length > 0)) {
       throw new KeelsonError({
         code: "UNAVAILABLE",
         message: `volume ${req.volume}: its last writer did not detach cleanly, so its replicas may differ; attach it (that resyncs them) and snapshot again`,

@@ -42,6 +42,7 @@ export async function replicatedVolumeToWire(
     qosStatus: ctx.qos.status(replicatedQosKey(record.name)),
     // One replica's log is no fact about the volume: GetVolume with replica_only shows it.
     activityLog: undefined,
+    replicated: true,
   };
   if (local) return { ...volumeToWire(ctx, local), ...shared };
   const remote = remoteVolumeToWire(ctx, { ...record, replicas: record.replicas.length, labels });

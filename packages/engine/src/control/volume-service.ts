@@ -31,7 +31,9 @@ import { attachmentToWire, sourceFromWire, volumeToWire } from "./volume-wire.js
 export function volumeService(ctx: ControlContext): VolumeServiceServer {
   const { pool } = ctx;
   return {
-    createVolume: unary(ctx, "CreateVolume", (req) => (req.replicas > 1 ? createReplicated(ctx, req) : createLocal(ctx, req))),
+    createVolume: unary(ctx, "CreateVolume", (req) =>
+      req.replicas > 1 || req.replicated ? createReplicated(ctx, req) : createLocal(ctx, req),
+    ),
     getVolume: unary(ctx, "GetVolume", async (req) => {
       const name = requireString(req.name, "name");
       // Another engine asking about this node's replica: the pool alone (no etcd, no peers).
@@ -243,9 +245,17 @@ async function setReplicatedQos(
   return replicatedVolumeToWire(ctx, m, record);
 }
 
-/** A volume with more than one replica: placed across the cluster, recorded in etcd; not attached yet. */
+/**
+ * A cluster volume (more than one replica, or asked for as `replicated`):
+ * placed across the cluster, recorded in etcd; not attached yet. Replicas 0
+ * means 1, as for a local volume.
+ */
 async function createReplicated(ctx: ControlContext, req: WireCreateVolumeRequest): Promise<WireVolume> {
-  const m = requireCluster(ctx, `a volume with ${req.replicas} replicas`);
+  const replicas = Math.max(1, req.replicas);
+  const m = requireCluster(
+    ctx,
+    req.replicas > 1 ? `a volume with ${req.replicas} replicas` : "a replicated volume (replicated: true)",
+  );
   // Checked here, as a single engine's create checks them, before etcd or a peer is asked.
   const name = validateVolumeName(req.name);
   if (!req.source || req.sizeBytes !== 0) validateSizeBytes(req.sizeBytes);
@@ -255,7 +265,7 @@ async function createReplicated(ctx: ControlContext, req: WireCreateVolumeReques
   const options = {
     name,
     sizeBytes: req.sizeBytes,
-    replicas: req.replicas,
+    replicas,
     labels: req.labels,
     ...(req.minInSync > 0 ? { minInSync: req.minInSync } : {}),
     ...qos,

@@ -60,6 +60,8 @@ export function volumeToWire(ctx: ControlContext, v: Volume): WireVolume {
     qosStatus: ctx.qos.status(v.record.uid),
     epoch: v.record.epoch ?? 0,
     activityLog: v.record.activity,
+    // This pool's own volume (or, to a replicaOnly caller, one node's replica): never the cluster's view.
+    replicated: false,
   };
 }
 
@@ -91,6 +93,7 @@ export function remoteVolumeToWire(ctx: ControlContext, v: RemoteVolume): WireVo
     qosStatus: ctx.qos.status(""),
     epoch: 0,
     activityLog: undefined,
+    replicated: true,
   };
 }
 

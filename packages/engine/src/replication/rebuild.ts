@@ -5,7 +5,7 @@ import type { ReplicaIo } from "./local-replica.js";
 import type { RangeGate } from "./range-gate.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
 import { REGION_BYTES } from "./region-map.js";
-import { type RebuildingReplica, type Replica, type ReplicaSet, setRebuilding, setRebuilt } from "./replica-set.js";
+import { type RebuildingReplica, type Replica, type ReplicaSet, setHealthy, setRebuilding, setRebuilt } from "./replica-set.js";
 
 const debug = createDebug("keelson:replication");
 
@@ -129,10 +129,44 @@ export class Rebuilder {
         r.is.reason = `replica is ${client.sizeBytes} bytes, the volume ${host.sizeBytes}`;
         return;
       }
-      await this.#rebuild(r, client);
+      if (this.#soleCopy(r)) await this.#takeBack(r, client);
+      else await this.#rebuild(r, client);
     } finally {
       r.busy = false;
     }
+  }
+
+  /**
+   * `r` is the only replica the record holds in sync, and none is healthy:
+   * there is no source to copy from (always so when a one-replica volume's
+   * replica faulted).
+   */
+  #soleCopy(r: Replica): boolean {
+    const { list } = this.#host.replicas;
+    return r.inRecord && !list.some((x) => x !== r && (x.inRecord || x.is.state === "healthy"));
+  }
+
+  /**
+   * Takes the only in-sync replica back as it is, as a new attachment would
+   * open it. The record kept it in sync (a frontend cannot take the last one
+   * out), so no write it missed was acknowledged; writes it had not flushed
+   * when its engine died are lost as on any disk (there is no other copy to
+   * bring them back). It serves at once; its activity log is saved as any
+   * replica's before it is relied on (one that cannot keep it is faulted
+   * again by the save).
+   */
+  async #takeBack(r: Replica, client: ReplicaIo): Promise<void> {
+    const host = this.#host;
+    setHealthy(r, client);
+    host.replicas.unrecorded.delete(r.nodeId);
+    try {
+      await host.saveActivity();
+    } catch (error) {
+      if (isStale(error)) host.markFenced();
+      if (r.is.state === "healthy" && r.is.client === client) host.replicas.fault(r, error, 0, null);
+      return;
+    }
+    debug("volume %s: replica %s taken back as it is (the only one in sync, no source to copy from)", host.name, r.nodeId);
   }
 
   /** Makes an in-sync replica marked by the resync plan equal to the source, while it takes every write. */

@@ -183,7 +183,16 @@ export interface Volume {
    * The write-intent log this replica keeps for the volume's frontend; unset
    * when none was saved here (and on a replicated volume's cluster view).
    */
-  activityLog: ActivityLog | undefined;
+  activityLog:
+    | ActivityLog
+    | undefined;
+  /**
+   * A cluster volume: recorded in the cluster, attachable on any node and
+   * served by the replicated frontend, whatever its replica count (made with
+   * replicas > 1 or with CreateVolumeRequest.replicated). False for a volume
+   * of one node's pool, served by that node only.
+   */
+  replicated: boolean;
 }
 
 export interface Volume_LabelsEntry {
@@ -429,6 +438,14 @@ export interface CreateVolumeRequest {
    * UNAVAILABLE. 0 means the default: 2 from 3 replicas up, else 1.
    */
   minInSync: number;
+  /**
+   * Make a cluster volume even with one replica: recorded in the cluster,
+   * attachable on any node, served by the replicated frontend (the same data
+   * path as more replicas). Implied by replicas > 1. Without it, replicas 0 or
+   * 1 make a volume of this node's pool alone, served by this node only. On an
+   * engine that is not in a cluster it fails with INVALID_ARGUMENT.
+   */
+  replicated: boolean;
 }
 
 export interface CreateVolumeRequest_LabelsEntry {
@@ -1617,6 +1634,7 @@ function createBaseVolume(): Volume {
     qosStatus: undefined,
     epoch: 0,
     activityLog: undefined,
+    replicated: false,
   };
 }
 
@@ -1669,6 +1687,9 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.activityLog !== undefined) {
       ActivityLog.encode(message.activityLog, writer.uint32(130).fork()).join();
+    }
+    if (message.replicated !== false) {
+      writer.uint32(136).bool(message.replicated);
     }
     return writer;
   },
@@ -1817,6 +1838,14 @@ export const Volume: MessageFns<Volume> = {
             message.activityLog = ActivityLog.decode(reader, reader.uint32());
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.replicated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1866,6 +1895,7 @@ export const Volume: MessageFns<Volume> = {
     message.activityLog = (object.activityLog !== undefined && object.activityLog !== null)
       ? ActivityLog.fromPartial(object.activityLog)
       : undefined;
+    message.replicated = object.replicated ?? false;
     return message;
   },
 };
@@ -3931,6 +3961,7 @@ function createBaseCreateVolumeRequest(): CreateVolumeRequest {
     qosClass: "",
     qos: undefined,
     minInSync: 0,
+    replicated: false,
   };
 }
 
@@ -3959,6 +3990,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     }
     if (message.minInSync !== 0) {
       writer.uint32(64).uint32(message.minInSync);
+    }
+    if (message.replicated !== false) {
+      writer.uint32(72).bool(message.replicated);
     }
     return writer;
   },
@@ -4043,6 +4077,14 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
             message.minInSync = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.replicated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4078,6 +4120,7 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     message.qosClass = object.qosClass ?? "";
     message.qos = (object.qos !== undefined && object.qos !== null) ? QosPolicy.fromPartial(object.qos) : undefined;
     message.minInSync = object.minInSync ?? 0;
+    message.replicated = object.replicated ?? false;
     return message;
   },
 };
