@@ -61,20 +61,26 @@ static ring_t *ring_of(napi_env env, napi_value value) {
 
 static void hold_loop(ring_t *r);
 
+// Moves up to `capacity` waiting completions into the results array as (token, result) pairs; how many.
+static uint32_t take_completions(ring_t *r) {
+  uint32_t n = 0;
+  struct io_uring_cqe *cqe;
+  while (n < r->capacity && io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+    r->results[2 * n] = (int32_t)cqe->user_data;
+    r->results[2 * n + 1] = cqe->res;
+    io_uring_cqe_seen(&r->ring, cqe);
+    n++;
+  }
+  r->in_flight -= n;
+  return n;
+}
+
 // Hands every waiting completion to JavaScript, in batches of at most `capacity`.
 static void reap(ring_t *r) {
   napi_env env = r->env;
   for (;;) {
-    uint32_t n = 0;
-    struct io_uring_cqe *cqe;
-    while (n < r->capacity && io_uring_peek_cqe(&r->ring, &cqe) == 0) {
-      r->results[2 * n] = (int32_t)cqe->user_data;
-      r->results[2 * n + 1] = cqe->res;
-      io_uring_cqe_seen(&r->ring, cqe);
-      n++;
-    }
+    uint32_t n = take_completions(r);
     if (n == 0) return;
-    r->in_flight -= n;
     hold_loop(r);
     napi_handle_scope scope;
     if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -296,6 +302,25 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
   return int_value(env, n);
 }
 
+// reapNow(handle) -> n: the completions already in the queue, moved into the results array at once
+// instead of on the eventfd's wake-up (a read the page cache answered completes inside the submit, and
+// waiting for the loop to come round again costs it a wake-up). The eventfd is drained first, so a
+// completion posted after that still wakes the loop; n == capacity means more may wait.
+static napi_value ring_reap_now(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = argc == 1 ? ring_of(env, argv[0]) : NULL;
+  if (r == NULL) return NULL;
+  if (!r->open || r->in_flight == 0) return int_value(env, 0);
+  uint64_t count;
+  while (read(r->efd, &count, sizeof count) < 0 && errno == EINTR) {
+  }
+  uint32_t n = take_completions(r);
+  hold_loop(r);
+  return int_value(env, n);
+}
+
 // close(handle) -> 0, or -EBUSY while requests are in flight or prepared
 static napi_value ring_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -353,6 +378,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"write", NULL, ring_write, NULL, NULL, NULL, napi_default, NULL},
       {"fdatasync", NULL, ring_fdatasync, NULL, NULL, NULL, napi_default, NULL},
       {"submit", NULL, ring_submit, NULL, NULL, NULL, napi_default, NULL},
+      {"reapNow", NULL, ring_reap_now, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, ring_close, NULL, NULL, NULL, napi_default, NULL},
       {"missingOps", NULL, ring_missing_ops, NULL, NULL, NULL, napi_default, NULL},
   };

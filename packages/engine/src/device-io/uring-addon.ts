@@ -17,6 +17,8 @@ export interface UringAddon {
   write(ring: RingHandle, fd: number, buffer: Buffer, offset: number, length: number, position: number, token: number): number;
   fdatasync(ring: RingHandle, fd: number, token: number): number;
   submit(ring: RingHandle): number;
+  /** Moves the completions already queued into the results array (no callback); how many (capacity: more may wait). */
+  reapNow(ring: RingHandle): number;
   close(ring: RingHandle): number;
   /** Which of the ops keelson uses (READ, WRITE, FSYNC) this kernel's io_uring lacks; throws where the kernel cannot tell (before Linux 5.6). */
   missingOps(ring: RingHandle): string[];
