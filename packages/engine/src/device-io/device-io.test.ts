@@ -95,7 +95,7 @@ describe("device I/O engines", () => {
       const deadline = Date.now() + 10_000;
       while (done.length < 16 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
       expect(done.sort((a, b) => a - b)).toEqual(bufs.map((_, i) => i));
-      bufs.forEach((b, i) => expect(b.equals(data.subarray(i * 4096, (i + 1) * 4096))).toBe(true));
+      for (const [i, b] of bufs.entries()) expect(b.equals(data.subarray(i * 4096, (i + 1) * 4096))).toBe(true);
       expect(io.inFlight).toBe(0);
     } finally {
       io.close();
