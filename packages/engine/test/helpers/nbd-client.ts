@@ -189,19 +189,30 @@ export class NbdTestClient {
     while (this.#waiting.size > 0) {
       const h = await this.raw.read(16, 60_000);
       if (!h) {
-        for (const w of this.#waiting.values()) w.resolve({ error: -1, data: Buffer.alloc(0) });
-        this.#waiting.clear();
+        this.#lost();
         break;
       }
       const handle = Number(h.readBigUInt64BE(8));
       const error = h.readUInt32BE(4);
       const w = this.#waiting.get(handle);
       if (!w) throw new Error(`reply for unknown handle ${handle}`);
+      const data = error === 0 && w.length > 0 ? await this.raw.read(w.length, 60_000) : Buffer.alloc(0);
+      if (!data) {
+        // The server went away in the middle of this reply's data (killed): it and the rest fail, and the
+        // bytes of the cut reply are not parsed as the next header.
+        this.#lost();
+        break;
+      }
       this.#waiting.delete(handle);
-      const data = error === 0 && w.length > 0 ? ((await this.raw.read(w.length, 60_000)) ?? Buffer.alloc(0)) : Buffer.alloc(0);
       w.resolve({ error, data });
     }
     this.#pumping = false;
+  }
+
+  /** The connection is gone: every request still waiting fails (error -1), as the server never answered it whole. */
+  #lost(): void {
+    for (const w of this.#waiting.values()) w.resolve({ error: -1, data: Buffer.alloc(0) });
+    this.#waiting.clear();
   }
 
   read(offset: number, length: number) {
