@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import { refs } from "../metadata/index.js";
+import { messageOf } from "../util/errors.js";
 import { readAttachments } from "./attachments.js";
 import { getClusterVolume } from "./cluster-volumes.js";
 import { nextEpoch, whileEpoch } from "./epochs.js";
@@ -46,11 +47,25 @@ export async function declareInSync(m: ClusterMembership, req: InSyncDeclaration
     });
   }
   const node = (await m.nodes()).find((n) => n.nodeId === nodeId);
-  if (!node?.alive)
-    throw new KeelsonError({ code: "UNAVAILABLE", message: `node ${nodeId} is not alive; its replica cannot be checked` });
+  if (!node)
+    throw new KeelsonError({
+      code: "UNAVAILABLE",
+      message: `node ${nodeId} is not in the cluster; its replica cannot be checked`,
+    });
   const epoch = await nextEpoch(m.metadata, name, m.nodeId);
-  // Fenced at the new epoch: a frontend of an older one can write it no more.
-  await m.peers.withPeer(node, (c) => c.fenceVolume({ name, epoch }), PEER_TIMEOUT_MS);
+  // Fenced at the new epoch: a frontend of an older one can write it no more. This call is also what
+  // tells whether the node is up: its liveness key may be gone while it answers (a keepalive that came
+  // late on a loaded machine; the node may even be this one).
+  await m.peers
+    .withPeer(node, (c) => c.fenceVolume({ name, epoch }), PEER_TIMEOUT_MS)
+    .catch((error: unknown) => {
+      const why = node.alive ? "" : " (its liveness key is gone too)";
+      throw new KeelsonError({
+        code: "UNAVAILABLE",
+        message: `node ${nodeId} did not answer${why}; its replica cannot be checked: ${messageOf(error)}`,
+        cause: error,
+      });
+    });
   const ref = refs.volume(name);
   const current = await m.metadata.get(ref);
   if (current === null) throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: `replicated volume ${name} vanished` });

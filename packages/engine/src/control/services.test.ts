@@ -76,7 +76,7 @@ describe("a replicated create is validated before the cluster is asked", () => {
 });
 
 describe("on a cluster node, a copy of a replicated volume is no volume of the node's own", () => {
-  it("a copy whose record is gone (a delete left it for the leader) is VOLUME_NOT_FOUND to GetVolume, DeleteVolume, ResizeVolume and SetVolumeQos, and ListVolumes leaves it out", async () => {
+  it("a copy a delete left for the leader to remove is VOLUME_NOT_FOUND to GetVolume, DeleteVolume, ResizeVolume and SetVolumeQos, and ListVolumes leaves it out", async () => {
     const copy = { name: "db", sizeBytes: 1 << 20, record: { uid: "u1", epoch: 3, labels: { "keelson.io/replica-of": "db" } } };
     const missing = () => {
       throw new KeelsonError({ code: "VOLUME_NOT_FOUND", message: "no such volume" });
@@ -86,8 +86,12 @@ describe("on a cluster node, a copy of a replicated volume is no volume of the n
       findVolume: (name: string) => (name === "db" ? copy : undefined),
       listVolumes: () => [copy],
     };
-    // No record in the cluster: the volume was deleted.
-    const metadata = { get: async () => null, list: async () => [] };
+    // No record in the cluster: the volume was deleted, and its record of leftover copies names this node.
+    const leftover = { ref: { kind: "leftover", id: "db" }, value: { nodes: ["node3"] } };
+    const metadata = {
+      get: async (ref: { kind: string }) => (ref.kind === "leftover" ? leftover : null),
+      list: async (kind: string) => (kind === "leftover" ? [leftover] : []),
+    };
     const membership = { metadata, nodeId: "node3" };
     const volumes = volumeService({ ...ctx, pool, membership: () => membership } as unknown as ControlContext);
     for (const method of ["getVolume", "deleteVolume", "resizeVolume", "setVolumeQos"] as const) {

@@ -17,6 +17,7 @@ import { requireLimitsOnly, setReplicatedVolumeQos } from "../cluster/replicated
 import { cloneReplicatedVolume } from "../cluster/volume-clone.js";
 import { deleteReplicatedVolume } from "../cluster/volume-delete.js";
 import { resizeReplicatedVolume } from "../cluster/volume-resize.js";
+import { refs } from "../metadata/index.js";
 import { defaultPolicy, type QosPolicy } from "../qos/policy.js";
 import { validateLabels, validateSizeBytes, validateVolumeName } from "../store/validation.js";
 import { isReplicaCopy, type Volume } from "../store/volume.js";
@@ -41,14 +42,14 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const m = ctx.membership();
       const replicated = m ? await findClusterVolume(m, name) : null;
       if (m && replicated) return replicatedVolumeToWire(ctx, m, replicated);
-      return volumeToWire(ctx, ownVolume(ctx, name));
+      return volumeToWire(ctx, await ownVolume(ctx, name));
     }),
     listVolumes: unary(ctx, "ListVolumes", () => listVolumes(ctx)),
     deleteVolume: unary(ctx, "DeleteVolume", async (req): Promise<WireDeleteVolumeResponse> => {
       const name = requireString(req.name, "name");
       const m = ctx.membership();
       if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return deleteReplicated(ctx, m, name, req.force);
-      const { uid } = (req.replicaOnly ? pool.getVolume(name) : ownVolume(ctx, name)).record;
+      const { uid } = (req.replicaOnly ? pool.getVolume(name) : await ownVolume(ctx, name)).record;
       const freedBytes = await deleteLocal(ctx, name, req.force);
       ctx.qos.remove(uid);
       ctx.replicaAccess?.forget(name);
@@ -59,7 +60,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const name = requireString(req.name, "name");
       const m = ctx.membership();
       if (m && !req.replicaOnly && (await findClusterVolume(m, name))) return resizeReplicated(ctx, m, name, req.sizeBytes);
-      if (!req.replicaOnly) ownVolume(ctx, name);
+      if (!req.replicaOnly) await ownVolume(ctx, name);
       return volumeToWire(ctx, await pool.resizeVolume(name, req.sizeBytes));
     }),
     setVolumeQos: unary(ctx, "SetVolumeQos", async (req) => {
@@ -68,7 +69,7 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
       const m = ctx.membership();
       const replicated = m ? await findClusterVolume(m, name) : null;
       if (m && replicated) return setReplicatedQos(ctx, m, name, { policy, qosClass: qosClass ?? "" });
-      ownVolume(ctx, name);
+      await ownVolume(ctx, name);
       const v = await pool.setVolumeQos(name, policy, qosClass);
       ctx.qos.apply(v.record.uid, policy);
       ctx.log.log("info", "volume QoS set", { volume: name, qosClass, qos: policy });
@@ -121,20 +122,28 @@ export function volumeService(ctx: ControlContext): VolumeServiceServer {
 }
 
 /**
- * Volume `name` of this node's pool as an application's volume. On a cluster node a copy of a replicated
- * volume is VOLUME_NOT_FOUND under its name alone, as it is to NBD clients: once its record is gone it is
- * a copy a delete could not remove then (its node did not answer), which the leader removes later, and
- * must not reappear as a volume of its own.
+ * Volume `name` of this node's pool as an application's volume. On a cluster node, a copy of a deleted
+ * replicated volume that the delete left here (its record names this node among the copies the leader
+ * removes later, because the node did not answer then) is VOLUME_NOT_FOUND: the volume was deleted, and
+ * its copy must not reappear as a volume of its own. Other copies without a record (a create rolled back
+ * in part) stay visible, so that an operator can delete them.
  */
-function ownVolume(ctx: ControlContext, name: string): Volume {
+async function ownVolume(ctx: ControlContext, name: string): Promise<Volume> {
   const v = ctx.pool.getVolume(name);
-  if (ctx.membership() && isReplicaCopy(v)) {
+  const m = ctx.membership();
+  if (m && isReplicaCopy(v) && (await m.metadata.get(refs.leftover(name)))?.value.nodes.includes(m.nodeId)) {
     throw new KeelsonError({
       code: "VOLUME_NOT_FOUND",
-      message: `volume ${name} not found: ${ctx.nodeId} holds only a copy of a deleted replicated volume of that name, which the cluster's leader removes`,
+      message: `volume ${name} not found: it was deleted, and ${m.nodeId} still holds a copy of it, which the cluster's leader removes`,
     });
   }
   return v;
+}
+
+/** Names of deleted replicated volumes whose copy on this node the leader is still to remove. */
+async function leftoverHere(m: ClusterMembership): Promise<Set<string>> {
+  const left = await m.metadata.list("leftover");
+  return new Set(left.filter((l) => l.value.nodes.includes(m.nodeId)).map((l) => l.ref.id));
 }
 
 /** Attempts at a forced delete whose volume an opening connection took again after its connections were cut. */
@@ -189,10 +198,11 @@ async function listVolumes(ctx: ControlContext): Promise<WireListVolumesResponse
   const m = ctx.membership();
   const records = m ? await listClusterVolumes(m) : [];
   const replicated = new Set(records.map((r) => r.name));
+  const left = m ? await leftoverHere(m) : new Set<string>();
   const volumes = [
     ...ctx.pool
       .listVolumes()
-      .filter((v) => !replicated.has(v.name) && !(m && isReplicaCopy(v)))
+      .filter((v) => !replicated.has(v.name) && !(isReplicaCopy(v) && left.has(v.name)))
       .map((v) => volumeToWire(ctx, v)),
     ...(m ? await Promise.all(records.map((r) => replicatedVolumeToWire(ctx, m, r))) : []),
   ];

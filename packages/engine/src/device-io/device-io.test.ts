@@ -103,6 +103,28 @@ describe("device I/O engines", () => {
     }
   });
 
+  it("io_uring: a loop of 1,000 sequential cached reads still lets the event loop turn (inline completions are bounded per turn)", async () => {
+    if (!uringOrExplain()) return;
+    const io = new UringIo(realAddon(), 8);
+    const { fd } = randomFile(64 * 1024);
+    try {
+      let turns = 0;
+      let done = false;
+      const tick = (): void => {
+        turns++;
+        if (!done) setImmediate(tick);
+      };
+      setImmediate(tick);
+      const buf = Buffer.alloc(4096);
+      for (let i = 0; i < 1000; i++) await rw(io, "read", fd, buf, (i % 16) * 4096);
+      done = true;
+      expect(turns, "event-loop turns during the loop").toBeGreaterThan(5);
+    } finally {
+      io.close();
+      fs.closeSync(fd);
+    }
+  });
+
   for (const [name, make] of engines()) {
     it(`${name}: 2,000 concurrent writes of random sizes and places, a flush, then 2,000 concurrent reads return exactly what was written`, async () => {
       const io = make();

@@ -13,6 +13,9 @@ export const URING_CAPACITY = 512;
  */
 export const MAX_WAITING = 2 ** 20;
 
+/** Submits per turn of the event loop made at once (a microtask); more wait for the next turn (see `UringIo.#scheduleSubmit`). */
+const MAX_SUBMITS_PER_TURN = 64;
+
 const READ = 0;
 const WRITE = 1;
 const SYNC = 2;
@@ -58,6 +61,11 @@ export class UringIo implements DeviceIo {
   #prepared = 0;
   #submitScheduled = false;
   #closed = false;
+  /** Submits scheduled in this turn of the event loop (see `#scheduleSubmit`). */
+  #submitsThisTurn = 0;
+  readonly #newTurn = (): void => {
+    this.#submitsThisTurn = 0;
+  };
 
   constructor(addon: UringAddon, capacity = URING_CAPACITY, maxWaiting = MAX_WAITING) {
     assert(Number.isInteger(maxWaiting) && maxWaiting >= 0, `maxWaiting must be a whole number >= 0, got ${maxWaiting}`);
@@ -150,18 +158,24 @@ export class UringIo implements DeviceIo {
   #scheduleSubmit(): void {
     if (this.#submitScheduled) return;
     this.#submitScheduled = true;
-    queueMicrotask(this.#submit);
+    // Within this turn of the loop (a microtask) while few submits ran in it; past that, on the next
+    // turn. A chain of requests that each complete inside their submit (a sequential read loop over
+    // cached data) would otherwise run on microtasks alone and starve timers and sockets.
+    if (this.#submitsThisTurn === 0) setImmediate(this.#newTurn);
+    if (this.#submitsThisTurn++ < MAX_SUBMITS_PER_TURN) queueMicrotask(this.#submit);
+    else setImmediate(this.#submit);
   }
 
   readonly #submit = (): void => {
     this.#submitScheduled = false;
     if (this.#prepared === 0 || this.#closed) return;
     const n = this.#addon.submit(this.#ring);
-    if (n > 0) {
-      this.#prepared -= n;
-      this.#reapNow();
-    }
-    if (this.#prepared > 0) {
+    if (n > 0) this.#prepared -= n;
+    // Whether the kernel left part of this batch, read before the completions below: their callbacks
+    // may prepare new requests, which schedule a submit of their own.
+    const partial = this.#prepared > 0;
+    if (n > 0) this.#reapNow();
+    if (partial && !this.#submitScheduled) {
       // The kernel took part of the batch, or was short of resources (EAGAIN, EBUSY, EINTR): try again next turn.
       assert(n >= 0 || n === -EAGAIN || n === -EBUSY || n === -EINTR, `io_uring submit failed: errno ${-n}`);
       this.#submitScheduled = true;

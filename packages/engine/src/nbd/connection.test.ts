@@ -54,7 +54,12 @@ class HeldExport implements NbdExport {
     this.#run(0, () => undefined, cb);
   }
 
-  close(): void {}
+  /** Handles released (one per connection that opened the export). */
+  closes = 0;
+
+  close(): void {
+    this.closes++;
+  }
 }
 
 /** A replica export: it keeps a frontend's write-intent log, which is what makes the server see it as one. */
@@ -293,4 +298,43 @@ describe("NBD connection back-pressure", () => {
       await replicas.close();
     }
   });
+});
+
+describe("a connection to an export whose earlier connection is closing", () => {
+  it("starts only once the closing connection's writes ended: a write it acknowledges is never overwritten by one its client gave up on", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 64 * MIB);
+    const old = await client(s);
+    old.socket.write(Buffer.concat([header(1, 1, 0, 4096), Buffer.alloc(4096, 0x11)]));
+    await waitUntil(() => exp.held.length === 1);
+    // Its client gave up on the write (a frontend that timed the replica out) and opens the export again.
+    old.socket.destroy();
+    const fresh = await client(s);
+    fresh.socket.write(Buffer.concat([header(1, 2, 0, 4096), Buffer.alloc(4096, 0x22)]));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(exp.held.length, "the new connection's write waits for the old one's").toBe(1);
+    exp.hold = false;
+    exp.releaseAll();
+    expect(await fresh.replies(1, 0)).toEqual([2]);
+    expect(exp.data[0], "the acknowledged write is the one the volume holds").toBe(0x22);
+  });
+
+  it("is refused when the closing connection's requests do not end within the handshake time, and its export handle goes", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 64 * MIB);
+    const old = await client(s);
+    old.socket.write(Buffer.concat([header(1, 1, 0, 4096), Buffer.alloc(4096, 0x11)]));
+    await waitUntil(() => exp.held.length === 1);
+    old.socket.destroy();
+    const fresh = await client(s);
+    await waitUntil(() => fresh.socket.destroyed || fresh.socket.readableEnded, 15_000);
+    expect(fresh.socket.destroyed || fresh.socket.readableEnded).toBe(true);
+    expect(exp.held.length).toBe(1);
+    expect(exp.closes, "the refused connection's handle went; the closing one's waits for its write").toBe(1);
+    exp.releaseAll();
+    await waitUntil(() => exp.closes === 2);
+    expect(exp.closes).toBe(2);
+  }, 30_000);
 });

@@ -19,7 +19,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
-import { REPLY_HEADER_ROOM_BYTES, type ReplyBuffers } from "./reply-buffers.js";
+import { REPLY_HEADER_ROOM_BYTES, ReplyBuffers } from "./reply-buffers.js";
 import {
   CHUNK_HEADER_BYTES,
   errorChunk,
@@ -163,7 +163,8 @@ export class Connection implements BudgetWaiter {
   /**
    * Replies of this turn of the event loop not yet handed to the socket: they leave together when
    * the turn ends, in one write (io_uring completions are reaped in batches, so one turn often
-   * answers many requests). At most one per request in flight.
+   * answers many requests). Bounded by the requests parsed in one turn (one refused at once leaves
+   * its place in flight before the flush): one received chunk's headers plus those in flight.
    */
   readonly #outbox: Buffer[] = [];
   /** For each reply in `#outbox`, what runs once the socket flushed it (a READ's charge going back), or null. */
@@ -191,6 +192,11 @@ export class Connection implements BudgetWaiter {
     socket.on("error", (e) => debug("socket error: %s", e.message));
     if (socket.destroyed) this.#shutdown();
     else if (leftover.length > 0) this.#onData(leftover);
+  }
+
+  /** The client is gone or asked to disconnect: what is still running finishes, nothing new starts. */
+  get closing(): boolean {
+    return this.#closing;
   }
 
   /** Requests running now. */
@@ -270,7 +276,8 @@ export class Connection implements BudgetWaiter {
     const type = buf.readUInt16BE(at + 6);
     const length = buf.readUInt32BE(at + 24);
     if (length === 0) return 0;
-    if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : this.#dataAt + length;
+    // A READ holds a pooled buffer of its size class (up to twice its length): charged for what it holds.
+    if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : ReplyBuffers.bytesFor(length);
     if (type === Command.WRITE) return length > MAX_REQUEST_BYTES ? 0 : length;
     if (type === Command.KEELSON_ACTIVITY) return length > MAX_ACTIVITY_PAYLOAD_BYTES ? 0 : length;
     if (type === Command.BLOCK_STATUS) return this.allocationContextId === null ? 0 : BLOCK_STATUS_REPLY_MAX_BYTES;
@@ -357,8 +364,13 @@ export class Connection implements BudgetWaiter {
           }
         }
         req.offset = offset;
-        req.replyBuffer = this.#replies.take(length);
-        req.reply = req.replyBuffer.subarray(0, this.#dataAt + length);
+        if (length === 0) {
+          // A simple reply's header alone (uncharged, as its length is 0): not worth a pooled buffer.
+          req.reply = Buffer.allocUnsafe(this.#dataAt);
+        } else {
+          req.replyBuffer = this.#replies.take(length);
+          req.reply = req.replyBuffer.subarray(0, this.#dataAt + length);
+        }
         try {
           return exp.read(offset, length, req.reply, this.#dataAt, req.done);
         } catch (error) {

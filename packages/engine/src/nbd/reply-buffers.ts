@@ -29,6 +29,11 @@ export class ReplyBuffers {
     this.#free = Array.from({ length: classOf(MAX_REQUEST_BYTES) + 1 }, () => []);
   }
 
+  /** Bytes of the buffer `take(dataBytes)` gives: what a READ's reply holds of memory, and so what it is charged. */
+  static bytesFor(dataBytes: number): number {
+    return REPLY_HEADER_ROOM_BYTES + MIN_CLASS_BYTES * 2 ** classOf(dataBytes);
+  }
+
   /** Bytes of idle buffers kept now. */
   get keptBytes(): number {
     return this.#keptBytes;
@@ -45,7 +50,7 @@ export class ReplyBuffers {
       this.#keptBytes -= idle.length;
       return idle;
     }
-    return Buffer.allocUnsafeSlow(REPLY_HEADER_ROOM_BYTES + MIN_CLASS_BYTES * 2 ** c);
+    return Buffer.allocUnsafeSlow(ReplyBuffers.bytesFor(dataBytes));
   }
 
   /** A buffer `take` gave, no longer used by anyone (its reply flushed): kept for the next read of its class, within the bound. */

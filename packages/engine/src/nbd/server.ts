@@ -103,6 +103,8 @@ export class NbdServer {
   readonly #handshaking = new Set<net.Socket>();
   /** Waiters for the connections of an export to be gone. */
   readonly #closeWaiters = new Map<string, Array<() => void>>();
+  /** Who waits for a closing connection to be gone (a new connection to its export, see `#accept`). */
+  readonly #forgotten = new Map<Connection, Array<() => void>>();
   #tcpAddress = "";
   #unixSocket = "";
   #count = 0;
@@ -167,15 +169,32 @@ export class NbdServer {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
-    negotiate(socket, this.#catalogFor(peer), starttls).then((result) => {
+    negotiate(socket, this.#catalogFor(peer), starttls).then(async (result) => {
       clearTimeout(timer);
-      this.#handshaking.delete(socket);
       if (!result) {
+        this.#handshaking.delete(socket);
         socket.end();
         socket.destroySoon();
         return;
       }
       const name = result.export.name;
+      // A connection to this export that is closing may still have writes running (its client gave
+      // up on them: a frontend that timed a replica out and now opens it again). The new one starts
+      // once they ended, or a write acknowledged on it could be overwritten by one of them.
+      const draining = [...(this.#connections.get(name) ?? [])].filter((c) => c.closing && c.inflight > 0);
+      if (draining.length > 0) {
+        result.socket.pause();
+        const drained = await this.#drained(draining, HANDSHAKE_TIMEOUT_MS);
+        if (!drained || result.socket.destroyed) {
+          debug("export %s: a closing connection's requests did not end in time; refusing the new one", name);
+          this.#handshaking.delete(socket);
+          result.export.close();
+          result.socket.destroy();
+          return;
+        }
+        result.socket.resume();
+      }
+      this.#handshaking.delete(socket);
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
@@ -185,7 +204,31 @@ export class NbdServer {
     });
   }
 
+  /** Whether every connection in `conns` closed (its requests ended) within `timeoutMs`. */
+  #drained(conns: Connection[], timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      let left = conns.length;
+      const wake = (): void => {
+        if (--left > 0) return;
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        // Given up: the waiter goes, so retries against a connection that never ends do not pile up.
+        for (const c of conns) {
+          const list = (this.#forgotten.get(c) ?? []).filter((w) => w !== wake);
+          if (list.length > 0) this.#forgotten.set(c, list);
+          else this.#forgotten.delete(c);
+        }
+        resolve(false);
+      }, timeoutMs);
+      for (const c of conns) this.#forgotten.set(c, [...(this.#forgotten.get(c) ?? []), wake]);
+    });
+  }
+
   #forget(name: string, conn: Connection): void {
+    for (const wake of this.#forgotten.get(conn) ?? []) wake();
+    this.#forgotten.delete(conn);
     const set = this.#connections.get(name);
     set?.delete(conn);
     if (set && set.size === 0) {

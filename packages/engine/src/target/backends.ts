@@ -154,8 +154,9 @@ export class ReplicatedBackend implements TargetBackend {
   }
 
   write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
-    // No copy: each replica client copies the payload into its request before
-    // this returns, and the connection's buffer stays ours until the callback.
+    // No copy: the replica clients send this very buffer (their header apart), so
+    // the connection leaves it untouched until the callback, which comes once
+    // every replica settled (the volume waits for all of them).
     this.#volume.write(offset, data, fua).then(
       () => cb(null),
       (e: KeelsonError) => cb(e),
