@@ -18,30 +18,29 @@ export interface FamilySpec<L extends string> {
  * nothing on the request path calls prom-client.
  */
 export function gauge<L extends string>(registry: Registry, spec: FamilySpec<L>): Gauge<L> {
-  const { read } = spec;
-  return new Gauge<L>({
-    name: spec.name,
-    help: spec.help,
-    labelNames: spec.labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, value] of read()) this.set(labels, value);
-    },
-  });
+  return new Gauge<L>(collected(registry, spec, (g: Gauge<L>, labels, value) => g.set(labels, value)));
 }
 
 /** A counter on `registry` read on each scrape, as {@link gauge}: its values are totals kept by the engine. */
 export function counter<L extends string>(registry: Registry, spec: FamilySpec<L>): Counter<L> {
+  return new Counter<L>(collected(registry, spec, (c: Counter<L>, labels, value) => c.inc(labels, value)));
+}
+
+/** The options of a gauge or counter whose `collect()` replaces its samples with `spec.read()`'s, each put by `put`. */
+function collected<L extends string, M extends Gauge<L> | Counter<L>>(
+  registry: Registry,
+  spec: FamilySpec<L>,
+  put: (metric: M, labels: Readonly<Record<L, string>>, value: number) => void,
+) {
   const { read } = spec;
-  return new Counter<L>({
+  return {
     name: spec.name,
     help: spec.help,
     labelNames: spec.labelNames,
     registers: [registry],
-    collect() {
+    collect(this: M): void {
       this.reset();
-      for (const [labels, value] of read()) this.inc(labels, value);
+      for (const [labels, value] of read()) put(this, labels, value);
     },
-  });
+  };
 }

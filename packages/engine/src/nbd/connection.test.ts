@@ -301,15 +301,21 @@ describe("NBD connection back-pressure", () => {
 });
 
 describe("a connection to an export whose earlier connection is closing", () => {
-  it("starts only once the closing connection's writes ended: a write it acknowledges is never overwritten by one its client gave up on", async () => {
+  /** A connection whose write the export holds, and whose client then gave up on it and hung up. */
+  async function closingWithAWriteHeld(): Promise<{ exp: HeldExport; s: NbdServer }> {
     const exp = new HeldExport();
     exp.hold = true;
     const s = await serve(exp, 64 * MIB);
     const old = await client(s);
     old.socket.write(Buffer.concat([header(1, 1, 0, 4096), Buffer.alloc(4096, 0x11)]));
     await waitUntil(() => exp.held.length === 1);
-    // Its client gave up on the write (a frontend that timed the replica out) and opens the export again.
     old.socket.destroy();
+    return { exp, s };
+  }
+
+  it("starts only once the closing connection's writes ended: a write it acknowledges is never overwritten by one its client gave up on", async () => {
+    // Its client gave up on the write (a frontend that timed the replica out) and opens the export again.
+    const { exp, s } = await closingWithAWriteHeld();
     const fresh = await client(s);
     fresh.socket.write(Buffer.concat([header(1, 2, 0, 4096), Buffer.alloc(4096, 0x22)]));
     await new Promise((r) => setTimeout(r, 100));
@@ -321,13 +327,7 @@ describe("a connection to an export whose earlier connection is closing", () => 
   });
 
   it("is refused when the closing connection's requests do not end within the handshake time, and its export handle goes", async () => {
-    const exp = new HeldExport();
-    exp.hold = true;
-    const s = await serve(exp, 64 * MIB);
-    const old = await client(s);
-    old.socket.write(Buffer.concat([header(1, 1, 0, 4096), Buffer.alloc(4096, 0x11)]));
-    await waitUntil(() => exp.held.length === 1);
-    old.socket.destroy();
+    const { exp, s } = await closingWithAWriteHeld();
     const fresh = await client(s);
     await waitUntil(() => fresh.socket.destroyed || fresh.socket.readableEnded, 15_000);
     expect(fresh.socket.destroyed || fresh.socket.readableEnded).toBe(true);
