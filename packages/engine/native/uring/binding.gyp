@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "keelson_uring",
-      "sources": ["uring.c"],
+      "sources": ["uring.c", "allocator.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "libraries": ["-luring"]
     }

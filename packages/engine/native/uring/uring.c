@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "allocator.h"
+
 typedef struct {
   struct io_uring ring;
   int efd;
@@ -381,6 +383,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"reapNow", NULL, ring_reap_now, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, ring_close, NULL, NULL, NULL, napi_default, NULL},
       {"missingOps", NULL, ring_missing_ops, NULL, NULL, NULL, napi_default, NULL},
+      {"tuneAllocator", NULL, tune_allocator, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

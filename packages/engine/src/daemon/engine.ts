@@ -37,6 +37,7 @@ import { openLocalReplica, TargetCatalog } from "../target/catalog.js";
 import { type ReplicaAuthority, ReplicaCatalog } from "../target/replica-catalog.js";
 import { jsonLogger, type Logger } from "../util/log.js";
 import { watchLoopStalls } from "../util/loop-stalls.js";
+import { tuneAllocator } from "./allocator.js";
 import { callerCheckOf, type EtcdTlsFiles, etcdClientTls, type NbdTlsFiles, nbdServerTls, readPem } from "./engine-tls.js";
 import { checkControlListen } from "./listen-policy.js";
 import { SpaceWatch } from "./space-watch.js";
@@ -499,6 +500,9 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
   try {
     const io = useIoEngine(options.ioEngine ?? ioEngineFromEnv());
     log.log("info", "disk I/O engine", { engine: io.engine, ...(io.note ? { note: io.note } : {}) });
+    const untuned = tuneAllocator();
+    if (untuned)
+      log.log("warn", "malloc not tuned: socket reads fault their pages in again after each collection", { why: untuned });
     const pool = await openPool(options, teardown);
     await ensureDiskCapability(pool, options, log);
     const { qos, catalog } = startQos(pool, options);

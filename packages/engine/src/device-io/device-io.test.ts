@@ -259,8 +259,18 @@ describe("device I/O engines", () => {
     expect(real.missingOps).toBeTypeOf("function");
     expect(probeUring(real)).toEqual({ addon: real, why: null });
     // The addon's own properties are read-only: a kernel without FSYNC is played by a copy that answers so.
-    const { open, read, write, fdatasync, submit, reapNow, close } = real;
-    const noFsync: UringAddon = { open, read, write, fdatasync, submit, reapNow, close, missingOps: () => ["FSYNC"] };
+    const { open, read, write, fdatasync, submit, reapNow, close, tuneAllocator } = real;
+    const noFsync: UringAddon = {
+      open,
+      read,
+      write,
+      fdatasync,
+      submit,
+      reapNow,
+      close,
+      tuneAllocator,
+      missingOps: () => ["FSYNC"],
+    };
     const probed = probeUring(noFsync);
     expect(probed.addon).toBeNull();
     expect(probed.why).toMatch(/FSYNC/);

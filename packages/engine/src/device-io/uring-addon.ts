@@ -22,6 +22,8 @@ export interface UringAddon {
   close(ring: RingHandle): number;
   /** Which of the ops keelson uses (READ, WRITE, FSYNC) this kernel's io_uring lacks; throws where the kernel cannot tell (before Linux 5.6). */
   missingOps(ring: RingHandle): string[];
+  /** glibc malloc's trim threshold, top pad and mmap threshold (native/uring/allocator.c); false where the C library is not glibc. */
+  tuneAllocator(trimBytes: number, topPadBytes: number, mmapThresholdBytes: number): boolean;
 }
 
 /** The addon and null, or null and why io_uring cannot be used here. */
@@ -30,26 +32,32 @@ export type UringLoad = { addon: UringAddon; why: null } | { addon: null; why: s
 /** Where the build puts the addon (the same from src/ and from dist/). */
 export const ADDON_PATH = fileURLToPath(new URL("../../native/uring/build/Release/keelson_uring.node", import.meta.url));
 
+let file: UringLoad | undefined;
 let loaded: UringLoad | undefined;
+
+/** The addon as loaded, whether or not this kernel's io_uring works (its allocator tuning needs no ring). */
+export function nativeAddon(): UringLoad {
+  if (file) return file;
+  if (!fs.existsSync(ADDON_PATH)) {
+    file = {
+      addon: null,
+      why: `the io_uring addon is not built (${ADDON_PATH}; needs liburing-dev and a C compiler at install)`,
+    };
+    return file;
+  }
+  try {
+    file = { addon: createRequire(import.meta.url)(ADDON_PATH) as UringAddon, why: null };
+  } catch (error) {
+    file = { addon: null, why: `io_uring is not available: ${messageOf(error)}` };
+  }
+  return file;
+}
 
 /** The addon and null, or null and why it cannot be used here (not built, or the kernel refuses io_uring or lacks an op). */
 export function uringAddon(): UringLoad {
   if (loaded) return loaded;
-  if (!fs.existsSync(ADDON_PATH)) {
-    loaded = {
-      addon: null,
-      why: `the io_uring addon is not built (${ADDON_PATH}; needs liburing-dev and a C compiler at install)`,
-    };
-    return loaded;
-  }
-  let addon: UringAddon;
-  try {
-    addon = createRequire(import.meta.url)(ADDON_PATH) as UringAddon;
-  } catch (error) {
-    loaded = { addon: null, why: `io_uring is not available: ${messageOf(error)}` };
-    return loaded;
-  }
-  loaded = probeUring(addon);
+  const native = nativeAddon();
+  loaded = native.addon ? probeUring(native.addon) : native;
   return loaded;
 }
 

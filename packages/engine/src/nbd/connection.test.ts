@@ -1,11 +1,15 @@
 import net from "node:net";
+import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it } from "vitest";
 import { MAX_INFLIGHT_PER_CONNECTION } from "./connection.js";
 import type { ExportCallback, ExportCatalog, NbdExport } from "./export.js";
 import { IHAVEOPT, Option, REQUEST_MAGIC } from "./protocol.js";
+import { RequestBuffers } from "./request-buffers.js";
 import { NbdServer } from "./server.js";
 
 const MIB = 1024 * 1024;
+/** What a 1 MiB WRITE holds of the budget: the pooled buffer of its size class. */
+const WRITE_MIB_CHARGE = RequestBuffers.bytesFor(MIB);
 const SIZE_BYTES = 64 * MIB;
 
 /** An in-memory export that can hold requests back, and counts what it holds. */
@@ -262,12 +266,12 @@ describe("NBD connection back-pressure", () => {
     const s = await serve(exp, MIB);
     const a = await client(s);
     a.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
-    await waitUntil(() => s.bufferedBytes === MIB);
-    expect(s.bufferedBytes).toBe(MIB);
+    await waitUntil(() => s.bufferedBytes === WRITE_MIB_CHARGE);
+    expect(s.bufferedBytes).toBe(WRITE_MIB_CHARGE);
     const b = await client(s);
     b.socket.write(readBurst(1, MIB / 2));
     await new Promise((r) => setTimeout(r, 100));
-    expect(s.bufferedBytes).toBe(MIB);
+    expect(s.bufferedBytes).toBe(WRITE_MIB_CHARGE);
     b.socket.destroy();
     a.socket.destroy();
     await waitUntil(() => s.bufferedBytes === 0);
@@ -286,7 +290,7 @@ describe("NBD connection back-pressure", () => {
     try {
       const app = await client(s);
       app.socket.write(Buffer.concat([header(1, 1, 0, MIB), Buffer.alloc(MIB / 2, 1)]));
-      await waitUntil(() => s.bufferedBytes === MIB);
+      await waitUntil(() => s.bufferedBytes === WRITE_MIB_CHARGE);
       const peer = await client(replicas, "replica");
       peer.socket.write(Buffer.concat([header(1, 7, 0, MIB / 2), Buffer.alloc(MIB / 2, 9)]));
       expect(await peer.replies(1, 0)).toEqual([7]);
@@ -297,6 +301,47 @@ describe("NBD connection back-pressure", () => {
     } finally {
       await replicas.close();
     }
+  });
+});
+
+/** Records the memory each WRITE payload lies in, and fails the writes it is told to. */
+class PayloadWatch extends HeldExport {
+  readonly payloads: ArrayBufferLike[] = [];
+  failNext = false;
+
+  override write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    this.payloads.push(data.buffer);
+    if (!this.failNext) return super.write(offset, data, fua, cb);
+    this.failNext = false;
+    setImmediate(() => cb(new KeelsonError({ code: "INTERNAL", message: "pool write failed: disk gone" })));
+  }
+}
+
+describe("WRITE payload buffers", () => {
+  /** One 256 KiB WRITE sent in two parts, so that its payload spans socket chunks; its reply's errno. */
+  async function splitWrite(c: Raw, handle: number): Promise<number> {
+    const half = Buffer.alloc(128 * 1024, handle);
+    c.socket.write(Buffer.concat([header(1, handle, 0, 256 * 1024), half]));
+    await new Promise((r) => setTimeout(r, 30));
+    c.socket.write(half);
+    return (await c.read(16)).readUInt32BE(4);
+  }
+
+  it("a payload spanning chunks lies in a pooled buffer that the next write reuses, unless the export failed it (it might still hold it)", async () => {
+    const exp = new PayloadWatch();
+    const s = await serve(exp, 64 * MIB);
+    const c = await client(s);
+    expect(await splitWrite(c, 1)).toBe(0);
+    expect(await splitWrite(c, 2)).toBe(0);
+    expect(exp.payloads[1]).toBe(exp.payloads[0]);
+    exp.failNext = true;
+    expect(await splitWrite(c, 3)).not.toBe(0);
+    expect(exp.payloads[2]).toBe(exp.payloads[0]);
+    expect(await splitWrite(c, 4)).toBe(0);
+    expect(exp.payloads[3]).not.toBe(exp.payloads[2]);
+    expect(exp.data.subarray(0, 256 * 1024).every((b) => b === 4)).toBe(true);
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
   });
 });
 

@@ -19,7 +19,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
-import { REPLY_HEADER_ROOM_BYTES, ReplyBuffers } from "./reply-buffers.js";
+import { REPLY_HEADER_ROOM_BYTES, RequestBuffers } from "./request-buffers.js";
 import {
   CHUNK_HEADER_BYTES,
   errorChunk,
@@ -72,10 +72,13 @@ class Request {
   /** Length of a BLOCK_STATUS query, and the most descriptors its reply may hold (the export's answer is checked against both). */
   statusLength = 0;
   statusMaxRuns = 0;
-  /** Reply of a READ: header followed by the data; the start of `replyBuffer`. */
+  /** Reply of a READ: header followed by the data; the start of `pooled`. */
   reply: Buffer | null = null;
-  /** The whole pooled buffer `reply` lies in: it goes back to the pool once the reply is flushed. */
-  replyBuffer: Buffer | null = null;
+  /**
+   * The whole pooled buffer a READ's `reply` or a WRITE's payload lies in: it goes back to the
+   * pool once the reply is flushed (a read) or the export is done with the payload (a write).
+   */
+  pooled: Buffer | null = null;
   /** Bytes of the byte budget this request holds (its WRITE payload or READ reply buffer); 0 once released. */
   chargedBytes = 0;
   /** Typed as the export contract says; `complete` still converts anything else that arrives at run time. */
@@ -102,7 +105,10 @@ interface PendingWrite {
   fua: boolean;
   /** A KEELSON_ACTIVITY save rather than a WRITE. */
   activity: boolean;
+  /** The payload: in place in a socket chunk, or in the request's pooled buffer once it spans chunks. */
   data: Buffer;
+  /** Bytes of the payload, and how many of them have arrived. */
+  length: number;
   filled: number;
   /** Set when the request is refused once its payload is consumed. */
   refusal: Refusal | null;
@@ -139,7 +145,7 @@ export class Connection implements BudgetWaiter {
   /** The daemon-wide budget that request payloads and reply buffers are taken from before they are allocated. */
   readonly #budget: ByteBudget;
   /** Where READ reply buffers come from and go back to (the server's, shared by its connections). */
-  readonly #replies: ReplyBuffers;
+  readonly #replies: RequestBuffers;
   /** Bytes received but not parsed yet: a partial header, or the rest of a chunk when parsing stopped. */
   #carry: Buffer | null = null;
   /** Whether `#parse` runs now (a completion inside it must not start a second, nested parse). */
@@ -174,7 +180,7 @@ export class Connection implements BudgetWaiter {
   #closed = false;
   readonly #onClosed: () => void;
 
-  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, replies: ReplyBuffers, onClosed: () => void) {
+  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, replies: RequestBuffers, onClosed: () => void) {
     const leftover = handshake.leftover;
     this.socket = socket;
     this.#budget = budget;
@@ -277,9 +283,10 @@ export class Connection implements BudgetWaiter {
     const length = buf.readUInt32BE(at + 24);
     if (length === 0) return 0;
     // A READ holds a pooled buffer of its size class (up to twice its length): charged for what it holds.
-    if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : ReplyBuffers.bytesFor(length);
-    if (type === Command.WRITE) return length > MAX_REQUEST_BYTES ? 0 : length;
-    if (type === Command.KEELSON_ACTIVITY) return length > MAX_ACTIVITY_PAYLOAD_BYTES ? 0 : length;
+    if (type === Command.READ) return length > MAX_REQUEST_BYTES ? 0 : RequestBuffers.bytesFor(length);
+    // A WRITE's payload may need a pooled buffer too (when it spans socket chunks): charged the same.
+    if (type === Command.WRITE) return length > MAX_REQUEST_BYTES ? 0 : RequestBuffers.bytesFor(length);
+    if (type === Command.KEELSON_ACTIVITY) return length > MAX_ACTIVITY_PAYLOAD_BYTES ? 0 : RequestBuffers.bytesFor(length);
     if (type === Command.BLOCK_STATUS) return this.allocationContextId === null ? 0 : BLOCK_STATUS_REPLY_MAX_BYTES;
     return 0;
   }
@@ -368,8 +375,8 @@ export class Connection implements BudgetWaiter {
           // A simple reply's header alone (uncharged, as its length is 0): not worth a pooled buffer.
           req.reply = Buffer.allocUnsafe(this.#dataAt);
         } else {
-          req.replyBuffer = this.#replies.take(length);
-          req.reply = req.replyBuffer.subarray(0, this.#dataAt + length);
+          req.pooled = this.#replies.take(length);
+          req.reply = req.pooled.subarray(0, this.#dataAt + length);
         }
         try {
           return exp.read(offset, length, req.reply, this.#dataAt, req.done);
@@ -486,7 +493,7 @@ export class Connection implements BudgetWaiter {
       refusal = { errno: Errno.ENOSPC, code: "OUT_OF_RANGE", detail: this.#pastEnd(offset, length) };
     }
     this.#awaitPayload(
-      { req, offset, fua: (flags & CommandFlag.FUA) !== 0, activity: false, data: EMPTY, filled: 0, refusal },
+      { req, offset, fua: (flags & CommandFlag.FUA) !== 0, activity: false, data: EMPTY, length: 0, filled: 0, refusal },
       length,
     );
   }
@@ -505,11 +512,12 @@ export class Connection implements BudgetWaiter {
     } else if (flags !== 0 || offset !== 0) {
       refusal = { errno: Errno.EINVAL, code: "INVALID_ARGUMENT", detail: "an activity log save takes no flags and offset 0" };
     }
-    this.#awaitPayload({ req, offset, fua: false, activity: true, data: EMPTY, filled: 0, refusal }, length);
+    this.#awaitPayload({ req, offset, fua: false, activity: true, data: EMPTY, length: 0, filled: 0, refusal }, length);
   }
 
   #awaitPayload(w: PendingWrite, length: number): void {
-    w.data = length === 0 ? EMPTY : Buffer.allocUnsafe(length);
+    // The buffer is taken once the payload proves to span chunks: one wholly in a chunk is used in place.
+    w.length = length;
     this.#pendingWrite = w;
     if (length === 0) return this.#finishPayload();
     this.#state = "payload";
@@ -517,17 +525,22 @@ export class Connection implements BudgetWaiter {
 
   #payload(buf: Buffer, at: number): number {
     const w = this.#pendingWrite as PendingWrite;
-    const need = w.data.length - w.filled;
+    const need = w.length - w.filled;
     const avail = buf.length - at;
     if (w.filled === 0 && avail >= need) {
       // The whole payload is in this chunk: use it in place.
       w.data = buf.subarray(at, at + need);
       w.filled = need;
     } else {
+      if (w.filled === 0) {
+        const pooled = this.#replies.take(w.length);
+        w.req.pooled = pooled;
+        w.data = pooled.subarray(REPLY_HEADER_ROOM_BYTES, REPLY_HEADER_ROOM_BYTES + w.length);
+      }
       const n = Math.min(need, avail);
       buf.copy(w.data, w.filled, at, at + n);
       w.filled += n;
-      if (w.filled < w.data.length) return at + n;
+      if (w.filled < w.length) return at + n;
     }
     this.#state = "header";
     this.#finishPayload();
@@ -561,9 +574,9 @@ export class Connection implements BudgetWaiter {
     if (error !== null && error !== undefined) {
       const typed = asWireError(error);
       debug("request failed: %s %s", typed.code, typed.message);
-      // A failed read's buffer is not reused: whatever failed below might still hold it.
+      // A failed request's pooled buffer (a read's reply, a write's payload) is not reused: whatever failed below might still hold it.
       req.reply = null;
-      req.replyBuffer = null;
+      req.pooled = null;
       return this.#refuse(req, errnoOf(typed.code), typed.code, typed.message);
     }
     const reply = req.reply;
@@ -621,6 +634,11 @@ export class Connection implements BudgetWaiter {
     this.#inflight--;
     const charged = req.chargedBytes;
     req.chargedBytes = 0;
+    if (req.pooled !== null) {
+      // A write's payload, written (a failure below dropped it in `complete`: it might still be held there).
+      this.#replies.give(req.pooled);
+      req.pooled = null;
+    }
     this.#recycle(req);
     this.#queueReply(buf, null);
     this.#release(charged);
@@ -672,9 +690,9 @@ export class Connection implements BudgetWaiter {
   replyFlushed(req: Request): void {
     const charged = req.chargedBytes;
     req.chargedBytes = 0;
-    if (req.replyBuffer !== null) {
-      this.#replies.give(req.replyBuffer);
-      req.replyBuffer = null;
+    if (req.pooled !== null) {
+      this.#replies.give(req.pooled);
+      req.pooled = null;
     }
     this.#recycle(req);
     this.#release(charged);

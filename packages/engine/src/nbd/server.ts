@@ -7,7 +7,7 @@ import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
 import { type NbdTls, negotiate } from "./handshake.js";
-import { ReplyBuffers } from "./reply-buffers.js";
+import { RequestBuffers } from "./request-buffers.js";
 
 const debug = createDebug("keelson:nbd");
 
@@ -95,7 +95,7 @@ export class NbdServer {
    */
   readonly #budget: ByteBudget;
   /** READ reply buffers, reused across this server's connections. */
-  readonly #replies = new ReplyBuffers();
+  readonly #replies = new RequestBuffers();
   readonly #servers: net.Server[] = [];
   /** Live connections in the transmission phase, by export name. */
   readonly #connections = new Map<string, Set<Connection>>();

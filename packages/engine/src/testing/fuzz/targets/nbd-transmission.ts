@@ -14,7 +14,7 @@ import {
   REQUEST_MAGIC,
   SIMPLE_REPLY_MAGIC,
 } from "../../../nbd/protocol.js";
-import { ReplyBuffers } from "../../../nbd/reply-buffers.js";
+import { RequestBuffers } from "../../../nbd/request-buffers.js";
 import { CHUNK_HEADER_BYTES, ReplyFlag, ReplyType, STRUCTURED_REPLY_MAGIC } from "../../../nbd/structured-reply.js";
 import { CHUNK_SIZES, chunksOf, FakeSocket } from "../fake-socket.js";
 import { type FuzzTarget, tick } from "../target.js";
@@ -250,7 +250,7 @@ export const nbdTransmission: FuzzTarget = {
         socket: raw,
       },
       budget,
-      new ReplyBuffers(),
+      new RequestBuffers(),
       () => closedCalls++,
     );
     // A connection that stopped reading (its client does not read replies, or it waits for budget) is not fed more.

@@ -6,25 +6,27 @@ const MIN_CLASS_BYTES = 4096;
 /** Room before the data for the largest reply header (a structured chunk header and its offset). */
 export const REPLY_HEADER_ROOM_BYTES = 32;
 /** Bytes of idle buffers kept for reuse by default; a buffer given back beyond it is left to the garbage collector. */
-export const DEFAULT_KEPT_REPLY_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_KEPT_BUFFER_BYTES = 64 * 1024 * 1024;
 
 /**
- * The reply buffers of READs, reused. A read's reply is as large as its data,
- * and a fresh buffer per read (a megabyte for a 1 MiB read) is memory the
- * garbage collector must trace and free; here a buffer goes back to a free
- * list once the socket has handed its bytes to the kernel, and the next read
- * of its size class takes it. Classes are powers of two of the data length
+ * The data buffers of READ replies and WRITE payloads, reused. A fresh buffer
+ * per request (a megabyte for a 1 MiB read or write) is memory the garbage
+ * collector must trace and free, and at a gigabyte a second it runs full
+ * collections back to back; here a buffer goes back to a free list once its
+ * request is done with it (a read's reply handed to the kernel, a write's
+ * payload written), and the next request of its size class takes it. A write
+ * uses the room after the header room, as a read does. Classes are powers of two of the data length
  * from 4 KiB; the bytes kept idle are bounded (what is in use is bounded by
  * the NBD byte budget, not here). One server's connections share it (one
  * thread: no locking).
  */
-export class ReplyBuffers {
+export class RequestBuffers {
   /** Idle buffers by class (index: log2 of the class's data bytes over the smallest). */
   readonly #free: Buffer[][];
   readonly #maxKeptBytes: number;
   #keptBytes = 0;
 
-  constructor(maxKeptBytes = DEFAULT_KEPT_REPLY_BYTES) {
+  constructor(maxKeptBytes = DEFAULT_KEPT_BUFFER_BYTES) {
     this.#maxKeptBytes = maxKeptBytes;
     this.#free = Array.from({ length: classOf(MAX_REQUEST_BYTES) + 1 }, () => []);
   }
@@ -50,16 +52,16 @@ export class ReplyBuffers {
       this.#keptBytes -= idle.length;
       return idle;
     }
-    return Buffer.allocUnsafeSlow(ReplyBuffers.bytesFor(dataBytes));
+    return Buffer.allocUnsafeSlow(RequestBuffers.bytesFor(dataBytes));
   }
 
-  /** A buffer `take` gave, no longer used by anyone (its reply flushed): kept for the next read of its class, within the bound. */
+  /** A buffer `take` gave, no longer used by anyone (its reply flushed, its payload written): kept for the next read of its class, within the bound. */
   give(buf: Buffer): void {
     const c = classOf(buf.length - REPLY_HEADER_ROOM_BYTES);
     const list = this.#free[c];
     assert.ok(
       list !== undefined && buf.length === REPLY_HEADER_ROOM_BYTES + MIN_CLASS_BYTES * 2 ** c,
-      `a buffer of ${buf.length} bytes is not one ReplyBuffers gave`,
+      `a buffer of ${buf.length} bytes is not one RequestBuffers gave`,
     );
     if (this.#keptBytes + buf.length > this.#maxKeptBytes) return;
     this.#keptBytes += buf.length;
