@@ -14,13 +14,20 @@ export function getState(states: Uint8Array, block: number): BlockState {
   return (((states[block >> 2] as number) >> ((block & 3) << 1)) & 3) as BlockState;
 }
 
-/** Sets blocks [from, to) to `state`. */
-export function setStates(states: Uint8Array, from: number, to: number, state: BlockState): void {
+/** Sets blocks [from, to) to `state`; true when any of them had another state (the entry must be committed). */
+export function setStates(states: Uint8Array, from: number, to: number, state: BlockState): boolean {
+  let changed = false;
   for (let b = from; b < to; b++) {
     const i = b >> 2;
     const shift = (b & 3) << 1;
-    states[i] = ((states[i] as number) & ~(3 << shift)) | (state << shift);
+    const before = states[i] as number;
+    const after = (before & ~(3 << shift)) | (state << shift);
+    if (after !== before) {
+      states[i] = after;
+      changed = true;
+    }
   }
+  return changed;
 }
 
 /** True when every block in [from, to) has `state`. */

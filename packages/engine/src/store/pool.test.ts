@@ -5,7 +5,7 @@ import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
 import { DEFAULT_EXTENT_SIZE_BYTES as EXTENT_SIZE_BYTES } from "./layout.js";
-import { Pool } from "./pool.js";
+import { Pool, poolCore } from "./pool.js";
 import { acceptEveryReservation, type ReservationRequest } from "./reservations.js";
 import { MAX_CHAIN_LAYERS } from "./validation.js";
 import type { Volume } from "./volume.js";
@@ -132,6 +132,39 @@ describe("pool", () => {
       await write(pool, v, (extents - 1) * MIB, Buffer.alloc(4096, 2));
       for (let i = 0; i < 100 && pool.space().freeBytes < before + 7 * MIB; i++) await new Promise((r) => setTimeout(r, 10));
       expect(pool.space().freeBytes).toBe(before + 7 * EXTENT_SIZE_BYTES);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("a FLUSH after overwrites of written blocks syncs the data once and writes no journal record (nothing in the metadata changed)", async () => {
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "pool.img"), createSizeBytes: 64 * MIB });
+    try {
+      const v = await pool.createVolume({ name: "v", sizeBytes: 8 * MIB });
+      await write(pool, v, 0, Buffer.alloc(64 * 1024, 1));
+      await pool.flush();
+      // The device I/O is the process's own: count its calls for this pool's fd only, and put it back.
+      const { io, fd } = poolCore(pool).device;
+      const { fdatasync, write: pwrite } = io;
+      let syncs = 0;
+      let metadataWrites = 0;
+      io.fdatasync = (f, cb) => {
+        if (f === fd) syncs++;
+        fdatasync.call(io, f, cb);
+      };
+      io.write = (f, buf, off, len, pos, cb) => {
+        if (f === fd && pos < pool.layout.dataOffset) metadataWrites++;
+        pwrite.call(io, f, buf, off, len, pos, cb);
+      };
+      try {
+        for (let i = 0; i < 16; i++) await write(pool, v, i * 4096, Buffer.alloc(4096, i));
+        await pool.flush();
+      } finally {
+        io.fdatasync = fdatasync;
+        io.write = pwrite;
+      }
+      expect({ syncs, metadataWrites }).toEqual({ syncs: 1, metadataWrites: 0 });
+      expect((await read(pool, v, 15 * 4096, 4096)).equals(Buffer.alloc(4096, 15))).toBe(true);
     } finally {
       await pool.close();
     }

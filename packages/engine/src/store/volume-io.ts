@@ -81,9 +81,10 @@ class WritePart {
     }
     this.entry.pendingWrites--;
     if (!error && n > 0) {
-      // Blocks become visible only now, so a read never sees an extent's old contents.
-      setStates(this.entry.states, this.from / BLOCK_SIZE_BYTES, this.to / BLOCK_SIZE_BYTES, BlockState.DATA);
-      this.pool.markDirty(this.entry);
+      // Blocks become visible only now, so a read never sees an extent's old contents. An overwrite of
+      // blocks that hold data already changes no metadata: the next FLUSH then only syncs the data.
+      if (setStates(this.entry.states, this.from / BLOCK_SIZE_BYTES, this.to / BLOCK_SIZE_BYTES, BlockState.DATA))
+        this.pool.markDirty(this.entry);
       return this.completion.done(null);
     }
     releaseUnused(this.pool, this.layer, this.entry);
