@@ -43,7 +43,15 @@ describe("the packed @keelson/conformance", () => {
       // The csi target loads keelson-csi's csi.proto: the driver package ships it.
       const csi = pack("csi", dir);
       expect(csi.files).toEqual(expect.arrayContaining(["proto/csi/v1/csi.proto", "dist/index.js"]));
-      const tarballs = [pack("sdk", dir).tarball, pack("engine", dir).tarball, csi.tarball, conformance.tarball];
+      // The engine builds its addon at install: every source of it must be in the tarball.
+      const engine = pack("engine", dir);
+      const nativeSources = fs
+        .readdirSync(path.join(PACKAGES, "engine", "native", "uring"))
+        .filter((f) => /\.(c|h|gyp)$/.test(f))
+        .map((f) => `native/uring/${f}`);
+      expect(nativeSources.length).toBeGreaterThan(2);
+      expect(engine.files).toEqual(expect.arrayContaining(nativeSources));
+      const tarballs = [pack("sdk", dir).tarball, engine.tarball, csi.tarball, conformance.tarball];
       const app = path.join(dir, "app");
       fs.mkdirSync(app);
       fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "vendor-ci", private: true, type: "module" }));

@@ -47,7 +47,11 @@ function nodeGyp() {
   return candidates.find((c) => c && fs.existsSync(c)) ?? null;
 }
 
-const sources = [path.join(source, "uring.c"), path.join(source, "binding.gyp")];
+// Every source the build compiles or reads: a change to any of them rebuilds.
+const sources = fs
+  .readdirSync(source)
+  .filter((f) => /\.(c|h|gyp)$/.test(f))
+  .map((f) => path.join(source, f));
 const upToDate =
   fs.existsSync(built) &&
   !process.argv.includes("--force") &&

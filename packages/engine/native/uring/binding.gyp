@@ -4,7 +4,7 @@
       "target_name": "keelson_uring",
       "sources": ["uring.c", "allocator.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "libraries": ["-luring"]
+      "libraries": ["-luring", "-lm"]
     }
   ]
 }

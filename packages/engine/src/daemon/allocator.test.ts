@@ -13,8 +13,14 @@ describe("malloc tuning", () => {
       return;
     }
     expect(tuneAllocator()).toBeNull();
+    // glibc takes each setting it is given: none is named as refused.
+    expect(addon.tuneAllocator(64 * 1024 * 1024, 1024 * 1024, 1024 * 1024)).toEqual([]);
+    expect(tuneAllocator()).toBeNull();
     expect(() => addon.tuneAllocator(0, 1, 1)).toThrow(RangeError);
+    expect(() => addon.tuneAllocator(1.5, 1, 1)).toThrow(RangeError);
     expect(() => addon.tuneAllocator(2 ** 31, 1, 1)).toThrow(RangeError);
-    expect(() => (addon.tuneAllocator as (...a: unknown[]) => boolean)(1, 1)).toThrow(TypeError);
+    const loose = addon.tuneAllocator as (...a: unknown[]) => unknown;
+    expect(() => loose(1, 1)).toThrow(TypeError);
+    expect(() => loose("1", 1, 1)).toThrow(TypeError);
   });
 });

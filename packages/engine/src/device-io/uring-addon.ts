@@ -22,8 +22,11 @@ export interface UringAddon {
   close(ring: RingHandle): number;
   /** Which of the ops keelson uses (READ, WRITE, FSYNC) this kernel's io_uring lacks; throws where the kernel cannot tell (before Linux 5.6). */
   missingOps(ring: RingHandle): string[];
-  /** glibc malloc's trim threshold, top pad and mmap threshold (native/uring/allocator.c); false where the C library is not glibc. */
-  tuneAllocator(trimBytes: number, topPadBytes: number, mmapThresholdBytes: number): boolean;
+  /**
+   * Sets glibc malloc's trim threshold, top pad and mmap threshold (native/uring/allocator.c): the names
+   * of those glibc refused (none when all took), or null where the C library is not glibc.
+   */
+  tuneAllocator(trimBytes: number, topPadBytes: number, mmapThresholdBytes: number): string[] | null;
 }
 
 /** The addon and null, or null and why io_uring cannot be used here. */

@@ -241,8 +241,8 @@ function zeroBlocks(pool: PoolCore, volume: Volume, logical: number, firstBlock:
     if (pool.entryCount >= pool.layout.maxEntries) return noSpace(pool, volume, 0);
     entry = pool.addEntry(head, logical);
   }
-  setStates(entry.states, firstBlock, lastBlock, state);
-  pool.markDirty(entry);
+  // A trim of blocks trimmed already changes nothing to commit.
+  if (setStates(entry.states, firstBlock, lastBlock, state)) pool.markDirty(entry);
   releaseUnused(pool, head, entry);
   return null;
 }
