@@ -182,6 +182,9 @@ export function replicaStatus(r: Replica): ReplicaStatus {
   };
 }
 
+/** What a write's {@link ReplicaSet.beforeSend} returns: no regions to let go. */
+const NOTHING_FLUSHING: ReadonlyMap<Replica, Set<number>> = new Map();
+
 /**
  * The replicas of one attached volume and their states: which take writes,
  * which serve reads, and what a faulted one may lack. The volume decides
@@ -275,20 +278,27 @@ export class ReplicaSet {
    * unflushed. For a flush, returns each connected replica's regions that
    * the flush covers (to be let go with {@link flushed}).
    */
-  beforeSend(range: { offset: number; length: number } | null): Map<Replica, Set<number>> {
+  beforeSend(range: { offset: number; length: number } | null): ReadonlyMap<Replica, Set<number>> {
+    if (range) {
+      for (const r of this.list) {
+        const is = r.is;
+        if (is.state === "faulted") {
+          is.missing?.addRange(range.offset, range.length);
+        } else {
+          const { first, last } = regionsOf(range.offset, range.length);
+          for (let region = first; region <= last; region++) is.writes.unflushed.add(region);
+        }
+      }
+      // A write lets nothing go: one shared empty map rather than one per request.
+      return NOTHING_FLUSHING;
+    }
     const flushing = new Map<Replica, Set<number>>();
     for (const r of this.list) {
       const is = r.is;
-      if (is.state === "faulted") {
-        if (range) is.missing?.addRange(range.offset, range.length);
-      } else if (range) {
-        const { first, last } = regionsOf(range.offset, range.length);
-        for (let region = first; region <= last; region++) is.writes.unflushed.add(region);
-      } else {
-        flushing.set(r, is.writes.unflushed);
-        is.writes.flushing.add(is.writes.unflushed);
-        is.writes.unflushed = new Set();
-      }
+      if (is.state === "faulted") continue;
+      flushing.set(r, is.writes.unflushed);
+      is.writes.flushing.add(is.writes.unflushed);
+      is.writes.unflushed = new Set();
     }
     return flushing;
   }

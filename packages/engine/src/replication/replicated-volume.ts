@@ -499,7 +499,8 @@ export class ReplicatedVolume {
       if (!range) return; // nothing written, nothing to flush
       throw new KeelsonError({ code: "READ_ONLY", message: `volume ${this.name} is attached read-only on this node` });
     }
-    await this.#awaitQuorum();
+    // Checked here first: the wait is an async call, and nearly every request finds the quorum there.
+    if (this.#quorumCount() < this.minInSync) await this.#awaitQuorum();
     let logged: (() => void) | null = null;
     if (range) {
       // In the activity log before any replica sees it, so a failover resyncs it if it lands on some only.
@@ -547,8 +548,9 @@ export class ReplicatedVolume {
       // Fewer than the quorum hold it: not acknowledged (the replicas that faulted are recorded before any later write is).
       if (quorum < this.minInSync) throw this.#belowQuorum(quorum);
       // The replicas that missed this write leave the in-sync set before it is acknowledged.
-      const held = await this.#recordFaults();
-      if (held.length > 0) throw this.#belowQuorum(quorum);
+      // (Skipped when no fault waits to be recorded: nearly every request, and the call is async.)
+      const held = this.#replicas.unrecorded.size === 0 ? 0 : (await this.#recordFaults()).length;
+      if (held > 0) throw this.#belowQuorum(quorum);
     } finally {
       leave?.();
       logged?.();
