@@ -1,5 +1,7 @@
 import type { Registry } from "prom-client";
 import { type ReplicaState, type ReplicaStatus, volumeState } from "../replication/replica-set.js";
+import type { IoCounters } from "../store/io-counters.js";
+import { CollectedHistogram } from "./collected-histogram.js";
 import { counter, gauge, type Sample } from "./families.js";
 
 /** What the metrics read of a replicated volume whose frontend runs on this node (a ReplicatedVolume). */
@@ -11,6 +13,8 @@ export interface ReplicatedFrontend {
   readonly rebuildsCompleted: number;
   /** The replicas and their state now. */
   status(): ReplicaStatus[];
+  /** What clients asked of it through its exports on this node. */
+  readonly io: IoCounters;
 }
 
 /**
@@ -86,5 +90,68 @@ export function registerReplicaMetrics(registry: Registry, frontends: ReadonlyMa
     help: "Replica rebuilds the volume's frontend on this node finished since it was attached.",
     labelNames: ["volume"],
     read: () => serving().map(({ rv }) => [{ volume: rv.name }, rv.rebuildsCompleted] as const),
+  });
+  registerFrontendRequestMetrics(registry, serving);
+}
+
+/**
+ * What clients asked of each replicated volume through its frontend on this
+ * node, as the per-volume families show for local volumes: requests as they
+ * arrived, bytes, in flight, and latency from arrival to acknowledgement (a
+ * write's once every replica settled). Each replica's own volume, on its
+ * node, counts the replica traffic instead.
+ */
+function registerFrontendRequestMetrics(registry: Registry, serving: () => Array<{ rv: ReplicatedFrontend }>): void {
+  const perVolume = (value: (io: IoCounters) => number) => (): Array<Sample<"volume">> =>
+    serving().map(({ rv }) => [{ volume: rv.name }, value(rv.io)] as const);
+  const requests = (name: string, help: string, value: (io: IoCounters) => number) =>
+    counter(registry, { name, help, labelNames: ["volume"], read: perVolume(value) });
+  requests(
+    "keelson_replicated_volume_read_requests_total",
+    "NBD READ requests of the replicated volume on this node.",
+    (io) => io.readOps,
+  );
+  requests(
+    "keelson_replicated_volume_read_bytes_total",
+    "Bytes NBD READ requests of the replicated volume on this node asked for.",
+    (io) => io.readBytes,
+  );
+  requests(
+    "keelson_replicated_volume_write_requests_total",
+    "NBD WRITE requests of the replicated volume on this node.",
+    (io) => io.writeOps,
+  );
+  requests(
+    "keelson_replicated_volume_write_bytes_total",
+    "Payload bytes of NBD WRITE requests of the replicated volume on this node.",
+    (io) => io.writeBytes,
+  );
+  requests(
+    "keelson_replicated_volume_zero_requests_total",
+    "NBD WRITE_ZEROES and TRIM requests of the replicated volume on this node.",
+    (io) => io.zeroOps,
+  );
+  requests(
+    "keelson_replicated_volume_flush_requests_total",
+    "NBD FLUSH requests of the replicated volume on this node.",
+    (io) => io.flushOps,
+  );
+  gauge(registry, {
+    name: "keelson_replicated_volume_requests_in_flight",
+    help: "Reads, writes, zeroes and flushes of the replicated volume on this node started and not acknowledged.",
+    labelNames: ["volume"],
+    read: perVolume((io) => io.inFlight),
+  });
+  new CollectedHistogram<"volume" | "op">({
+    name: "keelson_replicated_volume_request_duration_seconds",
+    help: "Time from an NBD request's arrival at the replicated volume's frontend (a write's once its payload is in) to its acknowledgement, by kind.",
+    registry,
+    read: () =>
+      serving().flatMap(({ rv }) => [
+        [{ volume: rv.name, op: "read" }, rv.io.readLatency] as const,
+        [{ volume: rv.name, op: "write" }, rv.io.writeLatency] as const,
+        [{ volume: rv.name, op: "zero" }, rv.io.zeroLatency] as const,
+        [{ volume: rv.name, op: "flush" }, rv.io.flushLatency] as const,
+      ]),
   });
 }

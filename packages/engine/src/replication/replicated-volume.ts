@@ -2,6 +2,7 @@ import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { AllocationRun } from "../nbd/export.js";
 import { encodeActivityLog, MAX_ACTIVITY_EXTENTS } from "../store/activity-record.js";
+import { IoCounters } from "../store/io-counters.js";
 import { messageOf } from "../util/errors.js";
 import { ACTIVITY_EXTENT_BYTES, type ActivityExtents, ActivityLog, type KeptActivityLog } from "./activity-log.js";
 import { LocalReplica, type OpenLocalExport, type ReplicaIo } from "./local-replica.js";
@@ -125,6 +126,8 @@ export class ReplicatedVolume {
   readonly minInSync: number;
   /** Rebuilds finished since attach. */
   rebuildsCompleted = 0;
+  /** What clients asked of the volume through its NBD exports on this node (kept by its targets; the metrics read it). */
+  readonly io = new IoCounters();
   /** Activity log saves started: each replica keeps only the newest it got. */
   #activitySaves = 0;
   /** The last recording of a rebuilt replica in sync (settled): a fault is recorded only after it. */

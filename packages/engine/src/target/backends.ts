@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import { asWireError } from "../nbd/errno.js";
 import type { AllocationRun, BlockStatusCallback, ExportCallback } from "../nbd/export.js";
+import type { IoCounters } from "../store/io-counters.js";
 import type { Pool } from "../store/pool.js";
 import type { Snapshot, Volume } from "../store/volume.js";
 import { flushVolume, readVolume, writeVolume, type ZeroOptions, zeroVolume } from "../store/volume-io.js";
@@ -113,6 +114,8 @@ export class SnapshotBackend implements TargetBackend {
  */
 export interface ReplicatedIo {
   readonly name: string;
+  /** Request counters and latencies of the volume's exports on this node, shared by every target opened on it. */
+  readonly io: IoCounters;
   /** The attachment's epoch: every replica request carries it, and each replica's own target fences it. */
   readonly epoch: number;
   readonly sizeBytes: number;

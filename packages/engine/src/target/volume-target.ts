@@ -202,5 +202,6 @@ export function replicatedTarget(volume: ReplicatedIo, qos: QosManager | null): 
     backend,
     head: qos ? new QosStage(qos, replicatedQosKey(volume.name), volume.name, backend) : backend,
     handles: volume,
+    counters: volume.io,
   });
 }

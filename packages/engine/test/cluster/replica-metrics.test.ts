@@ -113,6 +113,26 @@ describe("replica metrics of a replicated volume", () => {
     // Every acknowledged write reads back through the frontend, and node3's replica holds the same bytes as node1's.
     expect((await nbd.read(0, CHUNK)).data.equals(stamp(1))).toBe(true);
     for (let i = 1; i <= 8; i++) expect((await nbd.read(i * CHUNK, CHUNK)).data.equals(stamp(100 + i)), `chunk ${i}`).toBe(true);
+    // The frontend's own request figures: the 9 writes and 9 reads this client made, each timed, none left in flight.
+    const served = await scrapeAt(metrics);
+    const frontend = (metric: string, extra = "") => served.get(`keelson_replicated_volume_${metric}{volume="db"${extra}}`);
+    expect({
+      writes: frontend("write_requests_total"),
+      writeBytes: frontend("write_bytes_total"),
+      reads: frontend("read_requests_total"),
+      readBytes: frontend("read_bytes_total"),
+      inFlight: frontend("requests_in_flight"),
+      timedWrites: frontend("request_duration_seconds_count", ',op="write"'),
+      timedReads: frontend("request_duration_seconds_count", ',op="read"'),
+    }).toEqual({
+      writes: 9,
+      writeBytes: 9 * CHUNK,
+      reads: 9,
+      readBytes: 9 * CHUNK,
+      inFlight: 0,
+      timedWrites: 9,
+      timedReads: 9,
+    });
     await nbd.disconnect();
     const epoch = (await c1.getAttachment({ name: "db" })).epoch;
     const onNode1 = await readAll(cluster.nodes[0]?.nbdSocket as string, `db#${epoch}`, SIZE);
@@ -121,5 +141,8 @@ describe("replica metrics of a replicated volume", () => {
     await c1.detachVolume({ name: "db" });
     const detached = await scrapeAt(metrics);
     expect([...detached.keys()].filter((k) => k.includes('volume="db",replica='))).toEqual([]);
+    expect([...detached.keys()].filter((k) => k.startsWith("keelson_replicated_volume_") && k.includes('volume="db"'))).toEqual(
+      [],
+    );
   }, 180_000);
 });
