@@ -4,7 +4,8 @@
 //   - 4k randwrite qd32 IOPS through node1's NBD export with 1, 2 and 3
 //     replicas, each relative to 1 (rounds interleaved, median of 3), and the
 //     CPU each node process spent per write (user + system, from /proc, over
-//     the same runs: microseconds per acknowledged write). All three are
+//     the same runs: microseconds per acknowledged write), and fio's own (from
+//     its report) in the same unit. All three are
 //     cluster volumes attached on node1, which holds one replica of each, so
 //     they go through the same replicated frontend: "1 replica" is
 //     `replicated: true, replicas: 1`, its replica in-process on node1. A plain
@@ -115,7 +116,7 @@ async function measureWriteIops(cluster, c, fill, workDir, { runFio, benchProfil
   }
   const iops = new Map(WRITE_ROWS.map((r) => [r.row, []]));
   /** Per row: CPU seconds each node used during its runs, and the writes acknowledged. */
-  const cpu = new Map(WRITE_ROWS.map((r) => [r.row, { s: cluster.nodes.map(() => 0), writes: 0 }]));
+  const cpu = new Map(WRITE_ROWS.map((r) => [r.row, { s: cluster.nodes.map(() => 0), fioS: 0, writes: 0 }]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const r of WRITE_ROWS) {
       const job = profileJob(benchProfile("randwrite-4k-qd32"), { runtimeS: RUNTIME_S, sizeBytes: VOLUME_MIB * MIB });
@@ -126,6 +127,9 @@ async function measureWriteIops(cluster, c, fill, workDir, { runFio, benchProfil
         used.s[i] += cpuSeconds(node.pid) - (before[i] ?? 0);
       });
       used.writes += run.write.ioBytes / 4096;
+      // fio's own CPU (its percent of one CPU over the job's time, ramp included).
+      const fioPercent = run.cpuPercent ? run.cpuPercent.user + run.cpuPercent.system : 0;
+      used.fioS += (fioPercent / 100) * (job.runtimeS + (job.rampS ?? 0));
       iops.get(r.row).push(Math.round(run.write.iops));
     }
   }
@@ -141,9 +145,10 @@ async function measureWriteIops(cluster, c, fill, workDir, { runFio, benchProfil
           iops: median(runs),
           relative: +(median(runs) / base).toFixed(2),
           runs,
-          cpuUsPerWrite: Object.fromEntries(
-            cluster.nodes.map((node, i) => [node.nodeId, +((used.s[i] * 1e6) / used.writes).toFixed(1)]),
-          ),
+          cpuUsPerWrite: Object.fromEntries([
+            ...cluster.nodes.map((node, i) => [node.nodeId, +((used.s[i] * 1e6) / used.writes).toFixed(1)]),
+            ["fio", +((used.fioS * 1e6) / used.writes).toFixed(1)],
+          ]),
         },
       ];
     }),

@@ -32,6 +32,8 @@ export interface FioReportView {
   totalErrors: number | undefined;
   /** fio's estimate of seconds left; absent when fio does not know. */
   etaS: number | undefined;
+  /** fio's own CPU use over the job's runtime, percent of one CPU (user, system); absent when not printed. */
+  cpuPercent: { user: number; system: number } | undefined;
 }
 
 /** fio prints INT_MAX as the eta it cannot estimate yet. */
@@ -53,7 +55,14 @@ export function readFioReport(value: unknown): FioReportView {
     error: number(job, "error", "jobs[0]"),
     totalErrors: optionalNumber(job, "total_err", "jobs[0]"),
     etaS: eta === undefined || eta < 0 || eta >= ETA_UNKNOWN ? undefined : eta,
+    cpuPercent: cpuOf(job),
   };
+}
+
+function cpuOf(job: Record<string, unknown>): { user: number; system: number } | undefined {
+  const user = optionalNumber(job, "usr_cpu", "jobs[0]");
+  const system = optionalNumber(job, "sys_cpu", "jobs[0]");
+  return user === undefined || system === undefined ? undefined : { user, system };
 }
 
 function readSide(job: Record<string, unknown>, side: "read" | "write"): FioSideView {

@@ -107,6 +107,11 @@ describe("runFio", () => {
     expect(r.read.ioBytes).toBeGreaterThan(0);
     expect(r.write.ioBytes).toBe(0);
     expect(r.errors).toBe(0);
+    // fio's own CPU: a busy 3 s of reads uses some, and never more than its one thread can.
+    expect(r.cpuPercent).not.toBeNull();
+    const cpu = (r.cpuPercent?.user ?? 0) + (r.cpuPercent?.system ?? 0);
+    expect(cpu).toBeGreaterThan(0);
+    expect(cpu).toBeLessThanOrEqual(100);
     expectAscending(r.read);
     expectSeries(r, 3, r.read.ioBytes / 4096);
     expect(samples.length).toBeGreaterThanOrEqual(2);

@@ -210,6 +210,7 @@ class FioRun {
       iopsPerSecond: this.timeline.perSecond(),
       durationMs: Date.now() - this.startedAtMs,
       startedAtMs: this.startedAtMs,
+      cpuPercent: report.cpuPercent ?? null,
     };
   }
 

@@ -54,6 +54,8 @@ export interface FioResult {
   iopsPerSecond: number[];
   /** Wall time of the run. */
   durationMs: number;
+  /** fio's own CPU use over its run, percent of one CPU; null where fio did not print it. */
+  cpuPercent: { user: number; system: number } | null;
   /** When fio started, `Date.now()` at spawn, to line the series up with fault times. */
   startedAtMs: number;
 }

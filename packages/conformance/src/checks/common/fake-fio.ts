@@ -36,6 +36,7 @@ export function fakeFioResult(job: FioJobSpec, iops: number, startedAtMs: number
     iopsPerSecond: Array.from({ length: seconds }, () => iops),
     durationMs: seconds * 1000,
     startedAtMs,
+    cpuPercent: null,
   };
 }
 

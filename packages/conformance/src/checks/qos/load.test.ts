@@ -11,6 +11,7 @@ function result(percentiles: { percentile: number; latencyUs: number }[]): FioRe
     iopsPerSecond: [100],
     durationMs: 1000,
     startedAtMs: 0,
+    cpuPercent: null,
   };
 }
 
