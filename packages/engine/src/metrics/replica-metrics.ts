@@ -3,6 +3,7 @@ import { type ReplicaState, type ReplicaStatus, volumeState } from "../replicati
 import type { IoCounters } from "../store/io-counters.js";
 import { CollectedHistogram } from "./collected-histogram.js";
 import { counter, gauge, type Sample } from "./families.js";
+import { requestLatencies } from "./volume-metrics.js";
 
 /** What the metrics read of a replicated volume whose frontend runs on this node (a ReplicatedVolume). */
 export interface ReplicatedFrontend {
@@ -146,12 +147,6 @@ function registerFrontendRequestMetrics(registry: Registry, serving: () => Array
     name: "keelson_replicated_volume_request_duration_seconds",
     help: "Time from an NBD request's arrival at the replicated volume's frontend (a write's once its payload is in) to its acknowledgement, by kind.",
     registry,
-    read: () =>
-      serving().flatMap(({ rv }) => [
-        [{ volume: rv.name, op: "read" }, rv.io.readLatency] as const,
-        [{ volume: rv.name, op: "write" }, rv.io.writeLatency] as const,
-        [{ volume: rv.name, op: "zero" }, rv.io.zeroLatency] as const,
-        [{ volume: rv.name, op: "flush" }, rv.io.flushLatency] as const,
-      ]),
+    read: () => serving().flatMap(({ rv }) => requestLatencies(rv.name, rv.io)),
   });
 }

@@ -1,6 +1,6 @@
 import type { Registry } from "prom-client";
 import type { QosManager } from "../qos/qos-manager.js";
-import type { LatencyHistogram } from "../store/io-counters.js";
+import type { IoCounters, LatencyHistogram } from "../store/io-counters.js";
 import type { Pool } from "../store/pool.js";
 import type { Volume } from "../store/volume.js";
 import { CollectedHistogram } from "./collected-histogram.js";
@@ -54,7 +54,7 @@ function registerRequestMetrics(registry: Registry, pool: Pool): void {
     name: "keelson_volume_request_duration_seconds",
     help: "Time from an NBD request's arrival (a write's once its payload is in) to its completion, by kind.",
     registry,
-    read: () => pool.listVolumes().flatMap((v) => latencies(v)),
+    read: () => pool.listVolumes().flatMap((v) => requestLatencies(v.name, v.io)),
   });
   gauge(registry, {
     name: "keelson_volume_requests_in_flight",
@@ -77,12 +77,15 @@ function registerRequestMetrics(registry: Registry, pool: Pool): void {
   );
 }
 
-/** A volume's latency histograms by request kind, labelled as the exposition shows them. */
-function latencies(v: Volume): Array<readonly [{ volume: string; op: string }, LatencyHistogram]> {
+/** The latency histograms by request kind of `io`, the counters of the volume `volume`, labelled as the exposition shows them. */
+export function requestLatencies(
+  volume: string,
+  io: IoCounters,
+): Array<readonly [{ volume: string; op: string }, LatencyHistogram]> {
   return [
-    [{ volume: v.name, op: "read" }, v.io.readLatency],
-    [{ volume: v.name, op: "write" }, v.io.writeLatency],
-    [{ volume: v.name, op: "zero" }, v.io.zeroLatency],
-    [{ volume: v.name, op: "flush" }, v.io.flushLatency],
+    [{ volume, op: "read" }, io.readLatency],
+    [{ volume, op: "write" }, io.writeLatency],
+    [{ volume, op: "zero" }, io.zeroLatency],
+    [{ volume, op: "flush" }, io.flushLatency],
   ];
 }

@@ -144,8 +144,8 @@ export class Connection implements BudgetWaiter {
   readonly #dataAt: number;
   /** The daemon-wide budget that request payloads and reply buffers are taken from before they are allocated. */
   readonly #budget: ByteBudget;
-  /** Where READ reply buffers come from and go back to (the server's, shared by its connections). */
-  readonly #replies: RequestBuffers;
+  /** Where READ reply and WRITE payload buffers come from and go back to (the server's, shared by its connections). */
+  readonly #buffers: RequestBuffers;
   /** Bytes received but not parsed yet: a partial header, or the rest of a chunk when parsing stopped. */
   #carry: Buffer | null = null;
   /** Whether `#parse` runs now (a completion inside it must not start a second, nested parse). */
@@ -184,7 +184,7 @@ export class Connection implements BudgetWaiter {
     const leftover = handshake.leftover;
     this.socket = socket;
     this.#budget = budget;
-    this.#replies = replies;
+    this.#buffers = replies;
     this.export = handshake.export;
     this.structuredReplies = handshake.structuredReplies;
     this.allocationContextId = handshake.allocationContextId;
@@ -375,7 +375,7 @@ export class Connection implements BudgetWaiter {
           // A simple reply's header alone (uncharged, as its length is 0): not worth a pooled buffer.
           req.reply = Buffer.allocUnsafe(this.#dataAt);
         } else {
-          req.pooled = this.#replies.take(length);
+          req.pooled = this.#buffers.take(length);
           req.reply = req.pooled.subarray(0, this.#dataAt + length);
         }
         try {
@@ -533,7 +533,7 @@ export class Connection implements BudgetWaiter {
       w.filled = need;
     } else {
       if (w.filled === 0) {
-        const pooled = this.#replies.take(w.length);
+        const pooled = this.#buffers.take(w.length);
         w.req.pooled = pooled;
         w.data = pooled.subarray(REPLY_HEADER_ROOM_BYTES, REPLY_HEADER_ROOM_BYTES + w.length);
       }
@@ -636,7 +636,7 @@ export class Connection implements BudgetWaiter {
     req.chargedBytes = 0;
     if (req.pooled !== null) {
       // A write's payload, written (a failure below dropped it in `complete`: it might still be held there).
-      this.#replies.give(req.pooled);
+      this.#buffers.give(req.pooled);
       req.pooled = null;
     }
     this.#recycle(req);
@@ -691,7 +691,7 @@ export class Connection implements BudgetWaiter {
     const charged = req.chargedBytes;
     req.chargedBytes = 0;
     if (req.pooled !== null) {
-      this.#replies.give(req.pooled);
+      this.#buffers.give(req.pooled);
       req.pooled = null;
     }
     this.#recycle(req);
