@@ -55,12 +55,20 @@ async function freeSubnet(): Promise<string> {
   throw new KeelsonError({ code: "UNAVAILABLE", message: "no free 10.200-249.x.0/24 subnet for a local cluster" });
 }
 
+/** A random locally administered unicast MAC address (first octet 0x02). */
+function bridgeAddress(): string {
+  return ["02", ...Array.from(randomBytes(5), (b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
 /** Creates the bridge of a new cluster network (root only). */
 export async function createNetwork(): Promise<HostNetwork> {
   const id = randomBytes(2).toString("hex");
   const subnet = await freeSubnet();
   const net: HostNetwork = { id, bridge: `kb-${id}`, subnet, hostAddress: `${subnet}.1` };
-  await sh("ip", ["link", "add", net.bridge, "type", "bridge"]);
+  // An address of its own: a bridge without one takes the lowest of its ports', so a node joining
+  // later changed the gateway the running nodes had resolved, and their connections to etcd stalled
+  // (frames lost until ARP renewed, TCP backing off) long enough for a liveness lease to lapse.
+  await sh("ip", ["link", "add", net.bridge, "address", bridgeAddress(), "type", "bridge"]);
   await sh("ip", ["addr", "add", `${net.hostAddress}/24`, "dev", net.bridge]);
   await sh("ip", ["link", "set", net.bridge, "up"]);
   return net;

@@ -275,8 +275,10 @@ export class EtcdMetadataStore implements MetadataStore {
  * The connection keepalives go over: its own etcd3 client, replaced by a fresh one (a new TCP
  * connection) when a keepalive on it goes unanswered. CI runs showed a node whose keepalive streams
  * got no answer for seconds right after it started, while its unary calls and the other nodes were
- * answered: the lease lapsed although the node and etcd were fine. A keepalive renews the lease
- * whichever connection carries it, so the next one goes out on a new connection within a third of the TTL.
+ * answered: the lease lapsed although the node and etcd were fine. (That one was the local cluster's
+ * bridge changing its address as nodes joined, fixed in host-network.ts; a connection can still break
+ * on a real network.) A keepalive renews the lease whichever connection carries it, so the next one
+ * goes out on a new connection within a third of the TTL.
  */
 class KeepaliveConnection {
   readonly #endpoints: string;
