@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { nativeAddon, type UringAddon } from "../device-io/uring-addon.js";
+import { nativeAddon } from "../device-io/uring-addon.js";
 import { tuneAllocator } from "./allocator.js";
 
 describe("malloc tuning", () => {
