@@ -343,6 +343,66 @@ describe("WRITE payload buffers", () => {
     await waitUntil(() => s.bufferedBytes === 0);
     expect(s.bufferedBytes).toBe(0);
   });
+
+  it("a payload that arrives whole in one read is copied out of the connection's read buffer into a pooled one, which the next write reuses", async () => {
+    const exp = new PayloadWatch();
+    const s = await serve(exp, 64 * MIB);
+    const c = await client(s);
+    for (const handle of [1, 2]) {
+      c.socket.write(Buffer.concat([header(1, handle, 0, 4096), Buffer.alloc(4096, handle)]));
+      expect(await c.replies(1, 0)).toEqual([handle]);
+    }
+    expect(exp.payloads[1], "the pooled buffer of the first write, given back").toBe(exp.payloads[0]);
+    expect(exp.data.subarray(0, 4096).every((b) => b === 2)).toBe(true);
+  });
+
+  it("payloads held by the export keep their bytes while later reads, of this connection and another, overwrite the read buffer", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 64 * MIB);
+    const clients = [await client(s), await client(s)];
+    const count = Math.min(48, MAX_INFLIGHT_PER_CONNECTION);
+    const each = 64 * 1024;
+    // Each client's writes in one socket write, both at once: more than one read takes, so the
+    // process's read buffer is filled over and over, by both connections in turn.
+    clients.forEach((c, k) => {
+      const at = (i: number) => (k * count + i) * each;
+      c.socket.write(
+        Buffer.concat(
+          Array.from({ length: count }, (_, i) => [header(1, i, at(i), each), Buffer.alloc(each, k * count + i + 1)]).flat(),
+        ),
+      );
+    });
+    await waitUntil(() => exp.held.length === 2 * count);
+    exp.releaseAll();
+    for (const c of clients) {
+      expect((await c.replies(count, 0)).sort((a, b) => a - b)).toEqual(Array.from({ length: count }, (_, i) => i));
+    }
+    for (let i = 0; i < 2 * count; i++) {
+      expect(
+        exp.data.subarray(i * each, (i + 1) * each).every((b) => b === i + 1),
+        `write ${i}`,
+      ).toBe(true);
+    }
+    await waitUntil(() => s.bufferedBytes === 0);
+  });
+});
+
+describe("disconnect", () => {
+  it("NBD_CMD_DISC: the server ends its side, sees the client's end although it stopped reading, closes, and the server shuts down", async () => {
+    const exp = new HeldExport();
+    const s = new NbdServer(catalogOf(exp), { bufferBytes: 64 * MIB });
+    await s.listen({ tcp: "127.0.0.1:0" });
+    const c = await client(s);
+    const ended = new Promise((resolve) => c.socket.once("end", resolve));
+    c.socket.write(header(2, 1, 0, 0));
+    await ended;
+    c.socket.end();
+    // Before: a socket reading into the shared buffer stopped reading once paused for the disconnect,
+    // never saw the client's FIN, and stayed open, so this close never finished.
+    await s.close();
+    expect(exp.closes).toBe(1);
+  });
 });
 
 describe("a connection to an export whose earlier connection is closing", () => {

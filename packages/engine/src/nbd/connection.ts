@@ -19,6 +19,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
+import type { ReadBufferSocket } from "./read-buffer-socket.js";
 import { REPLY_HEADER_ROOM_BYTES, RequestBuffers } from "./request-buffers.js";
 import {
   CHUNK_HEADER_BYTES,
@@ -148,6 +149,11 @@ export class Connection implements BudgetWaiter {
   readonly #buffers: RequestBuffers;
   /** Bytes received but not parsed yet: a partial header, or the rest of a chunk when parsing stopped. */
   #carry: Buffer | null = null;
+  /**
+   * The bytes being parsed are a view of the socket's read buffer (see read-buffer-socket.ts), which the
+   * next read overwrites: a payload is copied out, never used in place, and what is left is copied.
+   */
+  #borrowed = false;
   /** Whether `#parse` runs now (a completion inside it must not start a second, nested parse). */
   #parsing = false;
   /** Budget bytes this connection holds: its requests' charges and `#reservedBytes`. */
@@ -180,7 +186,14 @@ export class Connection implements BudgetWaiter {
   #closed = false;
   readonly #onClosed: () => void;
 
-  constructor(socket: Socket, handshake: HandshakeResult, budget: ByteBudget, replies: RequestBuffers, onClosed: () => void) {
+  constructor(
+    socket: Socket,
+    handshake: HandshakeResult,
+    budget: ByteBudget,
+    replies: RequestBuffers,
+    onClosed: () => void,
+    input: ReadBufferSocket | null = null,
+  ) {
     const leftover = handshake.leftover;
     this.socket = socket;
     this.#budget = budget;
@@ -192,7 +205,10 @@ export class Connection implements BudgetWaiter {
     assert.ok(this.#dataAt <= REPLY_HEADER_ROOM_BYTES, "a reply header fits the room reply buffers keep for it");
     this.#onClosed = onClosed;
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    if (input) {
+      assert.ok(input.socket === socket, "the read buffer is the served socket's");
+      input.deliverTo((view) => this.#onBorrowed(view));
+    } else socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("drain", () => this.#onDrain());
     socket.on("close", () => this.#shutdown());
     socket.on("error", (e) => debug("socket error: %s", e.message));
@@ -221,6 +237,19 @@ export class Connection implements BudgetWaiter {
     this.#parse();
   }
 
+  /** Bytes in the socket's read buffer: parsed where they lie; whatever must outlive this call is copied. */
+  #onBorrowed(view: Buffer): void {
+    if (this.#carry !== null || this.#parsing) return this.#onData(Buffer.from(view));
+    this.#carry = view;
+    this.#borrowed = true;
+    try {
+      this.#parse();
+    } finally {
+      this.#borrowed = false;
+    }
+    assert.ok(this.#carry === null || this.#carry.buffer !== view.buffer, "nothing keeps a view of the read buffer");
+  }
+
   /** Parses the carried bytes until they run out or a request must wait; keeps what is left. */
   #parse(): void {
     const buf = this.#carry;
@@ -245,7 +274,7 @@ export class Connection implements BudgetWaiter {
     if (at < buf.length && !this.#closing) {
       // A partial header is copied so that it does not keep the whole chunk alive.
       const rest = buf.subarray(at);
-      this.#carry = rest.length < REQUEST_HEADER_BYTES ? Buffer.from(rest) : rest;
+      this.#carry = rest.length < REQUEST_HEADER_BYTES || this.#borrowed ? Buffer.from(rest) : rest;
     }
     this.#parsing = false;
     this.#throttle();
@@ -527,7 +556,7 @@ export class Connection implements BudgetWaiter {
     const w = this.#pendingWrite as PendingWrite;
     const need = w.length - w.filled;
     const avail = buf.length - at;
-    if (w.filled === 0 && avail >= need) {
+    if (w.filled === 0 && avail >= need && !this.#borrowed) {
       // The whole payload is in this chunk: use it in place.
       w.data = buf.subarray(at, at + need);
       w.filled = need;
@@ -735,6 +764,9 @@ export class Connection implements BudgetWaiter {
   #finishClose(): void {
     this.#flushReplies();
     this.socket.end();
+    // Reading on (what arrives is dropped) so the client's end of the connection is seen and it closes:
+    // a socket reading into the shared buffer stops reading the kernel outright while paused.
+    this.socket.resume();
     this.#shutdown();
   }
 

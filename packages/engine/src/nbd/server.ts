@@ -7,6 +7,7 @@ import { ByteBudget, DEFAULT_NBD_BUFFER_BYTES } from "./byte-budget.js";
 import { Connection } from "./connection.js";
 import type { CatalogFor, ExportCatalog, NbdPeer } from "./export.js";
 import { type NbdTls, negotiate } from "./handshake.js";
+import { ReadBufferSocket } from "./read-buffer-socket.js";
 import { RequestBuffers } from "./request-buffers.js";
 
 const debug = createDebug("keelson:nbd");
@@ -155,9 +156,16 @@ export class NbdServer {
         ? tls.createServer({ ...this.#tls, requestCert: true, rejectUnauthorized: true }, (socket) =>
             this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: subjectOf(socket) }, undefined),
           )
-        : net.createServer((socket) =>
-            this.#accept(socket, { via, address: via === "unix" ? "" : (socket.remoteAddress ?? ""), subject: null }, starttls),
-          );
+        : starttls
+          ? net.createServer((socket) =>
+              this.#accept(socket, { via, address: socket.remoteAddress ?? "", subject: null }, starttls),
+            )
+          : // Plaintext for good: the connection reads into the shared read buffer (a TLS socket reads through its handle).
+            net.createServer({ pauseOnConnect: true }, (accepted) => {
+              const input = ReadBufferSocket.adopt(accepted);
+              const address = via === "unix" ? "" : (input.socket.remoteAddress ?? "");
+              this.#accept(input.socket, { via, address, subject: null }, undefined, input);
+            });
     // A client that fails the TLS handshake (no certificate, another CA) never reaches the catalog.
     server.on("tlsClientError", (e: Error) => debug("TLS handshake refused: %s", e.message));
     server.maxConnections = MAX_CONNECTIONS;
@@ -165,7 +173,7 @@ export class NbdServer {
     return server;
   }
 
-  #accept(socket: net.Socket, peer: NbdPeer, starttls: NbdTls | undefined): void {
+  #accept(socket: net.Socket, peer: NbdPeer, starttls: NbdTls | undefined, input: ReadBufferSocket | null = null): void {
     this.#handshaking.add(socket);
     socket.on("error", (e) => debug("socket error during handshake: %s", e.message));
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS);
@@ -198,7 +206,16 @@ export class NbdServer {
       const set = this.#connections.get(name) ?? new Set<Connection>();
       this.#connections.set(name, set);
       this.#count++;
-      const conn: Connection = new Connection(result.socket, result, this.#budget, this.#replies, () => this.#forget(name, conn));
+      // A STARTTLS upgrade would have replaced the socket; without one it is the socket that reads into the buffer.
+      const own = input && result.socket === input.socket ? input : null;
+      const conn: Connection = new Connection(
+        result.socket,
+        result,
+        this.#budget,
+        this.#replies,
+        () => this.#forget(name, conn),
+        own,
+      );
       set.add(conn);
       debug("connection %d on export %s", this.#count, name);
     });
