@@ -352,6 +352,8 @@ describe("WRITE payload buffers", () => {
       c.socket.write(Buffer.concat([header(1, handle, 0, 4096), Buffer.alloc(4096, handle)]));
       expect(await c.replies(1, 0)).toEqual([handle]);
     }
+    // A pooled buffer of the 4 KiB class, not the connection's read buffer (a view of it would also be "the same memory").
+    expect(exp.payloads[0]?.byteLength).toBe(RequestBuffers.bytesFor(4096));
     expect(exp.payloads[1], "the pooled buffer of the first write, given back").toBe(exp.payloads[0]);
     expect(exp.data.subarray(0, 4096).every((b) => b === 2)).toBe(true);
   });
@@ -428,6 +430,31 @@ describe("a connection to an export whose earlier connection is closing", () => 
     exp.hold = false;
     exp.releaseAll();
     expect(await fresh.replies(1, 0)).toEqual([2]);
+    expect(exp.data[0], "the acknowledged write is the one the volume holds").toBe(0x22);
+  });
+
+  it("a connection paused at its in-flight limit still sees its client hang up: the new connection's write waits for its writes", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 64 * MIB);
+    const old = await client(s);
+    // More than it may run at once: it stops reading with the rest waiting.
+    const sent = MAX_INFLIGHT_PER_CONNECTION + 8;
+    old.socket.write(
+      Buffer.concat(Array.from({ length: sent }, (_, i) => [header(1, i, 0, 4096), Buffer.alloc(4096, 0x11)]).flat()),
+    );
+    // The last one it started may wait for the rest of its payload: at least all but one are held.
+    await waitUntil(() => exp.held.length >= MAX_INFLIGHT_PER_CONNECTION - 1);
+    await new Promise((r) => setTimeout(r, 50));
+    const oldHeld = exp.held.length;
+    old.socket.destroy();
+    const fresh = await client(s);
+    fresh.socket.write(Buffer.concat([header(1, 9999, 0, 4096), Buffer.alloc(4096, 0x22)]));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(exp.held.length, "the new connection's write waits for the old one's").toBe(oldHeld);
+    exp.hold = false;
+    exp.releaseAll();
+    expect(await fresh.replies(1, 0)).toEqual([9999]);
     expect(exp.data[0], "the acknowledged write is the one the volume holds").toBe(0x22);
   });
 

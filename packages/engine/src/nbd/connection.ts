@@ -19,7 +19,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   SIMPLE_REPLY_MAGIC,
 } from "./protocol.js";
-import type { ReadBufferSocket } from "./read-buffer-socket.js";
+import { type ReadBufferSocket, SMALL_READ_BYTES } from "./read-buffer-socket.js";
 import { REPLY_HEADER_ROOM_BYTES, RequestBuffers } from "./request-buffers.js";
 import {
   CHUNK_HEADER_BYTES,
@@ -37,6 +37,11 @@ export const MAX_INFLIGHT_PER_CONNECTION = 128;
 const EMPTY = Buffer.alloc(0);
 /** Request objects kept for reuse per connection. */
 const MAX_FREE_REQUESTS = MAX_INFLIGHT_PER_CONNECTION;
+/**
+ * Bytes a throttled connection on the shared read buffer keeps before it stops reading: enough that a
+ * client hanging up after a burst is seen (its end arrives behind the burst), small enough to bound.
+ */
+const THROTTLED_CARRY_BYTES = 64 * 1024;
 
 const FLAGS_BY_COMMAND: Readonly<Record<number, number>> = {
   [Command.READ]: CommandFlag.FUA,
@@ -171,6 +176,8 @@ export class Connection implements BudgetWaiter {
   #inflight = 0;
   #free: Request[] = [];
   #paused = false;
+  /** The socket reading into the shared read buffer, when it is one (see read-buffer-socket.ts). */
+  readonly #input: ReadBufferSocket | null;
   #draining = false;
   /**
    * Replies of this turn of the event loop not yet handed to the socket: they leave together when
@@ -205,6 +212,7 @@ export class Connection implements BudgetWaiter {
     assert.ok(this.#dataAt <= REPLY_HEADER_ROOM_BYTES, "a reply header fits the room reply buffers keep for it");
     this.#onClosed = onClosed;
     socket.setNoDelay(true);
+    this.#input = input;
     if (input) {
       assert.ok(input.socket === socket, "the read buffer is the served socket's");
       input.deliverTo((view) => this.#onBorrowed(view));
@@ -248,6 +256,10 @@ export class Connection implements BudgetWaiter {
       this.#borrowed = false;
     }
     assert.ok(this.#carry === null || this.#carry.buffer !== view.buffer, "nothing keeps a view of the read buffer");
+    // In the middle of a payload the next read takes the rest of it, and nothing past it to copy.
+    const w = this.#pendingWrite;
+    (this.#input as ReadBufferSocket).nextReadBytes =
+      this.#state === "payload" && w !== null && this.#carry === null ? w.length - w.filled : SMALL_READ_BYTES;
   }
 
   /** Parses the carried bytes until they run out or a request must wait; keeps what is left. */
@@ -740,10 +752,28 @@ export class Connection implements BudgetWaiter {
     if (this.#closing || this.#parsing) return;
     const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
     if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
+    if (this.#input !== null) return this.#throttleInput(stop);
     if (stop && !this.#paused) {
       this.#paused = true;
       this.socket.pause();
     } else if (!stop && this.#paused) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /**
+   * Throttling a socket that reads into the shared buffer: pausing it stops reading the kernel at once,
+   * and a connection that reads nothing does not see its client hang up (it stays open, not closing,
+   * and a new connection to the export would not wait for its writes). So it reads on, keeping what
+   * arrives, until it keeps THROTTLED_CARRY_BYTES, as Node's own sockets buffer up to a limit.
+   */
+  #throttleInput(stop: boolean): void {
+    const full = stop && (this.#carry?.length ?? 0) >= THROTTLED_CARRY_BYTES;
+    if (full && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    } else if (!full && this.#paused) {
       this.#paused = false;
       this.socket.resume();
     }

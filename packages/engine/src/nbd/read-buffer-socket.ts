@@ -23,6 +23,13 @@ const sharedBuffer = (): Buffer => {
   return shared;
 };
 
+/**
+ * Bytes a read takes unless its reader asks for more: Node's own read size. A reader that stops
+ * parsing mid-read must copy the rest, so this bounds what a throttled connection keeps; a reader in
+ * the middle of a large payload asks for that payload's remaining bytes instead (`nextReadBytes`).
+ */
+export const SMALL_READ_BYTES = 64 * 1024;
+
 /** Receives each read: a view of the connection's read buffer, valid only until the call returns. */
 export type ReadSink = (chunk: Buffer) => void;
 
@@ -35,6 +42,9 @@ export type ReadSink = (chunk: Buffer) => void;
 export class ReadBufferSocket {
   readonly socket: net.Socket;
   #sink: ReadSink | null = null;
+  /** What the next read may take, and the view of the shared buffer of that length. */
+  #nextBytes = SMALL_READ_BYTES;
+  #view: Buffer = sharedBuffer().subarray(0, SMALL_READ_BYTES);
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -51,14 +61,14 @@ export class ReadBufferSocket {
     const handle = holder._handle;
     assert.ok(handle, "an accepted socket has a handle");
     assert.ok(accepted.isPaused() || accepted.readableFlowing !== true, "the accepted socket must not read yet");
-    const buffer = sharedBuffer();
     let self: ReadBufferSocket | null = null;
     const socket = new net.Socket({
       handle,
       readable: true,
       writable: true,
       onread: {
-        buffer,
+        // Asked for before each read (after the previous one's callback): sized by the reader.
+        buffer: () => (self === null ? sharedBuffer().subarray(0, SMALL_READ_BYTES) : self.#view),
         callback: (bytes: number, buf: Uint8Array) => {
           (self as ReadBufferSocket).#deliver(Buffer.from(buf.buffer, buf.byteOffset, bytes));
         },
@@ -68,6 +78,17 @@ export class ReadBufferSocket {
     holder._handle = null;
     socket.once("close", () => accepted.destroy());
     return self;
+  }
+
+  /**
+   * The most the next read may take (clamped to SMALL_READ_BYTES..READ_BUFFER_BYTES): the reader sets
+   * it from what it expects next, so that what it must copy when it stops mid-read stays small.
+   */
+  set nextReadBytes(bytes: number) {
+    const n = Math.min(READ_BUFFER_BYTES, Math.max(SMALL_READ_BYTES, bytes));
+    if (n === this.#nextBytes) return;
+    this.#nextBytes = n;
+    this.#view = sharedBuffer().subarray(0, n);
   }
 
   /** From now on reads go to `sink` (views of the read buffer), or, with null, out as copies in `data` events. */
