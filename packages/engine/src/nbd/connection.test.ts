@@ -407,6 +407,27 @@ describe("disconnect", () => {
   });
 });
 
+describe("a client that ends its side", () => {
+  it("after NBD_CMD_DISC with requests queued behind the in-flight limit, then a half-close (as libnbd does): every request is answered, then the server closes", async () => {
+    const exp = new HeldExport();
+    exp.hold = true;
+    const s = await serve(exp, 64 * MIB);
+    const c = await client(s);
+    const sent = MAX_INFLIGHT_PER_CONNECTION + 8;
+    const writes = Array.from({ length: sent }, (_, i) => [header(1, i, i * 4096, 4096), Buffer.alloc(4096, (i % 250) + 1)]);
+    const ended = new Promise((resolve) => c.socket.once("end", resolve));
+    c.socket.end(Buffer.concat([...writes.flat(), header(2, sent, 0, 0)]));
+    await waitUntil(() => exp.held.length >= MAX_INFLIGHT_PER_CONNECTION - 1);
+    await new Promise((r) => setTimeout(r, 100));
+    exp.hold = false;
+    exp.releaseAll();
+    expect((await c.replies(sent, 0)).sort((a, b) => a - b)).toEqual(Array.from({ length: sent }, (_, i) => i));
+    await ended;
+    for (let i = 0; i < sent; i++) expect(exp.data[i * 4096], `write ${i}`).toBe((i % 250) + 1);
+    await s.close();
+  });
+});
+
 describe("a connection to an export whose earlier connection is closing", () => {
   /** A connection whose write the export holds, and whose client then gave up on it and hung up. */
   async function closingWithAWriteHeld(): Promise<{ exp: HeldExport; s: NbdServer }> {

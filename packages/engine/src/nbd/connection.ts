@@ -178,6 +178,8 @@ export class Connection implements BudgetWaiter {
   #paused = false;
   /** The socket reading into the shared read buffer, when it is one (see read-buffer-socket.ts). */
   readonly #input: ReadBufferSocket | null;
+  /** The client ended its side (only seen on an input socket, which is half-open: see `#endIfServed`). */
+  #peerEnded = false;
   #draining = false;
   /**
    * Replies of this turn of the event loop not yet handed to the socket: they leave together when
@@ -216,6 +218,10 @@ export class Connection implements BudgetWaiter {
     if (input) {
       assert.ok(input.socket === socket, "the read buffer is the served socket's");
       input.deliverTo((view) => this.#onBorrowed(view));
+      socket.on("end", () => {
+        this.#peerEnded = true;
+        this.#endIfServed();
+      });
     } else socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("drain", () => this.#onDrain());
     socket.on("close", () => this.#shutdown());
@@ -226,7 +232,7 @@ export class Connection implements BudgetWaiter {
 
   /** The client is gone or asked to disconnect: what is still running finishes, nothing new starts. */
   get closing(): boolean {
-    return this.#closing;
+    return this.#closing || this.#peerEnded;
   }
 
   /** Requests running now. */
@@ -752,7 +758,10 @@ export class Connection implements BudgetWaiter {
     if (this.#closing || this.#parsing) return;
     const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
     if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
-    if (this.#input !== null) return this.#throttleInput(stop);
+    if (this.#input !== null) {
+      this.#throttleInput(stop);
+      return this.#endIfServed();
+    }
     if (stop && !this.#paused) {
       this.#paused = true;
       this.socket.pause();
@@ -777,6 +786,22 @@ export class Connection implements BudgetWaiter {
       this.#paused = false;
       this.socket.resume();
     }
+  }
+
+  /**
+   * The client ended its side: a half-close after NBD_CMD_DISC (libnbd), or a hang-up. What it sent
+   * before is served first (a server handles the requests outstanding at DISC), and once nothing left
+   * can still run, this side ends too. Node would end it at once (dropping what is kept unparsed), so
+   * input sockets are half-open and end here.
+   */
+  #endIfServed(): void {
+    if (!this.#peerEnded || this.#closing || this.#parsing || this.#waitingBytes > 0) return;
+    // A write whose payload will never arrive counts in flight but never runs.
+    if (this.#inflight - (this.#pendingWrite === null ? 0 : 1) > 0) return;
+    // A whole header still kept is parsed once the connection may go on; a partial one never completes.
+    if (this.#state === "header" && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return;
+    this.#closing = true;
+    this.#finishClose();
   }
 
   #onDrain(): void {

@@ -66,6 +66,8 @@ export class ReadBufferSocket {
       handle,
       readable: true,
       writable: true,
+      // The connection ends its side itself once it served what came before the client's end.
+      allowHalfOpen: true,
       onread: {
         // Asked for before each read (after the previous one's callback): sized by the reader.
         buffer: () => (self === null ? sharedBuffer().subarray(0, SMALL_READ_BYTES) : self.#view),
