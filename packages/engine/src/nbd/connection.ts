@@ -759,33 +759,21 @@ export class Connection implements BudgetWaiter {
     const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
     if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
     if (this.#input !== null) {
-      this.#throttleInput(stop);
+      // Pausing a socket that reads into the shared buffer stops reading the kernel at once, and a
+      // connection that reads nothing does not see its client hang up (it stays open, not closing, and
+      // a new connection to the export would not wait for its writes). So it reads on, keeping what
+      // arrives, until it keeps THROTTLED_CARRY_BYTES, as Node's own sockets buffer up to a limit.
+      this.#setPaused(stop && (this.#carry?.length ?? 0) >= THROTTLED_CARRY_BYTES);
       return this.#endIfServed();
     }
-    if (stop && !this.#paused) {
-      this.#paused = true;
-      this.socket.pause();
-    } else if (!stop && this.#paused) {
-      this.#paused = false;
-      this.socket.resume();
-    }
+    this.#setPaused(stop);
   }
 
-  /**
-   * Throttling a socket that reads into the shared buffer: pausing it stops reading the kernel at once,
-   * and a connection that reads nothing does not see its client hang up (it stays open, not closing,
-   * and a new connection to the export would not wait for its writes). So it reads on, keeping what
-   * arrives, until it keeps THROTTLED_CARRY_BYTES, as Node's own sockets buffer up to a limit.
-   */
-  #throttleInput(stop: boolean): void {
-    const full = stop && (this.#carry?.length ?? 0) >= THROTTLED_CARRY_BYTES;
-    if (full && !this.#paused) {
-      this.#paused = true;
-      this.socket.pause();
-    } else if (!full && this.#paused) {
-      this.#paused = false;
-      this.socket.resume();
-    }
+  #setPaused(paused: boolean): void {
+    if (paused === this.#paused) return;
+    this.#paused = paused;
+    if (paused) this.socket.pause();
+    else this.socket.resume();
   }
 
   /**
