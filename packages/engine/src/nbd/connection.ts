@@ -246,7 +246,8 @@ export class Connection implements BudgetWaiter {
   }
 
   #onData(chunk: Buffer): void {
-    // A carry is a partial header (under 28 bytes) or, once parsing stopped, at most one chunk: the socket is paused then.
+    // A carry is a partial header (under 28 bytes) or, once parsing stopped, what arrived since: at most one
+    // chunk on a Node socket (it is paused then), under THROTTLED_CARRY_BYTES plus one 64 KiB read on an input socket.
     this.#carry = this.#carry ? Buffer.concat([this.#carry, chunk]) : chunk;
     this.#parse();
   }

@@ -83,8 +83,9 @@ export class ReadBufferSocket {
   }
 
   /**
-   * The most the next read may take (clamped to SMALL_READ_BYTES..READ_BUFFER_BYTES): the reader sets
-   * it from what it expects next, so that what it must copy when it stops mid-read stays small.
+   * The most the read after the next read callback may take (clamped to SMALL_READ_BYTES..READ_BUFFER_BYTES):
+   * Node asks for the buffer only after each callback, so the reader sets it from within one, from what
+   * it expects next, and what it must copy when it stops mid-read stays small.
    */
   set nextReadBytes(bytes: number) {
     const n = Math.min(READ_BUFFER_BYTES, Math.max(SMALL_READ_BYTES, bytes));
