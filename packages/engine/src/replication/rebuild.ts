@@ -4,6 +4,7 @@ import { messageOf } from "../util/errors.js";
 import type { ReplicaIo } from "./local-replica.js";
 import type { RangeGate } from "./range-gate.js";
 import type { RebuildThrottle } from "./rebuild-throttle.js";
+import { REBUILD_FLUSH_BYTES, RebuildWriteback } from "./rebuild-writeback.js";
 import { REGION_BYTES } from "./region-map.js";
 import { type RebuildingReplica, type Replica, type ReplicaSet, setHealthy, setRebuilding, setRebuilt } from "./replica-set.js";
 
@@ -93,9 +94,12 @@ export interface RebuildHost {
  */
 export class Rebuilder {
   readonly #host: RebuildHost;
+  readonly #flushBytes: number;
 
-  constructor(host: RebuildHost) {
+  /** `flushBytes`: what a rebuild copies between the flushes it starts on the replica as it goes. */
+  constructor(host: RebuildHost, flushBytes = REBUILD_FLUSH_BYTES) {
     this.#host = host;
+    this.#flushBytes = flushBytes;
   }
 
   /** Reconnects a faulted replica and rebuilds it; on failure it stays faulted for the next repair pass. */
@@ -198,11 +202,12 @@ export class Rebuilder {
     const since = regions === null ? { ...r.is, missing: null } : r.is;
     const state = setRebuilding(r, client, since, Math.min(total * REGION_BYTES, host.sizeBytes));
     const full = state.full;
+    const writeback = new RebuildWriteback(() => client.flush(), this.#flushBytes);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < total && r.is === state && !host.closed) {
         const region = regions ? (regions[next++] as number) : next++;
-        await this.#copyRegion(state, client, region);
+        await writeback.copied(await this.#copyRegion(state, client, region));
       }
     };
     try {
@@ -213,7 +218,13 @@ export class Rebuilder {
         state.totalBytes = Math.min(total * REGION_BYTES, host.sizeBytes);
       }
       debug("volume %s: rebuilding %s (%s, %d regions)", host.name, r.nodeId, full ? "full" : "incremental", total);
-      await Promise.all(Array.from({ length: REBUILD_PARALLEL }, worker));
+      try {
+        await Promise.all(Array.from({ length: REBUILD_PARALLEL }, worker));
+      } finally {
+        // Even when a copy failed: no flush of this rebuild is left running behind it.
+        await writeback.settle().catch(() => undefined);
+      }
+      await writeback.settle();
       if (r.is !== state || host.closed) return;
       await client.flush();
       if (snapshots !== null) await this.#checkSnapshots(r.nodeId, snapshots);
@@ -300,20 +311,23 @@ export class Rebuilder {
     });
   }
 
-  async #copyRegion(state: RebuildingReplica, client: ReplicaIo, region: number): Promise<void> {
+  /** Copies one region; resolves with the bytes it wrote as data (a hole is written as one, not as bytes). */
+  async #copyRegion(state: RebuildingReplica, client: ReplicaIo, region: number): Promise<number> {
     const host = this.#host;
     const offset = region * REGION_BYTES;
     const length = Math.min(REGION_BYTES, host.sizeBytes - offset);
-    if (length <= 0) return;
+    if (length <= 0) return 0;
     // Paced before the gate is taken: waiting here holds no application write back.
     await host.throttle.take(length);
     const unlock = await host.gate.lock(offset, length);
     try {
       const data = await host.read(offset, length);
       // Holes stay holes on the new replica (it is thin too).
-      if (isZero(data)) await client.zero(offset, length, true, false, false);
+      const hole = isZero(data);
+      if (hole) await client.zero(offset, length, true, false, false);
       else await client.write(offset, data, false);
       state.copiedBytes += length;
+      return hole ? 0 : length;
     } finally {
       unlock();
     }
