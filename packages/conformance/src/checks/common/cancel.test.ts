@@ -28,7 +28,7 @@ describe("sleep", () => {
     const waiting = sleep(60_000, signal);
     controller.abort();
     await waiting;
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(10_000);
     expect(listeners).toBe(0);
     await sleep(60_000, signal);
   });

@@ -78,7 +78,7 @@ describe("alongside", () => {
       ),
     ).rejects.toThrow("foreground failed");
     expect(state.running).toBe(0);
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(10_000);
     await wait(20);
     expect(unhandled).toEqual([]);
   });
@@ -96,7 +96,7 @@ describe("alongside", () => {
       ),
     ).rejects.toThrow("load a failed");
     expect(state.running).toBe(0);
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(10_000);
     await wait(20);
     expect(unhandled).toEqual([]);
   });

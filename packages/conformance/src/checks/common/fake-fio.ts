@@ -48,6 +48,8 @@ export class FakeFio {
   readonly running = new Set<string>();
   /** Every job started, in order. */
   readonly started: FioJobSpec[] = [];
+  /** Names of the jobs that ended because their stop signal fired, in order. */
+  readonly cancelled: string[] = [];
 
   readonly runLoad = (_ctx: CheckContext, _dataPath: DataPath, job: FioJobSpec, stop?: AbortSignal): Promise<FioResult> => {
     const plan = this.jobs.get(job.name) ?? {};
@@ -69,7 +71,14 @@ export class FakeFio {
         plan.failAfterMs !== undefined
           ? setTimeout(() => fail("TOOL_FAILED", "failed"), plan.failAfterMs)
           : setTimeout(() => end(() => resolve(fakeFioResult(job, plan.iops ?? 1000, startedAtMs))), plan.runMs ?? 5);
-      stop?.addEventListener("abort", () => fail("CANCELLED", "was cancelled"), { once: true });
+      stop?.addEventListener(
+        "abort",
+        () => {
+          if (!done) this.cancelled.push(job.name);
+          fail("CANCELLED", "was cancelled");
+        },
+        { once: true },
+      );
     });
   };
 
@@ -77,5 +86,6 @@ export class FakeFio {
     this.jobs.clear();
     this.running.clear();
     this.started.length = 0;
+    this.cancelled.length = 0;
   }
 }

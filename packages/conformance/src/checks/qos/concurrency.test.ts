@@ -46,21 +46,20 @@ describe("QoS loads run side by side", () => {
 
   it("noisy-neighbour: a neighbour flood failing while the victim runs stops the victim", async () => {
     fio.jobs.set("neighbour-limited", { failAfterMs: 1200 });
-    fio.jobs.set("victim-limited", { runMs: 5000 });
-    const started = Date.now();
+    fio.jobs.set("victim-limited", { runMs: 60_000 });
     await expect(victimRun(fakeContext(), NBD, 100, "limited", NBD)).rejects.toThrow(/fio neighbour-limited failed/);
     expect([...fio.running]).toEqual([]);
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Stopped, not waited out: the fake fio records a job that its stop signal ended.
+    expect(fio.cancelled).toEqual(["victim-limited"]);
   });
 
   it("noisy-neighbour: the victim failing stops the flood before the call throws", async () => {
-    fio.jobs.set("neighbour-limited", { runMs: 5000 });
+    fio.jobs.set("neighbour-limited", { runMs: 60_000 });
     fio.jobs.set("victim-limited", { failAfterMs: 1100 });
-    const started = Date.now();
     await expect(victimRun(fakeContext(), NBD, 100, "limited", NBD)).rejects.toThrow(/fio victim-limited failed/);
     expect([...fio.running]).toEqual([]);
-    // Stopped, not waited out: the flood had seconds left.
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Stopped, not waited out (a timing bound here failed on a busy CI machine).
+    expect(fio.cancelled).toEqual(["neighbour-limited"]);
     await drain();
     expect(unhandled).toEqual([]);
   });
