@@ -15,6 +15,7 @@ const expected = [
   "packages/engine/.vitest-results-cluster.json",
   "packages/engine/.vitest-results-qos.json",
   "packages/engine/.vitest-results-threadpool.json",
+  "packages/engine/.vitest-results-direct.json",
   "packages/csi/.vitest-results.json",
   "packages/conformance/.vitest-results.json",
   "packages/conformance/.vitest-results-suite.json",

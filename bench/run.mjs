@@ -9,6 +9,7 @@
 //
 // Targets, in this order:
 //   keelson             keelsond with its default disk I/O (--io auto: io_uring where it loads)
+//   keelson-direct      keelsond with --direct-io on (O_DIRECT; needs io_uring)
 //   keelson-threadpool  keelsond with --io threadpool (libuv's thread pool)
 //   nbdkit-file         nbdkit's file plugin (buffered)
 //   qemu-nbd            qemu-nbd --cache=none --aio=native (O_DIRECT)
@@ -16,9 +17,12 @@
 // Profiles: BENCH_PROFILES of @keelson/conformance, then bench's own EXTRA_PROFILES
 // (randwrite-4k-qd1-flush16: 4 KiB random writes at qd1 with a flush every 16 writes).
 // Columns: cache (whether the target's I/O goes through the host page cache, read from
-// the server's open flags in /proc or the loop device's sysfs, not assumed), IOPS, MiB/s,
+// the server's open flags in /proc or the loop device's sysfs, not assumed: buffered, none,
+// or mixed for keelson-direct, whose metadata fd is buffered), IOPS, MiB/s,
 // p50/p99/p99.9/p99.99 completion latency of the direction that moved more data,
-// keelson/peer (keelson's IOPS over the peer's) and keelson/keelson-threadpool.
+// keelson/peer (keelson's IOPS over the peer's, like with like: buffered keelson
+// over nbdkit-file, keelson-direct over qemu-nbd and raw-loop, which bypass the page
+// cache too) and keelson/keelson-threadpool.
 //
 //   npm run bench                      all profiles, all targets available here
 //   BENCH_RUNTIME_S=5 npm run bench    shorter runs
@@ -39,7 +43,7 @@ const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 10);
 const REGION_MIB = Number(process.env.BENCH_REGION_MIB ?? 512);
 const POOL_MIB = REGION_MIB + 256;
 const RAMP_S = 1;
-const ALL_TARGETS = ["keelson", "keelson-threadpool", "nbdkit-file", "qemu-nbd", "raw-loop"];
+const ALL_TARGETS = ["keelson", "keelson-direct", "keelson-threadpool", "nbdkit-file", "qemu-nbd", "raw-loop"];
 /** Targets compared against keelson in the keelson/peer column (keelson-threadpool has its own). */
 const PEERS = ["nbdkit-file", "qemu-nbd", "raw-loop"];
 /** `--profile`: where each keelsond writes its CPU profile (null: no profiling, the default). */
@@ -168,7 +172,8 @@ async function runProfiles(target, results) {
 /**
  * Whether process `pid` reads and writes `file` through the page cache: from the
  * flags of its open descriptors of it (/proc/PID/fdinfo). Undefined while it has none open.
- * One descriptor without O_DIRECT is enough for buffered.
+ * Some with O_DIRECT and some without is "mixed" (keelsond --direct-io on: its volumes'
+ * blocks on one, the pool's metadata on the other); none with O_DIRECT is buffered.
  */
 function openFlagsCache(pid, file) {
   const real = fs.realpathSync(file);
@@ -193,6 +198,8 @@ function openFlagsCache(pid, file) {
     if (Number.parseInt(flags, 8) & fs.constants.O_DIRECT) direct++;
     else buffered++;
   }
+  if (buffered > 0 && direct > 0)
+    return { cache: "mixed", cacheHow: `${direct} of ${buffered + direct} open fds with O_DIRECT, ${buffered} without` };
   if (buffered > 0) return { cache: "buffered", cacheHow: `${buffered} of ${buffered + direct} open fds without O_DIRECT` };
   if (direct > 0) return { cache: "none", cacheHow: `${direct} open fd(s), all O_DIRECT` };
   return undefined;
@@ -208,8 +215,8 @@ function syncBacking(backing) {
   }
 }
 
-/** keelsond on `backing` with disk I/O `io` (auto or threadpool); the target is named `name`. */
-async function withKeelson(name, io, dir, backing, fn) {
+/** keelsond on `backing` with disk I/O `io` (auto or threadpool) and `args`; the target is named `name`. */
+async function withKeelson(name, io, dir, backing, fn, args = []) {
   const ready = path.join(dir, `${name}.ready`);
   const profiling = PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
   const d = startChild(process.execPath, [
@@ -228,6 +235,7 @@ async function withKeelson(name, io, dir, backing, fn) {
     path.join(dir, `${name}.sock`),
     "--ready-file",
     ready,
+    ...args,
   ]);
   try {
     await waitFor(ready, d, "keelsond");
@@ -242,7 +250,7 @@ async function withKeelson(name, io, dir, backing, fn) {
       client.close();
     }
     // The engine keelsond chose, and why (auto falls back to the thread pool where io_uring cannot be used).
-    const ioEngine = `${node.ioEngine}: ${node.ioEngineNote || `chosen by --io ${io}`}`;
+    const ioEngine = `${node.ioEngine}: ${node.ioEngineNote || `chosen by --io ${io}`}${node.pool.directIo ? "; volumes' blocks O_DIRECT (GetNode pool.directIo), metadata buffered" : ""}`;
     return await fn({
       name,
       dataPath: { kind: "nbd", uri: `nbd+unix:///bench?socket=${nbdSocket}` },
@@ -328,6 +336,10 @@ async function withLoop(_dir, backing, fn) {
 
 const RUNNERS = {
   keelson: { need: [], fn: (dir, backing, fn) => withKeelson("keelson", "auto", dir, backing, fn) },
+  "keelson-direct": {
+    need: [],
+    fn: (dir, backing, fn) => withKeelson("keelson-direct", "auto", dir, backing, fn, ["--direct-io", "on"]),
+  },
   "keelson-threadpool": { need: [], fn: (dir, backing, fn) => withKeelson("keelson-threadpool", "threadpool", dir, backing, fn) },
   "nbdkit-file": { need: ["nbdkit"], fn: withNbdkit },
   "qemu-nbd": { need: ["qemu-nbd"], fn: withQemuNbd },
@@ -353,6 +365,9 @@ function report(results, targets, skipped) {
     "keelson/keelson-threadpool",
   ];
   const rows = [header];
+  // Like with like: a peer that bypasses the page cache is compared with keelson doing the same, when it ran.
+  const keelsonFor = (peer) =>
+    cacheOf(peer) === "none" && ["none", "mixed"].includes(cacheOf("keelson-direct")) ? "keelson-direct" : "keelson";
   for (const profile of profiles) {
     const k = by("keelson", profile);
     for (const t of TARGETS) {
@@ -369,7 +384,7 @@ function report(results, targets, skipped) {
         us(r.p99Us),
         us(r.p999Us),
         us(r.p9999Us),
-        PEERS.includes(t) ? ratio(k, r) : "",
+        PEERS.includes(t) ? ratio(by(keelsonFor(t), profile), r) : "",
         t === "keelson-threadpool" ? ratio(k, r) : "",
       ]);
     }
@@ -382,6 +397,8 @@ function report(results, targets, skipped) {
       .trimEnd(),
   );
   lines.push("");
+  const pairs = PEERS.filter((p) => targets.some((t) => t.name === p)).map((p) => `${keelsonFor(p)} over ${p}`);
+  if (pairs.length > 0) lines.push(`keelson/peer: ${pairs.join(", ")}`);
   for (const t of targets) {
     const io = t.ioEngine ? `; disk I/O ${t.ioEngine}` : "";
     lines.push(`${t.name}: cache ${t.cache} (${t.cacheHow})${io}`);

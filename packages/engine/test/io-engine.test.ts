@@ -2,6 +2,7 @@
 // else auto), reported in GetNode, the CLI and the metrics, and the same data
 // whichever engine wrote it.
 import crypto from "node:crypto";
+import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { uringAddon } from "../src/device-io/uring-addon.js";
@@ -61,6 +62,51 @@ describe("disk I/O engine", () => {
     // Refused at start with a clear message: an unknown engine (usage error, exit 2).
     await expect(startDaemon({ poolPath, dir: dir.path, extraArgs: ["--io", "aio"] })).rejects.toThrow(
       /--io "aio": expected io_uring, threadpool or auto/,
+    );
+  }, 60_000);
+
+  it("--direct-io on: the pool's blocks go through an O_DIRECT fd (its metadata does not), GetNode says so, and data survives a restart with direct I/O off; on the thread pool it is refused at start, as is a bad value", async () => {
+    const { addon, why } = uringAddon();
+    using dir = tempDir("keelson-direct-io-");
+    const poolPath = path.join(dir.path, "pool.img");
+    if (!addon) {
+      if (process.env.CI) throw new Error(`io_uring unavailable in CI: ${why}`);
+      console.error(`!!!!!!!! io_uring not available here (${why}): --direct-io on is not checked !!!!!!!!`);
+    } else {
+      const data = crypto.randomBytes(2 * MIB);
+      {
+        await using d = await startDaemon({ poolPath, poolSize: "256M", dir: dir.path, extraArgs: ["--direct-io", "on"] });
+        const c = d.client();
+        expect((await c.getNode()).pool.directIo).toBe(true);
+        // Two fds name the pool: one O_DIRECT (the blocks), one not (superblock and metadata).
+        const poolFds = fs
+          .readdirSync(`/proc/${d.pid}/fd`)
+          .filter((fd) => fs.readlinkSync(`/proc/${d.pid}/fd/${fd}`) === poolPath)
+          .map((fd) =>
+            Number.parseInt(/flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/${d.pid}/fdinfo/${fd}`, "utf8"))?.[1] ?? "0", 8),
+          );
+        expect(poolFds.map((flags) => (flags & fs.constants.O_DIRECT) !== 0).sort()).toEqual([false, true]);
+        await c.createVolume({ name: "v", sizeBytes: 16 * MIB });
+        const nbd = await NbdTestClient.open(d.nbdAddress, "v");
+        expect((await nbd.write(4096, data)).error).toBe(0);
+        expect((await nbd.write(3 * MIB + 100, data.subarray(0, 1000))).error).toBe(0); // not on the block grid
+        expect((await nbd.flush()).error).toBe(0);
+        const back = await nbd.read(4096, 2 * MIB);
+        expect(back.data.equals(data)).toBe(true);
+        await nbd.disconnect();
+      }
+      await using d = await startDaemon({ poolPath, dir: dir.path, extraArgs: ["--direct-io", "off"] });
+      expect((await d.client().getNode()).pool.directIo).toBe(false);
+      const nbd = await NbdTestClient.open(d.nbdAddress, "v");
+      expect((await nbd.read(4096, 2 * MIB)).data.equals(data)).toBe(true);
+      expect((await nbd.read(3 * MIB + 100, 1000)).data.equals(data.subarray(0, 1000))).toBe(true);
+      await nbd.disconnect();
+    }
+    await expect(
+      startDaemon({ poolPath, poolSize: "256M", dir: dir.path, extraArgs: ["--io", "threadpool", "--direct-io", "on"] }),
+    ).rejects.toThrow(/direct I\/O on pool .*thread-pool engine cannot align/);
+    await expect(startDaemon({ poolPath, dir: dir.path, extraArgs: ["--direct-io", "yes"] })).rejects.toThrow(
+      /--direct-io "yes": expected on or off/,
     );
   }, 60_000);
 });

@@ -166,6 +166,7 @@ function poolFromWire(p: pb.Pool | undefined): Pool {
     provisionedBytes: p?.provisionedBytes ?? 0,
     overcommitPercent: p?.overcommitPercent ?? 0,
     provisionLimitBytes: p?.provisionLimitBytes ?? 0,
+    directIo: p?.directIo ?? false,
   };
 }
 

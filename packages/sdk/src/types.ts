@@ -341,6 +341,8 @@ export interface Pool {
   overcommitPercent: number;
   /** `totalBytes` x `overcommitPercent` / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
   provisionLimitBytes: number;
+  /** Volumes' blocks are read and written with O_DIRECT, bypassing the page cache (`keelsond --direct-io`). */
+  directIo: boolean;
 }
 
 /** One engine: identity, pool and endpoints. */

@@ -3,8 +3,9 @@
 // the event loop. The ring signals an eventfd that libuv polls; each wake-up
 // hands every waiting completion to JavaScript in one call, as (token, result)
 // pairs in an Int32Array shared with it. JavaScript owns the buffers and keeps
-// them alive until their completion arrives; this file never allocates per
-// request.
+// them alive until their completion arrives. This file allocates per request
+// only for O_DIRECT requests whose buffer, position or length is not aligned
+// (see `bounce_t`).
 #define NAPI_VERSION 8
 #include <errno.h>
 #include <liburing.h>
@@ -63,13 +64,50 @@ static ring_t *ring_of(napi_env env, napi_value value) {
 
 static void hold_loop(ring_t *r);
 
+// An O_DIRECT request whose buffer, position or length is not aligned goes
+// through an aligned copy: a write is copied in before it is queued; a read
+// covers the aligned blocks around what was asked and copies that part out
+// when it completes. Its user_data is the record's address with bit 0 set (a
+// plain request's is its token shifted left by one).
+typedef struct {
+  uint8_t *aligned;
+  uint64_t start; // the aligned position
+  uint32_t span;  // the aligned length
+  uint8_t *dst;   // a read's destination in the caller's buffer; NULL for a write
+  uint32_t skip;  // bytes of the aligned read before what was asked
+  uint32_t length;
+  int32_t token;
+} bounce_t;
+
+static uint64_t token_data(int32_t token) { return ((uint64_t)(uint32_t)token) << 1; }
+
+// The token a completion belongs to and its result as the caller sees it; frees a bounce record.
+static int32_t complete_one(struct io_uring_cqe *cqe, int32_t *result) {
+  uint64_t data = cqe->user_data;
+  *result = cqe->res;
+  if ((data & 1) == 0) return (int32_t)(uint32_t)(data >> 1);
+  bounce_t *b = (bounce_t *)(uintptr_t)(data & ~(uint64_t)1);
+  int32_t token = b->token;
+  if (b->dst != NULL && cqe->res >= 0) {
+    int64_t n = (int64_t)cqe->res - b->skip;
+    if (n < 0) n = 0;
+    if (n > b->length) n = b->length;
+    memcpy(b->dst, b->aligned + b->skip, (size_t)n);
+    *result = (int32_t)n;
+  }
+  free(b->aligned);
+  free(b);
+  return token;
+}
+
 // Moves up to `capacity` waiting completions into the results array as (token, result) pairs; how many.
 static uint32_t take_completions(ring_t *r) {
   uint32_t n = 0;
   struct io_uring_cqe *cqe;
   while (n < r->capacity && io_uring_peek_cqe(&r->ring, &cqe) == 0) {
-    r->results[2 * n] = (int32_t)cqe->user_data;
-    r->results[2 * n + 1] = cqe->res;
+    int32_t result;
+    r->results[2 * n] = complete_one(cqe, &result);
+    r->results[2 * n + 1] = result;
     io_uring_cqe_seen(&r->ring, cqe);
     n++;
   }
@@ -230,15 +268,49 @@ static struct io_uring_sqe *next_sqe(ring_t *r) {
   return sqe;
 }
 
-// read|write(handle, fd, buffer, bufferOffset, length, position, token) -> 0, or -EBUSY when the ring is full
+// The bounce record for an O_DIRECT request at `align` that needs one (else NULL, *rc 0), or NULL and
+// *rc -errno. A write must start and end on a block (the caller writes whole blocks); only its buffer
+// may be unaligned.
+static bounce_t *bounce_for(uint8_t *buf, uint32_t length, int64_t position, uint32_t align, int is_write, int *rc) {
+  *rc = 0;
+  uint64_t mask = (uint64_t)align - 1;
+  int buf_ok = ((uintptr_t)buf & mask) == 0;
+  int range_ok = ((uint64_t)position & mask) == 0 && ((uint64_t)length & mask) == 0;
+  if (buf_ok && range_ok) return NULL;
+  if (is_write && !range_ok) {
+    *rc = -EINVAL;
+    return NULL;
+  }
+  uint64_t start = (uint64_t)position & ~mask;
+  uint64_t end = ((uint64_t)position + length + mask) & ~mask;
+  bounce_t *b = malloc(sizeof *b);
+  void *aligned = NULL;
+  if (b == NULL || end - start > UINT32_MAX || posix_memalign(&aligned, align, (size_t)(end - start)) != 0) {
+    free(b);
+    *rc = -ENOMEM;
+    return NULL;
+  }
+  b->aligned = aligned;
+  b->start = start;
+  b->span = (uint32_t)(end - start);
+  b->skip = (uint32_t)((uint64_t)position - start);
+  b->length = length;
+  b->dst = is_write ? NULL : buf;
+  if (is_write) memcpy(aligned, buf, length);
+  return b;
+}
+
+// read|write(handle, fd, buffer, bufferOffset, length, position, token[, align]) -> 0, or -EBUSY when the
+// ring is full, -EINVAL for an O_DIRECT write off the block grid, -ENOMEM. `align` (a power of two, 0 or
+// absent: none) says the fd is O_DIRECT: what is not aligned to it goes through a copy (bounce_t).
 static napi_value queue_rw(napi_env env, napi_callback_info info, int is_write) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  ring_t *r = argc == 7 ? ring_of(env, argv[0]) : NULL;
+  ring_t *r = argc == 7 || argc == 8 ? ring_of(env, argv[0]) : NULL;
   if (r == NULL) return NULL;
   int32_t fd, token;
-  uint32_t offset, length;
+  uint32_t offset, length, align = 0;
   int64_t position;
   napi_typedarray_type type;
   size_t size;
@@ -247,17 +319,40 @@ static napi_value queue_rw(napi_env env, napi_callback_info info, int is_write) 
       napi_get_typedarray_info(env, argv[2], &type, &size, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
       napi_get_value_uint32(env, argv[3], &offset) != napi_ok || napi_get_value_uint32(env, argv[4], &length) != napi_ok ||
       napi_get_value_int64(env, argv[5], &position) != napi_ok || napi_get_value_int32(env, argv[6], &token) != napi_ok ||
+      (argc == 8 && napi_get_value_uint32(env, argv[7], &align) != napi_ok) || (align & (align - 1)) != 0 ||
       (size_t)offset + length > size || position < 0) {
     napi_throw_type_error(env, "KEELSON_URING", "bad read/write arguments");
     return NULL;
   }
+  uint8_t *buf = (uint8_t *)data + offset;
+  bounce_t *b = NULL;
+  if (align > 1) {
+    int rc;
+    b = bounce_for(buf, length, position, align, is_write, &rc);
+    if (rc < 0) return int_value(env, rc);
+  }
   struct io_uring_sqe *sqe = next_sqe(r);
-  if (sqe == NULL) return int_value(env, -EBUSY);
-  if (is_write)
-    io_uring_prep_write(sqe, fd, (uint8_t *)data + offset, length, (uint64_t)position);
-  else
-    io_uring_prep_read(sqe, fd, (uint8_t *)data + offset, length, (uint64_t)position);
-  io_uring_sqe_set_data64(sqe, (uint64_t)(uint32_t)token);
+  if (sqe == NULL) {
+    if (b != NULL) {
+      free(b->aligned);
+      free(b);
+    }
+    return int_value(env, -EBUSY);
+  }
+  if (b != NULL) {
+    b->token = token;
+    if (is_write)
+      io_uring_prep_write(sqe, fd, b->aligned, b->span, b->start);
+    else
+      io_uring_prep_read(sqe, fd, b->aligned, b->span, b->start);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)b | 1);
+  } else {
+    if (is_write)
+      io_uring_prep_write(sqe, fd, buf, length, (uint64_t)position);
+    else
+      io_uring_prep_read(sqe, fd, buf, length, (uint64_t)position);
+    io_uring_sqe_set_data64(sqe, token_data(token));
+  }
   r->prepared++;
   hold_loop(r);
   return int_value(env, 0);
@@ -281,7 +376,7 @@ static napi_value ring_fdatasync(napi_env env, napi_callback_info info) {
   struct io_uring_sqe *sqe = next_sqe(r);
   if (sqe == NULL) return int_value(env, -EBUSY);
   io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-  io_uring_sqe_set_data64(sqe, (uint64_t)(uint32_t)token);
+  io_uring_sqe_set_data64(sqe, token_data(token));
   r->prepared++;
   hold_loop(r);
   return int_value(env, 0);

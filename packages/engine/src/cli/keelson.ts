@@ -515,7 +515,7 @@ async function nodeCommand(client: KeelsonClient, args: Args): Promise<void> {
         n.pool.capability ? `${n.pool.capability.iops} IOPS ${formatBytes(n.pool.capability.bytesPerSec)}/s` : "-",
         `${n.pool.reservedIops} IOPS`,
         n.nbdTcpAddress || n.nbdUnixSocket,
-        n.ioEngineNote ? `${n.ioEngine} (${n.ioEngineNote})` : n.ioEngine,
+        `${n.ioEngineNote ? `${n.ioEngine} (${n.ioEngineNote})` : n.ioEngine}${n.pool.directIo ? ", O_DIRECT" : ""}`,
       ],
     ]),
   );

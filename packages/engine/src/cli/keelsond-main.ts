@@ -64,6 +64,9 @@ const USAGE = `usage: keelsond --pool PATH [options]
                          e.g. 100M (default 0: no limit)
   --io ENGINE            disk I/O: io_uring, threadpool or auto (default: KEELSON_IO, else auto:
                          io_uring where the addon loads and the kernel allows it); shown in node info
+  --direct-io on|off     read and write volumes' blocks with O_DIRECT, bypassing the page cache
+                         (default: KEELSON_DIRECT_IO, else off; needs the io_uring engine); shown
+                         in node info as the pool's directIo
   --ready-file PATH      write {pid, grpcAddress, nbdAddress, nbdSocket, metricsAddress} as JSON once serving
 `;
 
@@ -92,6 +95,7 @@ async function main(): Promise<void> {
       "lease-ttl": { type: "string" },
       "replace-replica-after": { type: "string" },
       "rebuild-rate": { type: "string" },
+      "direct-io": { type: "string" },
       "disk-capability": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
@@ -114,6 +118,7 @@ async function main(): Promise<void> {
   }
   const overcommitPercent = usageChecked(() => overcommitPercentFlag(values["overcommit-percent"]));
   const ioEngine = usageChecked(() => ioEngineFlag(values.io));
+  const directIo = usageChecked(() => directIoFlag(values["direct-io"]));
   const engine = await startEngine({
     poolPath: values.pool,
     poolSizeBytes: values["pool-size"] ? parseSizeBytes(values["pool-size"]) : undefined,
@@ -143,6 +148,7 @@ async function main(): Promise<void> {
     etcdTls: etcdTlsOptions(values["etcd-ca"], values["etcd-cert"], values["etcd-key"]),
     nbdTls: nbdTlsOptions(values["nbd-tls-cert"], values["nbd-tls-key"], values["nbd-tls-client-ca"]),
     ioEngine,
+    directIo,
     log,
   });
   if (values["ready-file"]) writeReadyFile(values["ready-file"], engine);
@@ -185,6 +191,13 @@ function ioEngineFlag(value: string | undefined): IoEngineChoice | undefined {
       message: `--io ${JSON.stringify(value)}: expected io_uring, threadpool or auto`,
     });
   return value;
+}
+
+/** --direct-io: on or off; unset leaves it to KEELSON_DIRECT_IO (else off). */
+function directIoFlag(value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value === "on" || value === "off") return value === "on";
+  throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `--direct-io ${JSON.stringify(value)}: expected on or off` });
 }
 
 /** --tls-cert and --tls-key go together; --tls-client-ca needs them. */

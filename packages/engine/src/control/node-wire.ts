@@ -30,6 +30,7 @@ export function nodeToWire(ctx: ControlContext): WireNode {
       provisionedBytes: provisioning.provisionedBytes,
       overcommitPercent: provisioning.overcommitPercent,
       provisionLimitBytes: provisioning.limitBytes,
+      directIo: ctx.pool.device.directIo,
     },
     nbdTcpAddress: ctx.nbd.tcpAddress,
     nbdUnixSocket: ctx.nbd.unixSocket,

@@ -55,6 +55,8 @@ export const DEFAULT_REPLICA_PORT = 10810;
 export interface EngineOptions {
   /** The disk I/O engine (keelsond --io); default: KEELSON_IO, else auto (io_uring where it works). */
   ioEngine?: IoEngineChoice;
+  /** Read and write volumes' blocks with O_DIRECT (default: KEELSON_DIRECT_IO, else off); UNAVAILABLE on the thread-pool engine. */
+  directIo?: boolean;
   /** Block device or file of the disk pool. */
   poolPath: string;
   /** Creates the pool file with this size when it does not exist. */
@@ -205,6 +207,7 @@ async function openPool(options: EngineOptions, teardown: Teardown): Promise<Poo
     extentSizeBytes: options.extentSizeBytes,
     overcommitPercent: options.overcommitPercent,
     admit: admitReservation,
+    directIo: options.directIo,
   });
   teardown.add(() => pool.close());
   return pool;

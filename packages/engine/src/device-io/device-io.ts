@@ -26,9 +26,25 @@ export interface DeviceIo {
   read(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void;
   write(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void;
   fdatasync(fd: number, cb: SyncCallback): void;
+  /**
+   * Opens `path` a second time, for reads and writes that bypass the page
+   * cache (O_DIRECT), or says why it cannot: the kernel wants those aligned
+   * in memory, position and length, and the engine must align what the store
+   * hands it. Writes through the fd must start and end on a block.
+   */
+  openDirect(path: string): DirectOpen;
   /** Frees the engine; refused (EBUSY) while requests are in flight. */
   close(): void;
 }
+
+/** An fd open with O_DIRECT and how to close it (through the engine, which keeps a note of it), or why none could be had. */
+export type DirectOpen = { fd: number; close: () => void; why: null } | { fd: null; why: string };
+
+/**
+ * Alignment the engines give O_DIRECT requests: memory, position and length
+ * on 4 KiB, which covers every logical block size up to it.
+ */
+export const DIRECT_ALIGN_BYTES = 4096;
 
 /**
  * errno number to name. Where node lists two names for one number (EAGAIN and

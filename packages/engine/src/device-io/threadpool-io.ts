@@ -1,5 +1,5 @@
 import fs from "node:fs";
-import type { DeviceIo, RwCallback, SyncCallback } from "./device-io.js";
+import type { DeviceIo, DirectOpen, RwCallback, SyncCallback } from "./device-io.js";
 
 /** node's fs: each request a hand-off to libuv's thread pool and back. The fallback where io_uring is not available. */
 export class ThreadPoolIo implements DeviceIo {
@@ -32,6 +32,11 @@ export class ThreadPoolIo implements DeviceIo {
       this.#inFlight--;
       cb(error);
     });
+  }
+
+  openDirect(): DirectOpen {
+    // node's fs reads into and writes from the caller's buffers as they are, and those are not aligned.
+    return { fd: null, why: "the thread-pool engine cannot align buffers for O_DIRECT (the io_uring engine can)" };
   }
 
   close(): void {}

@@ -13,8 +13,30 @@ export type RingHandle = object & { readonly __ring: unique symbol };
 /** The addon's functions (native/uring/uring.c). Results are 0 or a request count, or -errno. */
 export interface UringAddon {
   open(capacity: number, onCompletions: (count: number) => void, results: Int32Array): RingHandle;
-  read(ring: RingHandle, fd: number, buffer: Buffer, offset: number, length: number, position: number, token: number): number;
-  write(ring: RingHandle, fd: number, buffer: Buffer, offset: number, length: number, position: number, token: number): number;
+  /**
+   * `align` (a power of two; 0: none) marks an O_DIRECT fd: a request not aligned to it goes through an
+   * aligned copy (a read may start and end anywhere; a write must start and end on the grid, else -EINVAL).
+   */
+  read(
+    ring: RingHandle,
+    fd: number,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    token: number,
+    align: number,
+  ): number;
+  write(
+    ring: RingHandle,
+    fd: number,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    token: number,
+    align: number,
+  ): number;
   fdatasync(ring: RingHandle, fd: number, token: number): number;
   submit(ring: RingHandle): number;
   /** Moves the completions already queued into the results array (no callback); how many (capacity: more may wait). */

@@ -1,6 +1,16 @@
 import assert from "node:assert";
+import fs from "node:fs";
 import os from "node:os";
-import { type DeviceIo, DeviceIoError, type RwCallback, type SyncCallback } from "./device-io.js";
+import { sysBlockDir } from "../util/block-device.js";
+import { messageOf } from "../util/errors.js";
+import {
+  type DeviceIo,
+  DeviceIoError,
+  DIRECT_ALIGN_BYTES,
+  type DirectOpen,
+  type RwCallback,
+  type SyncCallback,
+} from "./device-io.js";
 import type { RingHandle, UringAddon } from "./uring-addon.js";
 
 /** Requests in the kernel at once (the ring's submission queue; its completion queue is twice that). */
@@ -61,6 +71,8 @@ export class UringIo implements DeviceIo {
   #prepared = 0;
   #submitScheduled = false;
   #closed = false;
+  /** fds opened with O_DIRECT ({@link openDirect}) and the alignment their requests get. */
+  readonly #direct = new Map<number, number>();
   /** Submits scheduled in this turn of the event loop (see `#scheduleSubmit`). */
   #submitsThisTurn = 0;
   readonly #newTurn = (): void => {
@@ -93,6 +105,30 @@ export class UringIo implements DeviceIo {
 
   fdatasync(fd: number, cb: SyncCallback): void {
     this.#request(SYNC, fd, null, 0, 0, 0, cb);
+  }
+
+  openDirect(path: string): DirectOpen {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+    } catch (error) {
+      // EINVAL: the filesystem refuses O_DIRECT (tmpfs).
+      return { fd: null, why: `${path} cannot be opened with O_DIRECT: ${messageOf(error)}` };
+    }
+    const block = logicalBlockBytes(path);
+    if (block > DIRECT_ALIGN_BYTES) {
+      fs.closeSync(fd);
+      return {
+        fd: null,
+        why: `${path} has ${block}-byte logical blocks, more than the ${DIRECT_ALIGN_BYTES} O_DIRECT aligns to`,
+      };
+    }
+    this.#direct.set(fd, DIRECT_ALIGN_BYTES);
+    const close = (): void => {
+      // Forgotten first: the number may name another file once closed.
+      if (this.#direct.delete(fd)) fs.closeSync(fd);
+    };
+    return { fd, close, why: null };
   }
 
   close(): void {
@@ -139,8 +175,9 @@ export class UringIo implements DeviceIo {
     const token = this.#free.pop() as number;
     let rc: number;
     if (op === SYNC) rc = this.#addon.fdatasync(this.#ring, fd, token);
-    else if (op === READ) rc = this.#addon.read(this.#ring, fd, buffer as Buffer, offset, length, position, token);
-    else rc = this.#addon.write(this.#ring, fd, buffer as Buffer, offset, length, position, token);
+    else if (op === READ)
+      rc = this.#addon.read(this.#ring, fd, buffer as Buffer, offset, length, position, token, this.#direct.get(fd) ?? 0);
+    else rc = this.#addon.write(this.#ring, fd, buffer as Buffer, offset, length, position, token, this.#direct.get(fd) ?? 0);
     if (rc < 0) {
       // The ring refused this one request: it fails alone and its token goes back.
       this.#free.push(token);
@@ -236,6 +273,21 @@ export class UringIo implements DeviceIo {
       this.#waitingHead = 0;
     }
   }
+}
+
+/** The logical block size of the block device `path` is, or 512 for a file (its filesystem's device decides; 512 and 4096 both fit the 4 KiB alignment). */
+function logicalBlockBytes(path: string): number {
+  const stat = fs.statSync(path);
+  if (!stat.isBlockDevice()) return 512;
+  const dir = sysBlockDir(stat.rdev);
+  // A partition has no queue/ of its own: its disk's (the parent directory) applies.
+  for (const file of [`${dir}/queue/logical_block_size`, `${dir}/../queue/logical_block_size`]) {
+    try {
+      const n = Number(fs.readFileSync(file, "utf8").trim());
+      if (n > 0) return n;
+    } catch {}
+  }
+  return 512;
 }
 
 function opName(op: Op): string {

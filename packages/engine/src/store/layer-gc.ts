@@ -44,7 +44,8 @@ async function fold(core: PoolCore, layer: Layer): Promise<void> {
   const child = [...core.layers.values()].find((l) => l.parentId === layer.id) as Layer;
   const volume = [...core.volumes.values()].find((v) => v.record.headLayerId === child.id);
   const store: FoldStore = {
-    fd: core.device.fd,
+    io: core.device.io,
+    fd: core.device.dataFd,
     dataOffset: core.layout.dataOffset,
     extentSizeBytes: core.layout.extentSizeBytes,
     stateBytes: core.stateBytes,

@@ -43,6 +43,7 @@ export interface OpenPoolCoreOptions {
   extentSizeBytes: number;
   admit: AdmitReservation;
   overcommitPercent: number;
+  directIo?: boolean | undefined;
 }
 
 /** The layout found on the device, or planned for a device formatted now (its superblock not yet written). */

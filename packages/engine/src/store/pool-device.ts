@@ -2,11 +2,21 @@ import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import type { DeviceIo } from "../device-io/device-io.js";
 import { deviceIo } from "../device-io/select.js";
+import { sysBlockDir } from "../util/block-device.js";
 
 /** The block device or file a pool lives on, opened for direct use by the store. */
 export interface PoolDevice {
   path: string;
+  /** Through the page cache: the superblock, the metadata and anything not on the block grid. */
   fd: number;
+  /**
+   * Where volumes' data blocks are read and written: an O_DIRECT fd when the
+   * pool was opened with `directIo`, else `fd`. Writes through it start and
+   * end on a block.
+   */
+  dataFd: number;
+  /** Data blocks bypass the page cache (O_DIRECT). */
+  directIo: boolean;
   sizeBytes: number;
   isBlockDevice: boolean;
   /** How the store's reads, writes and flushes reach the device (io_uring or the thread pool; shared by the process's pools). */
@@ -22,6 +32,27 @@ export interface OpenPoolDeviceOptions {
   createSizeBytes?: number;
   /** The disk I/O engine; default: the process's ({@link deviceIo}). */
   io?: DeviceIo;
+  /**
+   * Read and write data blocks with O_DIRECT (default: KEELSON_DIRECT_IO=1
+   * asks for it, else off). UNAVAILABLE where the engine or the device cannot.
+   */
+  directIo?: boolean;
+}
+
+/** KEELSON_DIRECT_IO: "1" or "on" asks pools for O_DIRECT by default ("0", "off" or unset: not); INVALID_ARGUMENT for anything else. */
+export function directIoFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  const value = env.KEELSON_DIRECT_IO?.trim() ?? "";
+  if (value === "1" || value === "on") return true;
+  if (value === "" || value === "0" || value === "off") return false;
+  throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `KEELSON_DIRECT_IO=${value}: expected on, off, 1 or 0` });
+}
+
+/** The fd for data blocks: `fd` itself, or a second one opened O_DIRECT through `io`. */
+function dataFdFor(path: string, fd: number, io: DeviceIo, direct: boolean): { dataFd: number; close: () => void } {
+  if (!direct) return { dataFd: fd, close: () => undefined };
+  const opened = io.openDirect(path);
+  if (opened.fd === null) throw new KeelsonError({ code: "UNAVAILABLE", message: `direct I/O on pool ${path}: ${opened.why}` });
+  return { dataFd: opened.fd, close: opened.close };
 }
 
 /**
@@ -35,10 +66,7 @@ export function hostFreeBytes(device: Pick<PoolDevice, "path" | "isBlockDevice">
 }
 
 function blockDeviceSizeBytes(path: string, stat: fs.Stats): number {
-  const rdev = stat.rdev;
-  const major = Math.floor(rdev / 256) & 0xfff;
-  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
-  const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, "utf8").trim());
+  const sectors = Number(fs.readFileSync(`${sysBlockDir(stat.rdev)}/size`, "utf8").trim());
   if (!Number.isFinite(sectors) || sectors <= 0) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `cannot read the size of block device ${path}` });
   }
@@ -110,9 +138,22 @@ export function openPoolDevice(options: OpenPoolDeviceOptions): PoolDevice {
   }
   const stat = fs.statSync(path);
   const io = options.io ?? deviceIo();
+  const direct = options.directIo ?? directIoFromEnv();
   if (stat.isBlockDevice()) {
+    const sizeBytes = blockDeviceSizeBytes(path, stat);
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_EXCL);
-    return { path, fd, sizeBytes: blockDeviceSizeBytes(path, stat), isBlockDevice: true, io, close: () => fs.closeSync(fd) };
+    try {
+      // The O_DIRECT fd is opened without O_EXCL: the first fd holds the device for this process.
+      const data = dataFdFor(path, fd, io, direct);
+      const close = (): void => {
+        data.close();
+        fs.closeSync(fd);
+      };
+      return { path, fd, dataFd: data.dataFd, directIo: direct, sizeBytes, isBlockDevice: true, io, close };
+    } catch (error) {
+      fs.closeSync(fd);
+      throw error;
+    }
   }
   if (!stat.isFile()) {
     throw new KeelsonError({ code: "INVALID_ARGUMENT", message: `pool ${path} is neither a block device nor a regular file` });
@@ -120,13 +161,23 @@ export function openPoolDevice(options: OpenPoolDeviceOptions): PoolDevice {
   const unlock = lockFile(path);
   try {
     const fd = fs.openSync(path, "r+");
+    let data: { dataFd: number; close: () => void };
+    try {
+      data = dataFdFor(path, fd, io, direct);
+    } catch (error) {
+      fs.closeSync(fd);
+      throw error;
+    }
     return {
       path,
       fd,
+      dataFd: data.dataFd,
+      directIo: direct,
       sizeBytes: stat.size,
       isBlockDevice: false,
       io,
       close: () => {
+        data.close();
         fs.closeSync(fd);
         unlock();
       },

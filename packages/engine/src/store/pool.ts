@@ -49,12 +49,16 @@ export interface OpenPoolOptions {
    * fail with LIMIT_EXCEEDED. An engine setting, not stored with the pool.
    */
   overcommitPercent?: number;
+  /** Read and write volumes' blocks with O_DIRECT (default: KEELSON_DIRECT_IO; see `openPoolDevice`). */
+  directIo?: boolean;
 }
 
 /** The device a pool lives on, as callers see it. */
 export interface PoolDeviceInfo {
   readonly path: string;
   readonly sizeBytes: number;
+  /** Volumes' blocks bypass the page cache (O_DIRECT). */
+  readonly directIo: boolean;
 }
 
 function byName<T extends { name: string }>(a: T, b: T): number {
@@ -84,7 +88,7 @@ export class Pool {
 
   private constructor(core: PoolCore) {
     this.#core = core;
-    this.device = { path: core.device.path, sizeBytes: core.device.sizeBytes };
+    this.device = { path: core.device.path, sizeBytes: core.device.sizeBytes, directIo: core.device.directIo };
   }
 
   /**
@@ -100,6 +104,7 @@ export class Pool {
         extentSizeBytes: options.extentSizeBytes ?? DEFAULT_EXTENT_SIZE_BYTES,
         admit: options.admit,
         overcommitPercent: validateOvercommitPercent(options.overcommitPercent ?? DEFAULT_OVERCOMMIT_PERCENT),
+        directIo: options.directIo,
       }),
     );
     try {

@@ -65,7 +65,7 @@ class WritePart {
   start(): void {
     const pos = this.pool.layout.dataOffset + this.entry.phys * this.pool.layout.extentSizeBytes + this.from + this.written;
     this.pool.device.io.write(
-      this.pool.device.fd,
+      this.pool.device.dataFd,
       this.data,
       this.written,
       this.to - this.from - this.written,

@@ -43,7 +43,7 @@ class ReadPart {
   start(): void {
     const { done } = this;
     this.pool.device.io.read(
-      this.pool.device.fd,
+      this.pool.device.dataFd,
       this.buf,
       this.at + done,
       this.length - done,

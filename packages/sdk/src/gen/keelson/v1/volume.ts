@@ -595,6 +595,8 @@ export interface Pool {
   overcommitPercent: number;
   /** total_bytes x overcommit_percent / 100: creates and resizes past it fail with LIMIT_EXCEEDED. */
   provisionLimitBytes: number;
+  /** Volumes' blocks are read and written with O_DIRECT, bypassing the page cache (keelsond --direct-io). */
+  directIo: boolean;
 }
 
 function createBaseDeclareInSyncRequest(): DeclareInSyncRequest {
@@ -5344,6 +5346,7 @@ function createBasePool(): Pool {
     provisionedBytes: 0,
     overcommitPercent: 0,
     provisionLimitBytes: 0,
+    directIo: false,
   };
 }
 
@@ -5390,6 +5393,9 @@ export const Pool: MessageFns<Pool> = {
     }
     if (message.provisionLimitBytes !== 0) {
       writer.uint32(112).uint64(message.provisionLimitBytes);
+    }
+    if (message.directIo !== false) {
+      writer.uint32(120).bool(message.directIo);
     }
     return writer;
   },
@@ -5519,6 +5525,14 @@ export const Pool: MessageFns<Pool> = {
             message.provisionLimitBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.directIo = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5552,6 +5566,7 @@ export const Pool: MessageFns<Pool> = {
     message.provisionedBytes = object.provisionedBytes ?? 0;
     message.overcommitPercent = object.overcommitPercent ?? 0;
     message.provisionLimitBytes = object.provisionLimitBytes ?? 0;
+    message.directIo = object.directIo ?? false;
     return message;
   },
 };
