@@ -23,6 +23,15 @@ export const URING_CAPACITY = 512;
  */
 export const MAX_WAITING = 2 ** 20;
 
+/**
+ * A buffered write of at most this many bytes, made while the ring is idle, is
+ * written at once on the event loop (see `UringIo.write`).
+ */
+export const INLINE_WRITE_MAX_BYTES = 64 * 1024;
+/** An inline write that took longer than this (the page cache throttling writers) stops inline writes for {@link INLINE_WRITE_BACKOFF_MS}. */
+const INLINE_WRITE_SLOW_MS = 1;
+const INLINE_WRITE_BACKOFF_MS = 1000;
+
 /** Submits per turn of the event loop made at once (a microtask); more wait for the next turn (see `UringIo.#scheduleSubmit`). */
 const MAX_SUBMITS_PER_TURN = 64;
 
@@ -73,15 +82,25 @@ export class UringIo implements DeviceIo {
   #closed = false;
   /** fds opened with O_DIRECT ({@link openDirect}) and the alignment their requests get. */
   readonly #direct = new Map<number, number>();
+  /** Largest buffered write made inline while the ring is idle; 0: none (see {@link write}). */
+  readonly #inlineWriteMaxBytes: number;
+  /** performance.now() before which no write is made inline (one was slow). */
+  #inlineWritesFrom = 0;
   /** Submits scheduled in this turn of the event loop (see `#scheduleSubmit`). */
   #submitsThisTurn = 0;
   readonly #newTurn = (): void => {
     this.#submitsThisTurn = 0;
   };
 
-  constructor(addon: UringAddon, capacity = URING_CAPACITY, maxWaiting = MAX_WAITING) {
+  constructor(
+    addon: UringAddon,
+    capacity = URING_CAPACITY,
+    maxWaiting = MAX_WAITING,
+    inlineWriteMaxBytes = INLINE_WRITE_MAX_BYTES,
+  ) {
     assert(Number.isInteger(maxWaiting) && maxWaiting >= 0, `maxWaiting must be a whole number >= 0, got ${maxWaiting}`);
     this.#addon = addon;
+    this.#inlineWriteMaxBytes = inlineWriteMaxBytes;
     this.#maxWaiting = maxWaiting;
     this.#results = new Int32Array(2 * capacity);
     this.#ops = new Uint8Array(capacity);
@@ -99,8 +118,54 @@ export class UringIo implements DeviceIo {
     this.#request(READ, fd, buffer, offset, length, position, cb);
   }
 
+  /**
+   * A buffered write never completes inside io_uring's submit on ext4 (no
+   * non-blocking buffered writes there): the kernel hands it to a worker thread,
+   * whose completion then wakes the event loop, two thread hand-offs for a copy
+   * into the page cache. While the ring is idle (nothing in flight, so nothing
+   * to reorder and no one else to keep waiting) a small one is written at once
+   * instead, as a server with a thread per connection does. One that took more
+   * than a millisecond (the kernel throttling writers) turns this off for a
+   * second, so a loaded page cache never stalls the loop twice in a row.
+   * Inline writes count against the submits a turn may make, so a chain of
+   * them still lets the event loop turn.
+   */
   write(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void {
+    if (
+      length <= this.#inlineWriteMaxBytes &&
+      this.#taken === 0 &&
+      this.#waitingHead === this.#waiting.length &&
+      !this.#closed &&
+      !this.#direct.has(fd) &&
+      this.#submitsThisTurn < MAX_SUBMITS_PER_TURN
+    ) {
+      const started = performance.now();
+      if (started >= this.#inlineWritesFrom) return this.#writeInline(fd, buffer, offset, length, position, cb, started);
+    }
     this.#request(WRITE, fd, buffer, offset, length, position, cb);
+  }
+
+  #writeInline(
+    fd: number,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    cb: RwCallback,
+    started: number,
+  ): void {
+    // Counted with the submits: a chain of writes each made from the last one's callback runs on
+    // process.nextTick alone, and would starve timers and sockets as a chain of cached reads would.
+    if (this.#submitsThisTurn++ === 0) setImmediate(this.#newTurn);
+    let n: number;
+    try {
+      n = fs.writeSync(fd, buffer, offset, length, position);
+    } catch (error) {
+      const errno = (error as NodeJS.ErrnoException).errno ?? -os.constants.errno.EIO;
+      return failLater(cb, new DeviceIoError(errno, "pwrite"));
+    }
+    if (performance.now() - started > INLINE_WRITE_SLOW_MS) this.#inlineWritesFrom = performance.now() + INLINE_WRITE_BACKOFF_MS;
+    process.nextTick(cb, null, n);
   }
 
   fdatasync(fd: number, cb: SyncCallback): void {
