@@ -28,8 +28,13 @@ export const MAX_WAITING = 2 ** 20;
  * written at once on the event loop (see `UringIo.write`).
  */
 export const INLINE_WRITE_MAX_BYTES = 64 * 1024;
-/** An inline write that took longer than this (the page cache throttling writers) stops inline writes for {@link INLINE_WRITE_BACKOFF_MS}. */
-const INLINE_WRITE_SLOW_MS = 1;
+/**
+ * An inline write that took longer than this stops inline writes for
+ * {@link INLINE_WRITE_BACKOFF_MS}: the kernel throttling writers (its pauses
+ * are 10 ms and up), not the loop losing its core for a time slice (a few ms
+ * on a busy 2-core machine).
+ */
+const INLINE_WRITE_SLOW_MS = 4;
 const INLINE_WRITE_BACKOFF_MS = 1000;
 
 /** Submits per turn of the event loop made at once (a microtask); more wait for the next turn (see `UringIo.#scheduleSubmit`). */
@@ -125,8 +130,7 @@ export class UringIo implements DeviceIo {
    * into the page cache. While the ring is idle (nothing in flight, so nothing
    * to reorder and no one else to keep waiting) a small one is written at once
    * instead, as a server with a thread per connection does. One that took more
-   * than a millisecond (the kernel throttling writers) turns this off for a
-   * second, so a loaded page cache never stalls the loop twice in a row.
+   * than 4 ms (the kernel throttling writers) turns this off for a second, so a loaded page cache never stalls the loop twice in a row.
    * Inline writes count against the submits a turn may make, so a chain of
    * them still lets the event loop turn.
    */
