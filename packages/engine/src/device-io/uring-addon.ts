@@ -11,32 +11,26 @@ import { messageOf } from "../util/errors.js";
 export type RingHandle = object & { readonly __ring: unique symbol };
 
 /** The addon's functions (native/uring/uring.c). Results are 0 or a request count, or -errno. */
+/** Prepares one read or write of `length` bytes at `buffer[offset]`, file `position`; 0, or a negative errno. */
+type RingRw = (
+  ring: RingHandle,
+  fd: number,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+  token: number,
+  align: number,
+) => number;
+
 export interface UringAddon {
   open(capacity: number, onCompletions: (count: number) => void, results: Int32Array): RingHandle;
   /**
    * `align` (a power of two; 0: none) marks an O_DIRECT fd: a request not aligned to it goes through an
    * aligned copy (a read may start and end anywhere; a write must start and end on the grid, else -EINVAL).
    */
-  read(
-    ring: RingHandle,
-    fd: number,
-    buffer: Buffer,
-    offset: number,
-    length: number,
-    position: number,
-    token: number,
-    align: number,
-  ): number;
-  write(
-    ring: RingHandle,
-    fd: number,
-    buffer: Buffer,
-    offset: number,
-    length: number,
-    position: number,
-    token: number,
-    align: number,
-  ): number;
+  read: RingRw;
+  write: RingRw;
   fdatasync(ring: RingHandle, fd: number, token: number): number;
   submit(ring: RingHandle): number;
   /** Moves the completions already queued into the results array (no callback); how many (capacity: more may wait). */

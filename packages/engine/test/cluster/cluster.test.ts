@@ -56,6 +56,9 @@ describe("local cluster", () => {
       for (const n of cluster.nodes) {
         expect(n.netns).toBeTruthy();
         expect(n.loopDevice).toMatch(/^\/dev\/loop\d+$/);
+        // Its loop device reads and writes the disk file with direct I/O, as a disk would (no second page cache).
+        const loopName = path.basename(n.loopDevice as string);
+        expect(fs.readFileSync(`/sys/block/${loopName}/loop/dio`, "utf8").trim()).toBe("1");
         // Each node answers on its own namespace address and knows its zone.
         const info = await cluster.client(n.index).getNode();
         expect(info).toMatchObject({ nodeId: n.nodeId, zone: n.zone, etcdEndpoints: cluster.etcdEndpoint });
