@@ -1,5 +1,6 @@
 import { KeelsonError } from "@keelson/sdk";
 import type { DeviceIo } from "../device-io/device-io.js";
+import { readOnce, writeAll } from "../device-io/device-io-promises.js";
 import { BlockState, getState, setStates } from "./block-states.js";
 import { ExtentEntry, type Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES } from "./layout.js";
@@ -63,34 +64,14 @@ function dropEntry(store: FoldStore, layer: Layer, entry: ExtentEntry, keepPhys:
   store.markDirty(entry);
 }
 
-function ioOnce(
-  io: DeviceIo,
-  op: "read" | "write",
-  fd: number,
-  buf: Buffer,
-  offset: number,
-  length: number,
-  position: number,
-): Promise<number> {
-  return new Promise((resolve, reject) =>
-    io[op](fd, buf, offset, length, position, (error, n) => (error ? reject(error) : resolve(n))),
-  );
-}
-
 async function copyRun(store: FoldStore, fromPhys: number, toPhys: number, run: BlockRun): Promise<void> {
   const base = (phys: number): number => store.dataOffset + phys * store.extentSizeBytes;
   for (let at = run.from * BLOCK_SIZE_BYTES; at < run.to * BLOCK_SIZE_BYTES; ) {
     const length = Math.min(MAX_FOLD_COPY_BYTES, run.to * BLOCK_SIZE_BYTES - at);
     const buf = Buffer.allocUnsafe(length);
-    const bytesRead = await ioOnce(store.io, "read", store.fd, buf, 0, length, base(fromPhys) + at);
+    const bytesRead = await readOnce(store.io, store.fd, buf, 0, length, base(fromPhys) + at);
     if (bytesRead !== length) throw new KeelsonError({ code: "INTERNAL", message: "short read while folding a layer" });
-    let done = 0;
-    while (done < length) {
-      const bytesWritten = await ioOnce(store.io, "write", store.fd, buf, done, length - done, base(toPhys) + at + done);
-      if (bytesWritten === 0)
-        throw new KeelsonError({ code: "INTERNAL", message: "a write made no progress while folding a layer" });
-      done += bytesWritten;
-    }
+    await writeAll(store.io, store.fd, buf, base(toPhys) + at, "a write while folding a layer");
     at += length;
   }
 }

@@ -1,6 +1,7 @@
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { DeviceIo } from "../device-io/device-io.js";
+import { fdatasync, writeAll } from "../device-io/device-io-promises.js";
 import { messageOf } from "../util/errors.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord } from "./catalog.js";
 import type { PoolLayout } from "./layout.js";
@@ -29,25 +30,6 @@ export interface JournalPosition {
   tailBytes: number;
   /** Slot of the checkpoint the journal continues (the next checkpoint goes to the other). */
   activeSlot: 0 | 1;
-}
-
-function writeOnce(io: DeviceIo, fd: number, buf: Buffer, offset: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    io.write(fd, buf, offset, buf.length - offset, position, (error, n) => (error ? reject(error) : resolve(n))),
-  );
-}
-
-async function writeAll(io: DeviceIo, fd: number, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const bytesWritten = await writeOnce(io, fd, buf, done, position + done);
-    if (bytesWritten === 0) throw new KeelsonError({ code: "INTERNAL", message: "metadata write made no progress" });
-    done += bytesWritten;
-  }
-}
-
-function fdatasync(io: DeviceIo, fd: number): Promise<void> {
-  return new Promise((resolve, reject) => io.fdatasync(fd, (error) => (error ? reject(error) : resolve())));
 }
 
 /**
@@ -139,13 +121,17 @@ export class MetadataWriter {
     // Data barrier: mappings must not become durable before the data they point at.
     await this.#sync();
     if (batch && fits) {
-      await this.#io(() => writeAll(this.#deviceIo, this.#fd, batch, this.#layout.journalOffset + this.#position.tailBytes));
+      await this.#io(() =>
+        writeAll(this.#deviceIo, this.#fd, batch, this.#layout.journalOffset + this.#position.tailBytes, "metadata write"),
+      );
       await this.#sync();
       this.#position = { ...this.#position, nextSeq: seq + 1, tailBytes: this.#position.tailBytes + batch.length };
       return;
     }
     const slot: 0 | 1 = this.#position.activeSlot === 0 ? 1 : 0;
-    await this.#io(() => writeAll(this.#deviceIo, this.#fd, checkpoint as Buffer, this.#layout.slotOffsets[slot]));
+    await this.#io(() =>
+      writeAll(this.#deviceIo, this.#fd, checkpoint as Buffer, this.#layout.slotOffsets[slot], "metadata write"),
+    );
     await this.#sync();
     debug("checkpoint seq=%d slot=%d bytes=%d", seq, slot, (checkpoint as Buffer).length);
     this.#position = { nextSeq: seq + 1, tailBytes: 0, activeSlot: slot };
