@@ -116,9 +116,30 @@ function repliesOf(output: Buffer, exportReplyBytes: number): { replies: OptionR
   return { replies, exportReply: false };
 }
 
-/** Checks that every complete option got its final reply, in order, unless the handshake had ended. */
+/** The options each informational reply type may answer; any other reply type is final. */
+const INFORMATIONAL: ReadonlyMap<number, readonly number[]> = new Map([
+  [OptionReply.SERVER, [Option.LIST]],
+  [OptionReply.INFO, [Option.INFO, Option.GO]],
+  [OptionReply.META_CONTEXT, [Option.LIST_META_CONTEXT, Option.SET_META_CONTEXT]],
+]);
+
+/**
+ * Checks that every complete option got its final reply, in order, unless the
+ * handshake had ended, and that each informational reply answers an option
+ * that may have one and comes before that option's final reply.
+ */
 function checkAnswered(sent: number[], replies: OptionReplyMessage[], succeeded: boolean): void {
-  const finals = replies.filter((r) => r.type !== OptionReply.INFO && r.type !== OptionReply.SERVER);
+  const finals: OptionReplyMessage[] = [];
+  for (const r of replies) {
+    const answers = INFORMATIONAL.get(r.type);
+    if (answers === undefined) {
+      finals.push(r);
+      continue;
+    }
+    assert.ok(answers.includes(r.option), `reply type ${r.type} answers option ${r.option}`);
+    const pending = sent[finals.length];
+    assert.equal(r.option, pending, `reply type ${r.type} for option ${r.option}, the option pending is ${pending}`);
+  }
   for (const [i, r] of finals.entries()) {
     assert.equal(r.option, sent[i], `reply ${i} answers option ${r.option}, the client sent ${sent[i]}`);
   }
@@ -203,6 +224,12 @@ function infoRequest(name: string, infos: number[]): Buffer {
   return Buffer.concat([u32(n.length), n, u16(infos.length), ...infos.map(u16)]);
 }
 
+function metaRequest(name: string, queries: string[]): Buffer {
+  const n = Buffer.from(name);
+  const q = queries.map((x) => Buffer.from(x));
+  return Buffer.concat([u32(n.length), n, u32(q.length), ...q.flatMap((b) => [u32(b.length), b])]);
+}
+
 /** Valid client conversations: what nbdinfo, qemu and the kernel client send. */
 function handshakeSeeds(): Buffer[] {
   const flags = u32(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES);
@@ -213,5 +240,12 @@ function handshakeSeeds(): Buffer[] {
     conv(1, option(Option.EXPORT_NAME, Buffer.from("disk"))),
     conv(0, option(Option.GO, infoRequest("nope", [])), option(Option.GO, infoRequest("ro", [3]))),
     conv(2, option(Option.LIST_META_CONTEXT, Buffer.alloc(8)), option(Option.STARTTLS), option(Option.ABORT)),
+    conv(
+      0,
+      option(Option.STRUCTURED_REPLY),
+      option(Option.LIST_META_CONTEXT, metaRequest("disk", [])),
+      option(Option.SET_META_CONTEXT, metaRequest("disk", ["base:allocation", "qemu:dirty-bitmap:x"])),
+      option(Option.GO, infoRequest("disk", [])),
+    ),
   ];
 }
