@@ -17,6 +17,7 @@
 //   npm run bench:replication              (build first: npm run build)
 //   BENCH_RUNTIME_S=5 BENCH_REBUILD_MIB=512 npm run bench:replication
 //   BENCH_REBUILD_RATE=32M npm run bench:replication   (nodes run with --rebuild-rate 32M)
+//   BENCH_DIRECT_IO=1 npm run bench:replication        (nodes run with --direct-io on)
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -29,6 +30,9 @@ const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const REBUILD_MIB = Number(process.env.BENCH_REBUILD_MIB ?? 512);
 const REBUILD_RATE = process.env.BENCH_REBUILD_RATE ?? "";
+const DIRECT_IO = process.env.BENCH_DIRECT_IO === "1";
+/** Flags every node's keelsond gets from the environment above. */
+const KEELSOND_ARGS = [...(REBUILD_RATE ? ["--rebuild-rate", REBUILD_RATE] : []), ...(DIRECT_IO ? ["--direct-io", "on"] : [])];
 const VOLUME_MIB = 256;
 const ROUNDS = 3;
 const MIB = 1024 * 1024;
@@ -186,12 +190,14 @@ async function main() {
     // node1 holds r1, r2, r3, the reference volume and rb; room to spare for the pool's metadata.
     diskSizeBytes: (REBUILD_MIB + 5 * VOLUME_MIB) * MIB,
     leaseTtlS: 3,
-    ...(REBUILD_RATE ? { keelsondArgs: ["--rebuild-rate", REBUILD_RATE] } : {}),
+    keelsondArgs: KEELSOND_ARGS,
   });
   const results = {
     machine: `${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? "?"}`,
     isolation: cluster.state.isolation,
     runtimeS: RUNTIME_S,
+    keelsondArgs: KEELSOND_ARGS,
+    directIo: DIRECT_IO,
   };
   try {
     // Long deadlines: on a small disk, metadata syncs wait behind the writeback of the fills.

@@ -6,7 +6,14 @@ import { Command } from "../nbd/protocol.js";
 /** What a frontend does with one replica: the NBD ReplicaClient for a peer's, a LocalReplica for its own node's. */
 export interface ReplicaIo {
   readonly sizeBytes: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Reads `length` bytes at `offset`. With `into` (exactly `length` bytes) the
+   * data is read into it, and `into` is what the promise resolves with: no
+   * buffer is allocated (a rebuild reuses its region buffers, a frontend reads
+   * straight into its NBD reply). Until the promise settles the caller must
+   * not use `into`; after a failure its content is undefined.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
   flush(): Promise<void>;
@@ -76,8 +83,8 @@ export class LocalReplica implements ReplicaIo {
     });
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buf = intoOrNew(length, into);
     await this.#run(Command.READ, (cb) => this.#export.read(offset, length, buf, 0, cb));
     return buf;
   }
@@ -118,4 +125,11 @@ export class LocalReplica implements ReplicaIo {
     this.#closed = true;
     this.#export.close();
   }
+}
+
+/** `into` when given (checked to be exactly `length` bytes), else a new buffer of `length`. */
+export function intoOrNew(length: number, into: Buffer | undefined): Buffer {
+  if (into === undefined) return Buffer.allocUnsafe(length);
+  if (into.length !== length) throw new RangeError(`a read of ${length} bytes into a buffer of ${into.length}`);
+  return into;
 }

@@ -55,10 +55,13 @@ function sourceRegion(i: number): Buffer {
   return i % 2 === 0 ? Buffer.alloc(REGION_BYTES, (i % 250) + 1) : Buffer.alloc(REGION_BYTES);
 }
 
-function host(replicas: ReplicaSet, client: ReplicaIo): RebuildHost & { inSync: string[] } {
+function host(replicas: ReplicaSet, client: ReplicaIo): RebuildHost & { inSync: string[]; readInto: Set<ArrayBufferLike> } {
   const inSync: string[] = [];
+  /** The memory of the buffers the rebuild read into (none when it asked for new ones). */
+  const readInto = new Set<ArrayBufferLike>();
   return {
     inSync,
+    readInto,
     name: "v",
     sizeBytes: SIZE_BYTES,
     replicas,
@@ -67,7 +70,13 @@ function host(replicas: ReplicaSet, client: ReplicaIo): RebuildHost & { inSync: 
     closed: false,
     fenced: false,
     markFenced: () => undefined,
-    read: async (offset) => sourceRegion(offset / REGION_BYTES),
+    read: async (offset, _length, into) => {
+      const data = sourceRegion(offset / REGION_BYTES);
+      if (!into) return data;
+      readInto.add(into.buffer);
+      data.copy(into);
+      return into;
+    },
     recordFaults: async () => [],
     saveActivity: async () => undefined,
     recordInSync: async (nodeId) => {
@@ -102,6 +111,17 @@ describe("Rebuilder", () => {
     // Four regions copy at once, so up to three more may land while the copy waits for a flush.
     expect(t.maxUnflushed).toBeLessThanOrEqual(2 * FLUSH_BYTES + 3 * REGION_BYTES);
     expect(t.unflushed).toBe(0);
+  });
+
+  it("reads every region into one of a few buffers it reuses (one per region copied at once), not a new one each", async () => {
+    const { returning, replicas } = replicaPair();
+    const t = target();
+    const h = host(replicas, t);
+    await new Rebuilder(h, FLUSH_BYTES).reconnectAndRebuild(returning);
+    expect(returning.is.state).toBe("healthy");
+    for (let i = 0; i < REGIONS; i += 2) expect(t.written.get(i * REGION_BYTES)?.equals(sourceRegion(i))).toBe(true);
+    expect(h.readInto.size).toBeGreaterThan(0);
+    expect(h.readInto.size).toBeLessThanOrEqual(4);
   });
 
   it("a flush that fails while it copies fails the rebuild: the replica stays faulted and is not recorded in sync", async () => {

@@ -109,6 +109,18 @@ describe("replica client error identity across the NBD wire", () => {
     expect(c.closed).toBe(false);
   });
 
+  it("a read into a caller's buffer fills that buffer and resolves with it; one of the wrong size is refused", async () => {
+    const c = await connect("plain");
+    const data = Buffer.alloc(8192, 0x3c);
+    await c.write(0, data, false);
+    const into = Buffer.alloc(8192);
+    const got = await c.read(0, 8192, into);
+    expect(got).toBe(into);
+    expect(into.equals(data)).toBe(true);
+    await expect(c.read(0, 4096, Buffer.alloc(100))).rejects.toThrow(RangeError);
+    expect(c.closed).toBe(false);
+  });
+
   it("a write to a read-only export fails READ_ONLY, not EPOCH_STALE, and the connection stays usable", async () => {
     const c = await connect("snap");
     expect(await codeOf(c.write(0, Buffer.alloc(4096, 1), false))).toBe("READ_ONLY");
@@ -170,8 +182,11 @@ describe("replica client under a burst", () => {
 /**
  * A peer without structured replies (an older keelson): it refuses
  * NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP and answers every request with a
- * simple reply carrying `errno`. Enough protocol for one OPT_GO, nothing more.
+ * simple reply carrying `errno` (a read answered with errno 0 carries bytes of
+ * PEER_READ_BYTE, sent in two parts). Enough protocol for one OPT_GO, nothing more.
  */
+const PEER_READ_BYTE = 0xa5;
+
 async function simpleReplyPeer(errno: number): Promise<{ address: string; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -217,8 +232,11 @@ async function simpleReplyPeer(errno: number): Promise<{ address: string; close:
           reply.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
           reply.writeUInt32BE(errno, 4);
           buf.copy(reply, 8, 8, 16);
+          const readBytes = errno === 0 && buf.readUInt16BE(6) === 0 ? buf.readUInt32BE(24) : 0;
           buf = buf.subarray(need);
-          socket.write(reply);
+          const data = Buffer.alloc(readBytes, PEER_READ_BYTE);
+          socket.write(Buffer.concat([reply, data.subarray(0, readBytes >> 1)]));
+          if (readBytes > 0) setTimeout(() => socket.write(data.subarray(readBytes >> 1)), 5);
         } else return;
       }
     });
@@ -236,6 +254,17 @@ async function simpleReplyPeer(errno: number): Promise<{ address: string; close:
 }
 
 describe("replica client against a peer without structured replies", () => {
+  it("a read's simple reply lands in the caller's buffer, and in a new one without it", async () => {
+    const peer = await simpleReplyPeer(0);
+    const c = await ReplicaClient.connect(peer.address, "v1#3", 5_000);
+    const into = Buffer.alloc(12288);
+    expect(await c.read(4096, 12288, into)).toBe(into);
+    expect(into.equals(Buffer.alloc(12288, PEER_READ_BYTE))).toBe(true);
+    expect((await c.read(0, 4096)).equals(Buffer.alloc(4096, PEER_READ_BYTE))).toBe(true);
+    c.close();
+    await peer.close();
+  });
+
   it("errors are bare errnos: EPERM from a writable replica export still means fenced (EPOCH_STALE), EINVAL UNAVAILABLE", async () => {
     for (const [errno, code] of [
       [1, "EPOCH_STALE"],

@@ -35,6 +35,7 @@ import {
 } from "../nbd/structured-reply.js";
 import { ChunkQueue } from "../util/chunk-queue.js";
 import { messageOf } from "../util/errors.js";
+import { intoOrNew } from "./local-replica.js";
 
 /** Requests one replica connection keeps in flight; more wait for a free slot, in order. */
 export const MAX_REPLICA_INFLIGHT = 128;
@@ -146,7 +147,7 @@ interface Pending {
   replyBytes: number;
   /** Offset of the request (structured data chunks name absolute offsets). */
   offset: number;
-  /** Data of a read being assembled from structured chunks. */
+  /** Data of a read being assembled from structured chunks (its destination, for a read). */
   data: Buffer | null;
   /** Bytes of `data` the chunks so far covered. */
   filledBytes: number;
@@ -166,6 +167,8 @@ interface Queued {
   length: number;
   payload: Buffer | null;
   replyBytes: number;
+  /** Where a read's data goes (`replyBytes` long); null for every other request. */
+  into: Buffer | null;
   resolve: (data: Buffer | null) => void;
   reject: (error: KeelsonError) => void;
 }
@@ -261,8 +264,8 @@ export class ReplicaClient {
     }
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.#send(Command.READ, 0, offset, length, null, length) as Promise<Buffer>;
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.#send(Command.READ, 0, offset, length, null, length, intoOrNew(length, into)) as Promise<Buffer>;
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
@@ -328,10 +331,11 @@ export class ReplicaClient {
     length: number,
     payload: Buffer | null,
     replyBytes: number,
+    into: Buffer | null = null,
   ): Promise<Buffer | null> {
     if (this.#closed) return Promise.reject(this.#closed);
     return new Promise((resolve, reject) => {
-      const q: Queued = { type, flags, offset, length, payload, replyBytes, resolve, reject };
+      const q: Queued = { type, flags, offset, length, payload, replyBytes, into, resolve, reject };
       if (this.#pending.size < MAX_REPLICA_INFLIGHT && this.queued === 0) return this.#start(q);
       if (this.queued >= MAX_REPLICA_QUEUED || this.#queuedBytes + queuedBytes(q) > MAX_REPLICA_QUEUED_BYTES) {
         const what = `${this.queued} requests (${this.#queuedBytes} bytes) already wait behind ${MAX_REPLICA_INFLIGHT} in flight`;
@@ -366,7 +370,7 @@ export class ReplicaClient {
    * corked until the turn ends), one syscall per replica connection per batch.
    */
   #start(q: Queued): void {
-    const { type, flags, offset, length, payload, replyBytes, resolve, reject } = q;
+    const { type, flags, offset, length, payload, replyBytes, into, resolve, reject } = q;
     const handle = this.#nextHandle++;
     const header = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
     header.writeUInt32BE(REQUEST_MAGIC, 0);
@@ -379,7 +383,7 @@ export class ReplicaClient {
     header.writeUInt32BE(length, 24);
     const status = type === Command.BLOCK_STATUS;
     const sentAtMs = performance.now();
-    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: null, filledBytes: 0, error: null, status, sentAtMs });
+    this.#pending.set(handle, { resolve, reject, replyBytes, offset, data: into, filledBytes: 0, error: null, status, sentAtMs });
     this.#deadlineTimer ??= setTimeout(() => this.#checkDeadline(), this.#timeoutMs);
     if (!this.#corked) {
       this.#corked = true;
@@ -436,8 +440,8 @@ export class ReplicaClient {
     const payload = errno === 0 ? p.replyBytes : 0;
     if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES + payload) return false;
     this.#rx.skip(SIMPLE_REPLY_HEADER_BYTES);
-    // A copy: a view would keep a whole received chunk alive as long as the caller keeps the data.
-    const data = payload > 0 ? this.#rx.take(payload, true) : null;
+    // Copied into the read's destination: a view would keep a whole received chunk alive as long as the caller keeps the data.
+    const data = payload > 0 ? this.#rx.takeInto(payload, p.data as Buffer) : null;
     this.#settled(handle);
     if (errno === 0) p.resolve(data);
     else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));

@@ -187,7 +187,7 @@ export class ReplicatedVolume {
       markFenced: () => {
         this.#fenced = true;
       },
-      read: (offset, length) => this.read(offset, length),
+      read: (offset, length, into) => this.read(offset, length, into),
       recordFaults: () => this.#recordFaults(),
       saveActivity: () => this.#activity.saveNow(),
       recordInSync: (nodeId) => {
@@ -620,8 +620,8 @@ export class ReplicatedVolume {
       .sort((a, b) => Number(b.nodeId === this.#localNodeId) - Number(a.nodeId === this.#localNodeId));
   }
 
-  /** Reads from the local replica while healthy, else from the others in turn. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /** Reads from the local replica while healthy, else from the others in turn (into `into`: see ReplicaIo.read). */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
     const order = this.#readOrder();
     for (const r of order) {
@@ -630,7 +630,7 @@ export class ReplicatedVolume {
       if (is.state === "faulted") continue;
       const started = Date.now();
       try {
-        return await is.client.read(offset, length);
+        return await is.client.read(offset, length, into);
       } catch (error) {
         if (isStale(error)) {
           this.#fenced = true;

@@ -122,7 +122,8 @@ export interface ReplicatedIo {
   readonly readOnly: boolean;
   /** NBD connections open on it now (a detach refuses while any is, unless forced). */
   openHandles: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Reads into `into` when given (see ReplicaIo.read). */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   zero(offset: number, length: number, trim: boolean, noHole: boolean, fua: boolean): Promise<void>;
   flush(): Promise<void>;
@@ -147,9 +148,11 @@ export class ReplicatedBackend implements TargetBackend {
   }
 
   read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
-    this.#volume.read(offset, length).then(
+    // Straight into the reply: no buffer of its own, no copy (one that came back elsewhere is copied).
+    const into = buf.subarray(bufOffset, bufOffset + length);
+    this.#volume.read(offset, length, into).then(
       (data) => {
-        data.copy(buf, bufOffset);
+        if (data !== into) data.copy(into);
         cb(null);
       },
       (e: KeelsonError) => cb(e),

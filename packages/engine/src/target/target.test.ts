@@ -204,6 +204,28 @@ describe("replicated targets", () => {
     return { rv, catalog, poolA, poolB, qosA };
   }
 
+  it("a read through the frontend lands in the connection's buffer at its offset, read there by the replica (no buffer of its own)", async () => {
+    const { rv, catalog } = await replicated();
+    const t = catalog.open("rv");
+    if (!t) throw new Error("no target rv");
+    await write(t, 3 * BLOCK, pattern(0x61, 2 * BLOCK));
+    const intos: Buffer[] = [];
+    const plain = rv.read.bind(rv);
+    rv.read = (offset, length, into) => {
+      if (into) intos.push(into);
+      return plain(offset, length, into);
+    };
+    const reply = Buffer.alloc(100 + 2 * BLOCK + 100, 0xee);
+    await run((cb) => t.read(3 * BLOCK, 2 * BLOCK, reply, 100, cb));
+    expect(reply.subarray(100, 100 + 2 * BLOCK)).toEqual(pattern(0x61, 2 * BLOCK));
+    expect(reply.subarray(0, 100)).toEqual(Buffer.alloc(100, 0xee));
+    expect(reply.subarray(100 + 2 * BLOCK)).toEqual(Buffer.alloc(100, 0xee));
+    expect(intos.length).toBe(1);
+    expect(intos[0]?.buffer).toBe(reply.buffer);
+    expect(intos[0]?.byteOffset).toBe(reply.byteOffset + 100);
+    t.close();
+  });
+
   it("a policy applied to a replicated volume throttles its frontend's writes, on a connection already open; both replicas hold the bytes", async () => {
     const { rv, catalog, poolB } = await replicated();
     const t = catalog.open("rv");

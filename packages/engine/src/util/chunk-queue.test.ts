@@ -18,9 +18,16 @@ describe("ChunkQueue", () => {
       while (q.length > 0) {
         const want = 1 + rand(30);
         if (want > q.length) break;
-        const op = rand(3);
+        const op = rand(4);
         if (op === 0) expect(q.peek(want).equals(stream.subarray(at, at + want))).toBe(true);
-        else if (op === 1) {
+        else if (op === 3) {
+          const out = Buffer.alloc(want + 3, 0xee);
+          const got = q.takeInto(want, out);
+          expect(got.buffer === out.buffer && got.byteOffset === out.byteOffset).toBe(true);
+          expect(got.equals(stream.subarray(at, at + want))).toBe(true);
+          expect(out.subarray(want).equals(Buffer.alloc(3, 0xee))).toBe(true); // nothing past what was taken
+          at += want;
+        } else if (op === 1) {
           expect(q.take(want).equals(stream.subarray(at, at + want))).toBe(true);
           at += want;
         } else {

@@ -46,7 +46,12 @@ export class ChunkQueue {
       this.#consume(n);
       return first.subarray(0, n);
     }
-    const out = Buffer.allocUnsafe(n);
+    return this.takeInto(n, Buffer.allocUnsafe(n));
+  }
+
+  /** Copies the first `n` bytes into the start of `out` (at least `n` long) and consumes them; returns that part of `out` (`out` itself when it is `n` long). */
+  takeInto(n: number, out: Buffer): Buffer {
+    assert(n <= this.#length && n <= out.length, `take of ${n} bytes into ${out.length} with ${this.#length} buffered`);
     let filled = 0;
     while (filled < n) {
       const c = this.#chunks[this.#head] as Buffer;
@@ -55,7 +60,7 @@ export class ChunkQueue {
       filled += k;
       this.#consume(k);
     }
-    return out;
+    return n === out.length ? out : out.subarray(0, n);
   }
 
   /** Drops the first `n` bytes. */
