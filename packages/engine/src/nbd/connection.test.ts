@@ -1,6 +1,6 @@
 import net from "node:net";
 import { KeelsonError } from "@keelson/sdk";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_INFLIGHT_PER_CONNECTION } from "./connection.js";
 import type { ExportCallback, ExportCatalog, NbdExport } from "./export.js";
 import { IHAVEOPT, Option, REQUEST_MAGIC } from "./protocol.js";
@@ -342,6 +342,30 @@ describe("WRITE payload buffers", () => {
     expect(exp.data.subarray(0, 256 * 1024).every((b) => b === 4)).toBe(true);
     await waitUntil(() => s.bufferedBytes === 0);
     expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("the rest of a payload spanning reads is read straight into its pooled buffer: only what came with the header is copied", async () => {
+    const exp = new PayloadWatch();
+    const s = await serve(exp, 64 * MIB);
+    const c = await client(s);
+    const copied: Array<{ into: ArrayBufferLike; bytes: number }> = [];
+    const copy = Buffer.prototype.copy;
+    const spy = vi.spyOn(Buffer.prototype, "copy").mockImplementation(function (this: Buffer, ...args: unknown[]) {
+      const [target, ...rest] = args as [Uint8Array, number?, number?, number?];
+      const bytes = copy.call(this, target, ...rest);
+      copied.push({ into: target.buffer, bytes });
+      return bytes;
+    });
+    try {
+      expect(await splitWrite(c, 7)).toBe(0);
+    } finally {
+      spy.mockRestore();
+    }
+    const intoPayload = copied.filter((x) => x.into === exp.payloads[0]).reduce((n, x) => n + x.bytes, 0);
+    // The first read takes the header and up to SMALL_READ_BYTES of payload; the 192 KiB after it are not copied.
+    expect(intoPayload).toBeGreaterThan(0);
+    expect(intoPayload).toBeLessThanOrEqual(64 * 1024);
+    expect(exp.data.subarray(0, 256 * 1024).every((b) => b === 7)).toBe(true);
   });
 
   it("a payload that arrives whole in one read is copied out of the connection's read buffer into a pooled one, which the next write reuses", async () => {

@@ -45,6 +45,8 @@ export class ReadBufferSocket {
   /** What the next read may take, and the view of the shared buffer of that length. */
   #nextBytes = SMALL_READ_BYTES;
   #view: Buffer = sharedBuffer().subarray(0, SMALL_READ_BYTES);
+  /** Where the next read goes instead of the shared buffer (once), or null. */
+  #into: Buffer | null = null;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -70,7 +72,7 @@ export class ReadBufferSocket {
       allowHalfOpen: true,
       onread: {
         // Asked for before each read (after the previous one's callback): sized by the reader.
-        buffer: () => (self === null ? sharedBuffer().subarray(0, SMALL_READ_BYTES) : self.#view),
+        buffer: () => (self === null ? sharedBuffer().subarray(0, SMALL_READ_BYTES) : (self.#into ?? self.#view)),
         callback: (bytes: number, buf: Uint8Array) => {
           (self as ReadBufferSocket).#deliver(Buffer.from(buf.buffer, buf.byteOffset, bytes));
         },
@@ -94,12 +96,24 @@ export class ReadBufferSocket {
     this.#view = sharedBuffer().subarray(0, n);
   }
 
+  /**
+   * The next read (only that one) goes straight into `dest`, at most `dest.length` bytes, and the sink
+   * gets a view of `dest`: the rest of a large payload lands in its own buffer without a copy through
+   * the shared one. Set from within a read callback, as `nextReadBytes`; the caller keeps `dest` for
+   * this connection until that read arrives or the socket is destroyed (no read comes after that).
+   */
+  readInto(dest: Buffer): void {
+    assert.ok(dest.length > 0, "a read into an empty buffer");
+    this.#into = dest;
+  }
+
   /** From now on reads go to `sink` (views of the read buffer), or, with null, out as copies in `data` events. */
   deliverTo(sink: ReadSink | null): void {
     this.#sink = sink;
   }
 
   #deliver(view: Buffer): void {
+    this.#into = null;
     if (this.#sink) this.#sink(view);
     else this.socket.emit("data", Buffer.from(view));
   }

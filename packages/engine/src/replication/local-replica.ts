@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { KeelsonError } from "@keelson/sdk";
 import { asWireError } from "../nbd/errno.js";
 import type { AllocationRun, NbdExport } from "../nbd/export.js";
@@ -127,9 +128,9 @@ export class LocalReplica implements ReplicaIo {
   }
 }
 
-/** `into` when given (checked to be exactly `length` bytes), else a new buffer of `length`. */
+/** `into` when given (asserted to be exactly `length` bytes: another size is a caller's bug), else a new buffer of `length`. */
 export function intoOrNew(length: number, into: Buffer | undefined): Buffer {
   if (into === undefined) return Buffer.allocUnsafe(length);
-  if (into.length !== length) throw new RangeError(`a read of ${length} bytes into a buffer of ${into.length}`);
+  assert.equal(into.length, length, `a read of ${length} bytes into a buffer of ${into.length}`);
   return into;
 }

@@ -314,9 +314,11 @@ export class Rebuilder {
   }
 
   /**
-   * Copies one region through `buffer` (free again once this settles: the
+   * Copies one region through `buffer`, free again once this resolves (the
    * replica's write has answered, so neither the socket nor the store holds
-   * it); resolves with the bytes it wrote as data (a hole is written as one).
+   * it). After a failure it may still be held: the caller must not reuse it
+   * (a failed copy ends its worker). Resolves with the bytes it wrote as
+   * data (a hole is written as one).
    */
   async #copyRegion(state: RebuildingReplica, client: ReplicaIo, region: number, buffer: Buffer): Promise<number> {
     const host = this.#host;

@@ -441,7 +441,8 @@ export class ReplicaClient {
     if (this.#rx.length < SIMPLE_REPLY_HEADER_BYTES + payload) return false;
     this.#rx.skip(SIMPLE_REPLY_HEADER_BYTES);
     // Copied into the read's destination: a view would keep a whole received chunk alive as long as the caller keeps the data.
-    const data = payload > 0 ? this.#rx.takeInto(payload, p.data as Buffer) : null;
+    // A read of 0 bytes resolves with its (empty) destination too, as a structured reply's does.
+    const data = payload > 0 ? this.#rx.takeInto(payload, p.data as Buffer) : p.data;
     this.#settled(handle);
     if (errno === 0) p.resolve(data);
     else p.reject(replicaError("errno", `${this.name}: error ${errno}`, errno));

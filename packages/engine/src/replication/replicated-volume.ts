@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { AllocationRun } from "../nbd/export.js";
@@ -622,6 +623,8 @@ export class ReplicatedVolume {
 
   /** Reads from the local replica while healthy, else from the others in turn (into `into`: see ReplicaIo.read). */
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    // Checked once here: a wrong size is the caller's bug, and each replica would fault on it in turn.
+    assert.ok(into === undefined || into.length === length, `a read of ${length} bytes into a buffer of ${into?.length}`);
     if (this.#fenced) throw fencedOut(this.name, this.epoch);
     const order = this.#readOrder();
     for (const r of order) {
