@@ -4,6 +4,7 @@ import { refs, type SnapshotRecord } from "../metadata/index.js";
 import type { ReplicaIo } from "../replication/local-replica.js";
 import type { ByteRange, SnapshotChain, SnapshotCopyOutcome } from "../replication/rebuild.js";
 import type { RebuildThrottle } from "../replication/rebuild-throttle.js";
+import { REBUILD_FLUSH_BYTES, RebuildWriteback } from "../replication/rebuild-writeback.js";
 import { ReplicaClient } from "../replication/replica-client.js";
 import { listSnapshotRecords } from "./cluster-snapshots.js";
 import type { ClusterMembership, ClusterNode } from "./membership.js";
@@ -141,25 +142,47 @@ async function copyOne(m: ClusterMembership, o: CopyOne, req: CopyRequest): Prom
   }
 }
 
-/** Reads each range from the source snapshot and writes it to the replica's head (holes as zeroes), paced. */
-async function copyRanges(ranges: readonly ByteRange[], reader: ReplicaClient, req: CopyRequest): Promise<void> {
+/**
+ * Reads each range from the source snapshot and writes it to the replica's
+ * head (holes as zeroes), paced. As a rebuild's head copy: each worker reads
+ * into one buffer it reuses (a fresh 1 MiB per piece cost GC and page faults),
+ * and the replica is flushed every `flushBytes` copied, so what it holds dirty
+ * stays bounded. Exported for its unit test.
+ */
+export async function copyRanges(
+  ranges: readonly ByteRange[],
+  reader: Pick<ReplicaIo, "read">,
+  req: Pick<CopyRequest, "client" | "throttle">,
+  flushBytes = REBUILD_FLUSH_BYTES,
+): Promise<void> {
   const pieces: ByteRange[] = [];
   for (const r of ranges) {
     for (let at = r.offset; at < r.offset + r.length; at += COPY_PIECE_BYTES) {
       pieces.push({ offset: at, length: Math.min(COPY_PIECE_BYTES, r.offset + r.length - at) });
     }
   }
+  const writeback = new RebuildWriteback(() => req.client.flush(), flushBytes);
   let next = 0;
   const worker = async (): Promise<void> => {
+    // Free again once a piece's write answered; a failed piece ends its worker, so it is not reused then.
+    const buffer = Buffer.allocUnsafe(COPY_PIECE_BYTES);
     while (next < pieces.length) {
       const { offset, length } = pieces[next++] as ByteRange;
       await req.throttle.take(length);
-      const data = await reader.read(offset, length);
-      if (isZero(data)) await req.client.zero(offset, length, true, false, false);
+      const data = await reader.read(offset, length, buffer.subarray(0, length));
+      const hole = isZero(data);
+      if (hole) await req.client.zero(offset, length, true, false, false);
       else await req.client.write(offset, data, false);
+      await writeback.copied(hole ? 0 : length);
     }
   };
-  await Promise.all(Array.from({ length: COPY_PARALLEL }, worker));
+  try {
+    await Promise.all(Array.from({ length: COPY_PARALLEL }, worker));
+  } finally {
+    // Even when a piece failed: no flush of this copy is left running behind it.
+    await writeback.settle().catch(() => undefined);
+  }
+  await writeback.settle();
 }
 
 /** Adds `nodeId` to the snapshot's holders; false when the record is gone (the snapshot was deleted). */
