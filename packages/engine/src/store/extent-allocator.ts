@@ -72,6 +72,17 @@ export class ExtentAllocator {
     }
   }
 
+  /**
+   * Frees an in-use extent at once, skipping quarantine: for an extent whose every
+   * block went through a quarantine of its own (a slab of the block allocator that
+   * emptied), so no durable mapping can point into it any more.
+   */
+  freeNow(phys: number): void {
+    assert(this.#used[phys] === 1, `extent ${phys} freed while not in use`);
+    this.#used[phys] = 0;
+    this.#free[this.#top++] = phys;
+  }
+
   /** Puts back a quarantine whose commit failed. */
   requarantine(extents: readonly number[]): void {
     this.#reclaiming -= extents.length;
