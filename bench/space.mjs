@@ -116,7 +116,7 @@ async function main() {
     await client.deleteVolume({ name: "sequential" });
     client.close();
 
-    console.log(`pool: ${node.pool.totalBytes} bytes, allocation unit ${node.pool.extentSizeBytes} bytes`);
+    console.log(`pool: ${node.pool.totalBytes} bytes, extent ${node.pool.extentSizeBytes} bytes`);
     console.log("case                            written      pool used   used/written  target");
     for (const r of rows) {
       const target = r.case.startsWith("scattered") ? `<= ${TARGET_RATIO}x ${r.ratio <= TARGET_RATIO ? "met" : "NOT met"}` : "";

@@ -306,7 +306,8 @@ describe("snapshots", () => {
       const c = await NbdTestClient.open(d.nbdAddress, "v");
       for (let at = 0; at < SIZE; at += 16 * MIB) expect((await c.write(at, base.subarray(at, at + 16 * MIB))).error).toBe(0);
       await client.createSnapshot({ volume: "v", name: "old" });
-      // One block per extent in the head, so the fold copies the other 255 blocks of every extent.
+      // One block per extent in the head. On a pool with sub-extent allocation those are block-mapped, so the fold
+      // moves the other 255 blocks of every extent into the head's map without a copy (it used to copy them).
       const expected = Buffer.from(base);
       for (let at = 0; at < SIZE; at += MIB) {
         const b = stampBlock(0x22, at);
@@ -329,8 +330,9 @@ describe("snapshots", () => {
       console.log(
         `kill -9 during the fold: the delete call ${outcome}; after restart the snapshot is ${left.length ? "still there" : "gone"}, folds finished at open: ${resumed}`,
       );
-      // Either the kill came before the delete was durable, or the restarted engine finished the fold.
-      expect(left.length > 0 || resumed === "1").toBe(true);
+      // Either the kill came before the delete was durable, or the restarted engine finished the fold, or (a fold
+      // without copies takes milliseconds) the delete had returned before the kill.
+      expect(left.length > 0 || resumed === "1" || (outcome === "returned" && resumed === "0")).toBe(true);
       if (left.length > 0) {
         // The kill came before the delete was durable: the snapshot is intact, and can be deleted again.
         const snap = await NbdTestClient.open(d.nbdAddress, "v@old");

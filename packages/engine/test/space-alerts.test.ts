@@ -41,11 +41,12 @@ describe("pool space alerts", () => {
     expect(m.get(`keelson_pool_overcommit_limit_ratio{${pool}}`)).toBe(2);
     expect(m.get(alert(80))).toBe(0);
 
-    // One 4 KiB write allocates one extent: write extents 0..n-1.
+    // A write of a whole extent allocates one extent (a smaller one only its blocks): write extents 0..n-1.
     const nbd = await NbdTestClient.open(d.nbdAddress, "v");
     let written = 0;
+    const whole = Buffer.alloc(extentSizeBytes, 1);
     const fillTo = async (n: number) => {
-      for (; written < n; written++) expect((await nbd.write(written * extentSizeBytes, Buffer.alloc(4096, 1))).error).toBe(0);
+      for (; written < n; written++) expect((await nbd.write(written * extentSizeBytes, whole)).error).toBe(0);
       expect((await nbd.flush()).error).toBe(0);
     };
     await fillTo(Math.ceil(extents * 0.8));

@@ -120,8 +120,13 @@ export interface EntryRecord {
   layerId: number;
   /** Index of the extent within the volume (offset / extent size). */
   logical: number;
-  /** Physical extent on the pool, or -1 when the entry only holds zero markers. */
+  /** Physical extent on the pool, or -1 when the entry holds no whole extent (zero markers, or a block map). */
   phys: number;
   /** Two bits per block; all zero means the entry is gone. */
   states: Uint8Array;
+  /**
+   * Sub-extent allocation: the physical block of each block of the extent (-1: none), when its
+   * blocks are allocated one by one (phys is then -1). On disk, only blocks holding data are kept.
+   */
+  blocks?: Int32Array | null;
 }

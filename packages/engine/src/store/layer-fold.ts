@@ -17,10 +17,16 @@ export interface FoldStore {
   readonly dataOffset: number;
   readonly extentSizeBytes: number;
   readonly stateBytes: number;
+  /** Gives an entry of `layer` a block map over its whole extent (sub-extent allocation; see entry-space.ts). */
+  carve(layer: Layer, entry: ExtentEntry): void;
+  /** Frees the space of an entry of `layer` that holds no data (see entry-space.ts). */
+  releaseUnused(layer: Layer, entry: ExtentEntry): void;
   /** Records an entry (or its removal, when it is empty with phys -1) in the next commit. */
   markDirty(entry: ExtentEntry): void;
   /** Frees a physical extent after the next durable commit and the reads that may still use it. */
   releaseExtent(phys: number): void;
+  /** Frees every block of a block map likewise. */
+  releaseBlocks(blocks: Int32Array): void;
   /** One entry fewer in the pool (its record was dropped, not moved). */
   entryGone(): void;
 }
@@ -52,27 +58,49 @@ function mergeStates(parent: ExtentEntry, child: ExtentEntry, blocks: number): v
   }
 }
 
-/** Forgets `entry` in `layer`, recording its removal; its extent is released unless `keepPhys`. */
-function dropEntry(store: FoldStore, layer: Layer, entry: ExtentEntry, keepPhys: boolean): void {
+/** Blocks a block map owns. */
+function mappedCount(blocks: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < blocks.length; i++) if ((blocks[i] as number) >= 0) n++;
+  return n;
+}
+
+/** Forgets `entry` in `layer`, recording its removal; its space is released unless `keepSpace` (it moved). */
+function dropEntry(store: FoldStore, layer: Layer, entry: ExtentEntry, keepSpace: boolean): void {
   layer.extents.delete(entry.logical);
   if (entry.phys >= 0) {
     layer.allocatedExtents--;
-    if (!keepPhys) store.releaseExtent(entry.phys);
+    if (!keepSpace) store.releaseExtent(entry.phys);
+  }
+  if (entry.blocks) {
+    layer.allocatedBlocks -= mappedCount(entry.blocks);
+    if (!keepSpace) store.releaseBlocks(entry.blocks);
   }
   entry.phys = -1;
+  entry.blocks = null;
   entry.states = new Uint8Array(store.stateBytes);
   store.markDirty(entry);
 }
 
-async function copyRun(store: FoldStore, fromPhys: number, toPhys: number, run: BlockRun): Promise<void> {
-  const base = (phys: number): number => store.dataOffset + phys * store.extentSizeBytes;
-  for (let at = run.from * BLOCK_SIZE_BYTES; at < run.to * BLOCK_SIZE_BYTES; ) {
-    const length = Math.min(MAX_FOLD_COPY_BYTES, run.to * BLOCK_SIZE_BYTES - at);
+/** Where block `block` of `entry` lies in the pool's data area, in bytes. */
+function blockByte(store: FoldStore, entry: ExtentEntry, block: number): number {
+  if (entry.blocks) return (entry.blocks[block] as number) * BLOCK_SIZE_BYTES;
+  return entry.phys * store.extentSizeBytes + block * BLOCK_SIZE_BYTES;
+}
+
+/** Copies a run of the parent's blocks into the same blocks of the child's whole extent. */
+async function copyRun(store: FoldStore, from: ExtentEntry, to: ExtentEntry, run: BlockRun): Promise<void> {
+  for (let b = run.from; b < run.to; ) {
+    // As many blocks as lie consecutive in the parent's space, up to the copy bound.
+    let end = b + 1;
+    const maxEnd = Math.min(run.to, b + MAX_FOLD_COPY_BYTES / BLOCK_SIZE_BYTES);
+    while (end < maxEnd && blockByte(store, from, end) === blockByte(store, from, b) + (end - b) * BLOCK_SIZE_BYTES) end++;
+    const length = (end - b) * BLOCK_SIZE_BYTES;
     const buf = Buffer.allocUnsafe(length);
-    const bytesRead = await readOnce(store.io, store.fd, buf, 0, length, base(fromPhys) + at);
+    const bytesRead = await readOnce(store.io, store.fd, buf, 0, length, store.dataOffset + blockByte(store, from, b));
     if (bytesRead !== length) throw new KeelsonError({ code: "INTERNAL", message: "short read while folding a layer" });
-    await writeAll(store.io, store.fd, buf, base(toPhys) + at, "a write while folding a layer");
-    at += length;
+    await writeAll(store.io, store.fd, buf, store.dataOffset + blockByte(store, to, b), "a write while folding a layer");
+    b = end;
   }
 }
 
@@ -81,7 +109,8 @@ async function copyRun(store: FoldStore, fromPhys: number, toPhys: number, run: 
  * layer above it) reads unchanged at every moment: data is copied into blocks
  * the child does not use, and only then do the child's states point at it.
  * Without a copy when it can: a missing child entry takes the parent's whole,
- * and a child entry holding only zero markers adopts the parent's extent.
+ * a child entry holding only zero markers adopts the parent's space, and a
+ * block-mapped child takes over the parent's blocks.
  */
 async function foldExtent(store: FoldStore, parent: Layer, child: Layer, logical: number): Promise<void> {
   const p = parent.extents.get(logical);
@@ -89,22 +118,40 @@ async function foldExtent(store: FoldStore, parent: Layer, child: Layer, logical
   const blocks = store.stateBytes * 4;
   const c = child.extents.get(logical);
   if (c === undefined) {
-    const moved = new ExtentEntry(child.id, logical, p.phys, p.states.slice());
+    const moved = new ExtentEntry(child.id, logical, p.phys, p.states.slice(), p.blocks);
     child.extents.set(logical, moved);
     if (moved.phys >= 0) child.allocatedExtents++;
+    if (moved.blocks) child.allocatedBlocks += mappedCount(moved.blocks);
     store.markDirty(moved);
     return dropEntry(store, parent, p, true);
   }
   const runs = blocksToCopy(p, c, blocks);
-  if (runs.length > 0 && c.phys < 0) {
+  if (runs.length > 0 && c.phys < 0 && c.blocks === null) {
     c.phys = p.phys;
-    child.allocatedExtents++;
+    c.blocks = p.blocks;
+    if (c.phys >= 0) child.allocatedExtents++;
+    if (c.blocks) child.allocatedBlocks += mappedCount(c.blocks);
     mergeStates(p, c, blocks);
     store.markDirty(c);
     store.entryGone();
-    return dropEntry(store, parent, p, true);
+    dropEntry(store, parent, p, true);
+    // The parent's blocks the child's zero markers hide hold nothing it reads.
+    return store.releaseUnused(child, c);
   }
-  for (const run of runs) await copyRun(store, p.phys, c.phys, run);
+  if (runs.length > 0 && c.blocks) {
+    if (p.phys >= 0) store.carve(parent, p);
+    const from = p.blocks as Int32Array;
+    for (const run of runs) {
+      for (let b = run.from; b < run.to; b++) {
+        c.blocks[b] = from[b] as number;
+        from[b] = -1;
+        child.allocatedBlocks++;
+        parent.allocatedBlocks--;
+      }
+    }
+  } else {
+    for (const run of runs) await copyRun(store, p, c, run);
+  }
   mergeStates(p, c, blocks);
   store.markDirty(c);
   store.entryGone();

@@ -1,4 +1,5 @@
 import createDebug from "debug";
+import { carveEntry, releaseUnused } from "./entry-space.js";
 import type { Layer } from "./layer.js";
 import { type FoldStore, foldIntoChild } from "./layer-fold.js";
 import type { PoolCore } from "./pool-core.js";
@@ -51,6 +52,9 @@ async function fold(core: PoolCore, layer: Layer): Promise<void> {
     stateBytes: core.stateBytes,
     markDirty: (entry) => core.markDirty(entry),
     releaseExtent: (phys) => core.releaseExtent(phys),
+    releaseBlocks: (blocks) => core.releaseBlocks(blocks),
+    carve: (owner, entry) => carveEntry(core, owner, entry),
+    releaseUnused: (owner, entry) => releaseUnused(core, owner, entry),
     entryGone: () => {
       core.entryCount--;
     },

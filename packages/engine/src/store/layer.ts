@@ -8,14 +8,17 @@ export class ExtentEntry implements EntryRecord {
   phys: number;
   /** Two bits per block (see BlockState). */
   states: Uint8Array;
+  /** Physical block of each block when they are allocated one by one (see EntryRecord.blocks), else null. */
+  blocks: Int32Array | null = null;
   /** Writes into `phys` that have not completed; the extent is never released while any is running. */
   pendingWrites = 0;
 
-  constructor(layerId: number, logical: number, phys: number, states: Uint8Array) {
+  constructor(layerId: number, logical: number, phys: number, states: Uint8Array, blocks: Int32Array | null = null) {
     this.layerId = layerId;
     this.logical = logical;
     this.phys = phys;
     this.states = states;
+    this.blocks = blocks;
   }
 }
 
@@ -30,6 +33,8 @@ export class Layer {
   readonly extents = new Map<number, ExtentEntry>();
   /** Entries that own a physical extent. */
   allocatedExtents = 0;
+  /** Physical blocks its block-mapped entries own (sub-extent allocation). */
+  allocatedBlocks = 0;
   /** Layers whose parent this is. */
   children = 0;
 

@@ -13,7 +13,17 @@ export const MAX_EXTENT_SIZE_BYTES = 64 * 1024 * 1024;
 
 const SUPERBLOCK_BYTES = 4096;
 const SUPERBLOCK_MAGIC = "KEELSONP";
-const FORMAT_VERSION = 1;
+/**
+ * Version 2 pools may map an extent's blocks one by one (sub-extent allocation) and keep room in
+ * each checkpoint slot for those maps; version 1 pools (formatted before) open with whole-extent
+ * allocation only, as they were written.
+ */
+const FORMAT_VERSION = 2;
+const FORMAT_VERSIONS_READ = [1, 2];
+/** Most physical blocks a pool may map one by one: a block number is a signed 32-bit integer on disk. */
+const MAX_MAPPED_BLOCKS = 2 ** 31 - 1;
+/** Bytes a checkpoint spends per block mapped one by one (its physical block number). */
+export const MAPPED_BLOCK_BYTES = 4;
 const MIB = 1024 * 1024;
 /** Largest catalog (volumes and layers, as JSON) a checkpoint can hold. */
 export const MAX_CATALOG_BYTES = 4 * MIB;
@@ -46,6 +56,12 @@ export interface PoolLayout {
   extentCount: number;
   /** Most extent entries (data-bearing or zero markers) a checkpoint can hold. */
   maxEntries: number;
+  /**
+   * Whether extents' blocks may be allocated one by one (issue 16): each checkpoint slot then has
+   * room for a block number per data block. False on version 1 pools and on pools too large for
+   * 32-bit block numbers.
+   */
+  subExtent: boolean;
 }
 
 function roundUp(n: number, to: number): number {
@@ -75,7 +91,13 @@ export function planLayout(
   validateExtentSize(extentSizeBytes);
   const roughExtents = Math.floor(sizeBytes / extentSizeBytes);
   const maxEntries = 2 * roughExtents + 1024;
-  const slotBytes = roundUp(4096 + MAX_CATALOG_BYTES + maxEntries * entryRecordBytes(stateBytesOf(extentSizeBytes)), MIB);
+  const roughBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
+  const subExtent = roughBlocks <= MAX_MAPPED_BLOCKS;
+  const mapBytes = subExtent ? roughBlocks * MAPPED_BLOCK_BYTES : 0;
+  const slotBytes = roundUp(
+    4096 + MAX_CATALOG_BYTES + maxEntries * entryRecordBytes(stateBytesOf(extentSizeBytes)) + mapBytes,
+    MIB,
+  );
   const journalBytes = Math.min(MAX_JOURNAL_BYTES, Math.max(MIN_JOURNAL_BYTES, roundUp(sizeBytes / 64, MIB)));
   const slotA = MIB;
   const slotB = slotA + slotBytes;
@@ -101,6 +123,7 @@ export function planLayout(
     dataOffset,
     extentCount,
     maxEntries,
+    subExtent,
   };
 }
 
@@ -129,13 +152,14 @@ export function decodeSuperblock(buf: Buffer): SuperblockRead {
   }
   const length = buf.readUInt32BE(8);
   const parsed = JSON.parse(buf.toString("utf8", 12, 12 + length)) as PoolLayout & { version: number };
-  if (parsed.version !== FORMAT_VERSION) {
+  if (!FORMAT_VERSIONS_READ.includes(parsed.version)) {
     throw new KeelsonError({
       code: "METADATA_CORRUPT",
       message: `pool format version ${parsed.version} is not supported (this engine reads version ${FORMAT_VERSION})`,
     });
   }
-  const { version: _version, ...layout } = parsed;
+  const { version, ...rest } = parsed;
+  const layout: PoolLayout = { ...rest, subExtent: version >= 2 && rest.subExtent === true };
   if (layout.blockSizeBytes !== BLOCK_SIZE_BYTES) {
     throw new KeelsonError({
       code: "METADATA_CORRUPT",

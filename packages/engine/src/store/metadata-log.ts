@@ -1,8 +1,10 @@
+import assert from "node:assert";
 import fs from "node:fs";
 import { crc32 } from "node:zlib";
 import { KeelsonError } from "@keelson/sdk";
+import { BlockState, getState } from "./block-states.js";
 import type { CatalogChange, CatalogSnapshot, EntryRecord } from "./catalog.js";
-import { entryRecordBytes, MAX_CATALOG_BYTES, type PoolLayout, stateBytesOf } from "./layout.js";
+import { entryRecordBytes, MAPPED_BLOCK_BYTES, MAX_CATALOG_BYTES, type PoolLayout, stateBytesOf } from "./layout.js";
 
 // On-disk metadata is two checkpoint slots (the newer valid one wins) and a
 // journal of batches after it. Every commit gets the next sequence number;
@@ -48,21 +50,60 @@ function decodeHeader(magic: number, buf: Buffer, salt: number): Header | null {
   return { seq: buf.readUIntBE(4, 6), payloadBytes: buf.readUInt32BE(10), payloadCrc: buf.readUInt32BE(14) };
 }
 
+/** The phys field of an entry whose blocks are mapped one by one; the block numbers follow its states. */
+const PHYS_BLOCK_MAPPED = -2;
+
+/** Blocks of an extent that hold data in `states`. */
+function dataBlockCount(states: Uint8Array): number {
+  let n = 0;
+  for (let b = 0; b < states.length * 4; b++) if (getState(states, b) === BlockState.DATA) n++;
+  return n;
+}
+
+/** Bytes of one entry's record: fixed, plus a block number per data block of a block-mapped entry. */
+function entryBytes(entry: EntryRecord): number {
+  const mapped = entry.blocks ? dataBlockCount(entry.states) * MAPPED_BLOCK_BYTES : 0;
+  return entryRecordBytes(entry.states.length) + mapped;
+}
+
 function writeEntry(entry: EntryRecord, out: Buffer, at: number): number {
   out.writeUInt32BE(entry.layerId, at);
   out.writeUInt32BE(entry.logical, at + 4);
-  out.writeInt32BE(entry.phys, at + 8);
+  out.writeInt32BE(entry.blocks ? PHYS_BLOCK_MAPPED : entry.phys, at + 8);
   out.set(entry.states, at + 12);
-  return at + entryRecordBytes(entry.states.length);
+  let next = at + entryRecordBytes(entry.states.length);
+  if (!entry.blocks) return next;
+  assert(entry.phys === -1, "a block-mapped entry holds no whole extent");
+  // Only blocks holding data: a block allocated for a write still in flight is free again after a crash.
+  for (let b = 0; b < entry.states.length * 4; b++) {
+    if (getState(entry.states, b) !== BlockState.DATA) continue;
+    const block = entry.blocks[b] as number;
+    assert(block >= 0, "a data block of a block-mapped entry has a physical block");
+    out.writeInt32BE(block, next);
+    next += MAPPED_BLOCK_BYTES;
+  }
+  return next;
 }
 
-function readEntry(buf: Buffer, at: number, stateBytes: number): EntryRecord {
-  return {
-    layerId: buf.readUInt32BE(at),
-    logical: buf.readUInt32BE(at + 4),
-    phys: buf.readInt32BE(at + 8),
-    states: new Uint8Array(buf.subarray(at + 12, at + 12 + stateBytes)),
-  };
+/** Decodes one entry record at `at`; `end` is where it ends. */
+function readEntry(buf: Buffer, at: number, stateBytes: number): { entry: EntryRecord; end: number } {
+  const phys = buf.readInt32BE(at + 8);
+  const states = new Uint8Array(buf.subarray(at + 12, at + 12 + stateBytes));
+  const entry: EntryRecord = { layerId: buf.readUInt32BE(at), logical: buf.readUInt32BE(at + 4), phys, states };
+  let end = at + entryRecordBytes(stateBytes);
+  if (phys !== PHYS_BLOCK_MAPPED) return { entry, end };
+  entry.phys = -1;
+  const blocks = new Int32Array(stateBytes * 4).fill(-1);
+  for (let b = 0; b < stateBytes * 4; b++) {
+    if (getState(states, b) !== BlockState.DATA) continue;
+    if (end + MAPPED_BLOCK_BYTES > buf.length) {
+      throw new KeelsonError({ code: "METADATA_CORRUPT", message: "a block-mapped entry's block numbers are cut short" });
+    }
+    blocks[b] = buf.readInt32BE(end);
+    end += MAPPED_BLOCK_BYTES;
+  }
+  entry.blocks = blocks;
+  return { entry, end };
 }
 
 /** Encodes one journal batch (header + records), padded to 4 KiB. */
@@ -73,8 +114,7 @@ export function encodeBatch(
   salt: number,
 ): Buffer {
   const jsons = changes.map((c) => Buffer.from(JSON.stringify(c), "utf8"));
-  const size =
-    jsons.reduce((n, j) => n + 5 + j.length, 0) + entries.reduce((n, e) => n + 1 + entryRecordBytes(e.states.length), 0);
+  const size = jsons.reduce((n, j) => n + 5 + j.length, 0) + entries.reduce((n, e) => n + 1 + entryBytes(e), 0);
   const payload = Buffer.alloc(size);
   let at = 0;
   for (const j of jsons) {
@@ -113,8 +153,9 @@ function decodeBatchPayload(payload: Buffer, stateBytes: number): Pick<DecodedBa
       changes.push(JSON.parse(payload.toString("utf8", at + 5, at + 5 + len)) as CatalogChange);
       at += 5 + len;
     } else if (type === RECORD_ENTRY) {
-      entries.push(readEntry(payload, at + 1, stateBytes));
-      at += 1 + entryRecordBytes(stateBytes);
+      const { entry, end } = readEntry(payload, at + 1, stateBytes);
+      entries.push(entry);
+      at = end;
     } else {
       throw new KeelsonError({ code: "METADATA_CORRUPT", message: `unknown journal record type ${type}` });
     }
@@ -128,7 +169,7 @@ export function encodeCheckpoint(seq: number, catalog: CatalogSnapshot, entries:
   if (json.length > MAX_CATALOG_BYTES) {
     throw new KeelsonError({ code: "NO_SPACE", message: `catalog of ${json.length} bytes exceeds ${MAX_CATALOG_BYTES}` });
   }
-  const payload = Buffer.alloc(8 + json.length + entries.reduce((n, e) => n + entryRecordBytes(e.states.length), 0));
+  const payload = Buffer.alloc(8 + json.length + entries.reduce((n, e) => n + entryBytes(e), 0));
   payload.writeUInt32BE(json.length, 0);
   json.copy(payload, 4);
   payload.writeUInt32BE(entries.length, 4 + json.length);
@@ -173,8 +214,11 @@ function readCheckpoint(fd: number, layout: PoolLayout, slot: 0 | 1): RecoveredM
   const count = payload.readUInt32BE(4 + jsonLen);
   const entries: EntryRecord[] = [];
   const stateBytes = stateBytesOf(layout.extentSizeBytes);
-  const recordBytes = entryRecordBytes(stateBytes);
-  for (let i = 0, at = 8 + jsonLen; i < count; i++, at += recordBytes) entries.push(readEntry(payload, at, stateBytes));
+  for (let i = 0, at = 8 + jsonLen; i < count; i++) {
+    const { entry, end } = readEntry(payload, at, stateBytes);
+    entries.push(entry);
+    at = end;
+  }
   return { seq: header.seq, slot, catalog, entries };
 }
 

@@ -9,11 +9,18 @@ import { encodeBatch, encodeCheckpoint, metadataSalt } from "./metadata-log.js";
 
 const debug = createDebug("keelson:store");
 
+/** Space freed before a commit began: allocatable again once the commit is durable. */
+export interface Quarantine {
+  extents: number[];
+  /** Physical blocks (sub-extent allocation). */
+  blocks: number[];
+}
+
 /** What a commit takes from the store at the moment it starts. */
 export interface PendingMetadata {
   changes: CatalogChange[];
   entries: EntryRecord[];
-  quarantine: number[];
+  quarantine: Quarantine;
 }
 
 /** The store as the writer sees it. */
@@ -21,7 +28,7 @@ export interface MetadataSource {
   takePending(): PendingMetadata;
   restorePending(pending: PendingMetadata): void;
   snapshot(): { catalog: CatalogSnapshot; entries: EntryRecord[] };
-  reclaim(extents: readonly number[]): void;
+  reclaim(quarantine: Quarantine): void;
 }
 
 /** Where the journal stands after recovery. */

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import { KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
+import { BlockAllocator, slabExtentsOf } from "./block-allocator.js";
 import { newStates } from "./block-states.js";
 import type {
   CatalogChange,
@@ -24,7 +25,7 @@ import {
 } from "./layout.js";
 import { recoverMetadata } from "./metadata-log.js";
 import { reserveMetadataArea } from "./metadata-reserve.js";
-import { type MetadataSource, MetadataWriter, type PendingMetadata } from "./metadata-writer.js";
+import { type MetadataSource, MetadataWriter, type PendingMetadata, type Quarantine } from "./metadata-writer.js";
 import { openPoolDevice, type PoolDevice } from "./pool-device.js";
 import { ReadTracker } from "./read-tracker.js";
 import { rebuildState } from "./recovery.js";
@@ -119,6 +120,8 @@ export class PoolCore implements MetadataSource {
   readonly device: PoolDevice;
   readonly layout: PoolLayout;
   readonly allocator: ExtentAllocator;
+  /** Physical blocks carved from extents (sub-extent allocation; unused on pools formatted without it). */
+  readonly blocks: BlockAllocator;
   /** Reads in flight, so freed extents are reused only after reads that may still hit them. */
   readonly reads = new ReadTracker();
   /** Bytes of block states per extent entry. */
@@ -139,6 +142,13 @@ export class PoolCore implements MetadataSource {
   foldsFinishedAtOpen = 0;
   /** Extents released since open; deletes report what they freed from its growth. */
   releasedExtents = 0;
+  /** Blocks (of block-mapped entries) released since open, likewise. */
+  releasedBlocks = 0;
+
+  /** Bytes of pool space released since open (extents and blocks). */
+  get releasedBytes(): number {
+    return this.releasedExtents * this.layout.extentSizeBytes + this.releasedBlocks * this.layout.blockSizeBytes;
+  }
   closed = false;
   readonly #writer: MetadataWriter;
   #nextLayerId: number;
@@ -167,7 +177,10 @@ export class PoolCore implements MetadataSource {
     }
     const inUse: number[] = [];
     for (const layer of this.layers.values()) for (const e of layer.extents.values()) if (e.phys >= 0) inUse.push(e.phys);
+    const blocksPerExtent = layout.extentSizeBytes / layout.blockSizeBytes;
+    inUse.push(...slabExtentsOf(state.mappedBlocks, blocksPerExtent));
     this.allocator = new ExtentAllocator(layout.extentCount, inUse);
+    this.blocks = new BlockAllocator(this.allocator, blocksPerExtent, state.mappedBlocks);
     this.#writer = new MetadataWriter(device.io, device.fd, layout, this, {
       nextSeq: recovered.nextSeq,
       tailBytes: recovered.journalTailBytes,
@@ -218,8 +231,9 @@ export class PoolCore implements MetadataSource {
    * would then wait on a commit of its own. Cheap when there is nothing to do.
    */
   reclaimIfLow(): void {
-    const a = this.allocator;
-    if (this.#reclaiming || a.quarantinedCount === 0 || a.freeCount > this.#lowWaterExtents()) return;
+    const quarantined = this.allocator.quarantinedCount + this.blocks.quarantinedCount;
+    const low = this.blocks.allocatableBlocks <= this.#lowWaterExtents() * this.blocks.blocksPerExtent;
+    if (this.#reclaiming || quarantined === 0 || !low) return;
     this.#reclaiming = this.flush()
       .catch(() => undefined)
       .finally(() => {
@@ -296,11 +310,13 @@ export class PoolCore implements MetadataSource {
   dropLayer(layer: Layer): void {
     for (const entry of layer.extents.values()) {
       if (entry.phys >= 0) this.releaseExtent(entry.phys);
+      if (entry.blocks) this.releaseBlocks(entry.blocks);
       this.#dirty.delete(entry);
       this.entryCount--;
     }
     layer.extents.clear();
     layer.allocatedExtents = 0;
+    layer.allocatedBlocks = 0;
     this.layers.delete(layer.id);
     this.record({ op: "deleteLayer", id: layer.id });
   }
@@ -316,6 +332,21 @@ export class PoolCore implements MetadataSource {
   releaseExtent(phys: number): void {
     this.allocator.release(phys);
     this.releasedExtents++;
+  }
+
+  /** Frees one physical block once the next commit is durable. */
+  releaseBlock(block: number): void {
+    this.blocks.release(block);
+    this.releasedBlocks++;
+  }
+
+  /** Frees every physical block of a block map once the next commit is durable. */
+  releaseBlocks(blocks: Int32Array): void {
+    for (let i = 0; i < blocks.length; i++) {
+      const block = blocks[i] as number;
+      if (block < 0) continue;
+      this.releaseBlock(block);
+    }
   }
 
   /** Adds an empty entry for `logical` to `layer` (no physical extent yet). */
@@ -336,7 +367,8 @@ export class PoolCore implements MetadataSource {
   // ---- MetadataSource ----
 
   takePending(): PendingMetadata {
-    const pending = { changes: this.#changes, entries: [...this.#dirty], quarantine: this.allocator.takeQuarantine() };
+    const quarantine = { extents: this.allocator.takeQuarantine(), blocks: this.blocks.takeQuarantine() };
+    const pending = { changes: this.#changes, entries: [...this.#dirty], quarantine };
     this.#changes = [];
     this.#dirty = new Set();
     return pending;
@@ -347,7 +379,8 @@ export class PoolCore implements MetadataSource {
     const dirty = new Set<EntryRecord>(pending.entries);
     for (const e of this.#dirty) dirty.add(e);
     this.#dirty = dirty;
-    this.allocator.requarantine(pending.quarantine);
+    this.allocator.requarantine(pending.quarantine.extents);
+    this.blocks.requarantine(pending.quarantine.blocks);
   }
 
   snapshot(): { catalog: CatalogSnapshot; entries: EntryRecord[] } {
@@ -363,8 +396,11 @@ export class PoolCore implements MetadataSource {
     return { catalog, entries };
   }
 
-  reclaim(extents: readonly number[]): void {
-    if (extents.length === 0) return;
-    this.reads.afterCurrentReads(() => this.allocator.reclaim(extents));
+  reclaim({ extents, blocks }: Quarantine): void {
+    if (extents.length === 0 && blocks.length === 0) return;
+    this.reads.afterCurrentReads(() => {
+      this.allocator.reclaim(extents);
+      this.blocks.reclaim(blocks);
+    });
   }
 }

@@ -18,13 +18,14 @@ export interface PoolSpace {
 
 export function spaceOf(core: PoolCore): PoolSpace {
   const totalBytes = core.layout.extentCount * core.layout.extentSizeBytes;
-  const freeBytes = core.allocator.freeCount * core.layout.extentSizeBytes;
+  // Free blocks inside slabs count as free: a write of a few blocks takes them (sub-extent allocation).
+  const freeBytes = core.allocator.freeCount * core.layout.extentSizeBytes + core.blocks.freeBlocks * core.layout.blockSizeBytes;
   return { totalBytes, freeBytes, allocatedBytes: totalBytes - freeBytes };
 }
 
 /** Pool bytes held by one layer alone (a volume's head, a snapshot's layer). */
 export function layerBytesOf(core: PoolCore, layer: Layer): number {
-  return layer.allocatedExtents * core.layout.extentSizeBytes;
+  return layer.allocatedExtents * core.layout.extentSizeBytes + layer.allocatedBlocks * core.layout.blockSizeBytes;
 }
 
 /** See `Pool.setDiskCapability`. */

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { crc32 } from "node:zlib";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../testing/random.js";
@@ -78,12 +79,65 @@ describe("pool", () => {
     }
   });
 
+  it("allocates scattered 4 KiB writes 4 KiB at a time, and a trim gives those blocks back (sub-extent allocation)", async () => {
+    const file = path.join(dir, "sub.img");
+    let pool = await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 64 * MIB });
+    expect(pool.layout.subExtent).toBe(true);
+    const v = await pool.createVolume({ name: "v", sizeBytes: 32 * MIB });
+    const used0 = pool.space().allocatedBytes;
+    for (let i = 0; i < 32; i++) await write(pool, v, i * MIB + 8192, Buffer.alloc(4096, i + 1));
+    expect(pool.space().allocatedBytes - used0).toBe(32 * 4096);
+    expect(pool.layerBytes(v.head)).toBe(32 * 4096);
+    await zero(pool, v, 0, 16 * MIB, { trim: true });
+    await pool.flush();
+    expect(pool.space().allocatedBytes - used0).toBe(16 * 4096);
+    // The block maps survive a restart without a checkpoint (journal replay).
+    pool.abandon();
+    pool = await Pool.open({ admit: acceptEveryReservation, path: file });
+    const back = pool.getVolume("v");
+    for (let i = 16; i < 32; i++)
+      expect((await read(pool, back, i * MIB + 8192, 4096)).equals(Buffer.alloc(4096, i + 1))).toBe(true);
+    expect(pool.space().allocatedBytes - used0).toBe(16 * 4096);
+    await pool.close();
+  });
+
+  it("a pool formatted before sub-extent allocation (format version 1) opens and keeps allocating whole extents", async () => {
+    const file = path.join(dir, "v1.img");
+    let pool = await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 64 * MIB });
+    await pool.createVolume({ name: "v", sizeBytes: 8 * MIB });
+    await pool.close();
+    // Rewrite the superblock as version 1 wrote it: no subExtent field.
+    const fd = fs.openSync(file, "r+");
+    const sb = Buffer.alloc(4096);
+    fs.readSync(fd, sb, 0, 4096, 0);
+    const { version: _v, subExtent: _s, ...rest } = JSON.parse(sb.toString("utf8", 12, 12 + sb.readUInt32BE(8)));
+    const json = Buffer.from(JSON.stringify({ version: 1, ...rest }), "utf8");
+    sb.fill(0, 8);
+    sb.writeUInt32BE(json.length, 8);
+    json.copy(sb, 12);
+    sb.writeUInt32BE(crc32(sb.subarray(0, 4092)), 4092);
+    fs.writeSync(fd, sb, 0, 4096, 0);
+    fs.closeSync(fd);
+    pool = await Pool.open({ admit: acceptEveryReservation, path: file });
+    try {
+      expect(pool.layout.subExtent).toBe(false);
+      const v = pool.getVolume("v");
+      const used0 = pool.space().allocatedBytes;
+      await write(pool, v, 8192, Buffer.alloc(4096, 7));
+      expect(pool.space().allocatedBytes - used0).toBe(EXTENT_SIZE_BYTES);
+      expect((await read(pool, v, 8192, 4096))[0]).toBe(7);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("a full pool fails writes with NO_SPACE and keeps acknowledged data", async () => {
     const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "small.img"), createSizeBytes: 32 * MIB });
     try {
       const extents = pool.layout.extentCount;
       const v = await pool.createVolume({ name: "big", sizeBytes: (extents + 4) * MIB });
-      for (let i = 0; i < extents; i++) await write(pool, v, i * MIB, Buffer.alloc(4096, i + 1));
+      // Whole extents: a smaller write takes only its blocks (sub-extent allocation).
+      for (let i = 0; i < extents; i++) await write(pool, v, i * MIB, Buffer.alloc(MIB, i + 1));
       const err = await write(pool, v, extents * MIB, Buffer.alloc(4096, 1)).catch((e: unknown) => e);
       expect(isKeelsonError(err, "NO_SPACE")).toBe(true);
       for (let i = 0; i < extents; i++) expect((await read(pool, v, i * MIB, 4096))[0]).toBe(i + 1);
@@ -102,7 +156,7 @@ describe("pool", () => {
     try {
       const extents = pool.layout.extentCount;
       const v = await pool.createVolume({ name: "v", sizeBytes: extents * MIB });
-      for (let i = 0; i < extents; i++) await write(pool, v, i * MIB, Buffer.alloc(4096, i + 1));
+      for (let i = 0; i < extents; i++) await write(pool, v, i * MIB, Buffer.alloc(MIB, i + 1));
       // Every extent trimmed, no FLUSH: the space is free but not yet reusable.
       await zero(pool, v, 0, extents * MIB, { trim: true });
       // Many writes at once into freed extents: each allocation that finds the pool full commits and retries.
@@ -111,10 +165,15 @@ describe("pool", () => {
         const back = await read(pool, v, i * MIB, 3 * 4096);
         expect([back[0], back[8192]]).toEqual([0, 100 + i]);
       }
-      // Still a real NO_SPACE once nothing is free or quarantined.
-      const big = await pool.createVolume({ name: "more", sizeBytes: 4 * MIB });
-      const err = await write(pool, big, 0, Buffer.alloc(4096, 1)).catch((e: unknown) => e);
+      // Those writes took a block each, not an extent each. Still a real NO_SPACE for a write larger than what is
+      // free once nothing is quarantined, and it allocates nothing.
+      await pool.flush();
+      const free = pool.space().freeBytes;
+      expect(free).toBe(pool.space().totalBytes - extents * 4096);
+      const big = await pool.createVolume({ name: "more", sizeBytes: extents * MIB });
+      const err = await write(pool, big, 0, Buffer.alloc(free + 4096, 1)).catch((e: unknown) => e);
       expect(isKeelsonError(err, "NO_SPACE")).toBe(true);
+      expect(pool.space().freeBytes).toBe(free);
     } finally {
       await pool.close();
     }
@@ -125,11 +184,11 @@ describe("pool", () => {
     try {
       const extents = pool.layout.extentCount;
       const v = await pool.createVolume({ name: "v", sizeBytes: extents * MIB });
-      for (let i = 0; i < extents - 1; i++) await write(pool, v, i * MIB, Buffer.alloc(4096, 1));
+      for (let i = 0; i < extents - 1; i++) await write(pool, v, i * MIB, Buffer.alloc(MIB, 1));
       await zero(pool, v, 0, 8 * MIB, { trim: true });
       const before = pool.space().freeBytes;
       // Takes the last free extent: below the low-water mark with 8 in quarantine.
-      await write(pool, v, (extents - 1) * MIB, Buffer.alloc(4096, 2));
+      await write(pool, v, (extents - 1) * MIB, Buffer.alloc(MIB, 2));
       for (let i = 0; i < 100 && pool.space().freeBytes < before + 7 * MIB; i++) await new Promise((r) => setTimeout(r, 10));
       expect(pool.space().freeBytes).toBe(before + 7 * EXTENT_SIZE_BYTES);
     } finally {

@@ -21,6 +21,8 @@ export interface RecoveredState {
   disk: DiskCapabilityRecord | undefined;
   layers: Map<number, Layer>;
   entryCount: number;
+  /** Physical blocks mapped one by one (sub-extent allocation). */
+  mappedBlocks: number[];
 }
 
 function corrupt(message: string): KeelsonError {
@@ -96,9 +98,35 @@ function checkVolumes(b: StateBuilder): Map<string, VolumeRecord> {
   return byName;
 }
 
-function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number, Layer>; entryCount: number } {
+/** Checks a block-mapped entry's blocks and records each one's owner: a block is mapped once, never inside a whole extent. */
+function claimBlocks(e: EntryRecord, blocks: Int32Array, layout: PoolLayout, blockOwner: Map<number, number>): number {
+  if (!layout.subExtent) throw corrupt(`layer ${e.layerId} maps blocks one by one on a pool formatted without that`);
+  const totalBlocks = layout.extentCount * (layout.extentSizeBytes / layout.blockSizeBytes);
+  let claimed = 0;
+  for (let i = 0; i < blocks.length; i++) {
+    const block = blocks[i] as number;
+    if (block < 0) continue;
+    if (block >= totalBlocks) throw corrupt(`layer ${e.layerId} maps block ${block} beyond the pool`);
+    const other = blockOwner.get(block);
+    if (other !== undefined) throw corrupt(`block ${block} is mapped by layers ${other} and ${e.layerId}`);
+    blockOwner.set(block, e.layerId);
+    claimed++;
+  }
+  return claimed;
+}
+
+/** Layers rebuilt from their records, and the physical blocks mapped one by one (for the block allocator). */
+interface BuiltLayers {
+  layers: Map<number, Layer>;
+  entryCount: number;
+  mappedBlocks: number[];
+}
+
+function buildLayers(b: StateBuilder, layout: PoolLayout): BuiltLayers {
   const layers = new Map<number, Layer>();
   const physOwner = new Map<number, number>();
+  const blockOwner = new Map<number, number>();
+  const blocksPerExtent = layout.extentSizeBytes / layout.blockSizeBytes;
   let entryCount = 0;
   for (const record of b.layerRecords.values()) {
     const layer = new Layer(record);
@@ -110,10 +138,16 @@ function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number,
         physOwner.set(e.phys, record.id);
         layer.allocatedExtents++;
       }
-      layer.extents.set(e.logical, new ExtentEntry(record.id, e.logical, e.phys, e.states));
+      if (e.blocks) layer.allocatedBlocks += claimBlocks(e, e.blocks, layout, blockOwner);
+      layer.extents.set(e.logical, new ExtentEntry(record.id, e.logical, e.phys, e.states, e.blocks ?? null));
       entryCount++;
     }
     layers.set(record.id, layer);
+  }
+  for (const block of blockOwner.keys()) {
+    const extent = Math.floor(block / blocksPerExtent);
+    if (physOwner.has(extent))
+      throw corrupt(`block ${block} lies in extent ${extent}, which layer ${physOwner.get(extent)} maps whole`);
   }
   for (const layer of layers.values()) {
     if (layer.parentId === null) continue;
@@ -121,7 +155,7 @@ function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number,
     if (!parent) throw corrupt(`layer ${layer.id} has no parent layer ${layer.parentId}`);
     parent.children++;
   }
-  return { layers, entryCount };
+  return { layers, entryCount, mappedBlocks: [...blockOwner.keys()] };
 }
 
 /** Rebuilds the store's state; METADATA_CORRUPT when the records contradict each other. */
@@ -133,7 +167,7 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
     for (const entry of batch.entries) b.putEntry(entry);
   }
   const volumes = checkVolumes(b);
-  const { layers, entryCount } = buildLayers(b, layout);
+  const { layers, entryCount, mappedBlocks } = buildLayers(b, layout);
   const snapshots = [...b.snapshots.values()];
   for (const s of snapshots) {
     if (!layers.has(s.layerId)) throw corrupt(`snapshot ${s.volumeName}@${s.name} has no layer ${s.layerId}`);
@@ -141,5 +175,5 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
   for (const v of volumes.values()) {
     if ((layers.get(v.headLayerId) as Layer).children > 0) throw corrupt(`volume ${v.name}'s head layer has children`);
   }
-  return { nextLayerId: b.nextLayerId, volumes, snapshots, disk: b.disk, layers, entryCount };
+  return { nextLayerId: b.nextLayerId, volumes, snapshots, disk: b.disk, layers, entryCount, mappedBlocks };
 }

@@ -8,7 +8,8 @@ import { Errno } from "../nbd/protocol.js";
 import { TargetCatalog } from "../target/catalog.js";
 import { testSeed } from "../testing/random.js";
 import { type ModelTarget, runStoreModel } from "../testing/store-model.js";
-import { Pool } from "./pool.js";
+import { BlockState, getState } from "./block-states.js";
+import { Pool, poolCore } from "./pool.js";
 import { acceptEveryReservation } from "./reservations.js";
 import { flushVolume, readVolume, writeVolume, zeroVolume } from "./volume-io.js";
 
@@ -107,6 +108,30 @@ class InProcessTarget implements ModelTarget {
   }
 }
 
+/**
+ * Space accounting, checked after every step: each layer holds 4 KiB per block that has data in
+ * it (sub-extent allocation: no more), and every allocated byte of the pool is held by a layer or
+ * waits in quarantine for a commit (nothing leaks, nothing is counted twice).
+ */
+function checkSpace(pool: Pool, step: string): void {
+  const core = poolCore(pool);
+  let held = 0;
+  for (const layer of core.layers.values()) {
+    let dataBlocks = 0;
+    for (const e of layer.extents.values())
+      for (let b = 0; b < e.states.length * 4; b++) if (getState(e.states, b) === BlockState.DATA) dataBlocks++;
+    const bytes = pool.layerBytes(layer);
+    if (bytes !== dataBlocks * 4096)
+      throw new Error(`${step}: layer ${layer.id} holds ${bytes} bytes for ${dataBlocks} data blocks`);
+    held += bytes;
+  }
+  const awaiting = core.allocator.awaitingCommitCount * EXTENT + core.blocks.awaitingCommitCount * 4096;
+  const allocated = pool.space().allocatedBytes;
+  if (allocated !== held + awaiting) {
+    throw new Error(`${step}: pool has ${allocated} bytes allocated; layers hold ${held}, ${awaiting} await a commit`);
+  }
+}
+
 describe("snapshots, clones and reverts against a reference model", () => {
   it("random operations with crash restarts: every volume and snapshot equals the model after every step", async () => {
     const seed = testSeed();
@@ -114,7 +139,12 @@ describe("snapshots, clones and reverts against a reference model", () => {
     const target = await InProcessTarget.open(path.join(dir, "pool.img"));
     try {
       const steps = Number(process.env.KEELSON_MODEL_STEPS ?? 1500);
-      const report = await runStoreModel(target, { seed, steps, extentSizeBytes: EXTENT });
+      const report = await runStoreModel(target, {
+        seed,
+        steps,
+        extentSizeBytes: EXTENT,
+        trace: (line) => checkSpace(target.pool, line),
+      });
       console.log(`snapshot model (in-process) report ${JSON.stringify(report)}`);
       expect(report.snapshot).toBeGreaterThan(0);
       expect(report.deleteSnapshot).toBeGreaterThan(0);

@@ -125,14 +125,14 @@ export async function createSnapshot(core: PoolCore, options: CreateSnapshotOpti
 export async function deleteSnapshot(core: PoolCore, volumeName: string, name: string): Promise<number> {
   const snap = core.getSnapshot(volumeName, name);
   if (snap.openHandles > 0) throw inUse(`snapshot ${snap.name}`, snap.openHandles);
-  const free0 = core.releasedExtents;
+  const free0 = core.releasedBytes;
   snap.deleted = true;
   core.snapshots.delete(snap.name);
   core.record({ op: "deleteSnapshot", uid: snap.record.uid });
   await core.flush();
   await collect(core, snap.layer);
   await core.flush();
-  return (core.releasedExtents - free0) * core.layout.extentSizeBytes;
+  return core.releasedBytes - free0;
 }
 
 /** See `Pool.revertVolume`. */

@@ -1,5 +1,7 @@
+import assert from "node:assert";
 import { KeelsonError } from "@keelson/sdk";
-import { BlockState, hasData, isEmpty, setStates } from "./block-states.js";
+import { BlockState, setStates } from "./block-states.js";
+import { releaseUnused } from "./entry-space.js";
 import { Completion, checkRange, type IoCallback, ioError } from "./io-completion.js";
 import type { ExtentEntry, Layer } from "./layer.js";
 import { BLOCK_SIZE_BYTES } from "./layout.js";
@@ -26,18 +28,6 @@ export interface ZeroOptions {
 /** Zeros written for NO_HOLE and partial blocks come from here, at most this much per write. */
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
-/** Frees what an entry no longer needs: its extent once no block holds data, the entry once it has no state. */
-function releaseUnused(pool: PoolCore, layer: Layer, entry: ExtentEntry): void {
-  if (entry.pendingWrites > 0) return;
-  if (entry.phys >= 0 && !hasData(entry.states)) {
-    pool.releaseExtent(entry.phys);
-    entry.phys = -1;
-    layer.allocatedExtents--;
-    pool.markDirty(entry);
-  }
-  if (entry.phys < 0 && isEmpty(entry.states) && layer.extents.get(entry.logical) === entry) pool.removeEntry(layer, entry);
-}
-
 class WritePart {
   readonly pool: PoolCore;
   readonly layer: Layer;
@@ -47,11 +37,22 @@ class WritePart {
   /** Byte range within the extent. */
   readonly from: number;
   readonly to: number;
+  /** Where `from` lies in the pool's data area, in bytes (in the entry's extent, or its block map's run). */
+  readonly dataByte: number;
   /** Bytes of the range written so far (pwrite may write less than asked). */
   written = 0;
   readonly onWrite: (error: NodeJS.ErrnoException | null, bytesWritten: number) => void;
 
-  constructor(pool: PoolCore, layer: Layer, entry: ExtentEntry, c: Completion, data: Buffer, from: number, to: number) {
+  constructor(
+    pool: PoolCore,
+    layer: Layer,
+    entry: ExtentEntry,
+    c: Completion,
+    data: Buffer,
+    from: number,
+    to: number,
+    dataByte: number,
+  ) {
     this.pool = pool;
     this.layer = layer;
     this.entry = entry;
@@ -59,11 +60,12 @@ class WritePart {
     this.data = data;
     this.from = from;
     this.to = to;
+    this.dataByte = dataByte;
     this.onWrite = (error, n) => this.#onWrite(error, n);
   }
 
   start(): void {
-    const pos = this.pool.layout.dataOffset + this.entry.phys * this.pool.layout.extentSizeBytes + this.from + this.written;
+    const pos = this.pool.layout.dataOffset + this.dataByte + this.written;
     this.pool.device.io.write(
       this.pool.device.dataFd,
       this.data,
@@ -94,33 +96,94 @@ class WritePart {
   }
 }
 
-function noSpace(pool: PoolCore, volume: Volume, needed: number): KeelsonError {
+function noSpace(pool: PoolCore, volume: Volume, neededBlocks: number): KeelsonError {
   return new KeelsonError({
     code: "NO_SPACE",
-    message: `pool is full: volume ${volume.name} needs ${needed} more extent(s) of ${pool.layout.extentSizeBytes} bytes, ${pool.allocator.freeCount} free`,
+    message: `pool is full: volume ${volume.name} needs ${neededBlocks * BLOCK_SIZE_BYTES} more bytes, ${pool.blocks.allocatableBlocks * BLOCK_SIZE_BYTES} free`,
   });
 }
 
-/** Gives every extent of [offset, end) a physical extent in the head, or fails having allocated nothing. */
+/**
+ * Whether a write of blocks [firstBlock, endBlock) into an entry without space gets a whole
+ * extent: always on pools without sub-extent allocation, else only when it covers the extent.
+ */
+function wantsWholeExtent(pool: PoolCore, firstBlock: number, endBlock: number): boolean {
+  return !pool.layout.subExtent || (firstBlock === 0 && endBlock === pool.blocks.blocksPerExtent);
+}
+
+/** Maps every block of [firstBlock, endBlock) that has no physical block, in runs as long as the allocator gives. */
+function mapBlocks(pool: PoolCore, layer: Layer, entry: ExtentEntry, firstBlock: number, endBlock: number): void {
+  entry.blocks ??= new Int32Array(pool.blocks.blocksPerExtent).fill(-1);
+  const blocks = entry.blocks;
+  for (let b = firstBlock; b < endBlock; ) {
+    if ((blocks[b] as number) >= 0) {
+      b++;
+      continue;
+    }
+    let runEnd = b + 1;
+    while (runEnd < endBlock && (blocks[runEnd] as number) < 0) runEnd++;
+    // Right after the block before, so sequential writes stay sequential on disk.
+    const hint = b > 0 && (blocks[b - 1] as number) >= 0 ? (blocks[b - 1] as number) + 1 : -1;
+    const run = pool.blocks.allocate(runEnd - b, hint);
+    assert(run !== null, "blocks counted free before the allocation");
+    for (let i = 0; i < run.length; i++) blocks[b + i] = run.first + i;
+    layer.allocatedBlocks += run.length;
+    b += run.length;
+  }
+}
+
+/** Gives every block of [offset, end) space in the head, or fails having allocated nothing. */
 function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: number): KeelsonError | null {
   const head = volume.head;
-  const first = Math.floor(offset / pool.layout.extentSizeBytes);
-  const last = Math.floor((end - 1) / pool.layout.extentSizeBytes);
-  let needed = 0;
+  const extentBytes = pool.layout.extentSizeBytes;
+  const perExtent = extentBytes / BLOCK_SIZE_BYTES;
+  const first = Math.floor(offset / extentBytes);
+  const last = Math.floor((end - 1) / extentBytes);
+  const blockRange = (l: number): [number, number] => [
+    Math.max(0, (offset - l * extentBytes) / BLOCK_SIZE_BYTES),
+    Math.min(perExtent, (end - l * extentBytes) / BLOCK_SIZE_BYTES),
+  ];
+  let wholeExtents = 0;
+  let blocksNeeded = 0;
   let newEntries = 0;
   for (let l = first; l <= last; l++) {
     const e = head.extents.get(l);
     if (e === undefined) newEntries++;
-    if (e === undefined || e.phys < 0) needed++;
+    if (e !== undefined && e.phys >= 0) continue;
+    const [fb, lb] = blockRange(l);
+    if (e?.blocks) {
+      for (let b = fb; b < lb; b++) if ((e.blocks[b] as number) < 0) blocksNeeded++;
+    } else if (wantsWholeExtent(pool, fb, lb) && wholeExtents < pool.allocator.freeCount) {
+      wholeExtents++;
+    } else if (pool.layout.subExtent) {
+      blocksNeeded += lb - fb;
+    } else {
+      return noSpace(pool, volume, (wholeExtents + 1) * perExtent);
+    }
   }
-  if (needed > pool.allocator.freeCount) return noSpace(pool, volume, needed);
+  const needed = wholeExtents * perExtent + blocksNeeded;
+  if (needed > pool.blocks.allocatableBlocks) return noSpace(pool, volume, needed);
   if (pool.entryCount + newEntries > pool.layout.maxEntries) return noSpace(pool, volume, needed);
+  // Whole extents first: a block allocation may open a new slab, which could take an extent counted for them.
+  const mapped: number[] = [];
   for (let l = first; l <= last; l++) {
     const e = head.extents.get(l) ?? pool.addEntry(head, l);
     if (e.phys >= 0) continue;
-    e.phys = pool.allocator.allocate();
-    head.allocatedExtents++;
-    pool.markDirty(e);
+    const [fb, lb] = blockRange(l);
+    if (e.blocks === null && wholeExtents > 0 && wantsWholeExtent(pool, fb, lb)) {
+      e.phys = pool.allocator.allocate();
+      assert(e.phys >= 0, "extents counted free before the allocation");
+      wholeExtents--;
+      head.allocatedExtents++;
+      pool.markDirty(e);
+      continue;
+    }
+    mapped.push(l);
+  }
+  assert(wholeExtents === 0, "every whole extent counted was allocated");
+  for (const l of mapped) {
+    const [fb, lb] = blockRange(l);
+    mapBlocks(pool, head, head.extents.get(l) as ExtentEntry, fb, lb);
   }
   return null;
 }
@@ -143,7 +206,8 @@ function writeAligned(
   // Extents freed by trims or deletes stay quarantined until a commit makes the freeing durable. A
   // full pool with some in quarantine commits now and tries again, rather than failing a write
   // that fits until the client's next FLUSH (other writes may take what one commit frees).
-  if (failed.code !== "NO_SPACE" || retries === 0 || pool.allocator.awaitingCommitCount === 0) return cb(failed);
+  const awaitingCommit = pool.allocator.awaitingCommitCount + pool.blocks.awaitingCommitCount;
+  if (failed.code !== "NO_SPACE" || retries === 0 || awaitingCommit === 0) return cb(failed);
   pool.flush().then(
     // The commit's extents become free only after the reads in flight at its end (they may still
     // read them): queued behind that, the retry sees them.
@@ -166,12 +230,43 @@ function writeAllocated(pool: PoolCore, volume: Volume, offset: number, data: Bu
     const base = logical * extentBytes;
     const segEnd = Math.min(end, base + extentBytes);
     const entry = head.extents.get(logical) as ExtentEntry;
-    entry.pendingWrites++;
-    c.pending++;
-    new WritePart(pool, head, entry, c, data.subarray(pos - offset, segEnd - offset), pos - base, segEnd - base).start();
+    if (entry.blocks) {
+      writeMapped(pool, head, entry, c, data.subarray(pos - offset, segEnd - offset), pos - base, segEnd - base);
+    } else {
+      entry.pendingWrites++;
+      c.pending++;
+      const part = data.subarray(pos - offset, segEnd - offset);
+      new WritePart(pool, head, entry, c, part, pos - base, segEnd - base, entry.phys * extentBytes + (pos - base)).start();
+    }
     pos = segEnd;
   }
   c.done(null);
+}
+
+/** Writes bytes [from, to) of a block-mapped extent: one write per run of blocks consecutive on disk. */
+function writeMapped(
+  pool: PoolCore,
+  head: Layer,
+  entry: ExtentEntry,
+  c: Completion,
+  data: Buffer,
+  from: number,
+  to: number,
+): void {
+  const blocks = entry.blocks as Int32Array;
+  const lastBlock = to / BLOCK_SIZE_BYTES;
+  for (let b = from / BLOCK_SIZE_BYTES; b < lastBlock; ) {
+    const src = blocks[b] as number;
+    assert(src >= 0, "a written block was allocated");
+    let runEnd = b + 1;
+    while (runEnd < lastBlock && blocks[runEnd] === src + (runEnd - b)) runEnd++;
+    const at = b * BLOCK_SIZE_BYTES - from;
+    entry.pendingWrites++;
+    c.pending++;
+    const part = data.subarray(at, at + (runEnd - b) * BLOCK_SIZE_BYTES);
+    new WritePart(pool, head, entry, c, part, b * BLOCK_SIZE_BYTES, runEnd * BLOCK_SIZE_BYTES, src * BLOCK_SIZE_BYTES).start();
+    b = runEnd;
+  }
 }
 
 /** Makes everything completed so far durable (NBD FLUSH), then calls back. */

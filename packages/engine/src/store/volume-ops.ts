@@ -154,7 +154,7 @@ export async function deleteVolume(core: PoolCore, name: string): Promise<number
       message: `volume ${name} has ${volume.openHandles} open connection(s); disconnect them or delete with force`,
     });
   }
-  const free0 = core.releasedExtents;
+  const free0 = core.releasedBytes;
   volume.deleted = true;
   core.volumes.delete(name);
   core.record({ op: "deleteVolume", uid: volume.record.uid });
@@ -163,7 +163,7 @@ export async function deleteVolume(core: PoolCore, name: string): Promise<number
   await core.flush();
   await collect(core, parent);
   await core.flush();
-  return (core.releasedExtents - free0) * core.layout.extentSizeBytes;
+  return core.releasedBytes - free0;
 }
 
 /** Replaces a volume's record with `record` and commits it. */

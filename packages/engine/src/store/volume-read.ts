@@ -53,29 +53,35 @@ class ReadPart {
   }
 }
 
-/** The physical extent holding block `block` of `logical` for the chain in `chainEntries`, or -1 for zeros. */
-function resolveBlock(depth: number, block: number): number {
+/**
+ * The physical block holding block `block` of the extent for the chain in `chainEntries`
+ * (newest first), or -1 for zeros: in a whole extent, or through a block map.
+ */
+function resolveBlock(depth: number, block: number, blocksPerExtent: number): number {
   for (let i = 0; i < depth; i++) {
     const e = chainEntries[i];
     if (e === undefined) continue;
     const s = getState(e.states, block);
-    if (s === BlockState.DATA) return e.phys;
+    if (s === BlockState.DATA) return e.blocks ? (e.blocks[block] as number) : e.phys * blocksPerExtent + block;
     if (s === BlockState.ZERO) return -1;
   }
   return -1;
 }
 
-function emitRead(pool: PoolCore, c: Completion, src: number, from: number, to: number, buf: Buffer, at: number): void {
-  if (src < 0) {
-    buf.fill(0, at, at + (to - from));
+/** Reads `length` bytes at pool data byte `dataByte` (-1: zeros) into buf at `at`. */
+function emitRead(pool: PoolCore, c: Completion, dataByte: number, length: number, buf: Buffer, at: number): void {
+  if (dataByte < 0) {
+    buf.fill(0, at, at + length);
     return;
   }
   c.pending++;
-  const position = pool.layout.dataOffset + src * pool.layout.extentSizeBytes + from;
-  new ReadPart(c, pool, buf, at, to - from, position).start();
+  new ReadPart(c, pool, buf, at, length, pool.layout.dataOffset + dataByte).start();
 }
 
-/** Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks from the same place. */
+/**
+ * Reads bytes [from, to) of one extent into buf at `at`, one pool read per run of blocks that
+ * are consecutive on disk too (or all zeros).
+ */
 function readSegment(
   pool: PoolCore,
   volume: ChainView,
@@ -97,20 +103,28 @@ function readSegment(
     top.phys >= 0 &&
     allStates(top.states, firstBlock, lastBlock + 1, BlockState.DATA)
   ) {
-    emitRead(pool, c, top.phys, from, to, buf, at);
+    emitRead(pool, c, top.phys * pool.layout.extentSizeBytes + from, to - from, buf, at);
     return;
   }
+  const perExtent = pool.layout.extentSizeBytes / BLOCK_SIZE_BYTES;
+  // A run: bytes [runFrom, boundary) whose first block is runBlock, held from physical block runSrc on.
   let runFrom = from;
-  let runSrc = resolveBlock(chain.length, firstBlock);
+  let runBlock = firstBlock;
+  let runSrc = resolveBlock(chain.length, firstBlock, perExtent);
+  const flush = (boundary: number): void => {
+    const dataByte = runSrc < 0 ? -1 : runSrc * BLOCK_SIZE_BYTES + (runFrom - runBlock * BLOCK_SIZE_BYTES);
+    emitRead(pool, c, dataByte, boundary - runFrom, buf, at + (runFrom - from));
+  };
   for (let b = firstBlock + 1; b <= lastBlock; b++) {
-    const src = resolveBlock(chain.length, b);
-    if (src === runSrc) continue;
+    const src = resolveBlock(chain.length, b, perExtent);
+    if (runSrc < 0 ? src < 0 : src === runSrc + (b - runBlock)) continue;
     const boundary = b * BLOCK_SIZE_BYTES;
-    emitRead(pool, c, runSrc, runFrom, boundary, buf, at + (runFrom - from));
+    flush(boundary);
     runFrom = boundary;
+    runBlock = b;
     runSrc = src;
   }
-  emitRead(pool, c, runSrc, runFrom, to, buf, at + (runFrom - from));
+  flush(to);
 }
 
 /** Reads `length` bytes at `offset` of the volume into `buf` at `bufOffset`. Any alignment. */
