@@ -132,7 +132,8 @@ export class BlockAllocator {
     if (best === null) {
       // Every probed slab was full or the probes ran out: any slab with a free block will do.
       for (const slab of this.#open.keys()) {
-        probe(slab);
+        const run = probe(slab);
+        if (run) return run;
         if (best !== null) break;
       }
     }
@@ -191,7 +192,8 @@ export class BlockAllocator {
   requarantine(blocks: readonly number[]): void {
     this.#reclaiming -= blocks.length;
     assert(this.#reclaiming >= 0, "requarantined more blocks than commits took");
-    this.#quarantine.push(...blocks);
+    // A loop, not a spread: a quarantine may hold more blocks than a call takes arguments.
+    for (const block of blocks) this.#quarantine.push(block);
   }
 
   #slabOf(extent: number): Uint8Array {

@@ -26,7 +26,13 @@ export function carveEntry(pool: PoolCore, layer: Layer, entry: ExtentEntry): vo
  * the entry once it has no state.
  */
 export function releaseUnused(pool: PoolCore, layer: Layer, entry: ExtentEntry): void {
-  if (entry.pendingWrites > 0) return;
+  if (entry.pendingWrites > 0) {
+    // A write into this entry is in flight (it may be writing into a block a trim just emptied): the
+    // last one to finish releases, so a trim next to a write does not leave its blocks held.
+    entry.releaseDeferred = true;
+    return;
+  }
+  entry.releaseDeferred = false;
   if (entry.phys >= 0 && !hasData(entry.states)) {
     pool.releaseExtent(entry.phys);
     entry.phys = -1;

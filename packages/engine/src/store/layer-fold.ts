@@ -143,9 +143,12 @@ async function foldExtent(store: FoldStore, parent: Layer, child: Layer, logical
     const from = p.blocks as Int32Array;
     for (const run of runs) {
       for (let b = run.from; b < run.to; b++) {
+        // A block the child maps without data in it (a write that failed) is let go for the parent's.
+        const stale = c.blocks[b] as number;
+        if (stale >= 0) store.releaseBlocks(Int32Array.of(stale));
+        else child.allocatedBlocks++;
         c.blocks[b] = from[b] as number;
         from[b] = -1;
-        child.allocatedBlocks++;
         parent.allocatedBlocks--;
       }
     }

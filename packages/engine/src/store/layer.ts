@@ -12,6 +12,8 @@ export class ExtentEntry implements EntryRecord {
   blocks: Int32Array | null = null;
   /** Writes into `phys` that have not completed; the extent is never released while any is running. */
   pendingWrites = 0;
+  /** Set when space was to be released while writes were pending; the last of them releases it. */
+  releaseDeferred = false;
 
   constructor(layerId: number, logical: number, phys: number, states: Uint8Array, blocks: Int32Array | null = null) {
     this.layerId = layerId;

@@ -155,7 +155,7 @@ export function decodeSuperblock(buf: Buffer): SuperblockRead {
   if (!FORMAT_VERSIONS_READ.includes(parsed.version)) {
     throw new KeelsonError({
       code: "METADATA_CORRUPT",
-      message: `pool format version ${parsed.version} is not supported (this engine reads version ${FORMAT_VERSION})`,
+      message: `pool format version ${parsed.version} is not supported (this engine reads versions ${FORMAT_VERSIONS_READ.join(" and ")})`,
     });
   }
   const { version, ...rest } = parsed;

@@ -99,7 +99,14 @@ function readEntry(buf: Buffer, at: number, stateBytes: number): { entry: EntryR
     if (end + MAPPED_BLOCK_BYTES > buf.length) {
       throw new KeelsonError({ code: "METADATA_CORRUPT", message: "a block-mapped entry's block numbers are cut short" });
     }
-    blocks[b] = buf.readInt32BE(end);
+    const block = buf.readInt32BE(end);
+    if (block < 0) {
+      throw new KeelsonError({
+        code: "METADATA_CORRUPT",
+        message: `a data block of a block-mapped entry has block number ${block}`,
+      });
+    }
+    blocks[b] = block;
     end += MAPPED_BLOCK_BYTES;
   }
   entry.blocks = blocks;

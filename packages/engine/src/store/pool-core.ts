@@ -178,7 +178,7 @@ export class PoolCore implements MetadataSource {
     const inUse: number[] = [];
     for (const layer of this.layers.values()) for (const e of layer.extents.values()) if (e.phys >= 0) inUse.push(e.phys);
     const blocksPerExtent = layout.extentSizeBytes / layout.blockSizeBytes;
-    inUse.push(...slabExtentsOf(state.mappedBlocks, blocksPerExtent));
+    for (const slab of slabExtentsOf(state.mappedBlocks, blocksPerExtent)) inUse.push(slab);
     this.allocator = new ExtentAllocator(layout.extentCount, inUse);
     this.blocks = new BlockAllocator(this.allocator, blocksPerExtent, state.mappedBlocks);
     this.#writer = new MetadataWriter(device.io, device.fd, layout, this, {

@@ -101,6 +101,28 @@ describe("pool", () => {
     await pool.close();
   });
 
+  it("a trim next to a write in flight in the same extent still frees the trimmed blocks once the write ends", async () => {
+    const pool = await Pool.open({ admit: acceptEveryReservation, path: path.join(dir, "race.img"), createSizeBytes: 64 * MIB });
+    try {
+      const v = await pool.createVolume({ name: "v", sizeBytes: 8 * MIB });
+      // A whole extent (carved by the trim) and a block-mapped one.
+      await write(pool, v, 0, Buffer.alloc(MIB, 1));
+      await write(pool, v, MIB, Buffer.alloc(8 * 4096, 2));
+      await Promise.all([
+        write(pool, v, 100 * 4096, Buffer.alloc(4096, 3)),
+        zero(pool, v, 0, 64 * 4096, { trim: true }),
+        write(pool, v, MIB + 100 * 4096, Buffer.alloc(4096, 4)),
+        zero(pool, v, MIB, 4 * 4096, { trim: true }),
+      ]);
+      await pool.flush();
+      expect(pool.layerBytes(v.head)).toBe((256 - 64 + 4 + 1) * 4096);
+      expect((await read(pool, v, 100 * 4096, 4096))[0]).toBe(3);
+      expect((await read(pool, v, MIB + 4 * 4096, 4096))[0]).toBe(2);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("a pool formatted before sub-extent allocation (format version 1) opens and keeps allocating whole extents", async () => {
     const file = path.join(dir, "v1.img");
     let pool = await Pool.open({ admit: acceptEveryReservation, path: file, createSizeBytes: 64 * MIB });

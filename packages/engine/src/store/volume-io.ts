@@ -87,6 +87,7 @@ class WritePart {
       // blocks that hold data already changes no metadata: the next FLUSH then only syncs the data.
       if (setStates(this.entry.states, this.from / BLOCK_SIZE_BYTES, this.to / BLOCK_SIZE_BYTES, BlockState.DATA))
         this.pool.markDirty(this.entry);
+      if (this.entry.releaseDeferred && this.entry.pendingWrites === 0) releaseUnused(this.pool, this.layer, this.entry);
       return this.completion.done(null);
     }
     releaseUnused(this.pool, this.layer, this.entry);
@@ -163,7 +164,12 @@ function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: numb
   }
   const needed = wholeExtents * perExtent + blocksNeeded;
   if (needed > pool.blocks.allocatableBlocks) return noSpace(pool, volume, needed);
-  if (pool.entryCount + newEntries > pool.layout.maxEntries) return noSpace(pool, volume, needed);
+  if (pool.entryCount + newEntries > pool.layout.maxEntries) {
+    return new KeelsonError({
+      code: "NO_SPACE",
+      message: `pool metadata is full: it holds its maximum of ${pool.layout.maxEntries} extent entries (volume ${volume.name} needs ${newEntries} more); delete snapshots or volumes`,
+    });
+  }
   // Whole extents first: a block allocation may open a new slab, which could take an extent counted for them.
   const mapped: number[] = [];
   for (let l = first; l <= last; l++) {
