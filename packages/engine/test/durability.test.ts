@@ -1,6 +1,7 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { seededRandom, testSeed } from "../src/testing/random.js";
+import { Cleanup } from "./helpers/cleanup.js";
 import { startDaemon, tempDir } from "./helpers/daemon.js";
 import { BLOCK, blockStamp, blockStampOf, flushWorkload } from "./helpers/flush-workload.js";
 import { NbdTestClient } from "./helpers/nbd-client.js";
@@ -15,7 +16,10 @@ describe("durability", () => {
     using dir = tempDir("keelson-kill9-");
     const poolPath = path.join(dir.path, "pool.img");
     const blocks = (64 * MIB) / BLOCK;
+    await using cleanup = new Cleanup();
     let d = await startDaemon({ poolPath, poolSize: "512M", dir: dir.path });
+    // Whichever daemon runs when the test ends, also when it fails.
+    cleanup.add("keelsond", () => d.stop());
     await d.client().createVolume({ name: "crash", sizeBytes: blocks * BLOCK });
     const client = await NbdTestClient.open(d.nbdAddress, "crash");
 
@@ -42,7 +46,10 @@ describe("durability", () => {
   it("restart (clean and kill -9) keeps every volume and its data; deleting a volume returns its space", async () => {
     using dir = tempDir("keelson-restart-");
     const poolPath = path.join(dir.path, "pool.img");
+    await using cleanup = new Cleanup();
     let d = await startDaemon({ poolPath, poolSize: "512M", dir: dir.path });
+    // Whichever daemon runs when the test ends, also when it fails (a failed expect leaked it before).
+    cleanup.add("keelsond", () => d.stop());
     const free0 = (await d.client().getNode()).pool.freeBytes;
     const sizes: Record<string, number> = { a: 16 * MIB, b: 40 * MIB, c: 8 * MIB };
     for (const [name, sizeBytes] of Object.entries(sizes))
