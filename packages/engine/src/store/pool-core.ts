@@ -110,6 +110,16 @@ export function openPoolCore(options: OpenPoolCoreOptions): PoolCore {
   }
 }
 
+/** Every physical block the layers' block maps hold, without collecting them (a big pool has many). */
+function* mappedBlocks(layers: Map<number, Layer>): Generator<number> {
+  for (const layer of layers.values()) {
+    for (const e of layer.extents.values()) {
+      if (e.blocks === null) continue;
+      for (let i = 0; i < e.blocks.length; i++) if ((e.blocks[i] as number) >= 0) yield e.blocks[i] as number;
+    }
+  }
+}
+
 /**
  * The state of an open pool, shared by the store's operations and its I/O
  * path: the catalog in memory (volumes, snapshots, the layer tree), the
@@ -178,9 +188,9 @@ export class PoolCore implements MetadataSource {
     const inUse: number[] = [];
     for (const layer of this.layers.values()) for (const e of layer.extents.values()) if (e.phys >= 0) inUse.push(e.phys);
     const blocksPerExtent = layout.extentSizeBytes / layout.blockSizeBytes;
-    for (const slab of slabExtentsOf(state.mappedBlocks, blocksPerExtent)) inUse.push(slab);
+    for (const slab of slabExtentsOf(mappedBlocks(this.layers), blocksPerExtent)) inUse.push(slab);
     this.allocator = new ExtentAllocator(layout.extentCount, inUse);
-    this.blocks = new BlockAllocator(this.allocator, blocksPerExtent, state.mappedBlocks);
+    this.blocks = new BlockAllocator(this.allocator, blocksPerExtent, mappedBlocks(this.layers));
     this.#writer = new MetadataWriter(device.io, device.fd, layout, this, {
       nextSeq: recovered.nextSeq,
       tailBytes: recovered.journalTailBytes,

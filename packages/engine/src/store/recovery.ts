@@ -21,8 +21,6 @@ export interface RecoveredState {
   disk: DiskCapabilityRecord | undefined;
   layers: Map<number, Layer>;
   entryCount: number;
-  /** Physical blocks mapped one by one (sub-extent allocation). */
-  mappedBlocks: number[];
 }
 
 function corrupt(message: string): KeelsonError {
@@ -98,35 +96,42 @@ function checkVolumes(b: StateBuilder): Map<string, VolumeRecord> {
   return byName;
 }
 
-/** Checks a block-mapped entry's blocks and records each one's owner: a block is mapped once, never inside a whole extent. */
-function claimBlocks(e: EntryRecord, blocks: Int32Array, layout: PoolLayout, blockOwner: Map<number, number>): number {
+/**
+ * Checks a block-mapped entry's blocks and marks them in `claimed` (a bit per pool block: a Map
+ * of every mapped block would be too large for a big pool): a block is mapped once and lies in
+ * the pool. Returns how many the entry maps.
+ */
+function claimBlocks(e: EntryRecord, blocks: Int32Array, layout: PoolLayout, claimed: Uint8Array): number {
   if (!layout.subExtent) throw corrupt(`layer ${e.layerId} maps blocks one by one on a pool formatted without that`);
-  const totalBlocks = layout.extentCount * (layout.extentSizeBytes / layout.blockSizeBytes);
-  let claimed = 0;
+  let count = 0;
   for (let i = 0; i < blocks.length; i++) {
     const block = blocks[i] as number;
     if (block < 0) continue;
-    if (block >= totalBlocks) throw corrupt(`layer ${e.layerId} maps block ${block} beyond the pool`);
-    const other = blockOwner.get(block);
-    if (other !== undefined) throw corrupt(`block ${block} is mapped by layers ${other} and ${e.layerId}`);
-    blockOwner.set(block, e.layerId);
-    claimed++;
+    if (block >= claimed.length * 8) throw corrupt(`layer ${e.layerId} maps block ${block} beyond the pool`);
+    const bit = 1 << (block & 7);
+    if (((claimed[block >> 3] as number) & bit) !== 0)
+      throw corrupt(`block ${block} is mapped twice (again by layer ${e.layerId})`);
+    claimed[block >> 3] = (claimed[block >> 3] as number) | bit;
+    count++;
   }
-  return claimed;
+  return count;
 }
 
-/** Layers rebuilt from their records, and the physical blocks mapped one by one (for the block allocator). */
-interface BuiltLayers {
-  layers: Map<number, Layer>;
-  entryCount: number;
-  mappedBlocks: number[];
+/** Whether any block of [from, to) is marked in `claimed`: a byte at a time where the range covers whole bytes. */
+function anyClaimed(claimed: Uint8Array, from: number, to: number): boolean {
+  const marked = (block: number): boolean => (((claimed[block >> 3] as number) >> (block & 7)) & 1) === 1;
+  let b = from;
+  for (; b < to && (b & 7) !== 0; b++) if (marked(b)) return true;
+  for (; b + 8 <= to; b += 8) if (claimed[b >> 3] !== 0) return true;
+  for (; b < to; b++) if (marked(b)) return true;
+  return false;
 }
 
-function buildLayers(b: StateBuilder, layout: PoolLayout): BuiltLayers {
+function buildLayers(b: StateBuilder, layout: PoolLayout): { layers: Map<number, Layer>; entryCount: number } {
   const layers = new Map<number, Layer>();
   const physOwner = new Map<number, number>();
-  const blockOwner = new Map<number, number>();
   const blocksPerExtent = layout.extentSizeBytes / layout.blockSizeBytes;
+  const claimed = new Uint8Array(layout.subExtent ? Math.ceil((layout.extentCount * blocksPerExtent) / 8) : 0);
   let entryCount = 0;
   for (const record of b.layerRecords.values()) {
     const layer = new Layer(record);
@@ -138,16 +143,17 @@ function buildLayers(b: StateBuilder, layout: PoolLayout): BuiltLayers {
         physOwner.set(e.phys, record.id);
         layer.allocatedExtents++;
       }
-      if (e.blocks) layer.allocatedBlocks += claimBlocks(e, e.blocks, layout, blockOwner);
+      if (e.blocks) layer.allocatedBlocks += claimBlocks(e, e.blocks, layout, claimed);
       layer.extents.set(e.logical, new ExtentEntry(record.id, e.logical, e.phys, e.states, e.blocks ?? null));
       entryCount++;
     }
     layers.set(record.id, layer);
   }
-  for (const block of blockOwner.keys()) {
-    const extent = Math.floor(block / blocksPerExtent);
-    if (physOwner.has(extent))
-      throw corrupt(`block ${block} lies in extent ${extent}, which layer ${physOwner.get(extent)} maps whole`);
+  // An extent mapped whole holds no block mapped one by one.
+  for (const [extent, owner] of physOwner) {
+    if (claimed.length > 0 && anyClaimed(claimed, extent * blocksPerExtent, (extent + 1) * blocksPerExtent)) {
+      throw corrupt(`extent ${extent}, which layer ${owner} maps whole, has blocks mapped one by one`);
+    }
   }
   for (const layer of layers.values()) {
     if (layer.parentId === null) continue;
@@ -155,7 +161,7 @@ function buildLayers(b: StateBuilder, layout: PoolLayout): BuiltLayers {
     if (!parent) throw corrupt(`layer ${layer.id} has no parent layer ${layer.parentId}`);
     parent.children++;
   }
-  return { layers, entryCount, mappedBlocks: [...blockOwner.keys()] };
+  return { layers, entryCount };
 }
 
 /** Rebuilds the store's state; METADATA_CORRUPT when the records contradict each other. */
@@ -167,7 +173,7 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
     for (const entry of batch.entries) b.putEntry(entry);
   }
   const volumes = checkVolumes(b);
-  const { layers, entryCount, mappedBlocks } = buildLayers(b, layout);
+  const { layers, entryCount } = buildLayers(b, layout);
   const snapshots = [...b.snapshots.values()];
   for (const s of snapshots) {
     if (!layers.has(s.layerId)) throw corrupt(`snapshot ${s.volumeName}@${s.name} has no layer ${s.layerId}`);
@@ -175,5 +181,5 @@ export function rebuildState(recovered: RecoveredMetadata, layout: PoolLayout): 
   for (const v of volumes.values()) {
     if ((layers.get(v.headLayerId) as Layer).children > 0) throw corrupt(`volume ${v.name}'s head layer has children`);
   }
-  return { nextLayerId: b.nextLayerId, volumes, snapshots, disk: b.disk, layers, entryCount, mappedBlocks };
+  return { nextLayerId: b.nextLayerId, volumes, snapshots, disk: b.disk, layers, entryCount };
 }

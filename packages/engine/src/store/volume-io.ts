@@ -170,6 +170,8 @@ function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: numb
       message: `pool metadata is full: it holds its maximum of ${pool.layout.maxEntries} extent entries (volume ${volume.name} needs ${newEntries} more); delete snapshots or volumes`,
     });
   }
+  // An overwrite of space the head holds already (the common case) allocates nothing.
+  if (needed === 0 && newEntries === 0) return null;
   // Whole extents first: a block allocation may open a new slab, which could take an extent counted for them.
   const mapped: number[] = [];
   for (let l = first; l <= last; l++) {
