@@ -211,7 +211,9 @@ describe("pool", () => {
       const before = pool.space().freeBytes;
       // Takes the last free extent: below the low-water mark with 8 in quarantine.
       await write(pool, v, (extents - 1) * MIB, Buffer.alloc(MIB, 2));
-      for (let i = 0; i < 100 && pool.space().freeBytes < before + 7 * MIB; i++) await new Promise((r) => setTimeout(r, 10));
+      // A bound, not a timing: under CI's load (parallel test files syncing GiBs) one commit took over a second.
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && pool.space().freeBytes < before + 7 * MIB) await new Promise((r) => setTimeout(r, 10));
       expect(pool.space().freeBytes).toBe(before + 7 * EXTENT_SIZE_BYTES);
     } finally {
       await pool.close();
