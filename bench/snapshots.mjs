@@ -7,20 +7,17 @@
 //
 //   npm run bench:snapshots                 (build first: npm run build)
 //   BENCH_RUNTIME_S=5 npm run bench:snapshots
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient } from "@keelson/sdk";
-import { packageBin } from "./workspace.mjs";
+import { startKeelsond } from "./keelsond.mjs";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const KEELSOND = packageBin("@keelson/engine", "keelsond");
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function fio(uri, args) {
   const r = spawnSync("fio", ["--name=b", "--ioengine=nbd", `--uri=${uri}`, "--output-format=json", ...args], {
@@ -35,24 +32,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (start) => Number(process.hrtime.bigint() - start) / 1e6;
 
 async function main() {
-  if (!fs.existsSync(KEELSOND)) throw new Error(`${KEELSOND} is missing: run npm run build first`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-bench-snap-"));
-  const ready = path.join(dir, "ready.json");
-  const child = spawn(
-    process.execPath,
-    [KEELSOND, "--pool", path.join(dir, "pool.img"), "--pool-size", "7G", "--grpc-listen", "127.0.0.1:0"].concat([
-      "--nbd-listen",
-      "127.0.0.1:0",
-      "--ready-file",
-      ready,
-    ]),
-    { stdio: ["ignore", "ignore", "ignore"] },
-  );
+  const k = await startKeelsond({ poolSize: "7G", prefix: "keelson-bench-snap-" });
   try {
-    for (let i = 0; i < 400 && !fs.existsSync(ready); i++) await sleep(50);
-    const info = JSON.parse(fs.readFileSync(ready, "utf8"));
-    const client = createClient({ address: info.grpcAddress, defaultTimeoutMs: 600_000 });
-    const uri = (name) => `nbd://${info.nbdAddress}/${encodeURIComponent(name)}`;
+    const { client, uri } = k;
     const results = { machine: `${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? "?"}`, runtimeS: RUNTIME_S };
 
     // Snapshot create time.
@@ -126,7 +108,6 @@ async function main() {
       };
       await client.deleteVolume({ name });
     }
-    client.close();
     console.log(JSON.stringify(results, null, 2));
     const out = path.join(ROOT, "bench", "results");
     fs.mkdirSync(out, { recursive: true });
@@ -135,9 +116,7 @@ async function main() {
       JSON.stringify(results, null, 2),
     );
   } finally {
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("close", r));
-    fs.rmSync(dir, { recursive: true, force: true });
+    await k.stop();
   }
 }
 

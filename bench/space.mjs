@@ -10,23 +10,20 @@
 //
 //   npm run bench:space                          (builds first)
 //   BENCH_SPACE_WRITES=500 npm run bench:space   fewer scattered writes
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient } from "@keelson/sdk";
-import { packageBin } from "./workspace.mjs";
+import { startKeelsond } from "./keelsond.mjs";
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const KEELSOND = packageBin("@keelson/engine", "keelsond");
 const WRITES = Number(process.env.BENCH_SPACE_WRITES ?? 2000);
 const BLOCK = 4096;
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 /** Issue 16's target for scattered 4 KiB writes. */
 const TARGET_RATIO = 2;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs fio's nbd engine against one export; throws with fio's stderr when it fails. */
 function fio(uri, args) {
@@ -56,27 +53,10 @@ function sequentialWrites(uri, bytes) {
 }
 
 async function main() {
-  if (!fs.existsSync(KEELSOND)) throw new Error(`${KEELSOND} is missing: run npm run build first`);
   if (spawnSync("sh", ["-c", "command -v fio"]).status !== 0) throw new Error("fio is not installed (apt-get install fio)");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keelson-bench-space-"));
-  const ready = path.join(dir, "ready.json");
-  const child = spawn(
-    process.execPath,
-    [KEELSOND, "--pool", path.join(dir, "pool.img"), "--pool-size", "8G", "--grpc-listen", "127.0.0.1:0"].concat([
-      "--nbd-listen",
-      "127.0.0.1:0",
-      "--ready-file",
-      ready,
-    ]),
-    { stdio: ["ignore", "ignore", "ignore"] },
-  );
-  const exited = new Promise((r) => child.once("close", r));
+  const k = await startKeelsond({ poolSize: "8G", prefix: "keelson-bench-space-" });
   try {
-    for (let i = 0; i < 400 && !fs.existsSync(ready); i++) await sleep(50);
-    if (!fs.existsSync(ready)) throw new Error("keelsond did not become ready in 20 s");
-    const info = JSON.parse(fs.readFileSync(ready, "utf8"));
-    const client = createClient({ address: info.grpcAddress, defaultTimeoutMs: 600_000 });
-    const uri = (name) => `nbd://${info.nbdAddress}/${encodeURIComponent(name)}`;
+    const { client, uri } = k;
     const poolUsed = async () => (await client.getNode()).pool.allocatedBytes;
     const node = await client.getNode();
     const rows = [];
@@ -114,7 +94,6 @@ async function main() {
       headBytes: (await client.getVolume({ name: "sequential" })).allocatedBytes,
     });
     await client.deleteVolume({ name: "sequential" });
-    client.close();
 
     console.log(`pool: ${node.pool.totalBytes} bytes, extent ${node.pool.extentSizeBytes} bytes`);
     console.log("case                            written      pool used   used/written  target");
@@ -136,9 +115,7 @@ async function main() {
     fs.writeFileSync(file, JSON.stringify(results, null, 2));
     console.log(`JSON: ${path.relative(ROOT, file)}`);
   } finally {
-    child.kill("SIGTERM");
-    await exited;
-    fs.rmSync(dir, { recursive: true, force: true });
+    await k.stop();
   }
 }
 

@@ -154,10 +154,15 @@ function bindGrpc(server: Server, address: string, tls?: ControlTls): Promise<st
 /** Bytes of free pool space a calibration writes over. */
 const CALIBRATION_REGION_BYTES = 64 * 1024 * 1024;
 
-/** Measures the pool's disk through the engine's own I/O path, on free extents. */
-async function calibratePool(pool: Pool): Promise<DiskCapability> {
-  const measured = await pool.withScratch(CALIBRATION_REGION_BYTES, calibrate);
-  return { ...measured, source: "calibrated", measuredAtMs: Date.now(), headroom: pool.disk?.headroom ?? DEFAULT_HEADROOM };
+/** Measures the disk under the pool (O_DIRECT where it can) on free extents, through the pool's own I/O engine. */
+async function calibratePool(pool: Pool, log: Logger): Promise<DiskCapability> {
+  const { iops, bytesPerSec, direct, why } = await pool.withScratch(CALIBRATION_REGION_BYTES, calibrate);
+  if (!direct)
+    log.log("warn", "disk calibrated through the page cache: reservations may be admitted past what the disk does", {
+      pool: pool.device.path,
+      why,
+    });
+  return { iops, bytesPerSec, source: "calibrated", measuredAtMs: Date.now(), headroom: pool.disk?.headroom ?? DEFAULT_HEADROOM };
 }
 
 function defaultQueueDepth(): number {
@@ -222,7 +227,7 @@ async function ensureDiskCapability(pool: Pool, options: EngineOptions, log: Log
     log.log("info", "disk capability set by the operator", { pool: pool.device.path, iops, bytesPerSec });
     return;
   }
-  const cap = await calibratePool(pool);
+  const cap = await calibratePool(pool, log);
   await pool.setDiskCapability(cap);
   log.log("info", "disk calibrated", { pool: pool.device.path, iops: cap.iops, bytesPerSec: cap.bytesPerSec });
 }
@@ -476,7 +481,7 @@ function controlContext(
     }),
     zone: options.zone ?? "",
     qosClasses: options.qosClasses ?? new Map<string, QosPolicy>(),
-    calibrate: () => calibratePool(parts.pool),
+    calibrate: () => calibratePool(parts.pool, parts.log),
     nodeId,
     version: ENGINE_VERSION,
     callerCheck: callerCheckOf(options.tls),

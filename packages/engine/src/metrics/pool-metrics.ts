@@ -122,4 +122,23 @@ export function registerDiskMetrics(registry: Registry, pool: Pool, qos: QosMana
     () => pool.reserved().bytesPerSec,
   );
   perDisk("keelson_disk_queued_ios", "I/Os waiting in the disk scheduler.", () => qos.scheduler.queued);
+  perDisk(
+    "keelson_front_waiting_requests",
+    "NBD requests waiting for their turn at the front scheduler (this daemon's CPU).",
+    () => qos.front.queued,
+  );
+  perDisk(
+    "keelson_front_allowance_requests",
+    "NBD requests the front scheduler lets start per event-loop turn now (shrinks while a reservation falls short).",
+    () => qos.front.allowance,
+  );
+  counter(registry, {
+    name: "keelson_front_started_requests_total",
+    help: "NBD requests the engaged front scheduler started, for a volume's reservation or by share.",
+    labelNames: ["pool", "by"],
+    read: () => [
+      [{ pool: pool.device.path, by: "reservation" }, qos.front.startedByReservation],
+      [{ pool: pool.device.path, by: "share" }, qos.front.startedByShare],
+    ],
+  });
 }

@@ -2,7 +2,7 @@ import net from "node:net";
 import { KeelsonError } from "@keelson/sdk";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_INFLIGHT_PER_CONNECTION } from "./connection.js";
-import type { ExportCallback, ExportCatalog, NbdExport } from "./export.js";
+import type { AdmissionWaiter, ExportCallback, ExportCatalog, NbdExport, RequestAdmission } from "./export.js";
 import { IHAVEOPT, Option, REQUEST_MAGIC } from "./protocol.js";
 import { RequestBuffers } from "./request-buffers.js";
 import { NbdServer } from "./server.js";
@@ -514,4 +514,132 @@ describe("a connection to an export whose earlier connection is closing", () => 
     await waitUntil(() => exp.closes === 2);
     expect(exp.closes).toBe(2);
   }, 30_000);
+});
+
+/** A front that lets `open` requests start, then makes each wait until `grant`. */
+class TestAdmission implements RequestAdmission {
+  open: number;
+  readonly waiting: AdmissionWaiter[] = [];
+  cancelled = 0;
+
+  constructor(open: number) {
+    this.open = open;
+  }
+
+  enter(waiter: AdmissionWaiter): boolean {
+    if (this.open > 0) {
+      this.open--;
+      return true;
+    }
+    expect(this.waiting).not.toContain(waiter); // a connection waits for one request at a time
+    this.waiting.push(waiter);
+    return false;
+  }
+
+  cancel(waiter: AdmissionWaiter): boolean {
+    const at = this.waiting.indexOf(waiter);
+    if (at < 0) return false;
+    this.waiting.splice(at, 1);
+    this.cancelled++;
+    return true;
+  }
+
+  /** Lets `n` more start: the waiting first. */
+  grant(n: number): void {
+    this.open += n;
+    while (this.open > 0 && this.waiting.length > 0) {
+      this.open--;
+      this.waiting.shift()?.onAdmitted();
+    }
+  }
+}
+
+class AdmittedExport extends HeldExport {
+  readonly admission: TestAdmission;
+  /** Requests the export was handed. */
+  started = 0;
+
+  constructor(admission: TestAdmission) {
+    super();
+    this.admission = admission;
+  }
+
+  override read(offset: number, length: number, buf: Buffer, bufOffset: number, cb: ExportCallback): void {
+    this.started++;
+    super.read(offset, length, buf, bufOffset, cb);
+  }
+
+  override write(offset: number, data: Buffer, fua: boolean, cb: ExportCallback): void {
+    this.started++;
+    super.write(offset, data, fua, cb);
+  }
+}
+
+describe("NBD connection front admission (issue 16)", () => {
+  it("parses no further than the front allows: a burst of READs starts 3, then one per turn granted, and every one is answered", async () => {
+    const admission = new TestAdmission(3);
+    const exp = new AdmittedExport(admission);
+    const s = await serve(exp, 256 * MIB);
+    const raw = await client(s);
+    const replies = raw.replies(10, 4096);
+    raw.socket.write(readBurst(10, 4096));
+    await waitUntil(() => admission.waiting.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(exp.started).toBe(3);
+    admission.grant(2);
+    await waitUntil(() => exp.started === 5);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(exp.started).toBe(5);
+    admission.grant(100);
+    expect(new Set(await replies).size).toBe(10);
+    expect(exp.started).toBe(10);
+  });
+
+  it("WRITEs whose payloads wait behind the front land intact once their turn comes", async () => {
+    const admission = new TestAdmission(1);
+    const exp = new AdmittedExport(admission);
+    const s = await serve(exp, 256 * MIB);
+    const raw = await client(s);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 8; i++) parts.push(header(1, i + 1, i * 65536, 65536), Buffer.alloc(65536, i + 1));
+    raw.socket.write(Buffer.concat(parts));
+    await waitUntil(() => admission.waiting.length === 1);
+    for (let i = 0; i < 7; i++) {
+      await waitUntil(() => admission.waiting.length === 1);
+      admission.grant(1);
+    }
+    expect(new Set(await raw.replies(8, 0)).size).toBe(8);
+    for (let i = 0; i < 8; i++) expect([exp.data[i * 65536], exp.data[i * 65536 + 65535]]).toEqual([i + 1, i + 1]);
+  });
+
+  it("a client that hangs up while its requests wait for their turn still has them served once the front lets them (as after DISC), then its handle goes", async () => {
+    const admission = new TestAdmission(1);
+    const exp = new AdmittedExport(admission);
+    const s = await serve(exp, 256 * MIB);
+    const raw = await client(s);
+    raw.socket.write(readBurst(5, 4096));
+    await waitUntil(() => admission.waiting.length === 1);
+    raw.socket.end();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(exp.closes).toBe(0);
+    admission.grant(100);
+    await waitUntil(() => exp.closes === 1);
+    expect([exp.started, exp.closes, admission.cancelled]).toEqual([5, 1, 0]);
+    await waitUntil(() => s.bufferedBytes === 0);
+    expect(s.bufferedBytes).toBe(0);
+  });
+
+  it("a connection cut while waiting for its turn (server shutdown) is withdrawn from the front and its handle released", async () => {
+    const admission = new TestAdmission(1);
+    const exp = new AdmittedExport(admission);
+    const s = await serve(exp, 256 * MIB);
+    const raw = await client(s);
+    raw.socket.write(readBurst(5, 4096));
+    await waitUntil(() => admission.waiting.length === 1);
+    await s.close();
+    server = null;
+    await waitUntil(() => exp.closes === 1);
+    expect([exp.started, exp.closes, admission.cancelled]).toEqual([1, 1, 1]);
+    expect(admission.waiting).toHaveLength(0);
+  });
 });

@@ -4,7 +4,7 @@ import { type ErrorCode, KeelsonError } from "@keelson/sdk";
 import createDebug from "debug";
 import type { BudgetWaiter, ByteBudget } from "./byte-budget.js";
 import { asWireError, errnoOf } from "./errno.js";
-import type { AllocationRun, BlockStatusCallback, NbdExport } from "./export.js";
+import type { AdmissionWaiter, AllocationRun, BlockStatusCallback, NbdExport, RequestAdmission } from "./export.js";
 import type { HandshakeResult } from "./handshake.js";
 import {
   AllocationState,
@@ -139,7 +139,7 @@ interface Refusal {
  * its share of the daemon's byte budget, or while the budget cannot give the
  * next request's payload or reply buffer; it goes on when that clears.
  */
-export class Connection implements BudgetWaiter {
+export class Connection implements BudgetWaiter, AdmissionWaiter {
   readonly socket: Socket;
   readonly export: NbdExport;
   /** Whether the client negotiated structured replies (every reply is then a chunk, errors carry a message). */
@@ -169,6 +169,12 @@ export class Connection implements BudgetWaiter {
   #waitingBytes = 0;
   /** The next request would take this connection past its share of the budget: wait for its own releases. */
   #overShare = false;
+  /** The export's front scheduling, when it has one. */
+  readonly #admission: RequestAdmission | null;
+  /** The next request waits for its place at the front. */
+  #awaitingAdmission = false;
+  /** The front let the next request start (its turn came), and no header has taken that turn yet. */
+  #turnHeld = false;
   #state: ParseState = "header";
   /** The WRITE whose payload is being received. */
   #pendingWrite: PendingWrite | null = null;
@@ -210,6 +216,7 @@ export class Connection implements BudgetWaiter {
     this.export = handshake.export;
     this.structuredReplies = handshake.structuredReplies;
     this.allocationContextId = handshake.allocationContextId;
+    this.#admission = handshake.export.admission ?? null;
     this.#dataAt = this.structuredReplies ? CHUNK_HEADER_BYTES + OFFSET_DATA_PREFIX_BYTES : SIMPLE_REPLY_HEADER_BYTES;
     assert.ok(this.#dataAt <= REPLY_HEADER_ROOM_BYTES, "a reply header fits the room reply buffers keep for it");
     this.#onClosed = onClosed;
@@ -309,9 +316,12 @@ export class Connection implements BudgetWaiter {
    * connection queues for them and `onBudget` resumes it.
    */
   #mayStart(buf: Buffer, at: number): boolean {
-    if (this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare) {
-      return false;
-    }
+    if (this.#stopped()) return false;
+    return this.#budgetFor(buf, at) && this.#admitted();
+  }
+
+  /** Whether the request at `at` has its buffer's bytes (kept in `#reservedBytes`); else it waits for them. */
+  #budgetFor(buf: Buffer, at: number): boolean {
     const need = this.#bufferBytes(buf, at);
     if (need === 0 || this.#reservedBytes > 0) return true;
     if (this.#heldBytes > 0 && this.#heldBytes + need > this.#budget.shareBytes) {
@@ -325,6 +335,37 @@ export class Connection implements BudgetWaiter {
     this.#reservedBytes = need;
     this.#heldBytes += need;
     return true;
+  }
+
+  /**
+   * Whether the front lets the next request start (asked after its bytes
+   * were had, so none are waited for while a turn is held); else the
+   * connection waits for its turn and `onAdmitted` resumes it.
+   */
+  #admitted(): boolean {
+    if (this.#admission === null || this.#turnHeld) return true;
+    if (this.#admission.enter(this)) return true;
+    this.#awaitingAdmission = true;
+    return false;
+  }
+
+  /** The next request's turn came (AdmissionWaiter). */
+  onAdmitted(): void {
+    this.#awaitingAdmission = false;
+    if (this.#closing) return;
+    this.#turnHeld = true;
+    this.#throttle();
+  }
+
+  /** The next request cannot start whatever it is: too many run, replies back up, or it waits for budget or the front. */
+  #stopped(): boolean {
+    return (
+      this.#inflight >= MAX_INFLIGHT_PER_CONNECTION ||
+      this.#draining ||
+      this.#waitingBytes > 0 ||
+      this.#overShare ||
+      this.#awaitingAdmission
+    );
   }
 
   /** Buffer bytes the request at `at` will allocate: its WRITE payload or READ reply; 0 for one refused unread. */
@@ -389,6 +430,7 @@ export class Connection implements BudgetWaiter {
     const req = this.#take();
     req.chargedBytes = this.#reservedBytes;
     this.#reservedBytes = 0;
+    this.#turnHeld = false;
     req.handleHi = buf.readUInt32BE(at + 8);
     req.handleLo = buf.readUInt32BE(at + 12);
     const offset = buf.readUInt32BE(at + 16) * 2 ** 32 + buf.readUInt32BE(at + 20);
@@ -762,7 +804,7 @@ export class Connection implements BudgetWaiter {
    */
   #throttle(): void {
     if (this.#closing || this.#parsing) return;
-    const stop = this.#inflight >= MAX_INFLIGHT_PER_CONNECTION || this.#draining || this.#waitingBytes > 0 || this.#overShare;
+    const stop = this.#stopped();
     if (!stop && this.#carry !== null && this.#carry.length >= REQUEST_HEADER_BYTES) return this.#parse();
     if (this.#input !== null) {
       // Pausing a socket that reads into the shared buffer stops reading the kernel at once, and a
@@ -789,7 +831,7 @@ export class Connection implements BudgetWaiter {
    * input sockets are half-open and end here.
    */
   #endIfServed(): void {
-    if (!this.#peerEnded || this.#closing || this.#parsing || this.#waitingBytes > 0) return;
+    if (!this.#peerEnded || this.#closing || this.#parsing || this.#waitingBytes > 0 || this.#awaitingAdmission) return;
     // A write whose payload will never arrive counts in flight but never runs.
     if (this.#inflight - (this.#pendingWrite === null ? 0 : 1) > 0) return;
     // A whole header still kept is parsed once the connection may go on; a partial one never completes.
@@ -828,6 +870,10 @@ export class Connection implements BudgetWaiter {
       this.#budget.cancel(this);
     }
     this.#releaseReserved();
+    if (this.#awaitingAdmission) {
+      this.#awaitingAdmission = false;
+      (this.#admission as RequestAdmission).cancel(this);
+    }
     if (this.#pendingWrite && this.socket.destroyed) {
       // The client vanished mid-payload: that write never started, so it never completes.
       const req = this.#pendingWrite.req;

@@ -12,6 +12,25 @@ export interface AllocationRun {
 /** Completion of a block status query: the runs on success (null on error). */
 export type BlockStatusCallback = (error: KeelsonError | null, runs: readonly AllocationRun[] | null) => void;
 
+/** A connection waiting for its turn to start its next request. */
+export interface AdmissionWaiter {
+  /** Its turn came: the next request it parses may start. */
+  onAdmitted(): void;
+}
+
+/**
+ * When a connection may start its next request (read its payload, run it,
+ * answer it): the daemon's front scheduler, which orders the requests of all
+ * connections by their volumes' reservations and weights, so that a flood
+ * on other exports cannot take this daemon's CPU from a reserved one.
+ */
+export interface RequestAdmission {
+  /** True: start now. False: `waiter.onAdmitted` runs once it may; a waiter waits for one request at a time. */
+  enter(waiter: AdmissionWaiter): boolean;
+  /** Withdraws a waiting waiter (its connection closed); false when it was not waiting. */
+  cancel(waiter: AdmissionWaiter): boolean;
+}
+
 /**
  * What the NBD server serves: one open export (a volume, later a snapshot or
  * a replicated frontend). Methods call back exactly once.
@@ -47,6 +66,8 @@ export interface NbdExport {
    * Called once per request, after its callback; for latency figures only.
    */
   observe?(command: number, elapsedMs: number): void;
+  /** Orders this export's requests with every other's (QoS at the front); without it they start as they arrive. */
+  readonly admission?: RequestAdmission;
   /** Releases the handle; called once, after the connection's last request completed. */
   close(): void;
 }

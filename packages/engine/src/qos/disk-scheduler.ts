@@ -18,6 +18,8 @@ export class SchedulerClient {
   /** I/Os dispatched in the reservation phase and in the weight phase (for tests and metrics). */
   servedByReservation = 0;
   servedByWeight = 0;
+  /** Requests the front started for it since the front last looked at reservations kept (FrontScheduler). */
+  frontStarted = 0;
 
   constructor(reservationIops: number, weight: number) {
     this.reservationIops = reservationIops;

@@ -1,5 +1,6 @@
 import assert from "node:assert";
 import { DiskScheduler, type SchedulerClient } from "./disk-scheduler.js";
+import { FrontScheduler, type FrontWaiter } from "./front-scheduler.js";
 import { DEFAULT_WEIGHT, isUnlimited, type QosPolicy } from "./policy.js";
 import { type Clock, type QueuedIo, realClock, VolumeThrottle } from "./volume-throttle.js";
 
@@ -11,10 +12,12 @@ export interface QosIo {
   execute(finish: () => void): void;
 }
 
-/** QoS state of one volume: its throttle (limits) and its place in the disk scheduler. */
+/** QoS state of one volume: its throttle (limits), its place in the disk scheduler and at the front. */
 export class VolumeQos {
   readonly throttle: VolumeThrottle;
   readonly client: SchedulerClient;
+  /** Its place in the front scheduler (NBD requests started by this daemon's CPU): same reservation and weight. */
+  readonly front: SchedulerClient;
   #policy: QosPolicy;
   /** The policy limits and reserves nothing (cached: the I/O path reads it per request). */
   unlimited: boolean;
@@ -27,11 +30,12 @@ export class VolumeQos {
    */
   readonly limitsOnly: boolean;
 
-  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient, limitsOnly = false) {
+  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient, front: SchedulerClient, limitsOnly = false) {
     this.#policy = policy;
     this.unlimited = isUnlimited(policy);
     this.throttle = throttle;
     this.client = client;
+    this.front = front;
     this.limitsOnly = limitsOnly;
   }
 
@@ -85,22 +89,56 @@ class Pending implements QueuedIo {
   }
 }
 
+/** NBD requests started per turn of the event loop while the front scheduler engages (see FrontScheduler). */
+export const DEFAULT_FRONT_PER_TURN = { minPerTurn: 4, maxPerTurn: 64 };
+
 /**
- * QoS of one disk pool: every volume's limits and the disk's scheduler. The
- * scheduler only engages once some volume reserves IOPS or has a non-default
- * weight; until then, and for a volume without limits, I/O goes straight to
- * the store with no extra work.
+ * QoS of one disk pool: every volume's limits, the disk's scheduler and the
+ * front's. The schedulers only engage once some volume reserves IOPS or has
+ * a non-default weight; until then, and for a volume without limits, I/O
+ * goes straight to the store with no extra work, and the front only counts.
+ *
+ * The front matters because the CPU in front of the disk is a server too: a
+ * flood of requests from other volumes, all read, parsed and answered in
+ * arrival order, leaves a reserved volume its share of arrivals whatever the
+ * disk scheduler does (with the page cache in front, the disk is never the
+ * bottleneck). Engaged, the front lets `frontWindow` requests be worked on at
+ * once and picks the next by the same mClock tags as the disk.
  */
 export class QosManager {
   readonly scheduler: DiskScheduler;
+  readonly front: FrontScheduler;
   readonly #clock: Clock;
   readonly #volumes = new Map<string, VolumeQos>();
+  /** Where requests of exports without QoS state of their own (snapshots) queue at the front: one share together. */
+  readonly #unclassified: SchedulerClient;
   /** Volumes with a reservation or a non-default weight. */
   #scheduled = 0;
 
-  constructor(maxInFlight: number, clock: Clock = realClock) {
+  constructor(
+    maxInFlight: number,
+    clock: Clock = realClock,
+    front: FrontScheduler = new FrontScheduler(DEFAULT_FRONT_PER_TURN, clock),
+  ) {
     this.#clock = clock;
     this.scheduler = new DiskScheduler(maxInFlight, clock);
+    this.front = front;
+    this.#unclassified = this.front.addClient(0, DEFAULT_WEIGHT);
+  }
+
+  /** The front scheduler's client of `key`'s requests: its volume's, or the one shared by exports without QoS state. */
+  frontClientOf(key: string): SchedulerClient {
+    return this.#volumes.get(key)?.front ?? this.#unclassified;
+  }
+
+  /** Asks the front to start one request of `client`: true now, else `waiter.run` runs at its turn. */
+  enterFront(client: SchedulerClient, waiter: FrontWaiter): boolean {
+    return this.front.enter(client, waiter);
+  }
+
+  /** Withdraws a waiter that went away before its turn; false when it was not waiting. */
+  cancelFront(client: SchedulerClient, waiter: FrontWaiter): boolean {
+    return this.front.cancel(client, waiter);
   }
 
   /**
@@ -117,6 +155,7 @@ export class QosManager {
       policy,
       new VolumeThrottle(policy.limits, this.#clock),
       this.scheduler.addClient(0, DEFAULT_WEIGHT),
+      this.front.addClient(0, DEFAULT_WEIGHT),
       true,
     );
     this.#volumes.set(uid, qos);
@@ -127,21 +166,26 @@ export class QosManager {
   apply(uid: string, policy: QosPolicy): VolumeQos {
     const existing = this.#volumes.get(uid);
     if (existing) {
-      this.#scheduled -= needsScheduling(existing.policy) ? 1 : 0;
+      this.#countScheduled(existing.policy, -1);
       existing.policy = policy;
       existing.throttle.reconfigure(policy.limits);
       existing.client.reservationIops = policy.reservationIops;
       existing.client.weight = policy.weight;
-      this.#scheduled += needsScheduling(policy) ? 1 : 0;
+      existing.front.reservationIops = policy.reservationIops;
+      existing.front.weight = policy.weight;
+      // Tags laid under the old policy would hold the new one back (or let it run ahead).
+      existing.front.lastR = Number.NEGATIVE_INFINITY;
+      this.#countScheduled(policy, 1);
       return existing;
     }
     const qos = new VolumeQos(
       policy,
       new VolumeThrottle(policy.limits, this.#clock),
       this.scheduler.addClient(policy.reservationIops, policy.weight),
+      this.front.addClient(policy.reservationIops, policy.weight),
     );
     this.#volumes.set(uid, qos);
-    this.#scheduled += needsScheduling(policy) ? 1 : 0;
+    this.#countScheduled(policy, 1);
     return qos;
   }
 
@@ -150,13 +194,22 @@ export class QosManager {
     const qos = this.#volumes.get(uid);
     if (!qos) return;
     this.#volumes.delete(uid);
-    this.#scheduled -= needsScheduling(qos.policy) ? 1 : 0;
+    this.#countScheduled(qos.policy, -1);
     qos.throttle.drain();
     this.scheduler.removeClient(qos.client);
+    this.front.removeClient(qos.front);
   }
 
   get(uid: string): VolumeQos | undefined {
     return this.#volumes.get(uid);
+  }
+
+  /** Counts a policy in or out of the scheduled ones; the front engages while any is. */
+  #countScheduled(policy: QosPolicy, delta: 1 | -1): void {
+    if (!needsScheduling(policy)) return;
+    this.#scheduled += delta;
+    assert(this.#scheduled >= 0, "more scheduled policies removed than applied");
+    this.front.engaged = this.#scheduled > 0;
   }
 
   /** True when I/O of this volume may skip QoS entirely (two field reads: it runs per request). */

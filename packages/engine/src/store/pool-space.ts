@@ -77,7 +77,8 @@ export async function lendScratch<T>(core: PoolCore, maxBytes: number, use: (reg
   if (taken.length === 0) throw new KeelsonError({ code: "NO_SPACE", message: "no free extent to calibrate the disk on" });
   try {
     const offset = core.layout.dataOffset + (taken[0] as number) * core.layout.extentSizeBytes;
-    return await use({ fd: core.device.fd, offset, bytes: taken.length * core.layout.extentSizeBytes });
+    const bytes = taken.length * core.layout.extentSizeBytes;
+    return await use({ path: core.device.path, fd: core.device.fd, io: core.device.io, offset, bytes });
   } catch (error) {
     // Another writer may fill the host filesystem meanwhile: that is a typed NO_SPACE, not a bare errno.
     const code = (error as NodeJS.ErrnoException).code;

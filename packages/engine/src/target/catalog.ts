@@ -42,7 +42,7 @@ export function openLocalReplica(pool: Pool, qos: QosManager | null, exportName:
   const parsed = parseEpochName(exportName);
   const v = parsed ? pool.findVolume(parsed.volume) : undefined;
   if (!v || !parsed || parsed.epoch < (v.record.epoch ?? 0)) return null;
-  return localVolumeTarget(pool, v, qos, parsed.epoch);
+  return localVolumeTarget(pool, v, qos, parsed.epoch, { front: false });
 }
 
 /**
@@ -124,7 +124,7 @@ export class TargetCatalog<F extends ReplicatedIo = ReplicatedIo> implements Exp
     const v = this.#volume(name, inspect);
     if (v) return localVolumeTarget(this.#pool, v.volume, this.#qos, v.epoch, { readOnly: v.epoch > 0 });
     const s = this.#pool.findSnapshot(name);
-    return s ? snapshotTarget(this.#pool, s) : null;
+    return s ? snapshotTarget(this.#pool, s, this.#qos) : null;
   }
 
   /**

@@ -67,7 +67,12 @@ export class ReplicaCatalog {
         }
         const found = await this.#grant(name, peer);
         if (!found) return null;
-        return localVolumeTarget(this.#pool, found.volume, this.#qos, found.epoch, { readOnly: found.grant === "read" });
+        // No place at this node's front: a frontend's request holds one at its own node while it waits on this
+        // replica, so replica requests queueing here behind that node's replica requests could wait on each other.
+        return localVolumeTarget(this.#pool, found.volume, this.#qos, found.epoch, {
+          readOnly: found.grant === "read",
+          front: false,
+        });
       },
     };
     return catalog;

@@ -1,5 +1,5 @@
 import { asWireError } from "../nbd/errno.js";
-import type { BlockStatusCallback, ExportCallback, NbdExport } from "../nbd/export.js";
+import type { BlockStatusCallback, ExportCallback, NbdExport, RequestAdmission } from "../nbd/export.js";
 import { Command } from "../nbd/protocol.js";
 import type { QosManager } from "../qos/qos-manager.js";
 import { type ActivityLogRecord, decodeActivityLog } from "../store/activity-record.js";
@@ -9,6 +9,7 @@ import type { Snapshot, Volume } from "../store/volume.js";
 import type { ZeroOptions } from "../store/volume-io.js";
 import { LocalVolumeBackend, ReplicatedBackend, type ReplicatedIo, SnapshotBackend, type TargetBackend } from "./backends.js";
 import { type BlockIo, blockStatusOf } from "./block-io.js";
+import { FrontAdmission } from "./front-admission.js";
 import { EpochFence, QosStage } from "./stages.js";
 
 /** What counts a target's open handles: a volume, a snapshot or a replicated volume (delete or detach refuses while any is open). */
@@ -30,6 +31,8 @@ export interface VolumeTargetParts {
   counters?: IoCounters;
   /** Keeps a frontend's write-intent log (replica targets only). */
   saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
+  /** Orders its requests at the front with every other export's (see {@link FrontAdmission}); none: as they arrive. */
+  admission?: RequestAdmission;
 }
 
 /**
@@ -47,6 +50,7 @@ export class VolumeTarget implements NbdExport {
   readonly #handles: HandleCounter;
   readonly #io: IoCounters;
   readonly saveActivity?: (payload: Buffer, cb: ExportCallback) => void;
+  readonly admission?: RequestAdmission;
   #closed = false;
 
   constructor(parts: VolumeTargetParts) {
@@ -58,6 +62,7 @@ export class VolumeTarget implements NbdExport {
     this.#handles = parts.handles;
     this.#io = parts.counters ?? new IoCounters();
     if (parts.saveActivity) this.saveActivity = parts.saveActivity;
+    if (parts.admission) this.admission = parts.admission;
     parts.handles.openHandles++;
   }
 
@@ -124,13 +129,16 @@ export function describeSnapshot(s: Snapshot): string {
  * epoch fence -> QoS (the volume's state, keyed by its uid; none without a
  * QosManager) -> local store. Writable unless `readOnly` (a reader's
  * frontend, an inspection of a replica): then it keeps no activity log either.
+ * Its requests queue at the front (the daemon's CPU) by the same QoS state,
+ * unless `front` is false: a replica's, served to a frontend that already
+ * holds its place at its own node's front (or in process).
  */
 export function localVolumeTarget(
   pool: Pool,
   volume: Volume,
   qos: QosManager | null,
   epoch: number,
-  options: { readOnly?: boolean } = {},
+  options: { readOnly?: boolean; front?: boolean } = {},
 ): VolumeTarget {
   const readOnly = options.readOnly ?? false;
   const backend = new LocalVolumeBackend(pool, volume);
@@ -143,6 +151,7 @@ export function localVolumeTarget(
     head: new EpochFence(volume, epoch, limited),
     handles: volume,
     counters: volume.io,
+    ...(qos && options.front !== false ? { admission: new FrontAdmission(qos, volume.record.uid) } : {}),
     // Under an epoch it is a replica of a frontend, which keeps its write-intent log here.
     ...(epoch > 0 && !readOnly
       ? { saveActivity: (payload: Buffer, cb: ExportCallback) => saveActivity(pool, volume, epoch, payload, cb) }
@@ -164,8 +173,12 @@ function saveActivity(pool: Pool, volume: Volume, epoch: number, payload: Buffer
   );
 }
 
-/** A snapshot of this pool, read-only: no epoch (nothing to fence) and no QoS, as it always was. */
-export function snapshotTarget(pool: Pool, snapshot: Snapshot): VolumeTarget {
+/**
+ * A snapshot of this pool, read-only: no epoch (nothing to fence) and no limits, as it always was; with
+ * `qos` its requests still queue at the front (in the share of exports without QoS state), so a flood of
+ * snapshot reads cannot take the daemon from a reserved volume.
+ */
+export function snapshotTarget(pool: Pool, snapshot: Snapshot, qos: QosManager | null = null): VolumeTarget {
   const backend = new SnapshotBackend(pool, snapshot);
   return new VolumeTarget({
     name: snapshot.name,
@@ -175,6 +188,7 @@ export function snapshotTarget(pool: Pool, snapshot: Snapshot): VolumeTarget {
     head: backend,
     handles: snapshot,
     counters: snapshot.io,
+    ...(qos ? { admission: new FrontAdmission(qos, `snapshot:${snapshot.name}`) } : {}),
   });
 }
 
@@ -203,5 +217,6 @@ export function replicatedTarget(volume: ReplicatedIo, qos: QosManager | null): 
     head: qos ? new QosStage(qos, replicatedQosKey(volume.name), volume.name, backend) : backend,
     handles: volume,
     counters: volume.io,
+    ...(qos ? { admission: new FrontAdmission(qos, replicatedQosKey(volume.name)) } : {}),
   });
 }
