@@ -67,6 +67,8 @@ export async function startLocalTarget(options: LocalTargetOptions): Promise<Tar
     dir: path.join(options.dir, "cluster"),
     diskSizeBytes: options.diskSizeBytes ?? 2 * 1024 ** 3,
     leaseTtlS: LEASE_TTL_S,
+    // Reservations are admitted against what each node's disk does, measured at its first start.
+    calibrate: true,
     // The daemons get process groups of their own: a terminal's Ctrl-C reaches the suite, which stops them in order.
     detached: true,
     ...(options.isolation ? { isolation: options.isolation } : {}),

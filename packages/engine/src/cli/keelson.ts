@@ -175,7 +175,17 @@ async function upCommand(args: Args): Promise<void> {
   const isolation = args.loopback || process.getuid?.() !== 0 ? "loopback" : "netns";
   if (isolation === "loopback")
     process.stderr.write("keelson up: not root (or --loopback): nodes get 127.0.0.x addresses and plain files, no namespaces\n");
-  const cluster = await LocalCluster.start({ nodes, dir, isolation, detached: true, tls: args.tls, diskSizeBytes, keelsondArgs });
+  const cluster = await LocalCluster.start({
+    nodes,
+    dir,
+    isolation,
+    detached: true,
+    tls: args.tls,
+    diskSizeBytes,
+    keelsondArgs,
+    // Each node measures its disk at first start: reservations are admitted against what it does.
+    calibrate: true,
+  });
   print(
     args,
     cluster.state,

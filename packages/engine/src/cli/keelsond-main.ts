@@ -32,7 +32,7 @@ const USAGE = `usage: keelsond --pool PATH [options]
                          past it requests wait and their connections stop being read (default 256M)
   --node-id ID           node identity (default: hostname)
   --qos-classes FILE     JSON of named QoS policies, e.g. {"gold": {"reservationIops": 3000, "weight": 4}}
-  --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 2 x libuv threads)
+  --disk-queue-depth N   I/Os the disk scheduler lets run at once (default 64 on io_uring, 2 x libuv threads otherwise)
   --metrics-listen ADDR  Prometheus /metrics over HTTP, host:port (default: not served)
   --etcd URLS            join the cluster whose metadata is in this etcd (comma-separated client URLs)
   --storage-address HOST address for replica traffic (default: the control address's host):

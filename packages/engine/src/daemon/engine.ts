@@ -19,7 +19,7 @@ import { nodeService } from "../control/node-service.js";
 import { withTypedDecodeErrors } from "../control/request-decoding.js";
 import { snapshotService } from "../control/snapshot-service.js";
 import { volumeService } from "../control/volume-service.js";
-import type { IoEngineChoice } from "../device-io/device-io.js";
+import type { IoEngine, IoEngineChoice } from "../device-io/device-io.js";
 import { ioEngineFromEnv, useIoEngine } from "../device-io/select.js";
 import { type EngineMetricsSources, engineRegistry, serveMetrics } from "../metrics/prometheus.js";
 import { DEFAULT_NBD_BUFFER_BYTES } from "../nbd/byte-budget.js";
@@ -69,7 +69,7 @@ export interface EngineOptions {
   overcommitPercent?: number;
   /** Named QoS policies volumes may be created with. */
   qosClasses?: ReadonlyMap<string, QosPolicy>;
-  /** I/Os the disk scheduler lets run at once (default: twice the libuv thread pool). */
+  /** I/Os the disk scheduler lets run at once (default: 64 on io_uring, twice the libuv thread pool on the thread-pool engine). */
   diskQueueDepth?: number;
   /** Prometheus `/metrics` over HTTP, `host:port`; none when absent. */
   metricsAddress?: string;
@@ -165,7 +165,17 @@ async function calibratePool(pool: Pool, log: Logger): Promise<DiskCapability> {
   return { iops, bytesPerSec, source: "calibrated", measuredAtMs: Date.now(), headroom: pool.disk?.headroom ?? DEFAULT_HEADROOM };
 }
 
-function defaultQueueDepth(): number {
+/** I/Os io_uring may run at once for the disk scheduler: what an NVMe disk needs to reach its rate, and a turn's submits. */
+const URING_QUEUE_DEPTH = 64;
+
+/**
+ * The disk scheduler's slots: twice the libuv threads that run the thread-pool engine's I/O; for
+ * io_uring, a queue as deep as a fast disk wants. 8, once the default for both, capped the daemon at
+ * 8 I/Os a turn of the event loop whenever a reservation engaged the scheduler: four volumes doing
+ * 4 KiB random reads and writes beside a reservation did 36k IOPS together where one alone did 63k.
+ */
+function defaultQueueDepth(engine: IoEngine): number {
+  if (engine === "io_uring") return URING_QUEUE_DEPTH;
   return 2 * Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4);
 }
 
@@ -236,8 +246,8 @@ async function ensureDiskCapability(pool: Pool, options: EngineOptions, log: Log
 type EngineCatalog = TargetCatalog<ReplicatedVolume>;
 
 /** The QoS manager with every volume's policy applied, and the export catalog that serves volumes through it. */
-function startQos(pool: Pool, options: EngineOptions): { qos: QosManager; catalog: EngineCatalog } {
-  const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth());
+function startQos(pool: Pool, options: EngineOptions, engine: IoEngine): { qos: QosManager; catalog: EngineCatalog } {
+  const qos = new QosManager(options.diskQueueDepth ?? defaultQueueDepth(engine));
   for (const v of pool.listVolumes()) qos.apply(v.record.uid, v.record.qos ?? defaultPolicy());
   return { qos, catalog: new TargetCatalog<ReplicatedVolume>(pool, qos) };
 }
@@ -513,7 +523,7 @@ export async function startEngine(options: EngineOptions): Promise<StartedEngine
       log.log("warn", "malloc not tuned: socket reads fault their pages in again after each collection", { why: untuned });
     const pool = await openPool(options, teardown);
     await ensureDiskCapability(pool, options, log);
-    const { qos, catalog } = startQos(pool, options);
+    const { qos, catalog } = startQos(pool, options, io.engine);
     const nbd = await startNbd(catalog, options, teardown);
     const space = new SpaceWatch(pool, log);
     teardown.add(() => space.stop());

@@ -105,11 +105,12 @@ export interface LocalClusterOptions {
   /** Extra keelsond flags for every node. */
   keelsondArgs?: string[];
   /**
-   * Measure each node's disk at its first start. Default false: the nodes get
-   * a fixed capability (LOCAL_DISK_CAPABILITY), because their disks are files
-   * over the same page cache (the figure would mean nothing) and the
-   * measurement saturates the machine for a second, long enough on 2 cores to
-   * let the other nodes' short leases lapse.
+   * Measure each node's disk at its first start (O_DIRECT, with syncs: the
+   * disk under the node's file, not the page cache over it), so reservations
+   * are admitted against what the disk does; the conformance suite's local
+   * target and `keelson cluster up` do. Default false, for tests that start
+   * many clusters: the nodes get a fixed capability (LOCAL_DISK_CAPABILITY)
+   * and start a second sooner each.
    */
   calibrate?: boolean;
   /**

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { FrontScheduler, type FrontWaiter, RESERVATION_CHECK_MS, RESERVATION_EARLY_MS } from "./front-scheduler.js";
+import { FrontScheduler, type FrontWaiter, RESERVATION_CHECK_MS } from "./front-scheduler.js";
+import { RESERVATION_EARLY_MS } from "./scheduler-client.js";
 import type { Clock } from "./volume-throttle.js";
 
 /** A clock the test moves, and turns of the event loop the test runs by hand. */

@@ -1,5 +1,5 @@
 import assert from "node:assert";
-import { SchedulerClient } from "./disk-scheduler.js";
+import { SchedulerClient } from "./scheduler-client.js";
 import { type Clock, realClock } from "./volume-throttle.js";
 
 /** One request waiting at the front for its turn. */
@@ -10,8 +10,6 @@ export interface FrontWaiter {
 
 /** How often the front checks reserved volumes against their reservations. */
 export const RESERVATION_CHECK_MS = 20;
-/** A reservation tag due within this long counts as due now: a reserved volume's burst runs ahead of its rate by this much. */
-export const RESERVATION_EARLY_MS = 2;
 /**
  * While a reservation falls short the allowance halves; while none does it
  * grows by one request a check (from the least to the most in about a
@@ -71,8 +69,8 @@ export class FrontScheduler {
   readonly #clock: Clock;
   readonly #nextTurn: NextTurn;
   /** Every client, for the reservation check; and those with a request waiting (the only ones a turn looks at). */
-  readonly #clients = new Set<SchedulerClient>();
-  readonly #waiting = new Set<SchedulerClient>();
+  readonly #clients = new Set<SchedulerClient<FrontWaiter>>();
+  readonly #waiting = new Set<SchedulerClient<FrontWaiter>>();
   /** Requests started this turn (past the allowance for due reservations). */
   #used = 0;
   #queued = 0;
@@ -107,14 +105,14 @@ export class FrontScheduler {
     return this.#queued;
   }
 
-  addClient(reservationIops: number, weight: number): SchedulerClient {
-    const c = new SchedulerClient(reservationIops, weight);
+  addClient(reservationIops: number, weight: number): SchedulerClient<FrontWaiter> {
+    const c = new SchedulerClient<FrontWaiter>(reservationIops, weight);
     this.#clients.add(c);
     return c;
   }
 
   /** Forgets a client (its volume's QoS went away); whatever of it waits starts now. */
-  removeClient(c: SchedulerClient): void {
+  removeClient(c: SchedulerClient<FrontWaiter>): void {
     this.#clients.delete(c);
     this.#waiting.delete(c);
     for (const q of c.queue.splice(0)) {
@@ -128,7 +126,7 @@ export class FrontScheduler {
    * turn, in tag order (inside that turn: the waiter may enter its next
    * request from `run`, and it starts there too while its tag leads).
    */
-  enter(c: SchedulerClient, io: FrontWaiter): boolean {
+  enter(c: SchedulerClient<FrontWaiter>, io: FrontWaiter): boolean {
     if (!this.engaged) return true;
     const now = this.#clock.nowMs();
     this.#armTurn();
@@ -136,27 +134,26 @@ export class FrontScheduler {
     // apart, so that is the reservation and no more. Due a little early too: a client sends its queue depth
     // at once. It takes no share tag: what a volume gets for its reservation is not held against its share
     // of the rest (mClock).
-    const r = this.#dueTag(c, now);
+    const r = c.dueReservationTag(now);
     if (r !== null) {
-      c.lastR = r;
+      c.startedForReservation(r, false);
       this.startedByReservation++;
       this.#start(c);
       return true;
     }
-    const p = Math.max(c.lastP + 1000 / c.weight, this.#virtualP);
-    c.lastP = p;
+    const p = c.takeShareTag(this.#virtualP);
     if (this.#used < this.#allowance && (this.#queued === 0 || p <= this.#leastWaitingP())) {
       this.#startByShare(c, p);
       return true;
     }
-    c.queue.push({ io, r: Number.POSITIVE_INFINITY, p });
+    c.queue.push({ io, p });
     this.#waiting.add(c);
     this.#queued++;
     return false;
   }
 
   /** Withdraws a waiting `io` (its connection closed); false when it is not waiting. */
-  cancel(c: SchedulerClient, io: FrontWaiter): boolean {
+  cancel(c: SchedulerClient<FrontWaiter>, io: FrontWaiter): boolean {
     const at = c.queue.findIndex((q) => q.io === io);
     if (at < 0) return false;
     c.queue.splice(at, 1);
@@ -165,31 +162,20 @@ export class FrontScheduler {
     return true;
   }
 
-  /**
-   * The reservation tag of `c`'s next request when it is due (within
-   * {@link RESERVATION_EARLY_MS}), else null. Only requests started for the
-   * reservation move its tag: what a volume gets by share on top does not
-   * push its reservation into the future.
-   */
-  #dueTag(c: SchedulerClient, now: number): number | null {
-    if (c.reservationIops <= 0) return null;
-    const r = Math.max(c.lastR + 1000 / c.reservationIops, now);
-    return r <= now + RESERVATION_EARLY_MS ? r : null;
-  }
-
   #leastWaitingP(): number {
     let least = Number.POSITIVE_INFINITY;
     for (const c of this.#waiting) least = Math.min(least, (c.queue[0] as { p: number }).p);
     return least;
   }
 
-  #start(c: SchedulerClient): void {
+  #start(c: SchedulerClient<FrontWaiter>): void {
     this.#used++;
     c.frontStarted++;
   }
 
-  #startByShare(c: SchedulerClient, p: number): void {
+  #startByShare(c: SchedulerClient<FrontWaiter>, p: number): void {
     this.startedByShare++;
+    c.servedByWeight++;
     this.#virtualP = Math.max(this.#virtualP, p);
     this.#start(c);
   }
@@ -234,21 +220,15 @@ export class FrontScheduler {
   }
 
   #startNext(now: number): void {
-    let byR: SchedulerClient | null = null;
+    let byR: SchedulerClient<FrontWaiter> | null = null;
     let rTag = Number.POSITIVE_INFINITY;
-    let byP: SchedulerClient | null = null;
+    let byP: SchedulerClient<FrontWaiter> | null = null;
     let pTag = Number.POSITIVE_INFINITY;
     for (const c of this.#waiting) {
-      const r = this.#dueTag(c, now);
-      if (r !== null && r < rTag) {
-        byR = c;
-        rTag = r;
-      }
+      const r = c.dueReservationTag(now);
+      if (r !== null && r < rTag) [byR, rTag] = [c, r];
       const p = (c.queue[0] as { p: number }).p;
-      if (p < pTag) {
-        byP = c;
-        pTag = p;
-      }
+      if (p < pTag) [byP, pTag] = [c, p];
     }
     const c = byR ?? byP;
     if (!c) return;
@@ -256,9 +236,7 @@ export class FrontScheduler {
     if (c.queue.length === 0) this.#waiting.delete(c);
     this.#queued--;
     if (byR) {
-      c.lastR = rTag;
-      // Its share tag is given back (mClock): the reservation does not use up the volume's share.
-      c.lastP -= 1000 / c.weight;
+      c.startedForReservation(rTag, true);
       this.startedByReservation++;
       this.#start(c);
     } else this.#startByShare(c, next.p);

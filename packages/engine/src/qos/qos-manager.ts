@@ -1,7 +1,8 @@
 import assert from "node:assert";
-import { DiskScheduler, type SchedulerClient } from "./disk-scheduler.js";
+import { DiskScheduler, type ScheduledIo } from "./disk-scheduler.js";
 import { FrontScheduler, type FrontWaiter } from "./front-scheduler.js";
 import { DEFAULT_WEIGHT, isUnlimited, type QosPolicy } from "./policy.js";
+import type { SchedulerClient } from "./scheduler-client.js";
 import { type Clock, type QueuedIo, realClock, VolumeThrottle } from "./volume-throttle.js";
 
 /** One I/O on its way through a volume's throttle and the disk scheduler. */
@@ -15,9 +16,9 @@ export interface QosIo {
 /** QoS state of one volume: its throttle (limits), its place in the disk scheduler and at the front. */
 export class VolumeQos {
   readonly throttle: VolumeThrottle;
-  readonly client: SchedulerClient;
+  readonly client: SchedulerClient<ScheduledIo>;
   /** Its place in the front scheduler (NBD requests started by this daemon's CPU): same reservation and weight. */
-  readonly front: SchedulerClient;
+  readonly front: SchedulerClient<FrontWaiter>;
   #policy: QosPolicy;
   /** The policy limits and reserves nothing (cached: the I/O path reads it per request). */
   unlimited: boolean;
@@ -30,7 +31,13 @@ export class VolumeQos {
    */
   readonly limitsOnly: boolean;
 
-  constructor(policy: QosPolicy, throttle: VolumeThrottle, client: SchedulerClient, front: SchedulerClient, limitsOnly = false) {
+  constructor(
+    policy: QosPolicy,
+    throttle: VolumeThrottle,
+    client: SchedulerClient<ScheduledIo>,
+    front: SchedulerClient<FrontWaiter>,
+    limitsOnly = false,
+  ) {
     this.#policy = policy;
     this.unlimited = isUnlimited(policy);
     this.throttle = throttle;
@@ -111,7 +118,7 @@ export class QosManager {
   readonly #clock: Clock;
   readonly #volumes = new Map<string, VolumeQos>();
   /** Where requests of exports without QoS state of their own (snapshots) queue at the front: one share together. */
-  readonly #unclassified: SchedulerClient;
+  readonly #unclassified: SchedulerClient<FrontWaiter>;
   /** Volumes with a reservation or a non-default weight. */
   #scheduled = 0;
 
@@ -127,17 +134,17 @@ export class QosManager {
   }
 
   /** The front scheduler's client of `key`'s requests: its volume's, or the one shared by exports without QoS state. */
-  frontClientOf(key: string): SchedulerClient {
+  frontClientOf(key: string): SchedulerClient<FrontWaiter> {
     return this.#volumes.get(key)?.front ?? this.#unclassified;
   }
 
   /** Asks the front to start one request of `client`: true now, else `waiter.run` runs at its turn. */
-  enterFront(client: SchedulerClient, waiter: FrontWaiter): boolean {
+  enterFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter): boolean {
     return this.front.enter(client, waiter);
   }
 
   /** Withdraws a waiter that went away before its turn; false when it was not waiting. */
-  cancelFront(client: SchedulerClient, waiter: FrontWaiter): boolean {
+  cancelFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter): boolean {
     return this.front.cancel(client, waiter);
   }
 
@@ -169,12 +176,8 @@ export class QosManager {
       this.#countScheduled(existing.policy, -1);
       existing.policy = policy;
       existing.throttle.reconfigure(policy.limits);
-      existing.client.reservationIops = policy.reservationIops;
-      existing.client.weight = policy.weight;
-      existing.front.reservationIops = policy.reservationIops;
-      existing.front.weight = policy.weight;
-      // Tags laid under the old policy would hold the new one back (or let it run ahead).
-      existing.front.lastR = Number.NEGATIVE_INFINITY;
+      existing.client.reset(policy.reservationIops, policy.weight);
+      existing.front.reset(policy.reservationIops, policy.weight);
       this.#countScheduled(policy, 1);
       return existing;
     }

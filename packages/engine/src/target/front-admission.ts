@@ -1,8 +1,8 @@
 import assert from "node:assert";
 import type { AdmissionWaiter, RequestAdmission } from "../nbd/export.js";
-import type { SchedulerClient } from "../qos/disk-scheduler.js";
 import type { FrontWaiter } from "../qos/front-scheduler.js";
 import type { QosManager } from "../qos/qos-manager.js";
+import type { SchedulerClient } from "../qos/scheduler-client.js";
 
 /**
  * One export handle's way through the front scheduler of `qos` (a handle is
@@ -19,7 +19,7 @@ export class FrontAdmission implements RequestAdmission {
   #entry: FrontWaiter | null = null;
   #waiter: AdmissionWaiter | null = null;
   /** The client its waiting request queued under (for `cancel`); null while none waits. */
-  #waitingClient: SchedulerClient | null = null;
+  #waitingClient: SchedulerClient<FrontWaiter> | null = null;
 
   constructor(qos: QosManager, key: string) {
     this.#qos = qos;
