@@ -317,7 +317,8 @@ export class Connection implements BudgetWaiter, AdmissionWaiter {
    */
   #mayStart(buf: Buffer, at: number): boolean {
     if (this.#stopped()) return false;
-    return this.#budgetFor(buf, at) && this.#admitted();
+    // The turn first: a request waiting for its turn holds no budget bytes (others' large requests may need them).
+    return this.#admitted(buf, at) && this.#budgetFor(buf, at);
   }
 
   /** Whether the request at `at` has its buffer's bytes (kept in `#reservedBytes`); else it waits for them. */
@@ -338,15 +339,24 @@ export class Connection implements BudgetWaiter, AdmissionWaiter {
   }
 
   /**
-   * Whether the front lets the next request start (asked after its bytes
-   * were had, so none are waited for while a turn is held); else the
-   * connection waits for its turn and `onAdmitted` resumes it.
+   * Whether the front lets the request at `at` start; else the connection
+   * waits for its turn and `onAdmitted` resumes it. The front is told whether
+   * another request of this connection was received behind it: a client
+   * whose requests pile up is held back by the daemon, one that sends them
+   * one at a time is not.
    */
-  #admitted(): boolean {
+  #admitted(buf: Buffer, at: number): boolean {
     if (this.#admission === null || this.#turnHeld) return true;
-    if (this.#admission.enter(this)) return true;
+    if (this.#admission.enter(this, this.#anotherBehind(buf, at))) return true;
     this.#awaitingAdmission = true;
     return false;
+  }
+
+  /** Whether a whole request header follows the request at `at` (past its payload, for a WRITE) in what was received. */
+  #anotherBehind(buf: Buffer, at: number): boolean {
+    const type = buf.readUInt16BE(at + 6);
+    const payload = type === Command.WRITE || type === Command.KEELSON_ACTIVITY ? buf.readUInt32BE(at + 24) : 0;
+    return buf.length - at - REQUEST_HEADER_BYTES - payload >= REQUEST_HEADER_BYTES;
   }
 
   /** The next request's turn came (AdmissionWaiter). */

@@ -25,8 +25,11 @@ export interface AdmissionWaiter {
  * on other exports cannot take this daemon's CPU from a reserved one.
  */
 export interface RequestAdmission {
-  /** True: start now. False: `waiter.onAdmitted` runs once it may; a waiter waits for one request at a time. */
-  enter(waiter: AdmissionWaiter): boolean;
+  /**
+   * True: start now. False: `waiter.onAdmitted` runs once it may; a waiter waits for one request at a
+   * time. `backlogged`: another request of this connection was received behind this one.
+   */
+  enter(waiter: AdmissionWaiter, backlogged: boolean): boolean;
   /** Withdraws a waiting waiter (its connection closed); false when it was not waiting. */
   cancel(waiter: AdmissionWaiter): boolean;
 }

@@ -35,17 +35,30 @@ function ioOf(io: DeviceIo, fd: number) {
   return { read: rw(false), write: rw(true), sync };
 }
 
-/** Runs `op` at `QUEUE_DEPTH` for `PHASE_MS`; returns operations per second. Each worker counts its own ops from 0. */
+/**
+ * Runs `op` at `QUEUE_DEPTH` for `PHASE_MS`; returns operations per second.
+ * Each worker counts its own ops from 0. When one fails, the others stop
+ * and every one has ended before the error is thrown: none may still write
+ * once the caller closes the fd or gives the region back.
+ */
 async function phase(op: (worker: number, n: number) => Promise<unknown>): Promise<number> {
   const started = performance.now();
   let done = 0;
+  let failed = false;
   const worker = async (w: number): Promise<void> => {
-    for (let n = 0; performance.now() - started < PHASE_MS; n++) {
-      await op(w, n);
-      done++;
+    try {
+      for (let n = 0; !failed && performance.now() - started < PHASE_MS; n++) {
+        await op(w, n);
+        done++;
+      }
+    } catch (error) {
+      failed = true;
+      throw error;
     }
   };
-  await Promise.all(Array.from({ length: QUEUE_DEPTH }, (_, w) => worker(w)));
+  const ended = await Promise.allSettled(Array.from({ length: QUEUE_DEPTH }, (_, w) => worker(w)));
+  const failure = ended.find((e): e is PromiseRejectedResult => e.status === "rejected");
+  if (failure) throw failure.reason;
   return (done * 1000) / (performance.now() - started);
 }
 

@@ -8,7 +8,7 @@ function harness(limits = { minPerTurn: 2, maxPerTurn: 8 }) {
   const clock: Clock & { now: number } = { now: 0, nowMs: () => clock.now, after: () => () => undefined };
   const turns: Array<() => void> = [];
   const front = new FrontScheduler(limits, clock, (fn) => turns.push(fn));
-  front.engaged = true;
+  front.setEngaged(true);
   /** Runs the turn armed last (the front arms one at a time). */
   const turn = (): void => {
     const next = turns.shift();
@@ -26,7 +26,7 @@ function waiter(log: string[], name: string): FrontWaiter {
 describe("FrontScheduler", () => {
   it("not engaged, every request starts at once and no turn is armed", () => {
     const { front, pendingTurns } = harness();
-    front.engaged = false;
+    front.setEngaged(false);
     const c = front.addClient(0, 1);
     for (let i = 0; i < 100; i++) expect(front.enter(c, waiter([], "x"))).toBe(true);
     expect(pendingTurns()).toBe(0);
@@ -50,20 +50,22 @@ describe("FrontScheduler", () => {
   });
 
   it("starts a due reservation at once past the allowance, spaced 1/reservation apart, early by at most its slack", () => {
-    const { clock, front } = harness({ minPerTurn: 1, maxPerTurn: 1 });
+    const { clock, front, turn } = harness({ minPerTurn: 1, maxPerTurn: 1 });
     const flood = front.addClient(0, 1);
     const reserved = front.addClient(1000, 1);
-    expect(front.enter(flood, waiter([], "f"))).toBe(true);
-    expect(front.enter(flood, waiter([], "f"))).toBe(false);
+    const log: string[] = [];
+    expect(front.enter(flood, waiter(log, "f0"))).toBe(true);
+    expect(front.enter(flood, waiter(log, "f1"))).toBe(false);
     // 1,000 IOPS: a tag per ms; those due within the slack start now, the next waits.
     let started = 0;
-    while (front.enter(reserved, waiter([], "r"))) started++;
+    while (front.enter(reserved, waiter(log, "r"))) started++;
     expect(started).toBe(RESERVATION_EARLY_MS + 1);
     expect(front.startedByReservation).toBe(started);
-    // A millisecond on, one more is due (past the flood's waiting request: a reservation does not queue behind it).
+    // A millisecond on it is due: the next turn starts it for its reservation, before the flood's older request.
     clock.now += 1;
-    expect(front.enter(reserved, waiter([], "r"))).toBe(true);
-    expect(front.enter(reserved, waiter([], "r"))).toBe(false);
+    turn();
+    expect(log).toEqual(["r"]);
+    expect(front.startedByReservation).toBe(started + 1);
   });
 
   it("an idle client comes back at the virtual time, not with the priority its old tags would give", () => {
@@ -102,13 +104,13 @@ describe("FrontScheduler", () => {
     expect(log).toEqual(["b1"]);
   });
 
-  it("shrinks its allowance while a reserved client that asks gets less than its reservation, and grows it back once none does", () => {
+  it("shrinks its allowance while a reserved client whose requests pile up gets less than its reservation, and grows it back once none does", async () => {
     const { clock, front, turn } = harness({ minPerTurn: 2, maxPerTurn: 32 });
     const reserved = front.addClient(10_000, 1);
     const flood = front.addClient(0, 1);
-    // The reserved client asks for one request a check period: far short of 10,000 IOPS.
+    // One request per check period with another behind it: far short of 10,000 IOPS, held back.
     for (let i = 0; i < 10; i++) {
-      front.enter(reserved, waiter([], "r"));
+      front.enter(reserved, waiter([], "r"), true);
       front.enter(flood, waiter([], "f"));
       clock.now += RESERVATION_CHECK_MS;
       turn();
@@ -121,6 +123,39 @@ describe("FrontScheduler", () => {
       turn();
     }
     expect(front.allowance).toBe(12);
+  });
+
+  it("keeps its allowance for a reserved client below its reservation that sends one request at a time, and after a quiet spell", () => {
+    const { clock, front, turn } = harness({ minPerTurn: 2, maxPerTurn: 32 });
+    const light = front.addClient(10_000, 1);
+    const flood = front.addClient(0, 1);
+    for (let i = 0; i < 10; i++) {
+      front.enter(light, waiter([], "r"), false);
+      front.enter(flood, waiter([], "f"));
+      clock.now += RESERVATION_CHECK_MS;
+      turn();
+    }
+    expect(front.allowance).toBe(32);
+    // A backlogged request after a long quiet spell: that window is forgotten, not judged short.
+    clock.now += 10 * RESERVATION_CHECK_MS;
+    front.enter(light, waiter([], "r"), true);
+    turn();
+    expect(front.allowance).toBe(32);
+  });
+
+  it("a reservation does not pass its own volume's waiting requests; disengaging starts every waiting request", () => {
+    const { clock, front } = harness({ minPerTurn: 1, maxPerTurn: 1 });
+    const reserved = front.addClient(1000, 1);
+    const log: string[] = [];
+    // Ahead of its reservation: the next waits for a share turn.
+    while (front.enter(reserved, waiter(log, "early"))) clock.now += 0;
+    expect(front.queued).toBe(1);
+    clock.now += 100; // due again, but its own request waits before it
+    expect(front.enter(reserved, waiter(log, "late"))).toBe(false);
+    front.setEngaged(false);
+    expect(log).toEqual(["early", "late"]);
+    expect(front.queued).toBe(0);
+    expect(front.enter(reserved, waiter(log, "any"))).toBe(true);
   });
 });
 
@@ -135,7 +170,7 @@ function simulate(reservationIops: number, engaged: boolean): { victim: number; 
   const front = new FrontScheduler({ minPerTurn: 2, maxPerTurn: 64 }, clock, (fn) => {
     armed = fn;
   });
-  front.engaged = engaged;
+  front.setEngaged(engaged);
   const costUs = 10;
   const rttUs = 40;
   interface Conn {
@@ -171,7 +206,8 @@ function simulate(reservationIops: number, engaged: boolean): { victim: number; 
             serve(c);
           },
         };
-        if (!front.enter(c.client, entry)) {
+        const behind = c.arrivals.filter((a) => a <= readAt).length > 1;
+        if (!front.enter(c.client, entry, behind)) {
           c.waiting = true;
           return;
         }

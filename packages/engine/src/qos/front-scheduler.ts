@@ -65,7 +65,7 @@ export class FrontScheduler {
   #allowance: number;
   #checkedAtMs: number;
   /** Whether any volume reserves or weighs: until then every request starts at once. */
-  engaged = false;
+  #engaged = false;
   readonly #clock: Clock;
   readonly #nextTurn: NextTurn;
   /** Every client, for the reservation check; and those with a request waiting (the only ones a turn looks at). */
@@ -94,6 +94,23 @@ export class FrontScheduler {
     this.#clock = clock;
     this.#checkedAtMs = clock.nowMs();
     this.#nextTurn = turn;
+  }
+
+  get engaged(): boolean {
+    return this.#engaged;
+  }
+
+  /** Engages the front (some volume reserves or weighs) or lets every request start at once, the waiting ones now. */
+  setEngaged(on: boolean): void {
+    this.#engaged = on;
+    if (on) return;
+    for (const c of [...this.#waiting]) {
+      this.#waiting.delete(c);
+      for (const q of c.queue.splice(0)) {
+        this.#queued--;
+        q.io.run();
+      }
+    }
   }
 
   /** Requests that may start in one turn now. */
@@ -126,15 +143,17 @@ export class FrontScheduler {
    * turn, in tag order (inside that turn: the waiter may enter its next
    * request from `run`, and it starts there too while its tag leads).
    */
-  enter(c: SchedulerClient<FrontWaiter>, io: FrontWaiter): boolean {
-    if (!this.engaged) return true;
+  enter(c: SchedulerClient<FrontWaiter>, io: FrontWaiter, backlogged = false): boolean {
+    if (!this.#engaged) return true;
     const now = this.#clock.nowMs();
     this.#armTurn();
+    if (backlogged) c.frontBacklogged++;
     // A due reservation tag starts at once, past the allowance: reservation tags space them 1/reservation
     // apart, so that is the reservation and no more. Due a little early too: a client sends its queue depth
     // at once. It takes no share tag: what a volume gets for its reservation is not held against its share
     // of the rest (mClock).
-    const r = c.dueReservationTag(now);
+    // Not past the volume's own waiting requests (of its other connections): they start first, at the next turn.
+    const r = c.queue.length === 0 ? c.dueReservationTag(now) : null;
     if (r !== null) {
       c.startedForReservation(r, false);
       this.startedByReservation++;
@@ -197,22 +216,37 @@ export class FrontScheduler {
     this.#turnArmed = false;
     this.#used = 0;
     const now = this.#clock.nowMs();
-    if (now - this.#checkedAtMs >= RESERVATION_CHECK_MS) this.#checkReservations(now);
+    if (now - this.#checkedAtMs >= 2 * RESERVATION_CHECK_MS) this.#forgetWindow(now);
+    else if (now - this.#checkedAtMs >= RESERVATION_CHECK_MS) this.#checkReservations(now);
     while (this.#queued > 0 && this.#used < this.#allowance) this.#startNext(now);
     // Keeps turning while requests start: a quiet front arms nothing.
     if (this.#used > 0 || this.#queued > 0) this.#armTurn();
   };
 
-  /** Shrinks the allowance while a reserved volume that asked for I/O got less than its reservation; grows it otherwise. */
+  /** A window the front spent (partly) quiet says nothing of reservations kept: it starts again from now. */
+  #forgetWindow(now: number): void {
+    this.#checkedAtMs = now;
+    for (const c of this.#clients) {
+      c.frontStarted = 0;
+      c.frontBacklogged = 0;
+    }
+  }
+
+  /**
+   * Shrinks the allowance while a reserved volume got less than its
+   * reservation with its requests piling up behind each other (the daemon
+   * held it back: one that sends a request at a time, below its reservation,
+   * is not short of anything the front can give); grows it otherwise.
+   */
   #checkReservations(now: number): void {
     const elapsedS = (now - this.#checkedAtMs) / 1000;
     this.#checkedAtMs = now;
     let short = false;
     for (const c of this.#clients) {
-      if (c.reservationIops <= 0) continue;
-      const asked = c.frontStarted > 0 || c.queue.length > 0;
-      if (asked && c.frontStarted < c.reservationIops * elapsedS * (1 + KEPT_MARGIN)) short = true;
+      const pressed = c.frontBacklogged > 0 || c.queue.length > 0;
+      if (c.reservationIops > 0 && pressed && c.frontStarted < c.reservationIops * elapsedS * (1 + KEPT_MARGIN)) short = true;
       c.frontStarted = 0;
+      c.frontBacklogged = 0;
     }
     this.#allowance = short
       ? Math.max(this.minPerTurn, Math.floor(this.#allowance * SHRINK))

@@ -138,9 +138,9 @@ export class QosManager {
     return this.#volumes.get(key)?.front ?? this.#unclassified;
   }
 
-  /** Asks the front to start one request of `client`: true now, else `waiter.run` runs at its turn. */
-  enterFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter): boolean {
-    return this.front.enter(client, waiter);
+  /** Asks the front to start one request of `client`: true now, else `waiter.run` runs at its turn (see FrontScheduler.enter). */
+  enterFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter, backlogged: boolean): boolean {
+    return this.front.enter(client, waiter, backlogged);
   }
 
   /** Withdraws a waiter that went away before its turn; false when it was not waiting. */
@@ -212,7 +212,7 @@ export class QosManager {
     if (!needsScheduling(policy)) return;
     this.#scheduled += delta;
     assert(this.#scheduled >= 0, "more scheduled policies removed than applied");
-    this.front.engaged = this.#scheduled > 0;
+    this.front.setEngaged(this.#scheduled > 0);
   }
 
   /** True when I/O of this volume may skip QoS entirely (two field reads: it runs per request). */

@@ -30,8 +30,9 @@ export class SchedulerClient<W = unknown> {
   /** Work started for the reservation and by share (for tests and metrics). */
   servedByReservation = 0;
   servedByWeight = 0;
-  /** Requests the front started for it since the front last looked at reservations kept (FrontScheduler). */
+  /** Requests the front started for it, and of those how many had another of their connection received behind, since the front last looked at reservations kept (FrontScheduler). */
   frontStarted = 0;
+  frontBacklogged = 0;
 
   constructor(reservationIops: number, weight: number) {
     this.reservationIops = reservationIops;
@@ -51,7 +52,12 @@ export class SchedulerClient<W = unknown> {
     return this.lastP;
   }
 
-  /** A request started for the reservation at tag `r`; `gaveShareTag` when it had taken a share tag (it queued), which goes back. */
+  /**
+   * A request started for the reservation at tag `r`; `gaveShareTag` when it had taken a share tag (it
+   * queued), which goes back. Given back from the volume's last tag, so it is the volume's next request
+   * that starts earlier, not the ones still waiting (whose tags stay as they were): mClock lowers theirs,
+   * which costs a pass over the queue per start; the difference is one tag's spacing.
+   */
   startedForReservation(r: number, gaveShareTag: boolean): void {
     this.lastR = r;
     if (gaveShareTag) this.lastP -= 1000 / this.weight;

@@ -26,11 +26,11 @@ export class FrontAdmission implements RequestAdmission {
     this.#key = key;
   }
 
-  enter(waiter: AdmissionWaiter): boolean {
+  enter(waiter: AdmissionWaiter, backlogged: boolean): boolean {
     // The common case, nothing reserved or weighed anywhere: one field read per request.
     if (!this.#qos.front.engaged) return true;
     const client = this.#qos.frontClientOf(this.#key);
-    if (this.#qos.enterFront(client, this.#entryOf(waiter))) return true;
+    if (this.#qos.enterFront(client, this.#entryOf(waiter), backlogged)) return true;
     this.#waitingClient = client;
     return false;
   }
