@@ -13,13 +13,10 @@
 //   npm run bench:reservations                        (builds first)
 //   BENCH_RUNTIME_S=4 BENCH_RESERVATIONS=3000,20000 npm run bench:reservations
 import { spawn } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { startKeelsond } from "./keelsond.mjs";
+import { saveResults } from "./results.mjs";
 
-const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const RESERVATIONS = (process.env.BENCH_RESERVATIONS ?? "3000,20000").split(",").map(Number);
 const FLOOD_VOLUMES = Number(process.env.BENCH_FLOOD_VOLUMES ?? 3);
@@ -144,11 +141,7 @@ async function main() {
       flood: { volumes: FLOOD_VOLUMES, jobs: FLOOD_JOBS, depth: FLOOD_DEPTH },
       rows,
     };
-    const out = path.join(ROOT, "bench", "results");
-    fs.mkdirSync(out, { recursive: true });
-    const file = path.join(out, `reservations-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-    fs.writeFileSync(file, JSON.stringify(results, null, 2));
-    console.log(`JSON: ${path.relative(ROOT, file)}`);
+    saveResults("reservations", results);
   } finally {
     await k.stop();
   }

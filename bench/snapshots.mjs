@@ -8,13 +8,10 @@
 //   npm run bench:snapshots                 (build first: npm run build)
 //   BENCH_RUNTIME_S=5 npm run bench:snapshots
 import { spawnSync } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { startKeelsond } from "./keelsond.mjs";
+import { saveResults } from "./results.mjs";
 
-const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 8);
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -109,12 +106,7 @@ async function main() {
       await client.deleteVolume({ name });
     }
     console.log(JSON.stringify(results, null, 2));
-    const out = path.join(ROOT, "bench", "results");
-    fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(
-      path.join(out, `snapshots-${new Date().toISOString().replace(/[:.]/g, "-")}.json`),
-      JSON.stringify(results, null, 2),
-    );
+    saveResults("snapshots", results);
   } finally {
     await k.stop();
   }

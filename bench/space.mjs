@@ -11,13 +11,10 @@
 //   npm run bench:space                          (builds first)
 //   BENCH_SPACE_WRITES=500 npm run bench:space   fewer scattered writes
 import { spawnSync } from "node:child_process";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { startKeelsond } from "./keelsond.mjs";
+import { saveResults } from "./results.mjs";
 
-const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const WRITES = Number(process.env.BENCH_SPACE_WRITES ?? 2000);
 const BLOCK = 4096;
 const MIB = 1024 * 1024;
@@ -109,11 +106,7 @@ async function main() {
       extentSizeBytes: node.pool.extentSizeBytes,
       rows,
     };
-    const out = path.join(ROOT, "bench", "results");
-    fs.mkdirSync(out, { recursive: true });
-    const file = path.join(out, `space-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-    fs.writeFileSync(file, JSON.stringify(results, null, 2));
-    console.log(`JSON: ${path.relative(ROOT, file)}`);
+    saveResults("space", results);
   } finally {
     await k.stop();
   }

@@ -575,12 +575,17 @@ class AdmittedExport extends HeldExport {
   }
 }
 
+/** A server whose one export lets `open` requests start before each must be granted; a client connected. */
+async function admittedSetup(open: number) {
+  const admission = new TestAdmission(open);
+  const exp = new AdmittedExport(admission);
+  const s = await serve(exp, 256 * MIB);
+  return { admission, exp, s, raw: await client(s) };
+}
+
 describe("NBD connection front admission (issue 16)", () => {
   it("parses no further than the front allows: a burst of READs starts 3, then one per turn granted, and every one is answered", async () => {
-    const admission = new TestAdmission(3);
-    const exp = new AdmittedExport(admission);
-    const s = await serve(exp, 256 * MIB);
-    const raw = await client(s);
+    const { admission, exp, raw } = await admittedSetup(3);
     const replies = raw.replies(10, 4096);
     raw.socket.write(readBurst(10, 4096));
     await waitUntil(() => admission.waiting.length === 1);
@@ -596,10 +601,7 @@ describe("NBD connection front admission (issue 16)", () => {
   });
 
   it("WRITEs whose payloads wait behind the front land intact once their turn comes", async () => {
-    const admission = new TestAdmission(1);
-    const exp = new AdmittedExport(admission);
-    const s = await serve(exp, 256 * MIB);
-    const raw = await client(s);
+    const { admission, exp, raw } = await admittedSetup(1);
     const parts: Buffer[] = [];
     for (let i = 0; i < 8; i++) parts.push(header(1, i + 1, i * 65536, 65536), Buffer.alloc(65536, i + 1));
     raw.socket.write(Buffer.concat(parts));
@@ -613,10 +615,7 @@ describe("NBD connection front admission (issue 16)", () => {
   });
 
   it("a client that hangs up while its requests wait for their turn still has them served once the front lets them (as after DISC), then its handle goes", async () => {
-    const admission = new TestAdmission(1);
-    const exp = new AdmittedExport(admission);
-    const s = await serve(exp, 256 * MIB);
-    const raw = await client(s);
+    const { admission, exp, s, raw } = await admittedSetup(1);
     raw.socket.write(readBurst(5, 4096));
     await waitUntil(() => admission.waiting.length === 1);
     raw.socket.end();
@@ -630,10 +629,7 @@ describe("NBD connection front admission (issue 16)", () => {
   });
 
   it("a connection cut while waiting for its turn (server shutdown) is withdrawn from the front and its handle released", async () => {
-    const admission = new TestAdmission(1);
-    const exp = new AdmittedExport(admission);
-    const s = await serve(exp, 256 * MIB);
-    const raw = await client(s);
+    const { admission, exp, s, raw } = await admittedSetup(1);
     raw.socket.write(readBurst(5, 4096));
     await waitUntil(() => admission.waiting.length === 1);
     await s.close();
