@@ -53,9 +53,10 @@ const nextTurn: NextTurn = (fn) => {
  * A volume with few requests in flight gets at most its queue depth per
  * turn, so what gives it its rate is short turns: every
  * {@link RESERVATION_CHECK_MS} the front compares what each reserved volume
- * that asked for anything got with its reservation, and shrinks the
+ * whose requests piled up got with its reservation, and shrinks the
  * allowance while one falls short (the flood waits more, turns come faster)
  * and grows it back while none does (big turns cost less per request).
+ * Disengaged (nothing reserves or weighs), every request starts at once.
  */
 export class FrontScheduler {
   /** Least and most requests that may start in one turn of the event loop. */
@@ -103,14 +104,7 @@ export class FrontScheduler {
   /** Engages the front (some volume reserves or weighs) or lets every request start at once, the waiting ones now. */
   setEngaged(on: boolean): void {
     this.#engaged = on;
-    if (on) return;
-    for (const c of [...this.#waiting]) {
-      this.#waiting.delete(c);
-      for (const q of c.queue.splice(0)) {
-        this.#queued--;
-        q.io.run();
-      }
-    }
+    if (!on) for (const c of [...this.#waiting]) this.#runWaiting(c);
   }
 
   /** Requests that may start in one turn now. */
@@ -131,6 +125,11 @@ export class FrontScheduler {
   /** Forgets a client (its volume's QoS went away); whatever of it waits starts now. */
   removeClient(c: SchedulerClient<FrontWaiter>): void {
     this.#clients.delete(c);
+    this.#runWaiting(c);
+  }
+
+  /** Starts every request `c` has waiting, past the allowance (its volume goes, or the front disengages). */
+  #runWaiting(c: SchedulerClient<FrontWaiter>): void {
     this.#waiting.delete(c);
     for (const q of c.queue.splice(0)) {
       this.#queued--;
@@ -223,7 +222,7 @@ export class FrontScheduler {
     if (this.#used > 0 || this.#queued > 0) this.#armTurn();
   };
 
-  /** A window the front spent (partly) quiet says nothing of reservations kept: it starts again from now. */
+  /** Starts a new window of the reservation check from now (a window spent partly quiet says nothing and is dropped). */
   #forgetWindow(now: number): void {
     this.#checkedAtMs = now;
     for (const c of this.#clients) {
@@ -240,14 +239,12 @@ export class FrontScheduler {
    */
   #checkReservations(now: number): void {
     const elapsedS = (now - this.#checkedAtMs) / 1000;
-    this.#checkedAtMs = now;
     let short = false;
     for (const c of this.#clients) {
       const pressed = c.frontBacklogged > 0 || c.queue.length > 0;
       if (c.reservationIops > 0 && pressed && c.frontStarted < c.reservationIops * elapsedS * (1 + KEPT_MARGIN)) short = true;
-      c.frontStarted = 0;
-      c.frontBacklogged = 0;
     }
+    this.#forgetWindow(now);
     this.#allowance = short
       ? Math.max(this.minPerTurn, Math.floor(this.#allowance * SHRINK))
       : Math.min(this.maxPerTurn, this.#allowance + GROW);

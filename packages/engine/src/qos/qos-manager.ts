@@ -103,14 +103,16 @@ export const DEFAULT_FRONT_PER_TURN = { minPerTurn: 4, maxPerTurn: 64 };
  * QoS of one disk pool: every volume's limits, the disk's scheduler and the
  * front's. The schedulers only engage once some volume reserves IOPS or has
  * a non-default weight; until then, and for a volume without limits, I/O
- * goes straight to the store with no extra work, and the front only counts.
+ * goes straight to the store with no extra work, and the front lets every
+ * request start at once.
  *
  * The front matters because the CPU in front of the disk is a server too: a
  * flood of requests from other volumes, all read, parsed and answered in
  * arrival order, leaves a reserved volume its share of arrivals whatever the
  * disk scheduler does (with the page cache in front, the disk is never the
- * bottleneck). Engaged, the front lets `frontWindow` requests be worked on at
- * once and picks the next by the same mClock tags as the disk.
+ * bottleneck). Engaged, the front rations the requests started per turn of
+ * the event loop and orders the rest by the same mClock tags as the disk
+ * (see FrontScheduler).
  */
 export class QosManager {
   readonly scheduler: DiskScheduler;
@@ -136,16 +138,6 @@ export class QosManager {
   /** The front scheduler's client of `key`'s requests: its volume's, or the one shared by exports without QoS state. */
   frontClientOf(key: string): SchedulerClient<FrontWaiter> {
     return this.#volumes.get(key)?.front ?? this.#unclassified;
-  }
-
-  /** Asks the front to start one request of `client`: true now, else `waiter.run` runs at its turn (see FrontScheduler.enter). */
-  enterFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter, backlogged: boolean): boolean {
-    return this.front.enter(client, waiter, backlogged);
-  }
-
-  /** Withdraws a waiter that went away before its turn; false when it was not waiting. */
-  cancelFront(client: SchedulerClient<FrontWaiter>, waiter: FrontWaiter): boolean {
-    return this.front.cancel(client, waiter);
   }
 
   /**

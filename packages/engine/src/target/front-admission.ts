@@ -30,7 +30,7 @@ export class FrontAdmission implements RequestAdmission {
     // The common case, nothing reserved or weighed anywhere: one field read per request.
     if (!this.#qos.front.engaged) return true;
     const client = this.#qos.frontClientOf(this.#key);
-    if (this.#qos.enterFront(client, this.#entryOf(waiter), backlogged)) return true;
+    if (this.#qos.front.enter(client, this.#entryOf(waiter), backlogged)) return true;
     this.#waitingClient = client;
     return false;
   }
@@ -39,7 +39,7 @@ export class FrontAdmission implements RequestAdmission {
     const client = this.#waitingClient;
     if (client === null || this.#entry === null || waiter !== this.#waiter) return false;
     this.#waitingClient = null;
-    return this.#qos.cancelFront(client, this.#entry);
+    return this.#qos.front.cancel(client, this.#entry);
   }
 
   #entryOf(waiter: AdmissionWaiter): FrontWaiter {
