@@ -1,12 +1,14 @@
 import assert from "node:assert";
 import { isKeelsonError, KeelsonError } from "@keelson/sdk";
 import { messageOf } from "../util/errors.js";
+import { type ModelLayer, ModelLayers, Possible, type PossibleStates } from "./model-layers.js";
 import { seededRandom } from "./random.js";
 
-// A reference model of volumes and snapshots as plain byte arrays, and a
-// driver that runs one random sequence of operations against the model and a
-// target (the store in-process, or a real keelsond over gRPC and NBD), then
-// reads every volume and snapshot back after every step.
+// A reference model of volumes and snapshots as plain byte arrays, with the
+// layers they read through (model-layers.ts), and a driver that runs one
+// random sequence of operations against the model and a target (the store
+// in-process, or a real keelsond over gRPC and NBD), then reads every volume
+// and snapshot back and checks the space each layer holds after every step.
 
 const BLOCK = 4096;
 
@@ -27,15 +29,32 @@ export interface ModelTarget {
   writeReadOnly(exportName: string): Promise<string>;
   /** Reads a whole export (`VOLUME` or `VOLUME@SNAPSHOT`). */
   readAll(exportName: string, sizeBytes: number): Promise<Buffer>;
+  /** The pool space the target says each layer holds. */
+  layerSpace(): Promise<LayerSpace>;
   /** Restarts the engine; `kill` skips the clean shutdown (kill -9). */
   restart(kill: boolean): Promise<void>;
+}
+
+/** Space as the target reports it. */
+export interface LayerSpace {
+  /** Bytes held by each volume's head and each snapshot's own layer, by export name (`VOLUME`, `VOLUME@SNAPSHOT`). */
+  views: Map<string, number>;
+  /** Bytes held by all layers together, hidden ones too, where the target can tell (not what awaits a commit). */
+  allLayersBytes?: number;
+}
+
+/** One state a block of a volume's head may be in after a crash: its contents and its state in the head. */
+interface Candidate {
+  bytes: Buffer;
+  states: PossibleStates;
 }
 
 interface ModelVolume {
   uid: number;
   bytes: Buffer;
-  /** Block index to its possible contents since the last flush, durable one first (kill -9 may leave any). */
-  unflushed: Map<number, Buffer[]>;
+  head: ModelLayer;
+  /** Block index to what it may hold since the last flush, durable one first (kill -9 may leave any). */
+  unflushed: Map<number, Candidate[]>;
 }
 
 interface ModelSnapshot {
@@ -43,6 +62,7 @@ interface ModelSnapshot {
   volumeUid: number;
   name: string;
   bytes: Buffer;
+  layer: ModelLayer;
 }
 
 /** Bounds of one model run. */
@@ -77,6 +97,7 @@ class ModelRun {
   readonly #rand: () => number;
   readonly volumes = new Map<string, ModelVolume>();
   readonly snapshots = new Map<string, ModelSnapshot>();
+  readonly layers = new ModelLayers();
   readonly report: ModelReport = {};
   #nextId = 1;
 
@@ -125,18 +146,31 @@ class ModelRun {
     return `${prefix}${this.#nextId++}`;
   }
 
-  /** Applies a change to bytes [offset, offset+length) and records each touched block's new contents as unflushed. */
-  #apply(v: ModelVolume, offset: number, length: number, change: (bytes: Buffer) => void): void {
+  /**
+   * Applies a change to bytes [offset, offset+length), gives each touched
+   * block `state` in the volume's head, and records both as unflushed.
+   */
+  #apply(v: ModelVolume, offset: number, length: number, state: PossibleStates, change: (bytes: Buffer) => void): void {
     const first = Math.floor(offset / BLOCK);
     const end = Math.ceil((offset + length) / BLOCK);
     const before = Buffer.from(v.bytes.subarray(first * BLOCK, end * BLOCK));
     change(v.bytes);
     for (let b = first; b < end; b++) {
-      const list = v.unflushed.get(b) ?? [Buffer.from(before.subarray((b - first) * BLOCK, (b - first + 1) * BLOCK))];
-      list.push(Buffer.from(v.bytes.subarray(b * BLOCK, (b + 1) * BLOCK)));
+      const list = v.unflushed.get(b) ?? [
+        { bytes: Buffer.from(before.subarray((b - first) * BLOCK, (b - first + 1) * BLOCK)), states: v.head.stateOf(b) },
+      ];
+      list.push({ bytes: Buffer.from(v.bytes.subarray(b * BLOCK, (b + 1) * BLOCK)), states: state });
+      v.head.set(b, state);
       v.unflushed.set(b, list);
     }
   }
+
+  /** True when a volume's head or a snapshot reads through `layer` as its own. */
+  readonly #named = (layer: ModelLayer): boolean => {
+    for (const v of this.volumes.values()) if (v.head === layer) return true;
+    for (const s of this.snapshots.values()) if (s.layer === layer) return true;
+    return false;
+  };
 
   #ops(): Array<[number, Op]> {
     const vols = this.volumes.size;
@@ -174,7 +208,8 @@ class ModelRun {
     const name = this.#name("v");
     const blocks = 4 + this.#int(this.#o.maxBlocks / 2);
     await this.#target.createVolume(name, blocks * BLOCK);
-    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.alloc(blocks * BLOCK), unflushed: new Map() });
+    const head = this.layers.add(null);
+    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.alloc(blocks * BLOCK), head, unflushed: new Map() });
     this.#count("createVolume");
     return `create ${name} ${blocks} blocks`;
   }
@@ -185,7 +220,8 @@ class ModelRun {
     const { offset, length } = this.#range(v.bytes.length, aligned);
     const data = this.#fill(length);
     await this.#target.write(name, offset, data);
-    this.#apply(v, offset, length, (bytes) => data.copy(bytes, offset));
+    // A partial block is read, changed and written whole: it holds data too.
+    this.#apply(v, offset, length, Possible.DATA, (bytes) => data.copy(bytes, offset));
     this.#count(aligned ? "write" : "writeUnaligned");
     return `write ${name} [${offset}, +${length})`;
   }
@@ -195,13 +231,18 @@ class ModelRun {
     const trim = this.#rand() < 0.5;
     const { offset, length } = this.#range(v.bytes.length, this.#rand() < 0.7);
     await this.#target.zero(name, offset, length, trim);
-    if (trim) {
-      // TRIM zeroes whole blocks only (keelson reads trimmed blocks as zeros); partial blocks keep their data.
-      const from = Math.ceil(offset / BLOCK) * BLOCK;
-      const to = Math.floor((offset + length) / BLOCK) * BLOCK;
-      if (from < to) this.#apply(v, from, to - from, (bytes) => bytes.fill(0, from, to));
-    } else {
-      this.#apply(v, offset, length, (bytes) => bytes.fill(0, offset, offset + length));
+    // Whole blocks become zero markers (keelson reads trimmed blocks as zeros) and hold no space.
+    const end = offset + length;
+    const from = Math.ceil(offset / BLOCK) * BLOCK;
+    const to = Math.floor(end / BLOCK) * BLOCK;
+    const zeroFill = (a: number, b: number) => (bytes: Buffer) => bytes.fill(0, a, b);
+    if (from < to) this.#apply(v, from, to - from, v.head.zeroState, zeroFill(from, to));
+    if (!trim) {
+      // WRITE_ZEROES writes real zeros into partial blocks, which then hold data; TRIM leaves them alone.
+      if (offset < Math.min(from, end))
+        this.#apply(v, offset, Math.min(from, end) - offset, Possible.DATA, zeroFill(offset, Math.min(from, end)));
+      const tail = Math.max(to, from);
+      if (tail < end) this.#apply(v, tail, end - tail, Possible.DATA, zeroFill(tail, end));
     }
     this.#count(trim ? "trim" : "writeZeroes");
     return `${trim ? "trim" : "zero"} ${name} [${offset}, +${length})`;
@@ -220,7 +261,9 @@ class ModelRun {
     const name = this.#name("s");
     await this.#target.createSnapshot(volume, name);
     v.unflushed.clear();
-    this.snapshots.set(`${volume}@${name}`, { volume, volumeUid: v.uid, name, bytes: Buffer.from(v.bytes) });
+    const layer = v.head;
+    v.head = this.layers.add(layer);
+    this.snapshots.set(`${volume}@${name}`, { volume, volumeUid: v.uid, name, bytes: Buffer.from(v.bytes), layer });
     this.#count("snapshot");
     return `snapshot ${volume}@${name}`;
   }
@@ -229,6 +272,7 @@ class ModelRun {
     const [key, s] = this.#pick(this.snapshots) as [string, ModelSnapshot];
     await this.#target.deleteSnapshot(s.volume, s.name);
     this.snapshots.delete(key);
+    this.layers.collect(s.layer, this.#named);
     this.#count("deleteSnapshot");
     return `delete snapshot ${key}`;
   }
@@ -237,7 +281,8 @@ class ModelRun {
     const s = this.#pick(this.snapshots.values()) as ModelSnapshot;
     const name = this.#name("c");
     await this.#target.cloneSnapshot(name, s.volume, s.name);
-    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.from(s.bytes), unflushed: new Map() });
+    const head = this.layers.add(s.layer);
+    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.from(s.bytes), head, unflushed: new Map() });
     this.#count("cloneSnapshot");
     return `clone ${name} from ${s.volume}@${s.name}`;
   }
@@ -247,7 +292,11 @@ class ModelRun {
     const name = this.#name("c");
     await this.#target.cloneVolume(name, source);
     v.unflushed.clear();
-    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.from(v.bytes), unflushed: new Map() });
+    // The source's head is sealed as a hidden layer that the source and the clone both read through.
+    const sealed = v.head;
+    v.head = this.layers.add(sealed);
+    const head = this.layers.add(sealed);
+    this.volumes.set(name, { uid: this.#nextId++, bytes: Buffer.from(v.bytes), head, unflushed: new Map() });
     this.#count("cloneVolume");
     return `clone ${name} from volume ${source}`;
   }
@@ -260,6 +309,9 @@ class ModelRun {
     const v = this.volumes.get(s.volume) as ModelVolume;
     v.bytes = Buffer.from(s.bytes);
     v.unflushed.clear();
+    const old = v.head;
+    v.head = this.layers.add(s.layer);
+    this.layers.collect(this.layers.dropLeaf(old), this.#named);
     this.#count("revert");
     return `revert ${s.volume} to ${s.name}`;
   }
@@ -285,9 +337,10 @@ class ModelRun {
   }
 
   async deleteVolume(): Promise<string> {
-    const [name] = this.#pick(this.volumes) as [string, ModelVolume];
+    const [name, v] = this.#pick(this.volumes) as [string, ModelVolume];
     await this.#target.deleteVolume(name);
     this.volumes.delete(name);
+    this.layers.collect(this.layers.dropLeaf(v.head), this.#named);
     this.#count("deleteVolume");
     return `delete volume ${name}`;
   }
@@ -320,22 +373,62 @@ class ModelRun {
     }
   }
 
+  /**
+   * Takes what a crash left in each unflushed block as the model's contents.
+   * The block's state in the head is one of those whose contents it shows
+   * (a whole block that shows the new data was written); a torn block may be
+   * in any of its recent states.
+   */
   #settle(name: string, v: ModelVolume, actual: Buffer, step: number, seed: number): void {
     const piece = this.#o.crashTearsSectorBytes;
     for (const [b, candidates] of v.unflushed) {
       const got = actual.subarray(b * BLOCK, (b + 1) * BLOCK);
       for (let at = 0; at < BLOCK; at += piece) {
         const part = got.subarray(at, at + piece);
-        if (!candidates.some((c) => c.subarray(at, at + piece).equals(part))) {
+        if (!candidates.some((c) => c.bytes.subarray(at, at + piece).equals(part))) {
           assert.fail(
             `seed ${seed} step ${step}: after a crash, bytes ${at}..${at + piece} of block ${b} of volume ${name} hold none of its ${candidates.length} possible contents`,
           );
         }
       }
       got.copy(v.bytes, b * BLOCK);
+      const whole = candidates.filter((c) => c.bytes.equals(got));
+      v.head.set(
+        b,
+        (whole.length > 0 ? whole : candidates).reduce((states, c) => states | c.states, 0),
+      );
     }
     v.unflushed.clear();
   }
+
+  /** Checks the space the target says each layer holds against the model's layers. */
+  async checkSpace(step: number, seed: number): Promise<void> {
+    const space = await this.#target.layerSpace();
+    const expected = new Map<string, ModelLayer>();
+    for (const [name, v] of this.volumes) expected.set(name, v.head);
+    for (const [key, s] of this.snapshots) expected.set(key, s.layer);
+    const where = `seed ${seed} step ${step}`;
+    for (const name of space.views.keys()) {
+      if (!expected.has(name)) assert.fail(`${where}: the target reports space for ${name}, which the model does not have`);
+    }
+    for (const [name, layer] of expected) {
+      const bytes = space.views.get(name);
+      if (bytes === undefined) assert.fail(`${where}: the target reports no space for ${name}`);
+      inRange(bytes, layer.dataBlocks(), `${where}: ${name}'s own layer`);
+    }
+    if (space.allLayersBytes !== undefined) {
+      inRange(space.allLayersBytes, this.layers.totalDataBlocks(), `${where}: all ${this.layers.all.size} layers together`);
+    }
+    const inDoubt = [...this.layers.all].reduce((n, l) => n + l.dataBlocks().max - l.dataBlocks().min, 0);
+    this.report.spaceChecks = (this.report.spaceChecks ?? 0) + 1;
+    if (inDoubt > 0) this.report.spaceChecksInDoubt = (this.report.spaceChecksInDoubt ?? 0) + 1;
+  }
+}
+
+function inRange(bytes: number, blocks: { min: number; max: number }, what: string): void {
+  if (bytes >= blocks.min * BLOCK && bytes <= blocks.max * BLOCK) return;
+  const model = blocks.min === blocks.max ? `${blocks.min * BLOCK}` : `${blocks.min * BLOCK}..${blocks.max * BLOCK}`;
+  assert.fail(`${what}: ${bytes} bytes of pool held; the model says ${model} (4 KiB per block with data)`);
 }
 
 function compare(actual: Buffer, expected: Buffer, what: string, step: number, seed: number): void {
@@ -367,6 +460,7 @@ export async function runStoreModel(target: ModelTarget, options: ModelOptions):
     }
     options.trace?.(`${step}: ${line}`);
     await run.check(line.startsWith("kill"), step, options.seed);
+    await run.checkSpace(step, options.seed);
   }
   // Restarts are drawn at random (1.5 of ~100 weight): a run of 300 steps draws no kill -9 about once in
   // a hundred seeds (KEELSON_SEED=1513971222), and the crash path would go unchecked. End with one then.
@@ -374,6 +468,7 @@ export async function runStoreModel(target: ModelTarget, options: ModelOptions):
     const line = await run.restart(true);
     options.trace?.(`${options.steps + 1}: ${line}`);
     await run.check(true, options.steps + 1, options.seed);
+    await run.checkSpace(options.steps + 1, options.seed);
   }
   run.report.steps = options.steps;
   run.report.finalVolumes = run.volumes.size;

@@ -1,7 +1,7 @@
 import path from "node:path";
 import type { KeelsonClient } from "@keelson/sdk";
 import { expect } from "vitest";
-import type { ModelTarget } from "../../src/testing/store-model.js";
+import type { LayerSpace, ModelTarget } from "../../src/testing/store-model.js";
 import { startDaemon, type TestDaemon } from "./daemon.js";
 import { NbdTestClient } from "./nbd-client.js";
 
@@ -125,6 +125,13 @@ export class DaemonTarget implements ModelTarget {
     const r = await c.read(0, sizeBytes);
     check(r, `read ${exportName}`);
     return r.data;
+  }
+  async layerSpace(): Promise<LayerSpace> {
+    const views = new Map<string, number>();
+    for (const v of await this.#client.listVolumes()) views.set(v.name, v.allocatedBytes);
+    for (const s of await this.#client.listSnapshots()) views.set(`${s.volume}@${s.name}`, s.allocatedBytes);
+    // The pool's allocated bytes include space that waits for a commit, so the total is not comparable here.
+    return { views };
   }
   async restart(kill: boolean): Promise<void> {
     for (const c of this.#connections.values()) c.close();
