@@ -23,19 +23,21 @@ export const URING_CAPACITY = 512;
  */
 export const MAX_WAITING = 2 ** 20;
 
-/**
- * A buffered write of at most this many bytes, made while the ring is idle, is
- * written at once on the event loop (see `UringIo.write`).
- */
+/** A buffered write of at most this many bytes is written at once on the event loop (see `UringIo.write`). */
 export const INLINE_WRITE_MAX_BYTES = 64 * 1024;
 /**
- * An inline write that took longer than this stops inline writes for
- * {@link INLINE_WRITE_BACKOFF_MS}: the kernel throttling writers (its pauses
- * are 10 ms and up), not the loop losing its core for a time slice (a few ms
- * on a busy 2-core machine).
+ * An inline write that took longer than this stops inline writes for a
+ * while: the kernel may be throttling writers (its pauses are 10 ms and up),
+ * or the loop lost its core for a time slice (a few ms on a busy 2-core
+ * machine). The pause starts at {@link INLINE_WRITE_BACKOFF_MIN_MS} and
+ * doubles while the next inline write is slow too, up to
+ * {@link INLINE_WRITE_BACKOFF_MAX_MS}: a lost time slice costs a tenth of a
+ * second of inline writes, a throttled page cache one stalled write every
+ * two seconds.
  */
 const INLINE_WRITE_SLOW_MS = 4;
-const INLINE_WRITE_BACKOFF_MS = 1000;
+const INLINE_WRITE_BACKOFF_MIN_MS = 100;
+const INLINE_WRITE_BACKOFF_MAX_MS = 2000;
 
 /** Submits per turn of the event loop made at once (a microtask); more wait for the next turn (see `UringIo.#scheduleSubmit`). */
 const MAX_SUBMITS_PER_TURN = 64;
@@ -87,10 +89,11 @@ export class UringIo implements DeviceIo {
   #closed = false;
   /** fds opened with O_DIRECT ({@link openDirect}) and the alignment their requests get. */
   readonly #direct = new Map<number, number>();
-  /** Largest buffered write made inline while the ring is idle; 0: none (see {@link write}). */
+  /** Largest buffered write made inline; 0: none (see {@link write}). */
   readonly #inlineWriteMaxBytes: number;
-  /** performance.now() before which no write is made inline (one was slow). */
+  /** performance.now() before which no write is made inline (one was slow), and how long the last such pause was. */
   #inlineWritesFrom = 0;
+  #inlinePauseMs = 0;
   /** Submits scheduled in this turn of the event loop (see `#scheduleSubmit`). */
   #submitsThisTurn = 0;
   readonly #newTurn = (): void => {
@@ -124,21 +127,27 @@ export class UringIo implements DeviceIo {
   }
 
   /**
-   * A buffered write never completes inside io_uring's submit on ext4 (no
-   * non-blocking buffered writes there): the kernel hands it to a worker thread,
-   * whose completion then wakes the event loop, two thread hand-offs for a copy
-   * into the page cache. While the ring is idle (nothing in flight, so nothing
-   * to reorder and no one else to keep waiting) a small one is written at once
-   * instead, as a server with a thread per connection does. One that took more
-   * than 4 ms (the kernel throttling writers) turns this off for a second, so a loaded page cache never stalls the loop twice in a row.
-   * Inline writes count against the submits a turn may make, so a chain of
-   * them still lets the event loop turn.
+   * A buffered write never completes inside io_uring's submit on ext4 or a
+   * block device (no non-blocking buffered writes there): the kernel hands it
+   * to a worker thread, whose completion then wakes the event loop, two thread
+   * hand-offs for a copy into the page cache. Under load those workers queue
+   * behind each other and compete for the CPU with everything else: on 2
+   * cores a 4 KiB write spent 0.4-1 ms there, so a volume doing random
+   * read/write at queue depth 32 was held to its share of them whatever the
+   * schedulers ordered. A small one is written at once instead, as a server
+   * with a thread per connection does, also while other requests are in the
+   * ring: it may then finish before a request made earlier, which nothing
+   * relies on (every caller waits for a write before anything that depends on
+   * it, NBD gives requests in flight together no order, and the workers
+   * already finish writes to a block device in any order).
+   * One that took more than 4 ms turns this off for a while (see
+   * {@link INLINE_WRITE_SLOW_MS}), so a throttled page cache seldom stalls
+   * the loop. Inline writes count against the submits a turn may make, so a chain
+   * of them still lets the event loop turn.
    */
   write(fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: RwCallback): void {
     if (
       length <= this.#inlineWriteMaxBytes &&
-      this.#taken === 0 &&
-      this.#waitingHead === this.#waiting.length &&
       !this.#closed &&
       !this.#direct.has(fd) &&
       this.#submitsThisTurn < MAX_SUBMITS_PER_TURN
@@ -168,7 +177,11 @@ export class UringIo implements DeviceIo {
       const errno = (error as NodeJS.ErrnoException).errno ?? -os.constants.errno.EIO;
       return failLater(cb, new DeviceIoError(errno, "pwrite"));
     }
-    if (performance.now() - started > INLINE_WRITE_SLOW_MS) this.#inlineWritesFrom = performance.now() + INLINE_WRITE_BACKOFF_MS;
+    const ended = performance.now();
+    if (ended - started > INLINE_WRITE_SLOW_MS) {
+      this.#inlinePauseMs = Math.min(INLINE_WRITE_BACKOFF_MAX_MS, Math.max(INLINE_WRITE_BACKOFF_MIN_MS, 2 * this.#inlinePauseMs));
+      this.#inlineWritesFrom = ended + this.#inlinePauseMs;
+    } else this.#inlinePauseMs = 0;
     process.nextTick(cb, null, n);
   }
 
