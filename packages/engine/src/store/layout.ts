@@ -38,6 +38,16 @@ export function entryRecordBytes(stateBytes: number): number {
 }
 const MIN_JOURNAL_BYTES = 4 * MIB;
 const MAX_JOURNAL_BYTES = 64 * MIB;
+/**
+ * A pool with sub-extent allocation gets an extent entry per this many blocks
+ * of its space, on top of two per extent: a layer takes an entry for each
+ * extent it writes in, so 4 KiB writes scattered over snapshots take an entry
+ * each, and at two entries per extent a pool reported itself full with 2.5%
+ * of its space used. At one per 8 blocks, such writes fill an eighth of the
+ * space or more first, for metadata slots of about 2% of it (two slots of 76
+ * bytes an entry with 1 MiB extents).
+ */
+const BLOCKS_PER_EXTRA_ENTRY = 8;
 /** A pool must hold at least this many data extents after its metadata. */
 export const MIN_DATA_EXTENTS = 8;
 
@@ -90,9 +100,9 @@ export function planLayout(
 ): PoolLayout {
   validateExtentSize(extentSizeBytes);
   const roughExtents = Math.floor(sizeBytes / extentSizeBytes);
-  const maxEntries = 2 * roughExtents + 1024;
   const roughBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
   const subExtent = roughBlocks <= MAX_MAPPED_BLOCKS;
+  const maxEntries = 2 * roughExtents + 1024 + (subExtent ? Math.floor(roughBlocks / BLOCKS_PER_EXTRA_ENTRY) : 0);
   const mapBytes = subExtent ? roughBlocks * MAPPED_BLOCK_BYTES : 0;
   const slotBytes = roundUp(
     4096 + MAX_CATALOG_BYTES + maxEntries * entryRecordBytes(stateBytesOf(extentSizeBytes)) + mapBytes,

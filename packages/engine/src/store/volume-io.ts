@@ -97,6 +97,14 @@ class WritePart {
   }
 }
 
+/** NO_SPACE for want of extent entries rather than of space (see `planLayout`). */
+function metadataFull(pool: PoolCore, volume: Volume, newEntries: number): KeelsonError {
+  return new KeelsonError({
+    code: "NO_SPACE",
+    message: `pool metadata is full: it holds its maximum of ${pool.layout.maxEntries} extent entries (volume ${volume.name} needs ${newEntries} more); delete snapshots or volumes`,
+  });
+}
+
 function noSpace(pool: PoolCore, volume: Volume, neededBlocks: number): KeelsonError {
   return new KeelsonError({
     code: "NO_SPACE",
@@ -164,12 +172,7 @@ function allocateRange(pool: PoolCore, volume: Volume, offset: number, end: numb
   }
   const needed = wholeExtents * perExtent + blocksNeeded;
   if (needed > pool.blocks.allocatableBlocks) return noSpace(pool, volume, needed);
-  if (pool.entryCount + newEntries > pool.layout.maxEntries) {
-    return new KeelsonError({
-      code: "NO_SPACE",
-      message: `pool metadata is full: it holds its maximum of ${pool.layout.maxEntries} extent entries (volume ${volume.name} needs ${newEntries} more); delete snapshots or volumes`,
-    });
-  }
+  if (pool.entryCount + newEntries > pool.layout.maxEntries) return metadataFull(pool, volume, newEntries);
   // An overwrite of space the head holds already (the common case) allocates nothing.
   if (needed === 0 && newEntries === 0) return null;
   // Whole extents first: a block allocation may open a new slab, which could take an extent counted for them.
@@ -341,7 +344,7 @@ function zeroBlocks(pool: PoolCore, volume: Volume, logical: number, firstBlock:
   let entry = head.extents.get(logical);
   if (entry === undefined) {
     if (state === BlockState.ABSENT) return null;
-    if (pool.entryCount >= pool.layout.maxEntries) return noSpace(pool, volume, 0);
+    if (pool.entryCount >= pool.layout.maxEntries) return metadataFull(pool, volume, 1);
     entry = pool.addEntry(head, logical);
   }
   // A trim of blocks trimmed already changes nothing to commit.
