@@ -39,15 +39,16 @@ export function entryRecordBytes(stateBytes: number): number {
 const MIN_JOURNAL_BYTES = 4 * MIB;
 const MAX_JOURNAL_BYTES = 64 * MIB;
 /**
- * A pool with sub-extent allocation gets an extent entry per this many blocks
- * of its space, on top of two per extent: a layer takes an entry for each
+ * Share of a pool with sub-extent allocation that each checkpoint slot gives
+ * to extent entries on top of two per extent. A layer takes an entry for each
  * extent it writes in, so 4 KiB writes scattered over snapshots take an entry
- * each, and at two entries per extent a pool reported itself full with 2.5%
- * of its space used. At one per 8 blocks, such writes fill an eighth of the
- * space or more first, for metadata slots of about 2% of it (two slots of 76
- * bytes an entry with 1 MiB extents).
+ * each, and at two entries per extent a 256 MiB pool reported itself full
+ * with 2.5% of its space used. A byte budget, not a count per block: such
+ * writes need the same number of entries whatever the extent size, while an
+ * entry's record grows with it (12 bytes plus 2 bits a block: 76 bytes with
+ * 1 MiB extents, 4,108 with 64 MiB ones).
  */
-const BLOCKS_PER_EXTRA_ENTRY = 8;
+const EXTRA_ENTRIES_SHARE = 1 / 400;
 /** A pool must hold at least this many data extents after its metadata. */
 export const MIN_DATA_EXTENTS = 8;
 
@@ -102,7 +103,10 @@ export function planLayout(
   const roughExtents = Math.floor(sizeBytes / extentSizeBytes);
   const roughBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
   const subExtent = roughBlocks <= MAX_MAPPED_BLOCKS;
-  const maxEntries = 2 * roughExtents + 1024 + (subExtent ? Math.floor(roughBlocks / BLOCKS_PER_EXTRA_ENTRY) : 0);
+  const extraEntries = subExtent
+    ? Math.floor((sizeBytes * EXTRA_ENTRIES_SHARE) / entryRecordBytes(stateBytesOf(extentSizeBytes)))
+    : 0;
+  const maxEntries = 2 * roughExtents + 1024 + extraEntries;
   const mapBytes = subExtent ? roughBlocks * MAPPED_BLOCK_BYTES : 0;
   const slotBytes = roundUp(
     4096 + MAX_CATALOG_BYTES + maxEntries * entryRecordBytes(stateBytesOf(extentSizeBytes)) + mapBytes,

@@ -375,9 +375,9 @@ class ModelRun {
 
   /**
    * Takes what a crash left in each unflushed block as the model's contents.
-   * The block's state in the head is one of those whose contents it shows
-   * (a whole block that shows the new data was written); a torn block may be
-   * in any of its recent states.
+   * Where blocks are whole (kill -9), the block's state in the head is one
+   * of those whose contents it shows; where a crash may tear them (a power
+   * cut), any of its recent states.
    */
   #settle(name: string, v: ModelVolume, actual: Buffer, step: number, seed: number): void {
     const piece = this.#o.crashTearsSectorBytes;
@@ -392,7 +392,10 @@ class ModelRun {
         }
       }
       got.copy(v.bytes, b * BLOCK);
-      const whole = candidates.filter((c) => c.bytes.equals(got));
+      // A torn block mixes versions sector by sector, and a mix can equal another candidate's contents
+      // (old data in one half, zeros in the other, where a trim made the block all zeros): only a
+      // whole block tells which write it holds.
+      const whole = piece === BLOCK ? candidates.filter((c) => c.bytes.equals(got)) : [];
       v.head.set(
         b,
         (whole.length > 0 ? whole : candidates).reduce((states, c) => states | c.states, 0),
