@@ -63,3 +63,15 @@ function releaseUnusedBlocks(pool: PoolCore, layer: Layer, entry: ExtentEntry, b
   pool.markDirty(entry);
   if (mapped === 0) entry.blocks = null;
 }
+
+/**
+ * Frees what every entry holds without data, at open: a write's space is
+ * recorded in the next commit before its data lands (so a commit while it is
+ * in flight records the space without the data), and a crash before the
+ * commit after it leaves the layer holding space it does not read.
+ */
+export function releaseUnusedAtOpen(pool: PoolCore): void {
+  for (const layer of pool.layers.values()) {
+    for (const entry of [...layer.extents.values()]) releaseUnused(pool, layer, entry);
+  }
+}

@@ -1,6 +1,7 @@
 import type { KeelsonError } from "@keelson/sdk";
 import type { ActivityLogRecord } from "./activity-record.js";
 import type { DiskCapabilityRecord, QosPolicyRecord } from "./catalog.js";
+import { releaseUnusedAtOpen } from "./entry-space.js";
 import type { Layer } from "./layer.js";
 import { type ChainChanges, chainChanges } from "./layer-diff.js";
 import { collectAll } from "./layer-gc.js";
@@ -92,8 +93,9 @@ export class Pool {
   }
 
   /**
-   * Opens (formatting when blank) the pool on `options.path`, then finishes
-   * any layer fold a crash interrupted.
+   * Opens (formatting when blank) the pool on `options.path`, then gives
+   * back space a crash left held without data and finishes any layer fold a
+   * crash interrupted.
    */
   static async open(options: OpenPoolOptions): Promise<Pool> {
     const pool = new Pool(
@@ -108,7 +110,10 @@ export class Pool {
       }),
     );
     try {
-      await pool.#serial(() => collectAll(pool.#core));
+      await pool.#serial(async () => {
+        releaseUnusedAtOpen(pool.#core);
+        await collectAll(pool.#core);
+      });
     } catch (error) {
       await pool.close().catch(() => undefined);
       throw error;
