@@ -288,7 +288,7 @@ describe("snapshots", () => {
     expect(await client.listSnapshots({ volume: "live" })).toEqual([]);
   }, 180_000);
 
-  it("kill -9 while a snapshot delete folds into the head: no data lost, the fold finishes when the pool opens", async () => {
+  it("kill -9 around a snapshot delete that folds into the head: no data lost, no returned delete undone, an unfinished fold finishes when the pool opens", async () => {
     using dir = tempDir("keelson-fold-kill-");
     const poolPath = path.join(dir.path, "pool.img");
     let d = await startDaemon({ poolPath, poolSize: "1G", dir: dir.path });
@@ -320,7 +320,7 @@ describe("snapshots", () => {
         () => "returned",
         () => "failed",
       );
-      await new Promise((r) => setTimeout(r, 60));
+      await new Promise((r) => setTimeout(r, 15));
       await d.kill9();
       const outcome = await deleting;
       d = await startDaemon({ poolPath, dir: dir.path });
@@ -330,9 +330,14 @@ describe("snapshots", () => {
       console.log(
         `kill -9 during the fold: the delete call ${outcome}; after restart the snapshot is ${left.length ? "still there" : "gone"}, folds finished at open: ${resumed}`,
       );
-      // Either the kill came before the delete was durable, or the restarted engine finished the fold, or (a fold
-      // without copies takes milliseconds) the delete had returned before the kill.
-      expect(left.length > 0 || resumed === "1" || (outcome === "returned" && resumed === "0")).toBe(true);
+      // Three outcomes are right: the kill came before the delete was durable (the snapshot is there), or during
+      // the fold (the restarted engine finished it), or after the fold's commit, when the reply may have been lost
+      // with the process. A fold without copies takes some 30 ms here; a kill at 60 ms came after it, and in CI
+      // the call then failed that way. src/store/layer-gc.test.ts stops folds at chosen extents, for certain.
+      // What is never right is a delete that returned and a snapshot that is back.
+      expect(resumed === "0" || resumed === "1", `foldsFinishedAtOpen logged: ${resumed}`).toBe(true);
+      if (outcome === "returned") expect(left).toEqual([]);
+      if (resumed === "1") expect(left).toEqual([]);
       if (left.length > 0) {
         // The kill came before the delete was durable: the snapshot is intact, and can be deleted again.
         const snap = await NbdTestClient.open(d.nbdAddress, "v@old");
